@@ -1,0 +1,38 @@
+//! Media plane settings. Built by the binary's typed config and passed down explicitly.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Everything the SFU needs to start.
+#[derive(Clone, Debug)]
+pub struct SfuConfig {
+    /// Where the one UDP socket binds (port 0 picks a free port, as tests do).
+    pub bind: SocketAddr,
+    /// The address put in ICE candidates: 127.0.0.1 in tests, the public IP in production.
+    /// Its port is the bound port.
+    pub advertise_ip: IpAddr,
+    /// Worker threads that drive sessions; 0 means one per core.
+    pub workers: usize,
+    /// At most one PLI per track per this interval toward a publisher.
+    pub pli_throttle: Duration,
+    /// A session with no ICE connection after this long is dropped.
+    pub connect_timeout: Duration,
+    /// Capacity of each worker's command and media queue.
+    pub queue_capacity: usize,
+    /// Tracks one participant may publish.
+    pub max_tracks_per_publisher: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7882),
+            advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            workers: 0,
+            pli_throttle: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(20),
+            queue_capacity: 65_536,
+            max_tracks_per_publisher: 8,
+        }
+    }
+}

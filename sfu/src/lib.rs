@@ -1,0 +1,44 @@
+//! Onair's media plane: a selective forwarding unit on webrtc-rs's sans-IO core (`rtc`).
+//!
+//! The path of a packet, one module per step:
+//!
+//! ```text
+//!  UDP :7882 ──► demux (STUN USERNAME → session, then 5-tuple → session)        [demux.rs]
+//!            ──► worker thread that owns the session                             [worker.rs]
+//!            ──► publisher PeerSession: SRTP decrypt, RTCP, NACK generation      [session.rs]
+//!            ──► router: one shared packet (Arc) per interested worker           [router.rs]
+//!            ──► forwarder per subscriber track: wait for keyframe,
+//!                rewrite SSRC / sequence number / timestamp / payload type       [forwarder.rs]
+//!            ──► subscriber PeerSession: SRTP encrypt, NACK cache, SR            [session.rs]
+//!            ──► UDP :7882 (the same socket)
+//! ```
+//!
+//! Feedback flows back the other way: a subscriber's PLI/FIR becomes a keyframe request to the
+//! publisher's worker, which sends at most one PLI per track per [`SfuConfig::pli_throttle`].
+//!
+//! Rules a caller must follow:
+//! - The SFU knows nothing of WebSockets or tokens. Signaling drives it through [`Sfu`] (typed
+//!   commands over bounded channels) and learns what happens through [`SfuEvent`]s on the sink it
+//!   handed over for each participant.
+//! - Sessions, forwarders and munglers take `now: Instant` and touch no socket; only the worker
+//!   loop does I/O. Nothing on the per-packet path takes a global lock.
+//! - Nothing here panics on network input; a session whose input still makes a dependency panic
+//!   is closed and the worker carries on.
+
+pub mod codec;
+pub mod config;
+pub mod demux;
+pub mod error;
+pub mod forwarder;
+pub mod ids;
+mod router;
+pub mod session;
+mod sfu;
+mod worker;
+
+pub use config::SfuConfig;
+pub use error::SfuError;
+pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+pub use sfu::{CodecInfo, ConnState, MediaKind, Sfu, SfuEvent, SfuStats, TrackInfo};
+/// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
+pub use rtc::peer_connection::transport::RTCIceCandidateInit;

@@ -1,0 +1,85 @@
+//! Routing tables of one worker. Pure data: the worker loop consults them per packet without
+//! any lock, because each worker owns its own.
+
+use crate::ids::{ParticipantId, TrackId};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// One received RTP packet, shared (`Arc`) by every worker that forwards it. Header extensions
+/// and CSRCs are stripped at ingest: their ids are negotiated per leg, so each subscriber leg
+/// adds its own, and an empty header clones without allocating.
+#[derive(Debug)]
+pub(crate) struct MediaPacket {
+    pub track: TrackId,
+    pub header: rtc::rtp::header::Header,
+    pub payload: Bytes,
+    pub keyframe: bool,
+    #[allow(dead_code)] // read by the forwarding-delay metrics of the loadtest issue
+    pub received: Instant,
+}
+
+/// A track published by a session on this worker.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub publisher: ParticipantId,
+    /// Reference count of local subscribers per worker index.
+    pub interested: Vec<u32>,
+}
+
+#[derive(Default)]
+pub(crate) struct Router {
+    pub published: HashMap<TrackId, Published>,
+    /// Subscribers on this worker, per track.
+    pub subscribers: HashMap<TrackId, Vec<ParticipantId>>,
+}
+
+impl Router {
+    /// Add a local subscriber; true if it is the first one on this worker for the track.
+    pub fn add_subscriber(&mut self, track: TrackId, p: ParticipantId) -> bool {
+        let list = self.subscribers.entry(track).or_default();
+        if list.contains(&p) {
+            return false;
+        }
+        list.push(p);
+        list.len() == 1
+    }
+
+    /// Remove a local subscriber; true if it was the last one on this worker for the track.
+    pub fn remove_subscriber(&mut self, track: TrackId, p: ParticipantId) -> bool {
+        let Some(list) = self.subscribers.get_mut(&track) else { return false };
+        let before = list.len();
+        list.retain(|x| *x != p);
+        if list.is_empty() {
+            self.subscribers.remove(&track);
+            return before > 0;
+        }
+        false
+    }
+
+    pub fn set_interest(&mut self, track: TrackId, worker: usize, add: bool) {
+        if let Some(p) = self.published.get_mut(&track)
+            && let Some(count) = p.interested.get_mut(worker)
+        {
+            *count = if add { count.saturating_add(1) } else { count.saturating_sub(1) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_subscriber_are_reported() {
+        let mut r = Router::default();
+        let t = TrackId(1);
+        assert!(r.add_subscriber(t, ParticipantId(1)));
+        assert!(!r.add_subscriber(t, ParticipantId(2)));
+        assert!(!r.add_subscriber(t, ParticipantId(2)));
+        assert!(!r.remove_subscriber(t, ParticipantId(1)));
+        assert!(r.remove_subscriber(t, ParticipantId(2)));
+        assert!(!r.remove_subscriber(t, ParticipantId(2)));
+        assert!(r.subscribers.is_empty());
+    }
+}

@@ -1,0 +1,301 @@
+//! A peer session: one `rtc::RTCPeerConnection` (sans-IO), plus what the SFU keeps beside it.
+//!
+//! A participant has up to two sessions, both on the same worker and the same UDP port:
+//! the **publisher** session (the client offers its tracks, we answer) and the **subscriber**
+//! session (we offer the room's tracks, the client answers). Keeping the directions apart means
+//! neither side ever has to resolve offer glare.
+//!
+//! Sessions do no I/O: the worker feeds them datagrams and timeouts and drains their output.
+
+use crate::codec::Codec;
+use crate::error::SfuError;
+use crate::forwarder::Forwarder;
+use crate::ids::{SessionKey, TrackId};
+use crate::sfu::{CodecInfo, MediaKind};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::certificate::RTCCertificate;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What every session of one SFU shares: the DTLS certificate (generated once: an ECDSA key per
+/// peer would cost milliseconds per join) and the advertised address.
+#[derive(Clone)]
+pub struct SessionFactory {
+    pub certificate: RTCCertificate,
+    pub local_addr: SocketAddr,
+}
+
+impl SessionFactory {
+    pub fn new(local_addr: SocketAddr) -> Result<Self, SfuError> {
+        let provider = rtc::crypto::default_provider().map_err(|e| SfuError::Startup(e.to_string()))?;
+        let certificate = RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            rtc::peer_connection::certificate::CertificateParams::new(vec!["onair".to_owned()])
+                .map_err(|e| SfuError::Startup(e.to_string()))?,
+        )
+        .map_err(|e| SfuError::Startup(e.to_string()))?;
+        Ok(Self { certificate, local_addr })
+    }
+
+    /// A new ICE-lite peer connection with fresh ICE credentials and our one host candidate.
+    pub fn build(&self, key: SessionKey, now: Instant) -> Result<PeerSession, SfuError> {
+        let ufrag = random_token(16);
+        let pwd = random_token(32);
+        let mut media_engine = MediaEngine::default();
+        media_engine
+            .register_default_codecs()
+            .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+            .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let setting_engine = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .build();
+        let config = RTCConfigurationBuilder::new()
+            .with_certificates(vec![self.certificate.clone()])
+            .build();
+        let pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: self.local_addr.ip().to_string(),
+                port: self.local_addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .and_then(|c| RTCIceCandidate::from(&c).to_json())
+        .map_err(|e| SfuError::Startup(e.to_string()))?;
+        Ok(PeerSession {
+            key,
+            pc,
+            ufrag,
+            local_candidate: candidate,
+            candidate_added: false,
+            created: now,
+            connected: false,
+            deadline: None,
+            offer_outstanding: false,
+            renegotiate: false,
+            forwarders: HashMap::new(),
+            published: HashMap::new(),
+        })
+    }
+}
+
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// A track this session publishes.
+#[derive(Debug)]
+pub struct PublishedTrack {
+    pub id: TrackId,
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub receiver_id: RTCRtpReceiverId,
+    pub media_ssrc: u32,
+    pub last_pli: Option<Instant>,
+    pub pli_pending: bool,
+    pub packets: u64,
+}
+
+/// One forwarded track inside a subscriber session.
+#[derive(Debug)]
+pub struct Subscription {
+    pub sender_id: RTCRtpSenderId,
+    pub forwarder: Forwarder,
+    pub mime_type: String,
+}
+
+pub struct PeerSession {
+    pub key: SessionKey,
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+    pub local_candidate: RTCIceCandidateInit,
+    candidate_added: bool,
+    pub created: Instant,
+    pub connected: bool,
+    /// The timeout currently scheduled for this session in the worker's heap.
+    pub deadline: Option<Instant>,
+    /// Subscriber side: an offer is out and its answer not yet applied.
+    pub offer_outstanding: bool,
+    /// Subscriber side: tracks changed while an offer was out; offer again after the answer.
+    pub renegotiate: bool,
+    pub forwarders: HashMap<TrackId, Subscription>,
+    /// Publisher side: rtc's track id → our track.
+    pub published: HashMap<String, PublishedTrack>,
+}
+
+fn sdp_err(e: impl std::fmt::Display) -> SfuError {
+    SfuError::BadSdp(e.to_string())
+}
+
+impl PeerSession {
+    fn ensure_candidate(&mut self) -> Result<(), SfuError> {
+        if !self.candidate_added {
+            self.pc
+                .add_local_candidate(self.local_candidate.clone())
+                .map_err(|e| SfuError::Startup(e.to_string()))?;
+            self.candidate_added = true;
+        }
+        Ok(())
+    }
+
+    /// Publisher side: apply the client's offer and return our answer.
+    pub fn apply_offer(&mut self, now: Instant, sdp: String) -> Result<String, SfuError> {
+        let offer = RTCSessionDescription::offer(sdp).map_err(sdp_err)?;
+        self.pc.set_remote_description(now, offer).map_err(sdp_err)?;
+        self.ensure_candidate()?;
+        let answer = self.pc.create_answer(None).map_err(sdp_err)?;
+        self.pc.set_local_description(now, answer).map_err(sdp_err)?;
+        self.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| SfuError::BadSdp("no local description".into()))
+    }
+
+    /// Subscriber side: start forwarding `track` (codec as published) under a fresh SSRC.
+    pub fn add_subscription(
+        &mut self,
+        track: TrackId,
+        stream: String,
+        kind: MediaKind,
+        codec: &CodecInfo,
+    ) -> Result<(), SfuError> {
+        if self.forwarders.contains_key(&track) {
+            return Ok(());
+        }
+        let ssrc = rand::random::<u32>();
+        let rtp_codec = RTCRtpCodec {
+            mime_type: codec.mime_type.clone(),
+            clock_rate: codec.clock_rate,
+            channels: codec.channels,
+            sdp_fmtp_line: codec.fmtp.clone(),
+            rtcp_feedback: vec![],
+        };
+        let rtc_kind = match kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let media_track = MediaStreamTrack::new(
+            stream,
+            track.to_string(),
+            track.to_string(),
+            rtc_kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: rtp_codec,
+                ..Default::default()
+            }],
+        );
+        let sender_id = self.pc.add_track(media_track).map_err(sdp_err)?;
+        self.forwarders.insert(
+            track,
+            Subscription {
+                sender_id,
+                forwarder: Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc),
+                mime_type: codec.mime_type.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Subscriber side: stop forwarding `track`. Returns whether it was forwarded.
+    pub fn remove_subscription(&mut self, track: TrackId) -> bool {
+        match self.forwarders.remove(&track) {
+            Some(sub) => {
+                if let Err(e) = self.pc.remove_track(sub.sender_id) {
+                    tracing::debug!(%track, "remove_track: {e}");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Subscriber side: an offer to send now, or `None` if one is already out (then another
+    /// follows the answer).
+    pub fn negotiate(&mut self, now: Instant) -> Result<Option<String>, SfuError> {
+        if self.offer_outstanding {
+            self.renegotiate = true;
+            return Ok(None);
+        }
+        self.ensure_candidate()?;
+        let offer = self.pc.create_offer(None).map_err(sdp_err)?;
+        self.pc.set_local_description(now, offer).map_err(sdp_err)?;
+        self.offer_outstanding = true;
+        self.renegotiate = false;
+        Ok(self.pc.local_description().map(|d| d.sdp))
+    }
+
+    /// Subscriber side: apply the client's answer; learn the payload types it accepted.
+    pub fn apply_answer(&mut self, now: Instant, sdp: String) -> Result<(), SfuError> {
+        if !self.offer_outstanding {
+            return Err(SfuError::BadSdp("no offer is outstanding".into()));
+        }
+        let answer = RTCSessionDescription::answer(sdp).map_err(sdp_err)?;
+        self.pc.set_remote_description(now, answer).map_err(sdp_err)?;
+        self.offer_outstanding = false;
+        for sub in self.forwarders.values_mut() {
+            if let Some(mut sender) = self.pc.rtp_sender(sub.sender_id) {
+                let params = sender.get_parameters();
+                sub.forwarder.payload_type = params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&sub.mime_type))
+                    .map(|c| c.payload_type);
+                if sub.forwarder.payload_type.is_none() {
+                    tracing::warn!(track = %sub.forwarder.track, "subscriber did not accept {}", sub.mime_type);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Trickled remote candidate. With ICE-lite we learn addresses from STUN checks anyway, but
+    /// candidates are accepted (and validated) so clients can follow the usual flow.
+    pub fn add_remote_candidate(&mut self, c: RTCIceCandidateInit) -> Result<(), SfuError> {
+        if c.candidate.is_empty() {
+            return Ok(()); // end-of-candidates
+        }
+        self.pc
+            .add_remote_candidate(c)
+            .map_err(|e| SfuError::BadCandidate(e.to_string()))
+    }
+}

@@ -1,0 +1,360 @@
+//! The handle signaling holds: typed commands into the workers, events back per participant.
+
+use crate::config::SfuConfig;
+use crate::demux::{DemuxTable, Route};
+use crate::error::SfuError;
+use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+use crate::session::SessionFactory;
+use crate::worker::{self, Command, WorkerMsg};
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use dashmap::DashMap;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use serde::Serialize;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// A published track's codec, as negotiated with its publisher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CodecInfo {
+    pub mime_type: String,
+    pub clock_rate: u32,
+    pub channels: u16,
+    pub fmtp: String,
+}
+
+/// A published track.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackInfo {
+    pub id: TrackId,
+    pub publisher: ParticipantId,
+    pub kind: MediaKind,
+    pub codec: CodecInfo,
+}
+
+/// Peer connection states signaling cares about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnState {
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// What the SFU tells signaling about one participant.
+#[derive(Clone, Debug)]
+pub enum SfuEvent {
+    /// One of the participant's tracks started arriving.
+    TrackPublished(TrackInfo),
+    /// One of the participant's tracks is gone (session closed or track ended).
+    TrackUnpublished(TrackId),
+    /// A new offer for the participant's subscriber connection; send it to the client.
+    SubscriberOffer(String),
+    /// Our ICE candidate for one of the participant's connections (also inside the SDP).
+    LocalCandidate(SessionRole, RTCIceCandidateInit),
+    /// Connection state of one of the participant's sessions changed.
+    Connection(SessionRole, ConnState),
+    /// A session was closed by the SFU (ICE failure, timeout, bad input).
+    SessionClosed(SessionRole, String),
+}
+
+/// Where a participant's events go. Workers never block on it: a full sink drops the event
+/// and logs it.
+pub type EventSink = mpsc::Sender<SfuEvent>;
+
+/// Counters for operators and tests.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SfuStats {
+    pub participants: usize,
+    pub sessions: usize,
+    pub tracks: usize,
+    pub demux_sessions: usize,
+    pub demux_addresses: usize,
+    pub datagrams_in: u64,
+    pub datagrams_dropped: u64,
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    pub bytes_out: u64,
+    pub keyframe_requests: u64,
+    pub plis_sent: u64,
+    pub session_errors: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub participants: AtomicUsize,
+    pub sessions: AtomicUsize,
+    pub tracks: AtomicUsize,
+    pub demux_sessions: AtomicUsize,
+    pub demux_addresses: AtomicUsize,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_dropped: AtomicU64,
+    pub rtp_in: AtomicU64,
+    pub rtp_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub plis_sent: AtomicU64,
+    pub session_errors: AtomicU64,
+}
+
+/// Changes to the receive thread's demux table.
+pub(crate) enum DemuxCtl {
+    Register(String, Route),
+    Remove(SessionKey),
+}
+
+pub(crate) struct Shared {
+    pub config: SfuConfig,
+    pub socket: UdpSocket,
+    pub local_addr: SocketAddr,
+    pub workers: Vec<Sender<WorkerMsg>>,
+    pub participants: DashMap<ParticipantId, usize>,
+    pub tracks: DashMap<TrackId, usize>,
+    pub demux: Sender<DemuxCtl>,
+    pub counters: Counters,
+    pub stop: AtomicBool,
+    pub factory: SessionFactory,
+}
+
+impl Shared {
+    pub(crate) fn send_to_worker(&self, worker: usize, msg: WorkerMsg) -> Result<(), SfuError> {
+        let tx = self.workers.get(worker).ok_or(SfuError::Stopped)?;
+        tx.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(_) => SfuError::Busy,
+            TrySendError::Disconnected(_) => SfuError::Stopped,
+        })
+    }
+}
+
+/// Handle to a running media plane. Cheap to clone; dropping the last handle does not stop it,
+/// [`Sfu::shutdown`] does.
+#[derive(Clone)]
+pub struct Sfu {
+    shared: Arc<Shared>,
+    threads: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Sfu {
+    /// Bind the UDP port and start the receive thread and the workers.
+    pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
+        let socket = UdpSocket::bind(config.bind)
+            .map_err(|e| SfuError::Startup(format!("bind {}: {e}", config.bind)))?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let bound = socket.local_addr().map_err(|e| SfuError::Startup(e.to_string()))?;
+        let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
+        let n = if config.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            config.workers
+        };
+        let mut worker_rx = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = bounded(config.queue_capacity);
+            workers.push(tx);
+            worker_rx.push(rx);
+        }
+        let (demux_tx, demux_rx) = bounded(config.queue_capacity);
+        let shared = Arc::new(Shared {
+            factory: SessionFactory::new(local_addr)?,
+            config,
+            socket,
+            local_addr,
+            workers,
+            participants: DashMap::new(),
+            tracks: DashMap::new(),
+            demux: demux_tx,
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for (i, rx) in worker_rx.into_iter().enumerate() {
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sfu-worker-{i}"))
+                    .spawn(move || worker::run(i, shared, rx))
+                    .map_err(|e| SfuError::Startup(e.to_string()))?,
+            );
+        }
+        {
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sfu-recv".into())
+                    .spawn(move || recv_loop(shared, demux_rx))
+                    .map_err(|e| SfuError::Startup(e.to_string()))?,
+            );
+        }
+        tracing::info!(%local_addr, workers = n, "media plane listening (UDP)");
+        Ok(Sfu { shared, threads: Arc::new(std::sync::Mutex::new(threads)) })
+    }
+
+    /// The address advertised in ICE candidates (advertised IP, bound port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Register a participant and where its events go. Must precede other calls for it.
+    pub fn add_participant(&self, participant: ParticipantId, events: EventSink) -> Result<(), SfuError> {
+        // Least-loaded would need counts per worker; participants are spread round-robin by id.
+        let worker = (participant.0 as usize) % self.shared.workers.len();
+        self.shared.participants.insert(participant, worker);
+        if let Err(e) = self.shared.send_to_worker(worker, WorkerMsg::Command(Command::AddParticipant { participant, events })) {
+            self.shared.participants.remove(&participant);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn command(&self, participant: ParticipantId, cmd: Command) -> Result<(), SfuError> {
+        let worker = *self.shared.participants.get(&participant).ok_or(SfuError::NoSession)?;
+        self.shared.send_to_worker(worker, WorkerMsg::Command(cmd))
+    }
+
+    async fn ask<T>(
+        &self,
+        participant: ParticipantId,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(participant, make(tx))?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Apply a publisher's SDP offer (first publish or renegotiation); returns the answer.
+    pub async fn publish(&self, participant: ParticipantId, offer: String) -> Result<String, SfuError> {
+        self.ask(participant, |reply| Command::Publish { participant, offer, reply }).await
+    }
+
+    /// Start forwarding `track` to `participant` (an offer follows as an event).
+    pub fn subscribe(&self, participant: ParticipantId, track: TrackInfo) -> Result<(), SfuError> {
+        self.command(participant, Command::Subscribe { participant, track })
+    }
+
+    /// Stop forwarding `track` to `participant`.
+    pub fn unsubscribe(&self, participant: ParticipantId, track: TrackId) -> Result<(), SfuError> {
+        self.command(participant, Command::Unsubscribe { participant, track })
+    }
+
+    /// Apply the client's answer to our last subscriber offer.
+    pub async fn subscriber_answer(&self, participant: ParticipantId, answer: String) -> Result<(), SfuError> {
+        self.ask(participant, |reply| Command::SubscriberAnswer { participant, answer, reply }).await
+    }
+
+    /// A trickled candidate from the client for one of its connections.
+    pub async fn add_candidate(
+        &self,
+        participant: ParticipantId,
+        role: SessionRole,
+        candidate: RTCIceCandidateInit,
+    ) -> Result<(), SfuError> {
+        self.ask(participant, |reply| Command::Candidate { key: SessionKey { participant, role }, candidate, reply })
+            .await
+    }
+
+    /// Close a participant's sessions; its tracks are unpublished everywhere.
+    pub fn remove_participant(&self, participant: ParticipantId) {
+        if let Some((_, worker)) = self.shared.participants.remove(&participant) {
+            let _ = self.shared.send_to_worker(worker, WorkerMsg::Command(Command::RemoveParticipant { participant }));
+        }
+    }
+
+    /// Ask the publisher of `track` for a keyframe (throttled).
+    pub fn request_keyframe(&self, track: TrackId) {
+        if let Some(w) = self.shared.tracks.get(&track).map(|w| *w) {
+            let _ = self.shared.send_to_worker(w, WorkerMsg::KeyframeRequest(track));
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SfuStats {
+        let c = &self.shared.counters;
+        SfuStats {
+            participants: c.participants.load(Ordering::Relaxed),
+            sessions: c.sessions.load(Ordering::Relaxed),
+            tracks: c.tracks.load(Ordering::Relaxed),
+            demux_sessions: c.demux_sessions.load(Ordering::Relaxed),
+            demux_addresses: c.demux_addresses.load(Ordering::Relaxed),
+            datagrams_in: c.datagrams_in.load(Ordering::Relaxed),
+            datagrams_dropped: c.datagrams_dropped.load(Ordering::Relaxed),
+            rtp_in: c.rtp_in.load(Ordering::Relaxed),
+            rtp_out: c.rtp_out.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
+            plis_sent: c.plis_sent.load(Ordering::Relaxed),
+            session_errors: c.session_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stop every thread and wait for them (bounded by the 100 ms socket and queue timeouts).
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Largest datagram we accept; anything longer is truncated by the kernel and dropped here.
+const MAX_DATAGRAM: usize = 1500;
+
+fn recv_loop(shared: Arc<Shared>, ctl: Receiver<DemuxCtl>) {
+    let mut table = DemuxTable::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let c = &shared.counters;
+    while !shared.stop.load(Ordering::Relaxed) {
+        for msg in ctl.try_iter() {
+            match msg {
+                DemuxCtl::Register(ufrag, route) => table.register(ufrag, route),
+                DemuxCtl::Remove(key) => table.remove(key),
+            }
+            c.demux_sessions.store(table.sessions(), Ordering::Relaxed);
+            c.demux_addresses.store(table.addresses(), Ordering::Relaxed);
+        }
+        let (n, from) = match shared.socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => {
+                // ICMP port unreachable and the like surface here on Linux; keep serving.
+                tracing::trace!("udp recv: {e}");
+                continue;
+            }
+        };
+        c.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        if n == 0 || n > MAX_DATAGRAM {
+            c.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Some(route) = table.route(from, &buf[..n]) else {
+            c.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        c.demux_addresses.store(table.addresses(), Ordering::Relaxed);
+        let msg = WorkerMsg::Datagram {
+            session: route.session,
+            from,
+            data: BytesMut::from(&buf[..n]),
+            at: Instant::now(),
+        };
+        if shared.send_to_worker(route.worker, msg).is_err() {
+            c.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,727 @@
+//! The worker loop: owns a set of participants' sessions and drives them. One thread per core;
+//! the only place in the media plane that does I/O (it sends on the shared UDP socket).
+
+use crate::codec::Codec;
+use crate::error::SfuError;
+use crate::forwarder::Verdict;
+use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+use crate::router::{MediaPacket, Published, Router};
+use crate::session::{PeerSession, PublishedTrack};
+use crate::sfu::{CodecInfo, ConnState, DemuxCtl, EventSink, MediaKind, SfuEvent, Shared, TrackInfo};
+use crate::demux::Route;
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+/// Control-plane requests from signaling.
+pub(crate) enum Command {
+    AddParticipant { participant: ParticipantId, events: EventSink },
+    Publish { participant: ParticipantId, offer: String, reply: Reply<String> },
+    Subscribe { participant: ParticipantId, track: TrackInfo },
+    Unsubscribe { participant: ParticipantId, track: TrackId },
+    SubscriberAnswer { participant: ParticipantId, answer: String, reply: Reply<()> },
+    Candidate { key: SessionKey, candidate: RTCIceCandidateInit, reply: Reply<()> },
+    RemoveParticipant { participant: ParticipantId },
+}
+
+/// Everything a worker receives.
+pub(crate) enum WorkerMsg {
+    Datagram { session: SessionKey, from: SocketAddr, data: BytesMut, at: Instant },
+    Command(Command),
+    /// A packet of a track some local session subscribes to.
+    Media(Arc<MediaPacket>),
+    /// A worker gained its first (or lost its last) subscriber of a track published here.
+    Interest { track: TrackId, worker: usize, add: bool },
+    /// Someone wants a keyframe of a track published here.
+    KeyframeRequest(TrackId),
+    /// A track is gone: drop local subscriptions to it.
+    TrackGone(TrackId),
+}
+
+struct ParticipantState {
+    events: EventSink,
+    publisher: Option<PeerSession>,
+    subscriber: Option<PeerSession>,
+}
+
+impl ParticipantState {
+    fn session(&mut self, role: SessionRole) -> &mut Option<PeerSession> {
+        match role {
+            SessionRole::Publisher => &mut self.publisher,
+            SessionRole::Subscriber => &mut self.subscriber,
+        }
+    }
+}
+
+/// How long a worker sleeps at most between housekeeping ticks.
+const TICK: Duration = Duration::from_millis(50);
+/// A video subscriber still waiting for its first keyframe asks again this often.
+const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
+/// Messages handled between two checks of timers.
+const BATCH: usize = 256;
+
+struct Worker {
+    idx: usize,
+    shared: Arc<Shared>,
+    participants: HashMap<ParticipantId, ParticipantState>,
+    router: Router,
+    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    last_tick: Instant,
+}
+
+pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>) {
+    let mut w = Worker {
+        idx,
+        shared,
+        participants: HashMap::new(),
+        router: Router::default(),
+        timers: BinaryHeap::new(),
+        last_tick: Instant::now(),
+    };
+    while !w.shared.stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        w.fire_timers(now);
+        if now.duration_since(w.last_tick) >= TICK {
+            w.tick(now);
+            w.last_tick = now;
+        }
+        let next = w.timers.peek().map(|Reverse((t, _))| *t).unwrap_or(now + TICK);
+        let wait = next.saturating_duration_since(now).min(TICK);
+        match rx.recv_timeout(wait) {
+            Ok(msg) => {
+                w.handle(msg);
+                for msg in rx.try_iter().take(BATCH) {
+                    w.handle(msg);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let all: Vec<ParticipantId> = w.participants.keys().copied().collect();
+    for p in all {
+        w.remove_participant(p);
+    }
+}
+
+impl Worker {
+    fn handle(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Datagram { session, from, data, at } => self.handle_datagram(session, from, data, at),
+            WorkerMsg::Command(cmd) => self.handle_command(cmd),
+            WorkerMsg::Media(pkt) => self.fan_out_local(&pkt),
+            WorkerMsg::Interest { track, worker, add } => self.router.set_interest(track, worker, add),
+            WorkerMsg::KeyframeRequest(track) => self.keyframe_request(track, Instant::now()),
+            WorkerMsg::TrackGone(track) => self.track_gone(track),
+        }
+    }
+
+    fn session(&mut self, key: SessionKey) -> Option<&mut PeerSession> {
+        self.participants.get_mut(&key.participant)?.session(key.role).as_mut()
+    }
+
+    fn emit(&self, participant: ParticipantId, event: SfuEvent) {
+        if let Some(p) = self.participants.get(&participant)
+            && let Err(e) = p.events.try_send(event)
+        {
+            tracing::warn!(%participant, "event dropped: {e}");
+        }
+    }
+
+    // ---- input -------------------------------------------------------------------------
+
+    fn handle_datagram(&mut self, key: SessionKey, from: SocketAddr, data: BytesMut, at: Instant) {
+        let local_addr = self.shared.local_addr;
+        let Some(session) = self.session(key) else { return };
+        let msg = TaggedBytesMut {
+            now: at,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        };
+        match catch_unwind(AssertUnwindSafe(|| session.pc.handle_read(msg))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Garbage from a bound address, a replayed SRTP packet, a late DTLS record: the
+                // session drops it and carries on.
+                self.shared.counters.session_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?key, %from, "input rejected: {e}");
+            }
+            Err(_) => {
+                self.shared.counters.session_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(?key, %from, "session panicked on input; closing it");
+                self.close_session(key, "internal error on input");
+                return;
+            }
+        }
+        self.pump(key, Instant::now());
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::AddParticipant { participant, events } => {
+                if self.participants.insert(participant, ParticipantState { events, publisher: None, subscriber: None }).is_none() {
+                    self.shared.counters.participants.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Command::Publish { participant, offer, reply } => {
+                let r = self.publish(participant, offer, now);
+                let _ = reply.send(r);
+            }
+            Command::Subscribe { participant, track } => {
+                if let Err(e) = self.subscribe(participant, track, now) {
+                    tracing::warn!(%participant, "subscribe failed: {e}");
+                }
+            }
+            Command::Unsubscribe { participant, track } => self.unsubscribe(participant, track, now),
+            Command::SubscriberAnswer { participant, answer, reply } => {
+                let key = SessionKey { participant, role: SessionRole::Subscriber };
+                let r = match self.session(key) {
+                    None => Err(SfuError::NoSession),
+                    Some(s) => s.apply_answer(now, answer).and_then(|()| {
+                        if s.renegotiate { s.negotiate(now) } else { Ok(None) }
+                    }),
+                };
+                let r = match r {
+                    Ok(Some(offer)) => {
+                        self.emit(participant, SfuEvent::SubscriberOffer(offer));
+                        Ok(())
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                self.pump(key, now);
+                let _ = reply.send(r);
+            }
+            Command::Candidate { key, candidate, reply } => {
+                let r = match self.session(key) {
+                    None => Err(SfuError::NoSession),
+                    Some(s) => s.add_remote_candidate(candidate),
+                };
+                self.pump(key, now);
+                let _ = reply.send(r);
+            }
+            Command::RemoveParticipant { participant } => self.remove_participant(participant),
+        }
+    }
+
+    fn publish(&mut self, participant: ParticipantId, offer: String, now: Instant) -> Result<String, SfuError> {
+        let key = SessionKey { participant, role: SessionRole::Publisher };
+        let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        let fresh = state.publisher.is_none();
+        if fresh {
+            let session = self.shared.factory.build(key, now)?;
+            self.shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
+            let _ = self.shared.demux.try_send(DemuxCtl::Register(session.ufrag.clone(), Route { worker: self.idx, session: key }));
+            state.publisher = Some(session);
+        }
+        // Checked just above; the session exists.
+        let Some(session) = state.publisher.as_mut() else { return Err(SfuError::NoSession) };
+        let answer = session.apply_offer(now, offer);
+        let candidate = session.local_candidate.clone();
+        match answer {
+            Ok(sdp) => {
+                self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Publisher, candidate));
+                self.pump(key, now);
+                Ok(sdp)
+            }
+            Err(e) => {
+                if fresh {
+                    self.close_session(key, "offer rejected");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn subscribe(&mut self, participant: ParticipantId, track: TrackInfo, now: Instant) -> Result<(), SfuError> {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        let fresh = state.subscriber.is_none();
+        if fresh {
+            let session = self.shared.factory.build(key, now)?;
+            self.shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
+            let _ = self.shared.demux.try_send(DemuxCtl::Register(session.ufrag.clone(), Route { worker: self.idx, session: key }));
+            state.subscriber = Some(session);
+        }
+        let Some(session) = state.subscriber.as_mut() else { return Err(SfuError::NoSession) };
+        session.add_subscription(track.id, track.publisher.to_string(), track.kind, &track.codec)?;
+        let offer = session.negotiate(now)?;
+        let candidate = session.local_candidate.clone();
+        if self.router.add_subscriber(track.id, participant) {
+            self.send_interest(track.id, true);
+        }
+        if let Some(offer) = offer {
+            self.emit(participant, SfuEvent::SubscriberOffer(offer));
+            if fresh {
+                self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Subscriber, candidate));
+            }
+        }
+        if track.kind == MediaKind::Video {
+            self.request_keyframe_from_publisher(track.id);
+        }
+        self.pump(key, now);
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, participant: ParticipantId, track: TrackId, now: Instant) {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let Some(session) = self.session(key) else { return };
+        if !session.remove_subscription(track) {
+            return;
+        }
+        let offer = session.negotiate(now);
+        if self.router.remove_subscriber(track, participant) {
+            self.send_interest(track, false);
+        }
+        match offer {
+            Ok(Some(offer)) => self.emit(participant, SfuEvent::SubscriberOffer(offer)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%participant, "renegotiation failed: {e}"),
+        }
+        self.pump(key, now);
+    }
+
+    fn send_interest(&mut self, track: TrackId, add: bool) {
+        let Some(owner) = self.shared.tracks.get(&track).map(|w| *w) else { return };
+        if owner == self.idx {
+            self.router.set_interest(track, self.idx, add);
+        } else {
+            let _ = self.shared.send_to_worker(owner, WorkerMsg::Interest { track, worker: self.idx, add });
+        }
+    }
+
+    fn request_keyframe_from_publisher(&mut self, track: TrackId) {
+        self.shared.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        let Some(owner) = self.shared.tracks.get(&track).map(|w| *w) else { return };
+        if owner == self.idx {
+            self.keyframe_request(track, Instant::now());
+        } else {
+            let _ = self.shared.send_to_worker(owner, WorkerMsg::KeyframeRequest(track));
+        }
+    }
+
+    /// Throttled PLI toward the publisher of `track` (which lives on this worker).
+    fn keyframe_request(&mut self, track: TrackId, now: Instant) {
+        let throttle = self.shared.config.pli_throttle;
+        let Some(publisher) = self.router.published.get(&track).map(|p| p.publisher) else { return };
+        let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
+        let Some(session) = self.session(key) else { return };
+        let Some(t) = session.published.values_mut().find(|t| t.id == track) else { return };
+        if t.last_pli.is_some_and(|last| now.duration_since(last) < throttle) {
+            t.pli_pending = true;
+            return;
+        }
+        t.last_pli = Some(now);
+        t.pli_pending = false;
+        let (receiver_id, media_ssrc) = (t.receiver_id, t.media_ssrc);
+        if let Some(mut receiver) = session.pc.rtp_receiver(receiver_id) {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                Ok(()) => {
+                    self.shared.counters.plis_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(%track, "PLI not sent: {e}"),
+            }
+        }
+        self.pump(key, now);
+    }
+
+    // ---- output ------------------------------------------------------------------------
+
+    /// Drain a session after input: datagrams to the socket, events, received media; then
+    /// reschedule its timer.
+    fn pump(&mut self, key: SessionKey, now: Instant) {
+        let mut events = Vec::new();
+        let mut media = Vec::new();
+        let mut feedback = Vec::new();
+        {
+            let shared = &self.shared;
+            let Some(state) = self.participants.get_mut(&key.participant) else { return };
+            let Some(session) = state.session(key.role).as_mut() else { return };
+            flush_writes(shared, session);
+            while let Some(ev) = session.pc.poll_event() {
+                events.push(ev);
+            }
+            while let Some(TaggedRTCMessage { message, now: at }) = session.pc.poll_read() {
+                match message {
+                    RTCMessage::RtpPacket(track_id, mut packet) => {
+                        let Some(t) = session.published.get_mut(&track_id) else { continue };
+                        t.packets += 1;
+                        shared.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
+                        packet.header.extension = false;
+                        packet.header.extensions.clear();
+                        packet.header.csrc.clear();
+                        media.push(MediaPacket {
+                            track: t.id,
+                            keyframe: t.codec.is_keyframe_start(&packet.payload),
+                            header: packet.header,
+                            payload: packet.payload,
+                            received: at,
+                        });
+                    }
+                    RTCMessage::RtcpPacket(track_id, packets) => {
+                        if key.role == SessionRole::Subscriber {
+                            let wants_keyframe = packets.iter().any(|p| {
+                                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                            });
+                            if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
+                                feedback.push(track);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Writes the reads may have caused (NACK responses, receiver reports).
+            flush_writes(shared, session);
+            reschedule(&mut self.timers, session);
+        }
+        for ev in events {
+            self.handle_event(key, ev, now);
+        }
+        for pkt in media {
+            self.route(pkt);
+        }
+        for track in feedback {
+            self.request_keyframe_from_publisher(track);
+        }
+    }
+
+    fn handle_event(&mut self, key: SessionKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let conn = match state {
+                    RTCPeerConnectionState::Connected => ConnState::Connected,
+                    RTCPeerConnectionState::Disconnected => ConnState::Disconnected,
+                    RTCPeerConnectionState::Failed => ConnState::Failed,
+                    RTCPeerConnectionState::Closed => ConnState::Closed,
+                    _ => return,
+                };
+                tracing::debug!(?key, ?conn, "connection state");
+                if let Some(s) = self.session(key) {
+                    s.connected = conn == ConnState::Connected;
+                }
+                self.emit(key.participant, SfuEvent::Connection(key.role, conn));
+                if matches!(conn, ConnState::Failed | ConnState::Closed) {
+                    self.close_session(key, "connection failed");
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if key.role == SessionRole::Publisher => {
+                self.track_opened(key, init.receiver_id, init.track_id, init.ssrc, now);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if key.role == SessionRole::Publisher => {
+                let removed = self.session(key).and_then(|s| s.published.remove(&track_id));
+                if let Some(t) = removed {
+                    self.unpublish(key.participant, t.id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn track_opened(
+        &mut self,
+        key: SessionKey,
+        receiver_id: rtc::rtp_transceiver::RTCRtpReceiverId,
+        rtc_track_id: String,
+        ssrc: u32,
+        _now: Instant,
+    ) {
+        let max = self.shared.config.max_tracks_per_publisher;
+        let Some(session) = self.session(key) else { return };
+        if session.published.contains_key(&rtc_track_id) {
+            return;
+        }
+        if session.published.len() >= max {
+            tracing::warn!(?key, "publisher exceeds {max} tracks; ignoring {rtc_track_id}");
+            return;
+        }
+        let Some(receiver) = session.pc.rtp_receiver(receiver_id) else { return };
+        let track = receiver.track();
+        let kind = match track.kind() {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            RtpCodecKind::Video => MediaKind::Video,
+            _ => return,
+        };
+        let Some(codec) = track.codec(ssrc).cloned() else {
+            tracing::warn!(?key, "track {rtc_track_id} has no codec for ssrc {ssrc}");
+            return;
+        };
+        let id = TrackId::next();
+        session.published.insert(
+            rtc_track_id,
+            PublishedTrack {
+                id,
+                kind,
+                codec: Codec::from_mime(&codec.mime_type),
+                receiver_id,
+                media_ssrc: ssrc,
+                last_pli: None,
+                pli_pending: false,
+                packets: 0,
+            },
+        );
+        self.router.published.insert(
+            id,
+            Published { publisher: key.participant, interested: vec![0; self.shared.workers.len()] },
+        );
+        self.shared.tracks.insert(id, self.idx);
+        self.shared.counters.tracks.fetch_add(1, Ordering::Relaxed);
+        let info = TrackInfo {
+            id,
+            publisher: key.participant,
+            kind,
+            codec: CodecInfo {
+                mime_type: codec.mime_type,
+                clock_rate: codec.clock_rate,
+                channels: codec.channels,
+                fmtp: codec.sdp_fmtp_line,
+            },
+        };
+        tracing::info!(participant = %key.participant, track = %id, ?kind, mime = %info.codec.mime_type, "track published");
+        self.emit(key.participant, SfuEvent::TrackPublished(info));
+    }
+
+    fn unpublish(&mut self, publisher: ParticipantId, track: TrackId) {
+        if self.router.published.remove(&track).is_some() {
+            self.shared.counters.tracks.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.shared.tracks.remove(&track);
+        self.emit(publisher, SfuEvent::TrackUnpublished(track));
+        for w in 0..self.shared.workers.len() {
+            if w == self.idx {
+                self.track_gone(track);
+            } else {
+                let _ = self.shared.send_to_worker(w, WorkerMsg::TrackGone(track));
+            }
+        }
+    }
+
+    fn track_gone(&mut self, track: TrackId) {
+        let Some(subs) = self.router.subscribers.remove(&track) else { return };
+        let now = Instant::now();
+        for p in subs {
+            let key = SessionKey { participant: p, role: SessionRole::Subscriber };
+            let Some(s) = self.session(key) else { continue };
+            s.remove_subscription(track);
+            match s.negotiate(now) {
+                Ok(Some(offer)) => self.emit(p, SfuEvent::SubscriberOffer(offer)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(participant = %p, "renegotiation failed: {e}"),
+            }
+            self.pump(key, now);
+        }
+    }
+
+    // ---- media -------------------------------------------------------------------------
+
+    fn route(&mut self, pkt: MediaPacket) {
+        let Some(published) = self.router.published.get(&pkt.track) else { return };
+        let pkt = Arc::new(pkt);
+        let mut local = false;
+        for (w, &count) in published.interested.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            if w == self.idx {
+                local = true;
+            } else if self.shared.send_to_worker(w, WorkerMsg::Media(pkt.clone())).is_err() {
+                self.shared.counters.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if local {
+            self.fan_out_local(&pkt);
+        }
+    }
+
+    /// Rewrite and send one packet to every subscriber of its track on this worker.
+    fn fan_out_local(&mut self, pkt: &MediaPacket) {
+        let Some(subs) = self.router.subscribers.get(&pkt.track) else { return };
+        let now = Instant::now();
+        let shared = &self.shared;
+        for p in subs {
+            let Some(state) = self.participants.get_mut(p) else { continue };
+            let Some(session) = state.subscriber.as_mut() else { continue };
+            let Some(sub) = session.forwarders.get_mut(&pkt.track) else { continue };
+            let Verdict::Send { seq, ts } = sub.forwarder.handle(pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe) else {
+                continue;
+            };
+            let mut header = pkt.header.clone();
+            header.ssrc = sub.forwarder.ssrc;
+            header.sequence_number = seq;
+            header.timestamp = ts;
+            // handle() sends only once a payload type is negotiated.
+            header.payload_type = sub.forwarder.payload_type.unwrap_or(header.payload_type);
+            let sender_id = sub.sender_id;
+            sub.forwarder.packets += 1;
+            sub.forwarder.bytes += pkt.payload.len() as u64;
+            let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
+            if let Some(mut sender) = session.pc.rtp_sender(sender_id) {
+                match sender.write_rtp(now, packet) {
+                    Ok(()) => {
+                        shared.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::trace!("write_rtp: {e}"),
+                }
+            }
+            flush_writes(shared, session);
+            reschedule(&mut self.timers, session);
+        }
+    }
+
+    // ---- time --------------------------------------------------------------------------
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(session) = self.session(key) else { continue };
+            if session.deadline != Some(at) {
+                continue; // superseded
+            }
+            session.deadline = None;
+            match catch_unwind(AssertUnwindSafe(|| session.pc.handle_timeout(now))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(?key, "timeout handling: {e}"),
+                Err(_) => {
+                    tracing::error!(?key, "session panicked on timeout; closing it");
+                    self.close_session(key, "internal error");
+                    continue;
+                }
+            }
+            self.pump(key, now);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        // Sessions that never connected.
+        let timeout = self.shared.config.connect_timeout;
+        let stale: Vec<SessionKey> = self
+            .participants
+            .values()
+            .flat_map(|p| [p.publisher.as_ref(), p.subscriber.as_ref()])
+            .flatten()
+            .filter(|s| !s.connected && now.duration_since(s.created) > timeout)
+            .map(|s| s.key)
+            .collect();
+        for key in stale {
+            tracing::info!(?key, "no ICE connection within {timeout:?}; closing session");
+            self.close_session(key, "ICE connection timed out");
+        }
+        // Throttled PLIs that are due now.
+        let due: Vec<TrackId> = self
+            .participants
+            .values()
+            .filter_map(|p| p.publisher.as_ref())
+            .flat_map(|s| s.published.values())
+            .filter(|t| t.pli_pending)
+            .map(|t| t.id)
+            .collect();
+        for track in due {
+            self.keyframe_request(track, now);
+        }
+        // Video subscribers still waiting for a keyframe ask again.
+        let mut retry = Vec::new();
+        for p in self.participants.values_mut() {
+            let Some(s) = p.subscriber.as_mut() else { continue };
+            if !s.connected {
+                continue;
+            }
+            for sub in s.forwarders.values_mut() {
+                let f = &mut sub.forwarder;
+                if f.waiting_for_keyframe
+                    && f.last_keyframe_request.is_none_or(|t| now.duration_since(t) >= KEYFRAME_RETRY)
+                {
+                    f.last_keyframe_request = Some(now);
+                    retry.push(f.track);
+                }
+            }
+        }
+        retry.sort();
+        retry.dedup();
+        for track in retry {
+            self.request_keyframe_from_publisher(track);
+        }
+    }
+
+    // ---- teardown ----------------------------------------------------------------------
+
+    fn close_session(&mut self, key: SessionKey, reason: &str) {
+        let Some(state) = self.participants.get_mut(&key.participant) else { return };
+        let Some(mut session) = state.session(key.role).take() else { return };
+        let _ = catch_unwind(AssertUnwindSafe(|| session.pc.close()));
+        flush_writes(&self.shared, &mut session);
+        self.shared.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.shared.demux.try_send(DemuxCtl::Remove(key));
+        match key.role {
+            SessionRole::Publisher => {
+                for t in session.published.into_values() {
+                    self.unpublish(key.participant, t.id);
+                }
+            }
+            SessionRole::Subscriber => {
+                for track in session.forwarders.into_keys() {
+                    if self.router.remove_subscriber(track, key.participant) {
+                        self.send_interest(track, false);
+                    }
+                }
+            }
+        }
+        self.emit(key.participant, SfuEvent::SessionClosed(key.role, reason.to_owned()));
+    }
+
+    fn remove_participant(&mut self, participant: ParticipantId) {
+        self.close_session(SessionKey { participant, role: SessionRole::Publisher }, "participant left");
+        self.close_session(SessionKey { participant, role: SessionRole::Subscriber }, "participant left");
+        if self.participants.remove(&participant).is_some() {
+            self.shared.counters.participants.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn flush_writes(shared: &Shared, session: &mut PeerSession) {
+    while let Some(out) = session.pc.poll_write() {
+        match shared.socket.send_to(&out.message, out.transport.peer_addr) {
+            Ok(n) => {
+                shared.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::trace!("udp send to {}: {e}", out.transport.peer_addr),
+        }
+    }
+}
+
+fn reschedule(timers: &mut BinaryHeap<Reverse<(Instant, SessionKey)>>, session: &mut PeerSession) {
+    let next = session.pc.poll_timeout();
+    if next != session.deadline {
+        session.deadline = next;
+        if let Some(at) = next {
+            timers.push(Reverse((at, session.key)));
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! One typed configuration: embedded defaults, then a TOML file, then `ONAIR_*` environment
+//! variables, then command-line flags (applied by the binary).
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// The secret used when none is configured. Only accepted in dev mode.
+pub const DEV_SECRET: &str = "onair-dev-secret-not-for-production";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Dev mode: dev secret allowed, lobby page and ready-to-open links printed at start.
+    /// Default: on when no secret is configured.
+    pub dev: Option<bool>,
+    /// Log filter (`RUST_LOG` syntax); `RUST_LOG` wins when set.
+    pub log: String,
+    pub http: HttpConfig,
+    pub rtc: RtcConfig,
+    pub auth: AuthConfig,
+    pub room: RoomConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// HTTP + WebSocket listener.
+    pub bind: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// The one UDP port for all media.
+    pub udp_bind: SocketAddr,
+    /// Address advertised in ICE candidates (the public IP in production).
+    pub advertise_ip: IpAddr,
+    /// Media worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Minimum interval between PLIs sent to a publisher for one track, in ms.
+    pub pli_throttle_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC secret for tokens. Empty = dev secret (dev mode only).
+    pub secret: String,
+    /// HS256, HS384 or HS512.
+    pub algorithm: String,
+    /// Clock skew tolerated on exp/nbf, in seconds.
+    pub leeway_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomConfig {
+    /// Publishing participants (host + co-hosts) per room; at most 4.
+    pub max_publishers: usize,
+    /// Participants per room (viewers included).
+    pub max_participants: usize,
+    /// A room nobody is in is closed after this many seconds.
+    pub empty_timeout_secs: u64,
+    /// A live room is ended after this many seconds (0 = no cap).
+    pub max_duration_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per connection.
+    pub messages_per_second: u32,
+    /// Burst allowance above the sustained rate.
+    pub message_burst: u32,
+    /// Seconds a new connection has to send `join`.
+    pub join_timeout_secs: u64,
+    /// Seconds of silence (no message, no pong) before a connection is dropped.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dev: None,
+            log: "info".into(),
+            http: HttpConfig::default(),
+            rtc: RtcConfig::default(),
+            auth: AuthConfig::default(),
+            room: RoomConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880) }
+    }
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self {
+            udp_bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7882),
+            advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            workers: 0,
+            pli_throttle_ms: 500,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { secret: String::new(), algorithm: "HS256".into(), leeway_secs: 5 }
+    }
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self { max_publishers: 4, max_participants: 10_000, empty_timeout_secs: 300, max_duration_secs: 0 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 50,
+            message_burst: 100,
+            join_timeout_secs: 10,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    /// Overrides from `ONAIR_*` variables (`get` is `std::env::var` outside tests).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn parse<T: std::str::FromStr>(key: &str, v: String) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse().map_err(|e| anyhow::anyhow!("{key}={v}: {e}"))
+        }
+        if let Some(v) = get("ONAIR_DEV") {
+            self.dev = Some(parse("ONAIR_DEV", v)?);
+        }
+        if let Some(v) = get("ONAIR_LOG") {
+            self.log = v;
+        }
+        if let Some(v) = get("ONAIR_HTTP_BIND") {
+            self.http.bind = parse("ONAIR_HTTP_BIND", v)?;
+        }
+        if let Some(v) = get("ONAIR_RTC_UDP_BIND") {
+            self.rtc.udp_bind = parse("ONAIR_RTC_UDP_BIND", v)?;
+        }
+        if let Some(v) = get("ONAIR_RTC_ADVERTISE_IP") {
+            self.rtc.advertise_ip = parse("ONAIR_RTC_ADVERTISE_IP", v)?;
+        }
+        if let Some(v) = get("ONAIR_RTC_WORKERS") {
+            self.rtc.workers = parse("ONAIR_RTC_WORKERS", v)?;
+        }
+        if let Some(v) = get("ONAIR_AUTH_SECRET") {
+            self.auth.secret = v;
+        }
+        if let Some(v) = get("ONAIR_ROOM_EMPTY_TIMEOUT_SECS") {
+            self.room.empty_timeout_secs = parse("ONAIR_ROOM_EMPTY_TIMEOUT_SECS", v)?;
+        }
+        Ok(())
+    }
+
+    /// Whether dev mode is on (explicitly, or implicitly because no secret is set).
+    pub fn dev_mode(&self) -> bool {
+        self.dev.unwrap_or(self.auth.secret.is_empty())
+    }
+
+    /// The signing secret in force; fails outside dev mode when none is configured.
+    pub fn secret(&self) -> anyhow::Result<String> {
+        if !self.auth.secret.is_empty() {
+            return Ok(self.auth.secret.clone());
+        }
+        if self.dev_mode() {
+            return Ok(DEV_SECRET.to_owned());
+        }
+        anyhow::bail!("auth.secret (or ONAIR_AUTH_SECRET) must be set when dev mode is off")
+    }
+
+    /// Checks that span fields.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.room.max_publishers == 0 || self.room.max_publishers > 4 {
+            anyhow::bail!("room.max_publishers must be 1..=4 (the stage holds four)");
+        }
+        crate::auth::parse_algorithm(&self.auth.algorithm)?;
+        if self.limits.max_message_bytes < 1024 {
+            anyhow::bail!("limits.max_message_bytes must be at least 1024");
+        }
+        self.secret()?;
+        Ok(())
+    }
+
+    pub fn sfu_config(&self) -> sfu::SfuConfig {
+        sfu::SfuConfig {
+            bind: self.rtc.udp_bind,
+            advertise_ip: self.rtc.advertise_ip,
+            workers: self.rtc.workers,
+            pli_throttle: Duration::from_millis(self.rtc.pli_throttle_ms),
+            ..sfu::SfuConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let mut c: Config = toml::from_str("[http]\nbind = \"127.0.0.1:9000\"\n[auth]\nsecret = \"s\"\n").unwrap();
+        assert_eq!(c.http.bind.port(), 9000);
+        assert!(!c.dev_mode());
+        c.apply_env(|k| (k == "ONAIR_HTTP_BIND").then(|| "127.0.0.1:9100".to_string())).unwrap();
+        assert_eq!(c.http.bind.port(), 9100);
+        assert!(c.apply_env(|k| (k == "ONAIR_RTC_WORKERS").then(|| "many".to_string())).is_err());
+        assert!(toml::from_str::<Config>("[http]\nbindd = 1\n").is_err(), "unknown keys are refused");
+        let mut c = Config::default();
+        c.dev = Some(false);
+        assert!(c.validate().is_err(), "no secret outside dev mode");
+        c.room.max_publishers = 5;
+        c.dev = None;
+        assert!(c.validate().is_err());
+    }
+}

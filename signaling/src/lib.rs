@@ -1,0 +1,177 @@
+//! Onair signaling: HTTP API and WebSocket sessions (axum), JWT auth, room rules. It drives the
+//! media plane (`sfu`) through its typed handle and knows nothing of RTP.
+//!
+//! ```text
+//! client ──WebSocket /ws──► ws::run ──► auth::Authenticator (join)
+//!                              │  ├──► room::Room (rules, broadcasts to members' outboxes)
+//!                              │  └──► sfu::Sfu (publish / subscribe / answer / candidates)
+//!                              ◄── SfuEvent (offers, tracks, connection state) per participant
+//! ```
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod protocol;
+pub mod room;
+pub mod ws;
+
+use crate::auth::{Authenticator, Role};
+use crate::config::Config;
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Hard cap on one WebSocket message; larger frames are refused by the WebSocket layer itself.
+/// The protocol limit (`limits.max_message_bytes`) is enforced below it with a clean error.
+const HARD_MESSAGE_CAP: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Authenticator,
+    pub rooms: Arc<room::Rooms>,
+    pub sfu: sfu::Sfu,
+    pub started: Instant,
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+    room: Option<String>,
+}
+
+async fn ws_handler(
+    ws: WebSocketUpgrade,
+    Query(q): Query<WsQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(app): State<AppState>,
+) -> Response {
+    ws.max_message_size(HARD_MESSAGE_CAP)
+        .max_frame_size(HARD_MESSAGE_CAP)
+        .on_upgrade(move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn stats(State(app): State<AppState>) -> Response {
+    let body = serde_json::json!({
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "rooms": app.rooms.len(),
+        "sfu": app.sfu.stats(),
+    });
+    axum::Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    room: String,
+    identity: String,
+    name: Option<String>,
+    role: String,
+}
+
+/// Dev mode only: mint a token (the lobby page uses it). Not routed at all in production.
+async fn dev_token(State(app): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+    let Some(role) = Role::parse(&q.role) else {
+        return (StatusCode::BAD_REQUEST, "role must be host, cohost, moderator or viewer").into_response();
+    };
+    if q.room.is_empty() || q.room.len() > auth::MAX_ROOM_BYTES || q.identity.is_empty() || q.identity.len() > auth::MAX_IDENTITY_BYTES {
+        return (StatusCode::BAD_REQUEST, "room and identity must be 1-128 bytes").into_response();
+    }
+    match app.auth.mint(&q.room, &q.identity, q.name.as_deref(), role, 6 * 3600) {
+        Ok(t) => axum::Json(serde_json::json!({ "token": t })).into_response(),
+        Err(e) => {
+            tracing::error!("minting a dev token: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+const INDEX_HTML: &str = include_str!("../../web-client/index.html");
+
+async fn index() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()
+}
+
+/// The HTTP application.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/", get(index))
+        .route("/ws", get(ws_handler))
+        .route("/rtc", get(ws_handler))
+        .route("/healthz", get(healthz))
+        .route("/api/stats", get(stats));
+    if state.config.dev_mode() {
+        router = router.route("/api/dev/token", get(dev_token));
+    }
+    router.with_state(state)
+}
+
+/// A running server (HTTP + media plane).
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub state: AppState,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Bind both listeners and start serving in the background.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        config.validate()?;
+        let auth = Authenticator::new(&config.secret()?, &config.auth.algorithm, config.auth.leeway_secs)?;
+        let sfu = sfu::Sfu::start(config.sfu_config())?;
+        let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
+        let http_addr = listener.local_addr()?;
+        let state = AppState {
+            rooms: Arc::new(room::Rooms::new(config.room.clone())),
+            config: Arc::new(config),
+            auth,
+            sfu,
+            started: Instant::now(),
+        };
+        let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+        let rooms = state.rooms.clone();
+        let mut reaper_rx = rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => rooms.reap(Instant::now()),
+                    _ = reaper_rx.changed() => break,
+                }
+            }
+        });
+        let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                tracing::error!("http server: {e}");
+            }
+        });
+        tracing::info!(%http_addr, "signaling listening (HTTP/WebSocket)");
+        Ok(Server { http_addr, state, shutdown, task })
+    }
+
+    pub fn sfu(&self) -> &sfu::Sfu {
+        &self.state.sfu
+    }
+
+    /// Stop accepting, close the media plane.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let sfu = self.state.sfu.clone();
+        let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;
+    }
+}

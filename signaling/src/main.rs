@@ -1,0 +1,120 @@
+//! The `onair` binary: one process with signaling, the SFU and (later) the RTMP bridge.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use signaling::auth::{Authenticator, Role};
+use signaling::config::Config;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "onair", version, about = "Onair Live Rooms server")]
+struct Cli {
+    /// TOML config file (defaults are embedded; ONAIR_* variables override the file).
+    #[arg(long, short, global = true, env = "ONAIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Force dev mode on (dev secret allowed, lobby and links printed).
+    #[arg(long, global = true)]
+    dev: bool,
+    /// HTTP/WebSocket listen address.
+    #[arg(long)]
+    http_bind: Option<SocketAddr>,
+    /// UDP media listen address.
+    #[arg(long)]
+    udp_bind: Option<SocketAddr>,
+    /// Address advertised to clients in ICE candidates.
+    #[arg(long)]
+    advertise_ip: Option<IpAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a signed join token.
+    Token {
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        identity: String,
+        /// Display name (defaults to the identity).
+        #[arg(long)]
+        name: Option<String>,
+        /// host, cohost, moderator or viewer.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Validity: 90s, 30m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => anyhow::bail!("bad duration unit in {s:?} (use s, m, h or d)"),
+    };
+    n.checked_mul(mult).filter(|v| *v > 0).context("duration out of range")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if cli.dev {
+        config.dev = Some(true);
+    }
+    if let Some(b) = cli.http_bind {
+        config.http.bind = b;
+    }
+    if let Some(b) = cli.udp_bind {
+        config.rtc.udp_bind = b;
+    }
+    if let Some(ip) = cli.advertise_ip {
+        config.rtc.advertise_ip = ip;
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Token { room, identity, name, role, ttl } => {
+            let role = Role::parse(&role).context("role must be host, cohost, moderator or viewer")?;
+            let auth = Authenticator::new(&config.secret()?, &config.auth.algorithm, config.auth.leeway_secs)?;
+            println!("{}", auth.mint(&room, &identity, name.as_deref(), role, parse_ttl(&ttl)?)?);
+            Ok(())
+        }
+        Command::Serve => serve(config),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
+        .context("bad log filter")?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let dev = config.dev_mode();
+        if dev {
+            tracing::warn!("dev mode: tokens are signed with the built-in dev secret; set auth.secret for production");
+        }
+        let server = signaling::Server::start(config).await?;
+        if dev {
+            let auth = &server.state.auth;
+            let host = auth.mint("demo", "host", Some("Host"), Role::Host, 6 * 3600)?;
+            let viewer = auth.mint("demo", "viewer", Some("Viewer"), Role::Viewer, 6 * 3600)?;
+            let base = format!("http://{}", server.http_addr);
+            println!("\nOnair is running (dev mode).");
+            println!("  Go live as host:  {base}/?token={host}");
+            println!("  Watch as viewer:  {base}/?token={viewer}");
+            println!("  Mint more tokens: cargo run --release -- token --room demo --identity guest --role cohost\n");
+        }
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        anyhow::Ok(())
+    })
+}

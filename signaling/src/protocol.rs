@@ -1,0 +1,157 @@
+//! The signaling protocol: JSON text frames with a `type` field. docs/protocol.md has an
+//! example of every message. Version: [`PROTOCOL_VERSION`]; a client sends its version in
+//! `join` and the server answers with its own in `joined`.
+
+use crate::auth::Role;
+use crate::error::ErrorCode;
+use serde::{Deserialize, Serialize};
+use sfu::{MediaKind, ParticipantId, TrackId};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Which of the participant's two peer connections a message is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Publisher,
+    Subscriber,
+}
+
+impl From<Target> for sfu::SessionRole {
+    fn from(t: Target) -> Self {
+        match t {
+            Target::Publisher => sfu::SessionRole::Publisher,
+            Target::Subscriber => sfu::SessionRole::Subscriber,
+        }
+    }
+}
+
+impl From<sfu::SessionRole> for Target {
+    fn from(r: sfu::SessionRole) -> Self {
+        match r {
+            sfu::SessionRole::Publisher => Target::Publisher,
+            sfu::SessionRole::Subscriber => Target::Subscriber,
+        }
+    }
+}
+
+/// An ICE candidate as browsers serialise `RTCIceCandidateInit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex", skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+/// Messages from clients.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// First message: authenticate and enter the room.
+    Join {
+        token: Option<String>,
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        protocol: Option<u32>,
+    },
+    /// An SDP offer for the publisher connection (first publish or renegotiation).
+    Publish { sdp: String },
+    /// The answer to a server `offer` on the subscriber connection.
+    Answer { sdp: String },
+    /// A trickled ICE candidate.
+    Candidate { target: Target, candidate: Candidate },
+    /// Mute or unmute one of your tracks.
+    Mute { track: TrackId, muted: bool },
+    /// Leave the room.
+    Leave,
+    /// End the room for everyone (host only).
+    EndRoom,
+    /// Keepalive; answered with `pong`.
+    Ping {
+        #[serde(default)]
+        ts: Option<u64>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrackView {
+    pub id: TrackId,
+    pub participant: ParticipantId,
+    pub kind: MediaKind,
+    pub mime_type: String,
+    pub muted: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomState {
+    /// Waiting for the host.
+    Waiting,
+    Live,
+    Ended,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoomInfo {
+    pub name: String,
+    pub state: RoomState,
+    /// Unix milliseconds when the host started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    pub publishers: usize,
+    pub max_publishers: usize,
+    pub viewers: usize,
+}
+
+/// Messages from the server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Joined {
+        protocol: u32,
+        participant: ParticipantInfo,
+        room: RoomInfo,
+        participants: Vec<ParticipantInfo>,
+        tracks: Vec<TrackView>,
+    },
+    /// Answer to `publish`.
+    Answer { sdp: String },
+    /// An offer for the subscriber connection; reply with `answer`.
+    Offer { sdp: String },
+    Candidate { target: Target, candidate: Candidate },
+    ParticipantJoined { participant: ParticipantInfo },
+    ParticipantLeft { participant: ParticipantId, reason: String },
+    TrackPublished { track: TrackView },
+    TrackUnpublished { track: TrackId, participant: ParticipantId },
+    TrackMuted { track: TrackId, participant: ParticipantId, muted: bool },
+    /// The room changed (went live, publisher or viewer counts).
+    RoomUpdate { room: RoomInfo },
+    /// State of one of your peer connections as the server sees it.
+    ConnectionState { target: Target, state: sfu::ConnState },
+    RoomEnded { reason: String },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ts: Option<u64>,
+    },
+    Error { code: ErrorCode, message: String },
+}
+
+impl ServerMsg {
+    pub fn error(e: &crate::error::SignalError) -> Self {
+        ServerMsg::Error { code: e.code, message: e.message.clone() }
+    }
+}

@@ -1,0 +1,336 @@
+//! Room rules, all in one place: who may publish, how many seats the stage has, when a room
+//! starts and ends. A room is a plain struct behind a mutex; nothing here awaits or does I/O —
+//! members' outgoing queues are filled with `try_send`, so one slow client never stalls a room.
+
+use crate::auth::{Claims, Role};
+use crate::config::RoomConfig;
+use crate::error::{ErrorCode, SignalError};
+use crate::protocol::{ParticipantInfo, RoomInfo, RoomState, ServerMsg, TrackView};
+use dashmap::DashMap;
+use sfu::{ParticipantId, TrackId, TrackInfo};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Outgoing queue of one member's WebSocket.
+pub type Outbox = mpsc::Sender<ServerMsg>;
+
+struct Member {
+    info: ParticipantInfo,
+    outbox: Outbox,
+    /// Holds a seat on stage.
+    publishing: bool,
+}
+
+struct Track {
+    info: TrackInfo,
+    muted: bool,
+}
+
+pub struct Room {
+    pub name: String,
+    state: RoomState,
+    started_at: Option<u64>,
+    started: Option<Instant>,
+    members: HashMap<ParticipantId, Member>,
+    tracks: BTreeMap<TrackId, Track>,
+    empty_since: Option<Instant>,
+    config: RoomConfig,
+}
+
+/// What a joining participant learns.
+pub struct JoinSnapshot {
+    pub me: ParticipantInfo,
+    pub room: RoomInfo,
+    pub participants: Vec<ParticipantInfo>,
+    pub tracks: Vec<TrackView>,
+    /// Tracks to subscribe the newcomer to.
+    pub subscribe: Vec<TrackInfo>,
+}
+
+fn view(t: &Track) -> TrackView {
+    TrackView {
+        id: t.info.id,
+        participant: t.info.publisher,
+        kind: t.info.kind,
+        mime_type: t.info.codec.mime_type.clone(),
+        muted: t.muted,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Room {
+    pub fn new(name: String, config: RoomConfig) -> Self {
+        Self {
+            name,
+            state: RoomState::Waiting,
+            started_at: None,
+            started: None,
+            members: HashMap::new(),
+            tracks: BTreeMap::new(),
+            empty_since: Some(Instant::now()),
+            config,
+        }
+    }
+
+    pub fn info(&self) -> RoomInfo {
+        let publishers = self.members.values().filter(|m| m.publishing).count();
+        RoomInfo {
+            name: self.name.clone(),
+            state: self.state,
+            started_at: self.started_at,
+            publishers,
+            max_publishers: self.config.max_publishers,
+            viewers: self.members.len() - publishers,
+        }
+    }
+
+    pub fn state(&self) -> RoomState {
+        self.state
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    fn broadcast(&self, msg: ServerMsg, except: Option<ParticipantId>) {
+        for (id, m) in &self.members {
+            if Some(*id) == except {
+                continue;
+            }
+            if m.outbox.try_send(msg.clone()).is_err() {
+                tracing::warn!(room = %self.name, participant = %id, "outbox full or closed; message dropped");
+            }
+        }
+    }
+
+    /// Enter the room. The host's arrival makes a waiting room live.
+    pub fn join(&mut self, id: ParticipantId, claims: &Claims, outbox: Outbox) -> Result<JoinSnapshot, SignalError> {
+        if self.state == RoomState::Ended {
+            return Err(SignalError::new(ErrorCode::RoomEnded, "this room has ended"));
+        }
+        if self.members.len() >= self.config.max_participants {
+            return Err(SignalError::new(ErrorCode::RoomFull, "the room is full"));
+        }
+        let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role: claims.role };
+        let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
+        if went_live {
+            self.state = RoomState::Live;
+            self.started_at = Some(unix_ms());
+            self.started = Some(Instant::now());
+        }
+        self.members.insert(id, Member { info: me.clone(), outbox, publishing: false });
+        self.empty_since = None;
+        self.broadcast(ServerMsg::ParticipantJoined { participant: me.clone() }, Some(id));
+        self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, Some(id));
+        Ok(JoinSnapshot {
+            me,
+            room: self.info(),
+            participants: self.members.values().filter(|m| m.info.id != id).map(|m| m.info.clone()).collect(),
+            tracks: self.tracks.values().map(view).collect(),
+            subscribe: self.tracks.values().map(|t| t.info.clone()).collect(),
+        })
+    }
+
+    /// Take (or keep) a seat on stage before publishing.
+    pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<(), SignalError> {
+        let publishers = self.members.values().filter(|m| m.publishing).count();
+        let live = self.state == RoomState::Live;
+        let max = self.config.max_publishers;
+        let m = self.members.get_mut(&id).ok_or_else(|| SignalError::new(ErrorCode::NotFound, "not in this room"))?;
+        if !m.info.role.may_publish() {
+            return Err(SignalError::new(ErrorCode::NotAllowed, "viewers and moderators cannot publish; ask the host to invite you on stage"));
+        }
+        if m.publishing {
+            return Ok(());
+        }
+        if !live {
+            return Err(SignalError::new(ErrorCode::RoomNotLive, "the host has not started the room yet"));
+        }
+        if publishers >= max {
+            return Err(SignalError::new(ErrorCode::StageFull, format!("the stage is full ({max} publishers)")));
+        }
+        m.publishing = true;
+        self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
+        Ok(())
+    }
+
+    /// Give a seat back (a failed first publish).
+    pub fn release_seat(&mut self, id: ParticipantId) {
+        let has_tracks = self.tracks.values().any(|t| t.info.publisher == id);
+        if let Some(m) = self.members.get_mut(&id)
+            && m.publishing
+            && !has_tracks
+        {
+            m.publishing = false;
+            self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
+        }
+    }
+
+    /// A track of a seated member started; returns who should subscribe to it.
+    pub fn add_track(&mut self, info: TrackInfo) -> Vec<ParticipantId> {
+        if !self.members.get(&info.publisher).is_some_and(|m| m.publishing) {
+            return Vec::new();
+        }
+        let t = Track { info, muted: false };
+        self.broadcast(ServerMsg::TrackPublished { track: view(&t) }, None);
+        let publisher = t.info.publisher;
+        self.tracks.insert(t.info.id, t);
+        self.members.keys().copied().filter(|p| *p != publisher).collect()
+    }
+
+    pub fn remove_track(&mut self, track: TrackId) {
+        if let Some(t) = self.tracks.remove(&track) {
+            self.broadcast(ServerMsg::TrackUnpublished { track, participant: t.info.publisher }, None);
+        }
+    }
+
+    pub fn set_muted(&mut self, id: ParticipantId, track: TrackId, muted: bool) -> Result<(), SignalError> {
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .filter(|t| t.info.publisher == id)
+            .ok_or_else(|| SignalError::new(ErrorCode::NotFound, "you publish no such track"))?;
+        if t.muted != muted {
+            t.muted = muted;
+            self.broadcast(ServerMsg::TrackMuted { track, participant: id, muted }, None);
+        }
+        Ok(())
+    }
+
+    /// A member left (or was disconnected).
+    pub fn leave(&mut self, id: ParticipantId, reason: &str) {
+        if self.members.remove(&id).is_none() {
+            return;
+        }
+        let gone: Vec<TrackId> = self.tracks.values().filter(|t| t.info.publisher == id).map(|t| t.info.id).collect();
+        for t in gone {
+            self.remove_track(t);
+        }
+        self.broadcast(ServerMsg::ParticipantLeft { participant: id, reason: reason.to_owned() }, None);
+        if self.state != RoomState::Ended {
+            self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
+        }
+        if self.members.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+    }
+
+    /// End the room (host only, or the server itself with `by = None`).
+    pub fn end(&mut self, by: Option<ParticipantId>, reason: &str) -> Result<(), SignalError> {
+        if let Some(id) = by
+            && !self.members.get(&id).is_some_and(|m| m.info.role == Role::Host)
+        {
+            return Err(SignalError::new(ErrorCode::NotAllowed, "only the host can end the room"));
+        }
+        if self.state != RoomState::Ended {
+            self.state = RoomState::Ended;
+            self.broadcast(ServerMsg::RoomEnded { reason: reason.to_owned() }, None);
+        }
+        Ok(())
+    }
+
+    /// Housekeeping: end rooms past their duration cap; say whether the room can be dropped.
+    fn reap(&mut self, now: Instant) -> bool {
+        if self.config.max_duration_secs > 0
+            && self.state == RoomState::Live
+            && self.started.is_some_and(|s| now.duration_since(s) > Duration::from_secs(self.config.max_duration_secs))
+        {
+            let _ = self.end(None, "the room reached its maximum duration");
+        }
+        let empty_for = self.empty_since.map(|t| now.duration_since(t)).unwrap_or_default();
+        self.members.is_empty()
+            && (self.state == RoomState::Ended || empty_for > Duration::from_secs(self.config.empty_timeout_secs))
+    }
+}
+
+/// Every room of this node.
+pub struct Rooms {
+    map: DashMap<String, Arc<Mutex<Room>>>,
+    config: RoomConfig,
+}
+
+/// Lock a room. A poisoned lock (a panic while holding it, which would be a bug) still yields
+/// the data: room state stays usable for everyone else.
+pub fn lock(room: &Mutex<Room>) -> std::sync::MutexGuard<'_, Room> {
+    room.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Rooms {
+    pub fn new(config: RoomConfig) -> Self {
+        Self { map: DashMap::new(), config }
+    }
+
+    pub fn get_or_create(&self, name: &str) -> Arc<Mutex<Room>> {
+        self.map
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone()))))
+            .clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Mutex<Room>>> {
+        self.map.get(name).map(|r| r.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drop rooms that ended or stayed empty too long.
+    pub fn reap(&self, now: Instant) {
+        self.map.retain(|name, room| {
+            let keep = !lock(room).reap(now);
+            if !keep {
+                tracing::info!(room = %name, "room closed");
+            }
+            keep
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(id: &str, role: Role) -> Claims {
+        Claims { identity: id.into(), name: id.into(), room: "r".into(), role, exp: 0 }
+    }
+
+    #[test]
+    fn stage_rules() {
+        let mut room = Room::new("r".into(), RoomConfig::default());
+        let (tx, _rx) = mpsc::channel(1024);
+        let ids: Vec<ParticipantId> = (0..7).map(|_| ParticipantId::next()).collect();
+        room.join(ids[0], &claims("c0", Role::Cohost), tx.clone()).unwrap();
+        assert_eq!(room.reserve_seat(ids[0]).unwrap_err().code, ErrorCode::RoomNotLive);
+        room.join(ids[1], &claims("h", Role::Host), tx.clone()).unwrap();
+        assert_eq!(room.state(), RoomState::Live);
+        room.reserve_seat(ids[0]).unwrap();
+        room.reserve_seat(ids[1]).unwrap();
+        for (i, id) in ids.iter().enumerate().skip(2) {
+            room.join(*id, &claims(&format!("c{i}"), if i == 6 { Role::Viewer } else { Role::Cohost }), tx.clone()).unwrap();
+        }
+        room.reserve_seat(ids[2]).unwrap();
+        room.reserve_seat(ids[3]).unwrap();
+        assert_eq!(room.reserve_seat(ids[4]).unwrap_err().code, ErrorCode::StageFull);
+        assert_eq!(room.reserve_seat(ids[6]).unwrap_err().code, ErrorCode::NotAllowed);
+        room.reserve_seat(ids[3]).unwrap(); // a seated publisher renegotiates freely
+        room.leave(ids[3], "left");
+        room.reserve_seat(ids[4]).unwrap(); // the seat freed is taken
+        assert_eq!(room.end(Some(ids[0]), "x").unwrap_err().code, ErrorCode::NotAllowed);
+        room.end(Some(ids[1]), "bye").unwrap();
+        assert_eq!(room.join(ParticipantId::next(), &claims("late", Role::Viewer), tx).unwrap_err().code, ErrorCode::RoomEnded);
+    }
+}

@@ -1,0 +1,369 @@
+//! One WebSocket session: join, then relay between the client, its room and the SFU.
+
+use crate::AppState;
+use crate::auth::Claims;
+use crate::error::{ErrorCode, SignalError};
+use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
+use crate::room::{Room, lock};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use sfu::{ParticipantId, SfuEvent};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Close codes (RFC 6455 §7.4 and the private range).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Authentication failed; the preceding `error` message has the reason.
+const CLOSE_AUTH: u16 = 4001;
+
+/// Longest candidate string accepted.
+const MAX_CANDIDATE_BYTES: usize = 1024;
+/// Malformed messages tolerated before the connection is closed.
+const MAX_BAD_MESSAGES: u32 = 20;
+/// Rate-limited messages tolerated before the connection is closed.
+const MAX_LIMITED_MESSAGES: u32 = 500;
+
+/// A token bucket: `rate` per second, `burst` deep.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self { tokens: burst as f64, rate: rate as f64, burst: burst as f64, last: Instant::now() }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(e) => {
+            tracing::error!("serialising a server message: {e}");
+            false
+        }
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+async fn refuse(socket: &mut WebSocket, e: SignalError, close_code: u16) {
+    let _ = send(socket, &ServerMsg::error(&e)).await;
+    close(socket, close_code, &e.message).await;
+}
+
+/// Parse one text frame, enforcing the size limit.
+fn parse(text: &str, max: usize) -> Result<ClientMsg, SignalError> {
+    if text.len() > max {
+        return Err(SignalError::new(ErrorCode::MessageTooLarge, format!("messages are limited to {max} bytes")));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        // serde's sentence names the field or type at fault; it never echoes the input.
+        SignalError::new(ErrorCode::BadMessage, format!("not a valid message: {e}"))
+    })
+}
+
+/// Wait for `join` (or use the token from the URL) and check it.
+async fn authenticate(socket: &mut WebSocket, app: &AppState, url_token: Option<String>, url_room: Option<String>) -> Result<Claims, SignalError> {
+    let max = app.config.limits.max_message_bytes;
+    let deadline = Duration::from_secs(app.config.limits.join_timeout_secs);
+    let wait = async {
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Text(t))) => return parse(t.as_str(), max),
+                Some(Ok(Message::Binary(_))) => {
+                    return Err(SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol"));
+                }
+                Some(Ok(_)) => continue, // ping/pong
+                Some(Err(_)) | None => return Err(SignalError::new(ErrorCode::NotJoined, "connection closed before join")),
+            }
+        }
+    };
+    let msg = tokio::time::timeout(deadline, wait)
+        .await
+        .map_err(|_| SignalError::new(ErrorCode::NotJoined, "send join within the join timeout"))??;
+    let ClientMsg::Join { token, room, protocol } = msg else {
+        return Err(SignalError::new(ErrorCode::NotJoined, "the first message must be join"));
+    };
+    if let Some(v) = protocol
+        && v != PROTOCOL_VERSION
+    {
+        return Err(SignalError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}")));
+    }
+    let token = token.or(url_token).unwrap_or_default();
+    app.auth.verify(&token, room.as_deref().or(url_room.as_deref()))
+}
+
+/// The whole life of one connection.
+pub async fn run(mut socket: WebSocket, app: AppState, url_token: Option<String>, url_room: Option<String>, peer: String) {
+    let claims = match authenticate(&mut socket, &app, url_token, url_room).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%peer, code = ?e.code, "join refused: {}", e.message);
+            let code = if matches!(e.code, ErrorCode::MessageTooLarge) { CLOSE_TOO_BIG } else { CLOSE_AUTH };
+            refuse(&mut socket, e, code).await;
+            return;
+        }
+    };
+    let id = ParticipantId::next();
+    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(512);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(512);
+    let room = app.rooms.get_or_create(&claims.room);
+    let snapshot = {
+        let mut r = lock(&room);
+        r.join(id, &claims, out_tx.clone())
+    };
+    let snapshot = match snapshot {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(%peer, room = %claims.room, code = ?e.code, "join refused: {}", e.message);
+            refuse(&mut socket, e, CLOSE_POLICY).await;
+            return;
+        }
+    };
+    if let Err(e) = app.sfu.add_participant(id, ev_tx) {
+        lock(&room).leave(id, "server busy");
+        refuse(&mut socket, e.into(), CLOSE_POLICY).await;
+        return;
+    }
+    tracing::info!(%peer, participant = %id, identity = %claims.identity, room = %claims.room, role = ?claims.role, "joined");
+    let joined = ServerMsg::Joined {
+        protocol: PROTOCOL_VERSION,
+        participant: snapshot.me,
+        room: snapshot.room,
+        participants: snapshot.participants,
+        tracks: snapshot.tracks,
+    };
+    let mut session = Session { app: app.clone(), id, room: room.clone(), claims, limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst), bad: 0, limited: 0, last_limited_notice: None };
+    let reason = if !send(&mut socket, &joined).await {
+        "connection lost".to_owned()
+    } else {
+        for t in snapshot.subscribe {
+            if let Err(e) = app.sfu.subscribe(id, t) {
+                tracing::warn!(participant = %id, "subscribe on join: {e}");
+            }
+        }
+        session.serve(&mut socket, &mut out_rx, &mut ev_rx).await
+    };
+    tracing::info!(participant = %id, %reason, "left");
+    lock(&room).leave(id, &reason);
+    app.sfu.remove_participant(id);
+}
+
+struct Session {
+    app: AppState,
+    id: ParticipantId,
+    room: Arc<Mutex<Room>>,
+    claims: Claims,
+    limiter: RateLimit,
+    bad: u32,
+    limited: u32,
+    last_limited_notice: Option<Instant>,
+}
+
+/// What to do after handling one input.
+enum Flow {
+    Continue,
+    Close(u16, String),
+}
+
+impl Session {
+    async fn serve(&mut self, socket: &mut WebSocket, out_rx: &mut mpsc::Receiver<ServerMsg>, ev_rx: &mut mpsc::Receiver<SfuEvent>) -> String {
+        let idle = Duration::from_secs(self.app.config.limits.idle_timeout_secs);
+        let mut last_heard = Instant::now();
+        let mut ping = tokio::time::interval(idle / 3);
+        ping.tick().await;
+        loop {
+            let flow = tokio::select! {
+                incoming = socket.recv() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(t))) => self.on_text(socket, t.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => self.on_bad(socket, SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
+                        Some(Ok(Message::Close(_))) | None => return "connection closed".into(),
+                        Some(Ok(_)) => Flow::Continue,
+                        Some(Err(e)) => {
+                            // tungstenite refuses frames over the hard cap here (and closes).
+                            tracing::info!(participant = %self.id, "websocket error: {e}");
+                            close(socket, CLOSE_TOO_BIG, "frame too large or malformed").await;
+                            return "protocol error".into();
+                        }
+                    }
+                }
+                Some(msg) = out_rx.recv() => {
+                    let ended = matches!(msg, ServerMsg::RoomEnded { .. });
+                    if !send(socket, &msg).await { return "connection lost".into(); }
+                    if ended { Flow::Close(CLOSE_NORMAL, "room ended".into()) } else { Flow::Continue }
+                }
+                Some(ev) = ev_rx.recv() => self.on_sfu_event(socket, ev).await,
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > idle {
+                        Flow::Close(CLOSE_POLICY, "idle timeout".into())
+                    } else {
+                        let _ = socket.send(Message::Ping(Default::default())).await;
+                        Flow::Continue
+                    }
+                }
+            };
+            if let Flow::Close(code, reason) = flow {
+                close(socket, code, &reason).await;
+                return reason;
+            }
+        }
+    }
+
+    async fn on_bad(&mut self, socket: &mut WebSocket, e: SignalError) -> Flow {
+        self.bad += 1;
+        tracing::debug!(participant = %self.id, code = ?e.code, "bad message: {}", e.message);
+        let _ = send(socket, &ServerMsg::error(&e)).await;
+        if self.bad > MAX_BAD_MESSAGES {
+            return Flow::Close(CLOSE_POLICY, "too many malformed messages".into());
+        }
+        Flow::Continue
+    }
+
+    async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
+        let now = Instant::now();
+        if !self.limiter.allow(now) {
+            self.limited += 1;
+            if self.limited > MAX_LIMITED_MESSAGES {
+                return Flow::Close(CLOSE_POLICY, "message rate limit exceeded".into());
+            }
+            if self.last_limited_notice.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                self.last_limited_notice = Some(now);
+                let e = SignalError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
+                let _ = send(socket, &ServerMsg::error(&e)).await;
+            }
+            return Flow::Continue;
+        }
+        let msg = match parse(text, self.app.config.limits.max_message_bytes) {
+            Ok(m) => m,
+            Err(e) => return self.on_bad(socket, e).await,
+        };
+        match self.on_message(socket, msg).await {
+            Ok(flow) => flow,
+            Err(e) => {
+                tracing::debug!(participant = %self.id, code = ?e.code, "request refused: {}", e.message);
+                let _ = send(socket, &ServerMsg::error(&e)).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_message(&mut self, socket: &mut WebSocket, msg: ClientMsg) -> Result<Flow, SignalError> {
+        let sfu = &self.app.sfu;
+        match msg {
+            ClientMsg::Join { .. } => Err(SignalError::new(ErrorCode::AlreadyJoined, "already joined")),
+            ClientMsg::Publish { sdp } => {
+                lock(&self.room).reserve_seat(self.id)?;
+                match sfu.publish(self.id, sdp).await {
+                    Ok(answer) => {
+                        send(socket, &ServerMsg::Answer { sdp: answer }).await;
+                        Ok(Flow::Continue)
+                    }
+                    Err(e) => {
+                        lock(&self.room).release_seat(self.id);
+                        Err(e.into())
+                    }
+                }
+            }
+            ClientMsg::Answer { sdp } => {
+                sfu.subscriber_answer(self.id, sdp).await?;
+                Ok(Flow::Continue)
+            }
+            ClientMsg::Candidate { target, candidate } => {
+                if candidate.candidate.len() > MAX_CANDIDATE_BYTES {
+                    return Err(SignalError::new(ErrorCode::BadCandidate, "candidate too long"));
+                }
+                let init = sfu_candidate(candidate);
+                sfu.add_candidate(self.id, target.into(), init).await?;
+                Ok(Flow::Continue)
+            }
+            ClientMsg::Mute { track, muted } => {
+                lock(&self.room).set_muted(self.id, track, muted)?;
+                Ok(Flow::Continue)
+            }
+            ClientMsg::Leave => Ok(Flow::Close(CLOSE_NORMAL, "left".into())),
+            ClientMsg::EndRoom => {
+                lock(&self.room).end(Some(self.id), "the host ended the live")?;
+                tracing::info!(room = %self.claims.room, "room ended by host");
+                Ok(Flow::Continue) // the room_ended broadcast closes every connection, ours too
+            }
+            ClientMsg::Ping { ts } => {
+                send(socket, &ServerMsg::Pong { ts }).await;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    async fn on_sfu_event(&mut self, socket: &mut WebSocket, ev: SfuEvent) -> Flow {
+        let msg = match ev {
+            SfuEvent::TrackPublished(info) => {
+                let subscribers = lock(&self.room).add_track(info.clone());
+                for p in subscribers {
+                    if let Err(e) = self.app.sfu.subscribe(p, info.clone()) {
+                        tracing::warn!(participant = %p, "subscribe: {e}");
+                    }
+                }
+                None
+            }
+            SfuEvent::TrackUnpublished(track) => {
+                lock(&self.room).remove_track(track);
+                None
+            }
+            SfuEvent::SubscriberOffer(sdp) => Some(ServerMsg::Offer { sdp }),
+            SfuEvent::LocalCandidate(role, c) => Some(ServerMsg::Candidate {
+                target: role.into(),
+                candidate: Candidate {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_m_line_index: c.sdp_mline_index,
+                    username_fragment: c.username_fragment,
+                },
+            }),
+            SfuEvent::Connection(role, state) => Some(ServerMsg::ConnectionState { target: Target::from(role), state }),
+            SfuEvent::SessionClosed(role, reason) => {
+                tracing::info!(participant = %self.id, ?role, %reason, "media session closed");
+                None
+            }
+        };
+        if let Some(msg) = msg
+            && !send(socket, &msg).await
+        {
+            return Flow::Close(CLOSE_NORMAL, "connection lost".into());
+        }
+        Flow::Continue
+    }
+}
+
+fn sfu_candidate(c: Candidate) -> rtc_candidate::RTCIceCandidateInit {
+    rtc_candidate::RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_m_line_index,
+        username_fragment: c.username_fragment,
+        ..Default::default()
+    }
+}
+
+mod rtc_candidate {
+    pub use sfu::RTCIceCandidateInit;
+}
