@@ -29,6 +29,7 @@ pub mod codec;
 pub mod config;
 pub mod demux;
 pub mod error;
+pub mod feedback;
 pub mod forwarder;
 pub mod ids;
 mod router;

@@ -64,7 +64,11 @@ impl SessionFactory {
             .register_default_codecs()
             .map_err(|e| SfuError::Startup(e.to_string()))?;
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-            .map_err(|e| SfuError::Startup(e.to_string()))?;
+            .map_err(|e| SfuError::Startup(e.to_string()))?
+            .with(
+                rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
+                crate::feedback::KeyframeFeedback::default(),
+            );
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)

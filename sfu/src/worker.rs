@@ -217,7 +217,11 @@ impl Worker {
                 let _ = reply.send(r);
             }
             Command::Candidate { key, candidate, reply } => {
+                let known = self.participants.contains_key(&key.participant);
                 let r = match self.session(key) {
+                    // Trickled before the offer that creates the session: an ICE-lite server
+                    // learns the address from the client's checks anyway, so this is no error.
+                    None if known => Ok(()),
                     None => Err(SfuError::NoSession),
                     Some(s) => s.add_remote_candidate(candidate),
                 };
@@ -271,6 +275,7 @@ impl Worker {
         session.add_subscription(track.id, track.publisher.to_string(), track.kind, &track.codec)?;
         let offer = session.negotiate(now)?;
         let candidate = session.local_candidate.clone();
+        let connected = session.connected;
         if self.router.add_subscriber(track.id, participant) {
             self.send_interest(track.id, true);
         }
@@ -280,7 +285,9 @@ impl Worker {
                 self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Subscriber, candidate));
             }
         }
-        if track.kind == MediaKind::Video {
+        // A keyframe is requested once this subscriber is connected (see `handle_event`): one
+        // asked for now would arrive before DTLS is up and be wasted.
+        if track.kind == MediaKind::Video && connected {
             self.request_keyframe_from_publisher(track.id);
         }
         self.pump(key, now);
@@ -422,8 +429,21 @@ impl Worker {
                     _ => return,
                 };
                 tracing::debug!(?key, ?conn, "connection state");
+                let mut waiting = Vec::new();
                 if let Some(s) = self.session(key) {
+                    let was = s.connected;
                     s.connected = conn == ConnState::Connected;
+                    if s.connected && !was {
+                        for sub in s.forwarders.values_mut() {
+                            if sub.forwarder.waiting_for_keyframe {
+                                sub.forwarder.last_keyframe_request = Some(now);
+                                waiting.push(sub.forwarder.track);
+                            }
+                        }
+                    }
+                }
+                for track in waiting {
+                    self.request_keyframe_from_publisher(track);
                 }
                 self.emit(key.participant, SfuEvent::Connection(key.role, conn));
                 if matches!(conn, ConnState::Failed | ConnState::Closed) {
@@ -566,6 +586,9 @@ impl Worker {
         for p in subs {
             let Some(state) = self.participants.get_mut(p) else { continue };
             let Some(session) = state.subscriber.as_mut() else { continue };
+            if !session.connected {
+                continue; // nothing can be sent before DTLS is up; start at a keyframe after
+            }
             let Some(sub) = session.forwarders.get_mut(&pkt.track) else { continue };
             let Verdict::Send { seq, ts } = sub.forwarder.handle(pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe) else {
                 continue;

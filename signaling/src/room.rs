@@ -40,6 +40,7 @@ pub struct Room {
 }
 
 /// What a joining participant learns.
+#[derive(Debug)]
 pub struct JoinSnapshot {
     pub me: ParticipantInfo,
     pub room: RoomInfo,

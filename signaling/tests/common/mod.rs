@@ -1,0 +1,487 @@
+//! Test harness: a real Onair server on loopback and real WebRTC clients (webrtc-rs, async),
+//! talking the documented signaling protocol over a real WebSocket.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use serde_json::{Value, json};
+use signaling::auth::Role;
+use signaling::config::Config;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionIceEvent};
+
+pub const SECRET: &str = "test-secret-for-onair";
+pub const VP8_PT: u8 = 96;
+pub const OPUS_PT: u8 = 111;
+/// Bytes of pattern after the counters in every synthetic payload.
+pub const PATTERN_LEN: usize = 900;
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.dev = Some(false);
+    c.auth.secret = SECRET.into();
+    c.http.bind = "127.0.0.1:0".parse().unwrap();
+    c.rtc.udp_bind = "127.0.0.1:0".parse().unwrap();
+    c.rtc.advertise_ip = "127.0.0.1".parse().unwrap();
+    c.rtc.workers = 2;
+    c
+}
+
+pub async fn start_server() -> signaling::Server {
+    init_tracing();
+    signaling::Server::start(test_config()).await.expect("server starts")
+}
+
+pub fn token(server: &signaling::Server, room: &str, identity: &str, role: Role) -> String {
+    server.state.auth.mint(room, identity, Some(identity), role, 600).unwrap()
+}
+
+pub fn ws_url(server: &signaling::Server) -> String {
+    format!("ws://{}/ws", server.http_addr)
+}
+
+/// What a subscriber saw on one track.
+#[derive(Default, Debug, Clone)]
+pub struct TrackStats {
+    pub kind: String,
+    pub packets: u64,
+    pub corrupt: u64,
+    pub out_of_order: u64,
+    pub last_counter: Option<u32>,
+    pub keyframes: u64,
+    pub first_packet: Option<Instant>,
+    pub first_keyframe: Option<Instant>,
+    pub ssrcs: Vec<u32>,
+    pub seq_gaps: u64,
+    pub last_seq: Option<u16>,
+}
+
+/// A synthetic payload: [VP8 descriptor + header byte if video][counter u32][pattern].
+pub fn payload(video: bool, keyframe: bool, counter: u32) -> bytes::Bytes {
+    let mut v = Vec::with_capacity(PATTERN_LEN + 6);
+    if video {
+        v.push(0x10); // S=1, PID=0
+        v.push(if keyframe { 0x00 } else { 0x01 }); // VP8 P bit: 0 = key frame
+    }
+    v.extend_from_slice(&counter.to_be_bytes());
+    v.extend((0..PATTERN_LEN).map(|i| (counter as usize).wrapping_mul(31).wrapping_add(i) as u8));
+    v.into()
+}
+
+/// Check a payload made by [`payload`]: the counter, or None if corrupt.
+pub fn check_payload(video: bool, p: &[u8]) -> Option<(u32, bool)> {
+    let (key, rest) = if video {
+        // 0x10: first packet of a frame (S=1); 0x00: continuation.
+        if p.len() < 2 || (p[0] != 0x10 && p[0] != 0x00) {
+            return None;
+        }
+        (p[0] == 0x10 && p[1] & 1 == 0, &p[2..])
+    } else {
+        (false, p)
+    };
+    if rest.len() != 4 + PATTERN_LEN {
+        return None;
+    }
+    let counter = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let ok = rest[4..].iter().enumerate().all(|(i, b)| *b == (counter as usize).wrapping_mul(31).wrapping_add(i) as u8);
+    ok.then_some((counter, key))
+}
+
+#[derive(Clone)]
+struct Handler {
+    target: &'static str,
+    out: mpsc::UnboundedSender<String>,
+    media: Arc<Mutex<HashMap<String, TrackStats>>>,
+    connected: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.out.send(
+                json!({"type":"candidate","target":self.target,"candidate":{"candidate":init.candidate,"sdpMid":init.sdp_mid,"sdpMLineIndex":init.sdp_mline_index}}).to_string(),
+            );
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: webrtc::peer_connection::RTCPeerConnectionState) {
+        if state == webrtc::peer_connection::RTCPeerConnectionState::Connected {
+            self.connected.store(true, Ordering::SeqCst);
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let media = self.media.clone();
+        tokio::spawn(async move {
+            let id = track.track_id().await;
+            let video = track.kind().await == RtpCodecKind::Video;
+            media.lock().unwrap().entry(id.clone()).or_default().kind = if video { "video" } else { "audio" }.into();
+            while let Some(ev) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(pkt) = ev else { continue };
+                let now = Instant::now();
+                let mut m = media.lock().unwrap();
+                let s = m.entry(id.clone()).or_default();
+                s.packets += 1;
+                s.first_packet.get_or_insert(now);
+                if !s.ssrcs.contains(&pkt.header.ssrc) {
+                    s.ssrcs.push(pkt.header.ssrc);
+                }
+                if let Some(last) = s.last_seq {
+                    let d = pkt.header.sequence_number.wrapping_sub(last);
+                    if d > 1 && d < 0x8000 {
+                        s.seq_gaps += (d - 1) as u64;
+                    }
+                }
+                s.last_seq = Some(pkt.header.sequence_number);
+                match check_payload(video, &pkt.payload) {
+                    None => s.corrupt += 1,
+                    Some((counter, key)) => {
+                        if s.last_counter.is_some_and(|c| counter <= c) {
+                            s.out_of_order += 1;
+                        }
+                        s.last_counter = Some(counter);
+                        if key {
+                            s.keyframes += 1;
+                            s.first_keyframe.get_or_insert(now);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn media_engine(publisher: bool) -> MediaEngine {
+    let mut me = MediaEngine::default();
+    if publisher {
+        let vp8 = RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
+        let opus = RTCRtpCodec { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), rtcp_feedback: vec![] };
+        me.register_codec(RTCRtpCodecParameters { rtp_codec: vp8, payload_type: VP8_PT, ..Default::default() }, RtpCodecKind::Video).unwrap();
+        me.register_codec(RTCRtpCodecParameters { rtp_codec: opus, payload_type: OPUS_PT, ..Default::default() }, RtpCodecKind::Audio).unwrap();
+    } else {
+        me.register_default_codecs().unwrap();
+    }
+    me
+}
+
+async fn build_pc(handler: Handler, publisher: bool) -> Arc<dyn PeerConnection> {
+    let mut me = media_engine(publisher);
+    let mut registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
+    if publisher {
+        registry = registry.with(rtc::interceptor::Slot::from(sfu::feedback::KEYFRAME_FEEDBACK_SLOT), sfu::feedback::KeyframeFeedback::default());
+    }
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(handler))
+        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .build()
+        .await
+        .expect("peer connection builds");
+    Arc::new(pc)
+}
+
+/// A participant: a WebSocket, a subscriber connection, maybe a publisher connection.
+pub struct Client {
+    pub id: String,
+    pub joined: Value,
+    out: mpsc::UnboundedSender<String>,
+    events: mpsc::UnboundedReceiver<Value>,
+    pub media: Arc<Mutex<HashMap<String, TrackStats>>>,
+    sub_pc: Arc<dyn PeerConnection>,
+    pub_pc: Option<Arc<dyn PeerConnection>>,
+    pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>>,
+    pub sub_connected: Arc<AtomicBool>,
+    pub pub_connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    pub sent_packets: Arc<AtomicU32>,
+    pub keyframe_requests_seen: Arc<AtomicU32>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Join with a token; returns the server's `error` message on refusal.
+pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Value> {
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects");
+    let (mut sink, mut stream) = ws.split();
+    sink.send(Message::Text(json!({"type":"join","token":token,"protocol":1}).to_string().into())).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("reply to join");
+    let joined: Value = match first {
+        Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("unexpected reply to join: {other:?}"),
+    };
+    if joined["type"] != "joined" {
+        return Err(joined);
+    }
+    let id = joined["participant"]["id"].as_str().unwrap().to_owned();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Value>();
+    let media = Arc::new(Mutex::new(HashMap::new()));
+    let sub_connected = Arc::new(AtomicBool::new(false));
+    let sub_pc = build_pc(Handler { target: "subscriber", out: out_tx.clone(), media: media.clone(), connected: sub_connected.clone() }, false).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::new(Mutex::new(None));
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(async move {
+        while let Some(text) = out_rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    }));
+    {
+        let sub_pc = sub_pc.clone();
+        let out = out_tx.clone();
+        let pub_answer = pub_answer.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(t) = msg else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                match v["type"].as_str() {
+                    Some("offer") => {
+                        let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
+                        let offer = RTCSessionDescription::offer(sdp).unwrap();
+                        if let Err(e) = sub_pc.set_remote_description(offer).await {
+                            panic!("client could not apply the server offer: {e}");
+                        }
+                        let answer = sub_pc.create_answer(None).await.unwrap();
+                        sub_pc.set_local_description(answer).await.unwrap();
+                        let sdp = sub_pc.local_description().await.unwrap().sdp;
+                        let _ = out.send(json!({"type":"answer","sdp":sdp}).to_string());
+                    }
+                    Some("answer") => {
+                        if let Some(tx) = pub_answer.lock().unwrap().as_ref() {
+                            let _ = tx.send(v["sdp"].as_str().unwrap_or_default().to_owned());
+                        }
+                    }
+                    Some("candidate") if v["target"] == "subscriber" => {
+                        let c = &v["candidate"];
+                        let init = RTCIceCandidateInit {
+                            candidate: c["candidate"].as_str().unwrap_or_default().to_owned(),
+                            sdp_mid: c["sdpMid"].as_str().map(str::to_owned),
+                            sdp_mline_index: c["sdpMLineIndex"].as_u64().map(|x| x as u16),
+                            ..Default::default()
+                        };
+                        let _ = sub_pc.add_ice_candidate(init).await;
+                    }
+                    _ => {
+                        let _ = ev_tx.send(v);
+                    }
+                }
+            }
+        }));
+    }
+    Ok(Client {
+        id,
+        joined,
+        out: out_tx,
+        events: ev_rx,
+        media,
+        sub_pc,
+        pub_pc: None,
+        pub_answer,
+        sub_connected,
+        pub_connected: Arc::new(AtomicBool::new(false)),
+        stop,
+        sent_packets: Arc::new(AtomicU32::new(0)),
+        keyframe_requests_seen: Arc::new(AtomicU32::new(0)),
+        tasks,
+    })
+}
+
+impl Client {
+    pub fn send(&self, v: Value) {
+        let _ = self.out.send(v.to_string());
+    }
+
+    pub fn send_raw(&self, text: String) {
+        let _ = self.out.send(text);
+    }
+
+    /// Next server message of `kind` (others are kept aside only if they match later calls? no:
+    /// they are skipped), within `within`.
+    pub async fn wait_for(&mut self, kind: &str, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(v)) if v["type"] == kind => return Some(v),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Publish synthetic Opus-sized audio (50 pkt/s) and VP8-shaped video (30 fps, 3 packets a
+    /// frame, a keyframe every 3 s and on every PLI). Returns the publish error if refused.
+    pub async fn publish(&mut self) -> Result<(), Value> {
+        let connected = self.pub_connected.clone();
+        let pc = build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true).await;
+        let mk = |kind: RtpCodecKind, mime: &str, rate: u32, ch: u16, fmtp: &str, label: &str| {
+            let ssrc = rand::random::<u32>();
+            let codec = RTCRtpCodec { mime_type: mime.into(), clock_rate: rate, channels: ch, sdp_fmtp_line: fmtp.into(), rtcp_feedback: vec![] };
+            (
+                ssrc,
+                Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    format!("stream-{label}"),
+                    format!("{label}-{ssrc}"),
+                    label.into(),
+                    kind,
+                    vec![RTCRtpEncodingParameters { rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() }, codec, active: true, ..Default::default() }],
+                ))),
+            )
+        };
+        let (a_ssrc, audio) = mk(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", "audio");
+        let (v_ssrc, video) = mk(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, "", "video");
+        pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.unwrap();
+        pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        pc.set_local_description(offer).await.unwrap();
+        let sdp = pc.local_description().await.unwrap().sdp;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        *self.pub_answer.lock().unwrap() = Some(tx);
+        self.send(json!({"type":"publish","sdp":sdp}));
+        // Either an answer or an error comes back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            tokio::select! {
+                a = rx.recv() => break a.expect("answer channel"),
+                e = tokio::time::timeout_at(deadline, self.events.recv()) => match e {
+                    Ok(Some(v)) if v["type"] == "error" => { let _ = pc.close().await; return Err(v) },
+                    Ok(Some(_)) => continue,
+                    _ => panic!("no answer to publish"),
+                }
+            }
+        };
+        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
+        self.pub_pc = Some(pc);
+        // Keyframe requests arrive as RTCP on the video track.
+        let want_key = Arc::new(AtomicBool::new(true));
+        {
+            let (video, want_key, seen, stop) = (video.clone(), want_key.clone(), self.keyframe_requests_seen.clone(), self.stop.clone());
+            self.tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(200), video.poll()).await {
+                        Ok(Some(_)) => {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            want_key.store(true, Ordering::SeqCst);
+                        }
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(_) => {}
+                    }
+                }
+            }));
+        }
+        let (stop, sent) = (self.stop.clone(), self.sent_packets.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let (mut a_seq, mut v_seq, mut counter) = (rand::random::<u16>(), rand::random::<u16>(), 0u32);
+            let (mut a_ts, mut v_ts) = (rand::random::<u32>(), rand::random::<u32>());
+            let mut last_key = Instant::now();
+            let started = Instant::now();
+            let mut frames = 0u64;
+            let mut audio_pkts = 0u64;
+            // Bounded: a test publisher stops after 10 minutes at the latest.
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                tick.tick().await;
+                let el = started.elapsed().as_millis() as u64;
+                while audio_pkts * 20 <= el {
+                    counter += 1;
+                    let mut p = rtc::rtp::Packet { header: Default::default(), payload: payload(false, false, counter) };
+                    p.header.version = 2;
+                    p.header.payload_type = OPUS_PT;
+                    p.header.ssrc = a_ssrc;
+                    p.header.sequence_number = a_seq;
+                    p.header.timestamp = a_ts;
+                    a_seq = a_seq.wrapping_add(1);
+                    a_ts = a_ts.wrapping_add(960);
+                    audio_pkts += 1;
+                    if audio.write_rtp(p).await.is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                while frames * 33 <= el {
+                    let key = want_key.swap(false, Ordering::SeqCst) || last_key.elapsed() >= Duration::from_secs(3);
+                    if key {
+                        last_key = Instant::now();
+                    }
+                    for i in 0..3u8 {
+                        counter += 1;
+                        let mut p = rtc::rtp::Packet { header: Default::default(), payload: payload(true, key && i == 0, counter) };
+                        if i > 0 {
+                            // Continuation packets of a frame: S=0.
+                            let mut b = p.payload.to_vec();
+                            b[0] = 0x00;
+                            p.payload = b.into();
+                        }
+                        p.header.version = 2;
+                        p.header.payload_type = VP8_PT;
+                        p.header.ssrc = v_ssrc;
+                        p.header.sequence_number = v_seq;
+                        p.header.timestamp = v_ts;
+                        p.header.marker = i == 2;
+                        v_seq = v_seq.wrapping_add(1);
+                        if video.write_rtp(p).await.is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    v_ts = v_ts.wrapping_add(3000);
+                    frames += 1;
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    pub fn media_snapshot(&self) -> HashMap<String, TrackStats> {
+        self.media.lock().unwrap().clone()
+    }
+
+    pub async fn close(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.send(json!({"type":"leave"}));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(pc) = self.pub_pc.take() {
+            let _ = pc.close().await;
+        }
+        let _ = self.sub_pc.close().await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Poll `cond` every 50 ms until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
