@@ -220,6 +220,8 @@ pub struct Client {
     stop: Arc<AtomicBool>,
     pub sent_packets: Arc<AtomicU32>,
     pub keyframe_requests_seen: Arc<AtomicU32>,
+    /// The last subscriber offer the server sent (its ICE ufrag is used by attack tests).
+    pub last_offer: Arc<Mutex<Option<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -244,6 +246,7 @@ pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Val
     let sub_pc = build_pc(Handler { target: "subscriber", out: out_tx.clone(), media: media.clone(), connected: sub_connected.clone() }, false).await;
     let stop = Arc::new(AtomicBool::new(false));
     let pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::new(Mutex::new(None));
+    let last_offer: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {
         while let Some(text) = out_rx.recv().await {
@@ -257,6 +260,7 @@ pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Val
         let sub_pc = sub_pc.clone();
         let out = out_tx.clone();
         let pub_answer = pub_answer.clone();
+        let last_offer = last_offer.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let Message::Text(t) = msg else { continue };
@@ -264,6 +268,7 @@ pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Val
                 match v["type"].as_str() {
                     Some("offer") => {
                         let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
+                        *last_offer.lock().unwrap() = Some(sdp.clone());
                         let offer = RTCSessionDescription::offer(sdp).unwrap();
                         if let Err(e) = sub_pc.set_remote_description(offer).await {
                             panic!("client could not apply the server offer: {e}");
@@ -309,6 +314,7 @@ pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Val
         stop,
         sent_packets: Arc::new(AtomicU32::new(0)),
         keyframe_requests_seen: Arc::new(AtomicU32::new(0)),
+        last_offer,
         tasks,
     })
 }
@@ -484,4 +490,40 @@ pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> boo
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cond()
+}
+
+pub type RawWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A bare WebSocket to the server, for protocol-level tests.
+pub async fn raw_ws(server: &signaling::Server) -> RawWs {
+    tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects").0
+}
+
+/// Next JSON message (skipping pings), or the close frame's code as `{"close": code}`.
+pub async fn next_json(ws: &mut RawWs, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Some(Ok(Message::Close(f)))) => return Some(json!({"close": f.map(|f| u16::from(f.code)).unwrap_or(0)})),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return Some(json!({"close": 0})),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Send `join` with this token and return (error code, close code).
+pub async fn join_refusal(server: &signaling::Server, join: Value) -> (String, u16) {
+    let mut ws = raw_ws(server).await;
+    ws.send(Message::Text(join.to_string().into())).await.unwrap();
+    let err = next_json(&mut ws, Duration::from_secs(5)).await.expect("a reply");
+    assert_eq!(err["type"], "error", "expected an error, got {err}");
+    let close = next_json(&mut ws, Duration::from_secs(5)).await.expect("then a close");
+    (err["code"].as_str().unwrap_or_default().to_owned(), close["close"].as_u64().unwrap_or(0) as u16)
+}
+
+/// The ICE ufrag in an SDP.
+pub fn sdp_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(|s| s.trim().to_owned())
 }
