@@ -70,6 +70,11 @@ async fn refuse(socket: &mut WebSocket, e: SignalError, close_code: u16) {
     close(socket, close_code, &e.message).await;
 }
 
+/// The WebSocket layer refused a frame: over the 1 MiB hard cap, or not valid WebSocket framing.
+fn frame_refused() -> SignalError {
+    SignalError::new(ErrorCode::BadMessage, "frame refused: larger than 1 MiB or not valid WebSocket framing")
+}
+
 /// Parse one text frame, enforcing the size limit.
 fn parse(text: &str, max: usize) -> Result<ClientMsg, SignalError> {
     if text.len() > max {
@@ -93,7 +98,11 @@ async fn authenticate(socket: &mut WebSocket, app: &AppState, url_token: Option<
                     return Err(SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol"));
                 }
                 Some(Ok(_)) => continue, // ping/pong
-                Some(Err(_)) | None => return Err(SignalError::new(ErrorCode::NotJoined, "connection closed before join")),
+                Some(Err(e)) => {
+                    tracing::debug!("websocket error before join: {e}");
+                    return Err(frame_refused());
+                }
+                None => return Err(SignalError::new(ErrorCode::NotJoined, "connection closed before join")),
             }
         }
     };
@@ -203,6 +212,7 @@ impl Session {
                         Some(Err(e)) => {
                             // tungstenite refuses frames over the hard cap here (and closes).
                             tracing::info!(participant = %self.id, "websocket error: {e}");
+                            let _ = send(socket, &ServerMsg::error(&frame_refused())).await;
                             close(socket, CLOSE_TOO_BIG, "frame too large or malformed").await;
                             return "protocol error".into();
                         }
