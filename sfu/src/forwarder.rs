@@ -16,8 +16,11 @@ pub struct RtpMunger {
     anchored: bool,
     seq_offset: u16,
     ts_offset: u32,
-    /// First input sequence number of the current source.
-    start_seq: u16,
+    /// Extended (wrap-counting) input sequence number of the anchor packet, and the highest seen.
+    /// Comparing extended numbers keeps "older than the anchor" meaningful for any stream length;
+    /// a 16-bit comparison would flip after 32,768 packets and drop half the stream.
+    start_ext: u64,
+    highest_ext: u64,
     /// Highest output sequence number and the timestamp sent with it.
     last_seq: u16,
     last_ts: u32,
@@ -30,7 +33,8 @@ impl RtpMunger {
             anchored: false,
             seq_offset: 0,
             ts_offset: 0,
-            start_seq: 0,
+            start_ext: 0,
+            highest_ext: 0,
             last_seq: first_seq.wrapping_sub(1),
             last_ts: first_ts.wrapping_sub(1),
         }
@@ -43,8 +47,18 @@ impl RtpMunger {
         let out_ts = self.last_ts.wrapping_add(ts_gap.max(1));
         self.seq_offset = in_seq.wrapping_sub(out_seq);
         self.ts_offset = in_ts.wrapping_sub(out_ts);
-        self.start_seq = in_seq;
+        // Start well above zero so packets from just before the anchor extend below it.
+        self.start_ext = (1 << 32) + in_seq as u64;
+        self.highest_ext = self.start_ext;
         self.anchored = true;
+    }
+
+    /// The extended form of `seq`, taken as the nearest to the highest seen.
+    fn extend(&mut self, seq: u16) -> u64 {
+        let diff = seq.wrapping_sub(self.highest_ext as u16) as i16 as i64;
+        let ext = (self.highest_ext as i64 + diff).max(0) as u64;
+        self.highest_ext = self.highest_ext.max(ext);
+        ext
     }
 
     /// Whether [`anchor`](Self::anchor) has been called.
@@ -55,7 +69,7 @@ impl RtpMunger {
     /// The output (sequence number, timestamp) for an input packet of the current source, or
     /// `None` if it precedes the anchor point (or nothing is anchored yet).
     pub fn rewrite(&mut self, in_seq: u16, in_ts: u32) -> Option<(u16, u32)> {
-        if !self.anchored || (in_seq.wrapping_sub(self.start_seq) as i16) < 0 {
+        if !self.anchored || self.extend(in_seq) < self.start_ext {
             return None;
         }
         let seq = in_seq.wrapping_sub(self.seq_offset);
@@ -153,6 +167,20 @@ mod tests {
         assert_eq!(f.handle(1, 1, false), Verdict::Drop);
         f.payload_type = Some(111);
         assert!(matches!(f.handle(2, 2, false), Verdict::Send { .. }));
+    }
+
+    #[test]
+    fn long_streams_pass_whole_across_many_wraps() {
+        let mut m = RtpMunger::new(5, 5);
+        m.anchor(60_000, 0, 1);
+        let mut prev = None;
+        for i in 0..300_000u32 {
+            let (s, _) = m.rewrite(60_000u16.wrapping_add(i as u16), i * 3000).expect("every packet passes");
+            if let Some(p) = prev {
+                assert_eq!(s, u16::wrapping_add(p, 1));
+            }
+            prev = Some(s);
+        }
     }
 
     proptest! {

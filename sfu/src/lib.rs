@@ -32,7 +32,7 @@ pub mod error;
 pub mod feedback;
 pub mod forwarder;
 pub mod ids;
-mod router;
+pub mod router;
 pub mod session;
 mod sfu;
 mod worker;

@@ -1,4 +1,4 @@
-//! Routing tables of one worker. Pure data: the worker loop consults them per packet without
+//! Routing tables of one worker, and the shared packet they route. Pure data: the worker loop consults them per packet without
 //! any lock, because each worker owns its own.
 
 use crate::ids::{ParticipantId, TrackId};
@@ -10,12 +10,12 @@ use std::time::Instant;
 /// and CSRCs are stripped at ingest: their ids are negotiated per leg, so each subscriber leg
 /// adds its own, and an empty header clones without allocating.
 #[derive(Debug)]
-pub(crate) struct MediaPacket {
+pub struct MediaPacket {
     pub track: TrackId,
     pub header: rtc::rtp::header::Header,
     pub payload: Bytes,
     pub keyframe: bool,
-    #[allow(dead_code)] // read by the forwarding-delay metrics of the loadtest issue
+    /// When the packet arrived (for forwarding-delay metrics).
     pub received: Instant,
 }
 

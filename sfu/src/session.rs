@@ -9,7 +9,8 @@
 
 use crate::codec::Codec;
 use crate::error::SfuError;
-use crate::forwarder::Forwarder;
+use crate::forwarder::{Forwarder, Verdict};
+use crate::router::MediaPacket;
 use crate::ids::{SessionKey, TrackId};
 use crate::sfu::{CodecInfo, MediaKind};
 use rtc::interceptor::Registry;
@@ -301,5 +302,41 @@ impl PeerSession {
         self.pc
             .add_remote_candidate(c)
             .map_err(|e| SfuError::BadCandidate(e.to_string()))
+    }
+}
+
+impl PeerSession {
+    /// Subscriber side, the per-packet step: decide, rewrite SSRC / sequence number / timestamp /
+    /// payload type, and hand the packet to rtc (which encrypts it into `poll_write`). Returns
+    /// whether a packet was queued. Nothing is sent before the connection is up: the stream then
+    /// starts at a keyframe.
+    pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
+        if !self.connected {
+            return false;
+        }
+        let Some(sub) = self.forwarders.get_mut(&pkt.track) else { return false };
+        let Verdict::Send { seq, ts } = sub.forwarder.handle(pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe)
+        else {
+            return false;
+        };
+        // Extensions and CSRCs were stripped at ingest, so this clone does not allocate.
+        let mut header = pkt.header.clone();
+        header.ssrc = sub.forwarder.ssrc;
+        header.sequence_number = seq;
+        header.timestamp = ts;
+        // handle() says Send only once a payload type is negotiated.
+        header.payload_type = sub.forwarder.payload_type.unwrap_or(header.payload_type);
+        sub.forwarder.packets += 1;
+        sub.forwarder.bytes += pkt.payload.len() as u64;
+        let sender_id = sub.sender_id;
+        let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
+        match self.pc.rtp_sender(sender_id).map(|mut s| s.write_rtp(now, packet)) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::trace!("write_rtp: {e}");
+                false
+            }
+            None => false,
+        }
     }
 }

@@ -3,7 +3,6 @@
 
 use crate::codec::Codec;
 use crate::error::SfuError;
-use crate::forwarder::Verdict;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::router::{MediaPacket, Published, Router};
 use crate::session::{PeerSession, PublishedTrack};
@@ -586,30 +585,8 @@ impl Worker {
         for p in subs {
             let Some(state) = self.participants.get_mut(p) else { continue };
             let Some(session) = state.subscriber.as_mut() else { continue };
-            if !session.connected {
-                continue; // nothing can be sent before DTLS is up; start at a keyframe after
-            }
-            let Some(sub) = session.forwarders.get_mut(&pkt.track) else { continue };
-            let Verdict::Send { seq, ts } = sub.forwarder.handle(pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe) else {
-                continue;
-            };
-            let mut header = pkt.header.clone();
-            header.ssrc = sub.forwarder.ssrc;
-            header.sequence_number = seq;
-            header.timestamp = ts;
-            // handle() sends only once a payload type is negotiated.
-            header.payload_type = sub.forwarder.payload_type.unwrap_or(header.payload_type);
-            let sender_id = sub.sender_id;
-            sub.forwarder.packets += 1;
-            sub.forwarder.bytes += pkt.payload.len() as u64;
-            let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
-            if let Some(mut sender) = session.pc.rtp_sender(sender_id) {
-                match sender.write_rtp(now, packet) {
-                    Ok(()) => {
-                        shared.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::trace!("write_rtp: {e}"),
-                }
+            if session.forward(pkt, now) {
+                shared.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
             }
             flush_writes(shared, session);
             reschedule(&mut self.timers, session);
