@@ -141,6 +141,7 @@ pub struct Subscription {
     pub sender_id: RTCRtpSenderId,
     pub forwarder: Forwarder,
     pub mime_type: String,
+    pub fmtp: String,
 }
 
 pub struct PeerSession {
@@ -235,6 +236,7 @@ impl PeerSession {
                 sender_id,
                 forwarder: Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc),
                 mime_type: codec.mime_type.clone(),
+                fmtp: codec.fmtp.clone(),
             },
         );
         Ok(())
@@ -279,11 +281,17 @@ impl PeerSession {
         for sub in self.forwarders.values_mut() {
             if let Some(mut sender) = self.pc.rtp_sender(sub.sender_id) {
                 let params = sender.get_parameters();
-                sub.forwarder.payload_type = params
-                    .rtp_parameters
-                    .codecs
+                // Same MIME type and, where the answer has several (H.264 profiles), the same
+                // fmtp line as the publisher's codec; else the first of that MIME type.
+                let codecs = &params.rtp_parameters.codecs;
+                let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
+                    c.rtp_codec.mime_type.eq_ignore_ascii_case(&sub.mime_type)
+                };
+                sub.forwarder.payload_type = codecs
                     .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&sub.mime_type))
+                    .filter(same_mime)
+                    .find(|c| c.rtp_codec.sdp_fmtp_line == sub.fmtp)
+                    .or_else(|| codecs.iter().find(same_mime))
                     .map(|c| c.payload_type);
                 if sub.forwarder.payload_type.is_none() {
                     tracing::warn!(track = %sub.forwarder.track, "subscriber did not accept {}", sub.mime_type);

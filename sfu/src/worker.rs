@@ -434,7 +434,8 @@ impl Worker {
                     s.connected = conn == ConnState::Connected;
                     if s.connected && !was {
                         for sub in s.forwarders.values_mut() {
-                            if sub.forwarder.waiting_for_keyframe {
+                            // Every video stream starts at a keyframe; ask at once.
+                            if sub.forwarder.codec != Codec::Opus {
                                 sub.forwarder.last_keyframe_request = Some(now);
                                 waiting.push(sub.forwarder.track);
                             }

@@ -141,8 +141,8 @@ impl Room {
         })
     }
 
-    /// Take (or keep) a seat on stage before publishing.
-    pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<(), SignalError> {
+    /// Take (or keep) a seat on stage before publishing. True if the seat is newly taken.
+    pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, SignalError> {
         let publishers = self.members.values().filter(|m| m.publishing).count();
         let live = self.state == RoomState::Live;
         let max = self.config.max_publishers;
@@ -151,7 +151,7 @@ impl Room {
             return Err(SignalError::new(ErrorCode::NotAllowed, "viewers and moderators cannot publish; ask the host to invite you on stage"));
         }
         if m.publishing {
-            return Ok(());
+            return Ok(false);
         }
         if !live {
             return Err(SignalError::new(ErrorCode::RoomNotLive, "the host has not started the room yet"));
@@ -161,7 +161,7 @@ impl Room {
         }
         m.publishing = true;
         self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
-        Ok(())
+        Ok(true)
     }
 
     /// Give a seat back (a failed first publish).

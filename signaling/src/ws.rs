@@ -161,7 +161,7 @@ pub async fn run(mut socket: WebSocket, app: AppState, url_token: Option<String>
         participants: snapshot.participants,
         tracks: snapshot.tracks,
     };
-    let mut session = Session { app: app.clone(), id, room: room.clone(), claims, limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst), bad: 0, limited: 0, last_limited_notice: None };
+    let mut session = Session { app: app.clone(), id, room: room.clone(), claims, limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst), bad: 0, limited: 0, window_start: Instant::now(), last_limited_notice: None };
     let reason = if !send(&mut socket, &joined).await {
         "connection lost".to_owned()
     } else {
@@ -183,10 +183,16 @@ struct Session {
     room: Arc<Mutex<Room>>,
     claims: Claims,
     limiter: RateLimit,
+    /// Malformed and rate-limited messages in the current one-minute window.
     bad: u32,
     limited: u32,
+    window_start: Instant,
     last_limited_notice: Option<Instant>,
 }
+
+/// Misbehaviour is counted per minute, so a long-lived connection is not closed for occasional
+/// slips spread over hours.
+const MISBEHAVIOUR_WINDOW: Duration = Duration::from_secs(60);
 
 /// What to do after handling one input.
 enum Flow {
@@ -252,6 +258,11 @@ impl Session {
 
     async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
         let now = Instant::now();
+        if now.duration_since(self.window_start) >= MISBEHAVIOUR_WINDOW {
+            self.window_start = now;
+            self.bad = 0;
+            self.limited = 0;
+        }
         if !self.limiter.allow(now) {
             self.limited += 1;
             if self.limited > MAX_LIMITED_MESSAGES {
@@ -283,14 +294,17 @@ impl Session {
         match msg {
             ClientMsg::Join { .. } => Err(SignalError::new(ErrorCode::AlreadyJoined, "already joined")),
             ClientMsg::Publish { sdp } => {
-                lock(&self.room).reserve_seat(self.id)?;
+                let newly_seated = lock(&self.room).reserve_seat(self.id)?;
                 match sfu.publish(self.id, sdp).await {
                     Ok(answer) => {
                         send(socket, &ServerMsg::Answer { sdp: answer }).await;
                         Ok(Flow::Continue)
                     }
                     Err(e) => {
-                        lock(&self.room).release_seat(self.id);
+                        // A failed renegotiation keeps the seat of a publisher already on stage.
+                        if newly_seated {
+                            lock(&self.room).release_seat(self.id);
+                        }
                         Err(e.into())
                     }
                 }
@@ -342,17 +356,21 @@ impl Session {
             SfuEvent::SubscriberOffer(sdp) => Some(ServerMsg::Offer { sdp }),
             SfuEvent::LocalCandidate(role, c) => Some(ServerMsg::Candidate {
                 target: role.into(),
+                // rtc leaves sdpMid empty; browsers reject "" but accept an m-line index. The
+                // server's one candidate serves every m-line (BUNDLE), so index 0 is right.
                 candidate: Candidate {
                     candidate: c.candidate,
-                    sdp_mid: c.sdp_mid,
-                    sdp_m_line_index: c.sdp_mline_index,
+                    sdp_mid: c.sdp_mid.filter(|m| !m.is_empty()),
+                    sdp_m_line_index: c.sdp_mline_index.or(Some(0)),
                     username_fragment: c.username_fragment,
                 },
             }),
             SfuEvent::Connection(role, state) => Some(ServerMsg::ConnectionState { target: Target::from(role), state }),
             SfuEvent::SessionClosed(role, reason) => {
+                // Tell the client: it must start that connection afresh (a new publish offer,
+                // or a new subscriber connection for the next server offer).
                 tracing::info!(participant = %self.id, ?role, %reason, "media session closed");
-                None
+                Some(ServerMsg::ConnectionState { target: Target::from(role), state: sfu::ConnState::Closed })
             }
         };
         if let Some(msg) = msg
