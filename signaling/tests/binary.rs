@@ -1,0 +1,75 @@
+//! The `onair` binary as a user runs it: embedded defaults, dev mode links, the token command.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn token_command_prints_a_verifiable_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["token", "--room", "demo", "--identity", "guest", "--role", "cohost", "--ttl", "1h"])
+        .env("ONAIR_AUTH_SECRET", "cli-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let auth = signaling::auth::Authenticator::new("cli-secret", "HS256", 0).unwrap();
+    let claims = auth.verify(&token, Some("demo")).unwrap();
+    assert_eq!((claims.identity.as_str(), claims.role), ("guest", signaling::auth::Role::Cohost));
+    let bad = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["token", "--room", "demo", "--identity", "guest", "--role", "admin"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "unknown roles are refused");
+    let bad = Command::new(env!("CARGO_BIN_EXE_onair")).args(["token", "--room", "d", "--identity", "g", "--ttl", "1y"]).output().unwrap();
+    assert!(!bad.status.success(), "bad ttl units are refused");
+}
+
+#[test]
+fn server_starts_with_embedded_defaults_and_prints_a_link() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0"])
+        .env_remove("ONAIR_AUTH_SECRET")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut link = None;
+    while link.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && line.contains("/?token=")
+        {
+            link = Some(line);
+        }
+    }
+    let healthy = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                Ok(body.contains("200 OK") && body.ends_with("ok"))
+            })
+            .unwrap_or(false)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let link = link.expect("dev mode prints a ready-to-open link");
+    assert!(link.contains(&format!("http://127.0.0.1:{port}/?token=")), "{link}");
+    assert!(healthy, "GET /healthz answers ok");
+}
