@@ -76,6 +76,23 @@ pub struct TrackStats {
     pub ssrcs: Vec<u32>,
     pub seq_gaps: u64,
     pub last_seq: Option<u16>,
+    /// Extended sequence numbers received (retransmissions included), for loss accounting.
+    pub seqs: std::collections::BTreeSet<u64>,
+    highest_ext: Option<u64>,
+}
+
+impl TrackStats {
+    /// Sequence numbers missing between the first and `tail` before the highest received.
+    pub fn missing(&self, tail: u64) -> (u64, u64) {
+        let (Some(&lo), Some(&hi)) = (self.seqs.first(), self.seqs.last()) else { return (0, 0) };
+        let hi = hi.saturating_sub(tail);
+        if hi <= lo {
+            return (0, 0);
+        }
+        let span = hi - lo + 1;
+        let got = self.seqs.range(lo..=hi).count() as u64;
+        (span - got, span)
+    }
 }
 
 /// A synthetic payload: [VP8 descriptor + header byte if video][counter u32][pattern].
@@ -156,6 +173,12 @@ impl PeerConnectionEventHandler for Handler {
                     }
                 }
                 s.last_seq = Some(pkt.header.sequence_number);
+                let ext = match s.highest_ext {
+                    None => (1u64 << 32) + pkt.header.sequence_number as u64,
+                    Some(h) => (h as i64 + pkt.header.sequence_number.wrapping_sub(h as u16) as i16 as i64) as u64,
+                };
+                s.highest_ext = Some(s.highest_ext.map_or(ext, |h| h.max(ext)));
+                s.seqs.insert(ext);
                 match check_payload(video, &pkt.payload) {
                     None => s.corrupt += 1,
                     Some((counter, key)) => {
@@ -227,6 +250,13 @@ pub struct Client {
 
 /// Join with a token; returns the server's `error` message on refusal.
 pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Value> {
+    join_via(server, token, None).await
+}
+
+/// Join, with the subscriber connection's media going through `relay` (a UDP address standing in
+/// for the server's media port) instead of straight to the server.
+pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std::net::SocketAddr>) -> Result<Client, Value> {
+    let media_port = server.sfu().local_addr().port();
     let (ws, _) = tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects");
     let (mut sink, mut stream) = ws.split();
     sink.send(Message::Text(json!({"type":"join","token":token,"protocol":1}).to_string().into())).await.unwrap();
@@ -269,6 +299,10 @@ pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Val
                     Some("offer") => {
                         let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
                         *last_offer.lock().unwrap() = Some(sdp.clone());
+                        let sdp = match relay {
+                            Some(r) => sdp.replace(&format!(" {media_port} typ host"), &format!(" {} typ host", r.port())),
+                            None => sdp,
+                        };
                         let offer = RTCSessionDescription::offer(sdp).unwrap();
                         if let Err(e) = sub_pc.set_remote_description(offer).await {
                             panic!("client could not apply the server offer: {e}");
@@ -283,7 +317,7 @@ pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Val
                             let _ = tx.send(v["sdp"].as_str().unwrap_or_default().to_owned());
                         }
                     }
-                    Some("candidate") if v["target"] == "subscriber" => {
+                    Some("candidate") if v["target"] == "subscriber" && relay.is_none() => {
                         let c = &v["candidate"];
                         let init = RTCIceCandidateInit {
                             candidate: c["candidate"].as_str().unwrap_or_default().to_owned(),
@@ -526,4 +560,65 @@ pub async fn join_refusal(server: &signaling::Server, join: Value) -> (String, u
 /// The ICE ufrag in an SDP.
 pub fn sdp_ufrag(sdp: &str) -> Option<String> {
     sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(|s| s.trim().to_owned())
+}
+
+/// A userspace impairment relay for one client: datagrams client → server pass; server → client
+/// RTP/RTCP is dropped with probability `loss` (STUN and DTLS always pass, so the connection
+/// comes up). Loopback only; stops when dropped (tasks are aborted) or after 10 minutes.
+pub struct ImpairRelay {
+    pub addr: std::net::SocketAddr,
+    pub dropped: Arc<AtomicU32>,
+    pub passed: Arc<AtomicU32>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ImpairRelay {
+    pub async fn start(upstream: std::net::SocketAddr, loss: f64) -> ImpairRelay {
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let client: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (dropped, passed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let until = Instant::now() + Duration::from_secs(600);
+        let mut tasks = Vec::new();
+        {
+            let (front, back, client) = (front.clone(), back.clone(), client.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while Instant::now() < until {
+                    let Ok((n, from)) = front.recv_from(&mut buf).await else { break };
+                    *client.lock().unwrap() = Some(from);
+                    let _ = back.send_to(&buf[..n], upstream).await;
+                }
+            }));
+        }
+        {
+            let (dropped, passed) = (dropped.clone(), passed.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while Instant::now() < until {
+                    let Ok((n, _)) = back.recv_from(&mut buf).await else { break };
+                    let media = n > 1 && (128..192).contains(&buf[0]);
+                    if media && rand::random::<f64>() < loss {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    passed.fetch_add(1, Ordering::Relaxed);
+                    let to = *client.lock().unwrap();
+                    if let Some(to) = to {
+                        let _ = front.send_to(&buf[..n], to).await;
+                    }
+                }
+            }));
+        }
+        ImpairRelay { addr, dropped, passed, tasks }
+    }
+}
+
+impl Drop for ImpairRelay {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
