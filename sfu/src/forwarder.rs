@@ -4,7 +4,7 @@
 
 use crate::codec::Codec;
 use crate::ids::TrackId;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Sequence number and timestamp rewriting for one outgoing stream.
 ///
@@ -82,7 +82,25 @@ impl RtpMunger {
     }
 }
 
-/// One subscriber's view of one published track.
+/// Spatial layers a track can have (simulcast: low, medium, high).
+pub const MAX_LAYERS: usize = 3;
+/// A layer not heard from for this long counts as stopped, and the forwarder falls back.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The simulcast layer of a RID. Onair's clients use LiveKit's `q`/`h`/`f` (quarter, half, full);
+/// `l`/`m` and numeric RIDs are understood too. Unknown RIDs get `fallback`.
+pub fn layer_of_rid(rid: Option<&str>, fallback: u8) -> u8 {
+    match rid {
+        None | Some("") => 0,
+        Some("q" | "l" | "low" | "0") => 0,
+        Some("h" | "m" | "mid" | "1") => 1,
+        Some("f" | "high" | "2") => 2,
+        Some(_) => fallback.min(MAX_LAYERS as u8 - 1),
+    }
+}
+
+/// One subscriber's view of one published track: which layer it forwards, and where the stream
+/// it sees starts. Layer switches happen only at a keyframe of the new layer.
 #[derive(Debug)]
 pub struct Forwarder {
     pub track: TrackId,
@@ -92,8 +110,14 @@ pub struct Forwarder {
     /// Payload type negotiated with the subscriber for this codec; `None` until negotiated.
     pub payload_type: Option<u8>,
     pub munger: RtpMunger,
-    /// Video only: nothing is sent until a keyframe starts the stream.
-    pub waiting_for_keyframe: bool,
+    /// RTP clock rate, to turn wall-clock gaps into timestamp gaps at a switch.
+    pub clock_rate: u32,
+    /// The layer being forwarded; `None` until the first (key)frame.
+    pub current: Option<u8>,
+    /// The highest layer this subscriber should get (bandwidth and size caps set it).
+    pub max_layer: u8,
+    last_seen: [Option<Instant>; MAX_LAYERS],
+    last_sent: Option<Instant>,
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
     pub bytes: u64,
@@ -104,39 +128,92 @@ pub struct Forwarder {
 pub enum Verdict {
     /// Send it with this sequence number and timestamp.
     Send { seq: u16, ts: u32 },
-    /// Drop it (waiting for a keyframe, stale, or not negotiated yet).
+    /// Drop it (another layer, waiting for a keyframe, stale, or not negotiated yet).
     Drop,
 }
 
 impl Forwarder {
-    pub fn new(track: TrackId, codec: Codec, ssrc: u32) -> Self {
+    pub fn new(track: TrackId, codec: Codec, ssrc: u32, clock_rate: u32) -> Self {
         Self {
             track,
             codec,
             ssrc,
             payload_type: None,
             munger: RtpMunger::new(rand::random(), rand::random()),
-            waiting_for_keyframe: !matches!(codec, Codec::Opus | Codec::Other),
+            clock_rate: clock_rate.max(1),
+            current: None,
+            max_layer: MAX_LAYERS as u8 - 1,
+            last_seen: [None; MAX_LAYERS],
+            last_sent: None,
             last_keyframe_request: None,
             packets: 0,
             bytes: 0,
         }
     }
 
+    fn is_video(&self) -> bool {
+        !matches!(self.codec, Codec::Opus)
+    }
+
+    fn alive(&self, layer: usize, now: Instant) -> bool {
+        self.last_seen[layer].is_some_and(|t| now.duration_since(t) <= LAYER_TIMEOUT)
+    }
+
+    /// The layer this subscriber should be on: the highest arriving layer within its cap, else
+    /// the lowest arriving layer above it (better too much than a black tile).
+    pub fn target(&self, now: Instant) -> Option<u8> {
+        let cap = (self.max_layer as usize).min(MAX_LAYERS - 1);
+        (0..=cap)
+            .rev()
+            .find(|&l| self.alive(l, now))
+            .or_else(|| (cap + 1..MAX_LAYERS).find(|&l| self.alive(l, now)))
+            .map(|l| l as u8)
+    }
+
+    /// The layer a keyframe is needed on, if the subscriber waits for one (a start or a switch).
+    pub fn wants_keyframe(&self, now: Instant) -> Option<u8> {
+        if !self.is_video() || self.payload_type.is_none() {
+            return None;
+        }
+        match (self.current, self.target(now)) {
+            (None, None) => Some(0),
+            (cur, Some(t)) if cur != Some(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Note that a packet of `layer` arrived (without forwarding anything).
+    pub fn observe(&mut self, layer: u8, now: Instant) {
+        if let Some(seen) = self.last_seen.get_mut(layer as usize) {
+            *seen = Some(now);
+        }
+    }
+
     /// Decide on one packet of the track. `keyframe` is the router's verdict on its payload.
-    pub fn handle(&mut self, seq: u16, ts: u32, keyframe: bool) -> Verdict {
+    pub fn handle(&mut self, layer: u8, seq: u16, ts: u32, keyframe: bool, now: Instant) -> Verdict {
+        self.observe(layer, now);
         if self.payload_type.is_none() {
             return Verdict::Drop;
         }
-        if !self.munger.is_anchored() {
-            if self.waiting_for_keyframe && !keyframe {
+        if self.current != Some(layer) {
+            // Switch (or start) only onto the target layer, and for video only at its keyframe;
+            // until then the current layer keeps flowing.
+            let switch = self.target(now) == Some(layer) && (keyframe || !self.is_video());
+            if !switch {
                 return Verdict::Drop;
             }
-            self.waiting_for_keyframe = false;
-            self.munger.anchor(seq, ts, 1);
+            let gap = self
+                .last_sent
+                .map(|t| (now.duration_since(t).as_secs_f64() * self.clock_rate as f64) as u32)
+                .unwrap_or(1);
+            self.munger.anchor(seq, ts, gap);
+            self.current = Some(layer);
         }
         match self.munger.rewrite(seq, ts) {
-            Some((seq, ts)) => Verdict::Send { seq, ts },
+            Some((seq, ts)) => {
+                self.last_sent = Some(now);
+                Verdict::Send { seq, ts }
+            }
             None => Verdict::Drop,
         }
     }
@@ -147,26 +224,71 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn video() -> Forwarder {
+        let mut f = Forwarder::new(TrackId(1), Codec::Vp8, 7, 90_000);
+        f.payload_type = Some(96);
+        f
+    }
+
     #[test]
     fn waits_for_keyframe_then_continues() {
-        let mut f = Forwarder::new(TrackId(1), Codec::Vp8, 7);
-        f.payload_type = Some(96);
-        assert_eq!(f.handle(10, 1000, false), Verdict::Drop);
-        let Verdict::Send { seq: s0, ts: t0 } = f.handle(11, 4000, true) else { panic!() };
-        let Verdict::Send { seq: s1, ts: t1 } = f.handle(12, 7000, false) else { panic!() };
+        let now = Instant::now();
+        let mut f = video();
+        assert_eq!(f.handle(0, 10, 1000, false, now), Verdict::Drop);
+        assert_eq!(f.wants_keyframe(now), Some(0));
+        let Verdict::Send { seq: s0, ts: t0 } = f.handle(0, 11, 4000, true, now) else { panic!() };
+        let Verdict::Send { seq: s1, ts: t1 } = f.handle(0, 12, 7000, false, now) else { panic!() };
         assert_eq!(s1, s0.wrapping_add(1));
         assert_eq!(t1.wrapping_sub(t0), 3000);
+        assert_eq!(f.wants_keyframe(now), None);
         // A packet from before the anchor is dropped, a retransmission after it passes.
-        assert_eq!(f.handle(10, 1000, false), Verdict::Drop);
-        assert_eq!(f.handle(11, 4000, true), Verdict::Send { seq: s0, ts: t0 });
+        assert_eq!(f.handle(0, 10, 1000, false, now), Verdict::Drop);
+        assert_eq!(f.handle(0, 11, 4000, true, now), Verdict::Send { seq: s0, ts: t0 });
     }
 
     #[test]
     fn audio_starts_at_once_but_not_before_negotiation() {
-        let mut f = Forwarder::new(TrackId(1), Codec::Opus, 7);
-        assert_eq!(f.handle(1, 1, false), Verdict::Drop);
+        let now = Instant::now();
+        let mut f = Forwarder::new(TrackId(1), Codec::Opus, 7, 48_000);
+        assert_eq!(f.handle(0, 1, 1, false, now), Verdict::Drop);
         f.payload_type = Some(111);
-        assert!(matches!(f.handle(2, 2, false), Verdict::Send { .. }));
+        assert!(matches!(f.handle(0, 2, 2, false, now), Verdict::Send { .. }));
+        assert_eq!(f.wants_keyframe(now), None);
+    }
+
+    #[test]
+    fn climbs_to_the_top_layer_at_its_keyframe_and_falls_back_when_it_stops() {
+        let t0 = Instant::now();
+        let mut f = video();
+        // Low layer starts first.
+        assert!(matches!(f.handle(0, 100, 0, true, t0), Verdict::Send { .. }));
+        // The high layer appears: low keeps flowing until a high keyframe.
+        assert_eq!(f.handle(2, 5000, 777, false, t0), Verdict::Drop);
+        assert_eq!(f.wants_keyframe(t0), Some(2));
+        let Verdict::Send { seq: a, .. } = f.handle(0, 101, 3000, false, t0) else { panic!("low continues") };
+        let Verdict::Send { seq: b, .. } = f.handle(2, 5001, 780, true, t0) else { panic!("switch at keyframe") };
+        assert_eq!(b, a.wrapping_add(1), "contiguous across the switch");
+        assert_eq!(f.current, Some(2));
+        assert_eq!(f.handle(0, 102, 6000, true, t0), Verdict::Drop, "low is no longer forwarded");
+        // The high layer stops; after the timeout the low layer is the target again.
+        let later = t0 + LAYER_TIMEOUT + Duration::from_millis(100);
+        assert_eq!(f.handle(0, 103, 9000, false, later), Verdict::Drop);
+        assert_eq!(f.wants_keyframe(later), Some(0));
+        assert!(matches!(f.handle(0, 104, 12000, true, later), Verdict::Send { .. }));
+        // A cap keeps it low even when high returns.
+        f.max_layer = 0;
+        assert_eq!(f.handle(2, 5100, 9999, true, later), Verdict::Drop);
+        assert_eq!(f.current, Some(0));
+    }
+
+    #[test]
+    fn rids_map_to_layers() {
+        assert_eq!(layer_of_rid(None, 0), 0);
+        assert_eq!(layer_of_rid(Some("q"), 5), 0);
+        assert_eq!(layer_of_rid(Some("h"), 5), 1);
+        assert_eq!(layer_of_rid(Some("f"), 5), 2);
+        assert_eq!(layer_of_rid(Some("weird"), 1), 1);
+        assert_eq!(layer_of_rid(Some("weird"), 9), 2);
     }
 
     #[test]

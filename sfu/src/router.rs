@@ -12,6 +12,8 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct MediaPacket {
     pub track: TrackId,
+    /// Simulcast layer (0 = lowest; 0 for a track without simulcast).
+    pub layer: u8,
     pub header: rtc::rtp::header::Header,
     pub payload: Bytes,
     pub keyframe: bool,

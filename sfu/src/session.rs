@@ -122,6 +122,17 @@ fn random_token(len: usize) -> String {
     (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
+/// One encoding of a published track (one simulcast layer, or the only one).
+#[derive(Debug)]
+pub struct PublishedLayer {
+    pub layer: u8,
+    pub ssrc: u32,
+    pub rid: Option<String>,
+    pub last_pli: Option<Instant>,
+    pub pli_pending: bool,
+    pub packets: u64,
+}
+
 /// A track this session publishes.
 #[derive(Debug)]
 pub struct PublishedTrack {
@@ -129,10 +140,19 @@ pub struct PublishedTrack {
     pub kind: MediaKind,
     pub codec: Codec,
     pub receiver_id: RTCRtpReceiverId,
-    pub media_ssrc: u32,
-    pub last_pli: Option<Instant>,
-    pub pli_pending: bool,
-    pub packets: u64,
+    pub layers: Vec<PublishedLayer>,
+}
+
+impl PublishedTrack {
+    pub fn layer_by_ssrc(&mut self, ssrc: u32) -> Option<&mut PublishedLayer> {
+        self.layers.iter_mut().find(|l| l.ssrc == ssrc)
+    }
+
+    /// The encoding to ask a keyframe of for `layer` (the nearest one that exists).
+    pub fn layer_for_keyframe(&mut self, layer: u8) -> Option<&mut PublishedLayer> {
+        let best = self.layers.iter().min_by_key(|l| (l.layer as i16 - layer as i16).abs()).map(|l| l.layer)?;
+        self.layers.iter_mut().find(|l| l.layer == best)
+    }
 }
 
 /// One forwarded track inside a subscriber session.
@@ -237,7 +257,7 @@ impl PeerSession {
             track,
             Subscription {
                 sender_id,
-                forwarder: Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc),
+                forwarder: Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate),
                 mime_type: codec.mime_type.clone(),
                 fmtp: codec.fmtp.clone(),
             },
@@ -322,11 +342,14 @@ impl PeerSession {
     /// whether a packet was queued. Nothing is sent before the connection is up: the stream then
     /// starts at a keyframe.
     pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
+        let Some(sub) = self.forwarders.get_mut(&pkt.track) else { return false };
         if !self.connected {
+            // Nothing can be sent yet, but which layers arrive decides where the stream starts.
+            sub.forwarder.observe(pkt.layer, now);
             return false;
         }
-        let Some(sub) = self.forwarders.get_mut(&pkt.track) else { return false };
-        let Verdict::Send { seq, ts } = sub.forwarder.handle(pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe)
+        let Verdict::Send { seq, ts } =
+            sub.forwarder.handle(pkt.layer, pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe, now)
         else {
             return false;
         };

@@ -275,10 +275,10 @@ impl Sfu {
         }
     }
 
-    /// Ask the publisher of `track` for a keyframe (throttled).
-    pub fn request_keyframe(&self, track: TrackId) {
+    /// Ask the publisher of `track` for a keyframe of `layer` (throttled).
+    pub fn request_keyframe(&self, track: TrackId, layer: u8) {
         if let Some(w) = self.shared.tracks.get(&track).map(|w| *w) {
-            let _ = self.shared.send_to_worker(w, WorkerMsg::KeyframeRequest(track));
+            let _ = self.shared.send_to_worker(w, WorkerMsg::KeyframeRequest(track, layer));
         }
     }
 

@@ -5,7 +5,8 @@ use crate::codec::Codec;
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::router::{MediaPacket, Published, Router};
-use crate::session::{PeerSession, PublishedTrack};
+use crate::forwarder::{MAX_LAYERS, layer_of_rid};
+use crate::session::{PeerSession, PublishedLayer, PublishedTrack};
 use crate::sfu::{CodecInfo, ConnState, DemuxCtl, EventSink, MediaKind, SfuEvent, Shared, TrackInfo};
 use crate::demux::Route;
 use bytes::BytesMut;
@@ -49,8 +50,8 @@ pub(crate) enum WorkerMsg {
     Media(Arc<MediaPacket>),
     /// A worker gained its first (or lost its last) subscriber of a track published here.
     Interest { track: TrackId, worker: usize, add: bool },
-    /// Someone wants a keyframe of a track published here.
-    KeyframeRequest(TrackId),
+    /// Someone wants a keyframe of a track published here, on this layer.
+    KeyframeRequest(TrackId, u8),
     /// A track is gone: drop local subscriptions to it.
     TrackGone(TrackId),
 }
@@ -128,7 +129,7 @@ impl Worker {
             WorkerMsg::Command(cmd) => self.handle_command(cmd),
             WorkerMsg::Media(pkt) => self.fan_out_local(&pkt),
             WorkerMsg::Interest { track, worker, add } => self.router.set_interest(track, worker, add),
-            WorkerMsg::KeyframeRequest(track) => self.keyframe_request(track, Instant::now()),
+            WorkerMsg::KeyframeRequest(track, layer) => self.keyframe_request(track, layer, Instant::now()),
             WorkerMsg::TrackGone(track) => self.track_gone(track),
         }
     }
@@ -287,7 +288,7 @@ impl Worker {
         // A keyframe is requested once this subscriber is connected (see `handle_event`): one
         // asked for now would arrive before DTLS is up and be wasted.
         if track.kind == MediaKind::Video && connected {
-            self.request_keyframe_from_publisher(track.id);
+            self.request_keyframe_from_publisher(track.id, (MAX_LAYERS - 1) as u8);
         }
         self.pump(key, now);
         Ok(())
@@ -320,30 +321,33 @@ impl Worker {
         }
     }
 
-    fn request_keyframe_from_publisher(&mut self, track: TrackId) {
+    fn request_keyframe_from_publisher(&mut self, track: TrackId, layer: u8) {
         self.shared.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
         let Some(owner) = self.shared.tracks.get(&track).map(|w| *w) else { return };
         if owner == self.idx {
-            self.keyframe_request(track, Instant::now());
+            self.keyframe_request(track, layer, Instant::now());
         } else {
-            let _ = self.shared.send_to_worker(owner, WorkerMsg::KeyframeRequest(track));
+            let _ = self.shared.send_to_worker(owner, WorkerMsg::KeyframeRequest(track, layer));
         }
     }
 
-    /// Throttled PLI toward the publisher of `track` (which lives on this worker).
-    fn keyframe_request(&mut self, track: TrackId, now: Instant) {
+    /// Throttled PLI toward the publisher of `track` (which lives on this worker), for the
+    /// encoding of `layer` (or the nearest one it sends).
+    fn keyframe_request(&mut self, track: TrackId, layer: u8, now: Instant) {
         let throttle = self.shared.config.pli_throttle;
         let Some(publisher) = self.router.published.get(&track).map(|p| p.publisher) else { return };
         let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
         let Some(session) = self.session(key) else { return };
         let Some(t) = session.published.values_mut().find(|t| t.id == track) else { return };
-        if t.last_pli.is_some_and(|last| now.duration_since(last) < throttle) {
-            t.pli_pending = true;
+        let receiver_id = t.receiver_id;
+        let Some(l) = t.layer_for_keyframe(layer) else { return };
+        if l.last_pli.is_some_and(|last| now.duration_since(last) < throttle) {
+            l.pli_pending = true;
             return;
         }
-        t.last_pli = Some(now);
-        t.pli_pending = false;
-        let (receiver_id, media_ssrc) = (t.receiver_id, t.media_ssrc);
+        l.last_pli = Some(now);
+        l.pli_pending = false;
+        let media_ssrc = l.ssrc;
         if let Some(mut receiver) = session.pc.rtp_receiver(receiver_id) {
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             match receiver.write_rtcp(now, vec![Box::new(pli)]) {
@@ -376,14 +380,19 @@ impl Worker {
                 match message {
                     RTCMessage::RtpPacket(track_id, mut packet) => {
                         let Some(t) = session.published.get_mut(&track_id) else { continue };
-                        t.packets += 1;
+                        let (id, codec) = (t.id, t.codec);
+                        // A layer whose OnOpen is still queued is not known yet: skip its packet.
+                        let Some(l) = t.layer_by_ssrc(packet.header.ssrc) else { continue };
+                        l.packets += 1;
+                        let layer = l.layer;
                         shared.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
                         packet.header.extension = false;
                         packet.header.extensions.clear();
                         packet.header.csrc.clear();
                         media.push(MediaPacket {
-                            track: t.id,
-                            keyframe: t.codec.is_keyframe_start(&packet.payload),
+                            track: id,
+                            layer,
+                            keyframe: codec.is_keyframe_start(&packet.payload),
                             header: packet.header,
                             payload: packet.payload,
                             received: at,
@@ -395,7 +404,9 @@ impl Worker {
                                 p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
                             });
                             if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
-                                feedback.push(track);
+                                // The viewer's decoder wants a keyframe of what it is fed.
+                                let layer = session.forwarders.get(&track).and_then(|s| s.forwarder.current).unwrap_or(0);
+                                feedback.push((track, layer));
                             }
                         }
                     }
@@ -412,8 +423,8 @@ impl Worker {
         for pkt in media {
             self.route(pkt);
         }
-        for track in feedback {
-            self.request_keyframe_from_publisher(track);
+        for (track, layer) in feedback {
+            self.request_keyframe_from_publisher(track, layer);
         }
     }
 
@@ -434,16 +445,17 @@ impl Worker {
                     s.connected = conn == ConnState::Connected;
                     if s.connected && !was {
                         for sub in s.forwarders.values_mut() {
-                            // Every video stream starts at a keyframe; ask at once.
-                            if sub.forwarder.codec != Codec::Opus {
+                            // Every video stream starts at a keyframe; ask at once, for the
+                            // layer this subscriber will start on.
+                            if let Some(layer) = sub.forwarder.wants_keyframe(now) {
                                 sub.forwarder.last_keyframe_request = Some(now);
-                                waiting.push(sub.forwarder.track);
+                                waiting.push((sub.forwarder.track, layer));
                             }
                         }
                     }
                 }
-                for track in waiting {
-                    self.request_keyframe_from_publisher(track);
+                for (track, layer) in waiting {
+                    self.request_keyframe_from_publisher(track, layer);
                 }
                 self.emit(key.participant, SfuEvent::Connection(key.role, conn));
                 if matches!(conn, ConnState::Failed | ConnState::Closed) {
@@ -451,7 +463,7 @@ impl Worker {
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if key.role == SessionRole::Publisher => {
-                self.track_opened(key, init.receiver_id, init.track_id, init.ssrc, now);
+                self.track_opened(key, init.receiver_id, init.track_id, init.ssrc, init.rid, now);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if key.role == SessionRole::Publisher => {
                 let removed = self.session(key).and_then(|s| s.published.remove(&track_id));
@@ -469,11 +481,23 @@ impl Worker {
         receiver_id: rtc::rtp_transceiver::RTCRtpReceiverId,
         rtc_track_id: String,
         ssrc: u32,
+        rid: Option<String>,
         _now: Instant,
     ) {
         let max = self.shared.config.max_tracks_per_publisher;
         let Some(session) = self.session(key) else { return };
-        if session.published.contains_key(&rtc_track_id) {
+        // Another simulcast encoding of a track we know: add the layer.
+        if let Some(t) = session.published.get_mut(&rtc_track_id) {
+            if t.layers.iter().any(|l| l.ssrc == ssrc) || t.layers.len() >= MAX_LAYERS {
+                return;
+            }
+            let layer = layer_of_rid(rid.as_deref(), t.layers.len() as u8);
+            if t.layers.iter().any(|l| l.layer == layer) {
+                tracing::warn!(?key, ?rid, "a second encoding claims layer {layer}; ignored");
+                return;
+            }
+            tracing::info!(participant = %key.participant, track = %t.id, ?rid, layer, "simulcast layer opened");
+            t.layers.push(PublishedLayer { layer, ssrc, rid, last_pli: None, pli_pending: false, packets: 0 });
             return;
         }
         if session.published.len() >= max {
@@ -492,6 +516,7 @@ impl Worker {
             return;
         };
         let id = TrackId::next();
+        let layer = layer_of_rid(rid.as_deref(), 0);
         session.published.insert(
             rtc_track_id,
             PublishedTrack {
@@ -499,10 +524,7 @@ impl Worker {
                 kind,
                 codec: Codec::from_mime(&codec.mime_type),
                 receiver_id,
-                media_ssrc: ssrc,
-                last_pli: None,
-                pli_pending: false,
-                packets: 0,
+                layers: vec![PublishedLayer { layer, ssrc, rid: rid.clone(), last_pli: None, pli_pending: false, packets: 0 }],
             },
         );
         self.router.published.insert(
@@ -522,7 +544,7 @@ impl Worker {
                 fmtp: codec.sdp_fmtp_line,
             },
         };
-        tracing::info!(participant = %key.participant, track = %id, ?kind, mime = %info.codec.mime_type, "track published");
+        tracing::info!(participant = %key.participant, track = %id, ?kind, ?rid, mime = %info.codec.mime_type, "track published");
         self.emit(key.participant, SfuEvent::TrackPublished(info));
     }
 
@@ -636,16 +658,15 @@ impl Worker {
             self.close_session(key, "ICE connection timed out");
         }
         // Throttled PLIs that are due now.
-        let due: Vec<TrackId> = self
+        let due: Vec<(TrackId, u8)> = self
             .participants
             .values()
             .filter_map(|p| p.publisher.as_ref())
             .flat_map(|s| s.published.values())
-            .filter(|t| t.pli_pending)
-            .map(|t| t.id)
+            .flat_map(|t| t.layers.iter().filter(|l| l.pli_pending).map(|l| (t.id, l.layer)))
             .collect();
-        for track in due {
-            self.keyframe_request(track, now);
+        for (track, layer) in due {
+            self.keyframe_request(track, layer, now);
         }
         // Video subscribers still waiting for a keyframe ask again.
         let mut retry = Vec::new();
@@ -656,18 +677,18 @@ impl Worker {
             }
             for sub in s.forwarders.values_mut() {
                 let f = &mut sub.forwarder;
-                if f.waiting_for_keyframe
+                if let Some(layer) = f.wants_keyframe(now)
                     && f.last_keyframe_request.is_none_or(|t| now.duration_since(t) >= KEYFRAME_RETRY)
                 {
                     f.last_keyframe_request = Some(now);
-                    retry.push(f.track);
+                    retry.push((f.track, layer));
                 }
             }
         }
         retry.sort();
         retry.dedup();
-        for track in retry {
-            self.request_keyframe_from_publisher(track);
+        for (track, layer) in retry {
+            self.request_keyframe_from_publisher(track, layer);
         }
     }
 
