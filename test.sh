@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # The whole Onair test suite. Installs what the tests need when it is missing, then runs:
 #   - every unit and integration test of the workspace (real WebRTC peers on loopback),
-#   - a smoke run of the forwarding-path benchmark (it must still build and forward).
+#   - a smoke run of the forwarding-path benchmark (it must still build and forward),
+#   - the browser end-to-end test in headless Chromium (web-client/tests/e2e.mjs).
 # Usage: ./test.sh            (CI: .ci/run calls this)
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Debian packages the suites drive, installed only when missing.
 need_apt=()
-# Nothing outside the Rust toolchain is needed yet; browser (chromium) and RTMP (ffmpeg) suites
-# add their packages here when they land, installed only when missing:
-#   command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}"
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  $sudo_ apt-get install -y -qq "${need_apt[@]}"
+fi
+# npm packages of the browser test, from the committed lockfile.
+if [ ! -d web-client/node_modules/playwright-core ]; then
+  (cd web-client && npm ci --no-audit --no-fund)
 fi
 
 export RUST_LOG="${RUST_LOG:-error}"
@@ -21,3 +28,7 @@ export RUST_BACKTRACE=1
 cargo test --workspace --locked
 cargo test --locked -p onair-sfu --bench forward -- --quick
 echo "bench smoke: ok"
+
+# Browser end to end: real Chromium pages against the real binary (screenshots in target/screenshots/).
+cargo build --locked -p onair
+node web-client/tests/e2e.mjs

@@ -1,0 +1,527 @@
+// Onair browser client: co-hosts go live, viewers watch. Plain ES module, no build step.
+// Protocol: docs/protocol.md. Two peer connections: `pub` (we offer our camera and mic) and
+// `sub` (the server offers everyone else's tracks).
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const token = params.get('token');
+
+// Simulcast layers (LiveKit's rid names, which the SFU understands): quarter, half, full.
+const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+// Capture size: 720p by default (three simulcast layers: 180p, 360p, 720p). `?capture=360` asks
+// for 640x360 (browsers then send two layers), for weak machines and tests.
+const CAPTURE = params.get('capture') === '360' ? { width: 640, height: 360 } : { width: 1280, height: 720 };
+
+const state = {
+  claims: null,
+  me: null,            // ParticipantInfo
+  room: null,          // RoomInfo
+  participants: new Map(), // id -> ParticipantInfo
+  tracks: new Map(),   // track id -> TrackView
+  ws: null,
+  sub: null,
+  pub: null,
+  local: null,         // MediaStream (camera + mic)
+  live: false,         // we publish
+  wantLive: false,     // the user asked to publish (restored after reconnects)
+  leaving: false,
+  ended: false,
+  reconnectDelay: 500,
+  timer: null,
+  remoteStreams: new Map(), // participant id -> MediaStream
+  audioBlocked: false,
+  firstFrameAt: null,
+  joins: 0,           // successful joins (reconnects add one each)
+  lastPong: Date.now(),
+  reconnectTimer: null,
+};
+
+function decodeClaims(t) {
+  try {
+    const b = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(b + '='.repeat((4 - (b.length % 4)) % 4)));
+  } catch { return null; }
+}
+
+function setConn(s, text) {
+  $('conn').dataset.state = s;
+  $('conn-text').textContent = text;
+}
+
+function banner(text) {
+  const b = $('banner');
+  b.hidden = !text;
+  b.textContent = text || '';
+}
+
+// ---------------------------------------------------------------- lobby (dev mode only)
+
+async function showLobby() {
+  $('lobby').hidden = false;
+  $('lobby-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const room = $('lobby-room').value.trim();
+    const name = $('lobby-name').value.trim();
+    const role = $('lobby-role').value;
+    const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-${Math.random().toString(36).slice(2, 7)}`;
+    const q = new URLSearchParams({ room, identity, name, role });
+    const r = await fetch(`/api/dev/token?${q}`);
+    if (!r.ok) {
+      $('lobby-note').textContent = r.status === 404
+        ? 'This server is not in dev mode: ask your host for a link with a token.'
+        : `Could not get a token (${r.status}).`;
+      return;
+    }
+    const { token: t } = await r.json();
+    location.search = `?token=${encodeURIComponent(t)}`;
+  });
+}
+
+// ---------------------------------------------------------------- signaling
+
+function send(msg) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
+}
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  setConn(state.me ? 'reconnecting' : 'connecting', state.me ? 'Reconnecting…' : 'Connecting…');
+  const old = state.ws;
+  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  state.ws = ws;
+  if (old && old.readyState <= WebSocket.OPEN) old.close(); // never two sessions at once
+  ws.onopen = () => send({ type: 'join', token, protocol: 1 });
+  ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { return; }
+    handle(msg).catch((e) => console.error('handling', msg.type, e));
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    teardownPeers();
+    if (state.leaving || state.ended) { setConn('offline', 'Offline'); return; }
+    setConn('reconnecting', 'Reconnecting…');
+    const delay = state.reconnectDelay;
+    state.reconnectDelay = Math.min(delay * 2, 5000);
+    state.reconnectTimer = setTimeout(connect, delay);
+  };
+}
+
+async function handle(msg) {
+  switch (msg.type) {
+    case 'joined': {
+      state.reconnectDelay = 500;
+      state.joins += 1;
+      state.lastPong = Date.now();
+      state.me = msg.participant;
+      state.room = msg.room;
+      state.participants = new Map(msg.participants.map((p) => [p.id, p]));
+      state.participants.set(msg.participant.id, msg.participant);
+      state.tracks = new Map(msg.tracks.map((t) => [t.id, t]));
+      state.remoteStreams.clear();
+      setConn('live', 'Connected');
+      banner('');
+      renderRoom();
+      if (state.wantLive) await goLive();
+      break;
+    }
+    case 'offer': await onOffer(msg.sdp); break;
+    case 'answer':
+      if (state.pub) await state.pub.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      break;
+    case 'candidate': {
+      const pc = msg.target === 'publisher' ? state.pub : state.sub;
+      if (pc) pc.addIceCandidate(msg.candidate).catch(() => {});
+      break;
+    }
+    case 'participant_joined': state.participants.set(msg.participant.id, msg.participant); renderStage(); break;
+    case 'participant_left':
+      state.participants.delete(msg.participant);
+      state.remoteStreams.delete(msg.participant);
+      renderStage();
+      break;
+    case 'track_published': state.tracks.set(msg.track.id, msg.track); renderStage(); break;
+    case 'track_unpublished': {
+      state.tracks.delete(msg.track);
+      renderStage();
+      break;
+    }
+    case 'track_muted': {
+      const t = state.tracks.get(msg.track);
+      if (t) { t.muted = msg.muted; renderStage(); }
+      break;
+    }
+    case 'room_update': state.room = msg.room; renderHeader(); break;
+    case 'pong': state.lastPong = Date.now(); break;
+    case 'connection_state':
+      if ((msg.state === 'failed' || msg.state === 'closed') && !state.leaving) restart('media connection lost');
+      break;
+    case 'room_ended':
+      state.ended = true;
+      banner('The live has ended.');
+      setConn('offline', 'Ended');
+      stopLocal();
+      break;
+    case 'error':
+      console.warn('server error', msg.code, msg.message);
+      if (msg.code.startsWith('token_') || msg.code === 'room_ended') {
+        state.ended = true;
+        banner(msg.code === 'room_ended' ? 'The live has ended.' : `Cannot join: ${msg.message}`);
+      } else if (msg.code === 'stage_full' || msg.code === 'room_not_live' || msg.code === 'not_allowed') {
+        state.wantLive = false;
+        state.live = false;
+        if (state.pub) { state.pub.close(); state.pub = null; }
+        banner(msg.message);
+        setTimeout(() => banner(''), 4000);
+        renderControls();
+      }
+      break;
+    default: break;
+  }
+}
+
+// Full restart of both connections through a fresh WebSocket session.
+function restart(why) {
+  console.info('restarting:', why);
+  const ws = state.ws;
+  if (ws && ws.readyState <= WebSocket.OPEN) {
+    ws.close(); // onclose tears the peers down and schedules the reconnect
+  } else {
+    teardownPeers();
+    connect();
+  }
+}
+
+function teardownPeers() {
+  if (state.sub) { state.sub.close(); state.sub = null; }
+  if (state.pub) { state.pub.close(); state.pub = null; }
+  state.live = false;
+}
+
+// ---------------------------------------------------------------- subscribing
+
+function ensureSub() {
+  if (state.sub) return state.sub;
+  const pc = new RTCPeerConnection();
+  pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', target: 'subscriber', candidate: e.candidate.toJSON() }); };
+  pc.ontrack = (e) => {
+    const stream = e.streams[0];
+    if (!stream) return;
+    state.remoteStreams.set(stream.id, stream);
+    stream.onremovetrack = () => renderStage();
+    renderStage();
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'failed') restart('subscriber connection failed');
+  };
+  state.sub = pc;
+  return pc;
+}
+
+async function onOffer(sdp) {
+  const pc = ensureSub();
+  await pc.setRemoteDescription({ type: 'offer', sdp });
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  send({ type: 'answer', sdp: pc.localDescription.sdp });
+}
+
+// ---------------------------------------------------------------- publishing
+
+async function startPreview() {
+  if (state.local) return state.local;
+  const cam = $('pick-cam').value || undefined;
+  const mic = $('pick-mic').value || undefined;
+  state.local = await navigator.mediaDevices.getUserMedia({
+    video: { width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height }, frameRate: { ideal: 24 }, deviceId: cam ? { exact: cam } : undefined },
+    audio: { deviceId: mic ? { exact: mic } : undefined },
+  });
+  await fillDevicePickers();
+  renderStage();
+  return state.local;
+}
+
+async function fillDevicePickers() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [sel, kind, track] of [['pick-cam', 'videoinput', 'video'], ['pick-mic', 'audioinput', 'audio']]) {
+    const el = $(sel);
+    const current = state.local?.getTracks().find((t) => t.kind === track)?.getSettings().deviceId;
+    el.replaceChildren(...devices.filter((d) => d.kind === kind).map((d, i) => {
+      const o = document.createElement('option');
+      o.value = d.deviceId;
+      o.textContent = d.label || `${track === 'video' ? 'Camera' : 'Microphone'} ${i + 1}`;
+      o.selected = d.deviceId === current;
+      return o;
+    }));
+  }
+}
+
+async function switchDevice(kind) {
+  if (!state.local) return;
+  const id = $(kind === 'video' ? 'pick-cam' : 'pick-mic').value;
+  const fresh = await navigator.mediaDevices.getUserMedia(kind === 'video'
+    ? { video: { deviceId: { exact: id }, width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height } } }
+    : { audio: { deviceId: { exact: id } } });
+  const track = fresh.getTracks()[0];
+  const old = state.local.getTracks().find((t) => t.kind === kind);
+  if (old) { track.enabled = old.enabled; state.local.removeTrack(old); old.stop(); }
+  state.local.addTrack(track);
+  const sender = state.pub?.getSenders().find((s) => s.track?.kind === kind || (!s.track && kind === 'video'));
+  if (sender) await sender.replaceTrack(track);
+  renderStage();
+}
+
+async function goLive() {
+  state.wantLive = true;
+  const stream = await startPreview();
+  if (state.pub) return;
+  const pc = new RTCPeerConnection();
+  state.pub = pc;
+  pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', target: 'publisher', candidate: e.candidate.toJSON() }); };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'failed') restart('publisher connection failed');
+  };
+  const video = stream.getVideoTracks()[0];
+  const audio = stream.getAudioTracks()[0];
+  if (audio) pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+  if (video) {
+    try {
+      pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings: SIMULCAST });
+    } catch {
+      pc.addTransceiver(video, { direction: 'sendonly', streams: [stream] });
+    }
+  }
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  send({ type: 'publish', sdp: pc.localDescription.sdp });
+  state.live = true;
+  renderControls();
+}
+
+function stopLocal() {
+  if (state.local) { state.local.getTracks().forEach((t) => t.stop()); state.local = null; }
+  teardownPeers();
+  renderStage();
+}
+
+function myTrack(kind) {
+  for (const t of state.tracks.values()) if (t.participant === state.me?.id && t.kind === kind) return t;
+  return null;
+}
+
+function toggle(kind) {
+  if (!state.local) return;
+  const track = state.local.getTracks().find((t) => t.kind === kind);
+  if (!track) return;
+  track.enabled = !track.enabled;
+  const server = myTrack(kind);
+  if (server) send({ type: 'mute', track: server.id, muted: !track.enabled });
+  renderControls();
+  renderStage();
+}
+
+// ---------------------------------------------------------------- rendering
+
+function onStage() {
+  // Publishers with at least one track, plus ourselves while we publish.
+  const ids = [];
+  for (const t of state.tracks.values()) if (!ids.includes(t.participant)) ids.push(t.participant);
+  // Our own camera shows as soon as the preview runs (publishers see themselves before going live).
+  if (state.local && state.me && !ids.includes(state.me.id)) ids.push(state.me.id);
+  return ids.slice(0, 4);
+}
+
+function initials(name) {
+  return (name || '?').split(/\s+/).map((w) => w[0]).join('').slice(0, 2).toUpperCase();
+}
+
+function renderStage() {
+  const stage = $('stage');
+  const ids = onStage();
+  stage.dataset.count = String(ids.length);
+  const keep = new Set(ids);
+  for (const tile of [...stage.children]) if (!keep.has(tile.dataset.participant)) tile.remove();
+  for (const id of ids) {
+    let tile = stage.querySelector(`[data-participant="${CSS.escape(id)}"]`);
+    const p = state.participants.get(id);
+    const mine = id === state.me?.id;
+    if (!tile) {
+      tile = document.createElement('div');
+      tile.className = 'tile';
+      tile.dataset.participant = id;
+      const v = document.createElement('video');
+      v.autoplay = true;
+      v.playsInline = true;
+      v.muted = true; // sound plays through the hidden audio elements below
+      v.addEventListener('playing', () => noteFirstFrame(v));
+      const label = document.createElement('div');
+      label.className = 'name';
+      tile.append(v, label);
+      stage.append(tile);
+    }
+    const v = tile.querySelector('video');
+    const stream = mine ? state.local : state.remoteStreams.get(id);
+    if (stream && v.srcObject !== stream) v.srcObject = stream;
+    const tracks = [...state.tracks.values()].filter((t) => t.participant === id);
+    const camOff = mine ? !state.local?.getVideoTracks()[0]?.enabled : tracks.some((t) => t.kind === 'video' && t.muted);
+    const micOff = mine ? !state.local?.getAudioTracks()[0]?.enabled : tracks.some((t) => t.kind === 'audio' && t.muted);
+    tile.classList.toggle('cam-off', !!camOff);
+    tile.dataset.initials = initials(p?.name);
+    const label = tile.querySelector('.name');
+    label.textContent = `${p?.name ?? 'Guest'}${mine ? ' (you)' : ''}${p?.role === 'host' ? ' · host' : ''}`;
+    if (micOff) { const f = document.createElement('span'); f.className = 'flag'; f.textContent = 'mic off'; label.append(f); }
+    if (camOff) { const f = document.createElement('span'); f.className = 'flag'; f.textContent = 'cam off'; label.append(f); }
+    if (!mine) attachAudio(id, stream);
+  }
+  for (const el of document.querySelectorAll('audio[data-participant]')) {
+    if (!keep.has(el.dataset.participant) || el.dataset.participant === state.me?.id) el.remove();
+  }
+}
+
+function attachAudio(id, stream) {
+  if (!stream) return;
+  let el = document.querySelector(`audio[data-participant="${CSS.escape(id)}"]`);
+  if (!el) {
+    el = document.createElement('audio');
+    el.dataset.participant = id;
+    el.autoplay = true;
+    document.body.append(el);
+  }
+  if (el.srcObject !== stream) {
+    el.srcObject = stream;
+    el.play().catch(() => { state.audioBlocked = true; $('unmute').hidden = false; });
+  }
+}
+
+function noteFirstFrame(video) {
+  if (state.firstFrameAt !== null) return;
+  const mark = () => { if (state.firstFrameAt === null) state.firstFrameAt = performance.now(); };
+  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(mark); else mark();
+}
+
+function renderHeader() {
+  const r = state.room;
+  if (!r) return;
+  $('room-name').textContent = r.name;
+  $('live-badge').hidden = r.state !== 'live';
+  $('waiting-badge').hidden = r.state !== 'waiting';
+  $('viewer-count').hidden = false;
+  $('viewer-count').textContent = `${r.viewers} watching`;
+  clearInterval(state.timer);
+  if (r.state === 'live' && r.started_at) {
+    const tick = () => {
+      const s = Math.max(0, Math.floor((Date.now() - r.started_at) / 1000));
+      const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+      $('live-timer').textContent = `${h ? h + ':' + String(m).padStart(2, '0') : m}:${String(sec).padStart(2, '0')}`;
+    };
+    tick();
+    state.timer = setInterval(tick, 1000);
+  }
+}
+
+function renderControls() {
+  const role = state.me?.role ?? state.claims?.role;
+  const canPublish = role === 'host' || role === 'cohost';
+  $('publish-controls').hidden = !canPublish;
+  $('end-live').hidden = role !== 'host';
+  const go = $('go-live');
+  go.textContent = role === 'host' ? 'Go live' : 'Join as co-host';
+  go.hidden = state.live;
+  const mic = state.local?.getAudioTracks()[0];
+  const cam = state.local?.getVideoTracks()[0];
+  const micOff = mic ? !mic.enabled : false;
+  const camOff = cam ? !cam.enabled : false;
+  $('toggle-mic').textContent = micOff ? 'Mic off' : 'Mic on';
+  $('toggle-mic').setAttribute('aria-pressed', String(micOff));
+  $('toggle-mic').setAttribute('aria-label', micOff ? 'Unmute microphone' : 'Mute microphone');
+  $('toggle-cam').textContent = camOff ? 'Camera off' : 'Camera on';
+  $('toggle-cam').setAttribute('aria-pressed', String(camOff));
+  $('toggle-cam').setAttribute('aria-label', camOff ? 'Turn camera on' : 'Turn camera off');
+}
+
+function renderRoom() {
+  $('room').hidden = false;
+  renderHeader();
+  renderControls();
+  renderStage();
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  $('go-live').addEventListener('click', () => goLive().catch((e) => banner(`Could not start camera: ${e.message}`)));
+  $('toggle-mic').addEventListener('click', () => toggle('audio'));
+  $('toggle-cam').addEventListener('click', () => toggle('video'));
+  $('pick-cam').addEventListener('change', () => switchDevice('video'));
+  $('pick-mic').addEventListener('change', () => switchDevice('audio'));
+  $('leave').addEventListener('click', () => {
+    state.leaving = true;
+    send({ type: 'leave' });
+    stopLocal();
+    banner('You left the room.');
+    setConn('offline', 'Left');
+  });
+  $('end-live').addEventListener('click', () => send({ type: 'end_room' }));
+  $('unmute').addEventListener('click', () => {
+    for (const el of document.querySelectorAll('audio[data-participant]')) el.play().catch(() => {});
+    state.audioBlocked = false;
+    $('unmute').hidden = true;
+  });
+  // Keepalive and silent-drop detection: a ping every 5 s; no pong for 12 s means the path is
+  // gone even if the socket still looks open, so start over.
+  setInterval(() => {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN || state.leaving || state.ended) return;
+    if (Date.now() - state.lastPong > 12_000) { restart('no pong'); return; }
+    send({ type: 'ping', ts: Date.now() });
+  }, 5_000);
+  // The browser knows when the network goes and comes back (Wi-Fi to cellular, a tunnel).
+  window.addEventListener('offline', () => {
+    if (state.leaving || state.ended) return;
+    setConn('reconnecting', 'Offline');
+    restart('browser went offline');
+  });
+  window.addEventListener('online', () => {
+    if (state.leaving || state.ended) return;
+    state.reconnectDelay = 500;
+    restart('browser back online');
+  });
+}
+
+// A small hook for tests and debugging: inbound media as getStats() sees it.
+window.__onair = {
+  state,
+  async inbound() {
+    if (!state.sub) return [];
+    const out = [];
+    (await state.sub.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp') {
+        out.push({ kind: r.kind, framesDecoded: r.framesDecoded ?? 0, packetsReceived: r.packetsReceived ?? 0,
+          frameHeight: r.frameHeight ?? 0, totalSamplesReceived: r.totalSamplesReceived ?? 0 });
+      }
+    });
+    return out;
+  },
+  tiles() { return [...document.querySelectorAll('#stage .tile')].map((t) => t.querySelector('.name').textContent); },
+  firstFrameAt() { return state.firstFrameAt; },
+  joins() { return state.joins; },
+  connText() { return document.getElementById('conn-text').textContent; },
+};
+
+if (!token) {
+  showLobby();
+} else {
+  state.claims = decodeClaims(token);
+  $('room-name').textContent = state.claims?.room ?? '';
+  wire();
+  renderControls();
+  $('room').hidden = false;
+  if (state.claims?.role === 'host' || state.claims?.role === 'cohost') {
+    startPreview().catch((e) => banner(`Camera or microphone unavailable: ${e.message}`));
+  }
+  connect();
+}

@@ -1,0 +1,179 @@
+// Browser end-to-end test: Debian's headless Chromium (fake camera and mic) drives the real page
+// against a real `onair` on loopback. Run by ./test.sh after the Rust tests (which build the binary).
+//
+//   node web-client/tests/e2e.mjs            (ONAIR_BIN overrides the binary path)
+//
+// Prints one line per check and a closing "N passed, N failed" line.
+
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
+const shots = path.join(root, 'target/screenshots');
+fs.mkdirSync(shots, { recursive: true });
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, detail = '') {
+  if (ok) passed++; else failed++;
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? ` — ${detail}` : ''}`);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(what, fn, ms) {
+  const end = Math.min(Date.now() + ms, deadline);
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what} (${last instanceof Error ? last.message : JSON.stringify(last)})`);
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0'], {
+  env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-secret', RUST_LOG: process.env.RUST_LOG || 'warn' },
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
+let browser;
+const cleanup = async () => {
+  try { await browser?.close(); } catch { /* already gone */ }
+  server.kill('SIGKILL');
+};
+process.on('uncaughtException', async (e) => { console.error(e); await cleanup(); process.exit(1); });
+
+async function token(room, identity, role, name = identity) {
+  const q = new URLSearchParams({ room, identity, role, name });
+  const r = await fetch(`${base}/api/dev/token?${q}`);
+  if (!r.ok) throw new Error(`token: ${r.status}`);
+  return (await r.json()).token;
+}
+
+async function open(label, tok, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport, permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`[${label}] page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') console.error(`[${label}] ${m.text()}`); });
+  await page.goto(`${base}/?token=${encodeURIComponent(tok)}`);
+  return page;
+}
+
+const inbound = (page) => page.evaluate(() => window.__onair.inbound());
+const tiles = (page) => page.evaluate(() => window.__onair.tiles());
+
+async function decoding(page, videos) {
+  const s = await inbound(page);
+  const v = s.filter((r) => r.kind === 'video' && r.framesDecoded > 0);
+  const a = s.filter((r) => r.kind === 'audio' && r.packetsReceived > 0);
+  return v.length >= videos && a.length >= 1 ? s : null;
+}
+
+try {
+  await until('the server', async () => (await fetch(`${base}/healthz`)).ok, 20_000);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  const room = 'e2e';
+  const host = await open('host', await token(room, 'host', 'host', 'Hana Host'));
+  await host.click('#go-live');
+  await until('the host on stage', async () => (await tiles(host)).length === 1, 10_000);
+  const cohost = await open('cohost', await token(room, 'cohost', 'cohost', 'Cole Cohost'));
+  await cohost.click('#go-live');
+  await until('both publishers visible to the host', async () => (await tiles(host)).length === 2, 15_000);
+
+  const viewers = [
+    await open('viewer1', await token(room, 'viewer1', 'viewer', 'Vera Viewer')),
+    await open('viewer2', await token(room, 'viewer2', 'viewer', 'Vic Viewer'), { width: 360, height: 740 }),
+  ];
+  for (const [i, v] of viewers.entries()) {
+    const first = await until(`viewer${i + 1} decoding`, () => decoding(v, 2), 30_000).catch((e) => { check(`viewer${i + 1} decodes two videos and receives audio`, false, e.message); return null; });
+    if (!first) continue;
+    await sleep(2000);
+    const later = await inbound(v);
+    const vids0 = first.filter((r) => r.kind === 'video').map((r) => r.framesDecoded);
+    const vids1 = later.filter((r) => r.kind === 'video').map((r) => r.framesDecoded);
+    const audio = later.filter((r) => r.kind === 'audio');
+    check(`viewer${i + 1}: two inbound video streams`, vids1.length >= 2, `framesDecoded ${vids0} -> ${vids1}`);
+    check(`viewer${i + 1}: framesDecoded increasing on both`, vids1.length >= 2 && vids1.every((f, k) => f > (vids0[k] ?? 0)));
+    check(`viewer${i + 1}: inbound audio packets`, audio.some((a) => a.packetsReceived > 0), `packetsReceived ${audio.map((a) => a.packetsReceived)}`);
+    check(`viewer${i + 1}: stage shows both co-hosts`, (await tiles(v)).length === 2, JSON.stringify(await tiles(v)));
+  }
+
+  // A network drop: the viewer goes offline for 2 s, then back. Without a reload, the page
+  // reconnects, rejoins and decodes both videos again.
+  {
+    const v = viewers[0];
+    await v.context().setOffline(true);
+    await until('the viewer to notice the drop', async () => (await v.evaluate(() => window.__onair.connText())) !== 'Connected', 10_000).catch(() => {});
+    await sleep(2000);
+    await v.context().setOffline(false);
+    const t = Date.now();
+    const back = await until('the viewer to rejoin', async () => (await v.evaluate(() => window.__onair.joins())) >= 2, 15_000).then(() => true, () => false);
+    const again = back && await until('decoding after the drop', () => decoding(v, 2), 15_000).then(() => true, () => false);
+    const dbg = await v.evaluate(() => ({ joins: window.__onair.joins(), conn: window.__onair.connText(), ws: window.__onair.state.ws?.readyState }));
+    check('viewer1 recovers from a network drop without a reload', back && again, `${Date.now() - t} ms after the network returned ${JSON.stringify(dbg)}`);
+  }
+
+  await host.screenshot({ path: path.join(shots, 'host-desktop.png') });
+  await viewers[0].screenshot({ path: path.join(shots, 'viewer-desktop.png') });
+  await viewers[1].screenshot({ path: path.join(shots, 'viewer-360px.png'), fullPage: true });
+  await host.setViewportSize({ width: 360, height: 740 });
+  await sleep(300);
+  await host.screenshot({ path: path.join(shots, 'host-360px.png'), fullPage: true });
+  await host.setViewportSize({ width: 1280, height: 800 });
+  console.log(`screenshots in ${path.relative(root, shots)}/`);
+
+  // The co-host leaves: every viewer's stage shows one co-host within 2 s.
+  const t0 = Date.now();
+  await cohost.click('#leave');
+  for (const [i, v] of viewers.entries()) {
+    const ok = await until('one co-host left on stage', async () => (await tiles(v)).length === 1, 2000 - (Date.now() - t0)).then(() => true, () => false);
+    check(`viewer${i + 1}: stage shows one co-host within 2 s after the co-host leaves`, ok, `${Date.now() - t0} ms`);
+  }
+  await viewers[0].screenshot({ path: path.join(shots, 'viewer-after-leave.png') });
+
+  // Join time: page load -> first decoded frame, over 5 fresh viewer pages.
+  const joins = [];
+  for (let i = 0; i < 5; i++) {
+    const p = await open(`join${i}`, await token(room, `join${i}`, 'viewer'));
+    const at = await until('first frame', () => p.evaluate(() => window.__onair.firstFrameAt()), 15_000).catch(() => null);
+    if (at !== null) joins.push(at);
+    await p.context().close();
+  }
+  joins.sort((a, b) => a - b);
+  const p50 = joins.length ? joins[Math.floor((joins.length - 1) / 2)] : NaN;
+  console.log(`viewer page load -> first decoded frame (ms): ${joins.map((j) => j.toFixed(0)).join(', ')}; p50 ${p50.toFixed(0)} ms`);
+  check('5 viewer joins reach a first decoded frame', joins.length === 5);
+
+  // Host ends the live: viewers see it.
+  await host.click('#end-live');
+  const ended = await until('room ended banner', () => viewers[0].evaluate(() => !document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('ended')), 5000).then(() => true, () => false);
+  check('viewers are told when the host ends the live', ended);
+} catch (e) {
+  check('browser scenario ran to the end', false, e.message);
+} finally {
+  await cleanup();
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
