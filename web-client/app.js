@@ -17,6 +17,10 @@ const SIMULCAST = [
 // for 640x360 (browsers then send two layers), for weak machines and tests.
 const CAPTURE = params.get('capture') === '360' ? { width: 640, height: 360 } : { width: 1280, height: 720 };
 
+// Tell the server how large each remote video is drawn, so it sends the smallest layer that
+// fills it (a thumbnail never pulls 720p).
+const sizeObserver = new ResizeObserver((entries) => { for (const e of entries) reportSize(e.target); });
+
 const state = {
   claims: null,
   me: null,            // ParticipantInfo
@@ -39,6 +43,10 @@ const state = {
   joins: 0,           // successful joins (reconnects add one each)
   lastPong: Date.now(),
   reconnectTimer: null,
+  layersMax: 2,        // dynacast: highest simulcast layer anybody wants of ours
+  quality: 'auto',
+  statsWaiters: [],
+  sentSizes: new Map(), // track id -> height last reported
 };
 
 function decodeClaims(t) {
@@ -126,7 +134,10 @@ async function handle(msg) {
       state.remoteStreams.clear();
       setConn('live', 'Connected');
       banner('');
+      state.sentSizes.clear();
+      state.layersMax = 2;
       renderRoom();
+      if (state.quality !== 'auto') send({ type: 'quality', quality: state.quality });
       if (state.wantLive) await goLive();
       break;
     }
@@ -158,6 +169,8 @@ async function handle(msg) {
     }
     case 'room_update': state.room = msg.room; renderHeader(); break;
     case 'pong': state.lastPong = Date.now(); break;
+    case 'layers': state.layersMax = msg.max_layer; await applyLayers(); break;
+    case 'stats': { const r = state.statsWaiters.shift(); if (r) r(msg); break; }
     case 'connection_state':
       if ((msg.state === 'failed' || msg.state === 'closed') && !state.leaving) restart('media connection lost');
       break;
@@ -303,6 +316,21 @@ async function goLive() {
   renderControls();
 }
 
+// Dynacast: pause the simulcast layers nobody watches, resume them when someone does.
+async function applyLayers() {
+  const sender = state.pub?.getSenders().find((x) => x.track?.kind === 'video');
+  if (!sender) return;
+  const p = sender.getParameters();
+  if (!p.encodings || p.encodings.length < 2) return;
+  let changed = false;
+  for (const e of p.encodings) {
+    const idx = SIMULCAST.findIndex((x) => x.rid === e.rid);
+    const active = idx < 0 || idx <= state.layersMax;
+    if (e.active !== active) { e.active = active; changed = true; }
+  }
+  if (changed) await sender.setParameters(p).catch((err) => console.warn('setParameters', err));
+}
+
 function stopLocal() {
   if (state.local) { state.local.getTracks().forEach((t) => t.stop()); state.local = null; }
   teardownPeers();
@@ -359,6 +387,7 @@ function renderStage() {
       v.playsInline = true;
       v.muted = true; // sound plays through the hidden audio elements below
       v.addEventListener('playing', () => noteFirstFrame(v));
+      if (!mine) sizeObserver.observe(v);
       const label = document.createElement('div');
       label.className = 'name';
       tile.append(v, label);
@@ -376,11 +405,23 @@ function renderStage() {
     label.textContent = `${p?.name ?? 'Guest'}${mine ? ' (you)' : ''}${p?.role === 'host' ? ' · host' : ''}`;
     if (micOff) { const f = document.createElement('span'); f.className = 'flag'; f.textContent = 'mic off'; label.append(f); }
     if (camOff) { const f = document.createElement('span'); f.className = 'flag'; f.textContent = 'cam off'; label.append(f); }
-    if (!mine) attachAudio(id, stream);
+    if (!mine) { attachAudio(id, stream); reportSize(v); }
   }
   for (const el of document.querySelectorAll('audio[data-participant]')) {
     if (!keep.has(el.dataset.participant) || el.dataset.participant === state.me?.id) el.remove();
   }
+}
+
+function reportSize(video) {
+  const id = video.closest('.tile')?.dataset.participant;
+  const track = [...state.tracks.values()].find((t) => t.participant === id && t.kind === 'video');
+  if (!track) return;
+  const r = video.getBoundingClientRect();
+  const height = Math.round(r.height * (window.devicePixelRatio || 1));
+  const width = Math.round(r.width * (window.devicePixelRatio || 1));
+  if (state.sentSizes.get(track.id) === height) return;
+  state.sentSizes.set(track.id, height);
+  send({ type: 'video_size', track: track.id, width, height });
 }
 
 function attachAudio(id, stream) {
@@ -467,6 +508,10 @@ function wire() {
     setConn('offline', 'Left');
   });
   $('end-live').addEventListener('click', () => send({ type: 'end_room' }));
+  $('quality').addEventListener('change', () => {
+    state.quality = $('quality').value;
+    send({ type: 'quality', quality: state.quality });
+  });
   $('unmute').addEventListener('click', () => {
     for (const el of document.querySelectorAll('audio[data-participant]')) el.play().catch(() => {});
     state.audioBlocked = false;
@@ -508,6 +553,17 @@ window.__onair = {
   },
   tiles() { return [...document.querySelectorAll('#stage .tile')].map((t) => t.querySelector('.name').textContent); },
   firstFrameAt() { return state.firstFrameAt; },
+  serverStats() {
+    return new Promise((resolve) => { state.statsWaiters.push(resolve); send({ type: 'get_stats' }); });
+  },
+  async outbound() {
+    if (!state.pub) return [];
+    const out = [];
+    (await state.pub.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') out.push({ rid: r.rid, bytesSent: r.bytesSent, frameHeight: r.frameHeight ?? 0 });
+    });
+    return out;
+  },
   joins() { return state.joins; },
   connText() { return document.getElementById('conn-text').textContent; },
 };

@@ -64,6 +64,36 @@ pub fn vp8_is_keyframe(p: &[u8]) -> bool {
     p.get(at).is_some_and(|h| h & 0x01 == 0)
 }
 
+/// The frame size in a VP8 key frame's first packet (RFC 6386 §9.1: after the 3-byte frame tag,
+/// the start code 9d 01 2a, then 14-bit width and height, little-endian).
+pub fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
+    if !vp8_is_keyframe(p) {
+        return None;
+    }
+    let b0 = *p.first()?;
+    let mut at = 1;
+    if b0 & 0x80 != 0 {
+        let x = *p.get(at)?;
+        at += 1;
+        if x & 0x80 != 0 {
+            at += if p.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1;
+        }
+        if x & 0x30 != 0 {
+            at += 1;
+        }
+    }
+    let h = p.get(at..at + 10)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    (w > 0 && ht > 0).then_some((w, ht))
+}
+
 /// draft-ietf-payload-vp9: P (inter-picture) bit clear and B (start of frame) set, in the
 /// lowest spatial layer.
 pub fn vp9_is_keyframe(p: &[u8]) -> bool {
@@ -111,6 +141,17 @@ mod tests {
     }
 
     #[test]
+    fn vp8_size() {
+        // Descriptor 0x10, frame tag (key frame), start code, 1280 x 720.
+        let p = [0x10, 0x50, 0x2d, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02, 0xaa];
+        assert_eq!(vp8_keyframe_size(&p), Some((1280, 720)));
+        assert_eq!(vp8_keyframe_size(&p[..9]), None);
+        let mut bad = p;
+        bad[5] = 0;
+        assert_eq!(vp8_keyframe_size(&bad), None);
+    }
+
+    #[test]
     fn h264() {
         assert!(h264_is_keyframe(&[0x65, 0]));
         assert!(h264_is_keyframe(&[0x67, 0]));
@@ -132,6 +173,7 @@ mod tests {
             for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Opus] {
                 let _ = c.is_keyframe_start(&v);
             }
+            let _ = vp8_keyframe_size(&v);
         }
     }
 }

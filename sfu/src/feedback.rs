@@ -1,9 +1,11 @@
-//! The interceptor that lets subscribers' keyframe requests through to the SFU.
+//! The interceptor that lets what the SFU needs out of the interceptor chain.
 //!
 //! `rtc`'s interceptor chain ends inbound RTCP before the application unless an interceptor marks
 //! a packet `DeliverToApplication`. The SFU must see PLI and FIR from viewers to relay them to the
 //! publisher; receiver reports and NACKs stay inside the chain (the NACK responder answers those
-//! from its packet cache).
+//! from its packet cache). On a subscriber connection it also reads the bandwidth estimate that
+//! the congestion controller (GCC over TWCC feedback) attaches to the feedback it consumed, and
+//! publishes it through a shared atomic the worker reads.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -11,6 +13,8 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Position in the chain: application-most, like rtc's own `rtcp-processing` example.
@@ -20,6 +24,15 @@ pub const KEYFRAME_FEEDBACK_SLOT: usize = 14_000;
 pub struct KeyframeFeedback {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+    /// Where the latest target bitrate (bits/s) goes, if anyone listens.
+    estimate: Option<Arc<AtomicU64>>,
+}
+
+impl KeyframeFeedback {
+    /// Also publish the congestion controller's estimate into `estimate`.
+    pub fn with_estimate(estimate: Arc<AtomicU64>) -> Self {
+        Self { estimate: Some(estimate), ..Self::default() }
+    }
 }
 
 fn asks_for_keyframe(p: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
@@ -34,6 +47,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if let Some(estimate) = &self.estimate
+            && let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+                msg.message.get(&Attribute::TargetBitrateChanged { bits_per_second: 0.0 })
+        {
+            estimate.store(bits_per_second.max(0.0) as u64, Ordering::Relaxed);
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && asks_for_keyframe(packets)
         {

@@ -4,6 +4,7 @@
 
 use crate::codec::Codec;
 use crate::ids::TrackId;
+use crate::selector::{BandwidthCap, LayerRates, Quality, size_cap};
 use std::time::{Duration, Instant};
 
 /// Sequence number and timestamp rewriting for one outgoing stream.
@@ -121,6 +122,15 @@ pub struct Forwarder {
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
     pub bytes: u64,
+    /// What each layer costs, as measured on arrival.
+    pub rates: LayerRates,
+    /// Frame heights of the layers, from their keyframes (VP8).
+    pub heights: [Option<u32>; MAX_LAYERS],
+    /// The viewer's quality choice and the height it renders this video at.
+    pub quality: Quality,
+    pub wanted_height: Option<u32>,
+    /// Bandwidth cap with hysteresis.
+    pub bandwidth: BandwidthCap,
 }
 
 /// What to do with an incoming packet for one subscriber.
@@ -148,7 +158,31 @@ impl Forwarder {
             last_keyframe_request: None,
             packets: 0,
             bytes: 0,
+            rates: LayerRates::default(),
+            heights: [None; MAX_LAYERS],
+            quality: Quality::Auto,
+            wanted_height: None,
+            bandwidth: BandwidthCap::default(),
         }
+    }
+
+    /// The highest layer the viewer wants, from its quality choice and rendered size
+    /// (bandwidth aside).
+    pub fn wanted_layer(&self) -> u8 {
+        self.quality.cap().min(size_cap(self.wanted_height, self.heights))
+    }
+
+    /// Set the cap from what the viewer wants and, if known, the bandwidth share of this track.
+    pub fn apply_caps(&mut self, share_bps: Option<f64>, now: Instant) {
+        let wanted = self.wanted_layer();
+        self.max_layer = match share_bps {
+            Some(share) => wanted.min(self.bandwidth.update(share, self.rates.rates(), now)),
+            None => wanted,
+        };
+    }
+
+    pub fn is_audio(&self) -> bool {
+        matches!(self.codec, Codec::Opus)
     }
 
     fn is_video(&self) -> bool {
@@ -186,6 +220,14 @@ impl Forwarder {
     pub fn observe(&mut self, layer: u8, now: Instant) {
         if let Some(seen) = self.last_seen.get_mut(layer as usize) {
             *seen = Some(now);
+        }
+    }
+
+    /// Account a packet of `layer`: its size for the layer's rate, its frame height if it says.
+    pub fn measure(&mut self, layer: u8, bytes: usize, frame_height: Option<u16>, now: Instant) {
+        self.rates.record(layer, bytes, now);
+        if let (Some(h), Some(slot)) = (frame_height, self.heights.get_mut(layer as usize)) {
+            *slot = Some(h as u32);
         }
     }
 

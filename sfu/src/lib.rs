@@ -33,6 +33,7 @@ pub mod feedback;
 pub mod forwarder;
 pub mod ids;
 pub mod router;
+pub mod selector;
 pub mod session;
 mod sfu;
 mod worker;
@@ -40,6 +41,7 @@ mod worker;
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
-pub use sfu::{CodecInfo, ConnState, MediaKind, Sfu, SfuEvent, SfuStats, TrackInfo};
+pub use selector::Quality;
+pub use sfu::{CodecInfo, ConnState, MediaKind, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
 pub use rtc::peer_connection::transport::RTCIceCandidateInit;

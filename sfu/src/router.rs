@@ -17,6 +17,8 @@ pub struct MediaPacket {
     pub header: rtc::rtp::header::Header,
     pub payload: Bytes,
     pub keyframe: bool,
+    /// Frame height, when this packet starts a key frame that says it (VP8).
+    pub frame_height: Option<u16>,
     /// When the packet arrived (for forwarding-delay metrics).
     pub received: Instant,
 }
@@ -27,6 +29,23 @@ pub(crate) struct Published {
     pub publisher: ParticipantId,
     /// Reference count of local subscribers per worker index.
     pub interested: Vec<u32>,
+    /// Dynacast: the highest layer each worker's subscribers want (`None`: none there).
+    pub demand: Vec<Option<u8>>,
+    /// The wanted layer last told to the publisher, and since when demand has been lower.
+    pub announced: Option<u8>,
+    pub lower_since: Option<Instant>,
+}
+
+impl Published {
+    pub fn new(publisher: ParticipantId, workers: usize) -> Self {
+        Self { publisher, interested: vec![0; workers], demand: vec![None; workers], announced: None, lower_since: None }
+    }
+
+    /// The highest layer anyone wants; the lowest layer always stays on, so a new viewer
+    /// starts at once.
+    pub fn wanted(&self) -> u8 {
+        self.demand.iter().flatten().copied().max().unwrap_or(0)
+    }
 }
 
 #[derive(Default)]

@@ -11,7 +11,7 @@ use crate::codec::Codec;
 use crate::error::SfuError;
 use crate::forwarder::{Forwarder, Verdict};
 use crate::router::MediaPacket;
-use crate::ids::{SessionKey, TrackId};
+use crate::ids::{SessionKey, SessionRole, TrackId};
 use crate::sfu::{CodecInfo, MediaKind};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
@@ -33,7 +33,14 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// Where a viewer's bandwidth estimate starts (bits/s): enough for the top layer of one 720p
+/// simulcast publisher, so an unconstrained viewer starts high; a constrained one is corrected
+/// within a few feedback rounds.
+pub const INITIAL_ESTIMATE_BPS: f64 = 2_500_000.0;
 
 /// What every session of one SFU shares: the DTLS certificate (generated once: an ECDSA key per
 /// peer would cost milliseconds per join) and the advertised address.
@@ -64,12 +71,29 @@ impl SessionFactory {
         media_engine
             .register_default_codecs()
             .map_err(|e| SfuError::Startup(e.to_string()))?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+        let estimate = Arc::new(AtomicU64::new(0));
+        let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)
             .map_err(|e| SfuError::Startup(e.to_string()))?
             .with(
                 rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
-                crate::feedback::KeyframeFeedback::default(),
+                crate::feedback::KeyframeFeedback::with_estimate(estimate.clone()),
             );
+        if key.role == SessionRole::Subscriber {
+            // Send-side bandwidth estimation toward the viewer: number what leaves (TWCC), read
+            // the feedback, run GCC. No pacer: the layer selector keeps the rate under the
+            // estimate, and a pacer's queue would only add delay.
+            registry = registry
+                .with(rtc::interceptor::Slot::TwccSender, rtc::interceptor::TwccSenderBuilder::new().build())
+                .with(
+                    rtc::interceptor::Slot::CongestionControl,
+                    rtc::interceptor::CongestionControlBuilder::new(rtc::interceptor::Gcc::new(
+                        INITIAL_ESTIMATE_BPS,
+                        100_000.0,
+                        50_000_000.0,
+                    ))
+                    .build(),
+                );
+        }
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)
@@ -111,6 +135,7 @@ impl SessionFactory {
             renegotiate: false,
             forwarders: HashMap::new(),
             published: HashMap::new(),
+            estimate,
         })
     }
 }
@@ -181,6 +206,9 @@ pub struct PeerSession {
     pub forwarders: HashMap<TrackId, Subscription>,
     /// Publisher side: rtc's track id → our track.
     pub published: HashMap<String, PublishedTrack>,
+    /// Subscriber side: the congestion controller's latest estimate toward the viewer (bits/s,
+    /// 0 until the first feedback).
+    estimate: Arc<AtomicU64>,
 }
 
 fn sdp_err(e: impl std::fmt::Display) -> SfuError {
@@ -188,6 +216,30 @@ fn sdp_err(e: impl std::fmt::Display) -> SfuError {
 }
 
 impl PeerSession {
+    /// The bandwidth estimate toward this (subscriber) peer, once feedback has produced one.
+    pub fn bandwidth_estimate(&self) -> Option<f64> {
+        match self.estimate.load(Ordering::Relaxed) {
+            0 => None,
+            bps => Some(bps as f64),
+        }
+    }
+
+    /// Subscriber side: recompute every forwarder's layer cap — audio first (always forwarded,
+    /// its rate taken off the top), then the rest of the estimate split over the video tracks.
+    pub fn allocate_layers(&mut self, now: Instant) {
+        let estimate = self.bandwidth_estimate();
+        let audio: f64 = self.forwarders.values().filter(|s| s.forwarder.is_audio()).map(|s| s.forwarder.rates.rates()[0]).sum();
+        let mut video: Vec<&mut Subscription> = self.forwarders.values_mut().filter(|s| !s.forwarder.is_audio()).collect();
+        let shares = estimate.map(|e| {
+            let rates: Vec<_> = video.iter().map(|s| s.forwarder.rates.rates()).collect();
+            let wanted: Vec<_> = video.iter().map(|s| s.forwarder.wanted_layer()).collect();
+            crate::selector::allocate(e - audio, &rates, &wanted)
+        });
+        for (i, sub) in video.iter_mut().enumerate() {
+            sub.forwarder.apply_caps(shares.as_ref().and_then(|s| s.get(i).copied()), now);
+        }
+    }
+
     fn ensure_candidate(&mut self) -> Result<(), SfuError> {
         if !self.candidate_added {
             self.pc
@@ -343,6 +395,7 @@ impl PeerSession {
     /// starts at a keyframe.
     pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
         let Some(sub) = self.forwarders.get_mut(&pkt.track) else { return false };
+        sub.forwarder.measure(pkt.layer, pkt.payload.len(), pkt.frame_height, now);
         if !self.connected {
             // Nothing can be sent yet, but which layers arrive decides where the stream starts.
             sub.forwarder.observe(pkt.layer, now);

@@ -4,6 +4,7 @@ use crate::config::SfuConfig;
 use crate::demux::{DemuxTable, Route};
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+use crate::selector::Quality;
 use crate::session::SessionFactory;
 use crate::worker::{self, Command, WorkerMsg};
 use bytes::BytesMut;
@@ -69,6 +70,31 @@ pub enum SfuEvent {
     Connection(SessionRole, ConnState),
     /// A session was closed by the SFU (ICE failure, timeout, bad input).
     SessionClosed(SessionRole, String),
+    /// Dynacast: of this simulcast track the participant publishes, layers above this one are
+    /// not wanted by anybody now; the client should pause them (and resume them when this rises).
+    LayersWanted(TrackId, u8),
+}
+
+/// One subscribed track as the SFU forwards it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackStats {
+    pub track: TrackId,
+    /// Layer being forwarded (0 = lowest); `None` before the first frame.
+    pub layer: Option<u8>,
+    /// The highest layer allowed now (quality choice, video size, bandwidth).
+    pub max_layer: u8,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Arrival rates of the publisher's layers (bits/s; nominal until measured).
+    pub layer_bps: [u64; 3],
+}
+
+/// A subscriber's view of its subscriptions.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SubscriberStats {
+    /// Send-side bandwidth estimate toward this viewer (bits/s), once feedback produced one.
+    pub bandwidth_bps: Option<u64>,
+    pub tracks: Vec<TrackStats>,
 }
 
 /// Where a participant's events go. Workers never block on it: a full sink drops the event
@@ -266,6 +292,22 @@ impl Sfu {
     ) -> Result<(), SfuError> {
         self.ask(participant, |reply| Command::Candidate { key: SessionKey { participant, role }, candidate, reply })
             .await
+    }
+
+    /// The viewer renders `track` at this height (device pixels, 0 = hidden): the layer cap
+    /// follows it.
+    pub fn set_video_size(&self, participant: ParticipantId, track: TrackId, height: u32) -> Result<(), SfuError> {
+        self.command(participant, Command::VideoSize { participant, track, height })
+    }
+
+    /// The viewer's quality choice (auto / high / medium / low), for one track or all.
+    pub fn set_quality(&self, participant: ParticipantId, track: Option<TrackId>, quality: Quality) -> Result<(), SfuError> {
+        self.command(participant, Command::Quality { participant, track, quality })
+    }
+
+    /// Current layer, cap and estimate per subscribed track.
+    pub async fn subscriber_stats(&self, participant: ParticipantId) -> Result<SubscriberStats, SfuError> {
+        self.ask(participant, |reply| Command::Stats { participant, reply }).await
     }
 
     /// Close a participant's sessions; its tracks are unpublished everywhere.

@@ -7,7 +7,8 @@ use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::router::{MediaPacket, Published, Router};
 use crate::forwarder::{MAX_LAYERS, layer_of_rid};
 use crate::session::{PeerSession, PublishedLayer, PublishedTrack};
-use crate::sfu::{CodecInfo, ConnState, DemuxCtl, EventSink, MediaKind, SfuEvent, Shared, TrackInfo};
+use crate::selector::Quality;
+use crate::sfu::{CodecInfo, ConnState, DemuxCtl, EventSink, MediaKind, SfuEvent, Shared, SubscriberStats, TrackInfo, TrackStats};
 use crate::demux::Route;
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -40,6 +41,11 @@ pub(crate) enum Command {
     SubscriberAnswer { participant: ParticipantId, answer: String, reply: Reply<()> },
     Candidate { key: SessionKey, candidate: RTCIceCandidateInit, reply: Reply<()> },
     RemoveParticipant { participant: ParticipantId },
+    /// The viewer renders `track` this tall (device pixels; 0 = not shown).
+    VideoSize { participant: ParticipantId, track: TrackId, height: u32 },
+    /// The viewer's quality choice, for one track or all.
+    Quality { participant: ParticipantId, track: Option<TrackId>, quality: Quality },
+    Stats { participant: ParticipantId, reply: Reply<SubscriberStats> },
 }
 
 /// Everything a worker receives.
@@ -54,6 +60,9 @@ pub(crate) enum WorkerMsg {
     KeyframeRequest(TrackId, u8),
     /// A track is gone: drop local subscriptions to it.
     TrackGone(TrackId),
+    /// The highest layer a worker's subscribers want of a track published here (dynacast);
+    /// `None` when it has none left.
+    LayerDemand { track: TrackId, worker: usize, layer: Option<u8> },
 }
 
 struct ParticipantState {
@@ -77,6 +86,10 @@ const TICK: Duration = Duration::from_millis(50);
 const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 /// Messages handled between two checks of timers.
 const BATCH: usize = 256;
+/// How often layer caps are recomputed from bandwidth estimates.
+const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
+/// A layer nobody wants any more is paused at the publisher after this long.
+const DYNACAST_DOWN_DELAY: Duration = Duration::from_millis(1000);
 
 struct Worker {
     idx: usize,
@@ -85,6 +98,9 @@ struct Worker {
     router: Router,
     timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
     last_tick: Instant,
+    last_allocation: Instant,
+    /// Dynacast: the demand this worker last reported per track.
+    demand_sent: HashMap<TrackId, u8>,
 }
 
 pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>) {
@@ -95,6 +111,8 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>) {
         router: Router::default(),
         timers: BinaryHeap::new(),
         last_tick: Instant::now(),
+        last_allocation: Instant::now(),
+        demand_sent: HashMap::new(),
     };
     while !w.shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -131,6 +149,7 @@ impl Worker {
             WorkerMsg::Interest { track, worker, add } => self.router.set_interest(track, worker, add),
             WorkerMsg::KeyframeRequest(track, layer) => self.keyframe_request(track, layer, Instant::now()),
             WorkerMsg::TrackGone(track) => self.track_gone(track),
+            WorkerMsg::LayerDemand { track, worker, layer } => self.layer_demand(track, worker, layer),
         }
     }
 
@@ -229,6 +248,122 @@ impl Worker {
                 let _ = reply.send(r);
             }
             Command::RemoveParticipant { participant } => self.remove_participant(participant),
+            Command::VideoSize { participant, track, height } => {
+                let key = SessionKey { participant, role: SessionRole::Subscriber };
+                if let Some(sub) = self.session(key).and_then(|s| s.forwarders.get_mut(&track)) {
+                    sub.forwarder.wanted_height = Some(height);
+                }
+                self.reallocate(key, now);
+            }
+            Command::Quality { participant, track, quality } => {
+                let key = SessionKey { participant, role: SessionRole::Subscriber };
+                if let Some(s) = self.session(key) {
+                    for (id, sub) in s.forwarders.iter_mut() {
+                        if track.is_none_or(|t| t == *id) {
+                            sub.forwarder.quality = quality;
+                        }
+                    }
+                }
+                self.reallocate(key, now);
+            }
+            Command::Stats { participant, reply } => {
+                let key = SessionKey { participant, role: SessionRole::Subscriber };
+                let stats = match self.session(key) {
+                    None => SubscriberStats::default(),
+                    Some(s) => SubscriberStats {
+                        bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
+                        tracks: s
+                            .forwarders
+                            .values()
+                            .map(|sub| {
+                                let f = &sub.forwarder;
+                                TrackStats {
+                                    track: f.track,
+                                    layer: f.current,
+                                    max_layer: f.max_layer,
+                                    packets: f.packets,
+                                    bytes: f.bytes,
+                                    layer_bps: f.rates.rates().map(|r| r as u64),
+                                }
+                            })
+                            .collect(),
+                    },
+                };
+                let _ = reply.send(Ok(stats));
+            }
+        }
+    }
+
+    /// Recompute a subscriber's layer caps now (after a size or quality change).
+    fn reallocate(&mut self, key: SessionKey, now: Instant) {
+        if let Some(s) = self.session(key) {
+            s.allocate_layers(now);
+        }
+        self.update_demand();
+    }
+
+    /// Dynacast, subscriber side: tell each publisher's worker the highest layer this worker's
+    /// subscribers want of its tracks, when that changes.
+    fn update_demand(&mut self) {
+        let mut demand: HashMap<TrackId, u8> = HashMap::new();
+        for p in self.participants.values() {
+            let Some(s) = p.subscriber.as_ref() else { continue };
+            for (track, sub) in &s.forwarders {
+                if sub.forwarder.is_audio() {
+                    continue;
+                }
+                let e = demand.entry(*track).or_insert(0);
+                *e = (*e).max(sub.forwarder.max_layer);
+            }
+        }
+        let mut changes: Vec<(TrackId, Option<u8>)> = Vec::new();
+        for (track, layer) in &demand {
+            if self.demand_sent.get(track) != Some(layer) {
+                changes.push((*track, Some(*layer)));
+            }
+        }
+        for track in self.demand_sent.keys() {
+            if !demand.contains_key(track) {
+                changes.push((*track, None));
+            }
+        }
+        self.demand_sent = demand;
+        for (track, layer) in changes {
+            let Some(owner) = self.shared.tracks.get(&track).map(|w| *w) else { continue };
+            if owner == self.idx {
+                self.layer_demand(track, self.idx, layer);
+            } else {
+                let _ = self.shared.send_to_worker(owner, WorkerMsg::LayerDemand { track, worker: self.idx, layer });
+            }
+        }
+    }
+
+    /// Dynacast, publisher side: record a worker's demand; announce a higher wanted layer at
+    /// once (the tick announces a lower one after `DYNACAST_DOWN_DELAY`).
+    fn layer_demand(&mut self, track: TrackId, worker: usize, layer: Option<u8>) {
+        let Some(p) = self.router.published.get_mut(&track) else { return };
+        if let Some(slot) = p.demand.get_mut(worker) {
+            *slot = layer;
+        }
+        let wanted = p.wanted();
+        if p.announced.is_none_or(|a| wanted > a) {
+            p.announced = Some(wanted);
+            p.lower_since = None;
+            let publisher = p.publisher;
+            self.announce_layers(publisher, track, wanted);
+        }
+    }
+
+    fn announce_layers(&mut self, publisher: ParticipantId, track: TrackId, max_layer: u8) {
+        // Only simulcast tracks can pause layers.
+        let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
+        let simulcast = self
+            .session(key)
+            .and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1))
+            .unwrap_or(false);
+        if simulcast {
+            tracing::debug!(%track, max_layer, "dynacast: layers wanted");
+            self.emit(publisher, SfuEvent::LayersWanted(track, max_layer));
         }
     }
 
@@ -386,13 +521,25 @@ impl Worker {
                         l.packets += 1;
                         let layer = l.layer;
                         shared.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
+                        // Each leg negotiates its own extensions: start the outgoing header
+                        // clean (a stale profile or padding count would mis-size the packet
+                        // once the subscriber leg adds its transport-cc number).
                         packet.header.extension = false;
                         packet.header.extensions.clear();
+                        packet.header.extension_profile = 0;
+                        packet.header.extensions_padding = 0;
                         packet.header.csrc.clear();
+                        let keyframe = codec.is_keyframe_start(&packet.payload);
+                        let frame_height = if keyframe && codec == Codec::Vp8 {
+                            crate::codec::vp8_keyframe_size(&packet.payload).map(|(_, h)| h)
+                        } else {
+                            None
+                        };
                         media.push(MediaPacket {
                             track: id,
                             layer,
-                            keyframe: codec.is_keyframe_start(&packet.payload),
+                            keyframe,
+                            frame_height,
                             header: packet.header,
                             payload: packet.payload,
                             received: at,
@@ -527,10 +674,7 @@ impl Worker {
                 layers: vec![PublishedLayer { layer, ssrc, rid: rid.clone(), last_pli: None, pli_pending: false, packets: 0 }],
             },
         );
-        self.router.published.insert(
-            id,
-            Published { publisher: key.participant, interested: vec![0; self.shared.workers.len()] },
-        );
+        self.router.published.insert(id, Published::new(key.participant, self.shared.workers.len()));
         self.shared.tracks.insert(id, self.idx);
         self.shared.counters.tracks.fetch_add(1, Ordering::Relaxed);
         let info = TrackInfo {
@@ -643,6 +787,34 @@ impl Worker {
     }
 
     fn tick(&mut self, now: Instant) {
+        if now.duration_since(self.last_allocation) >= ALLOCATION_INTERVAL {
+            self.last_allocation = now;
+            for p in self.participants.values_mut() {
+                if let Some(s) = p.subscriber.as_mut().filter(|s| s.connected) {
+                    s.allocate_layers(now);
+                }
+            }
+            self.update_demand();
+            // Lower demand is announced once it has held for a while (no flapping encoders).
+            let mut lower = Vec::new();
+            for (track, p) in self.router.published.iter_mut() {
+                let wanted = p.wanted();
+                match p.announced {
+                    Some(a) if wanted < a => {
+                        let since = *p.lower_since.get_or_insert(now);
+                        if now.duration_since(since) >= DYNACAST_DOWN_DELAY {
+                            p.announced = Some(wanted);
+                            p.lower_since = None;
+                            lower.push((p.publisher, *track, wanted));
+                        }
+                    }
+                    _ => p.lower_since = None,
+                }
+            }
+            for (publisher, track, wanted) in lower {
+                self.announce_layers(publisher, track, wanted);
+            }
+        }
         // Sessions that never connected.
         let timeout = self.shared.config.connect_timeout;
         let stale: Vec<SessionKey> = self

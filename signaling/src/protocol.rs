@@ -77,6 +77,17 @@ pub enum ClientMsg {
         #[serde(default)]
         ts: Option<u64>,
     },
+    /// The size a subscribed video is rendered at (device pixels; 0 × 0 = not shown). The server
+    /// sends the smallest simulcast layer at least that tall.
+    VideoSize { track: TrackId, width: u32, height: u32 },
+    /// Quality choice for one subscribed track, or all when `track` is absent.
+    Quality {
+        #[serde(default)]
+        track: Option<TrackId>,
+        quality: sfu::Quality,
+    },
+    /// Ask for `stats` about your subscriptions.
+    GetStats,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,6 +128,21 @@ pub struct RoomInfo {
     pub viewers: usize,
 }
 
+/// One subscribed track in `stats`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SubscribedTrack {
+    pub track: TrackId,
+    /// Layer being forwarded (0 = lowest), absent before the first frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
+    /// Highest layer allowed now (quality choice, video size, bandwidth).
+    pub max_layer: u8,
+    pub packets: u64,
+    pub bytes: u64,
+    /// The publisher's layer rates as they arrive (bits/s).
+    pub layer_bps: [u64; 3],
+}
+
 /// Messages from the server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -143,6 +169,15 @@ pub enum ServerMsg {
     /// State of one of your peer connections as the server sees it.
     ConnectionState { target: Target, state: sfu::ConnState },
     RoomEnded { reason: String },
+    /// Dynacast, to a publisher: nobody needs layers of `track` above `max_layer` now (0 = `q`,
+    /// 1 = `h`, 2 = `f`); pause them, and resume when this rises.
+    Layers { track: TrackId, max_layer: u8 },
+    /// Answer to `get_stats`.
+    Stats {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bandwidth_bps: Option<u64>,
+        tracks: Vec<SubscribedTrack>,
+    },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         ts: Option<u64>,

@@ -335,6 +335,31 @@ impl Session {
                 send(socket, &ServerMsg::Pong { ts }).await;
                 Ok(Flow::Continue)
             }
+            ClientMsg::VideoSize { track, width: _, height } => {
+                sfu.set_video_size(self.id, track, height.min(16_384))?;
+                Ok(Flow::Continue)
+            }
+            ClientMsg::Quality { track, quality } => {
+                sfu.set_quality(self.id, track, quality)?;
+                Ok(Flow::Continue)
+            }
+            ClientMsg::GetStats => {
+                let stats = sfu.subscriber_stats(self.id).await?;
+                let tracks = stats
+                    .tracks
+                    .into_iter()
+                    .map(|t| crate::protocol::SubscribedTrack {
+                        track: t.track,
+                        layer: t.layer,
+                        max_layer: t.max_layer,
+                        packets: t.packets,
+                        bytes: t.bytes,
+                        layer_bps: t.layer_bps,
+                    })
+                    .collect();
+                send(socket, &ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, tracks }).await;
+                Ok(Flow::Continue)
+            }
         }
     }
 
@@ -365,6 +390,7 @@ impl Session {
                     username_fragment: c.username_fragment,
                 },
             }),
+            SfuEvent::LayersWanted(track, max_layer) => Some(ServerMsg::Layers { track, max_layer }),
             SfuEvent::Connection(role, state) => Some(ServerMsg::ConnectionState { target: Target::from(role), state }),
             SfuEvent::SessionClosed(role, reason) => {
                 // Tell the client: it must start that connection afresh (a new publish offer,

@@ -166,6 +166,53 @@ try {
   console.log(`viewer page load -> first decoded frame (ms): ${joins.map((j) => j.toFixed(0)).join(', ')}; p50 ${p50.toFixed(0)} ms`);
   check('5 viewer joins reach a first decoded frame', joins.length === 5);
 
+  // Simulcast and dynacast, in a room of its own with one publisher.
+  {
+    const simHost = await open('sim-host', await token('sim', 'simhost', 'host', 'Sim Host'));
+    await simHost.click('#go-live');
+    const ridBytes = async () => Object.fromEntries((await simHost.evaluate(() => window.__onair.outbound())).map((o) => [o.rid, o.bytesSent]));
+    await until('three layers sent', async () => Object.keys(await ridBytes()).length === 3, 15_000).catch(() => {});
+    // A viewer whose video element is a 160x90 thumbnail.
+    const small = await open('small', await token('sim', 'small', 'viewer', 'Small Viewer'));
+    await small.addStyleTag({ content: '#stage .tile { width: 160px !important; height: 90px !important; aspect-ratio: auto !important; justify-self: start !important; }' });
+    const smallOk = await until('the small viewer on the low layer', async () => {
+      const v = (await inbound(small)).filter((r) => r.kind === 'video' && r.framesDecoded > 0);
+      return v.length === 1 && v[0].frameHeight > 0 && v[0].frameHeight <= 180 ? v[0] : null;
+    }, 15_000).then((v) => v, () => null);
+    check('a 160x90 viewer receives the low layer (frameHeight <= 180)', !!smallOk, JSON.stringify(smallOk));
+    // Dynacast: with only that viewer, the publisher stops sending its top layer within 3 s.
+    const t1 = Date.now();
+    const paused = await until('the top layer paused', async () => {
+      const a = await ridBytes();
+      await sleep(600);
+      const b = await ridBytes();
+      return b.f !== undefined && b.f === a.f;
+    }, 3000).then(() => true, () => false);
+    check('dynacast: top layer stops within 3 s when only low-layer viewers watch', paused, `${Date.now() - t1} ms`);
+    await small.screenshot({ path: path.join(shots, 'viewer-thumbnail.png') });
+    // A full-size viewer joins: the top layer comes back within 3 s, and that viewer gets it.
+    const t2 = Date.now();
+    const big = await open('big', await token('sim', 'big', 'viewer', 'Big Viewer'));
+    const resumed = await until('the top layer resumed', async () => {
+      const a = await ridBytes();
+      await sleep(300);
+      const b = await ridBytes();
+      return b.f > a.f;
+    }, 20000).then(() => Date.now() - t2 <= 3000, () => false);
+    check('dynacast: top layer resumes within 3 s when a full-size viewer joins', resumed, `${Date.now() - t2} ms`);
+    const bigOk = await until('the full-size viewer on the top layer', async () => {
+      const v = (await inbound(big)).filter((r) => r.kind === 'video' && r.framesDecoded > 0);
+      return v.length === 1 && v[0].frameHeight >= 700 ? v[0] : null;
+    }, 25_000).then((v) => v, () => null);
+    console.log(`full-size viewer at 720p ${Date.now() - t2} ms after joining`);
+    const stats = await big.evaluate(() => window.__onair.serverStats());
+    check('a full-size viewer receives the top layer (720p)', !!bigOk, `${JSON.stringify(bigOk)} server: ${JSON.stringify(stats.tracks?.filter((t) => t.layer !== undefined && t.max_layer !== undefined).map((t) => ({ layer: t.layer, max: t.max_layer })))} bw ${stats.bandwidth_bps}`);
+    const smallStill = (await inbound(small)).find((r) => r.kind === 'video');
+    check('the thumbnail viewer stays on the low layer meanwhile', smallStill && smallStill.frameHeight <= 180, JSON.stringify(smallStill));
+    await big.screenshot({ path: path.join(shots, 'viewer-full-720p.png') });
+    for (const p of [simHost, small, big]) await p.context().close();
+  }
+
   // Host ends the live: viewers see it.
   await host.click('#end-live');
   const ended = await until('room ended banner', () => viewers[0].evaluate(() => !document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('ended')), 5000).then(() => true, () => false);

@@ -1,0 +1,283 @@
+//! Which simulcast layer a subscriber should get: pure decisions, no I/O, time passed in.
+//!
+//! Three caps, the lowest wins:
+//! - **preference**: the viewer's choice, auto / high / medium / low;
+//! - **size**: the smallest layer at least as tall as the video element the viewer renders
+//!   (reported by the page), so a 160×90 thumbnail never pulls 720p;
+//! - **bandwidth**: what the estimate toward this viewer affords, with hysteresis — down at once
+//!   when the current layer no longer fits, up one layer at a time and only after the higher layer
+//!   has fitted with headroom for [`UP_HOLD`].
+//!
+//! The forwarder then follows the cap as layers actually arrive (see `forwarder.rs`).
+
+use crate::forwarder::MAX_LAYERS;
+use std::time::{Duration, Instant};
+
+/// How long a higher layer must fit before the bandwidth cap climbs to it.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// A layer fits for climbing when its rate × this ≤ the budget.
+pub const UP_HEADROOM: f64 = 1.25;
+/// The current layer stays while its rate × this ≤ the budget.
+pub const DOWN_MARGIN: f64 = 1.0;
+/// Nominal layer rates (bits/s) used before a layer has been measured (`q`, `h`, `f`).
+pub const NOMINAL_BPS: [f64; MAX_LAYERS] = [150_000.0, 500_000.0, 1_500_000.0];
+
+/// The viewer's quality choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    #[default]
+    Auto,
+    High,
+    Medium,
+    Low,
+}
+
+impl Quality {
+    pub fn cap(self) -> u8 {
+        match self {
+            Quality::Auto | Quality::High => MAX_LAYERS as u8 - 1,
+            Quality::Medium => 1,
+            Quality::Low => 0,
+        }
+    }
+}
+
+/// The smallest layer whose height is at least `wanted` (the top layer if none is). Unknown
+/// heights are estimated from the tallest known one assuming the usual ¼, ½, 1 scaling.
+pub fn size_cap(wanted_height: Option<u32>, heights: [Option<u32>; MAX_LAYERS]) -> u8 {
+    let Some(wanted) = wanted_height else { return MAX_LAYERS as u8 - 1 };
+    let top = (0..MAX_LAYERS).rev().find_map(|l| heights[l].map(|h| (l, h)));
+    let estimate = |l: usize| -> Option<u32> {
+        heights[l].or_else(|| top.map(|(tl, th)| th >> (tl.saturating_sub(l) as u32)))
+    };
+    for l in 0..MAX_LAYERS {
+        match estimate(l) {
+            Some(h) if h >= wanted => return l as u8,
+            None if top.is_none() => {
+                // Nothing known: assume 180p / 360p / 720p.
+                if (180u32 << l) >= wanted {
+                    return l as u8;
+                }
+            }
+            _ => {}
+        }
+    }
+    MAX_LAYERS as u8 - 1
+}
+
+/// Bandwidth cap of one subscriber track, with hysteresis.
+#[derive(Clone, Debug)]
+pub struct BandwidthCap {
+    pub cap: u8,
+    up_since: Option<Instant>,
+}
+
+impl Default for BandwidthCap {
+    fn default() -> Self {
+        Self { cap: MAX_LAYERS as u8 - 1, up_since: None }
+    }
+}
+
+impl BandwidthCap {
+    /// Update with the budget this track may use and the layers' rates; returns the new cap.
+    pub fn update(&mut self, budget_bps: f64, rates: [f64; MAX_LAYERS], now: Instant) -> u8 {
+        let fits = |l: u8, factor: f64| rates[l as usize] * factor <= budget_bps;
+        if self.cap > 0 && !fits(self.cap, DOWN_MARGIN) {
+            // Down at once, as far as needed.
+            let mut l = self.cap;
+            while l > 0 && !fits(l, DOWN_MARGIN) {
+                l -= 1;
+            }
+            self.cap = l;
+            self.up_since = None;
+            return self.cap;
+        }
+        let next = self.cap + 1;
+        if (next as usize) < MAX_LAYERS && fits(next, UP_HEADROOM) {
+            let since = *self.up_since.get_or_insert(now);
+            if now.duration_since(since) >= UP_HOLD {
+                self.cap = next;
+                self.up_since = None;
+            }
+        } else {
+            self.up_since = None;
+        }
+        self.cap
+    }
+}
+
+/// Split `budget_bps` over a subscriber's video tracks: each first gets its lowest layer, then
+/// tracks climb one layer at a time, round-robin, while the next layer fits and the track wants
+/// it (`wanted[i]`). Returns what each track can afford.
+pub fn allocate(budget_bps: f64, rates: &[[f64; MAX_LAYERS]], wanted: &[u8]) -> Vec<f64> {
+    let n = rates.len();
+    let mut level = vec![0u8; n];
+    let mut spent: f64 = rates.iter().map(|r| r[0]).sum();
+    loop {
+        let mut climbed = false;
+        for i in 0..n {
+            let next = level[i] + 1;
+            if next > wanted.get(i).copied().unwrap_or(0) || next as usize >= MAX_LAYERS {
+                continue;
+            }
+            let extra = rates[i][next as usize] - rates[i][level[i] as usize];
+            if spent + extra <= budget_bps {
+                spent += extra;
+                level[i] = next;
+                climbed = true;
+            }
+        }
+        if !climbed {
+            break;
+        }
+    }
+    if spent > budget_bps {
+        // Not even every lowest layer fits: shares in proportion (each will sit on its lowest).
+        let scale = budget_bps.max(0.0) / spent.max(1.0);
+        return rates.iter().map(|r| r[0] * scale).collect();
+    }
+    // Each track's share is what its level costs plus an equal part of what is left over, so a
+    // track can grow into spare capacity (the hysteresis decides when).
+    let left = (budget_bps - spent).max(0.0) / n.max(1) as f64;
+    (0..n).map(|i| rates[i][level[i] as usize] + left).collect()
+}
+
+/// A per-layer bitrate meter (one-second windows, smoothed).
+#[derive(Clone, Debug, Default)]
+pub struct LayerRates {
+    bytes: [u64; MAX_LAYERS],
+    window_start: Option<Instant>,
+    measured: [Option<f64>; MAX_LAYERS],
+}
+
+impl LayerRates {
+    pub fn record(&mut self, layer: u8, bytes: usize, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.duration_since(start);
+        if elapsed >= Duration::from_secs(1) {
+            for l in 0..MAX_LAYERS {
+                if self.bytes[l] > 0 {
+                    let bps = self.bytes[l] as f64 * 8.0 / elapsed.as_secs_f64();
+                    self.measured[l] = Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
+                }
+                self.bytes[l] = 0;
+            }
+            self.window_start = Some(now);
+        }
+        if let Some(b) = self.bytes.get_mut(layer as usize) {
+            *b += bytes as u64;
+        }
+    }
+
+    /// Measured rates, nominal where a layer was never seen.
+    pub fn rates(&self) -> [f64; MAX_LAYERS] {
+        let mut r = NOMINAL_BPS;
+        for l in 0..MAX_LAYERS {
+            if let Some(m) = self.measured[l] {
+                r[l] = m;
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATES: [f64; 3] = [150e3, 500e3, 1500e3];
+
+    #[test]
+    fn steps_down_at_once_and_up_after_the_hold() {
+        let t0 = Instant::now();
+        let mut c = BandwidthCap::default();
+        assert_eq!(c.update(2.0e6, RATES, t0), 2);
+        // The budget collapses: straight to the lowest layer.
+        assert_eq!(c.update(300e3, RATES, t0), 0);
+        // It recovers: one layer at a time, each after the hold, never before.
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(100)), 0);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(1500)), 0);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(2200)), 1);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(3000)), 1);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(4300)), 1);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(5100)), 2);
+    }
+
+    #[test]
+    fn hysteresis_holds_between_the_thresholds() {
+        let t0 = Instant::now();
+        let mut c = BandwidthCap::default();
+        c.update(600e3, RATES, t0); // 1.5 M does not fit: down to h (500k fits)
+        assert_eq!(c.cap, 1);
+        // 1.6 M: f fits (1.5 M) but not with 25% headroom (1.875 M): stay, however long.
+        for s in 1..20 {
+            assert_eq!(c.update(1.6e6, RATES, t0 + Duration::from_secs(s)), 1);
+        }
+        // A blip above the threshold shorter than the hold does not climb.
+        c.update(2.0e6, RATES, t0 + Duration::from_secs(30));
+        assert_eq!(c.update(1.6e6, RATES, t0 + Duration::from_millis(31_000)), 1);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(31_500)), 1);
+        // Oscillating budget around h: no flapping between h and q while h still fits.
+        for s in 40..60 {
+            let b = if s % 2 == 0 { 520e3 } else { 700e3 };
+            assert_eq!(c.update(b, RATES, t0 + Duration::from_secs(s)), 1);
+        }
+    }
+
+    #[test]
+    fn size_caps_pick_the_smallest_layer_tall_enough() {
+        let known = [Some(180), Some(360), Some(720)];
+        assert_eq!(size_cap(None, known), 2);
+        assert_eq!(size_cap(Some(90), known), 0);
+        assert_eq!(size_cap(Some(180), known), 0);
+        assert_eq!(size_cap(Some(181), known), 1);
+        assert_eq!(size_cap(Some(700), known), 2);
+        assert_eq!(size_cap(Some(2000), known), 2);
+        // Only the top layer measured: the others are estimated at ½ and ¼.
+        assert_eq!(size_cap(Some(300), [None, None, Some(720)]), 1);
+        // Nothing known: 180/360/720 assumed.
+        assert_eq!(size_cap(Some(100), [None; 3]), 0);
+        assert_eq!(size_cap(Some(400), [None; 3]), 2);
+    }
+
+    #[test]
+    fn missing_layers_fall_back_to_what_exists() {
+        // Two layers only (no f): heights of q and h known, the wanted size above h → top cap,
+        // and the forwarder then takes the best layer arriving.
+        assert_eq!(size_cap(Some(600), [Some(180), Some(360), None]), 2);
+        assert_eq!(Quality::Low.cap(), 0);
+        assert_eq!(Quality::Medium.cap(), 1);
+        assert_eq!(Quality::Auto.cap(), 2);
+    }
+
+    #[test]
+    fn allocation_gives_every_track_its_lowest_layer_first() {
+        let r = vec![RATES, RATES];
+        // 1.2 M for two tracks: both get h (2 × 500k), not one f and one q.
+        let a = allocate(1.2e6, &r, &[2, 2]);
+        assert!(a.iter().all(|s| *s >= 500e3 && *s < 1.5e6), "{a:?}");
+        // A track that only wants q leaves the rest to the other.
+        let a = allocate(2.0e6, &r, &[0, 2]);
+        assert!(a[1] >= 1.5e6, "{a:?}");
+        // Too little for even the lowest layers: equal shares below q.
+        let a = allocate(100e3, &r, &[2, 2]);
+        assert!(a.iter().all(|s| *s < 150e3));
+    }
+
+    #[test]
+    fn rates_are_measured_per_layer() {
+        let t0 = Instant::now();
+        let mut m = LayerRates::default();
+        for i in 0..100 {
+            let at = t0 + Duration::from_millis(i * 11);
+            m.record(0, 200, at); // ~145 kbit/s
+            m.record(2, 2000, at); // ~1.45 Mbit/s
+        }
+        m.record(0, 0, t0 + Duration::from_millis(1100));
+        let r = m.rates();
+        assert!((r[0] - 145e3).abs() < 20e3, "{r:?}");
+        assert_eq!(r[1], NOMINAL_BPS[1]);
+        assert!((r[2] - 1.45e6).abs() < 0.2e6, "{r:?}");
+    }
+}
