@@ -71,6 +71,7 @@ function banner(text) {
 
 async function showLobby() {
   $('lobby').hidden = false;
+  $('conn').hidden = true;
   $('lobby-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const room = $('lobby-room').value.trim();

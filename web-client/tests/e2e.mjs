@@ -64,12 +64,12 @@ async function token(room, identity, role, name = identity) {
   return (await r.json()).token;
 }
 
-async function open(label, tok, viewport = { width: 1280, height: 800 }) {
+async function open(label, tok, viewport = { width: 1280, height: 800 }, extra = '') {
   const context = await browser.newContext({ viewport, permissions: ['camera', 'microphone'] });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${label}] page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') console.error(`[${label}] ${m.text()}`); });
-  await page.goto(`${base}/?token=${encodeURIComponent(tok)}`);
+  page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('ERR_INTERNET_DISCONNECTED')) console.error(`[${label}] ${m.text()}`); });
+  await page.goto(tok ? `${base}/?token=${encodeURIComponent(tok)}${extra}` : `${base}/`);
   return page;
 }
 
@@ -94,6 +94,20 @@ try {
       '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
     ],
   });
+  // Dev mode: the lobby at / mints a token and enters the room.
+  {
+    const lobby = await open('lobby', null);
+    const visible = await lobby.isVisible('#lobby-form');
+    await lobby.fill('#lobby-room', 'lobbyroom');
+    await lobby.fill('#lobby-name', 'Lola Lobby');
+    await lobby.selectOption('#lobby-role', 'viewer');
+    await lobby.screenshot({ path: path.join(shots, 'lobby.png') });
+    await lobby.click('#lobby-form button[type=submit]');
+    const entered = await until('joined from the lobby', () => lobby.evaluate(() => window.__onair?.joins?.() >= 1), 10_000).then(() => true, () => false);
+    check('the dev lobby mints a token and joins', visible && entered && lobby.url().includes('token='));
+    await lobby.context().close();
+  }
+
   const room = 'e2e';
   const host = await open('host', await token(room, 'host', 'host', 'Hana Host'));
   await host.click('#go-live');
@@ -119,6 +133,34 @@ try {
     check(`viewer${i + 1}: inbound audio packets`, audio.some((a) => a.packetsReceived > 0), `packetsReceived ${audio.map((a) => a.packetsReceived)}`);
     check(`viewer${i + 1}: stage shows both co-hosts`, (await tiles(v)).length === 2, JSON.stringify(await tiles(v)));
   }
+
+  // Mute state reaches everyone: the host mutes the mic, viewers see "mic off" on the host's tile.
+  await host.click('#toggle-mic');
+  const muted = await until('mic off shown', async () => (await tiles(viewers[0])).some((t) => t.includes('Hana Host') && t.includes('mic off')), 3000).then(() => true, () => false);
+  check('muting the mic is shown to viewers', muted, JSON.stringify(await tiles(viewers[0])));
+  await host.click('#toggle-mic');
+  const unmuted = await until('mic on again', async () => !(await tiles(viewers[0])).some((t) => t.includes('mic off')), 3000).then(() => true, () => false);
+  check('unmuting is shown to viewers', unmuted);
+
+  // A full stage: two more co-hosts (640x360 capture to spare the CPU) make a 2x2 grid.
+  const extra = [];
+  for (const n of ['Cleo Third', 'Cy Fourth']) {
+    const p = await open(n, await token(room, n.toLowerCase().replace(' ', '-'), 'cohost', n), undefined, '&capture=360');
+    await p.click('#go-live');
+    extra.push(p);
+  }
+  const four = await until('four on stage', async () => (await tiles(viewers[0])).length === 4, 15_000).then(() => true, () => false);
+  check('a stage of four shows as a 2x2 grid', four, JSON.stringify(await tiles(viewers[0])));
+  await sleep(1500);
+  await viewers[0].screenshot({ path: path.join(shots, 'viewer-stage-of-four.png') });
+  await viewers[1].screenshot({ path: path.join(shots, 'viewer-stage-of-four-360px.png'), fullPage: true });
+  const fifth = await open('fifth', await token(room, 'fifth', 'cohost', 'Fifth Cohost'), undefined, '&capture=360');
+  await fifth.click('#go-live');
+  const refused = await until('stage full banner', () => fifth.evaluate(() => { const b = document.getElementById('banner'); return !b.hidden && b.textContent.includes('full'); }), 5000).then(() => true, () => false);
+  check('a fifth co-host is told the stage is full', refused);
+  await fifth.context().close();
+  for (const p of extra) { await p.click('#leave'); await p.context().close(); }
+  await until('back to two', async () => (await tiles(viewers[0])).length === 2, 5000).catch(() => {});
 
   // A network drop: the viewer goes offline for 2 s, then back. Without a reload, the page
   // reconnects, rejoins and decodes both videos again.
