@@ -305,15 +305,14 @@ impl Worker {
     /// Dynacast, subscriber side: tell each publisher's worker the highest layer this worker's
     /// subscribers want of its tracks, when that changes.
     fn update_demand(&mut self) {
+        let now = Instant::now();
         let mut demand: HashMap<TrackId, u8> = HashMap::new();
         for p in self.participants.values() {
             let Some(s) = p.subscriber.as_ref() else { continue };
             for (track, sub) in &s.forwarders {
-                if sub.forwarder.is_audio() {
-                    continue;
-                }
+                let Some(wants) = sub.forwarder.demand(now) else { continue };
                 let e = demand.entry(*track).or_insert(0);
-                *e = (*e).max(sub.forwarder.max_layer);
+                *e = (*e).max(wants);
             }
         }
         let mut changes: Vec<(TrackId, Option<u8>)> = Vec::new();
