@@ -5,8 +5,8 @@
 //! only the wire is a function call. The measured loop is exactly what a worker does per packet
 //! and subscriber — `PeerSession::forward` (keyframe gate, header rewrite, `write_rtp`,
 //! interceptors, SRTP) and draining `poll_write` — timed in thread CPU time, twice:
-//! kernel send excluded (datagrams dropped), and included (each datagram `send_to` a loopback
-//! sink socket, one syscall per datagram as the worker does today).
+//! kernel send excluded (datagrams dropped), and included two ways: one `send_to` per datagram,
+//! and one `sendmmsg` per fan-out (what the worker does).
 //!
 //! `cargo bench -p onair-sfu --bench forward` (add `-- --quick` for a smoke run).
 
@@ -104,7 +104,19 @@ fn connect(pairs: &mut [Pair], server_addr: SocketAddr) {
     }
 }
 
-fn run(k: usize, packets: usize, sink: Option<(&UdpSocket, SocketAddr)>, pairs: &mut [Pair], track: TrackId, seq0: &mut u16) -> (Duration, u64, u64) {
+/// How the encrypted datagrams leave.
+#[derive(Clone, Copy)]
+enum Send<'a> {
+    /// Dropped after encryption (kernel excluded).
+    Drop,
+    /// One `send_to` per datagram.
+    SendTo(&'a UdpSocket, SocketAddr),
+    /// One `sendmmsg` per fan-out (what the worker does).
+    Batched(&'a UdpSocket, SocketAddr),
+}
+
+fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId, seq0: &mut u16) -> (Duration, u64, u64) {
+    let mut batch = sfu::batch::SendBatch::default();
     let payload = Bytes::from(vec![0xab_u8; 1100]);
     let mut forwarded = 0u64;
     let mut datagrams = 0u64;
@@ -122,10 +134,17 @@ fn run(k: usize, packets: usize, sink: Option<(&UdpSocket, SocketAddr)>, pairs: 
             }
             while let Some(out) = p.server.pc.poll_write() {
                 datagrams += 1;
-                if let Some((sock, to)) = sink {
-                    let _ = sock.send_to(&out.message, to);
+                match mode {
+                    Send::Drop => {}
+                    Send::SendTo(sock, to) => {
+                        let _ = sock.send_to(&out.message, to);
+                    }
+                    Send::Batched(_, to) => batch.push(to, out.message),
                 }
             }
+        }
+        if let Send::Batched(sock, _) = mode {
+            batch.flush(sock);
         }
     }
     (thread_cpu() - cpu0, forwarded, datagrams)
@@ -162,22 +181,25 @@ fn main() {
     let _ = BytesMut::new();
     let mut seq = 1000u16;
     println!("forwarding path, one publisher, K subscribers, 1,100-byte VP8 payloads, 1 thread");
-    println!("{:>4} {:>10} {:>22} {:>22}", "K", "forwarded", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)");
+    println!("{:>4} {:>10} {:>24} {:>24} {:>24}", "K", "forwarded", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)");
     let ks: &[usize] = if quick { &[1, 4] } else { &[1, 10, 50] };
     for &k in ks {
         let total = if quick { 2_000 } else { 200_000 };
         let n = (total / k).max(100);
         // Warm-up.
-        run(k, n / 10, None, &mut pairs, track, &mut seq);
-        let (cpu_a, fwd_a, _) = run(k, n, None, &mut pairs, track, &mut seq);
-        let (cpu_b, fwd_b, dg_b) = run(k, n, Some((&sender, sink_addr)), &mut pairs, track, &mut seq);
-        assert!(fwd_a > 0 && fwd_b > 0 && dg_b >= fwd_b, "packets were forwarded");
+        run(k, n / 10, Send::Drop, &mut pairs, track, &mut seq);
+        let (cpu_a, fwd_a, _) = run(k, n, Send::Drop, &mut pairs, track, &mut seq);
+        let (cpu_b, fwd_b, dg_b) = run(k, n, Send::SendTo(&sender, sink_addr), &mut pairs, track, &mut seq);
+        let (cpu_c, fwd_c, dg_c) = run(k, n, Send::Batched(&sender, sink_addr), &mut pairs, track, &mut seq);
+        assert!(fwd_a > 0 && fwd_b > 0 && fwd_c > 0 && dg_b >= fwd_b && dg_c >= fwd_c, "packets were forwarded");
+        let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;
         println!(
-            "{:>4} {:>10} {:>22.3} {:>22.3}",
+            "{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}",
             k,
-            fwd_a + fwd_b,
-            cpu_a.as_secs_f64() * 1e6 / fwd_a as f64,
-            cpu_b.as_secs_f64() * 1e6 / fwd_b as f64
+            fwd_a + fwd_b + fwd_c,
+            us(cpu_a, fwd_a),
+            us(cpu_b, fwd_b),
+            us(cpu_c, fwd_c)
         );
     }
     drop(sink);

@@ -10,7 +10,7 @@
 //!            ──► forwarder per subscriber track: wait for keyframe,
 //!                rewrite SSRC / sequence number / timestamp / payload type       [forwarder.rs]
 //!            ──► subscriber PeerSession: SRTP encrypt, NACK cache, SR            [session.rs]
-//!            ──► UDP :7882 (the same socket)
+//!            ──► UDP :7882 (the same socket), one sendmmsg per fan-out            [batch.rs]
 //! ```
 //!
 //! Feedback flows back the other way: a subscriber's PLI/FIR becomes a keyframe request to the
@@ -25,6 +25,7 @@
 //! - Nothing here panics on network input; a session whose input still makes a dependency panic
 //!   is closed and the worker carries on.
 
+pub mod batch;
 pub mod codec;
 pub mod config;
 pub mod demux;

@@ -1,6 +1,7 @@
 //! The worker loop: owns a set of participants' sessions and drives them. One thread per core;
 //! the only place in the media plane that does I/O (it sends on the shared UDP socket).
 
+use crate::batch::SendBatch;
 use crate::codec::Codec;
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
@@ -101,6 +102,8 @@ struct Worker {
     last_allocation: Instant,
     /// Dynacast: the demand this worker last reported per track.
     demand_sent: HashMap<TrackId, u8>,
+    /// Outgoing datagrams of one fan-out, sent with one sendmmsg.
+    batch: SendBatch,
 }
 
 pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>) {
@@ -113,6 +116,7 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>) {
         last_tick: Instant::now(),
         last_allocation: Instant::now(),
         demand_sent: HashMap::new(),
+        batch: SendBatch::default(),
     };
     while !w.shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -748,15 +752,22 @@ impl Worker {
         let Some(subs) = self.router.subscribers.get(&pkt.track) else { return };
         let now = Instant::now();
         let shared = &self.shared;
+        let mut forwarded = 0u64;
         for p in subs {
             let Some(state) = self.participants.get_mut(p) else { continue };
             let Some(session) = state.subscriber.as_mut() else { continue };
             if session.forward(pkt, now) {
-                shared.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
+                forwarded += 1;
             }
-            flush_writes(shared, session);
+            while let Some(out) = session.pc.poll_write() {
+                self.batch.push(out.transport.peer_addr, out.message);
+            }
             reschedule(&mut self.timers, session);
         }
+        // One syscall for the whole fan-out.
+        let (_, bytes) = self.batch.flush(&shared.socket);
+        shared.counters.rtp_out.fetch_add(forwarded, Ordering::Relaxed);
+        shared.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     // ---- time --------------------------------------------------------------------------

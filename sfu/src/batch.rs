@@ -1,0 +1,166 @@
+//! Batched UDP sends: one `sendmmsg(2)` for the datagrams a fan-out produces, instead of one
+//! `send_to` each. A forwarded packet goes to many viewers at once, so this is where the
+//! per-datagram syscall cost (≈ 1.4 µs of the ≈ 3.2 µs a forwarded packet cost) is amortised.
+//!
+//! Linux only; elsewhere it falls back to one `send_to` per datagram. Errors for one datagram
+//! (an unreachable viewer) never stop the rest: the batch continues after it.
+
+use bytes::BytesMut;
+use std::net::{SocketAddr, UdpSocket};
+
+/// Datagrams handed to the kernel per `sendmmsg` call.
+pub const MAX_BATCH: usize = 64;
+
+/// Datagrams waiting to be sent, owned by one worker and reused (no allocation per packet once
+/// warm).
+#[derive(Default)]
+pub struct SendBatch {
+    items: Vec<(SocketAddr, BytesMut)>,
+}
+
+impl SendBatch {
+    pub fn push(&mut self, to: SocketAddr, datagram: BytesMut) {
+        self.items.push((to, datagram));
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Send everything queued; returns (datagrams sent, bytes sent). The batch is empty after.
+    pub fn flush(&mut self, socket: &UdpSocket) -> (usize, usize) {
+        let mut sent = (0, 0);
+        for chunk in self.items.chunks(MAX_BATCH) {
+            let (n, b) = send_chunk(socket, chunk);
+            sent.0 += n;
+            sent.1 += b;
+        }
+        self.items.clear();
+        sent
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn send_chunk(socket: &UdpSocket, chunk: &[(SocketAddr, BytesMut)]) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero sockaddr_storage / iovec / mmsghdr is a valid (empty) value of each.
+    let mut addrs: [libc::sockaddr_storage; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let n = chunk.len().min(MAX_BATCH);
+    for i in 0..n {
+        let (to, data) = &chunk[i];
+        let len = write_sockaddr(to, &mut addrs[i]);
+        iovs[i] = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+        msgs[i].msg_hdr.msg_name = &mut addrs[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+        msgs[i].msg_hdr.msg_namelen = len;
+        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    let fd = socket.as_raw_fd();
+    let mut done = 0usize;
+    let mut bytes = 0usize;
+    let mut at = 0usize;
+    // Bounded: each round either sends at least one datagram or skips the one that failed.
+    while at < n {
+        // SAFETY: msgs[at..n] point at addrs/iovs entries and datagram buffers that all outlive
+        // this call; the kernel only reads them (and writes msg_len).
+        let r = unsafe { libc::sendmmsg(fd, msgs[at..].as_mut_ptr(), (n - at) as libc::c_uint, 0) };
+        if r > 0 {
+            for m in &msgs[at..at + r as usize] {
+                bytes += m.msg_len as usize;
+            }
+            done += r as usize;
+            at += r as usize;
+        } else {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The datagram at `at` failed (e.g. ICMP-refused peer, full buffer): skip it, go on.
+            tracing::trace!("sendmmsg to {}: {err}", chunk[at].0);
+            at += 1;
+        }
+    }
+    (done, bytes)
+}
+
+#[cfg(target_os = "linux")]
+fn write_sockaddr(to: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match to {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned for it.
+            unsafe { std::ptr::write(out as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned for it.
+            unsafe { std::ptr::write(out as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_chunk(socket: &UdpSocket, chunk: &[(SocketAddr, BytesMut)]) -> (usize, usize) {
+    let mut sent = (0, 0);
+    for (to, data) in chunk {
+        if let Ok(n) = socket.send_to(data, to) {
+            sent.0 += 1;
+            sent.1 += n;
+        }
+    }
+    sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_batch_reaches_every_destination_in_order_and_survives_a_dead_one() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        // A port nobody listens on: the kernel may refuse (ICMP) later datagrams to it.
+        let dead = {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let mut b = SendBatch::default();
+        for round in 0..100u32 {
+            for (i, r) in rx.iter().enumerate() {
+                b.push(r.local_addr().unwrap(), BytesMut::from(&[round as u8, i as u8][..]));
+            }
+            b.push(dead, BytesMut::from(&b"x"[..]));
+        }
+        let (n, _) = b.flush(&tx);
+        assert!(b.is_empty());
+        assert!(n >= 300, "the live destinations all got theirs ({n} sent)");
+        for (i, r) in rx.iter().enumerate() {
+            r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 8];
+            for round in 0..100u32 {
+                let (len, _) = r.recv_from(&mut buf).unwrap();
+                assert_eq!(&buf[..len], &[round as u8, i as u8]);
+            }
+        }
+    }
+}
