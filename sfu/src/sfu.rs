@@ -75,11 +75,12 @@ pub enum SfuEvent {
     LayersWanted(TrackId, u8),
 }
 
-/// One subscribed track as the SFU forwards it.
-#[derive(Clone, Debug, Serialize)]
+/// One subscribed track as the SFU forwards it (also the wire form in the `stats` message).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct TrackStats {
     pub track: TrackId,
     /// Layer being forwarded (0 = lowest); `None` before the first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<u8>,
     /// The highest layer allowed now (quality choice, video size, bandwidth).
     pub max_layer: u8,

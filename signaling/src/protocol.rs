@@ -128,21 +128,6 @@ pub struct RoomInfo {
     pub viewers: usize,
 }
 
-/// One subscribed track in `stats`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct SubscribedTrack {
-    pub track: TrackId,
-    /// Layer being forwarded (0 = lowest), absent before the first frame.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub layer: Option<u8>,
-    /// Highest layer allowed now (quality choice, video size, bandwidth).
-    pub max_layer: u8,
-    pub packets: u64,
-    pub bytes: u64,
-    /// The publisher's layer rates as they arrive (bits/s).
-    pub layer_bps: [u64; 3],
-}
-
 /// Messages from the server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -176,7 +161,7 @@ pub enum ServerMsg {
     Stats {
         #[serde(skip_serializing_if = "Option::is_none")]
         bandwidth_bps: Option<u64>,
-        tracks: Vec<SubscribedTrack>,
+        tracks: Vec<sfu::TrackStats>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -345,19 +345,7 @@ impl Session {
             }
             ClientMsg::GetStats => {
                 let stats = sfu.subscriber_stats(self.id).await?;
-                let tracks = stats
-                    .tracks
-                    .into_iter()
-                    .map(|t| crate::protocol::SubscribedTrack {
-                        track: t.track,
-                        layer: t.layer,
-                        max_layer: t.max_layer,
-                        packets: t.packets,
-                        bytes: t.bytes,
-                        layer_bps: t.layer_bps,
-                    })
-                    .collect();
-                send(socket, &ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, tracks }).await;
+                send(socket, &ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, tracks: stats.tracks }).await;
                 Ok(Flow::Continue)
             }
         }
