@@ -10,6 +10,7 @@
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -26,12 +27,15 @@ pub struct KeyframeFeedback {
     writes: VecDeque<TaggedPacket>,
     /// Where the latest target bitrate (bits/s) goes, if anyone listens.
     estimate: Option<Arc<AtomicU64>>,
+    /// Transport-wide congestion control feedback packets seen (diagnostics).
+    twcc_feedback: Option<Arc<AtomicU64>>,
 }
 
 impl KeyframeFeedback {
-    /// Also publish the congestion controller's estimate into `estimate`.
-    pub fn with_estimate(estimate: Arc<AtomicU64>) -> Self {
-        Self { estimate: Some(estimate), ..Self::default() }
+    /// Also publish the congestion controller's estimate into `estimate`, and count the TWCC
+    /// feedback packets that fed it into `twcc_feedback`.
+    pub fn with_estimate(estimate: Arc<AtomicU64>, twcc_feedback: Arc<AtomicU64>) -> Self {
+        Self { estimate: Some(estimate), twcc_feedback: Some(twcc_feedback), ..Self::default() }
     }
 }
 
@@ -52,6 +56,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
                 msg.message.get(&Attribute::TargetBitrateChanged { bits_per_second: 0.0 })
         {
             estimate.store(bits_per_second.max(0.0) as u64, Ordering::Relaxed);
+        }
+        if let (Some(count), Packet::Rtcp(packets)) = (&self.twcc_feedback, &msg.message.packet) {
+            let n = packets.iter().filter(|p| p.as_any().is::<TransportLayerCc>()).count();
+            if n > 0 {
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && asks_for_keyframe(packets)

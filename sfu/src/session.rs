@@ -72,11 +72,12 @@ impl SessionFactory {
             .register_default_codecs()
             .map_err(|e| SfuError::Startup(e.to_string()))?;
         let estimate = Arc::new(AtomicU64::new(0));
+        let twcc_feedback = Arc::new(AtomicU64::new(0));
         let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)
             .map_err(|e| SfuError::Startup(e.to_string()))?
             .with(
                 rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
-                crate::feedback::KeyframeFeedback::with_estimate(estimate.clone()),
+                crate::feedback::KeyframeFeedback::with_estimate(estimate.clone(), twcc_feedback.clone()),
             );
         if key.role == SessionRole::Subscriber {
             // Send-side bandwidth estimation toward the viewer: number what leaves (TWCC), read
@@ -136,6 +137,7 @@ impl SessionFactory {
             forwarders: HashMap::new(),
             published: HashMap::new(),
             estimate,
+            twcc_feedback,
         })
     }
 }
@@ -209,6 +211,8 @@ pub struct PeerSession {
     /// Subscriber side: the congestion controller's latest estimate toward the viewer (bits/s,
     /// 0 until the first feedback).
     estimate: Arc<AtomicU64>,
+    /// TWCC feedback packets received from this peer.
+    twcc_feedback: Arc<AtomicU64>,
 }
 
 fn sdp_err(e: impl std::fmt::Display) -> SfuError {
@@ -222,6 +226,11 @@ impl PeerSession {
             0 => None,
             bps => Some(bps as f64),
         }
+    }
+
+    /// TWCC feedback packets this peer has sent us.
+    pub fn twcc_feedback(&self) -> u64 {
+        self.twcc_feedback.load(Ordering::Relaxed)
     }
 
     /// Subscriber side: recompute every forwarder's layer cap — audio first (always forwarded,

@@ -95,6 +95,8 @@ pub struct TrackStats {
 pub struct SubscriberStats {
     /// Send-side bandwidth estimate toward this viewer (bits/s), once feedback produced one.
     pub bandwidth_bps: Option<u64>,
+    /// Transport-wide congestion control feedback packets the viewer has sent.
+    pub twcc_feedback: u64,
     pub tracks: Vec<TrackStats>,
 }
 

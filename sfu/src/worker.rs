@@ -276,6 +276,7 @@ impl Worker {
                     None => SubscriberStats::default(),
                     Some(s) => SubscriberStats {
                         bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
+                        twcc_feedback: s.twcc_feedback(),
                         tracks: s
                             .forwarders
                             .values()

@@ -161,6 +161,8 @@ pub enum ServerMsg {
     Stats {
         #[serde(skip_serializing_if = "Option::is_none")]
         bandwidth_bps: Option<u64>,
+        /// Transport-wide congestion control feedback packets received from you.
+        twcc_feedback: u64,
         tracks: Vec<sfu::TrackStats>,
     },
     Pong {

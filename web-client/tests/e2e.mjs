@@ -248,7 +248,10 @@ try {
     }, 25_000).then((v) => v, () => null);
     console.log(`full-size viewer at 720p ${Date.now() - t2} ms after joining`);
     const stats = await big.evaluate(() => window.__onair.serverStats());
-    check('a full-size viewer receives the top layer (720p)', !!bigOk, `${JSON.stringify(bigOk)} server: ${JSON.stringify(stats.tracks?.filter((t) => t.layer !== undefined && t.max_layer !== undefined).map((t) => ({ layer: t.layer, max: t.max_layer })))} bw ${stats.bandwidth_bps}`);
+    check('a full-size viewer receives the top layer (720p)', !!bigOk, `${JSON.stringify(bigOk)} server: ${JSON.stringify(stats.tracks?.filter((t) => t.layer !== undefined && t.max_layer !== undefined).map((t) => ({ layer: t.layer, max: t.max_layer })))} bw ${stats.bandwidth_bps} twcc feedback ${stats.twcc_feedback}`);
+    await sleep(3000);
+    const later = await big.evaluate(() => window.__onair.serverStats());
+    console.log(`full-size viewer 3 s later: bandwidth estimate ${later.bandwidth_bps} bit/s from ${later.twcc_feedback} TWCC feedback packets`);
     const smallStill = (await inbound(small)).find((r) => r.kind === 'video');
     check('the thumbnail viewer stays on the low layer meanwhile', smallStill && smallStill.frameHeight <= 180, JSON.stringify(smallStill));
     await big.screenshot({ path: path.join(shots, 'viewer-full-720p.png') });
