@@ -88,7 +88,7 @@ pub const MAX_LAYERS: usize = 3;
 /// A layer not heard from for this long counts as stopped, and the forwarder falls back.
 pub const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a new viewer that has not reported its video size is kept from raising demand.
-pub const DEMAND_GRACE: Duration = Duration::from_millis(2000);
+pub const DEMAND_GRACE: Duration = Duration::from_millis(1000);
 
 /// The simulcast layer of a RID. Onair's clients use LiveKit's `q`/`h`/`f` (quarter, half, full);
 /// `l`/`m` and numeric RIDs are understood too. Unknown RIDs get `fallback`.

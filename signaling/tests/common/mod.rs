@@ -245,6 +245,8 @@ pub struct Client {
     pub keyframe_requests_seen: Arc<AtomicU32>,
     /// The last subscriber offer the server sent (its ICE ufrag is used by attack tests).
     pub last_offer: Arc<Mutex<Option<String>>>,
+    /// Dynacast: the highest layer the server last asked this publisher for.
+    pub simulcast_max_layer: Arc<std::sync::atomic::AtomicU32>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -277,6 +279,7 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
     let stop = Arc::new(AtomicBool::new(false));
     let pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::new(Mutex::new(None));
     let last_offer: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let simulcast_max_layer = Arc::new(AtomicU32::new(2));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {
         while let Some(text) = out_rx.recv().await {
@@ -291,6 +294,7 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
         let out = out_tx.clone();
         let pub_answer = pub_answer.clone();
         let last_offer = last_offer.clone();
+        let simulcast_max_layer = simulcast_max_layer.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let Message::Text(t) = msg else { continue };
@@ -311,6 +315,10 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
                         sub_pc.set_local_description(answer).await.unwrap();
                         let sdp = sub_pc.local_description().await.unwrap().sdp;
                         let _ = out.send(json!({"type":"answer","sdp":sdp}).to_string());
+                    }
+                    Some("layers") => {
+                        simulcast_max_layer.store(v["max_layer"].as_u64().unwrap_or(2) as u32, Ordering::SeqCst);
+                        let _ = ev_tx.send(v);
                     }
                     Some("answer") => {
                         if let Some(tx) = pub_answer.lock().unwrap().as_ref() {
@@ -349,6 +357,7 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
         sent_packets: Arc::new(AtomicU32::new(0)),
         keyframe_requests_seen: Arc::new(AtomicU32::new(0)),
         last_offer,
+        simulcast_max_layer,
         tasks,
     })
 }
@@ -490,6 +499,121 @@ impl Client {
                     }
                     v_ts = v_ts.wrapping_add(3000);
                     frames += 1;
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Publish one synthetic VP8 video track as three simulcast layers (RIDs q/h/f) at the given
+    /// bitrates (bits/s, 30 fps), with a keyframe per layer every 2 s and on every PLI for that
+    /// layer, and honour dynacast `layers` messages by pausing the layers above `max_layer`.
+    pub async fn publish_simulcast(&mut self, rates: [u32; 3]) -> Result<(), Value> {
+        let connected = self.pub_connected.clone();
+        let pc = build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true).await;
+        let codec = RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
+        let rids = ["q", "h", "f"];
+        let ssrcs: Vec<u32> = (0..3).map(|_| rand::random::<u32>()).collect();
+        let codings = (0..3)
+            .map(|i| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { rid: rids[i].into(), ssrc: Some(ssrcs[i]), ..Default::default() },
+                codec: codec.clone(),
+                active: true,
+                ..Default::default()
+            })
+            .collect();
+        let video = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new("stream-sim".into(), "video-sim".into(), "video".into(), RtpCodecKind::Video, codings)));
+        pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        pc.set_local_description(offer).await.unwrap();
+        let sdp = pc.local_description().await.unwrap().sdp;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        *self.pub_answer.lock().unwrap() = Some(tx);
+        self.send(json!({"type":"publish","sdp":sdp}));
+        let answer = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten().ok_or_else(|| json!({"error":"no answer"}))?;
+        let ext_id = |uri: &str| -> Option<u8> {
+            answer.lines().find_map(|l| {
+                let rest = l.strip_prefix("a=extmap:")?;
+                let (id, u) = rest.split_once(' ')?;
+                (u.trim() == uri).then(|| id.split('/').next()?.parse().ok())?
+            })
+        };
+        let mid_id = ext_id("urn:ietf:params:rtp-hdrext:sdes:mid");
+        let rid_id = ext_id("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+        let mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).unwrap_or("0").trim().to_owned();
+        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
+        self.pub_pc = Some(pc);
+        let want_key: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(true)).collect());
+        {
+            let (video, want_key, seen, stop, ssrcs) = (video.clone(), want_key.clone(), self.keyframe_requests_seen.clone(), self.stop.clone(), ssrcs.clone());
+            self.tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(200), video.poll()).await {
+                        Ok(Some(webrtc::media_stream::track_local::TrackLocalEvent::OnRtcpPacket(packets))) => {
+                            for p in packets {
+                                for d in p.destination_ssrc() {
+                                    if let Some(i) = ssrcs.iter().position(|s| *s == d) {
+                                        seen.fetch_add(1, Ordering::SeqCst);
+                                        want_key[i].store(true, Ordering::SeqCst);
+                                    }
+                                }
+                            }
+                        }
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(_) => {}
+                    }
+                }
+            }));
+        }
+        let (stop, sent, max_layer) = (self.stop.clone(), self.sent_packets.clone(), self.simulcast_max_layer.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
+            let mut seq: Vec<u16> = (0..3).map(|_| rand::random()).collect();
+            let mut ts: Vec<u32> = (0..3).map(|_| rand::random()).collect();
+            let mut last_key = [Instant::now(); 3];
+            let heights = [180u16, 360, 720];
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                tick.tick().await;
+                for l in 0..3 {
+                    if l as u32 > max_layer.load(Ordering::Relaxed) {
+                        continue; // paused by dynacast
+                    }
+                    let frame_bytes = (rates[l] / 8 / 30) as usize;
+                    let key = want_key[l].swap(false, Ordering::SeqCst) || last_key[l].elapsed() >= Duration::from_secs(2);
+                    if key {
+                        last_key[l] = Instant::now();
+                    }
+                    let packets = frame_bytes.div_ceil(1000).max(1);
+                    for i in 0..packets {
+                        let mut body = Vec::with_capacity(1100);
+                        body.push(if i == 0 { 0x10 } else { 0x00 });
+                        if i == 0 && key {
+                            let (w, h) = (heights[l] * 16 / 9, heights[l]);
+                            body.extend_from_slice(&[0x50, 0x2d, 0x01, 0x9d, 0x01, 0x2a]);
+                            body.extend_from_slice(&w.to_le_bytes());
+                            body.extend_from_slice(&h.to_le_bytes());
+                        } else if i == 0 {
+                            body.extend_from_slice(&[0x51, 0x2d, 0x01]);
+                        }
+                        body.resize((frame_bytes / packets).max(body.len() + 1), 0xab);
+                        let mut p = rtc::rtp::Packet { header: Default::default(), payload: body.into() };
+                        p.header.version = 2;
+                        p.header.payload_type = VP8_PT;
+                        p.header.ssrc = ssrcs[l];
+                        p.header.sequence_number = seq[l];
+                        p.header.timestamp = ts[l];
+                        p.header.marker = i + 1 == packets;
+                        if let (Some(m), Some(r)) = (mid_id, rid_id) {
+                            let _ = p.header.set_extension(m, bytes::Bytes::from(mid.clone().into_bytes()));
+                            let _ = p.header.set_extension(r, bytes::Bytes::from(rids[l].as_bytes().to_vec()));
+                        }
+                        seq[l] = seq[l].wrapping_add(1);
+                        if video.write_rtp(p).await.is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    ts[l] = ts[l].wrapping_add(3000);
                 }
             }
         }));

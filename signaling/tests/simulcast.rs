@@ -1,0 +1,84 @@
+//! A synthetic three-layer (q/h/f) publisher through the real SFU: each viewer gets the layer
+//! its quality choice and video size ask for, on one continuous stream; dynacast pauses the top
+//! layer when nobody needs it and resumes it when somebody does.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use signaling::auth::Role;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+async fn layer(c: &mut Client) -> Option<u64> {
+    c.send(json!({"type": "get_stats"}));
+    let s: Value = c.wait_for("stats", Duration::from_secs(2)).await?;
+    s["tracks"].as_array()?.first()?["layer"].as_u64()
+}
+
+async fn layer_within(c: &mut Client, want: u64, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if layer(c).await == Some(want) {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewers_get_the_layer_they_ask_for_and_dynacast_follows() {
+    let server = start_server().await;
+    let mut host = join(&server, &token(&server, "sim", "host", Role::Host)).await.unwrap();
+    host.publish_simulcast([100_000, 300_000, 800_000]).await.expect("simulcast publish");
+    let mut full = join(&server, &token(&server, "sim", "full", Role::Viewer)).await.unwrap();
+    let t = layer_within(&mut full, 2, Duration::from_secs(10)).await;
+    eprintln!("unconstrained viewer on the top layer after {t:?}");
+    assert!(t.is_some(), "an unconstrained viewer gets the top layer");
+
+    let mut low = join(&server, &token(&server, "sim", "low", Role::Viewer)).await.unwrap();
+    low.send(json!({"type": "quality", "quality": "low"}));
+    assert!(layer_within(&mut low, 0, Duration::from_secs(5)).await.is_some(), "quality low → layer 0");
+    let mut thumb = join(&server, &token(&server, "sim", "thumb", Role::Viewer)).await.unwrap();
+    assert!(layer_within(&mut thumb, 2, Duration::from_secs(8)).await.is_some(), "starts high");
+    let track = {
+        thumb.send(json!({"type": "get_stats"}));
+        thumb.wait_for("stats", Duration::from_secs(2)).await.unwrap()["tracks"][0]["track"].clone()
+    };
+    thumb.send(json!({"type": "video_size", "track": track, "width": 160, "height": 90}));
+    let t = layer_within(&mut thumb, 0, Duration::from_secs(5)).await;
+    eprintln!("160x90 viewer down to the low layer after {t:?}");
+    assert!(t.is_some(), "a 160x90 video gets the 180p layer");
+    // The stream each viewer sees is one continuous stream across those switches.
+    for c in [&full, &low, &thumb] {
+        for s in c.media_snapshot().values() {
+            assert_eq!(s.ssrcs.len(), 1, "one SSRC");
+            assert!(s.packets > 20);
+        }
+    }
+
+    // Dynacast: the full-size viewer leaves; only low-layer viewers remain → the publisher is
+    // asked to pause the layers above q within 3 s; a full-size viewer returns → resumed.
+    full.close().await;
+    let t0 = Instant::now();
+    while host.simulcast_max_layer.load(Ordering::SeqCst) != 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paused = t0.elapsed();
+    eprintln!("top layer paused after {paused:?}");
+    assert_eq!(host.simulcast_max_layer.load(Ordering::SeqCst), 0);
+    assert!(paused <= Duration::from_secs(3), "paused within 3 s ({paused:?})");
+    let t0 = Instant::now();
+    let mut again = join(&server, &token(&server, "sim", "again", Role::Viewer)).await.unwrap();
+    while host.simulcast_max_layer.load(Ordering::SeqCst) != 2 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resumed = t0.elapsed();
+    eprintln!("top layer resumed after {resumed:?}");
+    assert!(resumed <= Duration::from_secs(3), "resumed within 3 s ({resumed:?})");
+    assert!(layer_within(&mut again, 2, Duration::from_secs(10)).await.is_some(), "and the new viewer gets it");
+    for c in [low, thumb, again, host] {
+        c.close().await;
+    }
+    server.shutdown().await;
+}
