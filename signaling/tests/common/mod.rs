@@ -384,6 +384,32 @@ impl Client {
         }
     }
 
+    /// Offer `pc` with `publish`, apply the server's answer and keep `pc` as the publisher
+    /// connection; returns the answer SDP, or the server's `error` message on refusal.
+    async fn offer_to_publish(&mut self, pc: Arc<dyn PeerConnection>) -> Result<String, Value> {
+        let offer = pc.create_offer(None).await.unwrap();
+        pc.set_local_description(offer).await.unwrap();
+        let sdp = pc.local_description().await.unwrap().sdp;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        *self.pub_answer.lock().unwrap() = Some(tx);
+        self.send(json!({"type":"publish","sdp":sdp}));
+        // Either an answer or an error comes back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            tokio::select! {
+                a = rx.recv() => break a.expect("answer channel"),
+                e = tokio::time::timeout_at(deadline, self.events.recv()) => match e {
+                    Ok(Some(v)) if v["type"] == "error" => { let _ = pc.close().await; return Err(v) },
+                    Ok(Some(_)) => continue,
+                    _ => panic!("no answer to publish"),
+                }
+            }
+        };
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap()).await.unwrap();
+        self.pub_pc = Some(pc);
+        Ok(answer)
+    }
+
     /// Publish synthetic Opus-sized audio (50 pkt/s) and VP8-shaped video (30 fps, 3 packets a
     /// frame, a keyframe every 3 s and on every PLI). Returns the publish error if refused.
     pub async fn publish(&mut self) -> Result<(), Value> {
@@ -407,26 +433,7 @@ impl Client {
         let (v_ssrc, video) = mk(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, "", "video");
         pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.unwrap();
         pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
-        let offer = pc.create_offer(None).await.unwrap();
-        pc.set_local_description(offer).await.unwrap();
-        let sdp = pc.local_description().await.unwrap().sdp;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        *self.pub_answer.lock().unwrap() = Some(tx);
-        self.send(json!({"type":"publish","sdp":sdp}));
-        // Either an answer or an error comes back.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let answer = loop {
-            tokio::select! {
-                a = rx.recv() => break a.expect("answer channel"),
-                e = tokio::time::timeout_at(deadline, self.events.recv()) => match e {
-                    Ok(Some(v)) if v["type"] == "error" => { let _ = pc.close().await; return Err(v) },
-                    Ok(Some(_)) => continue,
-                    _ => panic!("no answer to publish"),
-                }
-            }
-        };
-        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
-        self.pub_pc = Some(pc);
+        self.offer_to_publish(pc).await?;
         // Keyframe requests arrive as RTCP on the video track.
         let want_key = Arc::new(AtomicBool::new(true));
         {
@@ -524,13 +531,7 @@ impl Client {
             .collect();
         let video = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new("stream-sim".into(), "video-sim".into(), "video".into(), RtpCodecKind::Video, codings)));
         pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
-        let offer = pc.create_offer(None).await.unwrap();
-        pc.set_local_description(offer).await.unwrap();
-        let sdp = pc.local_description().await.unwrap().sdp;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        *self.pub_answer.lock().unwrap() = Some(tx);
-        self.send(json!({"type":"publish","sdp":sdp}));
-        let answer = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten().ok_or_else(|| json!({"error":"no answer"}))?;
+        let answer = self.offer_to_publish(pc).await?;
         let ext_id = |uri: &str| -> Option<u8> {
             answer.lines().find_map(|l| {
                 let rest = l.strip_prefix("a=extmap:")?;
@@ -541,8 +542,6 @@ impl Client {
         let mid_id = ext_id("urn:ietf:params:rtp-hdrext:sdes:mid");
         let rid_id = ext_id("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
         let mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).unwrap_or("0").trim().to_owned();
-        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
-        self.pub_pc = Some(pc);
         let want_key: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(true)).collect());
         {
             let (video, want_key, seen, stop, ssrcs) = (video.clone(), want_key.clone(), self.keyframe_requests_seen.clone(), self.stop.clone(), ssrcs.clone());
