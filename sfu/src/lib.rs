@@ -32,6 +32,7 @@ pub mod demux;
 pub mod error;
 pub mod feedback;
 pub mod forwarder;
+pub mod ingest;
 pub mod ids;
 pub mod router;
 pub mod selector;
@@ -42,6 +43,7 @@ mod worker;
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+pub use router::MediaPacket;
 pub use selector::Quality;
 pub use sfu::{CodecInfo, ConnState, MediaKind, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).

@@ -5,6 +5,7 @@ use crate::demux::{DemuxTable, Route};
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::selector::Quality;
+use crate::router::MediaPacket;
 use crate::session::SessionFactory;
 use crate::worker::{self, Command, WorkerMsg};
 use bytes::BytesMut;
@@ -311,6 +312,23 @@ impl Sfu {
     /// Current layer, cap and estimate per subscribed track.
     pub async fn subscriber_stats(&self, participant: ParticipantId) -> Result<SubscriberStats, SfuError> {
         self.ask(participant, |reply| Command::Stats { participant, reply }).await
+    }
+
+    /// Publish tracks fed in-process (the RTMP bridge) for `participant`, which must have been
+    /// added. Each becomes a [`SfuEvent::TrackPublished`] like a browser's track; feed packets
+    /// with [`Sfu::ingest`]. They stay published until the participant is removed.
+    pub async fn open_ingest(&self, participant: ParticipantId, tracks: Vec<(MediaKind, CodecInfo)>) -> Result<Vec<TrackInfo>, SfuError> {
+        self.ask(participant, |reply| Command::OpenIngest { participant, tracks, reply }).await
+    }
+
+    /// One RTP packet of an ingest track. Never blocks: a full worker queue drops it (counted).
+    pub fn ingest(&self, participant: ParticipantId, packet: MediaPacket) -> Result<(), SfuError> {
+        let worker = *self.shared.participants.get(&participant).ok_or(SfuError::NoSession)?;
+        let r = self.shared.send_to_worker(worker, WorkerMsg::Ingest(participant, packet));
+        if r.is_err() {
+            self.shared.counters.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Close a participant's sessions; its tracks are unpublished everywhere.

@@ -47,6 +47,8 @@ pub(crate) enum Command {
     /// The viewer's quality choice, for one track or all.
     Quality { participant: ParticipantId, track: Option<TrackId>, quality: Quality },
     Stats { participant: ParticipantId, reply: Reply<SubscriberStats> },
+    /// Publish tracks fed by an in-process source (the RTMP bridge) instead of a peer session.
+    OpenIngest { participant: ParticipantId, tracks: Vec<(MediaKind, CodecInfo)>, reply: Reply<Vec<TrackInfo>> },
 }
 
 /// Everything a worker receives.
@@ -64,12 +66,16 @@ pub(crate) enum WorkerMsg {
     /// The highest layer a worker's subscribers want of a track published here (dynacast);
     /// `None` when it has none left.
     LayerDemand { track: TrackId, worker: usize, layer: Option<u8> },
+    /// A packet of an ingest track (RTMP bridge) owned by a participant on this worker.
+    Ingest(ParticipantId, MediaPacket),
 }
 
 struct ParticipantState {
     events: EventSink,
     publisher: Option<PeerSession>,
     subscriber: Option<PeerSession>,
+    /// Tracks this participant publishes through the in-process ingest path.
+    ingest: Vec<TrackId>,
 }
 
 impl ParticipantState {
@@ -154,6 +160,7 @@ impl Worker {
             WorkerMsg::KeyframeRequest(track, layer) => self.keyframe_request(track, layer, Instant::now()),
             WorkerMsg::TrackGone(track) => self.track_gone(track),
             WorkerMsg::LayerDemand { track, worker, layer } => self.layer_demand(track, worker, layer),
+            WorkerMsg::Ingest(participant, pkt) => self.ingest(participant, pkt),
         }
     }
 
@@ -206,7 +213,7 @@ impl Worker {
         let now = Instant::now();
         match cmd {
             Command::AddParticipant { participant, events } => {
-                if self.participants.insert(participant, ParticipantState { events, publisher: None, subscriber: None }).is_none() {
+                if self.participants.insert(participant, ParticipantState { events, publisher: None, subscriber: None, ingest: Vec::new() }).is_none() {
                     self.shared.counters.participants.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -296,7 +303,44 @@ impl Worker {
                 };
                 let _ = reply.send(Ok(stats));
             }
+            Command::OpenIngest { participant, tracks, reply } => {
+                let _ = reply.send(self.open_ingest(participant, tracks));
+            }
         }
+    }
+
+    /// Register tracks whose packets arrive as [`WorkerMsg::Ingest`] rather than from a peer
+    /// session. From here on the router treats them like any published track.
+    fn open_ingest(&mut self, participant: ParticipantId, tracks: Vec<(MediaKind, CodecInfo)>) -> Result<Vec<TrackInfo>, SfuError> {
+        let max = self.shared.config.max_tracks_per_publisher;
+        let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        if state.ingest.len() + tracks.len() > max {
+            return Err(SfuError::Limit("too many tracks for one publisher"));
+        }
+        let mut infos = Vec::with_capacity(tracks.len());
+        for (kind, codec) in tracks {
+            let id = TrackId::next();
+            state.ingest.push(id);
+            infos.push(TrackInfo { id, publisher: participant, kind, codec });
+        }
+        for info in &infos {
+            self.router.published.insert(info.id, Published::new(participant, self.shared.workers.len()));
+            self.shared.tracks.insert(info.id, self.idx);
+            self.shared.counters.tracks.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%participant, track = %info.id, kind = ?info.kind, mime = %info.codec.mime_type, "ingest track published");
+            self.emit(participant, SfuEvent::TrackPublished(info.clone()));
+        }
+        Ok(infos)
+    }
+
+    /// One packet from the in-process ingest path: route it like a received one.
+    fn ingest(&mut self, participant: ParticipantId, pkt: MediaPacket) {
+        // Only the participant that opened the track may feed it.
+        if !self.router.published.get(&pkt.track).is_some_and(|p| p.publisher == participant) {
+            return;
+        }
+        self.shared.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
+        self.route(pkt);
     }
 
     /// Recompute a subscriber's layer caps now (after a size or quality change).
@@ -902,6 +946,10 @@ impl Worker {
     }
 
     fn remove_participant(&mut self, participant: ParticipantId) {
+        let ingest = self.participants.get_mut(&participant).map(|s| std::mem::take(&mut s.ingest)).unwrap_or_default();
+        for track in ingest {
+            self.unpublish(participant, track);
+        }
         self.close_session(SessionKey { participant, role: SessionRole::Publisher }, "participant left");
         self.close_session(SessionKey { participant, role: SessionRole::Subscriber }, "participant left");
         if self.participants.remove(&participant).is_some() {
