@@ -22,6 +22,66 @@ pub struct Config {
     pub auth: AuthConfig,
     pub room: RoomConfig,
     pub limits: LimitsConfig,
+    pub rtmp: RtmpConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Accept studio feeds (OBS, ffmpeg) over RTMP.
+    pub enabled: bool,
+    /// RTMP listener.
+    pub bind: SocketAddr,
+    /// The application name in the publishing URL (`rtmp://host:1935/<app>`).
+    pub app: String,
+    /// The server URL shown to hosts with a new key (default: built from `bind`).
+    pub public_url: String,
+    /// Where stream-key hashes are kept (shared with `onair stream-key`).
+    pub keys_file: String,
+    /// Seconds a dropped encoder's seat and tracks are held for its reconnect.
+    pub grace_secs: u64,
+    /// Largest RTMP chunk size a peer may announce (bytes); larger is refused.
+    pub max_chunk_size: u32,
+    /// Largest RTMP message (bytes), e.g. one key frame; larger is refused.
+    pub max_message_bytes: u32,
+    /// Longest stream key / app name accepted (bytes).
+    pub max_name_bytes: usize,
+    /// Simultaneous RTMP connections (publishing or still handshaking).
+    pub max_connections: usize,
+    /// Seconds an RTMP connection may take from TCP accept to an accepted publish.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any data before a publishing connection is dropped.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 1935),
+            app: "live".into(),
+            public_url: String::new(),
+            keys_file: "onair-data/stream-keys.json".into(),
+            grace_secs: 60,
+            max_chunk_size: 65_536,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_name_bytes: 256,
+            max_connections: 32,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 20,
+        }
+    }
+}
+
+impl RtmpConfig {
+    /// The publishing URL a host types into OBS.
+    pub fn server_url(&self) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.clone();
+        }
+        let host = if self.bind.ip().is_unspecified() { "localhost".to_owned() } else { self.bind.ip().to_string() };
+        format!("rtmp://{host}:{}/{}", self.bind.port(), self.app)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,6 +153,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             room: RoomConfig::default(),
             limits: LimitsConfig::default(),
+            rtmp: RtmpConfig::default(),
         }
     }
 }
@@ -182,6 +243,15 @@ impl Config {
         if let Some(v) = get("ONAIR_AUTH_SECRET") {
             self.auth.secret = v;
         }
+        if let Some(v) = get("ONAIR_RTMP_ENABLED") {
+            self.rtmp.enabled = parse("ONAIR_RTMP_ENABLED", v)?;
+        }
+        if let Some(v) = get("ONAIR_RTMP_BIND") {
+            self.rtmp.bind = parse("ONAIR_RTMP_BIND", v)?;
+        }
+        if let Some(v) = get("ONAIR_RTMP_KEYS_FILE") {
+            self.rtmp.keys_file = v;
+        }
         if let Some(v) = get("ONAIR_ROOM_EMPTY_TIMEOUT_SECS") {
             self.room.empty_timeout_secs = parse("ONAIR_ROOM_EMPTY_TIMEOUT_SECS", v)?;
         }
@@ -212,6 +282,15 @@ impl Config {
         crate::auth::parse_algorithm(&self.auth.algorithm)?;
         if self.limits.max_message_bytes < 1024 {
             anyhow::bail!("limits.max_message_bytes must be at least 1024");
+        }
+        if !(128..=16 * 1024 * 1024).contains(&self.rtmp.max_chunk_size) {
+            anyhow::bail!("rtmp.max_chunk_size must be 128..=16777216");
+        }
+        if self.rtmp.max_message_bytes < 64 * 1024 {
+            anyhow::bail!("rtmp.max_message_bytes must be at least 65536");
+        }
+        if self.rtmp.app.is_empty() || self.rtmp.app.contains('/') {
+            anyhow::bail!("rtmp.app must be a non-empty name without '/'");
         }
         self.secret()?;
         Ok(())

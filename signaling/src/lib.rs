@@ -13,6 +13,9 @@ pub mod config;
 pub mod error;
 pub mod protocol;
 pub mod room;
+pub mod rtmp_guard;
+pub mod stream_keys;
+pub mod studio;
 pub mod ws;
 
 use crate::auth::{Authenticator, Role};
@@ -37,6 +40,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub rooms: Arc<room::Rooms>,
     pub sfu: sfu::Sfu,
+    pub studio: Arc<studio::Studio>,
     pub started: Instant,
 }
 
@@ -66,6 +70,7 @@ async fn stats(State(app): State<AppState>) -> Response {
         "uptime_secs": app.started.elapsed().as_secs(),
         "rooms": app.rooms.len(),
         "sfu": app.sfu.stats(),
+        "studio": app.studio.feeds(),
     });
     axum::Json(body).into_response()
 }
@@ -142,6 +147,8 @@ pub fn app(state: AppState) -> Router {
 /// A running server (HTTP + media plane).
 pub struct Server {
     pub http_addr: SocketAddr,
+    /// The RTMP listener, when enabled.
+    pub rtmp_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -155,8 +162,11 @@ impl Server {
         let sfu = sfu::Sfu::start(config.sfu_config())?;
         let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
         let http_addr = listener.local_addr()?;
+        let keys_file = (!config.rtmp.keys_file.is_empty()).then(|| std::path::PathBuf::from(&config.rtmp.keys_file));
+        let studio = Arc::new(studio::Studio::new(stream_keys::StreamKeys::open(keys_file)?));
         let state = AppState {
             rooms: Arc::new(room::Rooms::new(config.room.clone())),
+            studio,
             config: Arc::new(config),
             auth,
             sfu,
@@ -174,6 +184,7 @@ impl Server {
                 }
             }
         });
+        let rtmp_addr = if state.config.rtmp.enabled { Some(studio::listen(state.clone(), rx.clone()).await?) } else { None };
         let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let stop = async move {
@@ -184,7 +195,7 @@ impl Server {
             }
         });
         tracing::info!(%http_addr, "signaling listening (HTTP/WebSocket)");
-        Ok(Server { http_addr, state, shutdown, task })
+        Ok(Server { http_addr, rtmp_addr, state, shutdown, task })
     }
 
     pub fn sfu(&self) -> &sfu::Sfu {

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signaling::auth::{Authenticator, Role};
 use signaling::config::Config;
+use signaling::stream_keys::StreamKeys;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -49,6 +50,22 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Mint, list or revoke stream keys for studio feeds (RTMP). Works while the server runs:
+    /// both use the keys file (rtmp.keys_file).
+    StreamKey {
+        /// The room the key publishes into (required to mint).
+        #[arg(long)]
+        room: Option<String>,
+        /// A name for the feed, shown on stage.
+        #[arg(long, default_value = "Studio")]
+        label: String,
+        /// List keys (of --room, or all) instead of minting.
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke the key with this id instead of minting.
+        #[arg(long)]
+        revoke: Option<String>,
+    },
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
@@ -86,6 +103,28 @@ fn main() -> anyhow::Result<()> {
             println!("{}", auth.mint(&room, &identity, name.as_deref(), role, parse_ttl(&ttl)?)?);
             Ok(())
         }
+        Command::StreamKey { room, label, list, revoke } => {
+            anyhow::ensure!(!config.rtmp.keys_file.is_empty(), "rtmp.keys_file is empty: keys would live in memory only");
+            let keys = StreamKeys::open(Some(PathBuf::from(&config.rtmp.keys_file)))?;
+            if list {
+                for k in keys.list(room.as_deref()) {
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    println!("{}  room={}  label={:?}  {state}", k.id, k.room, k.label);
+                }
+            } else if let Some(id) = revoke {
+                anyhow::ensure!(keys.revoke(room.as_deref(), &id)?, "no stream key {id}");
+                println!("revoked {id} (a running server cuts its feed on the next connect; use the host page to cut a live feed at once)");
+            } else {
+                let room = room.context("--room is required to mint a key")?;
+                anyhow::ensure!(!room.is_empty() && room.len() <= signaling::auth::MAX_ROOM_BYTES, "room must be 1-128 bytes");
+                anyhow::ensure!(label.len() <= 64, "label: at most 64 bytes");
+                let k = keys.mint(&room, &label)?;
+                println!("Server URL:  {}", config.rtmp.server_url());
+                println!("Stream key:  {}", k.key);
+                println!("(id {}; the key is shown only now)", k.view.id);
+            }
+            Ok(())
+        }
         Command::Serve => serve(config),
     }
 }
@@ -110,7 +149,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             println!("\nOnair is running (dev mode).");
             println!("  Go live as host:  {base}/?token={host}");
             println!("  Watch as viewer:  {base}/?token={viewer}");
-            println!("  Mint more tokens: cargo run --release -- token --room demo --identity guest --role cohost\n");
+            println!("  Mint more tokens: cargo run --release -- token --room demo --identity guest --role cohost");
+            if let Some(rtmp) = server.rtmp_addr {
+                println!("  Studio feed:      cargo run --release -- stream-key --room demo   (OBS server {}, RTMP on {rtmp})", server.state.config.rtmp.server_url());
+            }
+            println!();
         }
         tokio::signal::ctrl_c().await?;
         tracing::info!("shutting down");

@@ -88,6 +88,15 @@ pub enum ClientMsg {
     },
     /// Ask for `stats` about your subscriptions.
     GetStats,
+    /// Host only: mint a stream key for this room (shown once in `stream_key`).
+    CreateStreamKey {
+        #[serde(default)]
+        label: Option<String>,
+    },
+    /// Host only: the room's stream keys (without secrets).
+    ListStreamKeys,
+    /// Host only: revoke a key; a feed streaming with it is cut at once.
+    RevokeStreamKey { id: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -170,6 +179,27 @@ pub enum ServerMsg {
         ts: Option<u64>,
     },
     Error { code: ErrorCode, message: String },
+    /// A new stream key; `key` is never shown again.
+    StreamKey { id: String, key: String, server_url: String, label: String },
+    StreamKeys { keys: Vec<crate::stream_keys::KeyView> },
+    StreamKeyRevoked { id: String },
+    /// A studio feed (RTMP) went live, lost its encoder (seat held for the grace period), or ended.
+    StudioState {
+        participant: ParticipantId,
+        state: StudioState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Something the host should fix in the encoder's settings (sent to hosts only).
+    StudioNotice { participant: ParticipantId, code: String, message: String },
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StudioState {
+    Live,
+    Reconnecting,
+    Ended,
 }
 
 impl ServerMsg {

@@ -113,6 +113,22 @@ impl Room {
         }
     }
 
+    /// Send to every member.
+    pub fn broadcast_all(&self, msg: ServerMsg) {
+        self.broadcast(msg, None);
+    }
+
+    /// Send to the members with this role (studio notices go to hosts).
+    pub fn send_to_role(&self, role: Role, msg: ServerMsg) {
+        for m in self.members.values().filter(|m| m.info.role == role) {
+            let _ = m.outbox.try_send(msg.clone());
+        }
+    }
+
+    pub fn role_of(&self, id: ParticipantId) -> Option<Role> {
+        self.members.get(&id).map(|m| m.info.role)
+    }
+
     /// Enter the room. The host's arrival makes a waiting room live.
     pub fn join(&mut self, id: ParticipantId, claims: &Claims, outbox: Outbox) -> Result<JoinSnapshot, SignalError> {
         if self.state == RoomState::Ended {

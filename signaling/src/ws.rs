@@ -343,6 +343,39 @@ impl Session {
                 sfu.set_quality(self.id, track, quality)?;
                 Ok(Flow::Continue)
             }
+            ClientMsg::CreateStreamKey { label } => {
+                self.require_host()?;
+                let label = label.unwrap_or_default();
+                if label.len() > 64 || label.chars().any(char::is_control) {
+                    return Err(SignalError::new(ErrorCode::BadMessage, "label: at most 64 printable bytes"));
+                }
+                let minted = self.app.studio.keys.mint(&self.claims.room, &label).map_err(|e| {
+                    tracing::error!("minting a stream key: {e}");
+                    SignalError::new(ErrorCode::Internal, "could not store the stream key")
+                })?;
+                tracing::info!(room = %self.claims.room, id = %minted.view.id, "stream key minted");
+                send(socket, &ServerMsg::StreamKey { id: minted.view.id, key: minted.key, server_url: self.app.config.rtmp.server_url(), label: minted.view.label }).await;
+                Ok(Flow::Continue)
+            }
+            ClientMsg::ListStreamKeys => {
+                self.require_host()?;
+                send(socket, &ServerMsg::StreamKeys { keys: self.app.studio.keys.list(Some(&self.claims.room)) }).await;
+                Ok(Flow::Continue)
+            }
+            ClientMsg::RevokeStreamKey { id } => {
+                self.require_host()?;
+                let found = self.app.studio.keys.revoke(Some(&self.claims.room), &id).map_err(|e| {
+                    tracing::error!("revoking a stream key: {e}");
+                    SignalError::new(ErrorCode::Internal, "could not store the revocation")
+                })?;
+                if !found {
+                    return Err(SignalError::new(ErrorCode::NotFound, "no such stream key in this room"));
+                }
+                tracing::info!(room = %self.claims.room, %id, "stream key revoked");
+                self.app.studio.end_revoked(&self.app, &id);
+                send(socket, &ServerMsg::StreamKeyRevoked { id }).await;
+                Ok(Flow::Continue)
+            }
             ClientMsg::GetStats => {
                 let stats = sfu.subscriber_stats(self.id).await?;
                 send(socket, &ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, twcc_feedback: stats.twcc_feedback, tracks: stats.tracks }).await;
@@ -351,15 +384,17 @@ impl Session {
         }
     }
 
+    fn require_host(&self) -> Result<(), SignalError> {
+        if self.claims.role != crate::auth::Role::Host {
+            return Err(SignalError::new(ErrorCode::NotAllowed, "only the host manages stream keys"));
+        }
+        Ok(())
+    }
+
     async fn on_sfu_event(&mut self, socket: &mut WebSocket, ev: SfuEvent) -> Flow {
         let msg = match ev {
             SfuEvent::TrackPublished(info) => {
-                let subscribers = lock(&self.room).add_track(info.clone());
-                for p in subscribers {
-                    if let Err(e) = self.app.sfu.subscribe(p, info.clone()) {
-                        tracing::warn!(participant = %p, "subscribe: {e}");
-                    }
-                }
+                track_published(&self.app, &self.room, info);
                 None
             }
             SfuEvent::TrackUnpublished(track) => {
@@ -393,6 +428,16 @@ impl Session {
             return Flow::Close(CLOSE_NORMAL, "connection lost".into());
         }
         Flow::Continue
+    }
+}
+
+/// A publisher's track started: announce it and subscribe everyone else in the room.
+pub(crate) fn track_published(app: &AppState, room: &Mutex<Room>, info: sfu::TrackInfo) {
+    let subscribers = lock(room).add_track(info.clone());
+    for p in subscribers {
+        if let Err(e) = app.sfu.subscribe(p, info.clone()) {
+            tracing::warn!(participant = %p, "subscribe: {e}");
+        }
     }
 }
 

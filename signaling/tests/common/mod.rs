@@ -46,6 +46,8 @@ pub fn test_config() -> Config {
     c.rtc.udp_bind = "127.0.0.1:0".parse().unwrap();
     c.rtc.advertise_ip = "127.0.0.1".parse().unwrap();
     c.rtc.workers = 2;
+    c.rtmp.bind = "127.0.0.1:0".parse().unwrap();
+    c.rtmp.keys_file = String::new(); // in memory
     c
 }
 
@@ -79,6 +81,20 @@ pub struct TrackStats {
     /// Extended sequence numbers received (retransmissions included), for loss accounting.
     pub seqs: std::collections::BTreeSet<u64>,
     highest_ext: Option<u64>,
+    /// The first packets as received (for tests that check payloads of real codecs).
+    pub raw: Vec<RawPacket>,
+}
+
+/// Packets kept per track in [`TrackStats::raw`].
+pub const RAW_KEEP: usize = 6000;
+
+#[derive(Debug, Clone)]
+pub struct RawPacket {
+    pub seq: u16,
+    pub ts: u32,
+    pub marker: bool,
+    pub payload: bytes::Bytes,
+    pub at: Instant,
 }
 
 impl TrackStats {
@@ -179,6 +195,9 @@ impl PeerConnectionEventHandler for Handler {
                 };
                 s.highest_ext = Some(s.highest_ext.map_or(ext, |h| h.max(ext)));
                 s.seqs.insert(ext);
+                if s.raw.len() < RAW_KEEP {
+                    s.raw.push(RawPacket { seq: pkt.header.sequence_number, ts: pkt.header.timestamp, marker: pkt.header.marker, payload: pkt.payload.clone(), at: now });
+                }
                 match check_payload(video, &pkt.payload) {
                     None => s.corrupt += 1,
                     Some((counter, key)) => {

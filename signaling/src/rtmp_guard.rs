@@ -1,0 +1,271 @@
+//! A watchman in front of the RTMP chunk parser. rml_rtmp parses chunks well but applies any
+//! chunk size a peer announces and reserves a whole message's length up front, and it cannot
+//! be told limits. This follows the chunk framing (RTMP spec §5.3) byte for byte as data
+//! arrives, without buffering payloads, and refuses a stream that announces a chunk size or a
+//! message length over our limits, or headers the parser would choke on, before those bytes
+//! reach rml_rtmp.
+
+use std::collections::HashMap;
+
+/// Messages of type 1 set the peer's chunk size.
+const SET_CHUNK_SIZE: u8 = 1;
+const INITIAL_CHUNK_SIZE: u32 = 128;
+const TIMESTAMP_ESCAPE: u32 = 0x00ff_ffff;
+/// Chunk streams a peer may open (real encoders use fewer than ten).
+const MAX_CHUNK_STREAMS: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("chunk size {0} is over the limit of {1} bytes")]
+    ChunkSize(u32, u32),
+    #[error("message of {0} bytes is over the limit of {1} bytes")]
+    MessageSize(u32, u32),
+    #[error("malformed chunk stream: {0}")]
+    Malformed(&'static str),
+}
+
+#[derive(Clone, Copy, Default)]
+struct Stream {
+    length: u32,
+    kind: u8,
+    timestamp_field: u32,
+    /// Payload bytes of the current message still to come (0: the next chunk starts one).
+    remaining: u32,
+}
+
+pub struct ChunkGuard {
+    max_chunk: u32,
+    max_message: u32,
+    chunk_size: u32,
+    streams: HashMap<u32, Stream>,
+    /// Bytes of an incomplete chunk header.
+    header: Vec<u8>,
+    /// Payload bytes of the current chunk still to skip, and its chunk stream.
+    skip: u32,
+    current: u32,
+    /// Payload of a SetChunkSize message being collected.
+    collecting: Option<Vec<u8>>,
+}
+
+impl ChunkGuard {
+    pub fn new(max_chunk: u32, max_message: u32) -> Self {
+        Self {
+            max_chunk,
+            max_message,
+            chunk_size: INITIAL_CHUNK_SIZE,
+            streams: HashMap::new(),
+            header: Vec::with_capacity(18),
+            skip: 0,
+            current: 0,
+            collecting: None,
+        }
+    }
+
+    /// Inspect the next bytes of the stream (after the handshake). Ok means rml_rtmp may
+    /// have them.
+    pub fn check(&mut self, mut data: &[u8]) -> Result<(), Violation> {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = (self.skip as usize).min(data.len());
+                if let Some(buf) = self.collecting.as_mut() {
+                    buf.extend_from_slice(&data[..n]);
+                }
+                data = &data[n..];
+                self.skip -= n as u32;
+                if self.skip == 0 {
+                    self.chunk_done()?;
+                }
+                continue;
+            }
+            // Gather a chunk header; it is at most 18 bytes.
+            let need = self.header_len();
+            match need {
+                Some(n) if self.header.len() >= n => self.start_chunk(n)?,
+                _ => {
+                    self.header.push(data[0]);
+                    data = &data[1..];
+                    if let Some(n) = self.header_len()
+                        && self.header.len() >= n
+                    {
+                        self.start_chunk(n)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Length of the header being gathered, once enough of it is known.
+    fn header_len(&self) -> Option<usize> {
+        let b0 = *self.header.first()?;
+        let fmt = b0 >> 6;
+        let basic = match b0 & 0x3f {
+            0 => 2,
+            1 => 3,
+            _ => 1,
+        };
+        if self.header.len() < basic {
+            return None;
+        }
+        let csid = self.csid();
+        let message = [11usize, 7, 3, 0][usize::from(fmt)];
+        if self.header.len() < basic + message {
+            return Some(basic + message);
+        }
+        let field = match fmt {
+            3 => self.streams.get(&csid).map(|s| s.timestamp_field).unwrap_or(0),
+            _ => u32::from_be_bytes([0, self.header[basic], self.header[basic + 1], self.header[basic + 2]]),
+        };
+        Some(basic + message + if field >= TIMESTAMP_ESCAPE { 4 } else { 0 })
+    }
+
+    fn csid(&self) -> u32 {
+        match self.header[0] & 0x3f {
+            0 => 64 + u32::from(self.header[1]),
+            1 => 64 + u32::from(self.header[1]) + 256 * u32::from(self.header[2]),
+            c => u32::from(c),
+        }
+    }
+
+    fn start_chunk(&mut self, len: usize) -> Result<(), Violation> {
+        let fmt = self.header[0] >> 6;
+        let csid = self.csid();
+        let basic = match self.header[0] & 0x3f {
+            0 => 2,
+            1 => 3,
+            _ => 1,
+        };
+        let h = &self.header[basic..len];
+        if !self.streams.contains_key(&csid) {
+            if fmt != 0 {
+                return Err(Violation::Malformed("a chunk continues a stream that never started"));
+            }
+            if self.streams.len() >= MAX_CHUNK_STREAMS {
+                return Err(Violation::Malformed("too many chunk streams"));
+            }
+        }
+        let mut s = self.streams.get(&csid).copied().unwrap_or_default();
+        if fmt <= 2 {
+            s.timestamp_field = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+            if fmt > 0 && s.timestamp_field >= TIMESTAMP_ESCAPE {
+                // A delta carried in the extended field must be at least the escape value, or
+                // the parser's arithmetic underflows.
+                let ext = h.get(h.len() - 4..).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+                if ext < TIMESTAMP_ESCAPE {
+                    return Err(Violation::Malformed("extended timestamp delta below the escape value"));
+                }
+            }
+        }
+        if fmt == 3 && s.timestamp_field >= TIMESTAMP_ESCAPE && s.remaining == 0 {
+            let ext = h.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+            if ext < TIMESTAMP_ESCAPE {
+                return Err(Violation::Malformed("extended timestamp delta below the escape value"));
+            }
+        }
+        if fmt <= 1 {
+            if s.remaining != 0 {
+                return Err(Violation::Malformed("a new message header in the middle of a message"));
+            }
+            s.length = u32::from_be_bytes([0, h[3], h[4], h[5]]);
+            s.kind = h[6];
+        }
+        if s.length > self.max_message {
+            return Err(Violation::MessageSize(s.length, self.max_message));
+        }
+        if s.remaining == 0 {
+            s.remaining = s.length;
+            self.collecting = (s.kind == SET_CHUNK_SIZE).then(Vec::new);
+        }
+        let payload = s.remaining.min(self.chunk_size);
+        s.remaining -= payload;
+        self.streams.insert(csid, s);
+        self.header.clear();
+        self.current = csid;
+        self.skip = payload;
+        if payload == 0 {
+            self.chunk_done()?;
+        }
+        Ok(())
+    }
+
+    fn chunk_done(&mut self) -> Result<(), Violation> {
+        let Some(s) = self.streams.get(&self.current) else { return Ok(()) };
+        if s.remaining != 0 {
+            return Ok(());
+        }
+        if let Some(buf) = self.collecting.take() {
+            let b = buf.get(..4).ok_or(Violation::Malformed("short SetChunkSize message"))?;
+            let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff;
+            if size == 0 {
+                return Err(Violation::Malformed("chunk size 0"));
+            }
+            if size > self.max_chunk {
+                return Err(Violation::ChunkSize(size, self.max_chunk));
+            }
+            self.chunk_size = size;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk0(csid: u8, ts: u32, kind: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut v = vec![csid & 0x3f];
+        v.extend_from_slice(&ts.to_be_bytes()[1..]);
+        v.extend_from_slice(&len.to_be_bytes()[1..]);
+        v.push(kind);
+        v.extend_from_slice(&[1, 0, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn follows_chunking_and_applies_chunk_size() {
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        // SetChunkSize 4096, then a 5000-byte video message in two chunks (4096 + 904).
+        let mut bytes = chunk0(2, 0, 1, &[0; 4]);
+        bytes.extend_from_slice(&4096u32.to_be_bytes());
+        bytes.extend(chunk0(6, 40, 9, &[0; 5000]));
+        bytes.extend(vec![7u8; 4096]);
+        bytes.push(0xc6); // fmt 3, csid 6
+        bytes.extend(vec![7u8; 904]);
+        // Fed one byte at a time, then all at once.
+        for b in &bytes {
+            g.check(std::slice::from_ref(b)).expect("valid stream");
+        }
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        g.check(&bytes).expect("valid stream");
+        assert_eq!(g.chunk_size, 4096);
+        assert_eq!(g.skip, 0);
+    }
+
+    #[test]
+    fn refuses_huge_chunk_size_and_message() {
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        let mut bytes = chunk0(2, 0, 1, &[0; 4]);
+        bytes.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+        assert_eq!(g.check(&bytes), Err(Violation::ChunkSize(0x7fff_ffff, 65_536)));
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        assert!(matches!(g.check(&chunk0(6, 0, 9, &[0; 2 << 20])), Err(Violation::MessageSize(..))));
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        assert!(matches!(g.check(&[0x46, 0, 0, 0, 0, 0, 1, 9]), Err(Violation::Malformed(_))));
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let mut seed = 7u32;
+        for _ in 0..2000 {
+            let mut g = ChunkGuard::new(65_536, 1 << 20);
+            let data: Vec<u8> = (0..300)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (seed >> 16) as u8
+                })
+                .collect();
+            let _ = g.check(&data);
+        }
+    }
+}

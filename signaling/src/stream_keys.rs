@@ -1,0 +1,248 @@
+//! Stream keys for studio feeds (RTMP). A key is minted for one room, shown once, and stored
+//! only as its SHA-256 hash; verification compares hashes in constant time. Keys live in a
+//! small JSON file shared by the server and the `onair stream-key` command, so a key minted
+//! from the command line works at once (the server re-reads the file when it changes).
+//!
+//! Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
+
+/// Prefix of every key (lets a leaked key be recognised by secret scanners).
+const PREFIX: &str = "onair_";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoredKey {
+    pub id: String,
+    pub room: String,
+    pub label: String,
+    /// Hex SHA-256 of the whole key.
+    pub hash: String,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
+/// A key as listed: everything but the hash.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeyView {
+    pub id: String,
+    pub room: String,
+    pub label: String,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
+/// A freshly minted key: the only time the secret exists outside the encoder.
+#[derive(Clone, Debug)]
+pub struct MintedKey {
+    pub key: String,
+    pub view: KeyView,
+}
+
+/// Why a presented key was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// Not a key of ours (wrong, mistyped, or from another server).
+    Unknown,
+    /// A key that was revoked.
+    Revoked,
+}
+
+#[derive(Default)]
+struct Inner {
+    keys: Vec<StoredKey>,
+    modified: Option<SystemTime>,
+}
+
+pub struct StreamKeys {
+    path: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn view(k: &StoredKey) -> KeyView {
+    KeyView { id: k.id.clone(), room: k.room.clone(), label: k.label.clone(), created_at: k.created_at, revoked_at: k.revoked_at }
+}
+
+impl StreamKeys {
+    /// A store backed by `path` (created on the first mint), or in memory only.
+    pub fn open(path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let store = Self { path, inner: Mutex::new(Inner::default()) };
+        store.reload(true)?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-read the file if it changed since we last read or wrote it.
+    fn reload(&self, force: bool) -> anyhow::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let modified = match std::fs::metadata(path) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+        };
+        let mut inner = self.lock();
+        if !force && modified.is_some() && inner.modified == modified {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        inner.keys = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        inner.modified = modified;
+        Ok(())
+    }
+
+    fn save(&self, inner: &mut Inner) -> anyhow::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&inner.keys)?;
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        inner.modified = std::fs::metadata(path).ok().and_then(|m| m.modified().ok());
+        Ok(())
+    }
+
+    /// Mint a key for `room`. The returned key is not stored anywhere.
+    pub fn mint(&self, room: &str, label: &str) -> anyhow::Result<MintedKey> {
+        self.reload(false)?;
+        let id = hex(&rand::random::<[u8; 6]>());
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let key = format!("{PREFIX}{id}_{secret}");
+        let stored = StoredKey {
+            id,
+            room: room.to_owned(),
+            label: if label.is_empty() { "Studio".into() } else { label.to_owned() },
+            hash: hex(&hash(&key)),
+            created_at: now_secs(),
+            revoked_at: None,
+        };
+        let view = view(&stored);
+        let mut inner = self.lock();
+        inner.keys.push(stored);
+        self.save(&mut inner)?;
+        Ok(MintedKey { key, view })
+    }
+
+    /// Revoke key `id` (of `room`, when given). False if there is no such key.
+    pub fn revoke(&self, room: Option<&str>, id: &str) -> anyhow::Result<bool> {
+        self.reload(false)?;
+        let mut inner = self.lock();
+        let Some(k) = inner.keys.iter_mut().find(|k| k.id == id && room.is_none_or(|r| r == k.room)) else {
+            return Ok(false);
+        };
+        if k.revoked_at.is_none() {
+            k.revoked_at = Some(now_secs());
+        }
+        self.save(&mut inner)?;
+        Ok(true)
+    }
+
+    pub fn list(&self, room: Option<&str>) -> Vec<KeyView> {
+        if let Err(e) = self.reload(false) {
+            tracing::warn!("stream keys: {e}");
+        }
+        self.lock().keys.iter().filter(|k| room.is_none_or(|r| r == k.room)).map(view).collect()
+    }
+
+    /// Check a presented key. The hash comparison runs in constant time, and an unknown id
+    /// costs the same hash as a known one.
+    pub fn verify(&self, presented: &str) -> Result<KeyView, KeyRefusal> {
+        if let Err(e) = self.reload(false) {
+            tracing::warn!("stream keys: {e}");
+        }
+        let digest = hash(presented);
+        let id = presented.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')).map(|(id, _)| id).unwrap_or("");
+        let inner = self.lock();
+        let found = inner.keys.iter().find(|k| k.id == id);
+        let stored = found.and_then(|k| unhex(&k.hash)).unwrap_or([0xa5; 32]);
+        let equal: bool = stored.ct_eq(&digest).into();
+        match found {
+            Some(k) if equal => {
+                if k.revoked_at.is_some() {
+                    Err(KeyRefusal::Revoked)
+                } else {
+                    Ok(view(k))
+                }
+            }
+            _ => Err(KeyRefusal::Unknown),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mint_verify_revoke_and_share_through_the_file() {
+        let dir = std::env::temp_dir().join(format!("onair-keys-{}", rand::random::<u32>()));
+        let path = dir.join("keys.json");
+        let a = StreamKeys::open(Some(path.clone())).expect("open");
+        let k = a.mint("room1", "OBS").expect("mint");
+        assert!(k.key.starts_with("onair_"));
+        let text = std::fs::read_to_string(&path).expect("file");
+        assert!(!text.contains(k.key.split('_').nth(2).expect("secret")), "the secret is not stored");
+        assert_eq!(a.verify(&k.key).expect("valid").room, "room1");
+        // Tampered, truncated, other id, empty: unknown.
+        let mut tampered = k.key.clone();
+        tampered.pop();
+        tampered.push('x');
+        for bad in [tampered.as_str(), &k.key[..k.key.len() - 1], "onair_000000000000_abc", "", "live"] {
+            assert_eq!(a.verify(bad), Err(KeyRefusal::Unknown), "{bad}");
+        }
+        // A second store (the CLI) revokes; the first sees it.
+        let b = StreamKeys::open(Some(path.clone())).expect("open again");
+        assert!(b.revoke(Some("room1"), &k.view.id).expect("revoke"));
+        assert!(!b.revoke(Some("other"), &k.view.id).expect("revoke in another room"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(a.verify(&k.key), Err(KeyRefusal::Revoked));
+        assert_eq!(a.list(Some("room1")).len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,569 @@
+//! Studio feeds: OBS / ffmpeg publishing over RTMP into a room as a co-host.
+//!
+//! ```text
+//! encoder ──TCP :1935──► handshake ──► ChunkGuard (limits) ──► rml_rtmp ServerSession
+//!                                   connect(app) → publish(stream key) → Feed (seat, tracks)
+//!                                   FLV video/audio ──► sfu::ingest::Bridge ──► router
+//! ```
+//!
+//! A feed is keyed by its stream key: it holds a seat and two tracks. When the encoder drops,
+//! the feed waits `rtmp.grace_secs` for it; a reconnect with the same key resumes into the same
+//! tracks. Revoking the key or ending the room cuts it at once.
+
+use crate::AppState;
+use crate::auth::{Claims, Role};
+use crate::error::ErrorCode;
+use crate::protocol::{ServerMsg, StudioState};
+use crate::room::{Room, lock};
+use crate::rtmp_guard::ChunkGuard;
+use crate::stream_keys::{KeyRefusal, KeyView, StreamKeys};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
+use serde::Serialize;
+use sfu::ParticipantId;
+use sfu::ingest::{Bridge, BridgeStats, Notice};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+
+/// How often a live feed logs its bridge delay.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A studio feed: one stream key's seat and tracks in its room.
+pub struct Feed {
+    pub key_id: String,
+    pub room_name: String,
+    pub label: String,
+    pub participant: ParticipantId,
+    room: Arc<Mutex<Room>>,
+    /// The bridge, lent to the connection that is streaming (None while one holds it).
+    bridge: Mutex<Option<Bridge>>,
+    /// Connection generation: bumped by every (re)connect, so a stale grace timer does nothing.
+    generation: AtomicUsize,
+    connected: Mutex<bool>,
+    /// Wakes the streaming connection so it gives up (takeover, revocation, room end).
+    kick: Notify,
+    stats: Mutex<BridgeStats>,
+}
+
+/// A feed as `/api/stats` shows it.
+#[derive(Serialize)]
+pub struct FeedView {
+    pub key_id: String,
+    pub room: String,
+    pub label: String,
+    pub participant: ParticipantId,
+    pub connected: bool,
+    pub stats: BridgeStats,
+}
+
+pub struct Studio {
+    pub keys: StreamKeys,
+    feeds: Mutex<HashMap<String, Arc<Feed>>>,
+    connections: AtomicUsize,
+}
+
+fn plock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Studio {
+    pub fn new(keys: StreamKeys) -> Self {
+        Self { keys, feeds: Mutex::new(HashMap::new()), connections: AtomicUsize::new(0) }
+    }
+
+    pub fn feeds(&self) -> Vec<FeedView> {
+        plock(&self.feeds)
+            .values()
+            .map(|f| FeedView {
+                key_id: f.key_id.clone(),
+                room: f.room_name.clone(),
+                label: f.label.clone(),
+                participant: f.participant,
+                connected: *plock(&f.connected),
+                stats: plock(&f.stats).clone(),
+            })
+            .collect()
+    }
+
+}
+
+/// Bind the RTMP port and serve until the process ends.
+pub async fn listen(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(app.config.rtmp.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding RTMP on {}: {e}", app.config.rtmp.bind))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, url = %app.config.rtmp.server_url(), "RTMP listening for studio feeds");
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop.changed() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("RTMP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let studio = app.studio.clone();
+            if studio.connections.fetch_add(1, Ordering::SeqCst) >= app.config.rtmp.max_connections {
+                studio.connections.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!(%peer, "RTMP connection refused: {} connections already", app.config.rtmp.max_connections);
+                drop(stream);
+                continue;
+            }
+            let app = app.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let reason = Connection::new(app.clone(), stream, peer).run().await;
+                tracing::info!(%peer, %reason, "RTMP connection closed");
+                app.studio.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Why a publish was refused: an RTMP status code and the sentence the encoder shows.
+struct Refusal {
+    code: &'static str,
+    description: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, description: impl Into<String>) -> Self {
+        Self { code, description: description.into() }
+    }
+}
+
+struct Connection {
+    app: AppState,
+    stream: TcpStream,
+    peer: SocketAddr,
+    feed: Option<Arc<Feed>>,
+    bridge: Option<Bridge>,
+    generation: usize,
+}
+
+impl Connection {
+    fn new(app: AppState, stream: TcpStream, peer: SocketAddr) -> Self {
+        Self { app, stream, peer, feed: None, bridge: None, generation: 0 }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream.write_all(bytes).await.map_err(|e| format!("write: {e}"))
+    }
+
+    async fn run(mut self) -> String {
+        let reason = self.serve().await;
+        self.release();
+        reason
+    }
+
+    async fn serve(&mut self) -> String {
+        let cfg = self.app.config.rtmp.clone();
+        let setup_deadline = Instant::now() + Duration::from_secs(cfg.handshake_timeout_secs);
+        let mut buf = vec![0u8; 64 * 1024];
+        // Handshake (C0/C1/C2 ↔ S0/S1/S2).
+        let mut hs = Handshake::new(PeerType::Server);
+        let leftover = loop {
+            let n = match tokio::time::timeout_at(setup_deadline.into(), self.stream.read(&mut buf)).await {
+                Err(_) => return "handshake timed out".into(),
+                Ok(Ok(0)) => return "closed during handshake".into(),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return format!("read: {e}"),
+            };
+            match hs.process_bytes(&buf[..n]) {
+                Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                    if let Err(e) = self.write(&response_bytes).await {
+                        return e;
+                    }
+                }
+                Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
+                    if let Err(e) = self.write(&response_bytes).await {
+                        return e;
+                    }
+                    break remaining_bytes;
+                }
+                Err(e) => {
+                    tracing::info!(peer = %self.peer, "RTMP handshake refused: {e:?}");
+                    return "bad handshake".into();
+                }
+            }
+        };
+        let mut config = ServerSessionConfig::new();
+        config.chunk_size = 4096;
+        let (mut session, results) = match ServerSession::new(config) {
+            Ok(s) => s,
+            Err(e) => return format!("session: {e:?}"),
+        };
+        let mut guard = ChunkGuard::new(cfg.max_chunk_size, cfg.max_message_bytes);
+        if let Err(e) = self.handle_results(&mut session, results).await {
+            return e;
+        }
+        let mut pending = leftover;
+        let mut last_log = Instant::now();
+        loop {
+            if let Some(feed) = &self.feed
+                && feed.generation.load(Ordering::SeqCst) != self.generation
+            {
+                return "cut by the server (key revoked, room ended, or a newer connection)".into();
+            }
+            if !pending.is_empty() {
+                let arrived = Instant::now();
+                if let Err(v) = guard.check(&pending) {
+                    tracing::warn!(peer = %self.peer, "RTMP stream refused: {v}");
+                    return format!("refused: {v}");
+                }
+                let results = match catch_unwind(AssertUnwindSafe(|| session.handle_input(&pending))) {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %self.peer, "RTMP protocol error: {e:?}");
+                        return "protocol error".into();
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %self.peer, "RTMP parser panicked on this input; connection closed");
+                        return "protocol error".into();
+                    }
+                };
+                if let Err(e) = self.handle_results_at(&mut session, results, arrived).await {
+                    return e;
+                }
+            }
+            if last_log.elapsed() >= LOG_INTERVAL {
+                last_log = Instant::now();
+                self.log_delay();
+            }
+            let timeout = if self.bridge.is_some() { Instant::now() + Duration::from_secs(cfg.idle_timeout_secs) } else { setup_deadline };
+            let feed = self.feed.clone();
+            let kicked = async {
+                match &feed {
+                    Some(f) => f.kick.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let n = tokio::select! {
+                r = tokio::time::timeout_at(timeout.into(), self.stream.read(&mut buf)) => match r {
+                    Err(_) => return if self.bridge.is_some() { "no data from the encoder".into() } else { "publish not started in time".into() },
+                    Ok(Ok(0)) => return "encoder disconnected".into(),
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => return format!("read: {e}"),
+                },
+                _ = kicked => return "cut by the server (key revoked, room ended, or a newer connection)".into(),
+            };
+            pending = buf[..n].to_vec();
+        }
+    }
+
+    fn log_delay(&mut self) {
+        if let (Some(bridge), Some(feed)) = (self.bridge.as_mut(), self.feed.as_ref()) {
+            let (v, a) = bridge.take_recent();
+            tracing::info!(
+                room = %feed.room_name, participant = %feed.participant,
+                video_p50_us = v.p50_us, video_p99_us = v.p99_us, audio_p50_us = a.p50_us, audio_p99_us = a.p99_us,
+                "studio feed: time inside the bridge (RTMP in -> RTP out) over the last 10 s"
+            );
+        }
+    }
+
+    async fn handle_results(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>) -> Result<(), String> {
+        self.handle_results_at(session, results, Instant::now()).await
+    }
+
+    async fn handle_results_at(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>, arrived: Instant) -> Result<(), String> {
+        let mut notices = Vec::new();
+        for r in results {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => self.write(&p.bytes).await?,
+                ServerSessionResult::RaisedEvent(ev) => self.on_event(session, ev, arrived, &mut notices).await?,
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        if !notices.is_empty() {
+            self.notify(notices);
+        }
+        if let (Some(bridge), Some(feed)) = (&self.bridge, &self.feed) {
+            *plock(&feed.stats) = bridge.stats();
+        }
+        Ok(())
+    }
+
+    async fn refuse(&mut self, session: &mut ServerSession, request_id: u32, refusal: Refusal) -> String {
+        match session.reject_request(request_id, refusal.code, &refusal.description) {
+            Ok(results) => {
+                for r in results {
+                    if let ServerSessionResult::OutboundResponse(p) = r {
+                        let _ = self.write(&p.bytes).await;
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("reject_request: {e:?}"),
+        }
+        let _ = self.stream.flush().await;
+        format!("refused: {}", refusal.description)
+    }
+
+    async fn on_event(&mut self, session: &mut ServerSession, ev: ServerSessionEvent, arrived: Instant, notices: &mut Vec<Notice>) -> Result<(), String> {
+        let cfg = &self.app.config.rtmp;
+        match ev {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+                let app_name = app_name.trim_end_matches('/');
+                if app_name.len() > cfg.max_name_bytes || app_name != cfg.app {
+                    tracing::info!(peer = %self.peer, app = %app_name.chars().take(64).collect::<String>(), "RTMP connect refused: unknown application");
+                    let hint = format!("unknown application; publish to {}", cfg.server_url());
+                    return Err(self.refuse(session, request_id, Refusal::new("NetConnection.Connect.Rejected", hint)).await);
+                }
+                let results = session.accept_request(request_id).map_err(|e| format!("accept: {e:?}"))?;
+                Box::pin(self.handle_results(session, results)).await?;
+            }
+            ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
+                if self.bridge.is_some() {
+                    let r = Refusal::new("NetStream.Publish.BadName", "this connection is already publishing");
+                    return Err(self.refuse(session, request_id, r).await);
+                }
+                match self.authorize(&stream_key).await {
+                    Ok(()) => {
+                        let results = session.accept_request(request_id).map_err(|e| format!("accept: {e:?}"))?;
+                        Box::pin(self.handle_results(session, results)).await?;
+                    }
+                    Err(r) => {
+                        tracing::warn!(peer = %self.peer, "studio feed refused: {}", r.description);
+                        return Err(self.refuse(session, request_id, r).await);
+                    }
+                }
+            }
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                let r = Refusal::new("NetStream.Play.Failed", "Onair takes RTMP input only; watch in the browser");
+                return Err(self.refuse(session, request_id, r).await);
+            }
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                if let Some(bridge) = self.bridge.as_mut()
+                    && let Err(e) = bridge.on_video(&data, timestamp.value, arrived, notices)
+                {
+                    bridge.count_error();
+                    tracing::debug!(peer = %self.peer, "video message dropped: {e}");
+                }
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                if let Some(bridge) = self.bridge.as_mut()
+                    && let Err(e) = bridge.on_audio(&data, timestamp.value, arrived, notices)
+                {
+                    bridge.count_error();
+                    tracing::debug!(peer = %self.peer, "audio message dropped: {e}");
+                }
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                tracing::info!(
+                    peer = %self.peer,
+                    encoder = ?metadata.encoder, width = ?metadata.video_width, height = ?metadata.video_height,
+                    fps = ?metadata.video_frame_rate, video_kbps = ?metadata.video_bitrate_kbps, audio_kbps = ?metadata.audio_bitrate_kbps,
+                    "studio feed metadata"
+                );
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => return Err("encoder stopped publishing".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Tell the host (and the log) what the encoder should change.
+    fn notify(&self, notices: Vec<Notice>) {
+        let Some(feed) = &self.feed else { return };
+        for n in notices {
+            let code = match &n {
+                Notice::Bframes => "bframes",
+                Notice::KeyframeInterval { .. } => "keyframe_interval",
+                Notice::Unsupported { .. } => "unsupported",
+            };
+            let message = n.message();
+            tracing::warn!(room = %feed.room_name, participant = %feed.participant, code, "studio feed: {message}");
+            lock(&feed.room).send_to_role(Role::Host, ServerMsg::StudioNotice { participant: feed.participant, code: code.into(), message });
+        }
+    }
+
+    /// Check the key and take (or resume) the feed's seat and tracks.
+    async fn authorize(&mut self, stream_key: &str) -> Result<(), Refusal> {
+        let cfg = &self.app.config.rtmp;
+        if stream_key.is_empty() || stream_key.len() > cfg.max_name_bytes {
+            return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: unknown key"));
+        }
+        let key = match self.app.studio.keys.verify(stream_key) {
+            Ok(k) => k,
+            Err(KeyRefusal::Unknown) => return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: unknown key")),
+            Err(KeyRefusal::Revoked) => return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: this key was revoked")),
+        };
+        let existing = plock(&self.app.studio.feeds).get(&key.id).cloned();
+        let feed = match existing {
+            Some(feed) => feed,
+            None => self.open_feed(&key).await?,
+        };
+        // Take the bridge; a connection still holding it (a half-dead TCP) is cut first.
+        let generation = feed.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut bridge = None;
+        for _ in 0..40 {
+            if let Some(b) = plock(&feed.bridge).take() {
+                bridge = Some(b);
+                break;
+            }
+            feed.kick.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let Some(mut bridge) = bridge else {
+            return Err(Refusal::new("NetStream.Publish.BadName", "this key is streaming on another connection"));
+        };
+        bridge.connected();
+        let resumed = bridge.stats().connections > 1;
+        *plock(&feed.connected) = true;
+        self.generation = generation;
+        self.bridge = Some(bridge);
+        self.feed = Some(feed.clone());
+        tracing::info!(peer = %self.peer, room = %feed.room_name, participant = %feed.participant, key = %feed.key_id, resumed, "studio feed live");
+        lock(&feed.room).broadcast_all(ServerMsg::StudioState { participant: feed.participant, state: StudioState::Live, reason: None });
+        Ok(())
+    }
+
+    /// First publish with this key: join the room as a co-host, take a seat, open the tracks.
+    async fn open_feed(&mut self, key: &KeyView) -> Result<Arc<Feed>, Refusal> {
+        let app = &self.app;
+        let room = app.rooms.get_or_create(&key.room);
+        let participant = ParticipantId::next();
+        let claims = Claims {
+            identity: format!("studio:{}", key.id),
+            name: key.label.clone(),
+            room: key.room.clone(),
+            role: Role::Cohost,
+            exp: u64::MAX,
+        };
+        let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(256);
+        {
+            let mut r = lock(&room);
+            r.join(participant, &claims, out_tx).map_err(|e| Refusal::new("NetStream.Publish.Rejected", e.message))?;
+            if let Err(e) = r.reserve_seat(participant) {
+                r.leave(participant, "studio feed refused");
+                let text = match e.code {
+                    ErrorCode::StageFull => format!("{}; free a seat and retry", e.message),
+                    _ => e.message,
+                };
+                return Err(Refusal::new("NetStream.Publish.Rejected", text));
+            }
+        }
+        let (ev_tx, ev_rx) = mpsc::channel::<sfu::SfuEvent>(64);
+        let fail = |room: &Mutex<Room>, why: String| {
+            lock(room).leave(participant, "studio feed failed");
+            app.sfu.remove_participant(participant);
+            Refusal::new("NetStream.Publish.Rejected", why)
+        };
+        if let Err(e) = app.sfu.add_participant(participant, ev_tx) {
+            return Err(fail(&room, format!("media plane: {e}")));
+        }
+        // Route the SFU's events before opening tracks, so TrackPublished reaches the room.
+        tokio::spawn(feed_events(app.clone(), room.clone(), ev_rx));
+        let bridge = match Bridge::open(app.sfu.clone(), participant).await {
+            Ok((b, _)) => b,
+            Err(e) => return Err(fail(&room, format!("media plane: {e}"))),
+        };
+        let feed = Arc::new(Feed {
+            key_id: key.id.clone(),
+            room_name: key.room.clone(),
+            label: key.label.clone(),
+            participant,
+            room: room.clone(),
+            bridge: Mutex::new(Some(bridge)),
+            generation: AtomicUsize::new(0),
+            connected: Mutex::new(false),
+            kick: Notify::new(),
+            stats: Mutex::new(BridgeStats::default()),
+        });
+        plock(&app.studio.feeds).insert(key.id.clone(), feed.clone());
+        tokio::spawn(feed_outbox(app.clone(), feed.clone(), out_rx));
+        Ok(feed)
+    }
+
+    /// The connection ends: give the bridge back and start the grace period.
+    fn release(&mut self) {
+        let (Some(feed), Some(bridge)) = (self.feed.take(), self.bridge.take()) else { return };
+        *plock(&feed.stats) = bridge.stats();
+        *plock(&feed.bridge) = Some(bridge);
+        if feed.generation.load(Ordering::SeqCst) != self.generation {
+            return; // a newer connection took over (or the key was revoked: it ends the feed below)
+        }
+        *plock(&feed.connected) = false;
+        lock(&feed.room).broadcast_all(ServerMsg::StudioState {
+            participant: feed.participant,
+            state: StudioState::Reconnecting,
+            reason: Some(format!("encoder disconnected; the seat is held for {} s", self.app.config.rtmp.grace_secs)),
+        });
+        let app = self.app.clone();
+        let generation = self.generation;
+        let grace = Duration::from_secs(app.config.rtmp.grace_secs);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if feed.generation.load(Ordering::SeqCst) == generation && !*plock(&feed.connected) {
+                end_feed(&app, &feed, "the encoder did not come back within the grace period");
+            }
+        });
+    }
+}
+
+/// Remove a feed: its tracks, its seat, its room membership.
+fn end_feed(app: &AppState, feed: &Arc<Feed>, reason: &str) {
+    let removed = {
+        let mut feeds = plock(&app.studio.feeds);
+        match feeds.get(&feed.key_id) {
+            Some(f) if Arc::ptr_eq(f, feed) => feeds.remove(&feed.key_id).is_some(),
+            _ => false,
+        }
+    };
+    if !removed {
+        return;
+    }
+    tracing::info!(room = %feed.room_name, participant = %feed.participant, %reason, "studio feed ended");
+    feed.generation.fetch_add(1, Ordering::SeqCst);
+    feed.kick.notify_waiters();
+    {
+        let mut r = lock(&feed.room);
+        r.broadcast_all(ServerMsg::StudioState { participant: feed.participant, state: StudioState::Ended, reason: Some(reason.into()) });
+        r.leave(feed.participant, reason);
+    }
+    app.sfu.remove_participant(feed.participant);
+}
+
+/// The SFU's events for a feed's participant: only its own tracks matter.
+async fn feed_events(app: AppState, room: Arc<Mutex<Room>>, mut rx: mpsc::Receiver<sfu::SfuEvent>) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            sfu::SfuEvent::TrackPublished(info) => crate::ws::track_published(&app, &room, info),
+            sfu::SfuEvent::TrackUnpublished(track) => lock(&room).remove_track(track),
+            _ => {}
+        }
+    }
+}
+
+/// What the room sends the feed's "member": only the end of the room or a revocation matters.
+async fn feed_outbox(app: AppState, feed: Arc<Feed>, mut rx: mpsc::Receiver<ServerMsg>) {
+    while let Some(msg) = rx.recv().await {
+        if let ServerMsg::RoomEnded { reason } = msg {
+            end_feed(&app, &feed, &reason);
+            return;
+        }
+    }
+}
+
+impl Studio {
+    /// Revocations end the feed (not just the connection).
+    pub fn end_revoked(&self, app: &AppState, key_id: &str) {
+        if let Some(feed) = plock(&self.feeds).get(key_id).cloned() {
+            end_feed(app, &feed, "stream key revoked");
+        }
+    }
+}
