@@ -314,6 +314,17 @@ impl PeerSession {
             }],
         );
         let sender_id = self.pc.add_track(media_track).map_err(sdp_err)?;
+        // Offer every codec of the kind in this m-line, not just the track's: rtc narrows the
+        // codecs later tracks may use to those the first answer accepted, so a VP8-only first
+        // answer would refuse a later H.264 track (a studio feed, a Safari publisher).
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        for id in transceivers {
+            if let Some(mut t) = self.pc.rtp_transceiver(id)
+                && t.sender() == Some(sender_id)
+            {
+                t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
+            }
+        }
         self.forwarders.insert(
             track,
             Subscription {

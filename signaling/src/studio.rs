@@ -65,6 +65,8 @@ pub struct FeedView {
 
 pub struct Studio {
     pub keys: StreamKeys,
+    /// The publishing URL with the port actually bound (set when the listener starts).
+    server_url: std::sync::OnceLock<String>,
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     connections: AtomicUsize,
 }
@@ -75,7 +77,12 @@ fn plock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Studio {
     pub fn new(keys: StreamKeys) -> Self {
-        Self { keys, feeds: Mutex::new(HashMap::new()), connections: AtomicUsize::new(0) }
+        Self { keys, server_url: std::sync::OnceLock::new(), feeds: Mutex::new(HashMap::new()), connections: AtomicUsize::new(0) }
+    }
+
+    /// The URL to give OBS: `rtmp.public_url`, or built from the bound address.
+    pub fn server_url(&self, config: &crate::config::RtmpConfig) -> String {
+        self.server_url.get().cloned().unwrap_or_else(|| config.server_url())
     }
 
     pub fn feeds(&self) -> Vec<FeedView> {
@@ -100,7 +107,10 @@ pub async fn listen(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
         .await
         .map_err(|e| anyhow::anyhow!("binding RTMP on {}: {e}", app.config.rtmp.bind))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, url = %app.config.rtmp.server_url(), "RTMP listening for studio feeds");
+    let mut bound = app.config.rtmp.clone();
+    bound.bind = addr;
+    let _ = app.studio.server_url.set(bound.server_url());
+    tracing::info!(%addr, url = %app.studio.server_url(&app.config.rtmp), "RTMP listening for studio feeds");
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -320,7 +330,7 @@ impl Connection {
                 let app_name = app_name.trim_end_matches('/');
                 if app_name.len() > cfg.max_name_bytes || app_name != cfg.app {
                     tracing::info!(peer = %self.peer, app = %app_name.chars().take(64).collect::<String>(), "RTMP connect refused: unknown application");
-                    let hint = format!("unknown application; publish to {}", cfg.server_url());
+                    let hint = format!("unknown application; publish to {}", self.app.studio.server_url(cfg));
                     return Err(self.refuse(session, request_id, Refusal::new("NetConnection.Connect.Rejected", hint)).await);
                 }
                 let results = session.accept_request(request_id).map_err(|e| format!("accept: {e:?}"))?;

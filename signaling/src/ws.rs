@@ -354,7 +354,7 @@ impl Session {
                     SignalError::new(ErrorCode::Internal, "could not store the stream key")
                 })?;
                 tracing::info!(room = %self.claims.room, id = %minted.view.id, "stream key minted");
-                send(socket, &ServerMsg::StreamKey { id: minted.view.id, key: minted.key, server_url: self.app.config.rtmp.server_url(), label: minted.view.label }).await;
+                send(socket, &ServerMsg::StreamKey { id: minted.view.id, key: minted.key, server_url: self.app.studio.server_url(&self.app.config.rtmp), label: minted.view.label }).await;
                 Ok(Flow::Continue)
             }
             ClientMsg::ListStreamKeys => {

@@ -234,3 +234,186 @@ async fn reqwest_stats(server: &signaling::Server) -> Value {
     let json = body.split("\r\n\r\n").nth(1).unwrap_or("null");
     serde_json::from_str(json).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bframes_warn_the_host_and_stay_decodable() {
+    let server = start_server().await;
+    let (mut host, viewer) = live_room(&server, "bframes").await;
+    let (key, _) = mint_key(&mut host, "B-frames").await;
+    let ffmpeg = push(&rtmp_url(&server, &key), &Feed { bframes: true, seconds: 7, ..Feed::default() });
+    let notice = wait_msg(&mut host, "studio_notice", Duration::from_secs(10)).await;
+    eprintln!("host notice: {notice}");
+    assert_eq!(notice["code"], "bframes");
+    assert!(notice["message"].as_str().unwrap().contains("B-frames to 0"));
+    assert!(eventually(Duration::from_secs(10), || video_and_audio(&viewer, 200).is_some()).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = viewer.media_snapshot();
+    let video = m.values().find(|t| t.kind == "video").unwrap();
+    let aus: Vec<_> = access_units(&video.raw).into_iter().filter(|a| a.2).collect();
+    // RTP timestamps follow decode order: never backwards.
+    assert!(aus.windows(2).all(|w| w[1].0.wrapping_sub(w[0].0) < 0x8000_0000), "timestamps monotonic in decode order");
+    let (frames, w, h, errors) = ffprobe_decode(&aus, "bframes").await;
+    eprintln!("B-frame feed: ffprobe decoded {frames} frames {w}x{h} from {} access units; errors: {errors:?}", aus.len());
+    assert!(frames as usize >= aus.len() - 1 && frames >= 60);
+    assert!(errors.trim().is_empty());
+    let stats = reqwest_stats(&server).await;
+    assert_eq!(stats["studio"][0]["stats"]["bframes"], true);
+    let _ = stderr_of(ffmpeg, Duration::from_secs(10)).await;
+    server.shutdown().await;
+}
+
+/// The viewer's packet total, to show the room carries on.
+fn total_packets(c: &Client) -> u64 {
+    c.media_snapshot().values().map(|t| t.packets).sum()
+}
+
+/// A raw RTMP client: the simple handshake (C0/C1, then C2 = S1 echoed), leaving the socket
+/// ready for chunks.
+async fn rtmp_handshake(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(0u8, 8));
+    c0c1.extend((0..1528).map(|i| (i * 7) as u8));
+    s.write_all(&c0c1).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
+    s.read_exact(&mut s0s1s2).await.unwrap();
+    s.write_all(&s0s1s2[1..1537]).await.unwrap();
+    s
+}
+
+/// True if the server closes the connection within `within` (reads until EOF).
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_revoked_and_surplus_feeds_are_refused_and_the_room_carries_on() {
+    let mut config = test_config();
+    config.room.max_publishers = 2;
+    init_tracing();
+    let server = signaling::Server::start(config).await.unwrap();
+    let room = "refusals";
+    let mut host = join(&server, &token(&server, room, "host", Role::Host)).await.unwrap();
+    host.publish().await.expect("host publishes");
+    let viewer = join(&server, &token(&server, room, "viewer", Role::Viewer)).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || total_packets(&viewer) > 100).await);
+    let short = Feed { seconds: 3, ..Feed::default() };
+
+    // A wrong key.
+    let before = total_packets(&viewer);
+    let (status, err) = stderr_of(push(&rtmp_url(&server, "onair_0123456789ab_notavalidkey"), &short), Duration::from_secs(10)).await;
+    eprintln!("wrong key: ffmpeg {status:?}: {}", err.trim());
+    assert!(!status.expect("ffmpeg exits").success());
+    assert!(err.contains("stream key refused: unknown key"), "ffmpeg shows our reason: {err}");
+
+    // A revoked key.
+    let (key, id) = mint_key(&mut host, "Revoked").await;
+    host.send(json!({"type":"revoke_stream_key","id":id}));
+    wait_msg(&mut host, "stream_key_revoked", Duration::from_secs(3)).await;
+    let (status, err) = stderr_of(push(&rtmp_url(&server, &key), &short), Duration::from_secs(10)).await;
+    eprintln!("revoked key: ffmpeg {status:?}: {}", err.trim());
+    assert!(!status.expect("ffmpeg exits").success());
+    assert!(err.contains("this key was revoked"), "{err}");
+
+    // Only hosts manage keys.
+    let mut viewer2 = join(&server, &token(&server, room, "viewer2", Role::Viewer)).await.unwrap();
+    viewer2.send(json!({"type":"create_stream_key"}));
+    let e = wait_msg(&mut viewer2, "error", Duration::from_secs(3)).await;
+    assert_eq!(e["code"], "not_allowed");
+
+    // Stage full: the host plus one feed fill two seats; a second feed is refused.
+    let (key1, _) = mint_key(&mut host, "Cam 1").await;
+    let (key2, _) = mint_key(&mut host, "Cam 2").await;
+    let first = push(&rtmp_url(&server, &key1), &Feed { seconds: 6, ..Feed::default() });
+    assert!(eventually(Duration::from_secs(10), || viewer.media_snapshot().len() == 4).await, "first feed on stage: {:?}", viewer.media_snapshot().iter().map(|(k, t)| (k.clone(), t.kind.clone(), t.packets)).collect::<Vec<_>>());
+    let (status, err) = stderr_of(push(&rtmp_url(&server, &key2), &short), Duration::from_secs(10)).await;
+    eprintln!("stage full: ffmpeg {status:?}: {}", err.trim());
+    assert!(err.contains("the stage is full"), "{err}");
+
+    // Oversized chunk size and message length announcements: the connection is cut.
+    let addr = server.rtmp_addr.unwrap();
+    let mut s = rtmp_handshake(addr).await;
+    // SetChunkSize (type 1) on chunk stream 2 announcing 2 GiB - 1.
+    s.write_all(&[0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await, "a 2 GiB chunk size is refused");
+    let mut s = rtmp_handshake(addr).await;
+    // A video message header announcing 16 MiB - 1 (over the 4 MiB limit).
+    s.write_all(&[0x06, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]).await.unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await, "a 16 MiB message is refused");
+    // Garbage instead of a handshake, and a wrong application name.
+    let mut g = tokio::net::TcpStream::connect(addr).await.unwrap();
+    g.write_all(&[0x47; 3000]).await.unwrap();
+    assert!(closed_within(&mut g, Duration::from_secs(2)).await, "garbage handshake is refused");
+    let url = format!("rtmp://{addr}/other/{key1}");
+    let (_, err) = stderr_of(push(&url, &short), Duration::from_secs(10)).await;
+    assert!(err.contains("unknown application"), "{err}");
+
+    // The host's media kept flowing to the viewer through all of it.
+    assert!(eventually(Duration::from_secs(5), || total_packets(&viewer) > before + 300).await, "the room kept flowing");
+    eprintln!("viewer packets since the first refusal: {before} -> {}", total_packets(&viewer));
+    let _ = stderr_of(first, Duration::from_secs(10)).await;
+    host.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reconnecting_encoder_resumes_into_the_same_tracks() {
+    let mut config = test_config();
+    config.rtmp.grace_secs = 2;
+    init_tracing();
+    let server = signaling::Server::start(config).await.unwrap();
+    let (mut host, mut viewer) = live_room(&server, "reconnect").await;
+    let (key, _) = mint_key(&mut host, "Reconnecting").await;
+    let url = rtmp_url(&server, &key);
+    let mut first = push(&url, &Feed { seconds: 30, ..Feed::default() });
+    assert!(eventually(Duration::from_secs(10), || video_and_audio(&viewer, 100).is_some()).await);
+    let (video_id, audio_id) = video_and_audio(&viewer, 100).unwrap();
+    wait_msg(&mut viewer, "studio_state", Duration::from_secs(1)).await;
+    // The encoder dies (SIGKILL: no FCUnpublish, the TCP connection just ends).
+    first.kill().await.unwrap();
+    let s = wait_msg(&mut viewer, "studio_state", Duration::from_secs(3)).await;
+    assert_eq!(s["state"], "reconnecting");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = viewer.media_snapshot()[&video_id].packets;
+    let restarted = Instant::now();
+    let second = push(&url, &Feed { seconds: 4, ..Feed::default() });
+    let s = wait_msg(&mut viewer, "studio_state", Duration::from_secs(5)).await;
+    assert_eq!(s["state"], "live");
+    let reconnected = Instant::now();
+    assert!(eventually(Duration::from_secs(5), || viewer.media_snapshot()[&video_id].packets > before + 10).await, "video flows again");
+    let flowing = viewer.media_snapshot()[&video_id].raw.iter().find(|p| p.at > reconnected).map(|p| p.at).unwrap_or_else(Instant::now);
+    eprintln!(
+        "encoder restart -> live {:?}; reconnect -> first video packet {:?}",
+        reconnected.duration_since(restarted),
+        flowing.saturating_duration_since(reconnected)
+    );
+    assert!(flowing.saturating_duration_since(reconnected) < Duration::from_secs(2));
+    let m = viewer.media_snapshot();
+    assert_eq!(m.len(), 2, "same two tracks, no new ones: {:?}", m.keys());
+    assert!(m.contains_key(&video_id) && m.contains_key(&audio_id));
+    assert_eq!(m[&video_id].ssrcs.len(), 1, "one SSRC throughout");
+    // Timestamps kept rising across the gap.
+    let raw = &m[&video_id].raw;
+    assert!(raw.windows(2).all(|w| w[1].ts.wrapping_sub(w[0].ts) < 0x8000_0000), "video timestamps never go back");
+    let stats = reqwest_stats(&server).await;
+    assert_eq!(stats["studio"][0]["stats"]["connections"], 2);
+    // When the encoder stops for longer than the grace period, the feed leaves the stage.
+    let _ = stderr_of(second, Duration::from_secs(10)).await;
+    let gone = wait_msg(&mut viewer, "track_unpublished", Duration::from_secs(6)).await;
+    eprintln!("after the grace period: {gone}");
+    let ended = eventually(Duration::from_secs(3), || reqwest_stats_blocking_empty(&server)).await;
+    assert!(ended, "feed removed after the grace period");
+    server.shutdown().await;
+}
+
+fn reqwest_stats_blocking_empty(server: &signaling::Server) -> bool {
+    server.state.studio.feeds().is_empty()
+}

@@ -319,10 +319,11 @@ impl Bridge {
             self.last_keyframe_ms = Some(rtmp_ms);
             self.stats.keyframes += 1;
         }
-        // Presentation time. With B-frames this is not monotonic in decode order; see
-        // docs/obs.md for what viewers get then.
-        let pts = rtmp_ms.wrapping_add(composition_ms as u32);
-        let ts = self.video_clock.rtp(pts, arrived);
+        // RTP timestamps follow decode time (the RTMP timestamp), not presentation time: WebRTC
+        // receivers time frames in arrival (decode) order, and presentation times that step
+        // backwards around B-frames make them drop or stall frames. Without B-frames the two
+        // are equal. Measured in docs/benchmarks.md.
+        let ts = self.video_clock.rtp(rtmp_ms, arrived);
         let n = self.payloads.len();
         for (i, payload) in self.payloads.drain(..).enumerate() {
             let header = rtc::rtp::header::Header {
