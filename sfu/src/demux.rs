@@ -48,6 +48,38 @@ pub fn binding_request_ufrag(buf: &[u8]) -> Option<&str> {
     None
 }
 
+const ATTR_USE_CANDIDATE: u16 = 0x0025;
+
+/// Whether `buf` is a STUN Binding Request carrying USE-CANDIDATE (the client nominates the
+/// path it came on). Never panics.
+pub fn is_nomination(buf: &[u8]) -> bool {
+    if buf.len() < STUN_HEADER || buf[0..2] != [0x00, 0x01] || buf[4..8] != STUN_MAGIC {
+        return false;
+    }
+    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    let Some(body) = buf.get(STUN_HEADER..STUN_HEADER + len) else { return false };
+    let mut at = 0usize;
+    while at + 4 <= body.len() {
+        let typ = u16::from_be_bytes([body[at], body[at + 1]]);
+        let alen = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
+        if typ == ATTR_USE_CANDIDATE {
+            return true;
+        }
+        at += 4 + alen.div_ceil(4) * 4;
+    }
+    false
+}
+
+/// Whether `buf` is a STUN Binding Success Response.
+pub fn is_binding_success(buf: &[u8]) -> bool {
+    buf.len() >= STUN_HEADER && buf[0..2] == [0x01, 0x01] && buf[4..8] == STUN_MAGIC
+}
+
+/// Any STUN message (RFC 7983: first byte 0..=3).
+pub fn is_stun(buf: &[u8]) -> bool {
+    buf.first().is_some_and(|b| *b < 4)
+}
+
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -148,6 +180,20 @@ mod tests {
         m.extend_from_slice(&[7u8; 12]);
         m.extend_from_slice(&attrs);
         m
+    }
+
+    #[test]
+    fn nominations_are_recognised() {
+        let mut m = binding(b"srv:cli");
+        assert!(!is_nomination(&m));
+        m.extend_from_slice(&[0x00, 0x25, 0x00, 0x00]);
+        let len = (m.len() - STUN_HEADER) as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        assert!(is_nomination(&m));
+        for cut in 0..m.len() {
+            let _ = is_nomination(&m[..cut]);
+        }
+        assert!(!is_binding_success(&m));
     }
 
     #[test]

@@ -261,6 +261,7 @@ impl Forwarder {
             let starting = self.current.is_none() && layer <= self.max_layer;
             let switch = (starting || self.target(now) == Some(layer)) && (keyframe || !self.is_video());
             if !switch {
+                tracing::trace!(track = %self.track, layer, current = ?self.current, target = ?self.target(now), keyframe, max = self.max_layer, "packet held back");
                 return Verdict::Drop;
             }
             let gap = self
@@ -275,7 +276,10 @@ impl Forwarder {
                 self.last_sent = Some(now);
                 Verdict::Send { seq, ts }
             }
-            None => Verdict::Drop,
+            None => {
+                tracing::trace!(track = %self.track, seq, "packet before the anchor");
+                Verdict::Drop
+            }
         }
     }
 }

@@ -99,6 +99,9 @@ impl SessionFactory {
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)
             .with_answering_dtls_role(RTCDtlsRole::Server)
+            // rtc judges liveness by STUN on its first selected pair only; the worker judges it
+            // by any traffic on any of the client's paths instead (ICE_DISCONNECTED/FAILED).
+            .with_ice_timeouts(Some(std::time::Duration::ZERO), Some(std::time::Duration::ZERO), None)
             .build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![self.certificate.clone()])
@@ -131,6 +134,10 @@ impl SessionFactory {
             candidate_added: false,
             created: now,
             connected: false,
+            ever_connected: false,
+            last_rx: now,
+            remote: None,
+            nominating: None,
             deadline: None,
             offer_outstanding: false,
             renegotiate: false,
@@ -199,6 +206,15 @@ pub struct PeerSession {
     candidate_added: bool,
     pub created: Instant,
     pub connected: bool,
+    /// Connected once (DTLS done): from then on liveness is ours to judge (see the worker).
+    pub ever_connected: bool,
+    /// When the peer last sent us anything (STUN, DTLS, SRTP, SRTCP).
+    pub last_rx: Instant,
+    /// The path the client uses now: it may nominate another of its addresses after the first
+    /// (Chrome moves between interfaces), and rtc keeps its first choice, so media follows the
+    /// latest nominated address whose check rtc answered.
+    pub remote: Option<SocketAddr>,
+    pub nominating: Option<SocketAddr>,
     /// The timeout currently scheduled for this session in the worker's heap.
     pub deadline: Option<Instant>,
     /// Subscriber side: an offer is out and its answer not yet applied.
@@ -220,6 +236,22 @@ fn sdp_err(e: impl std::fmt::Display) -> SfuError {
 }
 
 impl PeerSession {
+    /// Where an outgoing datagram goes: STUN answers go where rtc says (to the requester);
+    /// media and DTLS follow the client's latest nominated path.
+    pub fn destination(&mut self, rtc_addr: SocketAddr, datagram: &[u8]) -> SocketAddr {
+        if crate::demux::is_stun(datagram) {
+            if self.nominating == Some(rtc_addr) && crate::demux::is_binding_success(datagram) {
+                self.nominating = None;
+                if self.remote != Some(rtc_addr) {
+                    tracing::debug!(key = ?self.key, path = %rtc_addr, "client nominated another path; media follows it");
+                    self.remote = Some(rtc_addr);
+                }
+            }
+            return rtc_addr;
+        }
+        self.remote.unwrap_or(rtc_addr)
+    }
+
     /// The bandwidth estimate toward this (subscriber) peer, once feedback has produced one.
     pub fn bandwidth_estimate(&self) -> Option<f64> {
         match self.estimate.load(Ordering::Relaxed) {

@@ -97,6 +97,11 @@ const BATCH: usize = 256;
 const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
 /// A layer nobody wants any more is paused at the publisher after this long.
 const DYNACAST_DOWN_DELAY: Duration = Duration::from_millis(1000);
+/// A connected client silent this long (no STUN, RTCP or media at all) counts as
+/// disconnected: forwarding to it pauses until it is heard again.
+const ICE_DISCONNECTED: Duration = Duration::from_secs(8);
+/// ... and after this long its session is closed (the client reconnects afresh).
+const ICE_FAILED: Duration = Duration::from_secs(30);
 
 struct Worker {
     idx: usize,
@@ -181,6 +186,11 @@ impl Worker {
     fn handle_datagram(&mut self, key: SessionKey, from: SocketAddr, data: BytesMut, at: Instant) {
         let local_addr = self.shared.local_addr;
         let Some(session) = self.session(key) else { return };
+        session.last_rx = at;
+        if crate::demux::is_nomination(&data) {
+            session.nominating = Some(from);
+        }
+        let regained = session.ever_connected && !session.connected;
         let msg = TaggedBytesMut {
             now: at,
             transport: TransportContext {
@@ -206,7 +216,38 @@ impl Worker {
                 return;
             }
         }
+        if regained {
+            self.set_connected(key, true, Instant::now());
+        }
         self.pump(key, Instant::now());
+    }
+
+    /// Our liveness verdict for a session that had connected: traffic stopped (Disconnected,
+    /// forwarding pauses) or came back (Connected; video restarts at a keyframe).
+    fn set_connected(&mut self, key: SessionKey, up: bool, now: Instant) {
+        let mut waiting = Vec::new();
+        let Some(s) = self.session(key) else { return };
+        if s.connected == up {
+            return;
+        }
+        s.connected = up;
+        if up {
+            s.ever_connected = true;
+            for sub in s.forwarders.values_mut() {
+                // Every video stream starts at a keyframe; ask at once, for the layer this
+                // subscriber will start on.
+                if let Some(layer) = sub.forwarder.wants_keyframe(now) {
+                    sub.forwarder.last_keyframe_request = Some(now);
+                    waiting.push((sub.forwarder.track, layer));
+                }
+            }
+        }
+        for (track, layer) in waiting {
+            self.request_keyframe_from_publisher(track, layer);
+        }
+        let conn = if up { ConnState::Connected } else { ConnState::Disconnected };
+        tracing::debug!(?key, ?conn, "connection state");
+        self.emit(key.participant, SfuEvent::Connection(key.role, conn));
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -633,28 +674,14 @@ impl Worker {
                     RTCPeerConnectionState::Closed => ConnState::Closed,
                     _ => return,
                 };
-                tracing::debug!(?key, ?conn, "connection state");
-                let mut waiting = Vec::new();
-                if let Some(s) = self.session(key) {
-                    let was = s.connected;
-                    s.connected = conn == ConnState::Connected;
-                    if s.connected && !was {
-                        for sub in s.forwarders.values_mut() {
-                            // Every video stream starts at a keyframe; ask at once, for the
-                            // layer this subscriber will start on.
-                            if let Some(layer) = sub.forwarder.wants_keyframe(now) {
-                                sub.forwarder.last_keyframe_request = Some(now);
-                                waiting.push((sub.forwarder.track, layer));
-                            }
-                        }
+                match conn {
+                    ConnState::Connected => self.set_connected(key, true, now),
+                    ConnState::Disconnected => self.set_connected(key, false, now),
+                    ConnState::Failed | ConnState::Closed => {
+                        tracing::debug!(?key, ?conn, "connection state");
+                        self.emit(key.participant, SfuEvent::Connection(key.role, conn));
+                        self.close_session(key, "connection failed");
                     }
-                }
-                for (track, layer) in waiting {
-                    self.request_keyframe_from_publisher(track, layer);
-                }
-                self.emit(key.participant, SfuEvent::Connection(key.role, conn));
-                if matches!(conn, ConnState::Failed | ConnState::Closed) {
-                    self.close_session(key, "connection failed");
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if key.role == SessionRole::Publisher => {
@@ -805,7 +832,8 @@ impl Worker {
                 forwarded += 1;
             }
             while let Some(out) = session.pc.poll_write() {
-                self.batch.push(out.transport.peer_addr, out.message);
+                let to = session.destination(out.transport.peer_addr, &out.message);
+                self.batch.push(to, out.message);
             }
             reschedule(&mut self.timers, session);
         }
@@ -870,6 +898,25 @@ impl Worker {
                 self.announce_layers(publisher, track, wanted);
             }
         }
+        // Liveness of connected sessions: no datagram at all from the client for a while.
+        let mut quiet = Vec::new();
+        let mut gone = Vec::new();
+        for s in self.participants.values().flat_map(|p| [p.publisher.as_ref(), p.subscriber.as_ref()]).flatten() {
+            let silent = now.saturating_duration_since(s.last_rx);
+            if s.ever_connected && silent > ICE_FAILED {
+                gone.push(s.key);
+            } else if s.connected && silent > ICE_DISCONNECTED {
+                quiet.push(s.key);
+            }
+        }
+        for key in quiet {
+            self.set_connected(key, false, now);
+        }
+        for key in gone {
+            tracing::info!(?key, "nothing heard from the client for {ICE_FAILED:?}; closing session");
+            self.emit(key.participant, SfuEvent::Connection(key.role, ConnState::Failed));
+            self.close_session(key, "connection lost");
+        }
         // Sessions that never connected.
         let timeout = self.shared.config.connect_timeout;
         let stale: Vec<SessionKey> = self
@@ -877,7 +924,7 @@ impl Worker {
             .values()
             .flat_map(|p| [p.publisher.as_ref(), p.subscriber.as_ref()])
             .flatten()
-            .filter(|s| !s.connected && now.duration_since(s.created) > timeout)
+            .filter(|s| !s.ever_connected && !s.connected && now.duration_since(s.created) > timeout)
             .map(|s| s.key)
             .collect();
         for key in stale {
@@ -960,7 +1007,8 @@ impl Worker {
 
 fn flush_writes(shared: &Shared, session: &mut PeerSession) {
     while let Some(out) = session.pc.poll_write() {
-        match shared.socket.send_to(&out.message, out.transport.peer_addr) {
+        let to = session.destination(out.transport.peer_addr, &out.message);
+        match shared.socket.send_to(&out.message, to) {
             Ok(n) => {
                 shared.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
             }
