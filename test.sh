@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole Onair test suite. Installs what the tests need when it is missing, then runs:
-#   - every unit and integration test of the workspace (real WebRTC peers on loopback),
+#   - every unit and integration test of the workspace (real WebRTC peers on loopback, real
+#     ffmpeg pushing RTMP),
 #   - a smoke run of the forwarding-path benchmark (it must still build and forward),
 #   - the browser end-to-end test in headless Chromium (web-client/tests/e2e.mjs).
 # Usage: ./test.sh            (CI: .ci/run calls this)
@@ -11,6 +12,8 @@ cd "$(dirname "$0")"
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# Studio-feed tests push real RTMP with ffmpeg (libx264 + AAC) and check with ffprobe.
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -47,7 +47,11 @@ const state = {
   quality: 'auto',
   statsWaiters: [],
   sentSizes: new Map(), // track id -> height last reported
+  studio: new Map(),    // studio feed participant id -> 'live' | 'reconnecting'
+  streamKeys: [],
 };
+
+const isStudio = (p) => p?.identity?.startsWith('studio:');
 
 function decodeClaims(t) {
   try {
@@ -172,6 +176,22 @@ async function handle(msg) {
     case 'pong': state.lastPong = Date.now(); break;
     case 'layers': state.layersMax = msg.max_layer; await applyLayers(); break;
     case 'stats': { const r = state.statsWaiters.shift(); if (r) r(msg); break; }
+    case 'stream_key':
+      $('studio-new').hidden = false;
+      $('studio-url').value = msg.server_url;
+      $('studio-key').value = msg.key;
+      send({ type: 'list_stream_keys' });
+      break;
+    case 'stream_keys': state.streamKeys = msg.keys; renderKeys(); break;
+    case 'stream_key_revoked': send({ type: 'list_stream_keys' }); break;
+    case 'studio_state':
+      if (msg.state === 'ended') state.studio.delete(msg.participant); else state.studio.set(msg.participant, msg.state);
+      renderStage();
+      break;
+    case 'studio_notice':
+      banner(`Studio feed: ${msg.message}`);
+      setTimeout(() => banner(''), 12_000);
+      break;
     case 'connection_state':
       if ((msg.state === 'failed' || msg.state === 'closed') && !state.leaving) restart('media connection lost');
       break;
@@ -403,7 +423,9 @@ function renderStage() {
     tile.classList.toggle('cam-off', !!camOff);
     tile.dataset.initials = initials(p?.name);
     const label = tile.querySelector('.name');
-    label.textContent = `${p?.name ?? 'Guest'}${mine ? ' (you)' : ''}${p?.role === 'host' ? ' · host' : ''}`;
+    label.textContent = `${p?.name ?? 'Guest'}${mine ? ' (you)' : ''}${p?.role === 'host' ? ' · host' : ''}${isStudio(p) ? ' · studio' : ''}`;
+    tile.classList.toggle('studio', isStudio(p));
+    tile.classList.toggle('reconnecting', state.studio.get(id) === 'reconnecting');
     if (micOff) { const f = document.createElement('span'); f.className = 'flag'; f.textContent = 'mic off'; label.append(f); }
     if (camOff) { const f = document.createElement('span'); f.className = 'flag'; f.textContent = 'cam off'; label.append(f); }
     if (!mine) { attachAudio(id, stream); reportSize(v); }
@@ -471,6 +493,7 @@ function renderControls() {
   const canPublish = role === 'host' || role === 'cohost';
   $('publish-controls').hidden = !canPublish;
   $('end-live').hidden = role !== 'host';
+  $('studio').hidden = role !== 'host';
   const go = $('go-live');
   go.textContent = role === 'host' ? 'Go live' : 'Join as co-host';
   go.hidden = state.live;
@@ -484,6 +507,22 @@ function renderControls() {
   $('toggle-cam').textContent = camOff ? 'Camera off' : 'Camera on';
   $('toggle-cam').setAttribute('aria-pressed', String(camOff));
   $('toggle-cam').setAttribute('aria-label', camOff ? 'Turn camera on' : 'Turn camera off');
+}
+
+function renderKeys() {
+  const list = $('studio-keys');
+  list.replaceChildren();
+  for (const k of state.streamKeys) {
+    const li = document.createElement('li');
+    li.textContent = `${k.label} · ${k.id}${k.revoked_at ? ' · revoked' : ''}`;
+    if (!k.revoked_at) {
+      const b = document.createElement('button');
+      b.textContent = 'Revoke';
+      b.addEventListener('click', () => send({ type: 'revoke_stream_key', id: k.id }));
+      li.append(b);
+    }
+    list.append(li);
+  }
 }
 
 function renderRoom() {
@@ -509,6 +548,14 @@ function wire() {
     setConn('offline', 'Left');
   });
   $('end-live').addEventListener('click', () => send({ type: 'end_room' }));
+  $('studio').addEventListener('click', () => {
+    $('studio-new').hidden = true;
+    $('studio-key').value = '';
+    send({ type: 'list_stream_keys' });
+    $('studio-dialog').showModal();
+  });
+  $('studio-create').addEventListener('click', () => send({ type: 'create_stream_key', label: $('studio-label').value.trim() }));
+  $('studio-close').addEventListener('click', () => $('studio-dialog').close());
   $('quality').addEventListener('change', () => {
     state.quality = $('quality').value;
     send({ type: 'quality', quality: state.quality });
@@ -544,10 +591,14 @@ window.__onair = {
   async inbound() {
     if (!state.sub) return [];
     const out = [];
-    (await state.sub.getStats()).forEach((r) => {
+    const report = await state.sub.getStats();
+    report.forEach((r) => {
       if (r.type === 'inbound-rtp') {
         out.push({ kind: r.kind, framesDecoded: r.framesDecoded ?? 0, packetsReceived: r.packetsReceived ?? 0,
-          frameHeight: r.frameHeight ?? 0, totalSamplesReceived: r.totalSamplesReceived ?? 0 });
+          frameHeight: r.frameHeight ?? 0, totalSamplesReceived: r.totalSamplesReceived ?? 0,
+          mimeType: report.get(r.codecId)?.mimeType ?? '', totalAudioEnergy: r.totalAudioEnergy ?? 0,
+          freezeCount: r.freezeCount ?? 0, framesDropped: r.framesDropped ?? 0,
+          jitterBufferDelay: r.jitterBufferDelay ?? 0, jitterBufferEmittedCount: r.jitterBufferEmittedCount ?? 0 });
       }
     });
     return out;

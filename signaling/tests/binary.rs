@@ -36,6 +36,7 @@ fn server_starts_with_embedded_defaults_and_prints_a_link() {
         .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0"])
         .env_remove("ONAIR_AUTH_SECRET")
         .env("RUST_LOG", "warn")
+        .env("ONAIR_RTMP_BIND", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -72,4 +73,34 @@ fn server_starts_with_embedded_defaults_and_prints_a_link() {
     let link = link.expect("dev mode prints a ready-to-open link");
     assert!(link.contains(&format!("http://127.0.0.1:{port}/?token=")), "{link}");
     assert!(healthy, "GET /healthz answers ok");
+}
+
+#[test]
+fn stream_key_cli_mints_lists_and_revokes() {
+    let dir = std::env::temp_dir().join(format!("onair-cli-keys-{}", std::process::id()));
+    let file = dir.join("keys.json");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_onair"))
+            .args(args)
+            .env("ONAIR_RTMP_KEYS_FILE", &file)
+            .env("ONAIR_RTMP_BIND", "0.0.0.0:1935")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["stream-key", "--room", "demo", "--label", "OBS"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Server URL:  rtmp://localhost:1935/live"), "{text}");
+    let key = text.lines().find_map(|l| l.strip_prefix("Stream key:  ")).expect("key printed").to_owned();
+    assert!(key.starts_with("onair_"));
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&key), "only the hash is stored");
+    let id = key.split('_').nth(1).unwrap().to_owned();
+    let list = String::from_utf8(run(&["stream-key", "--list"]).stdout).unwrap();
+    assert!(list.contains(&id) && list.contains("active"), "{list}");
+    assert!(run(&["stream-key", "--revoke", &id]).status.success());
+    let list = String::from_utf8(run(&["stream-key", "--list", "--room", "demo"]).stdout).unwrap();
+    assert!(list.contains("revoked"), "{list}");
+    assert!(!run(&["stream-key", "--revoke", "nope"]).status.success());
+    assert!(!run(&["stream-key"]).status.success(), "--room is required to mint");
+    let _ = std::fs::remove_dir_all(dir);
 }
