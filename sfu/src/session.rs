@@ -421,7 +421,12 @@ impl PeerSession {
                     .or_else(|| codecs.iter().find(same_mime))
                     .map(|c| c.payload_type);
                 if sub.forwarder.payload_type.is_none() {
-                    tracing::warn!(track = %sub.forwarder.track, "subscriber did not accept {}", sub.mime_type);
+                    if codecs.is_empty() {
+                        // Added after this offer went out: the next offer carries it.
+                        tracing::debug!(track = %sub.forwarder.track, "not negotiated yet");
+                    } else {
+                        tracing::warn!(track = %sub.forwarder.track, "subscriber did not accept {}", sub.mime_type);
+                    }
                 }
             }
         }

@@ -147,7 +147,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             dev: None,
-            log: "info".into(),
+            // rtc_dtls warns about every TLS extension a browser offers that it does not use.
+            log: "info,rtc_dtls=error".into(),
             http: HttpConfig::default(),
             rtc: RtcConfig::default(),
             auth: AuthConfig::default(),

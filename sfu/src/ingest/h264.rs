@@ -81,6 +81,81 @@ fn push_nal(nal: &[u8], max: usize, out: &mut Vec<Bytes>) {
     }
 }
 
+/// Reads Exp-Golomb codes from an RBSP (emulation-prevention bytes already removed).
+pub struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    pub fn bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.pos / 8)?;
+        let b = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(u32::from(b))
+    }
+
+    pub fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            v = (v << 1) | self.bit()?;
+        }
+        Some(v)
+    }
+
+    /// ue(v)
+    pub fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+
+    /// se(v)
+    pub fn se(&mut self) -> Option<i32> {
+        let k = self.ue()?;
+        Some(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
+/// Remove emulation-prevention bytes (00 00 03 → 00 00) from the first `limit` bytes.
+pub fn rbsp(nal: &[u8], limit: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal.len().min(limit));
+    let mut zeros = 0;
+    for &b in nal.iter().take(limit) {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// The slice_type of a coded slice NAL unit (0/5 P, 1/6 B, 2/7 I, 3/8 SP, 4/9 SI).
+pub fn slice_type(nal: &[u8]) -> Option<u32> {
+    if !matches!(nal.first()? & 0x1f, NAL_SLICE | NAL_IDR) {
+        return None;
+    }
+    let r = rbsp(nal.get(1..)?, 16);
+    let mut br = BitReader::new(&r);
+    br.ue()?; // first_mb_in_slice
+    br.ue().map(|t| t % 5)
+}
+
 /// `profile-level-id` from an SPS (profile_idc, constraint flags, level_idc).
 pub fn profile_level_id(sps: &[u8]) -> Option<String> {
     let b = sps.get(1..4)?;
@@ -135,6 +210,12 @@ mod tests {
         let au = packetize(&[&[0x01, 9, 9]], &sps, &pps, MAX_PAYLOAD, &mut Vec::new());
         assert!(au.disposable && !au.idr);
         assert_eq!(profile_level_id(&sps[0]).as_deref(), Some("42c01f"));
+        // first_mb_in_slice 0 (1), slice_type 1 = B (010), 6 = B (00111), 0 = P (1).
+        assert_eq!(slice_type(&[0x01, 0b1010_0000]), Some(1));
+        assert_eq!(slice_type(&[0x01, 0b1001_1100]), Some(1));
+        assert_eq!(slice_type(&[0x41, 0b1100_0000]), Some(0));
+        assert_eq!(slice_type(&[0x67, 0x42]), None);
+        assert_eq!(rbsp(&[0, 0, 3, 1, 0, 0, 3], 16), vec![0, 0, 1, 0, 0]);
     }
 
     proptest! {

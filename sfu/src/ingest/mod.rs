@@ -70,7 +70,7 @@ impl Notice {
     /// The sentence for the host, with the fix.
     pub fn message(&self) -> String {
         match self {
-            Notice::Bframes => "the encoder sends B-frames, which make WebRTC playback stutter; set B-frames to 0 (x264: tune zerolatency or bframes=0)".into(),
+            Notice::Bframes => "the encoder sends B-frames, which WebRTC players cannot show; Onair drops them, so viewers get fewer frames per second. Set B-frames to 0 (x264: tune zerolatency or bframes=0)".into(),
             Notice::KeyframeInterval { ms } => format!("keyframes are {:.1} s apart; set the keyframe interval to 1-2 s so viewers start fast", *ms as f64 / 1000.0),
             Notice::Unsupported { detail } => format!("the studio feed sends something Onair cannot play: {detail}"),
         }
@@ -98,6 +98,8 @@ pub struct BridgeStats {
     pub audio_frames: u64,
     pub rtp_packets: u64,
     pub bframes: bool,
+    /// B-frames not forwarded (WebRTC decoders cannot reorder them).
+    pub bframes_dropped: u64,
     pub keyframe_interval_ms: Option<u32>,
     pub video_delay: DelayStats,
     pub audio_delay: DelayStats,
@@ -302,6 +304,11 @@ impl Bridge {
             self.warned_bframes = true;
             self.stats.bframes = true;
             notices.push(Notice::Bframes);
+        }
+        // WebRTC decoders do not reorder: B-frames are not forwarded (the encoder is told why).
+        if nalus.iter().any(|n| h264::slice_type(n) == Some(1)) {
+            self.stats.bframes_dropped += 1;
+            return Ok(());
         }
         self.payloads.clear();
         let au = h264::packetize(&nalus, &avc.sps, &avc.pps, h264::MAX_PAYLOAD, &mut self.payloads);
