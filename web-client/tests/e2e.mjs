@@ -290,7 +290,7 @@ try {
       const sViewer = await open('studio-viewer', await token('studio', 'sviewer', 'viewer', 'Sam Viewer'));
       const ffmpeg = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-loglevel', 'error', '-re',
         '-f', 'lavfi', '-i', 'testsrc=size=1280x720:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-        '-t', '12', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '30', '-b:v', '2500k',
+        '-t', '12', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-preset', 'veryfast', '-tune', 'zerolatency', '-profile:v', 'high', '-g', '30', '-b:v', '2500k',
         '-c:a', 'aac', '-b:a', '128k', '-f', 'flv', `${url}/${key}`], { stdio: ['ignore', 'ignore', 'inherit'] });
       const first = await until('the studio feed decoding', () => decoding(sViewer, 1), 20_000).catch(() => null);
       await sleep(2500);
@@ -298,8 +298,9 @@ try {
       const v0 = first?.find((r) => r.kind === 'video');
       const v1 = later.find((r) => r.kind === 'video');
       const a1 = later.find((r) => r.kind === 'audio');
-      check('a viewer page plays the RTMP feed: H.264 frames decoded and increasing', !!v0 && v1?.mimeType === 'video/H264' && v1.framesDecoded > v0.framesDecoded,
-        `${v1?.mimeType} framesDecoded ${v0?.framesDecoded} -> ${v1?.framesDecoded}, ${v1?.frameHeight}p`);
+      const profile = (await (await fetch(`${base}/api/stats`)).json()).studio?.[0]?.stats?.profile_level_id;
+      check('a viewer page plays the RTMP feed (H.264 High profile): frames decoded and increasing', !!v0 && v1?.mimeType === 'video/H264' && v1.framesDecoded > v0.framesDecoded && profile?.startsWith('64'),
+        `${v1?.mimeType} profile-level-id ${profile}, framesDecoded ${v0?.framesDecoded} -> ${v1?.framesDecoded}, ${v1?.frameHeight}p`);
       check('... and its audio: Opus samples received with energy', a1?.mimeType === 'audio/opus' && a1.totalSamplesReceived > 48000 && a1.totalAudioEnergy > 0,
         `${a1?.mimeType} samples ${a1?.totalSamplesReceived} energy ${a1?.totalAudioEnergy?.toFixed(3)}`);
       const t = await tiles(sViewer);
@@ -358,6 +359,9 @@ try {
       const g2gP50 = delays.length ? delays[Math.floor((delays.length - 1) / 2)] : NaN;
       console.log(`RTMP -> browser glass to glass (ms, ${delays.length} flashes): ${delays.map((d) => d.toFixed(0)).join(', ')}; p50 ${g2gP50.toFixed(0)} ms`);
       check('glass to glass measured over >= 8 flashes', delays.length >= 8, `p50 ${g2gP50.toFixed(0)} ms`);
+      const bridge = (await (await fetch(`${base}/api/stats`)).json()).studio?.[0]?.stats;
+      const us = (d) => `p50 ${d?.p50_us} µs, p99 ${d?.p99_us} µs, max ${d?.max_us} µs over ${d?.count}`;
+      console.log(`bridge delay (RTMP message in -> RTP out), both connections: video ${us(bridge?.video_delay)} frames; audio ${us(bridge?.audio_delay)} Opus frames`);
       check('the viewer page kept watching across the encoder reconnect (no rejoin)', (await sViewer.evaluate(() => window.__onair.joins())) === joinsBefore);
 
       // An encoder with B-frames: the host is told how to fix it, and the viewer still gets

@@ -97,6 +97,8 @@ pub struct BridgeStats {
     pub keyframes: u64,
     pub audio_frames: u64,
     pub rtp_packets: u64,
+    /// The encoder's H.264 profile-level-id (from its SPS), e.g. 640028 for High 4.0.
+    pub profile_level_id: Option<String>,
     pub bframes: bool,
     /// B-frames not forwarded (WebRTC decoders cannot reorder them).
     pub bframes_dropped: u64,
@@ -288,6 +290,7 @@ impl Bridge {
                     profile_level_id = h264::profile_level_id(&config.sps[0]).as_deref().unwrap_or("?"),
                     "studio feed: H.264 configuration"
                 );
+                self.stats.profile_level_id = h264::profile_level_id(&config.sps[0]);
                 self.avc = Some(config);
                 return Ok(());
             }
