@@ -377,7 +377,7 @@ impl Worker {
     /// One packet from the in-process ingest path: route it like a received one.
     fn ingest(&mut self, participant: ParticipantId, pkt: MediaPacket) {
         // Only the participant that opened the track may feed it.
-        if !self.router.published.get(&pkt.track).is_some_and(|p| p.publisher == participant) {
+        if self.router.published.get(&pkt.track).is_none_or(|p| p.publisher != participant) {
             return;
         }
         self.shared.counters.rtp_in.fetch_add(1, Ordering::Relaxed);

@@ -348,6 +348,11 @@ async fn bad_revoked_and_surplus_feeds_are_refused_and_the_room_carries_on() {
     assert!(!status.expect("ffmpeg exits").success());
     assert!(err.contains("this key was revoked"), "{err}");
 
+    // A stream key longer than the 256-byte limit.
+    let long = format!("onair_{}", "k".repeat(300));
+    let (_, err) = stderr_of(push(&rtmp_url(&server, &long), &short), Duration::from_secs(10)).await;
+    assert!(err.contains("stream key refused"), "{err}");
+
     // Only hosts manage keys.
     let mut viewer2 = join(&server, &token(&server, room, "viewer2", Role::Viewer)).await.unwrap();
     viewer2.send(json!({"type":"create_stream_key"}));
@@ -441,4 +446,18 @@ async fn a_reconnecting_encoder_resumes_into_the_same_tracks() {
 
 fn reqwest_stats_blocking_empty(server: &signaling::Server) -> bool {
     server.state.studio.feeds().is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_keyframe_interval_warns_the_host() {
+    let server = start_server().await;
+    let (mut host, _viewer) = live_room(&server, "gop").await;
+    let (key, _) = mint_key(&mut host, "Slow keyframes").await;
+    let ffmpeg = push(&rtmp_url(&server, &key), &Feed { seconds: 5, gop: 90, ..Feed::default() });
+    let notice = wait_msg(&mut host, "studio_notice", Duration::from_secs(8)).await;
+    eprintln!("host notice: {notice}");
+    assert_eq!(notice["code"], "keyframe_interval");
+    assert!(notice["message"].as_str().unwrap().contains("3.0 s apart"), "{notice}");
+    let _ = stderr_of(ffmpeg, Duration::from_secs(10)).await;
+    server.shutdown().await;
 }
