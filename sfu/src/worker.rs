@@ -177,7 +177,11 @@ impl Worker {
         if let Some(p) = self.participants.get(&participant)
             && let Err(e) = p.events.try_send(event)
         {
-            tracing::warn!(%participant, "event dropped: {e}");
+            match e {
+                // The participant's signaling session has ended; its removal is on the way.
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => tracing::debug!(%participant, "event dropped: participant gone"),
+                tokio::sync::mpsc::error::TrySendError::Full(_) => tracing::warn!(%participant, "event dropped: queue full"),
+            }
         }
     }
 

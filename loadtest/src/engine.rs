@@ -1,0 +1,720 @@
+//! The media engine: many WebRTC peers (viewers and synthetic publishers) on one thread, on the
+//! sans-IO `rtc` stack. One UDP socket per peer (the SFU tells peers apart by address), readiness
+//! from mio, timers in a heap: a peer costs nothing while it has nothing to do, so one core drives
+//! thousands. Received packets are measured in place: sequence numbers, the 16-byte stamp.
+
+use crate::payload::{self, Stamp};
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const WAKE: Token = Token(usize::MAX);
+/// Datagrams read from one socket per readiness event before moving on (fairness).
+const READ_BURST: usize = 64;
+const HEIGHTS: [u16; 3] = [180, 360, 720];
+const VIDEO_PT: u8 = 96;
+const OPUS_PT: u8 = 111;
+
+pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// What the signaling side asks of the engine.
+pub enum Cmd {
+    /// A server offer for viewer `id` (the first creates the peer); reply: our answer.
+    Offer { id: u64, sdp: String, started: Instant, reply: Reply<String> },
+    /// Create publisher `id`; reply: our offer.
+    Publish { id: u64, spec: PublisherSpec, reply: Reply<String> },
+    /// The server's answer to publisher `id`.
+    Answer { id: u64, sdp: String, reply: Reply<()> },
+    /// Dynacast: publisher `id` should send layers up to `max` only.
+    Layers { id: u64, max: u8 },
+    Close { id: u64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PublisherSpec {
+    /// Bits per second of the three layers (q, h, f).
+    pub rates: [u32; 3],
+    pub keyframe_every: Duration,
+}
+
+/// One viewer's outcome.
+#[derive(Clone, Debug, Default)]
+pub struct ViewerResult {
+    pub connected: bool,
+    /// WebSocket connect → the server's first offer reached the engine.
+    pub offer: Option<Duration>,
+    /// WebSocket connect → ICE and DTLS done.
+    pub media_connected: Option<Duration>,
+    pub first_rtp: Option<Duration>,
+    pub first_keyframe: Option<Duration>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    /// RFC 3550 interarrival jitter, averaged over the viewer's streams (ms).
+    pub jitter_ms: f64,
+    /// Video packets per simulcast layer.
+    pub layers: [u64; 3],
+    /// The layer of the last video packet.
+    pub last_layer: Option<u8>,
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Sample {
+    pub t: f64,
+    pub packets_per_s: u64,
+    pub mbit_per_s: f64,
+    pub delay_p50_ms: f64,
+    pub delay_p99_ms: f64,
+    pub viewers_receiving: u64,
+}
+
+/// Shared with the reporting side while the engine runs.
+#[derive(Default)]
+pub struct Live {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub connected: AtomicU64,
+    pub published_packets: AtomicU64,
+    pub samples: Mutex<Vec<Sample>>,
+    /// Forwarding delay of every stamped packet received (µs), for the whole run.
+    pub delay: Mutex<Option<Histogram<u64>>>,
+    pub stop: AtomicBool,
+}
+
+pub struct Engine {
+    tx: Sender<Cmd>,
+    waker: Arc<Waker>,
+    pub live: Arc<Live>,
+    thread: Option<std::thread::JoinHandle<HashMap<u64, ViewerResult>>>,
+}
+
+impl Engine {
+    /// Start the engine thread. `local_ip` is the address peers bind and advertise.
+    pub fn start(local_ip: IpAddr) -> anyhow::Result<Engine> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (tx, rx) = channel();
+        let live = Arc::new(Live::default());
+        let l = live.clone();
+        let thread = std::thread::Builder::new()
+            .name("loadtest-media".into())
+            .spawn(move || Loop::new(poll, rx, l, local_ip).run())?;
+        Ok(Engine { tx, waker, live, thread: Some(thread) })
+    }
+
+    pub fn send(&self, cmd: Cmd) {
+        if self.tx.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Stop and collect every viewer's result.
+    pub fn finish(mut self) -> HashMap<u64, ViewerResult> {
+        self.live.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct StreamStats {
+    base: Option<u64>,
+    highest: u64,
+    received: u64,
+    seen: std::collections::HashSet<u64>,
+    transit: Option<f64>,
+    jitter: f64,
+}
+
+struct PublisherState {
+    spec: PublisherSpec,
+    video: RTCRtpSenderId,
+    audio: RTCRtpSenderId,
+    ssrcs: [u32; 3],
+    audio_ssrc: u32,
+    seq: [u16; 4],
+    ts: [u32; 4],
+    mid_ext: Option<(u8, String)>,
+    rid_ext: Option<u8>,
+    max_layer: u8,
+    want_key: [bool; 3],
+    last_key: [Option<Instant>; 3],
+    counter: u32,
+    next_video: Instant,
+    next_audio: Instant,
+}
+
+struct Peer {
+    pc: RTCPeerConnection,
+    socket: UdpSocket,
+    local: SocketAddr,
+    connected: bool,
+    failed: bool,
+    deadline: Option<Instant>,
+    started: Instant,
+    result: ViewerResult,
+    streams: HashMap<u32, StreamStats>,
+    publisher: Option<PublisherState>,
+}
+
+struct Loop {
+    poll: Poll,
+    rx: Receiver<Cmd>,
+    live: Arc<Live>,
+    local_ip: IpAddr,
+    peers: HashMap<u64, Peer>,
+    /// Viewers that have left, with their final figures.
+    done: HashMap<u64, ViewerResult>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    buf: Vec<u8>,
+    /// Delay histogram of the current second and of the whole run.
+    second: Histogram<u64>,
+    total: Histogram<u64>,
+    second_packets: u64,
+    second_bytes: u64,
+    last_sample: Instant,
+    began: Instant,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s, 3 significant digits: constant bounds, valid by construction.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+fn ctx(local: SocketAddr, peer: SocketAddr) -> TransportContext {
+    TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP }
+}
+
+fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
+    let mut me = MediaEngine::default();
+    me.register_default_codecs().map_err(|e| e.to_string())?;
+    // rtc's interceptors consume inbound RTCP; the SFU's feedback interceptor hands PLI/FIR on
+    // to the application, so a synthetic publisher answers keyframe requests like a browser.
+    let reg = register_default_interceptors(Registry::new(), &mut me)
+        .map_err(|e| e.to_string())?
+        .with(rtc::interceptor::Slot::from(sfu::feedback::KEYFRAME_FEEDBACK_SLOT), sfu::feedback::KeyframeFeedback::default());
+    // ICE checks every 50 ms, as Chrome paces them before a pair works (rtc's default is 200 ms,
+    // which would add up to 200 ms to every join).
+    let setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28)).build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting)
+        .with_media_engine(me)
+        .with_interceptor_registry(reg)
+        .build(Instant::now())
+        .map_err(|e| e.to_string())?;
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".into(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(|e| e.to_string())?;
+    let init = RTCIceCandidate::from(&c).to_json().map_err(|e| e.to_string())?;
+    pc.add_local_candidate(init).map_err(|e| e.to_string())?;
+    Ok(pc)
+}
+
+/// A viewer's final figures: loss from sequence gaps, jitter averaged over its streams.
+fn finalize(mut p: Peer) -> ViewerResult {
+    p.result.connected = p.connected && !p.failed;
+    let (mut expected, mut lost, mut jitter) = (0u64, 0u64, 0f64);
+    for s in p.streams.values() {
+        if let Some(base) = s.base {
+            let e = s.highest - base + 1;
+            expected += e;
+            lost += e.saturating_sub(s.received);
+            jitter += s.jitter;
+        }
+    }
+    p.result.expected = expected;
+    p.result.lost = lost;
+    p.result.jitter_ms = if p.streams.is_empty() { 0.0 } else { jitter / p.streams.len() as f64 / 90.0 };
+    p.result
+}
+
+impl Loop {
+    fn new(poll: Poll, rx: Receiver<Cmd>, live: Arc<Live>, local_ip: IpAddr) -> Self {
+        let now = Instant::now();
+        Loop {
+            poll,
+            rx,
+            live,
+            local_ip,
+            peers: HashMap::new(),
+            done: HashMap::new(),
+            timers: BinaryHeap::new(),
+            buf: vec![0u8; 2048],
+            second: histogram(),
+            total: histogram(),
+            second_packets: 0,
+            second_bytes: 0,
+            last_sample: now,
+            began: now,
+        }
+    }
+
+    fn run(mut self) -> HashMap<u64, ViewerResult> {
+        let mut events = Events::with_capacity(1024);
+        while !self.live.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut wait = Duration::from_millis(10);
+            if let Some(Reverse((t, _))) = self.timers.peek() {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
+            for p in self.peers.values() {
+                if let Some(s) = &p.publisher {
+                    wait = wait.min(s.next_video.min(s.next_audio).saturating_duration_since(now));
+                }
+            }
+            if self.poll.poll(&mut events, Some(wait)).is_err() {
+                continue;
+            }
+            let ready: Vec<u64> = events.iter().filter(|e| e.token() != WAKE).map(|e| e.token().0 as u64).collect();
+            for id in ready {
+                self.read(id);
+            }
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.command(cmd);
+            }
+            self.fire_timers();
+            self.publish_media();
+            self.sample();
+        }
+        *self.live.delay.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.total.clone());
+        let mut results = std::mem::take(&mut self.done);
+        for (id, p) in std::mem::take(&mut self.peers) {
+            if p.publisher.is_none() {
+                results.insert(id, finalize(p));
+            }
+        }
+        results
+    }
+
+    fn add_peer(&mut self, id: u64, started: Instant) -> Result<(), String> {
+        let mut socket = UdpSocket::bind(SocketAddr::new(self.local_ip, 0)).map_err(|e| format!("bind: {e}"))?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        self.poll.registry().register(&mut socket, Token(id as usize), Interest::READABLE).map_err(|e| e.to_string())?;
+        let pc = new_pc(local)?;
+        self.peers.insert(
+            id,
+            Peer {
+                pc,
+                socket,
+                local,
+                connected: false,
+                failed: false,
+                deadline: None,
+                started,
+                result: ViewerResult::default(),
+                streams: HashMap::new(),
+                publisher: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Offer { id, sdp, started, reply } => {
+                if !self.peers.contains_key(&id)
+                    && let Err(e) = self.add_peer(id, started)
+                {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let r = self.peers.get_mut(&id).ok_or_else(|| "no peer".to_string()).and_then(|p| {
+                    p.result.offer.get_or_insert(now.saturating_duration_since(p.started));
+                    let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+                    p.pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
+                    let answer = p.pc.create_answer(None).map_err(|e| e.to_string())?;
+                    p.pc.set_local_description(now, answer).map_err(|e| e.to_string())?;
+                    p.pc.local_description().map(|d| d.sdp).ok_or_else(|| "no local description".to_string())
+                });
+                let _ = reply.send(r);
+                self.pump(id, now);
+            }
+            Cmd::Publish { id, spec, reply } => {
+                if let Err(e) = self.add_peer(id, now) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let r = self.peers.get_mut(&id).ok_or_else(|| "no peer".to_string()).and_then(|p| {
+                    let vp8 = RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
+                    let opus = RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48_000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), rtcp_feedback: vec![] };
+                    let ssrcs: [u32; 3] = [rand::random(), rand::random(), rand::random()];
+                    let rids = ["q", "h", "f"];
+                    let codings = (0..3)
+                        .map(|i| RTCRtpEncodingParameters {
+                            rtp_coding_parameters: RTCRtpCodingParameters { rid: rids[i].into(), ssrc: Some(ssrcs[i]), ..Default::default() },
+                            codec: vp8.clone(),
+                            active: true,
+                            ..Default::default()
+                        })
+                        .collect();
+                    let video = p
+                        .pc
+                        .add_track(MediaStreamTrack::new("lt".into(), "lt-video".into(), "video".into(), RtpCodecKind::Video, codings))
+                        .map_err(|e| e.to_string())?;
+                    let audio_ssrc: u32 = rand::random();
+                    let audio = p
+                        .pc
+                        .add_track(MediaStreamTrack::new(
+                            "lt".into(),
+                            "lt-audio".into(),
+                            "audio".into(),
+                            RtpCodecKind::Audio,
+                            vec![RTCRtpEncodingParameters {
+                                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(audio_ssrc), ..Default::default() },
+                                codec: opus,
+                                active: true,
+                                ..Default::default()
+                            }],
+                        ))
+                        .map_err(|e| e.to_string())?;
+                    let offer = p.pc.create_offer(None).map_err(|e| e.to_string())?;
+                    p.pc.set_local_description(now, offer).map_err(|e| e.to_string())?;
+                    p.publisher = Some(PublisherState {
+                        spec,
+                        video,
+                        audio,
+                        ssrcs,
+                        audio_ssrc,
+                        seq: [rand::random(), rand::random(), rand::random(), rand::random()],
+                        ts: [rand::random(), rand::random(), rand::random(), rand::random()],
+                        mid_ext: None,
+                        rid_ext: None,
+                        max_layer: 2,
+                        want_key: [true; 3],
+                        last_key: [None; 3],
+                        counter: 0,
+                        next_video: now,
+                        next_audio: now,
+                    });
+                    p.pc.local_description().map(|d| d.sdp).ok_or_else(|| "no local description".to_string())
+                });
+                let _ = reply.send(r);
+                self.pump(id, now);
+            }
+            Cmd::Answer { id, sdp, reply } => {
+                let r = self.peers.get_mut(&id).ok_or_else(|| "no peer".to_string()).and_then(|p| {
+                    let ext = |uri: &str| -> Option<u8> {
+                        sdp.lines().find_map(|l| {
+                            let rest = l.strip_prefix("a=extmap:")?;
+                            let (id, u) = rest.split_once(' ')?;
+                            (u.trim() == uri).then(|| id.split('/').next()?.parse().ok())?
+                        })
+                    };
+                    // The video m-line's mid (the first m-line with simulcast).
+                    let mut mid = None;
+                    let mut current = None;
+                    for l in sdp.lines() {
+                        if l.starts_with("m=") {
+                            current = Some(l.starts_with("m=video"));
+                        } else if let Some(m) = l.strip_prefix("a=mid:")
+                            && current == Some(true)
+                            && mid.is_none()
+                        {
+                            mid = Some(m.trim().to_owned());
+                        }
+                    }
+                    if let Some(s) = p.publisher.as_mut() {
+                        s.mid_ext = ext("urn:ietf:params:rtp-hdrext:sdes:mid").zip(mid);
+                        s.rid_ext = ext("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+                    }
+                    let answer = RTCSessionDescription::answer(sdp.clone()).map_err(|e| e.to_string())?;
+                    p.pc.set_remote_description(now, answer).map_err(|e| e.to_string())
+                });
+                let _ = reply.send(r);
+                self.pump(id, now);
+            }
+            Cmd::Layers { id, max } => {
+                if let Some(s) = self.peers.get_mut(&id).and_then(|p| p.publisher.as_mut()) {
+                    if max > s.max_layer {
+                        for l in (s.max_layer as usize + 1)..=(max as usize).min(2) {
+                            s.want_key[l] = true;
+                        }
+                    }
+                    s.max_layer = max.min(2);
+                }
+            }
+            Cmd::Close { id } => {
+                if let Some(mut p) = self.peers.remove(&id) {
+                    let _ = p.pc.close();
+                    let _ = self.poll.registry().deregister(&mut p.socket);
+                    if p.publisher.is_none() {
+                        self.done.insert(id, finalize(p));
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, id: u64) {
+        let now = Instant::now();
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        for _ in 0..READ_BURST {
+            match p.socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    let msg = TaggedBytesMut { now, transport: ctx(p.local, from), message: BytesMut::from(&self.buf[..n]) };
+                    let _ = p.pc.handle_read(msg);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+        self.pump(id, now);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let due = self.peers.get(&id).is_some_and(|p| p.deadline.is_some_and(|d| d <= now));
+            if due {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.deadline = None;
+                    let _ = p.pc.handle_timeout(now);
+                }
+                self.pump(id, now);
+            }
+        }
+    }
+
+    /// Drain a peer: datagrams out, events, received media (measured), timer.
+    fn pump(&mut self, id: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        while let Some(out) = p.pc.poll_write() {
+            let _ = p.socket.send_to(&out.message, out.transport.peer_addr);
+        }
+        while let Some(ev) = p.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
+                match s {
+                    RTCPeerConnectionState::Connected if !p.connected => {
+                        p.connected = true;
+                        p.result.media_connected = Some(now.saturating_duration_since(p.started));
+                        if p.publisher.is_none() {
+                            self.live.connected.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => p.failed = true,
+                    _ => {}
+                }
+            }
+        }
+        let arrived_us = payload::now_us();
+        while let Some(TaggedRTCMessage { message, .. }) = p.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(_, packet) => {
+                    // Viewers negotiate rtc's default payload types: Opus is 111.
+                    let video = packet.header.payload_type != OPUS_PT;
+                    let stamp = payload::parse(video, &packet.payload);
+                    let r = &mut p.result;
+                    r.packets += 1;
+                    r.bytes += packet.payload.len() as u64;
+                    let elapsed = now.saturating_duration_since(p.started);
+                    r.first_rtp.get_or_insert(elapsed);
+                    let s = p.streams.entry(packet.header.ssrc).or_default();
+                    let seq = packet.header.sequence_number;
+                    let ext = match s.base {
+                        None => {
+                            let e = (1u64 << 32) + u64::from(seq);
+                            s.base = Some(e);
+                            s.highest = e;
+                            e
+                        }
+                        Some(_) => {
+                            let diff = seq.wrapping_sub(s.highest as u16) as i16 as i64;
+                            (s.highest as i64 + diff).max(0) as u64
+                        }
+                    };
+                    if s.seen.insert(ext) {
+                        s.received += 1;
+                    } else {
+                        r.duplicates += 1;
+                    }
+                    s.highest = s.highest.max(ext);
+                    if s.seen.len() > 4096 {
+                        let floor = s.highest.saturating_sub(2048);
+                        s.seen.retain(|e| *e >= floor);
+                    }
+                    if let Some(Stamp { layer, keyframe, sent_us, .. }) = stamp {
+                        let delay = arrived_us.saturating_sub(sent_us).max(1);
+                        let _ = self.second.record(delay.min(60_000_000));
+                        let _ = self.total.record(delay.min(60_000_000));
+                        // RFC 3550 jitter in 90 kHz units from send/arrival times.
+                        let transit = delay as f64 * 0.09;
+                        if let Some(prev) = s.transit {
+                            s.jitter += ((transit - prev).abs() - s.jitter) / 16.0;
+                        }
+                        s.transit = Some(transit);
+                        if packet.header.payload_type != OPUS_PT {
+                            if let Some(c) = r.layers.get_mut(layer as usize) {
+                                *c += 1;
+                            }
+                            r.last_layer = Some(layer);
+                            if keyframe {
+                                r.first_keyframe.get_or_insert(elapsed);
+                            }
+                        }
+                    }
+                    self.second_packets += 1;
+                    self.second_bytes += packet.payload.len() as u64;
+                    self.live.packets.fetch_add(1, Ordering::Relaxed);
+                    self.live.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    if let Some(s) = p.publisher.as_mut() {
+                        for pkt in packets {
+                            let wants_key = pkt.as_any().is::<PictureLossIndication>() || pkt.as_any().is::<FullIntraRequest>();
+                            if wants_key {
+                                for d in pkt.destination_ssrc() {
+                                    if let Some(l) = s.ssrcs.iter().position(|x| *x == d) {
+                                        s.want_key[l] = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let next = p.pc.poll_timeout();
+        if next != p.deadline {
+            p.deadline = next;
+            if let Some(t) = next {
+                self.timers.push(Reverse((t, id)));
+            }
+        }
+    }
+
+    /// Synthetic publishers: a frame per layer every 33 ms, an audio packet every 20 ms.
+    fn publish_media(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<u64> = self.peers.iter().filter(|(_, p)| p.publisher.is_some() && p.connected).map(|(id, _)| *id).collect();
+        for id in ids {
+            let Some(p) = self.peers.get_mut(&id) else { continue };
+            let Some(s) = p.publisher.as_mut() else { continue };
+            let mut out: Vec<(RTCRtpSenderId, rtc::rtp::Packet)> = Vec::new();
+            while s.next_video <= now {
+                s.next_video += Duration::from_micros(33_333);
+                for l in 0..3usize {
+                    if l as u8 > s.max_layer {
+                        continue;
+                    }
+                    let key = s.want_key[l] || s.last_key[l].is_none_or(|t| now.duration_since(t) >= s.spec.keyframe_every);
+                    if key {
+                        s.want_key[l] = false;
+                        s.last_key[l] = Some(now);
+                    }
+                    let frame_bytes = (s.spec.rates[l] / 8 / 30) as usize;
+                    let n = frame_bytes.div_ceil(1100).max(1);
+                    for i in 0..n {
+                        s.counter = s.counter.wrapping_add(1);
+                        let stamp = Stamp { layer: l as u8, keyframe: key, sent_us: payload::now_us(), counter: s.counter };
+                        let body = payload::video(i == 0, &stamp, HEIGHTS[l], (frame_bytes / n).max(40));
+                        let mut pkt = rtc::rtp::Packet { header: Default::default(), payload: body };
+                        pkt.header.version = 2;
+                        pkt.header.payload_type = VIDEO_PT;
+                        pkt.header.ssrc = s.ssrcs[l];
+                        pkt.header.sequence_number = s.seq[l];
+                        pkt.header.timestamp = s.ts[l];
+                        pkt.header.marker = i + 1 == n;
+                        if let (Some((mid_id, mid)), Some(rid_id)) = (&s.mid_ext, s.rid_ext) {
+                            let _ = pkt.header.set_extension(*mid_id, bytes::Bytes::from(mid.clone().into_bytes()));
+                            let _ = pkt.header.set_extension(rid_id, bytes::Bytes::from_static(["q", "h", "f"][l].as_bytes()));
+                        }
+                        s.seq[l] = s.seq[l].wrapping_add(1);
+                        out.push((s.video, pkt));
+                    }
+                    s.ts[l] = s.ts[l].wrapping_add(3000);
+                }
+            }
+            while s.next_audio <= now {
+                s.next_audio += Duration::from_millis(20);
+                s.counter = s.counter.wrapping_add(1);
+                let stamp = Stamp { layer: 0, keyframe: false, sent_us: payload::now_us(), counter: s.counter };
+                let mut pkt = rtc::rtp::Packet { header: Default::default(), payload: payload::audio(&stamp, 120) };
+                pkt.header.version = 2;
+                pkt.header.payload_type = OPUS_PT;
+                pkt.header.ssrc = s.audio_ssrc;
+                pkt.header.sequence_number = s.seq[3];
+                pkt.header.timestamp = s.ts[3];
+                s.seq[3] = s.seq[3].wrapping_add(1);
+                s.ts[3] = s.ts[3].wrapping_add(960);
+                out.push((s.audio, pkt));
+            }
+            for (sender, pkt) in out {
+                if let Some(mut snd) = p.pc.rtp_sender(sender)
+                    && snd.write_rtp(now, pkt).is_ok()
+                {
+                    self.live.published_packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.pump(id, now);
+        }
+    }
+
+    fn sample(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_sample);
+        if dt < Duration::from_secs(1) {
+            return;
+        }
+        let receiving = self.peers.values().filter(|p| p.publisher.is_none() && p.connected && p.result.packets > 0).count() as u64;
+        let sample = Sample {
+            t: now.duration_since(self.began).as_secs_f64(),
+            packets_per_s: (self.second_packets as f64 / dt.as_secs_f64()) as u64,
+            mbit_per_s: self.second_bytes as f64 * 8.0 / dt.as_secs_f64() / 1e6,
+            delay_p50_ms: self.second.value_at_quantile(0.5) as f64 / 1000.0,
+            delay_p99_ms: self.second.value_at_quantile(0.99) as f64 / 1000.0,
+            viewers_receiving: receiving,
+        };
+        self.live.samples.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
+        self.second.reset();
+        self.second_packets = 0;
+        self.second_bytes = 0;
+        self.last_sample = now;
+    }
+}

@@ -1,0 +1,181 @@
+//! Onair's load generator as a library: [`run`] plays a [`Scenario`] against a server and
+//! returns a [`Report`]. The `onair-loadtest` binary adds the command line, live progress, the
+//! table, JSON and the chart.
+//!
+//! Every participant joins through the real signaling (WebSocket, JWT) and connects real WebRTC
+//! (ICE, DTLS, SRTP) on the sans-IO engine ([`engine`]). Publishers send three VP8-shaped
+//! simulcast layers and Opus-sized audio; every packet carries its send time ([`payload`]).
+
+pub mod engine;
+pub mod payload;
+pub mod report;
+pub mod server;
+pub mod signal;
+
+use engine::{Engine, PublisherSpec, ViewerResult};
+use signal::{JoinOutcome, Role};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+pub use report::Report;
+
+/// Where tokens come from.
+#[derive(Clone, Debug)]
+pub enum Tokens {
+    /// Mint them with the server's HMAC secret (HS256).
+    Secret(String),
+    /// One token for everyone (it must allow the role asked for; viewers only).
+    Fixed(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layer {
+    Auto,
+    Low,
+    High,
+}
+
+#[derive(Clone)]
+pub struct Scenario {
+    /// `http://host:port` of the signaling server.
+    pub url: String,
+    pub room: String,
+    pub tokens: Tokens,
+    pub publishers: usize,
+    /// Bits per second of the q/h/f layers.
+    pub rates: [u32; 3],
+    pub keyframe_every: Duration,
+    pub viewers: usize,
+    /// Viewer joins per second.
+    pub ramp: f64,
+    /// Steady state, after the ramp.
+    pub duration: Duration,
+    pub layer: Layer,
+    /// Address the peers bind and advertise.
+    pub local_ip: IpAddr,
+    /// The server process, for CPU time and RSS (local targets only).
+    pub server_pid: Option<u32>,
+    /// Called once a second with a progress line.
+    pub progress: Option<Arc<dyn Fn(String) + Send + Sync>>,
+}
+
+impl Scenario {
+    fn token(&self, identity: &str, role: signaling::auth::Role) -> anyhow::Result<String> {
+        match &self.tokens {
+            Tokens::Fixed(t) => Ok(t.clone()),
+            Tokens::Secret(secret) => {
+                let auth = signaling::auth::Authenticator::new(secret, "HS256", 5)?;
+                Ok(auth.mint(&self.room, identity, Some(identity), role, 6 * 3600)?)
+            }
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        let base = self.url.trim_end_matches('/');
+        let base = base.strip_prefix("http://").map(|r| format!("ws://{r}")).or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}"))).unwrap_or_else(|| base.to_owned());
+        format!("{base}/ws")
+    }
+}
+
+/// Play the scenario. Bounded: ramp + 15 s for joins + duration + a few seconds to wind down.
+pub async fn run(s: Scenario) -> anyhow::Result<Report> {
+    let engine = Arc::new(Engine::start(s.local_ip)?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ws_url = s.ws_url();
+    let mut tasks = Vec::new();
+    let say = |line: String| {
+        if let Some(p) = &s.progress {
+            p(line);
+        }
+    };
+
+    // Publishers first: the first one is the host (the room goes live with it).
+    let spec = PublisherSpec { rates: s.rates, keyframe_every: s.keyframe_every };
+    for i in 0..s.publishers {
+        let role = if i == 0 { signaling::auth::Role::Host } else { signaling::auth::Role::Cohost };
+        let token = s.token(&format!("lt-pub-{i}"), role)?;
+        let (tx, _rx) = oneshot::channel();
+        tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, 1 + i as u64, Role::Publisher(spec), engine.clone(), tx, stop_rx.clone())));
+    }
+    if s.publishers > 0 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while engine.live.published_packets.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::ensure!(engine.live.published_packets.load(Ordering::Relaxed) > 0, "the publishers did not connect within 15 s");
+        say(format!("{} publisher(s) sending", s.publishers));
+    }
+    let server_before = s.server_pid.map(server::ProcSample::take).transpose()?;
+
+    // Viewers, at the ramp rate.
+    let quality = match s.layer {
+        Layer::Auto => None,
+        Layer::Low => Some("low".to_string()),
+        Layer::High => Some("high".to_string()),
+    };
+    let mut outcomes = Vec::with_capacity(s.viewers);
+    let ramp_started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / s.ramp.max(0.1));
+    for i in 0..s.viewers {
+        let at = ramp_started + interval * i as u32;
+        tokio::time::sleep_until(at.into()).await;
+        let token = s.token(&format!("lt-viewer-{i}"), signaling::auth::Role::Viewer)?;
+        let (tx, rx) = oneshot::channel();
+        outcomes.push(rx);
+        let role = Role::Viewer { quality: quality.clone() };
+        tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, 1000 + i as u64, role, engine.clone(), tx, stop_rx.clone())));
+        if i % 50 == 49 {
+            say(format!("ramp: {} of {} viewers joining, {} connected", i + 1, s.viewers, engine.live.connected.load(Ordering::Relaxed)));
+        }
+    }
+    let mut joined = 0usize;
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for rx in outcomes {
+        match tokio::time::timeout(Duration::from_secs(15), rx).await {
+            Ok(Ok(JoinOutcome::Joined)) => joined += 1,
+            Ok(Ok(JoinOutcome::Failed(reason))) => *failures.entry(reason).or_default() += 1,
+            _ => *failures.entry("no join outcome within 15 s".into()).or_default() += 1,
+        }
+    }
+    // Let media settle (ICE, DTLS, first keyframes) before the measured window.
+    let settle = Instant::now() + Duration::from_secs(10);
+    while (engine.live.connected.load(Ordering::Relaxed) as usize) < joined && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats_url = format!("{}/api/stats", s.url.trim_end_matches('/'));
+    let window_start = Instant::now();
+    let cpu0 = s.server_pid.map(server::ProcSample::take).transpose()?;
+    let sfu0 = server::sfu_stats(&stats_url).await.ok();
+    let mut next = Instant::now() + Duration::from_secs(1);
+    let end = window_start + s.duration;
+    let mut last_packets = engine.live.packets.load(Ordering::Relaxed);
+    while Instant::now() < end {
+        tokio::time::sleep_until(next.min(end).into()).await;
+        next += Duration::from_secs(1);
+        let p = engine.live.packets.load(Ordering::Relaxed);
+        say(format!(
+            "steady: {}/{} viewers connected, {} packets/s received, {:.0} s left",
+            engine.live.connected.load(Ordering::Relaxed),
+            s.viewers,
+            p - last_packets,
+            end.saturating_duration_since(Instant::now()).as_secs_f64()
+        ));
+        last_packets = p;
+    }
+    let window = window_start.elapsed();
+    let cpu1 = s.server_pid.map(server::ProcSample::take).transpose()?;
+    let sfu1 = server::sfu_stats(&stats_url).await.ok();
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let live = engine.live.clone();
+    let engine = Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("engine still shared after the run"))?;
+    let results: Vec<ViewerResult> = engine.finish().into_values().collect();
+    Ok(report::build(&s, joined, failures, results, &live, window, server_before, cpu0, cpu1, sfu0, sfu1))
+}

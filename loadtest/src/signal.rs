@@ -1,0 +1,133 @@
+//! One participant's WebSocket: join with a token, relay offers and answers to the engine,
+//! follow dynacast for publishers. Bounded: every wait has a timeout, and the task ends when the
+//! run's stop signal fires.
+
+use crate::engine::{Cmd, Engine, PublisherSpec};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How a participant's join ended.
+#[derive(Clone, Debug)]
+pub enum JoinOutcome {
+    Joined,
+    Failed(String),
+}
+
+pub enum Role {
+    Viewer { quality: Option<String> },
+    Publisher(PublisherSpec),
+}
+
+async fn ask<T>(engine: &Engine, make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd) -> Result<T, String> {
+    let (tx, rx) = oneshot::channel();
+    engine.send(make(tx));
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .map_err(|_| "engine did not answer".to_string())?
+        .map_err(|_| "engine stopped".to_string())?
+}
+
+/// Run one participant until `stop`. Reports the join outcome once on `joined`.
+pub async fn participant(
+    ws_url: String,
+    token: String,
+    id: u64,
+    role: Role,
+    engine: Arc<Engine>,
+    joined: oneshot::Sender<JoinOutcome>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let mut joined = Some(joined);
+    fn report(joined: &mut Option<oneshot::Sender<JoinOutcome>>, o: JoinOutcome) {
+        if let Some(tx) = joined.take() {
+            let _ = tx.send(o);
+        }
+    }
+    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(&ws_url)).await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => return report(&mut joined, JoinOutcome::Failed(format!("websocket: {e}"))),
+        Err(_) => return report(&mut joined, JoinOutcome::Failed("websocket: connect timed out".into())),
+    };
+    let (mut sink, mut stream) = ws.split();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    if sink.send(send(json!({"type":"join","token":token,"protocol":1}))).await.is_err() {
+        return report(&mut joined, JoinOutcome::Failed("websocket closed before join".into()));
+    }
+    let join_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Until joined, a deadline; afterwards the run's stop signal ends the wait.
+        let deadline = if joined.is_some() { join_deadline } else { tokio::time::Instant::now() + Duration::from_secs(3600) };
+        let msg = tokio::select! {
+            m = tokio::time::timeout_at(deadline, stream.next()) => match m {
+                Ok(m) => m,
+                Err(_) => { report(&mut joined, JoinOutcome::Failed("no joined within 10 s".into())); break; }
+            },
+            _ = stop.changed() => break,
+        };
+        let Some(Ok(Message::Text(text))) = msg else {
+            if msg.is_none() || matches!(msg, Some(Err(_))) {
+                report(&mut joined, JoinOutcome::Failed("websocket closed".into()));
+                break;
+            }
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        match v["type"].as_str().unwrap_or_default() {
+            "joined" => {
+                report(&mut joined, JoinOutcome::Joined);
+                match &role {
+                    Role::Viewer { quality: Some(q) } => {
+                        let _ = sink.send(send(json!({"type":"quality","quality":q}))).await;
+                    }
+                    Role::Viewer { .. } => {}
+                    Role::Publisher(spec) => {
+                        let spec = *spec;
+                        match ask(&engine, |reply| Cmd::Publish { id, spec, reply }).await {
+                            Ok(offer) => {
+                                let _ = sink.send(send(json!({"type":"publish","sdp":offer}))).await;
+                            }
+                            Err(e) => eprintln!("publisher {id}: {e}"),
+                        }
+                    }
+                }
+            }
+            "offer" => {
+                let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
+                match ask(&engine, |reply| Cmd::Offer { id, sdp, started, reply }).await {
+                    Ok(answer) => {
+                        let _ = sink.send(send(json!({"type":"answer","sdp":answer}))).await;
+                    }
+                    Err(e) => eprintln!("viewer {id}: could not answer: {e}"),
+                }
+            }
+            "answer" => {
+                let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
+                if let Err(e) = ask(&engine, |reply| Cmd::Answer { id, sdp, reply }).await {
+                    eprintln!("publisher {id}: answer: {e}");
+                }
+            }
+            "layers" => {
+                let max = v["max_layer"].as_u64().unwrap_or(2).min(2) as u8;
+                engine.send(Cmd::Layers { id, max });
+            }
+            "error" => {
+                let reason = format!("{}: {}", v["code"].as_str().unwrap_or("?"), v["message"].as_str().unwrap_or(""));
+                if joined.is_some() {
+                    report(&mut joined, JoinOutcome::Failed(reason));
+                    break;
+                }
+                eprintln!("participant {id}: {reason}");
+            }
+            "room_ended" => break,
+            _ => {}
+        }
+    }
+    let _ = sink.send(Message::Text(json!({"type":"leave"}).to_string().into())).await;
+    let _ = sink.close().await;
+    engine.send(Cmd::Close { id });
+}
