@@ -55,6 +55,9 @@ pub enum Cmd {
     /// Dynacast: publisher `id` should send layers up to `max` only.
     Layers { id: u64, max: u8 },
     Close { id: u64 },
+    /// A publisher sending plain RTP (no WebRTC) to a server's RTP input, e.g. a Janus
+    /// streaming mountpoint: one video layer (the top rate) and audio.
+    RawPublisher { spec: PublisherSpec, audio_to: SocketAddr, video_to: SocketAddr, reply: Reply<()> },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -174,6 +177,20 @@ struct PublisherState {
     next_audio: Instant,
 }
 
+struct RawPublisher {
+    socket: std::net::UdpSocket,
+    spec: PublisherSpec,
+    audio_to: SocketAddr,
+    video_to: SocketAddr,
+    ssrcs: [u32; 2],
+    seq: [u16; 2],
+    ts: [u32; 2],
+    counter: u32,
+    last_key: Option<Instant>,
+    next_video: Instant,
+    next_audio: Instant,
+}
+
 struct Peer {
     pc: RTCPeerConnection,
     socket: UdpSocket,
@@ -195,6 +212,7 @@ struct Loop {
     peers: HashMap<u64, Peer>,
     /// Viewers that have left, with their final figures.
     done: HashMap<u64, ViewerResult>,
+    raw: Vec<RawPublisher>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     buf: Vec<u8>,
     /// Delay histogram of the current second and of the whole run.
@@ -210,6 +228,18 @@ fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s, 3 significant digits: constant bounds, valid by construction.
     #[allow(clippy::expect_used)]
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// A plain RTP packet (RFC 3550 fixed header, no extensions).
+fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + payload.len());
+    v.push(0x80);
+    v.push(pt | if marker { 0x80 } else { 0 });
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&ts.to_be_bytes());
+    v.extend_from_slice(&ssrc.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
 }
 
 fn ctx(local: SocketAddr, peer: SocketAddr) -> TransportContext {
@@ -279,6 +309,7 @@ impl Loop {
             local_ip,
             peers: HashMap::new(),
             done: HashMap::new(),
+            raw: Vec::new(),
             timers: BinaryHeap::new(),
             buf: vec![0u8; 2048],
             second: histogram(),
@@ -302,6 +333,9 @@ impl Loop {
                 if let Some(s) = &p.publisher {
                     wait = wait.min(s.next_video.min(s.next_audio).saturating_duration_since(now));
                 }
+            }
+            for r in &self.raw {
+                wait = wait.min(r.next_video.min(r.next_audio).saturating_duration_since(now));
             }
             if self.poll.poll(&mut events, Some(wait)).is_err() {
                 continue;
@@ -475,6 +509,24 @@ impl Loop {
                     s.max_layer = max.min(2);
                 }
             }
+            Cmd::RawPublisher { spec, audio_to, video_to, reply } => {
+                let r = std::net::UdpSocket::bind(SocketAddr::new(self.local_ip, 0)).map_err(|e| e.to_string()).map(|socket| {
+                    self.raw.push(RawPublisher {
+                        socket,
+                        spec,
+                        audio_to,
+                        video_to,
+                        ssrcs: [rand::random(), rand::random()],
+                        seq: [rand::random(), rand::random()],
+                        ts: [rand::random(), rand::random()],
+                        counter: 0,
+                        last_key: None,
+                        next_video: now,
+                        next_audio: now,
+                    });
+                });
+                let _ = reply.send(r);
+            }
             Cmd::Close { id } => {
                 if let Some(mut p) = self.peers.remove(&id) {
                     let _ = p.pc.close();
@@ -629,8 +681,47 @@ impl Loop {
         }
     }
 
+    /// Plain-RTP publishers: the top layer and audio, straight to the server's RTP ports.
+    fn publish_raw(&mut self) {
+        let now = Instant::now();
+        for r in &mut self.raw {
+            let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+            while r.next_video <= now {
+                r.next_video += Duration::from_micros(33_333);
+                let key = r.last_key.is_none_or(|t| now.duration_since(t) >= r.spec.keyframe_every);
+                if key {
+                    r.last_key = Some(now);
+                }
+                let frame_bytes = (r.spec.rates[2] / 8 / 30) as usize;
+                let n = frame_bytes.div_ceil(1100).max(1);
+                for i in 0..n {
+                    r.counter = r.counter.wrapping_add(1);
+                    let stamp = Stamp { layer: 2, keyframe: key, sent_us: payload::now_us(), counter: r.counter };
+                    let body = payload::video(i == 0, &stamp, HEIGHTS[2], (frame_bytes / n).max(40));
+                    out.push((r.video_to, rtp(VIDEO_PT, i + 1 == n, r.seq[0], r.ts[0], r.ssrcs[0], &body)));
+                    r.seq[0] = r.seq[0].wrapping_add(1);
+                }
+                r.ts[0] = r.ts[0].wrapping_add(3000);
+            }
+            while r.next_audio <= now {
+                r.next_audio += Duration::from_millis(20);
+                r.counter = r.counter.wrapping_add(1);
+                let stamp = Stamp { layer: 0, keyframe: false, sent_us: payload::now_us(), counter: r.counter };
+                out.push((r.audio_to, rtp(OPUS_PT, false, r.seq[1], r.ts[1], r.ssrcs[1], &payload::audio(&stamp, 120))));
+                r.seq[1] = r.seq[1].wrapping_add(1);
+                r.ts[1] = r.ts[1].wrapping_add(960);
+            }
+            for (to, pkt) in out {
+                if r.socket.send_to(&pkt, to).is_ok() {
+                    self.live.published_packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Synthetic publishers: a frame per layer every 33 ms, an audio packet every 20 ms.
     fn publish_media(&mut self) {
+        self.publish_raw();
         let now = Instant::now();
         let ids: Vec<u64> = self.peers.iter().filter(|(_, p)| p.publisher.is_some() && p.connected).map(|(id, _)| *id).collect();
         for id in ids {

@@ -39,8 +39,19 @@ pub enum Layer {
     High,
 }
 
+/// What is being loaded.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// An Onair node at `Scenario::url`.
+    Onair,
+    /// Janus's streaming plugin: WebSocket API at `ws_url`, mountpoint `mountpoint` fed with
+    /// plain RTP on `audio`/`video` (loadtest/janus/ has the configuration).
+    Janus { ws_url: String, mountpoint: u64, audio: std::net::SocketAddr, video: std::net::SocketAddr },
+}
+
 #[derive(Clone)]
 pub struct Scenario {
+    pub target: Target,
     /// `http://host:port` of the signaling server.
     pub url: String,
     pub room: String,
@@ -95,7 +106,13 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
 
     // Publishers first: the first one is the host (the room goes live with it).
     let spec = PublisherSpec { rates: s.rates, keyframe_every: s.keyframe_every };
-    for i in 0..s.publishers {
+    if let Target::Janus { audio, video, .. } = &s.target {
+        let (tx, rx) = oneshot::channel();
+        engine.send(engine::Cmd::RawPublisher { spec, audio_to: *audio, video_to: *video, reply: tx });
+        rx.await.map_err(|_| anyhow::anyhow!("engine stopped"))?.map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let webrtc_publishers = if matches!(s.target, Target::Onair) { s.publishers } else { 0 };
+    for i in 0..webrtc_publishers {
         let role = if i == 0 { signaling::auth::Role::Host } else { signaling::auth::Role::Cohost };
         let token = s.token(&format!("lt-pub-{i}"), role)?;
         let (tx, _rx) = oneshot::channel();
@@ -123,11 +140,19 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     for i in 0..s.viewers {
         let at = ramp_started + interval * i as u32;
         tokio::time::sleep_until(at.into()).await;
-        let token = s.token(&format!("lt-viewer-{i}"), signaling::auth::Role::Viewer)?;
         let (tx, rx) = oneshot::channel();
         outcomes.push(rx);
-        let role = Role::Viewer { quality: quality.clone() };
-        tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, 1000 + i as u64, role, engine.clone(), tx, stop_rx.clone())));
+        let id = 1000 + i as u64;
+        match &s.target {
+            Target::Onair => {
+                let token = s.token(&format!("lt-viewer-{i}"), signaling::auth::Role::Viewer)?;
+                let role = Role::Viewer { quality: quality.clone() };
+                tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, id, role, engine.clone(), tx, stop_rx.clone())));
+            }
+            Target::Janus { ws_url, mountpoint, .. } => {
+                tasks.push(tokio::spawn(signal::janus_viewer(ws_url.clone(), *mountpoint, id, engine.clone(), tx, stop_rx.clone())));
+            }
+        }
         if i % 50 == 49 {
             say(format!("ramp: {} of {} viewers joining, {} connected", i + 1, s.viewers, engine.live.connected.load(Ordering::Relaxed)));
         }
@@ -148,9 +173,11 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stats_url = format!("{}/api/stats", s.url.trim_end_matches('/'));
+    let onair = matches!(s.target, Target::Onair);
     let window_start = Instant::now();
+    let received0 = engine.live.packets.load(Ordering::Relaxed);
     let cpu0 = s.server_pid.map(server::ProcSample::take).transpose()?;
-    let sfu0 = server::sfu_stats(&stats_url).await.ok();
+    let sfu0 = if onair { server::sfu_stats(&stats_url).await.ok() } else { None };
     let mut next = Instant::now() + Duration::from_secs(1);
     let end = window_start + s.duration;
     let mut last_packets = engine.live.packets.load(Ordering::Relaxed);
@@ -169,7 +196,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     }
     let window = window_start.elapsed();
     let cpu1 = s.server_pid.map(server::ProcSample::take).transpose()?;
-    let sfu1 = server::sfu_stats(&stats_url).await.ok();
+    let received_in_window = engine.live.packets.load(Ordering::Relaxed) - received0;
+    let sfu1 = if onair { server::sfu_stats(&stats_url).await.ok() } else { None };
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -177,5 +205,5 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let live = engine.live.clone();
     let engine = Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("engine still shared after the run"))?;
     let results: Vec<ViewerResult> = engine.finish().into_values().collect();
-    Ok(report::build(&s, joined, failures, results, &live, window, server_before, cpu0, cpu1, sfu0, sfu1))
+    Ok(report::build(&s, joined, failures, results, &live, window, received_in_window, server_before, cpu0, cpu1, sfu0, sfu1))
 }

@@ -5,7 +5,7 @@
 //! ```
 //! docs/loadtest.md explains every flag and figure.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use loadtest::{Layer, Scenario, Tokens};
 use std::net::{IpAddr, ToSocketAddrs};
@@ -16,6 +16,8 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "onair-loadtest", version, about = "Load generator for Onair: synthetic publishers, thousands of WebRTC viewers")]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The server's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:7880")]
     url: String,
@@ -68,6 +70,50 @@ struct Cli {
     allow_remote: bool,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Run the same scenario against Debian's Janus (streaming plugin) and against Onair, one
+    /// after the other, each pinned to a core the harness does not use; print both and the ratios.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Viewer counts to run, e.g. 100,500,1000.
+    #[arg(long, default_value = "100", value_delimiter = ',')]
+    viewers: Vec<usize>,
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 50.0)]
+    ramp: f64,
+    /// The video layer each viewer gets, kbit/s (Janus: the one layer it is fed; Onair: the top
+    /// simulcast layer, with the two lower ones at a tenth and a third of it).
+    #[arg(long, default_value_t = 1500)]
+    video_kbps: u32,
+    #[arg(long, default_value_t = 1.0)]
+    keyframe_every: f64,
+    /// The onair binary (default: next to this one).
+    #[arg(long)]
+    onair_bin: Option<PathBuf>,
+    #[arg(long, default_value = "janus")]
+    janus_bin: PathBuf,
+    /// Folder with janus.jcfg and the plugin/transport configs.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/janus"))]
+    janus_config: PathBuf,
+    /// Core the server under test is pinned to (taskset).
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// Core the harness pins itself to.
+    #[arg(long, default_value_t = 0)]
+    harness_core: usize,
+    /// Write every row (with per-second samples) here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG chart per run: <prefix>-<server>-<viewers>.svg.
+    #[arg(long)]
+    chart_prefix: Option<String>,
+}
+
 fn target_is_loopback(url: &str) -> anyhow::Result<bool> {
     let host = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
     let with_port = if host.contains(':') && !host.ends_with(']') { host.to_owned() } else { format!("{host}:80") };
@@ -77,6 +123,10 @@ fn target_is_loopback(url: &str) -> anyhow::Result<bool> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Compare(args)) = cli.command {
+        raise_fd_limit();
+        return compare::run(args);
+    }
     anyhow::ensure!(cli.viewers <= 20_000, "--viewers is capped at 20000");
     anyhow::ensure!(cli.duration > 0.0 && cli.duration <= 3600.0, "--duration must be within (0, 3600] s");
     anyhow::ensure!(cli.ramp > 0.0, "--ramp must be positive");
@@ -96,6 +146,7 @@ fn main() -> anyhow::Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
     let b = bar.clone();
     let scenario = Scenario {
+        target: loadtest::Target::Onair,
         url: cli.url.clone(),
         room: cli.room.clone(),
         tokens,
@@ -149,5 +200,214 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+mod compare {
+    use super::CompareArgs;
+    use loadtest::{Layer, Report, Scenario, Target, Tokens};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const SECRET: &str = "onair-loadtest-compare";
+    /// The network namespace the servers run in, and the two ends of its veth pair.
+    const NETNS: &str = "onair-lt";
+    const HOST_IP: &str = "10.77.0.1";
+    const NS_IP: &str = "10.77.0.2";
+
+    fn sh(args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new(args[0]).args(&args[1..]).output()?;
+        anyhow::ensure!(out.status.success(), "{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        Ok(())
+    }
+
+    /// A namespace with one veth pair: libnice (Janus) never gathers loopback candidates, so
+    /// both servers run in here and all traffic stays on this machine's virtual link.
+    fn netns_up() -> anyhow::Result<()> {
+        let _ = sh(&["ip", "netns", "del", NETNS]);
+        sh(&["ip", "netns", "add", NETNS])?;
+        sh(&["ip", "link", "add", "veth-onair0", "type", "veth", "peer", "name", "veth-onair1"])?;
+        sh(&["ip", "link", "set", "veth-onair1", "netns", NETNS])?;
+        sh(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", "veth-onair0"])?;
+        sh(&["ip", "link", "set", "veth-onair0", "up"])?;
+        sh(&["ip", "netns", "exec", NETNS, "ip", "addr", "add", &format!("{NS_IP}/24"), "dev", "veth-onair1"])?;
+        sh(&["ip", "netns", "exec", NETNS, "ip", "link", "set", "veth-onair1", "up"])?;
+        sh(&["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    struct Netns;
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = sh(&["ip", "netns", "del", NETNS]);
+        }
+    }
+
+    fn in_netns(core: usize) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", NETNS, "taskset", "-c", &core.to_string()]);
+        c
+    }
+
+    fn pin_self(core: usize) {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; sched_setaffinity reads it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(core, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+
+    fn wait_port(addr: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn free_port() -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    }
+    // (A port free on the host is free in the fresh namespace too.)
+
+    struct Server(Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn scenario(target: Target, url: String, viewers: usize, args: &CompareArgs, pid: u32) -> Scenario {
+        let top = args.video_kbps * 1000;
+        Scenario {
+            target,
+            url,
+            room: "compare".into(),
+            tokens: Tokens::Secret(SECRET.into()),
+            publishers: 1,
+            rates: [top / 10, top / 3, top],
+            keyframe_every: Duration::from_secs_f64(args.keyframe_every),
+            viewers,
+            ramp: args.ramp,
+            duration: Duration::from_secs_f64(args.duration),
+            layer: Layer::High,
+            local_ip: HOST_IP.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            server_pid: Some(pid),
+            progress: Some(std::sync::Arc::new(|line: String| eprint!("\r\x1b[2K  {line}"))),
+        }
+    }
+
+    fn janus(args: &CompareArgs, viewers: usize, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
+        let log = std::fs::File::create(std::env::temp_dir().join("onair-loadtest-janus.log"))?;
+        let child = in_netns(args.server_core)
+            .arg(&args.janus_bin)
+            .arg("-C")
+            .arg(args.janus_config.join("janus.jcfg"))
+            .arg("-F")
+            .arg(&args.janus_config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting Janus ({}): {e}; install it with apt-get install janus", args.janus_bin.display()))?;
+        let server = Server(child);
+        anyhow::ensure!(wait_port(&format!("{NS_IP}:8188"), Duration::from_secs(15)), "Janus did not open its WebSocket port 8188");
+        // Let the streaming plugin bind its mountpoint ports.
+        std::thread::sleep(Duration::from_millis(500));
+        let target = Target::Janus {
+            ws_url: format!("ws://{NS_IP}:8188"),
+            mountpoint: 1,
+            audio: format!("{NS_IP}:5002").parse()?,
+            video: format!("{NS_IP}:5004").parse()?,
+        };
+        let report = rt.block_on(loadtest::run(scenario(target, format!("http://{NS_IP}:8188"), viewers, args, server.0.id())));
+        drop(server);
+        report
+    }
+
+    fn onair(args: &CompareArgs, viewers: usize, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
+        let bin = match &args.onair_bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("onair"),
+        };
+        let port = free_port()?;
+        let child = in_netns(args.server_core)
+            .arg(&bin)
+            .env("ONAIR_HTTP_BIND", format!("{NS_IP}:{port}"))
+            .env("ONAIR_RTC_UDP_BIND", format!("{NS_IP}:0"))
+            .env("ONAIR_RTC_ADVERTISE_IP", NS_IP)
+            .env("ONAIR_RTC_WORKERS", "1")
+            .env("ONAIR_RTMP_ENABLED", "false")
+            .env("ONAIR_AUTH_SECRET", SECRET)
+            .env("ONAIR_DEV", "false")
+            .env("RUST_LOG", "warn,rtc_dtls=error")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(std::env::temp_dir().join("onair-loadtest-onair.log"))?)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {} : {e} (build it with cargo build --release)", bin.display()))?;
+        let server = Server(child);
+        anyhow::ensure!(wait_port(&format!("{NS_IP}:{port}"), Duration::from_secs(15)), "onair did not open port {port}");
+        let report = rt.block_on(loadtest::run(scenario(Target::Onair, format!("http://{NS_IP}:{port}"), viewers, args, server.0.id())));
+        drop(server);
+        report
+    }
+
+    fn f(v: Option<f64>, d: usize) -> String {
+        v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "—".into())
+    }
+
+    pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+        pin_self(args.harness_core);
+        netns_up().map_err(|e| anyhow::anyhow!("setting up the network namespace (needs root and iproute2): {e}"))?;
+        let _netns = Netns;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let mut rows: Vec<(String, Report)> = Vec::new();
+        for &n in &args.viewers {
+            for name in ["janus", "onair"] {
+                eprintln!("{name}, {n} viewers:");
+                let r = if name == "janus" { janus(&args, n, &rt)? } else { onair(&args, n, &rt)? };
+                eprintln!();
+                if let Some(prefix) = &args.chart_prefix {
+                    r.chart(std::path::Path::new(&format!("{prefix}-{name}-{n}.svg")), &format!("{name}, {n} viewers"))?;
+                }
+                rows.push((name.to_string(), r));
+            }
+        }
+        println!("server  viewers joined  recv pkt/s  CPU cores  CPU µs/pkt  delay p50/p99 ms  1st keyframe p95 ms  RSS KiB/viewer  loss %");
+        for (name, r) in &rows {
+            let s = &r.server;
+            println!(
+                "{name:<7} {:>7} {:>6} {:>11.0} {:>10} {:>11} {:>17} {:>20} {:>15} {:>7.3}",
+                r.viewers,
+                r.joined,
+                s.packets_received_per_s,
+                f(s.cpu_cores, 2),
+                f(s.cpu_us_per_received_packet, 2),
+                r.delay_ms.as_ref().map(|d| format!("{:.1} / {:.1}", d.p50, d.p99)).unwrap_or_else(|| "—".into()),
+                f(r.first_keyframe_ms.as_ref().map(|p| p.p95), 0),
+                f(s.rss_kib_per_viewer, 1),
+                r.loss_percent
+            );
+        }
+        for &n in &args.viewers {
+            let get = |name: &str| rows.iter().find(|(k, r)| k == name && r.viewers == n).map(|(_, r)| r);
+            if let (Some(j), Some(o)) = (get("janus"), get("onair"))
+                && let (Some(jc), Some(oc)) = (j.server.cpu_us_per_received_packet, o.server.cpu_us_per_received_packet)
+            {
+                println!("{n} viewers: Onair uses {:.2}x the CPU per packet of Janus ({oc:.2} vs {jc:.2} µs)", oc / jc);
+            }
+        }
+        if let Some(path) = &args.json {
+            let v: Vec<_> = rows.iter().map(|(k, r)| serde_json::json!({"server": k, "report": r})).collect();
+            std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+        }
+        Ok(())
     }
 }

@@ -29,6 +29,10 @@ fn percentiles(mut v: Vec<f64>) -> Option<Percentiles> {
 pub struct ServerFigures {
     /// Server CPU time per forwarded packet over the window (µs).
     pub cpu_us_per_packet: Option<f64>,
+    /// Server CPU time per packet the viewers received (µs): comparable across servers.
+    pub cpu_us_per_received_packet: Option<f64>,
+    /// Packets all viewers received per second over the window.
+    pub packets_received_per_s: f64,
     /// Server CPU use over the window (1.0 = one core).
     pub cpu_cores: Option<f64>,
     pub packets_forwarded_per_s: Option<f64>,
@@ -81,6 +85,7 @@ pub fn build(
     results: Vec<ViewerResult>,
     live: &Live,
     window: Duration,
+    received_in_window: u64,
     before: Option<ProcSample>,
     cpu0: Option<ProcSample>,
     cpu1: Option<ProcSample>,
@@ -100,6 +105,13 @@ pub fn build(
     let delta = |k: &str| Some(counter(&sfu1, k)?.saturating_sub(counter(&sfu0, k)?));
     let mut server = ServerFigures { keyframe_requests: delta("keyframe_requests"), plis_sent: delta("plis_sent"), ..Default::default() };
     let secs = window.as_secs_f64().max(1e-6);
+    server.packets_received_per_s = received_in_window as f64 / secs;
+    if let (Some(a), Some(b)) = (cpu0, cpu1)
+        && received_in_window > 0
+    {
+        server.cpu_us_per_received_packet = Some((b.cpu_secs - a.cpu_secs) * 1e6 / received_in_window as f64);
+        server.cpu_cores = Some((b.cpu_secs - a.cpu_secs) / b.at.duration_since(a.at).as_secs_f64().max(1e-6));
+    }
     if let Some(out) = delta("rtp_out") {
         server.packets_forwarded_per_s = Some(out as f64 / secs);
         if let (Some(a), Some(b)) = (cpu0, cpu1) {
@@ -185,6 +197,8 @@ impl Report {
         row("layers low / mid / high / none", format!("{:?}", self.layer_distribution));
         row("server packets forwarded /s", opt(s.packets_forwarded_per_s, 0));
         row("server CPU µs per forwarded packet", opt(s.cpu_us_per_packet, 2));
+        row("packets received by viewers /s", format!("{:.0}", s.packets_received_per_s));
+        row("server CPU µs per received packet", opt(s.cpu_us_per_received_packet, 2));
         row("server CPU (cores)", opt(s.cpu_cores, 2));
         row("server RSS (MiB)", opt(s.rss_mib, 1));
         row("server RSS per viewer (KiB)", opt(s.rss_kib_per_viewer, 1));

@@ -131,3 +131,114 @@ pub async fn participant(
     let _ = sink.close().await;
     engine.send(Cmd::Close { id });
 }
+
+/// A viewer of a Janus streaming mountpoint, over Janus's WebSocket API: create a session,
+/// attach the streaming plugin, `watch` the mountpoint, answer Janus's offer with `start`.
+pub async fn janus_viewer(
+    ws_url: String,
+    mountpoint: u64,
+    id: u64,
+    engine: Arc<Engine>,
+    joined: oneshot::Sender<JoinOutcome>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let started = Instant::now();
+    let mut joined = Some(joined);
+    fn report(joined: &mut Option<oneshot::Sender<JoinOutcome>>, o: JoinOutcome) {
+        if let Some(tx) = joined.take() {
+            let _ = tx.send(o);
+        }
+    }
+    let Ok(mut req) = ws_url.as_str().into_client_request() else {
+        return report(&mut joined, JoinOutcome::Failed("bad Janus URL".into()));
+    };
+    req.headers_mut().insert("Sec-WebSocket-Protocol", tokio_tungstenite::tungstenite::http::HeaderValue::from_static("janus-protocol"));
+    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req)).await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => return report(&mut joined, JoinOutcome::Failed(format!("websocket: {e}"))),
+        Err(_) => return report(&mut joined, JoinOutcome::Failed("websocket: connect timed out".into())),
+    };
+    let (mut sink, mut stream) = ws.split();
+    let mut tx_n = 0u64;
+    let mut txn = || {
+        tx_n += 1;
+        format!("t{tx_n}")
+    };
+    let send = |v: Value| Message::Text(v.to_string().into());
+    if sink.send(send(json!({"janus":"create","transaction":txn()}))).await.is_err() {
+        return report(&mut joined, JoinOutcome::Failed("websocket closed".into()));
+    }
+    let (mut session, mut handle) = (0u64, 0u64);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut keepalive = tokio::time::interval(Duration::from_secs(20));
+    keepalive.tick().await;
+    loop {
+        let wait = if joined.is_some() { deadline } else { tokio::time::Instant::now() + Duration::from_secs(3600) };
+        let msg = tokio::select! {
+            m = tokio::time::timeout_at(wait, stream.next()) => match m {
+                Ok(m) => m,
+                Err(_) => { report(&mut joined, JoinOutcome::Failed("Janus did not set up the stream within 15 s".into())); break; }
+            },
+            _ = keepalive.tick() => {
+                if session != 0 {
+                    let _ = sink.send(send(json!({"janus":"keepalive","session_id":session,"transaction":txn()}))).await;
+                }
+                continue;
+            }
+            _ = stop.changed() => break,
+        };
+        let Some(Ok(Message::Text(text))) = msg else {
+            if msg.is_none() || matches!(msg, Some(Err(_))) {
+                report(&mut joined, JoinOutcome::Failed("websocket closed".into()));
+                break;
+            }
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        match v["janus"].as_str().unwrap_or_default() {
+            "success" if session == 0 => {
+                session = v["data"]["id"].as_u64().unwrap_or(0);
+                let _ = sink.send(send(json!({"janus":"attach","plugin":"janus.plugin.streaming","session_id":session,"transaction":txn()}))).await;
+            }
+            "success" if handle == 0 => {
+                handle = v["data"]["id"].as_u64().unwrap_or(0);
+                let body = json!({"request":"watch","id":mountpoint});
+                let _ = sink.send(send(json!({"janus":"message","session_id":session,"handle_id":handle,"transaction":txn(),"body":body}))).await;
+            }
+            "event" if v["jsep"]["type"] == "offer" => {
+                let sdp = v["jsep"]["sdp"].as_str().unwrap_or_default().to_owned();
+                match ask(&engine, |reply| Cmd::Offer { id, sdp, started, reply }).await {
+                    Ok(answer) => {
+                        let msg = json!({"janus":"message","session_id":session,"handle_id":handle,"transaction":txn(),
+                            "body":{"request":"start"},"jsep":{"type":"answer","sdp":answer}});
+                        let _ = sink.send(send(msg)).await;
+                        let done = json!({"janus":"trickle","session_id":session,"handle_id":handle,"transaction":txn(),"candidate":{"completed":true}});
+                        let _ = sink.send(send(done)).await;
+                        report(&mut joined, JoinOutcome::Joined);
+                    }
+                    Err(e) => {
+                        report(&mut joined, JoinOutcome::Failed(format!("could not answer Janus: {e}")));
+                        break;
+                    }
+                }
+            }
+            "error" => {
+                let reason = format!("Janus: {}", v["error"]["reason"].as_str().unwrap_or("?"));
+                report(&mut joined, JoinOutcome::Failed(reason));
+                break;
+            }
+            "event" if v["plugindata"]["data"]["error"].is_string() => {
+                let reason = format!("Janus streaming: {}", v["plugindata"]["data"]["error"].as_str().unwrap_or("?"));
+                report(&mut joined, JoinOutcome::Failed(reason));
+                break;
+            }
+            _ => {}
+        }
+    }
+    if session != 0 {
+        let _ = sink.send(send(json!({"janus":"destroy","session_id":session,"transaction":"bye"}))).await;
+    }
+    let _ = sink.close().await;
+    engine.send(Cmd::Close { id });
+}

@@ -18,6 +18,7 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     config.rtmp.keys_file = String::new();
     let server = signaling::Server::start(config).await.expect("server starts");
     let scenario = Scenario {
+        target: loadtest::Target::Onair,
         url: format!("http://{}", server.http_addr),
         room: "smoke".into(),
         tokens: Tokens::Secret("loadtest-smoke".into()),
