@@ -42,6 +42,43 @@ use std::time::Instant;
 /// within a few feedback rounds.
 pub const INITIAL_ESTIMATE_BPS: f64 = 2_500_000.0;
 
+/// Packets a subscriber leg keeps for retransmission (per stream): ≥ 1 s of the top layer at
+/// 2.5 Mbit/s, enough for any round trip we can still help. rtc's default is 1024.
+pub const NACK_HISTORY: u16 = 256;
+
+/// A subscriber leg only sends media: it needs the NACK responder, sender reports, transport-wide
+/// sequence numbers and GCC (send-side estimation), and our feedback interceptor — not rtc's
+/// receive-side interceptors (NACK generator, receiver reports, TWCC receiver), which would
+/// still be walked for every packet sent. Measured in docs/benchmarks.md.
+fn subscriber_interceptors(media_engine: &mut MediaEngine, feedback: crate::feedback::KeyframeFeedback) -> Result<Registry, SfuError> {
+    use rtc::interceptor::{CongestionControlBuilder, Gcc, NackResponderBuilder, SenderReportBuilder, Slot, TwccSenderBuilder};
+    use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
+    use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability};
+    let startup = |e: rtc::shared::error::Error| SfuError::Startup(e.to_string());
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(RTCPFeedback { typ: "nack".into(), parameter: parameter.into() }, RtpCodecKind::Video);
+    }
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        media_engine.register_feedback(RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() }, kind);
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01".into() },
+                kind,
+                None,
+            )
+            .map_err(startup)?;
+    }
+    configure_simulcast_extension_headers(media_engine).map_err(startup)?;
+    // No pacer: the layer selector keeps the rate under the estimate, and a pacer's queue would
+    // only add delay.
+    Ok(Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::CongestionControl, CongestionControlBuilder::new(Gcc::new(INITIAL_ESTIMATE_BPS, 100_000.0, 50_000_000.0)).build())
+        .with(Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
+}
+
 /// What every session of one SFU shares: the DTLS certificate (generated once: an ECDSA key per
 /// peer would cost milliseconds per join) and the advertised address.
 #[derive(Clone)]
@@ -73,28 +110,13 @@ impl SessionFactory {
             .map_err(|e| SfuError::Startup(e.to_string()))?;
         let estimate = Arc::new(AtomicU64::new(0));
         let twcc_feedback = Arc::new(AtomicU64::new(0));
-        let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)
-            .map_err(|e| SfuError::Startup(e.to_string()))?
-            .with(
-                rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
-                crate::feedback::KeyframeFeedback::with_estimate(estimate.clone(), twcc_feedback.clone()),
-            );
-        if key.role == SessionRole::Subscriber {
-            // Send-side bandwidth estimation toward the viewer: number what leaves (TWCC), read
-            // the feedback, run GCC. No pacer: the layer selector keeps the rate under the
-            // estimate, and a pacer's queue would only add delay.
-            registry = registry
-                .with(rtc::interceptor::Slot::TwccSender, rtc::interceptor::TwccSenderBuilder::new().build())
-                .with(
-                    rtc::interceptor::Slot::CongestionControl,
-                    rtc::interceptor::CongestionControlBuilder::new(rtc::interceptor::Gcc::new(
-                        INITIAL_ESTIMATE_BPS,
-                        100_000.0,
-                        50_000_000.0,
-                    ))
-                    .build(),
-                );
-        }
+        let feedback = crate::feedback::KeyframeFeedback::with_estimate(estimate.clone(), twcc_feedback.clone());
+        let registry = match key.role {
+            SessionRole::Publisher => register_default_interceptors(Registry::new(), &mut media_engine)
+                .map_err(|e| SfuError::Startup(e.to_string()))?
+                .with(rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT), feedback),
+            SessionRole::Subscriber => subscriber_interceptors(&mut media_engine, feedback)?,
+        };
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)
