@@ -177,6 +177,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let window_start = Instant::now();
     let received0 = engine.live.packets.load(Ordering::Relaxed);
     let cpu0 = s.server_pid.map(server::ProcSample::take).transpose()?;
+    let me0 = server::ProcSample::take(std::process::id()).ok();
     let sfu0 = if onair { server::sfu_stats(&stats_url).await.ok() } else { None };
     let mut next = Instant::now() + Duration::from_secs(1);
     let end = window_start + s.duration;
@@ -196,6 +197,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     }
     let window = window_start.elapsed();
     let cpu1 = s.server_pid.map(server::ProcSample::take).transpose()?;
+    let me1 = server::ProcSample::take(std::process::id()).ok();
     let received_in_window = engine.live.packets.load(Ordering::Relaxed) - received0;
     let sfu1 = if onair { server::sfu_stats(&stats_url).await.ok() } else { None };
     let _ = stop_tx.send(true);
@@ -205,5 +207,9 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let live = engine.live.clone();
     let engine = Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("engine still shared after the run"))?;
     let results: Vec<ViewerResult> = engine.finish().into_values().collect();
-    Ok(report::build(&s, joined, failures, results, &live, window, received_in_window, server_before, cpu0, cpu1, sfu0, sfu1))
+    let mut report = report::build(&s, joined, failures, results, &live, window, received_in_window, server_before, cpu0, cpu1, sfu0, sfu1);
+    if let (Some(a), Some(b)) = (me0, me1) {
+        report.harness_cpu_cores = (b.cpu_secs - a.cpu_secs) / b.at.duration_since(a.at).as_secs_f64().max(1e-6);
+    }
+    Ok(report)
 }

@@ -106,6 +106,9 @@ struct CompareArgs {
     /// Core the harness pins itself to.
     #[arg(long, default_value_t = 0)]
     harness_core: usize,
+    /// Which servers to run, in order.
+    #[arg(long, default_value = "janus,onair", value_delimiter = ',')]
+    servers: Vec<String>,
     /// Write every row (with per-second samples) here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -370,7 +373,8 @@ mod compare {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let mut rows: Vec<(String, Report)> = Vec::new();
         for &n in &args.viewers {
-            for name in ["janus", "onair"] {
+            for name in args.servers.iter().map(String::as_str) {
+                anyhow::ensure!(name == "janus" || name == "onair", "--servers takes janus and/or onair");
                 eprintln!("{name}, {n} viewers:");
                 let r = if name == "janus" { janus(&args, n, &rt)? } else { onair(&args, n, &rt)? };
                 eprintln!();
@@ -380,11 +384,11 @@ mod compare {
                 rows.push((name.to_string(), r));
             }
         }
-        println!("server  viewers joined  recv pkt/s  CPU cores  CPU µs/pkt  delay p50/p99 ms  1st keyframe p95 ms  RSS KiB/viewer  loss %");
+        println!("server  viewers joined  recv pkt/s  CPU cores  CPU µs/pkt  delay p50/p99 ms  1st keyframe p95 ms  RSS KiB/viewer  loss %  harness cores");
         for (name, r) in &rows {
             let s = &r.server;
             println!(
-                "{name:<7} {:>7} {:>6} {:>11.0} {:>10} {:>11} {:>17} {:>20} {:>15} {:>7.3}",
+                "{name:<7} {:>7} {:>6} {:>11.0} {:>10} {:>11} {:>17} {:>20} {:>15} {:>7.3} {:>14.2}",
                 r.viewers,
                 r.joined,
                 s.packets_received_per_s,
@@ -393,7 +397,8 @@ mod compare {
                 r.delay_ms.as_ref().map(|d| format!("{:.1} / {:.1}", d.p50, d.p99)).unwrap_or_else(|| "—".into()),
                 f(r.first_keyframe_ms.as_ref().map(|p| p.p95), 0),
                 f(s.rss_kib_per_viewer, 1),
-                r.loss_percent
+                r.loss_percent,
+                r.harness_cpu_cores
             );
         }
         for &n in &args.viewers {

@@ -74,6 +74,9 @@ pub struct Report {
     /// Viewers by the layer of their last video packet: [low, mid, high, none].
     pub layer_distribution: [usize; 4],
     pub server: ServerFigures,
+    /// The harness's own CPU use over the window (1.0 = one core): near 1.0 on a pinned core
+    /// means the harness, not the server, was the limit.
+    pub harness_cpu_cores: f64,
     pub samples: Vec<Sample>,
 }
 
@@ -160,6 +163,7 @@ pub fn build(
         packets_received: results.iter().map(|r| r.packets).sum(),
         layer_distribution: layers,
         server,
+        harness_cpu_cores: 0.0,
         samples: live.samples.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }
@@ -202,6 +206,7 @@ impl Report {
         row("server CPU (cores)", opt(s.cpu_cores, 2));
         row("server RSS (MiB)", opt(s.rss_mib, 1));
         row("server RSS per viewer (KiB)", opt(s.rss_kib_per_viewer, 1));
+        row("harness CPU (cores)", format!("{:.2}", self.harness_cpu_cores));
         row("keyframe requests / PLIs sent", format!("{} / {}", s.keyframe_requests.map_or("—".into(), |v| v.to_string()), s.plis_sent.map_or("—".into(), |v| v.to_string())));
         t
     }
