@@ -111,6 +111,8 @@ pub struct Live {
     pub samples: Mutex<Vec<Sample>>,
     /// Forwarding delay of every stamped packet received (µs), for the whole run.
     pub delay: Mutex<Option<Histogram<u64>>>,
+    /// Set when the measured window starts: the delay histogram restarts (ramp excluded).
+    pub window_started: AtomicBool,
     pub stop: AtomicBool,
 }
 
@@ -350,6 +352,9 @@ impl Loop {
             self.fire_timers();
             self.publish_media();
             self.sample();
+            if self.live.window_started.swap(false, Ordering::Relaxed) {
+                self.total.reset();
+            }
         }
         *self.live.delay.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.total.clone());
         let mut results = std::mem::take(&mut self.done);

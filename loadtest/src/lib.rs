@@ -175,6 +175,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let stats_url = format!("{}/api/stats", s.url.trim_end_matches('/'));
     let onair = matches!(s.target, Target::Onair);
     let window_start = Instant::now();
+    engine.live.window_started.store(true, Ordering::Relaxed);
     let received0 = engine.live.packets.load(Ordering::Relaxed);
     let cpu0 = s.server_pid.map(server::ProcSample::take).transpose()?;
     let me0 = server::ProcSample::take(std::process::id()).ok();

@@ -66,7 +66,7 @@ pub struct Report {
     pub loss_percent: f64,
     pub duplicates: u64,
     pub jitter_ms: f64,
-    /// Publisher send time → viewer receipt (ms).
+    /// Publisher send time → viewer receipt (ms), over the measured window (ramp excluded).
     pub delay_ms: Option<Percentiles>,
     pub delay_max_ms: f64,
     pub kbit_per_viewer: f64,
