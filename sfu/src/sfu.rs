@@ -151,6 +151,9 @@ pub(crate) struct Shared {
     pub socket: UdpSocket,
     pub local_addr: SocketAddr,
     pub workers: Vec<Sender<WorkerMsg>>,
+    /// Per worker: STUN and DTLS datagrams, handled before queued media so joins and ICE
+    /// checks do not wait behind a fan-out backlog.
+    pub urgent: Vec<Sender<WorkerMsg>>,
     pub participants: DashMap<ParticipantId, usize>,
     pub tracks: DashMap<TrackId, usize>,
     pub demux: Sender<DemuxCtl>,
@@ -193,11 +196,14 @@ impl Sfu {
             config.workers
         };
         let mut worker_rx = Vec::new();
+        let mut urgent = Vec::new();
         let mut workers = Vec::new();
         for _ in 0..n {
             let (tx, rx) = bounded(config.queue_capacity);
             workers.push(tx);
-            worker_rx.push(rx);
+            let (utx, urx) = bounded(config.queue_capacity.min(4096));
+            urgent.push(utx);
+            worker_rx.push((rx, urx));
         }
         let (demux_tx, demux_rx) = bounded(config.queue_capacity);
         let shared = Arc::new(Shared {
@@ -206,6 +212,7 @@ impl Sfu {
             socket,
             local_addr,
             workers,
+            urgent,
             participants: DashMap::new(),
             tracks: DashMap::new(),
             demux: demux_tx,
@@ -213,12 +220,12 @@ impl Sfu {
             stop: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
-        for (i, rx) in worker_rx.into_iter().enumerate() {
+        for (i, (rx, urx)) in worker_rx.into_iter().enumerate() {
             let shared = shared.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("sfu-worker-{i}"))
-                    .spawn(move || worker::run(i, shared, rx))
+                    .spawn(move || worker::run(i, shared, rx, urx))
                     .map_err(|e| SfuError::Startup(e.to_string()))?,
             );
         }
@@ -416,7 +423,14 @@ fn recv_loop(shared: Arc<Shared>, ctl: Receiver<DemuxCtl>) {
             data: BytesMut::from(&buf[..n]),
             at: Instant::now(),
         };
-        if shared.send_to_worker(route.worker, msg).is_err() {
+        // RFC 7983: STUN is 0-3, DTLS 20-63; media and RTCP (128-191) keep their FIFO order.
+        let urgent = matches!(buf[0], 0..=3 | 20..=63);
+        let sent = if urgent {
+            shared.urgent.get(route.worker).is_some_and(|tx| tx.try_send(msg).is_ok())
+        } else {
+            shared.send_to_worker(route.worker, msg).is_ok()
+        };
+        if !sent {
             c.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -117,7 +117,7 @@ struct Worker {
     batch: SendBatch,
 }
 
-pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>) {
+pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>, urgent: Receiver<WorkerMsg>) {
     let mut w = Worker {
         idx,
         shared,
@@ -138,11 +138,23 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: Receiver<WorkerMsg>) {
         }
         let next = w.timers.peek().map(|Reverse((t, _))| *t).unwrap_or(now + TICK);
         let wait = next.saturating_duration_since(now).min(TICK);
-        match rx.recv_timeout(wait) {
+        // Handshakes first: an urgent datagram is never stuck behind more than one message.
+        let first = crossbeam_channel::select! {
+            recv(urgent) -> m => m.map_err(|_| RecvTimeoutError::Disconnected),
+            recv(rx) -> m => m.map_err(|_| RecvTimeoutError::Disconnected),
+            default(wait) => Err(RecvTimeoutError::Timeout),
+        };
+        match first {
             Ok(msg) => {
                 w.handle(msg);
                 for msg in rx.try_iter().take(BATCH) {
+                    for u in urgent.try_iter().take(BATCH) {
+                        w.handle(u);
+                    }
                     w.handle(msg);
+                }
+                for u in urgent.try_iter().take(BATCH) {
+                    w.handle(u);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
