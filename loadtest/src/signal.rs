@@ -31,6 +31,44 @@ async fn ask<T>(engine: &Engine, make: impl FnOnce(oneshot::Sender<Result<T, Str
         .map_err(|_| "engine stopped".to_string())?
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Report a join outcome, once.
+fn report(joined: &mut Option<oneshot::Sender<JoinOutcome>>, o: JoinOutcome) {
+    if let Some(tx) = joined.take() {
+        let _ = tx.send(o);
+    }
+}
+
+/// Open a WebSocket within 10 s, optionally asking for a subprotocol.
+async fn connect(url: &str, protocol: Option<&'static str>) -> Result<Ws, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().map_err(|e| format!("websocket URL: {e}"))?;
+    if let Some(p) = protocol {
+        req.headers_mut().insert("Sec-WebSocket-Protocol", tokio_tungstenite::tungstenite::http::HeaderValue::from_static(p));
+    }
+    match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req)).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(format!("websocket: {e}")),
+        Err(_) => Err("websocket: connect timed out".into()),
+    }
+}
+
+enum Incoming {
+    Json(Value),
+    /// Ping, pong, binary, or text that is not JSON.
+    Skip,
+    Closed,
+}
+
+fn incoming(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Incoming {
+    match msg {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str()).map(Incoming::Json).unwrap_or(Incoming::Skip),
+        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Incoming::Closed,
+        Some(Ok(_)) => Incoming::Skip,
+    }
+}
+
 /// Run one participant until `stop`. Reports the join outcome once on `joined`.
 pub async fn participant(
     ws_url: String,
@@ -43,15 +81,9 @@ pub async fn participant(
 ) {
     let started = Instant::now();
     let mut joined = Some(joined);
-    fn report(joined: &mut Option<oneshot::Sender<JoinOutcome>>, o: JoinOutcome) {
-        if let Some(tx) = joined.take() {
-            let _ = tx.send(o);
-        }
-    }
-    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(&ws_url)).await {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => return report(&mut joined, JoinOutcome::Failed(format!("websocket: {e}"))),
-        Err(_) => return report(&mut joined, JoinOutcome::Failed("websocket: connect timed out".into())),
+    let ws = match connect(&ws_url, None).await {
+        Ok(ws) => ws,
+        Err(e) => return report(&mut joined, JoinOutcome::Failed(e)),
     };
     let (mut sink, mut stream) = ws.split();
     let send = |v: Value| Message::Text(v.to_string().into());
@@ -69,14 +101,14 @@ pub async fn participant(
             },
             _ = stop.changed() => break,
         };
-        let Some(Ok(Message::Text(text))) = msg else {
-            if msg.is_none() || matches!(msg, Some(Err(_))) {
+        let v = match incoming(msg) {
+            Incoming::Json(v) => v,
+            Incoming::Skip => continue,
+            Incoming::Closed => {
                 report(&mut joined, JoinOutcome::Failed("websocket closed".into()));
                 break;
             }
-            continue;
         };
-        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
         match v["type"].as_str().unwrap_or_default() {
             "joined" => {
                 report(&mut joined, JoinOutcome::Joined);
@@ -142,22 +174,11 @@ pub async fn janus_viewer(
     joined: oneshot::Sender<JoinOutcome>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let started = Instant::now();
     let mut joined = Some(joined);
-    fn report(joined: &mut Option<oneshot::Sender<JoinOutcome>>, o: JoinOutcome) {
-        if let Some(tx) = joined.take() {
-            let _ = tx.send(o);
-        }
-    }
-    let Ok(mut req) = ws_url.as_str().into_client_request() else {
-        return report(&mut joined, JoinOutcome::Failed("bad Janus URL".into()));
-    };
-    req.headers_mut().insert("Sec-WebSocket-Protocol", tokio_tungstenite::tungstenite::http::HeaderValue::from_static("janus-protocol"));
-    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req)).await {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => return report(&mut joined, JoinOutcome::Failed(format!("websocket: {e}"))),
-        Err(_) => return report(&mut joined, JoinOutcome::Failed("websocket: connect timed out".into())),
+    let ws = match connect(&ws_url, Some("janus-protocol")).await {
+        Ok(ws) => ws,
+        Err(e) => return report(&mut joined, JoinOutcome::Failed(e)),
     };
     let (mut sink, mut stream) = ws.split();
     let mut tx_n = 0u64;
@@ -188,14 +209,14 @@ pub async fn janus_viewer(
             }
             _ = stop.changed() => break,
         };
-        let Some(Ok(Message::Text(text))) = msg else {
-            if msg.is_none() || matches!(msg, Some(Err(_))) {
+        let v = match incoming(msg) {
+            Incoming::Json(v) => v,
+            Incoming::Skip => continue,
+            Incoming::Closed => {
                 report(&mut joined, JoinOutcome::Failed("websocket closed".into()));
                 break;
             }
-            continue;
         };
-        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
         match v["janus"].as_str().unwrap_or_default() {
             "success" if session == 0 => {
                 session = v["data"]["id"].as_u64().unwrap_or(0);
