@@ -13,7 +13,6 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -259,12 +258,7 @@ fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
         .with(rtc::interceptor::Slot::from(sfu::feedback::KEYFRAME_FEEDBACK_SLOT), sfu::feedback::KeyframeFeedback::default());
     // ICE checks every 50 ms, as Chrome paces them before a pair works (rtc's default is 200 ms,
     // which would add up to 200 ms to every join).
-    // As answerer, take the DTLS client role (`setup:active`), as browsers do: the handshake
-    // starts the moment ICE is up instead of waiting for the server's ClientHello.
-    let setting = SettingEngineBuilder::new()
-        .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
-        .with_answering_dtls_role(RTCDtlsRole::Client)
-        .build();
+    let setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28)).build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting)
