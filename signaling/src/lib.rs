@@ -184,7 +184,19 @@ impl Server {
                 }
             }
         });
-        let rtmp_addr = if state.config.rtmp.enabled { Some(studio::listen(state.clone(), rx.clone()).await?) } else { None };
+        // A taken RTMP port must not keep the rooms from opening: studio feeds are then off,
+        // loudly, and everything else runs.
+        let rtmp_addr = if state.config.rtmp.enabled {
+            match studio::listen(state.clone(), rx.clone()).await {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    tracing::error!("studio feeds (RTMP) are off: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let stop = async move {

@@ -104,3 +104,29 @@ fn stream_key_cli_mints_lists_and_revokes() {
     assert!(!run(&["stream-key"]).status.success(), "--room is required to mint");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_taken_rtmp_port_turns_studio_feeds_off_but_the_server_runs() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rtmp = taken.local_addr().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0"])
+        .env_remove("ONAIR_AUTH_SECRET")
+        .env("RUST_LOG", "error")
+        .env("ONAIR_RTMP_BIND", rtmp.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let healthy = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(healthy, "the server runs without its RTMP port");
+    assert!(log.contains("studio feeds (RTMP) are off"), "{log}");
+    drop(taken);
+}
