@@ -215,6 +215,8 @@ struct Loop {
     /// Viewers that have left, with their final figures.
     done: HashMap<u64, ViewerResult>,
     raw: Vec<RawPublisher>,
+    /// Ids of the WebRTC publishers (a handful), so the loop never scans every viewer.
+    publishers: Vec<u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     buf: Vec<u8>,
     /// Delay histogram of the current second and of the whole run.
@@ -229,7 +231,7 @@ struct Loop {
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s, 3 significant digits: constant bounds, valid by construction.
     #[allow(clippy::expect_used)]
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid") // cannot fail: constant, valid bounds
 }
 
 /// A plain RTP packet (RFC 3550 fixed header, no extensions).
@@ -312,6 +314,7 @@ impl Loop {
             peers: HashMap::new(),
             done: HashMap::new(),
             raw: Vec::new(),
+            publishers: Vec::new(),
             timers: BinaryHeap::new(),
             buf: vec![0u8; 2048],
             second: histogram(),
@@ -331,10 +334,8 @@ impl Loop {
             if let Some(Reverse((t, _))) = self.timers.peek() {
                 wait = wait.min(t.saturating_duration_since(now));
             }
-            for p in self.peers.values() {
-                if let Some(s) = &p.publisher {
-                    wait = wait.min(s.next_video.min(s.next_audio).saturating_duration_since(now));
-                }
+            for s in self.publishers.iter().filter_map(|id| self.peers.get(id)?.publisher.as_ref()) {
+                wait = wait.min(s.next_video.min(s.next_audio).saturating_duration_since(now));
             }
             for r in &self.raw {
                 wait = wait.min(r.next_video.min(r.next_audio).saturating_duration_since(now));
@@ -415,6 +416,7 @@ impl Loop {
                     let _ = reply.send(Err(e));
                     return;
                 }
+                self.publishers.push(id);
                 let r = self.peers.get_mut(&id).ok_or_else(|| "no peer".to_string()).and_then(|p| {
                     let vp8 = RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
                     let opus = RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48_000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), rtcp_feedback: vec![] };
@@ -533,6 +535,7 @@ impl Loop {
                 let _ = reply.send(r);
             }
             Cmd::Close { id } => {
+                self.publishers.retain(|p| *p != id);
                 if let Some(mut p) = self.peers.remove(&id) {
                     let _ = p.pc.close();
                     let _ = self.poll.registry().deregister(&mut p.socket);
@@ -728,9 +731,8 @@ impl Loop {
     fn publish_media(&mut self) {
         self.publish_raw();
         let now = Instant::now();
-        let ids: Vec<u64> = self.peers.iter().filter(|(_, p)| p.publisher.is_some() && p.connected).map(|(id, _)| *id).collect();
-        for id in ids {
-            let Some(p) = self.peers.get_mut(&id) else { continue };
+        for id in self.publishers.clone() {
+            let Some(p) = self.peers.get_mut(&id).filter(|p| p.connected) else { continue };
             let Some(s) = p.publisher.as_mut() else { continue };
             let mut out: Vec<(RTCRtpSenderId, rtc::rtp::Packet)> = Vec::new();
             while s.next_video <= now {

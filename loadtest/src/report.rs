@@ -3,7 +3,7 @@
 
 use crate::engine::{Live, Sample, ViewerResult};
 use crate::server::ProcSample;
-use crate::{Layer, Scenario};
+use crate::Scenario;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -246,11 +246,5 @@ impl Report {
         c.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         root.present()?;
         Ok(())
-    }
-}
-
-impl From<Layer> for String {
-    fn from(l: Layer) -> String {
-        format!("{l:?}").to_lowercase()
     }
 }

@@ -34,6 +34,8 @@ use tokio::sync::{Notify, mpsc};
 
 /// How often a live feed logs its bridge delay.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a live feed's figures in `/api/stats` are refreshed (and when its connection ends).
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A studio feed: one stream key's seat and tracks in its room.
 pub struct Feed {
@@ -163,11 +165,12 @@ struct Connection {
     feed: Option<Arc<Feed>>,
     bridge: Option<Bridge>,
     generation: usize,
+    last_stats: Instant,
 }
 
 impl Connection {
     fn new(app: AppState, stream: TcpStream, peer: SocketAddr) -> Self {
-        Self { app, stream, peer, feed: None, bridge: None, generation: 0 }
+        Self { app, stream, peer, feed: None, bridge: None, generation: 0, last_stats: Instant::now() }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -302,7 +305,11 @@ impl Connection {
         if !notices.is_empty() {
             self.notify(notices);
         }
-        if let (Some(bridge), Some(feed)) = (&self.bridge, &self.feed) {
+        // Stats (six histogram quantiles) are published at most once a second, not per read.
+        if self.last_stats.elapsed() >= STATS_INTERVAL
+            && let (Some(bridge), Some(feed)) = (&self.bridge, &self.feed)
+        {
+            self.last_stats = Instant::now();
             *plock(&feed.stats) = bridge.stats();
         }
         Ok(())
@@ -432,7 +439,9 @@ impl Connection {
             return Err(Refusal::new("NetStream.Publish.BadName", "this key is streaming on another connection"));
         };
         bridge.connected();
-        let resumed = bridge.stats().connections > 1;
+        let stats = bridge.stats();
+        let resumed = stats.connections > 1;
+        *plock(&feed.stats) = stats;
         *plock(&feed.connected) = true;
         self.generation = generation;
         self.bridge = Some(bridge);

@@ -117,7 +117,7 @@ impl Delay {
     fn new() -> Self {
         // 1 µs .. 60 s at 3 significant digits; the bounds are constants, so this cannot fail.
         #[allow(clippy::expect_used)]
-        let hist = Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid");
+        let hist = Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid"); // cannot fail: constant, valid bounds
         Self { hist }
     }
 
@@ -334,30 +334,14 @@ impl Bridge {
         // backwards around B-frames make them drop or stall frames. Without B-frames the two
         // are equal. Measured in docs/benchmarks.md.
         let ts = self.video_clock.rtp(rtmp_ms, arrived);
-        let n = self.payloads.len();
-        for (i, payload) in self.payloads.drain(..).enumerate() {
-            let header = rtc::rtp::header::Header {
-                version: 2,
-                marker: i + 1 == n,
-                payload_type: 102,
-                sequence_number: self.video_seq,
-                timestamp: ts,
-                ssrc: self.video_ssrc,
-                ..Default::default()
-            };
-            self.video_seq = self.video_seq.wrapping_add(1);
-            let pkt = MediaPacket {
-                track: self.video,
-                layer: 0,
-                header,
-                keyframe: h264_is_keyframe(&payload),
-                payload,
-                frame_height: None,
-                received: arrived,
-            };
-            let _ = self.sfu.ingest(self.participant, pkt);
-            self.stats.rtp_packets += 1;
+        // Borrowed out and put back, so the buffer's capacity is reused frame after frame.
+        let mut payloads = std::mem::take(&mut self.payloads);
+        let n = payloads.len();
+        for (i, payload) in payloads.drain(..).enumerate() {
+            let keyframe = h264_is_keyframe(&payload);
+            self.send(MediaKind::Video, i + 1 == n, ts, payload, keyframe, arrived);
         }
+        self.payloads = payloads;
         self.stats.video_frames += 1;
         let d = arrived.elapsed();
         self.video_delay.record(d);
@@ -388,28 +372,9 @@ impl Bridge {
                     None => self.audio_clock.rtp(rtmp_ms, arrived),
                 };
                 for f in frames {
-                    let header = rtc::rtp::header::Header {
-                        version: 2,
-                        payload_type: 111,
-                        sequence_number: self.audio_seq,
-                        timestamp: next,
-                        ssrc: self.audio_ssrc,
-                        ..Default::default()
-                    };
-                    self.audio_seq = self.audio_seq.wrapping_add(1);
                     self.audio_clock.last = Some((next, arrived));
+                    self.send(MediaKind::Audio, false, next, Bytes::from(f.data), false, f.arrived);
                     next = next.wrapping_add(audio::FRAME as u32);
-                    let pkt = MediaPacket {
-                        track: self.audio,
-                        layer: 0,
-                        header,
-                        keyframe: false,
-                        payload: Bytes::from(f.data),
-                        frame_height: None,
-                        received: f.arrived,
-                    };
-                    let _ = self.sfu.ingest(self.participant, pkt);
-                    self.stats.rtp_packets += 1;
                     self.stats.audio_frames += 1;
                     let d = f.arrived.elapsed();
                     self.audio_delay.record(d);
@@ -419,6 +384,20 @@ impl Bridge {
                 Ok(())
             }
         }
+    }
+
+    /// One RTP packet of the video or audio track into the router; each track keeps its SSRC
+    /// and sequence numbers across reconnects.
+    fn send(&mut self, kind: MediaKind, marker: bool, timestamp: u32, payload: Bytes, keyframe: bool, received: Instant) {
+        let (track, ssrc, seq, payload_type) = match kind {
+            MediaKind::Video => (self.video, self.video_ssrc, &mut self.video_seq, 102),
+            MediaKind::Audio => (self.audio, self.audio_ssrc, &mut self.audio_seq, 111),
+        };
+        let header = rtc::rtp::header::Header { version: 2, marker, payload_type, sequence_number: *seq, timestamp, ssrc, ..Default::default() };
+        *seq = seq.wrapping_add(1);
+        let pkt = MediaPacket { track, layer: 0, header, keyframe, payload, frame_height: None, received };
+        let _ = self.sfu.ingest(self.participant, pkt);
+        self.stats.rtp_packets += 1;
     }
 
     /// Count a refused message.
