@@ -21,6 +21,8 @@ pub struct SfuConfig {
     pub queue_capacity: usize,
     /// Tracks one participant may publish.
     pub max_tracks_per_publisher: usize,
+    /// How simulcast layers follow each viewer's bandwidth estimate.
+    pub layers: crate::selector::LayerPolicy,
 }
 
 impl Default for SfuConfig {
@@ -33,6 +35,7 @@ impl Default for SfuConfig {
             connect_timeout: Duration::from_secs(20),
             queue_capacity: 65_536,
             max_tracks_per_publisher: 8,
+            layers: Default::default(),
         }
     }
 }

@@ -189,6 +189,14 @@ impl Forwarder {
         self.quality.cap().min(size_cap(self.wanted_height, self.heights))
     }
 
+    /// The layer the viewer would get with bandwidth to spare: the highest layer it wants that
+    /// the publisher has sent since this subscription began — arriving now or paused by
+    /// dynacast because nobody could afford it (a track without simulcast has only layer 0).
+    pub fn wanted_known_layer(&self) -> u8 {
+        let wanted = self.wanted_layer();
+        (0..=wanted).rev().find(|&l| self.last_seen[l as usize].is_some()).unwrap_or(0)
+    }
+
     /// Set the cap from what the viewer wants and, if known, the bandwidth share of this track.
     pub fn apply_caps(&mut self, share_bps: Option<f64>, now: Instant) {
         let wanted = self.wanted_layer();

@@ -26,6 +26,7 @@
 //!   is closed and the worker carries on.
 
 pub mod batch;
+pub mod bwe;
 pub mod codec;
 pub mod config;
 pub mod demux;
@@ -37,6 +38,7 @@ pub mod ids;
 pub mod router;
 pub mod selector;
 pub mod session;
+pub mod twcc;
 mod sfu;
 mod worker;
 
@@ -45,6 +47,6 @@ pub use error::SfuError;
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 pub use router::MediaPacket;
 pub use selector::Quality;
-pub use sfu::{CodecInfo, ConnState, MediaKind, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
+pub use sfu::{CodecInfo, ConnState, MediaKind, PathStats, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
 pub use rtc::peer_connection::transport::RTCIceCandidateInit;

@@ -5,8 +5,9 @@
 //! - **size**: the smallest layer at least as tall as the video element the viewer renders
 //!   (reported by the page), so a 160×90 thumbnail never pulls 720p;
 //! - **bandwidth**: what the estimate toward this viewer affords, with hysteresis — down at once
-//!   when the current layer no longer fits, up one layer at a time and only after the higher layer
-//!   has fitted with headroom for [`UP_HOLD`].
+//!   when the current layer no longer fits, up only after a higher layer has fitted with headroom
+//!   for [`UP_HOLD`] (straight to the highest such layer: the estimator's probes have already
+//!   confirmed the path, see `bwe.rs`).
 //!
 //! The forwarder then follows the cap as layers actually arrive (see `forwarder.rs`).
 
@@ -21,6 +22,25 @@ pub const UP_HEADROOM: f64 = 1.25;
 pub const DOWN_MARGIN: f64 = 1.0;
 /// Nominal layer rates (bits/s) used before a layer has been measured (`q`, `h`, `f`).
 pub const NOMINAL_BPS: [f64; MAX_LAYERS] = [150_000.0, 500_000.0, 1_500_000.0];
+
+/// How layers follow the bandwidth estimate (the `[rtc]` knobs of the config file).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerPolicy {
+    /// How long a higher layer must fit before a viewer climbs to it.
+    pub up_hold: Duration,
+    /// A layer fits for climbing when its rate × this ≤ the budget.
+    pub up_headroom: f64,
+    /// Where a viewer's estimate starts (bits/s) before feedback says otherwise.
+    pub initial_estimate_bps: f64,
+    /// The most an estimate may say (bits/s).
+    pub max_estimate_bps: f64,
+}
+
+impl Default for LayerPolicy {
+    fn default() -> Self {
+        Self { up_hold: UP_HOLD, up_headroom: UP_HEADROOM, initial_estimate_bps: 2_500_000.0, max_estimate_bps: 50_000_000.0 }
+    }
+}
 
 /// The viewer's quality choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -46,8 +66,12 @@ impl Quality {
 /// The smallest layer whose height is at least `wanted` (the top layer if none is). Unknown
 /// heights are estimated from the tallest known one assuming the usual ¼, ½, 1 scaling.
 pub fn size_cap(wanted_height: Option<u32>, heights: [Option<u32>; MAX_LAYERS]) -> u8 {
-    let Some(wanted) = wanted_height else { return MAX_LAYERS as u8 - 1 };
-    let top = (0..MAX_LAYERS).rev().find_map(|l| heights[l].map(|h| (l, h)));
+    let Some(wanted) = wanted_height else {
+        return MAX_LAYERS as u8 - 1;
+    };
+    let top = (0..MAX_LAYERS)
+        .rev()
+        .find_map(|l| heights[l].map(|h| (l, h)));
     let estimate = |l: usize| -> Option<u32> {
         heights[l].or_else(|| top.map(|(tl, th)| th >> (tl.saturating_sub(l) as u32)))
     };
@@ -70,16 +94,23 @@ pub fn size_cap(wanted_height: Option<u32>, heights: [Option<u32>; MAX_LAYERS]) 
 #[derive(Clone, Debug)]
 pub struct BandwidthCap {
     pub cap: u8,
-    up_since: Option<Instant>,
+    /// Since when each layer above the cap has fitted with headroom, without a break.
+    up_since: [Option<Instant>; MAX_LAYERS],
+    hold: Duration,
+    headroom: f64,
 }
 
 impl Default for BandwidthCap {
     fn default() -> Self {
-        Self { cap: MAX_LAYERS as u8 - 1, up_since: None }
+        Self::new(UP_HOLD, UP_HEADROOM)
     }
 }
 
 impl BandwidthCap {
+    pub fn new(hold: Duration, headroom: f64) -> Self {
+        Self { cap: MAX_LAYERS as u8 - 1, up_since: [None; MAX_LAYERS], hold, headroom: headroom.max(1.0) }
+    }
+
     /// Update with the budget this track may use and the layers' rates; returns the new cap.
     pub fn update(&mut self, budget_bps: f64, rates: [f64; MAX_LAYERS], now: Instant) -> u8 {
         let fits = |l: u8, factor: f64| rates[l as usize] * factor <= budget_bps;
@@ -90,18 +121,23 @@ impl BandwidthCap {
                 l -= 1;
             }
             self.cap = l;
-            self.up_since = None;
+            self.up_since = [None; MAX_LAYERS];
             return self.cap;
         }
-        let next = self.cap + 1;
-        if (next as usize) < MAX_LAYERS && fits(next, UP_HEADROOM) {
-            let since = *self.up_since.get_or_insert(now);
-            if now.duration_since(since) >= UP_HOLD {
-                self.cap = next;
-                self.up_since = None;
+        let mut climb = None;
+        for l in self.cap as usize + 1..MAX_LAYERS {
+            if fits(l as u8, self.headroom) {
+                let since = *self.up_since[l].get_or_insert(now);
+                if now.duration_since(since) >= self.hold {
+                    climb = Some(l as u8);
+                }
+            } else {
+                self.up_since[l] = None;
             }
-        } else {
-            self.up_since = None;
+        }
+        if let Some(l) = climb {
+            self.cap = l;
+            self.up_since = [None; MAX_LAYERS];
         }
         self.cap
     }
@@ -159,7 +195,8 @@ impl LayerRates {
             for l in 0..MAX_LAYERS {
                 if self.bytes[l] > 0 {
                     let bps = self.bytes[l] as f64 * 8.0 / elapsed.as_secs_f64();
-                    self.measured[l] = Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
+                    self.measured[l] =
+                        Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
                 }
                 self.bytes[l] = 0;
             }
@@ -195,13 +232,22 @@ mod tests {
         assert_eq!(c.update(2.0e6, RATES, t0), 2);
         // The budget collapses: straight to the lowest layer.
         assert_eq!(c.update(300e3, RATES, t0), 0);
-        // It recovers: one layer at a time, each after the hold, never before.
-        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(100)), 0);
-        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(1500)), 0);
-        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(2200)), 1);
-        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(3000)), 1);
-        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(4300)), 1);
-        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(5100)), 2);
+        // It recovers to 700k: h fits with headroom, f does not; h after the hold, never before.
+        assert_eq!(c.update(700e3, RATES, t0 + Duration::from_millis(100)), 0);
+        assert_eq!(c.update(700e3, RATES, t0 + Duration::from_millis(1500)), 0);
+        assert_eq!(c.update(700e3, RATES, t0 + Duration::from_millis(2200)), 1);
+        assert_eq!(c.update(700e3, RATES, t0 + Duration::from_millis(5000)), 1);
+        // Then to 2 M: f fits; it is taken once it has fitted for the hold.
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(5100)), 1);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(6500)), 1);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(7200)), 2);
+        // Collapse and a full recovery: straight from q to f after one hold, not two.
+        assert_eq!(c.update(300e3, RATES, t0 + Duration::from_millis(8000)), 0);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(8100)), 0);
+        assert_eq!(
+            c.update(2.0e6, RATES, t0 + Duration::from_millis(10_200)),
+            2
+        );
     }
 
     #[test]
@@ -216,8 +262,14 @@ mod tests {
         }
         // A blip above the threshold shorter than the hold does not climb.
         c.update(2.0e6, RATES, t0 + Duration::from_secs(30));
-        assert_eq!(c.update(1.6e6, RATES, t0 + Duration::from_millis(31_000)), 1);
-        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(31_500)), 1);
+        assert_eq!(
+            c.update(1.6e6, RATES, t0 + Duration::from_millis(31_000)),
+            1
+        );
+        assert_eq!(
+            c.update(2.0e6, RATES, t0 + Duration::from_millis(31_500)),
+            1
+        );
         // Oscillating budget around h: no flapping between h and q while h still fits.
         for s in 40..60 {
             let b = if s % 2 == 0 { 520e3 } else { 700e3 };

@@ -7,11 +7,12 @@
 //!
 //! Sessions do no I/O: the worker feeds them datagrams and timeouts and drains their output.
 
+use crate::bwe::{Bwe, PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, SharedBwe};
 use crate::codec::Codec;
 use crate::error::SfuError;
 use crate::forwarder::{Forwarder, Verdict};
-use crate::router::MediaPacket;
 use crate::ids::{SessionKey, SessionRole, TrackId};
+use crate::router::MediaPacket;
 use crate::sfu::{CodecInfo, MediaKind};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
@@ -29,40 +30,72 @@ use rtc::peer_connection::transport::{
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+    RtpCodecKind,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Where a viewer's bandwidth estimate starts (bits/s): enough for the top layer of one 720p
-/// simulcast publisher, so an unconstrained viewer starts high; a constrained one is corrected
-/// within a few feedback rounds.
-pub const INITIAL_ESTIMATE_BPS: f64 = 2_500_000.0;
+/// The floor of a viewer's estimate (bits/s). Where it starts and its ceiling are config
+/// ([`crate::selector::LayerPolicy`]): by default 2.5 Mbit/s — enough for the top layer of one
+/// 720p simulcast publisher, so an unconstrained viewer starts high and a constrained one is
+/// corrected within a few feedback rounds — and 50 Mbit/s.
+pub const MIN_ESTIMATE_BPS: f64 = 50_000.0;
+/// Recent packets a video subscription keeps to send again as probe traffic.
+const PROBE_SOURCES: usize = 4;
 
 /// Packets a subscriber leg keeps for retransmission (per stream): ≥ 1 s of the top layer at
 /// 2.5 Mbit/s, enough for any round trip we can still help. rtc's default is 1024.
 pub const NACK_HISTORY: u16 = 256;
 
 /// A subscriber leg only sends media: it needs the NACK responder, sender reports, transport-wide
-/// sequence numbers and GCC (send-side estimation), and our feedback interceptor — not rtc's
+/// sequence numbers and the send-side estimator (ours, `bwe.rs`, behind rtc's congestion-control
+/// interceptor), and our feedback interceptor — not rtc's
 /// receive-side interceptors (NACK generator, receiver reports, TWCC receiver), which would
 /// still be walked for every packet sent. Measured in docs/benchmarks.md.
-fn subscriber_interceptors(media_engine: &mut MediaEngine, feedback: crate::feedback::KeyframeFeedback) -> Result<Registry, SfuError> {
-    use rtc::interceptor::{CongestionControlBuilder, Gcc, NackResponderBuilder, SenderReportBuilder, Slot, TwccSenderBuilder};
+fn subscriber_interceptors(
+    media_engine: &mut MediaEngine,
+    feedback: crate::feedback::KeyframeFeedback,
+    bwe: crate::bwe::SharedBwe,
+) -> Result<Registry, SfuError> {
+    use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
     use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
     use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability};
     let startup = |e: rtc::shared::error::Error| SfuError::Startup(e.to_string());
     for parameter in ["", "pli"] {
-        media_engine.register_feedback(RTCPFeedback { typ: "nack".into(), parameter: parameter.into() }, RtpCodecKind::Video);
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: parameter.into(),
+            },
+            RtpCodecKind::Video,
+        );
     }
+    // REMB: the estimate of a viewer that does not send transport-wide feedback (browsers send
+    // one or the other, never both).
+    media_engine.register_feedback(
+        RTCPFeedback {
+            typ: "goog-remb".into(),
+            parameter: String::new(),
+        },
+        RtpCodecKind::Video,
+    );
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        media_engine.register_feedback(RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() }, kind);
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "transport-cc".into(),
+                parameter: String::new(),
+            },
+            kind,
+        );
         media_engine
             .register_header_extension(
-                RTCRtpHeaderExtensionCapability { uri: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01".into() },
+                RTCRtpHeaderExtensionCapability {
+                    uri: crate::twcc::TRANSPORT_CC_URI.into(),
+                },
                 kind,
                 None,
             )
@@ -72,11 +105,20 @@ fn subscriber_interceptors(media_engine: &mut MediaEngine, feedback: crate::feed
     // No pacer: the layer selector keeps the rate under the estimate, and a pacer's queue would
     // only add delay.
     Ok(Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
+        )
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(Slot::CongestionControl, CongestionControlBuilder::new(Gcc::new(INITIAL_ESTIMATE_BPS, 100_000.0, 50_000_000.0)).build())
-        .with(Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
+        .with(
+            Slot::from(crate::feedback::NACK_GUARD_SLOT),
+            crate::feedback::NackGuard::new(bwe.clone()),
+        )
+        .with(crate::twcc::SLOT, crate::twcc::TransportCc::new(bwe))
+        .with(
+            Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
+            feedback,
+        ))
 }
 
 /// What every session of one SFU shares: the DTLS certificate (generated once: an ECDSA key per
@@ -85,11 +127,14 @@ fn subscriber_interceptors(media_engine: &mut MediaEngine, feedback: crate::feed
 pub struct SessionFactory {
     pub certificate: RTCCertificate,
     pub local_addr: SocketAddr,
+    /// How subscribers' layers follow their bandwidth estimates.
+    pub policy: crate::selector::LayerPolicy,
 }
 
 impl SessionFactory {
     pub fn new(local_addr: SocketAddr) -> Result<Self, SfuError> {
-        let provider = rtc::crypto::default_provider().map_err(|e| SfuError::Startup(e.to_string()))?;
+        let provider =
+            rtc::crypto::default_provider().map_err(|e| SfuError::Startup(e.to_string()))?;
         let certificate = RTCCertificate::generate(
             provider.crypto(),
             rtc::crypto::SignatureScheme::EcdsaP256Sha256,
@@ -97,7 +142,16 @@ impl SessionFactory {
                 .map_err(|e| SfuError::Startup(e.to_string()))?,
         )
         .map_err(|e| SfuError::Startup(e.to_string()))?;
-        Ok(Self { certificate, local_addr })
+        Ok(Self {
+            certificate,
+            local_addr,
+            policy: Default::default(),
+        })
+    }
+
+    pub fn with_policy(mut self, policy: crate::selector::LayerPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// A new ICE-lite peer connection with fresh ICE credentials and our one host candidate.
@@ -108,14 +162,28 @@ impl SessionFactory {
         media_engine
             .register_default_codecs()
             .map_err(|e| SfuError::Startup(e.to_string()))?;
-        let estimate = Arc::new(AtomicU64::new(0));
         let twcc_feedback = Arc::new(AtomicU64::new(0));
-        let feedback = crate::feedback::KeyframeFeedback::with_estimate(estimate.clone(), twcc_feedback.clone());
-        let registry = match key.role {
-            SessionRole::Publisher => register_default_interceptors(Registry::new(), &mut media_engine)
-                .map_err(|e| SfuError::Startup(e.to_string()))?
-                .with(rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT), feedback),
-            SessionRole::Subscriber => subscriber_interceptors(&mut media_engine, feedback)?,
+        let (registry, bwe) = match key.role {
+            SessionRole::Publisher => {
+                let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+                    .map_err(|e| SfuError::Startup(e.to_string()))?
+                    .with(
+                        rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
+                        crate::feedback::KeyframeFeedback::default(),
+                    );
+                (registry, None)
+            }
+            SessionRole::Subscriber => {
+                let bwe = SharedBwe::new(Bwe::new(self.policy.initial_estimate_bps, MIN_ESTIMATE_BPS, self.policy.max_estimate_bps, now));
+                let feedback = crate::feedback::KeyframeFeedback::with_estimator(
+                    bwe.clone(),
+                    twcc_feedback.clone(),
+                );
+                (
+                    subscriber_interceptors(&mut media_engine, feedback, bwe.clone())?,
+                    Some(bwe),
+                )
+            }
         };
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
@@ -123,7 +191,11 @@ impl SessionFactory {
             .with_answering_dtls_role(RTCDtlsRole::Server)
             // rtc judges liveness by STUN on its first selected pair only; the worker judges it
             // by any traffic on any of the client's paths instead (ICE_DISCONNECTED/FAILED).
-            .with_ice_timeouts(Some(std::time::Duration::ZERO), Some(std::time::Duration::ZERO), None)
+            .with_ice_timeouts(
+                Some(std::time::Duration::ZERO),
+                Some(std::time::Duration::ZERO),
+                None,
+            )
             .build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![self.certificate.clone()])
@@ -165,8 +237,9 @@ impl SessionFactory {
             renegotiate: false,
             forwarders: HashMap::new(),
             published: HashMap::new(),
-            estimate,
+            bwe,
             twcc_feedback,
+            policy: self.policy,
         })
     }
 }
@@ -175,7 +248,9 @@ fn random_token(len: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// One encoding of a published track (one simulcast layer, or the only one).
@@ -206,7 +281,11 @@ impl PublishedTrack {
 
     /// The encoding to ask a keyframe of for `layer` (the nearest one that exists).
     pub fn layer_for_keyframe(&mut self, layer: u8) -> Option<&mut PublishedLayer> {
-        let best = self.layers.iter().min_by_key(|l| (l.layer as i16 - layer as i16).abs()).map(|l| l.layer)?;
+        let best = self
+            .layers
+            .iter()
+            .min_by_key(|l| (l.layer as i16 - layer as i16).abs())
+            .map(|l| l.layer)?;
         self.layers.iter_mut().find(|l| l.layer == best)
     }
 }
@@ -218,6 +297,10 @@ pub struct Subscription {
     pub forwarder: Forwarder,
     pub mime_type: String,
     pub fmtp: String,
+    /// (sequence number, payload bytes) of the latest packets sent on this (video) subscription:
+    /// probe clusters are RTX retransmissions of them (see `probe`).
+    pub recent: [Option<(u16, usize)>; PROBE_SOURCES],
+    recent_next: usize,
 }
 
 pub struct PeerSession {
@@ -246,11 +329,11 @@ pub struct PeerSession {
     pub forwarders: HashMap<TrackId, Subscription>,
     /// Publisher side: rtc's track id → our track.
     pub published: HashMap<String, PublishedTrack>,
-    /// Subscriber side: the congestion controller's latest estimate toward the viewer (bits/s,
-    /// 0 until the first feedback).
-    estimate: Arc<AtomicU64>,
+    /// Subscriber side: the bandwidth estimator toward the viewer.
+    bwe: Option<SharedBwe>,
     /// TWCC feedback packets received from this peer.
     twcc_feedback: Arc<AtomicU64>,
+    policy: crate::selector::LayerPolicy,
 }
 
 fn sdp_err(e: impl std::fmt::Display) -> SfuError {
@@ -276,10 +359,14 @@ impl PeerSession {
 
     /// The bandwidth estimate toward this (subscriber) peer, once feedback has produced one.
     pub fn bandwidth_estimate(&self) -> Option<f64> {
-        match self.estimate.load(Ordering::Relaxed) {
-            0 => None,
-            bps => Some(bps as f64),
-        }
+        let bwe = self.bwe.as_ref()?.lock();
+        bwe.has_feedback().then(|| bwe.estimate())
+    }
+
+    /// The estimator's view of the path: queueing delay, loss, probes sent (stats).
+    pub fn path_stats(&self) -> Option<(Duration, f64, u64)> {
+        let bwe = self.bwe.as_ref()?.lock();
+        Some((bwe.queue_delay(), bwe.loss(), bwe.probes))
     }
 
     /// TWCC feedback packets this peer has sent us.
@@ -291,16 +378,84 @@ impl PeerSession {
     /// its rate taken off the top), then the rest of the estimate split over the video tracks.
     pub fn allocate_layers(&mut self, now: Instant) {
         let estimate = self.bandwidth_estimate();
-        let audio: f64 = self.forwarders.values().filter(|s| s.forwarder.is_audio()).map(|s| s.forwarder.rates.rates()[0]).sum();
-        let mut video: Vec<&mut Subscription> = self.forwarders.values_mut().filter(|s| !s.forwarder.is_audio()).collect();
+        let audio: f64 = self
+            .forwarders
+            .values()
+            .filter(|s| s.forwarder.is_audio())
+            .map(|s| s.forwarder.rates.rates()[0])
+            .sum();
+        let mut video: Vec<&mut Subscription> = self
+            .forwarders
+            .values_mut()
+            .filter(|s| !s.forwarder.is_audio())
+            .collect();
         let shares = estimate.map(|e| {
             let rates: Vec<_> = video.iter().map(|s| s.forwarder.rates.rates()).collect();
             let wanted: Vec<_> = video.iter().map(|s| s.forwarder.wanted_layer()).collect();
             crate::selector::allocate(e - audio, &rates, &wanted)
         });
         for (i, sub) in video.iter_mut().enumerate() {
-            sub.forwarder.apply_caps(shares.as_ref().and_then(|s| s.get(i).copied()), now);
+            sub.forwarder
+                .apply_caps(shares.as_ref().and_then(|s| s.get(i).copied()), now);
         }
+    }
+
+    /// What the viewer's wanted layers would cost (bits/s), with the headroom a climb needs:
+    /// the rate probing aims for.
+    fn wanted_bps(&self) -> f64 {
+        self.forwarders
+            .values()
+            .map(|s| {
+                let rates = s.forwarder.rates.rates();
+                if s.forwarder.is_audio() {
+                    rates[0]
+                } else {
+                    rates[s.forwarder.wanted_known_layer() as usize] * self.policy.up_headroom
+                }
+            })
+            .sum()
+    }
+
+    /// Subscriber side: arrange a probe cluster if the estimator asks for one (see `bwe.rs`).
+    ///
+    /// A probe must be packets the viewer counts in its feedback but does not play. Copies of
+    /// packets it already has would be refused by its SRTP replay check before feedback sees
+    /// them, and rtc cannot write padding-only packets; so a probe is a train of RTX
+    /// retransmissions (RFC 4588, new sequence numbers on the RTX stream) of the latest video
+    /// packets — what browsers send when they probe. The NACK guard hands rtc's NACK responder
+    /// the list with the viewer's next RTCP, and the responder sends them as one train.
+    /// Returns whether a probe was arranged.
+    pub fn probe(&mut self, now: Instant) -> bool {
+        let Some(bwe) = self.bwe.clone() else {
+            return false;
+        };
+        if !self.connected {
+            return false;
+        }
+        let wanted = self.wanted_bps();
+        let mut bwe = bwe.lock();
+        let Some((bytes, target)) = bwe.probe_plan(now, wanted) else {
+            return false;
+        };
+        // The video subscription with the most recent packets to resend.
+        let Some(sub) = self
+            .forwarders
+            .values()
+            .filter(|s| !s.forwarder.is_audio() && s.recent.iter().any(Option::is_some))
+            .max_by_key(|s| s.forwarder.bytes)
+        else {
+            return false;
+        };
+        let recent: Vec<(u16, usize)> = sub.recent.iter().flatten().copied().collect();
+        let (mut seqs, mut sent) = (Vec::new(), 0usize);
+        while (sent < bytes || seqs.len() < PROBE_MIN_PACKETS) && seqs.len() < PROBE_MAX_PACKETS {
+            let (seq, size) = recent[seqs.len() % recent.len()];
+            seqs.push(seq);
+            // RTX adds the original sequence number; the RTP header is on the wire too.
+            sent += size + 14;
+        }
+        bwe.request_probe(sub.forwarder.ssrc, seqs, target);
+        true
     }
 
     fn ensure_candidate(&mut self) -> Result<(), SfuError> {
@@ -316,10 +471,14 @@ impl PeerSession {
     /// Publisher side: apply the client's offer and return our answer.
     pub fn apply_offer(&mut self, now: Instant, sdp: String) -> Result<String, SfuError> {
         let offer = RTCSessionDescription::offer(sdp).map_err(sdp_err)?;
-        self.pc.set_remote_description(now, offer).map_err(sdp_err)?;
+        self.pc
+            .set_remote_description(now, offer)
+            .map_err(sdp_err)?;
         self.ensure_candidate()?;
         let answer = self.pc.create_answer(None).map_err(sdp_err)?;
-        self.pc.set_local_description(now, answer).map_err(sdp_err)?;
+        self.pc
+            .set_local_description(now, answer)
+            .map_err(sdp_err)?;
         self.pc
             .local_description()
             .map(|d| d.sdp)
@@ -359,7 +518,9 @@ impl PeerSession {
                     ssrc: Some(ssrc),
                     // Video retransmissions go out as RTX (RFC 4588) when the subscriber
                     // negotiates it, on their own SSRC so its loss statistics stay clean.
-                    rtx: (kind == MediaKind::Video).then(|| RTCRtpRtxParameters { ssrc: rand::random::<u32>() }),
+                    rtx: (kind == MediaKind::Video).then(|| RTCRtpRtxParameters {
+                        ssrc: rand::random::<u32>(),
+                    }),
                     ..Default::default()
                 },
                 active: true,
@@ -379,13 +540,17 @@ impl PeerSession {
                 t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
             }
         }
+        let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate);
+        forwarder.bandwidth = crate::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom);
         self.forwarders.insert(
             track,
             Subscription {
                 sender_id,
-                forwarder: Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate),
+                forwarder,
                 mime_type: codec.mime_type.clone(),
                 fmtp: codec.fmtp.clone(),
+                recent: Default::default(),
+                recent_next: 0,
             },
         );
         Ok(())
@@ -425,7 +590,9 @@ impl PeerSession {
             return Err(SfuError::BadSdp("no offer is outstanding".into()));
         }
         let answer = RTCSessionDescription::answer(sdp).map_err(sdp_err)?;
-        self.pc.set_remote_description(now, answer).map_err(sdp_err)?;
+        self.pc
+            .set_remote_description(now, answer)
+            .map_err(sdp_err)?;
         self.offer_outstanding = false;
         for sub in self.forwarders.values_mut() {
             if let Some(mut sender) = self.pc.rtp_sender(sub.sender_id) {
@@ -473,16 +640,23 @@ impl PeerSession {
     /// whether a packet was queued. Nothing is sent before the connection is up: the stream then
     /// starts at a keyframe.
     pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
-        let Some(sub) = self.forwarders.get_mut(&pkt.track) else { return false };
-        sub.forwarder.measure(pkt.layer, pkt.payload.len(), pkt.frame_height, now);
+        let Some(sub) = self.forwarders.get_mut(&pkt.track) else {
+            return false;
+        };
+        sub.forwarder
+            .measure(pkt.layer, pkt.payload.len(), pkt.frame_height, now);
         if !self.connected {
             // Nothing can be sent yet, but which layers arrive decides where the stream starts.
             sub.forwarder.observe(pkt.layer, now);
             return false;
         }
-        let Verdict::Send { seq, ts } =
-            sub.forwarder.handle(pkt.layer, pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe, now)
-        else {
+        let Verdict::Send { seq, ts } = sub.forwarder.handle(
+            pkt.layer,
+            pkt.header.sequence_number,
+            pkt.header.timestamp,
+            pkt.keyframe,
+            now,
+        ) else {
             return false;
         };
         // Extensions and CSRCs were stripped at ingest, so this clone does not allocate.
@@ -495,8 +669,19 @@ impl PeerSession {
         sub.forwarder.packets += 1;
         sub.forwarder.bytes += pkt.payload.len() as u64;
         let sender_id = sub.sender_id;
-        let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
-        match self.pc.rtp_sender(sender_id).map(|mut s| s.write_rtp(now, packet)) {
+        let packet = rtc::rtp::Packet {
+            header,
+            payload: pkt.payload.clone(),
+        };
+        if !sub.forwarder.is_audio() && self.bwe.is_some() {
+            sub.recent[sub.recent_next] = Some((seq, pkt.payload.len()));
+            sub.recent_next = (sub.recent_next + 1) % PROBE_SOURCES;
+        }
+        match self
+            .pc
+            .rtp_sender(sender_id)
+            .map(|mut s| s.write_rtp(now, packet))
+        {
             Some(Ok(())) => true,
             Some(Err(e)) => {
                 tracing::trace!("write_rtp: {e}");

@@ -98,7 +98,20 @@ pub struct SubscriberStats {
     pub bandwidth_bps: Option<u64>,
     /// Transport-wide congestion control feedback packets the viewer has sent.
     pub twcc_feedback: u64,
+    /// What the estimator sees of the path toward this viewer.
+    pub path: Option<PathStats>,
     pub tracks: Vec<TrackStats>,
+}
+
+/// The path toward a viewer, as the bandwidth estimator measures it from feedback.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct PathStats {
+    /// Queueing delay above the smallest one-way delay seen (ms).
+    pub queue_delay_ms: f64,
+    /// Share of packets lost over the last half second.
+    pub loss: f64,
+    /// Probe clusters sent so far.
+    pub probes: u64,
 }
 
 /// Where a participant's events go. Workers never block on it: a full sink drops the event
@@ -207,7 +220,7 @@ impl Sfu {
         }
         let (demux_tx, demux_rx) = bounded(config.queue_capacity);
         let shared = Arc::new(Shared {
-            factory: SessionFactory::new(local_addr)?,
+            factory: SessionFactory::new(local_addr)?.with_policy(config.layers),
             config,
             socket,
             local_addr,

@@ -341,6 +341,11 @@ impl Worker {
                     Some(s) => SubscriberStats {
                         bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
                         twcc_feedback: s.twcc_feedback(),
+                        path: s.path_stats().map(|(q, loss, probes)| crate::sfu::PathStats {
+                            queue_delay_ms: q.as_secs_f64() * 1000.0,
+                            loss,
+                            probes,
+                        }),
                         tracks: s
                             .forwarders
                             .values()
@@ -891,6 +896,8 @@ impl Worker {
             for p in self.participants.values_mut() {
                 if let Some(s) = p.subscriber.as_mut().filter(|s| s.connected) {
                     s.allocate_layers(now);
+                    // Sent with the viewer's next RTCP (see PeerSession::probe).
+                    s.probe(now);
                 }
             }
             self.update_demand();

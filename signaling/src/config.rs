@@ -102,6 +102,14 @@ pub struct RtcConfig {
     pub workers: usize,
     /// Minimum interval between PLIs sent to a publisher for one track, in ms.
     pub pli_throttle_ms: u64,
+    /// Where each viewer's bandwidth estimate starts before feedback corrects it, kbit/s.
+    pub initial_estimate_kbps: u64,
+    /// The highest a viewer's estimate may climb, kbit/s.
+    pub max_estimate_kbps: u64,
+    /// How long a higher simulcast layer must fit a viewer's estimate before it climbs, in ms.
+    pub layer_up_hold_ms: u64,
+    /// A layer fits for climbing when its rate × this ≤ the viewer's budget (≥ 1.0).
+    pub layer_up_headroom: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -172,6 +180,10 @@ impl Default for RtcConfig {
             advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             workers: 0,
             pli_throttle_ms: 500,
+            initial_estimate_kbps: 2_500,
+            max_estimate_kbps: 50_000,
+            layer_up_hold_ms: 2_000,
+            layer_up_headroom: 1.25,
         }
     }
 }
@@ -293,6 +305,15 @@ impl Config {
         if self.rtmp.app.is_empty() || self.rtmp.app.contains('/') {
             anyhow::bail!("rtmp.app must be a non-empty name without '/'");
         }
+        if !(100..=1_000_000).contains(&self.rtc.max_estimate_kbps) || !(100..=self.rtc.max_estimate_kbps).contains(&self.rtc.initial_estimate_kbps) {
+            anyhow::bail!("rtc.initial_estimate_kbps and rtc.max_estimate_kbps must be 100..=1000000, initial ≤ max");
+        }
+        if !(1.0..=4.0).contains(&self.rtc.layer_up_headroom) {
+            anyhow::bail!("rtc.layer_up_headroom must be 1.0..=4.0");
+        }
+        if self.rtc.layer_up_hold_ms > 60_000 {
+            anyhow::bail!("rtc.layer_up_hold_ms must be at most 60000");
+        }
         self.secret()?;
         Ok(())
     }
@@ -303,6 +324,12 @@ impl Config {
             advertise_ip: self.rtc.advertise_ip,
             workers: self.rtc.workers,
             pli_throttle: Duration::from_millis(self.rtc.pli_throttle_ms),
+            layers: sfu::selector::LayerPolicy {
+                up_hold: Duration::from_millis(self.rtc.layer_up_hold_ms),
+                up_headroom: self.rtc.layer_up_headroom,
+                initial_estimate_bps: self.rtc.initial_estimate_kbps as f64 * 1000.0,
+                max_estimate_bps: self.rtc.max_estimate_kbps as f64 * 1000.0,
+            },
             ..sfu::SfuConfig::default()
         }
     }
@@ -327,5 +354,20 @@ mod tests {
         c.room.max_publishers = 5;
         c.dev = None;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn layer_knobs_reach_the_sfu_and_are_bounded() {
+        let c: Config = toml::from_str("[rtc]\ninitial_estimate_kbps = 800\nlayer_up_hold_ms = 500\nlayer_up_headroom = 1.5\n").unwrap();
+        c.validate().unwrap();
+        let l = c.sfu_config().layers;
+        assert_eq!(l.initial_estimate_bps, 800_000.0);
+        assert_eq!(l.up_hold, Duration::from_millis(500));
+        assert_eq!(l.up_headroom, 1.5);
+        assert_eq!(l.max_estimate_bps, 50_000_000.0);
+        for bad in ["layer_up_headroom = 0.5", "initial_estimate_kbps = 60000", "max_estimate_kbps = 10", "layer_up_hold_ms = 600000"] {
+            let c: Config = toml::from_str(&format!("[rtc]\n{bad}\n")).unwrap();
+            assert!(c.validate().is_err(), "{bad} is refused");
+        }
     }
 }

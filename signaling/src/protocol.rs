@@ -172,6 +172,9 @@ pub enum ServerMsg {
         bandwidth_bps: Option<u64>,
         /// Transport-wide congestion control feedback packets received from you.
         twcc_feedback: u64,
+        /// The path toward you as the server's estimator measures it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<sfu::PathStats>,
         tracks: Vec<sfu::TrackStats>,
     },
     Pong {

@@ -378,7 +378,7 @@ impl Session {
             }
             ClientMsg::GetStats => {
                 let stats = sfu.subscriber_stats(self.id).await?;
-                send(socket, &ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, twcc_feedback: stats.twcc_feedback, tracks: stats.tracks }).await;
+                send(socket, &ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, twcc_feedback: stats.twcc_feedback, path: stats.path, tracks: stats.tracks }).await;
                 Ok(Flow::Continue)
             }
         }

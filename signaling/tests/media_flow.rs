@@ -26,7 +26,7 @@ async fn host_and_cohost_reach_three_viewers_intact_and_in_order() {
     for (i, v) in viewers.iter().enumerate() {
         let m = v.media_snapshot();
         for (id, t) in &m {
-            eprintln!("viewer{i} {id} {}: {} packets, {} keyframes, {} corrupt, {} out of order, {} seq gaps, ssrcs {:?}", t.kind, t.packets, t.keyframes, t.corrupt, t.out_of_order, t.seq_gaps, t.ssrcs);
+            eprintln!("viewer{i} {id} {}: {} packets, {} keyframes, {} corrupt, {} out of order, {} seq gaps, {} duplicates, ssrcs {:?}", t.kind, t.packets, t.keyframes, t.corrupt, t.out_of_order, t.seq_gaps, t.duplicates, t.ssrcs);
         }
     }
     assert!(ok, "every viewer receives all four tracks");

@@ -82,3 +82,58 @@ async fn viewers_get_the_layer_they_ask_for_and_dynacast_follows() {
     }
     server.shutdown().await;
 }
+
+/// Bandwidth: a viewer behind a 400 kbit/s bottleneck (a userspace relay with a 100 ms drop-tail
+/// queue; the publisher sends 150 k / 500 k / 1.2 M) settles on the low layer within 5 s and then
+/// loses under 2 % of what is sent to it; when the limit is lifted it is back on the top layer
+/// within 10 s. Its stream stays one continuous stream throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_narrow_path_settles_low_and_climbs_back_when_it_widens() {
+    let server = start_server().await;
+    let mut host = join(&server, &token(&server, "narrow", "host", Role::Host)).await.unwrap();
+    host.publish_simulcast([150_000, 500_000, 1_200_000]).await.expect("simulcast publish");
+    let relay = ShapedRelay::start(server.sfu().local_addr(), Duration::from_millis(100)).await;
+    let mut viewer = join_via(&server, &token(&server, "narrow", "viewer", Role::Viewer), Some(relay.addr)).await.unwrap();
+    let t = layer_within(&mut viewer, 2, Duration::from_secs(10)).await;
+    eprintln!("unlimited: top layer after {t:?}");
+    assert!(t.is_some(), "an unconstrained viewer gets the top layer");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    relay.set_rate(400_000);
+    let limited = Instant::now();
+    let settled = layer_within(&mut viewer, 0, Duration::from_secs(5)).await;
+    let stats = |v: &Value| format!("estimate {} bit/s, path {}", v["bandwidth_bps"], v["path"]);
+    viewer.send(json!({"type": "get_stats"}));
+    let s = viewer.wait_for("stats", Duration::from_secs(2)).await.unwrap();
+    eprintln!("400 kbit/s: low layer after {settled:?}; {}", stats(&s));
+    assert!(settled.is_some(), "settles on the low layer within 5 s");
+    // Settled: over the next 5 s the layer stays low and under 2 % of datagrams are lost.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (d0, p0) = relay.counts();
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(5) {
+        assert_eq!(layer(&mut viewer).await, Some(0), "stays on the low layer while the path is narrow");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (d1, p1) = relay.counts();
+    let loss = (d1 - d0) as f64 / ((d1 - d0) + (p1 - p0)).max(1) as f64;
+    viewer.send(json!({"type": "get_stats"}));
+    let s = viewer.wait_for("stats", Duration::from_secs(2)).await.unwrap();
+    eprintln!("settled {:?} after the limit: {} of {} datagrams dropped ({:.2} %); {}", limited.elapsed(), d1 - d0, (d1 - d0) + (p1 - p0), loss * 100.0, stats(&s));
+    assert!(p1 - p0 > 100, "media kept flowing ({} datagrams)", p1 - p0);
+    assert!(loss < 0.02, "sustained loss {:.2} % ≥ 2 %", loss * 100.0);
+
+    relay.set_rate(0);
+    let t = layer_within(&mut viewer, 2, Duration::from_secs(10)).await;
+    viewer.send(json!({"type": "get_stats"}));
+    let s = viewer.wait_for("stats", Duration::from_secs(2)).await.unwrap();
+    eprintln!("limit lifted: top layer after {t:?}; {}", stats(&s));
+    assert!(t.is_some(), "climbs back to the top layer within 10 s");
+    for m in viewer.media_snapshot().values() {
+        assert_eq!(m.ssrcs.len(), 1, "one SSRC across every switch");
+    }
+    drop(relay);
+    viewer.close().await;
+    host.close().await;
+    server.shutdown().await;
+}

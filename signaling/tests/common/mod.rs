@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use signaling::auth::Role;
 use signaling::config::Config;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -77,6 +77,10 @@ pub struct TrackStats {
     pub first_keyframe: Option<Instant>,
     pub ssrcs: Vec<u32>,
     pub seq_gaps: u64,
+    /// Packets whose sequence number had already arrived: RTX copies of packets the viewer has
+    /// (the server's bandwidth probes, a retransmission that crossed its original). A jitter
+    /// buffer drops them; so do these counters.
+    pub duplicates: u64,
     pub last_seq: Option<u16>,
     /// Extended sequence numbers received (retransmissions included), for loss accounting.
     pub seqs: std::collections::BTreeSet<u64>,
@@ -177,6 +181,14 @@ impl PeerConnectionEventHandler for Handler {
                 let now = Instant::now();
                 let mut m = media.lock().unwrap();
                 let s = m.entry(id.clone()).or_default();
+                let ext = match s.highest_ext {
+                    None => (1u64 << 32) + pkt.header.sequence_number as u64,
+                    Some(h) => (h as i64 + pkt.header.sequence_number.wrapping_sub(h as u16) as i16 as i64) as u64,
+                };
+                if !s.seqs.insert(ext) {
+                    s.duplicates += 1;
+                    continue;
+                }
                 s.packets += 1;
                 s.first_packet.get_or_insert(now);
                 if !s.ssrcs.contains(&pkt.header.ssrc) {
@@ -189,12 +201,7 @@ impl PeerConnectionEventHandler for Handler {
                     }
                 }
                 s.last_seq = Some(pkt.header.sequence_number);
-                let ext = match s.highest_ext {
-                    None => (1u64 << 32) + pkt.header.sequence_number as u64,
-                    Some(h) => (h as i64 + pkt.header.sequence_number.wrapping_sub(h as u16) as i16 as i64) as u64,
-                };
                 s.highest_ext = Some(s.highest_ext.map_or(ext, |h| h.max(ext)));
-                s.seqs.insert(ext);
                 if s.raw.len() < RAW_KEEP {
                     s.raw.push(RawPacket { seq: pkt.header.sequence_number, ts: pkt.header.timestamp, marker: pkt.header.marker, payload: pkt.payload.clone(), at: now });
                 }
@@ -757,6 +764,100 @@ impl ImpairRelay {
             }));
         }
         ImpairRelay { addr, dropped, passed, tasks }
+    }
+}
+
+/// A userspace bottleneck for one client: server → client datagrams cross a link of `rate`
+/// bits/s (counting UDP payload bytes; 0 = unlimited, changeable while it runs) with a drop-tail
+/// queue holding at most `queue` of transmission time — what a home router in front of a slow
+/// uplink does. Client → server passes untouched. Loopback only; stops when dropped or after
+/// 10 minutes.
+pub struct ShapedRelay {
+    pub addr: std::net::SocketAddr,
+    pub rate_bps: Arc<AtomicU64>,
+    /// Datagrams (all kinds) the queue dropped, and the ones it delivered.
+    pub dropped: Arc<AtomicU64>,
+    pub passed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ShapedRelay {
+    pub async fn start(upstream: std::net::SocketAddr, queue: Duration) -> ShapedRelay {
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let client: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::new(Mutex::new(None));
+        let rate_bps = Arc::new(AtomicU64::new(0));
+        let (dropped, passed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let until = Instant::now() + Duration::from_secs(600);
+        let mut tasks = Vec::new();
+        {
+            let (front, back, client) = (front.clone(), back.clone(), client.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while Instant::now() < until {
+                    let Ok((n, from)) = front.recv_from(&mut buf).await else { break };
+                    *client.lock().unwrap() = Some(from);
+                    let _ = back.send_to(&buf[..n], upstream).await;
+                }
+            }));
+        }
+        {
+            let (rate_bps, dropped, passed) = (rate_bps.clone(), dropped.clone(), passed.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                // (when it leaves the link, datagram), in order.
+                let mut link: std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)> = Default::default();
+                let mut link_free = tokio::time::Instant::now();
+                while Instant::now() < until {
+                    let next_due = link.front().map(|(t, _)| *t);
+                    tokio::select! {
+                        r = back.recv_from(&mut buf) => {
+                            let Ok((n, _)) = r else { break };
+                            let now = tokio::time::Instant::now();
+                            let rate = rate_bps.load(Ordering::Relaxed);
+                            let start = link_free.max(now);
+                            if rate > 0 && start.duration_since(now) > queue {
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            let tx = if rate > 0 { Duration::from_secs_f64(n as f64 * 8.0 / rate as f64) } else { Duration::ZERO };
+                            link_free = start + tx;
+                            link.push_back((link_free, buf[..n].to_vec()));
+                        }
+                        _ = tokio::time::sleep_until(next_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1))) => {}
+                    }
+                    let now = tokio::time::Instant::now();
+                    while link.front().is_some_and(|(t, _)| *t <= now) {
+                        let Some((_, d)) = link.pop_front() else { break };
+                        passed.fetch_add(1, Ordering::Relaxed);
+                        let to = *client.lock().unwrap();
+                        if let Some(to) = to {
+                            let _ = front.send_to(&d, to).await;
+                        }
+                    }
+                }
+            }));
+        }
+        ShapedRelay { addr, rate_bps, dropped, passed, tasks }
+    }
+
+    /// Limit the link to `bps` (0 lifts the limit).
+    pub fn set_rate(&self, bps: u64) {
+        self.rate_bps.store(bps, Ordering::Relaxed);
+    }
+
+    /// (dropped, passed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.dropped.load(Ordering::Relaxed), self.passed.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for ShapedRelay {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
