@@ -36,6 +36,10 @@ use tokio::sync::{Notify, mpsc};
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How often a live feed's figures in `/api/stats` are refreshed (and when its connection ends).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// After a refusal, how long the connection waits for the encoder to read it and hang up, and
+/// how much of what it still sends is read (and dropped) meanwhile.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+const REFUSAL_DRAIN_BYTES: usize = 1 << 20;
 
 /// A studio feed: one stream key's seat and tracks in its room.
 pub struct Feed {
@@ -327,6 +331,20 @@ impl Connection {
             Err(e) => tracing::debug!("reject_request: {e:?}"),
         }
         let _ = self.stream.flush().await;
+        // Close gently: FIN after the refusal, then read what the encoder still sends until it
+        // hangs up. Closing a socket with unread input sends a reset, and an encoder still
+        // writing (ffmpeg sends its next commands without waiting) then reports "Broken pipe"
+        // instead of the reason.
+        let _ = self.stream.shutdown().await;
+        let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < REFUSAL_DRAIN_BYTES {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
         format!("refused: {}", refusal.description)
     }
 
