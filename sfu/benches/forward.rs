@@ -126,7 +126,7 @@ fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId,
         header.sequence_number = *seq0;
         header.timestamp = (*seq0 as u32).wrapping_mul(3000);
         *seq0 = seq0.wrapping_add(1);
-        let pkt = MediaPacket { track, layer: 0, header, payload: payload.clone(), keyframe: i == 0, frame_height: None, received: Instant::now() };
+        let pkt = MediaPacket { track, layer: 0, header, payload: payload.clone(), keyframe: i == 0, frame_height: None, temporal: None, received: Instant::now() };
         let now = Instant::now();
         for p in pairs.iter_mut().take(k) {
             if p.server.forward(&pkt, now) {

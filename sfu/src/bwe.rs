@@ -48,12 +48,14 @@ pub const PROBE_MAX_PACKETS: usize = 40;
 /// After a probe that did not reach its target, wait this long before the next; doubles up to
 /// [`PROBE_BACKOFF_MAX`].
 pub const PROBE_BACKOFF_MIN: Duration = Duration::from_millis(750);
-pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub const PROBE_BACKOFF_MAX: Duration = Duration::from_millis(1500);
 /// The queue a probe train builds is the probe's own doing: delay samples of packets sent this
 /// soon after a probe do not count as congestion (loss still does).
 pub const PROBE_QUIET: Duration = Duration::from_millis(300);
 /// A probe whose feedback has not come back by then is given up.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// After a probe that found the path's capacity, the next one aims this far above it.
+pub const PROBE_ABOVE_CEILING: f64 = 1.25;
 /// A probe succeeds when the viewer received at least this share of the target rate.
 pub const PROBE_SUCCESS: f64 = 0.9;
 /// Without TWCC feedback for this long, a REMB from the viewer is taken as the estimate.
@@ -113,6 +115,9 @@ pub struct Bwe {
     probed_at: Option<Instant>,
     /// A probe decided but not sent yet: (media SSRC, sequence numbers to resend, target bits/s).
     requested: Option<(u32, Vec<u16>, f64)>,
+    /// What the last capped probe found the path to deliver: the next probe aims just above it
+    /// rather than at twice the estimate (a smaller train, no overflow of a shallow queue).
+    ceiling: Option<f64>,
     pub last_probe: Option<ProbeOutcome>,
     pub probes: u64,
     last_feedback: Option<Instant>,
@@ -139,6 +144,7 @@ impl Bwe {
             probe_backoff: PROBE_BACKOFF_MIN,
             probed_at: None,
             requested: None,
+            ceiling: None,
             last_probe: None,
             probes: 0,
             last_feedback: None,
@@ -327,12 +333,14 @@ impl Bwe {
         };
         match outcome {
             ProbeOutcome::Reached { target_bps } => {
+                self.ceiling = None;
                 self.estimate = self.estimate.max(target_bps.min(self.max_bps));
                 // Keep climbing right away.
                 self.next_probe = now;
                 self.probe_backoff = PROBE_BACKOFF_MIN;
             }
             ProbeOutcome::Capped { received_bps, .. } => {
+                self.ceiling = Some(received_bps);
                 // What the path delivered, with the same margin a decrease keeps.
                 self.estimate = self
                     .estimate
@@ -367,9 +375,11 @@ impl Bwe {
         }
         // Without feedback there is nothing to learn from a probe.
         self.last_feedback?;
-        let target = (self.estimate * 2.0)
-            .min(wanted_bps * 1.1)
-            .min(self.max_bps);
+        let step = match self.ceiling {
+            Some(c) => (c * PROBE_ABOVE_CEILING).max(self.estimate * 1.1),
+            None => self.estimate * 2.0,
+        };
+        let target = step.min(wanted_bps * 1.1).min(self.max_bps);
         let bytes = (target / 8.0 * PROBE_SPAN.as_secs_f64()) as usize;
         Some((bytes, target))
     }

@@ -64,6 +64,36 @@ pub fn vp8_is_keyframe(p: &[u8]) -> bool {
     p.get(at).is_some_and(|h| h & 0x01 == 0)
 }
 
+/// What a VP8 payload descriptor says about temporal scalability (RFC 7741 §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vp8Temporal {
+    /// Temporal layer index (TID), 0 = base.
+    pub tid: u8,
+    /// The packet starts a frame (S bit set, partition 0).
+    pub frame_start: bool,
+}
+
+/// The temporal layer of a VP8 packet, when its descriptor carries one (the T bit).
+pub fn vp8_temporal(p: &[u8]) -> Option<Vp8Temporal> {
+    let &b0 = p.first()?;
+    if b0 & 0x80 == 0 {
+        return None;
+    }
+    let x = *p.get(1)?;
+    if x & 0x20 == 0 {
+        return None;
+    }
+    let mut at = 2;
+    if x & 0x80 != 0 {
+        at += if p.get(at)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if x & 0x40 != 0 {
+        at += 1;
+    }
+    let t = *p.get(at)?;
+    Some(Vp8Temporal { tid: t >> 6, frame_start: b0 & 0x10 != 0 && b0 & 0x07 == 0 })
+}
+
 /// The frame size in a VP8 key frame's first packet (RFC 6386 §9.1: after the 3-byte frame tag,
 /// the start code 9d 01 2a, then 14-bit width and height, little-endian).
 pub fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
@@ -141,6 +171,18 @@ mod tests {
     }
 
     #[test]
+    fn vp8_temporal_layer() {
+        // X; I (7-bit picture id), L (TL0PICIDX), T: TID 2, Y; start of partition 0.
+        assert_eq!(vp8_temporal(&[0x90, 0xe0, 0x05, 0x11, 0xa0, 0x00]), Some(Vp8Temporal { tid: 2, frame_start: true }));
+        // 15-bit picture id, no L; TID 1; a continuation packet.
+        assert_eq!(vp8_temporal(&[0x80, 0xa0, 0x81, 0x23, 0x40, 0x00]), Some(Vp8Temporal { tid: 1, frame_start: false }));
+        // No T bit, no X bit, truncated.
+        assert_eq!(vp8_temporal(&[0x90, 0x80, 0x05, 0x00]), None);
+        assert_eq!(vp8_temporal(&[0x10, 0x00]), None);
+        assert_eq!(vp8_temporal(&[0x90, 0xe0, 0x05]), None);
+    }
+
+    #[test]
     fn vp8_size() {
         // Descriptor 0x10, frame tag (key frame), start code, 1280 x 720.
         let p = [0x10, 0x50, 0x2d, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02, 0xaa];
@@ -174,6 +216,7 @@ mod tests {
                 let _ = c.is_keyframe_start(&v);
             }
             let _ = vp8_keyframe_size(&v);
+            let _ = vp8_temporal(&v);
         }
     }
 }

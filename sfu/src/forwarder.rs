@@ -2,16 +2,21 @@
 //! makes it one continuous stream (constant SSRC, contiguous sequence numbers, monotonic
 //! timestamps) whatever the publisher does.
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Vp8Temporal};
 use crate::ids::TrackId;
 use crate::selector::{BandwidthCap, LayerRates, Quality, size_cap};
 use std::time::{Duration, Instant};
 
 /// Sequence number and timestamp rewriting for one outgoing stream.
 ///
-/// Output = input − offset (wrapping). A switch to a new source (a later issue's simulcast layer
-/// change, or a publisher that restarted) re-anchors the offsets so the output continues at
-/// `last + 1`; packets older than the switch point are dropped, never sent out of range.
+/// Output = input − offset (wrapping). A switch to a new source (a simulcast layer change, or a
+/// publisher that restarted) re-anchors the offsets so the output continues at `last + 1`;
+/// packets older than the switch point are dropped, never sent out of range. A packet the
+/// forwarder leaves out on purpose (a frame of a dropped VP8 temporal layer) is [`skip`]ped: the
+/// packets after it shift down by one, so the receiver sees no gap, and a late retransmission of
+/// an earlier packet still gets the number it had.
+///
+/// [`skip`]: RtpMunger::skip
 #[derive(Clone, Debug)]
 pub struct RtpMunger {
     anchored: bool,
@@ -25,7 +30,18 @@ pub struct RtpMunger {
     /// Highest output sequence number and the timestamp sent with it.
     last_seq: u16,
     last_ts: u32,
+    /// (first extended input number, offset from there on), oldest first; the last is current.
+    /// Empty until anchored. Bounded by [`MAX_SHIFTS`]: older input is dropped.
+    shifts: std::collections::VecDeque<(u64, u16)>,
+    /// Extended numbers of recently skipped packets (a retransmission of one is skipped again).
+    skipped: std::collections::VecDeque<u64>,
+    /// Highest extended input number given an output number so far.
+    numbered_ext: u64,
 }
+
+/// Offset changes (skips) a munger remembers, and skipped packets.
+const MAX_SHIFTS: usize = 64;
+const MAX_SKIPPED: usize = 256;
 
 impl RtpMunger {
     /// A munger whose first output packet will carry `first_seq` and `first_ts`.
@@ -38,6 +54,9 @@ impl RtpMunger {
             highest_ext: 0,
             last_seq: first_seq.wrapping_sub(1),
             last_ts: first_ts.wrapping_sub(1),
+            shifts: Default::default(),
+            skipped: Default::default(),
+            numbered_ext: 0,
         }
     }
 
@@ -52,6 +71,44 @@ impl RtpMunger {
         self.start_ext = (1 << 32) + in_seq as u64;
         self.highest_ext = self.start_ext;
         self.anchored = true;
+        self.shifts.clear();
+        self.shifts.push_back((self.start_ext, self.seq_offset));
+        self.skipped.clear();
+        self.numbered_ext = 0;
+    }
+
+    /// Leave this input packet out of the stream: if nothing after it has been numbered yet, the
+    /// packets that follow close the gap.
+    pub fn skip(&mut self, in_seq: u16) {
+        if !self.anchored {
+            return;
+        }
+        let ext = self.extend(in_seq);
+        if ext < self.start_ext || self.skipped.contains(&ext) {
+            return;
+        }
+        if self.skipped.len() >= MAX_SKIPPED {
+            self.skipped.pop_front();
+        }
+        self.skipped.push_back(ext);
+        if ext > self.numbered_ext {
+            self.seq_offset = self.seq_offset.wrapping_add(1);
+            if self.shifts.len() >= MAX_SHIFTS {
+                self.shifts.pop_front();
+                if let Some(&(from, _)) = self.shifts.front() {
+                    self.start_ext = from;
+                }
+            }
+            self.shifts.push_back((ext + 1, self.seq_offset));
+        }
+    }
+
+    /// The offset in effect for an extended input number (`None`: older than remembered).
+    fn offset_at(&self, ext: u64) -> Option<u16> {
+        match self.shifts.back() {
+            Some(&(from, offset)) if ext >= from => Some(offset),
+            _ => self.shifts.iter().rev().find(|(from, _)| ext >= *from).map(|&(_, o)| o),
+        }
     }
 
     /// The extended form of `seq`, taken as the nearest to the highest seen.
@@ -70,10 +127,15 @@ impl RtpMunger {
     /// The output (sequence number, timestamp) for an input packet of the current source, or
     /// `None` if it precedes the anchor point (or nothing is anchored yet).
     pub fn rewrite(&mut self, in_seq: u16, in_ts: u32) -> Option<(u16, u32)> {
-        if !self.anchored || self.extend(in_seq) < self.start_ext {
+        if !self.anchored {
             return None;
         }
-        let seq = in_seq.wrapping_sub(self.seq_offset);
+        let ext = self.extend(in_seq);
+        if ext < self.start_ext || (!self.skipped.is_empty() && self.skipped.contains(&ext)) {
+            return None;
+        }
+        let seq = in_seq.wrapping_sub(self.offset_at(ext)?);
+        self.numbered_ext = self.numbered_ext.max(ext);
         let ts = in_ts.wrapping_sub(self.ts_offset);
         if (seq.wrapping_sub(self.last_seq) as i16) > 0 {
             self.last_seq = seq;
@@ -134,7 +196,17 @@ pub struct Forwarder {
     /// Bandwidth cap with hysteresis.
     pub bandwidth: BandwidthCap,
     pub created: Instant,
+    /// VP8 temporal layers: the highest the bandwidth allows, and the one in effect (it follows
+    /// the allowed one down at the next frame, up at the next base-layer frame, so every frame
+    /// forwarded has its references).
+    pub max_temporal: u8,
+    temporal: u8,
+    /// The frame being passed or dropped: its timestamp, and whether it is dropped.
+    frame: Option<(u32, bool)>,
 }
+
+/// VP8 temporal layers a stream may have (TID 0..=2).
+pub const MAX_TEMPORAL: u8 = 2;
 
 /// What to do with an incoming packet for one subscriber.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,6 +239,9 @@ impl Forwarder {
             wanted_height: None,
             bandwidth: BandwidthCap::default(),
             created: Instant::now(),
+            max_temporal: MAX_TEMPORAL,
+            temporal: MAX_TEMPORAL,
+            frame: None,
         }
     }
 
@@ -200,10 +275,25 @@ impl Forwarder {
     /// Set the cap from what the viewer wants and, if known, the bandwidth share of this track.
     pub fn apply_caps(&mut self, share_bps: Option<f64>, now: Instant) {
         let wanted = self.wanted_layer();
-        self.max_layer = match share_bps {
-            Some(share) => wanted.min(self.bandwidth.update(share, self.rates.rates(), now)),
-            None => wanted,
+        let Some(share) = share_bps else {
+            self.max_layer = wanted;
+            self.max_temporal = MAX_TEMPORAL;
+            return;
         };
+        // A layer stays while its base temporal layer fits: frame rate goes before resolution.
+        let temporal = self.rates.temporal_rates();
+        let floors = [temporal[0][0], temporal[1][0], temporal[2][0]];
+        self.max_layer = wanted.min(self.bandwidth.update_with_floors(share, self.rates.rates(), floors, now));
+        let cumulative = temporal[self.max_layer as usize];
+        let up = self.max_temporal;
+        self.max_temporal = (0..=MAX_TEMPORAL)
+            .rev()
+            .find(|&t| {
+                // A little headroom to climb, none to stay.
+                let factor = if t > up { 1.1 } else { 1.0 };
+                cumulative[t as usize] * factor <= share
+            })
+            .unwrap_or(0);
     }
 
     pub fn is_audio(&self) -> bool {
@@ -250,7 +340,12 @@ impl Forwarder {
 
     /// Account a packet of `layer`: its size for the layer's rate, its frame height if it says.
     pub fn measure(&mut self, layer: u8, bytes: usize, frame_height: Option<u16>, now: Instant) {
-        self.rates.record(layer, bytes, now);
+        self.measure_temporal(layer, bytes, frame_height, None, now);
+    }
+
+    /// [`measure`](Self::measure), with the packet's VP8 temporal layer if it has one.
+    pub fn measure_temporal(&mut self, layer: u8, bytes: usize, frame_height: Option<u16>, tid: Option<u8>, now: Instant) {
+        self.rates.record_temporal(layer, bytes, tid, now);
         if let (Some(h), Some(slot)) = (frame_height, self.heights.get_mut(layer as usize)) {
             *slot = Some(h as u32);
         }
@@ -258,6 +353,27 @@ impl Forwarder {
 
     /// Decide on one packet of the track. `keyframe` is the router's verdict on its payload.
     pub fn handle(&mut self, layer: u8, seq: u16, ts: u32, keyframe: bool, now: Instant) -> Verdict {
+        self.handle_temporal(layer, seq, ts, keyframe, None, now)
+    }
+
+    /// Whether a packet of the current layer falls to the temporal cap (see `max_temporal`).
+    fn drops_temporal(&mut self, t: Vp8Temporal, ts: u32, keyframe: bool) -> bool {
+        if t.frame_start {
+            if self.max_temporal < self.temporal || (self.max_temporal > self.temporal && (keyframe || t.tid == 0)) {
+                self.temporal = self.max_temporal;
+            }
+            let drop = t.tid > self.temporal && !keyframe;
+            self.frame = Some((ts, drop));
+            return drop;
+        }
+        match self.frame {
+            Some((frame_ts, drop)) if frame_ts == ts => drop,
+            _ => t.tid > self.temporal,
+        }
+    }
+
+    /// [`handle`](Self::handle), with the packet's VP8 temporal layer if it has one.
+    pub fn handle_temporal(&mut self, layer: u8, seq: u16, ts: u32, keyframe: bool, temporal: Option<Vp8Temporal>, now: Instant) -> Verdict {
         self.observe(layer, now);
         if self.payload_type.is_none() {
             return Verdict::Drop;
@@ -278,6 +394,13 @@ impl Forwarder {
                 .unwrap_or(1);
             self.munger.anchor(seq, ts, gap);
             self.current = Some(layer);
+            self.frame = None;
+        }
+        if let Some(t) = temporal
+            && self.drops_temporal(t, ts, keyframe)
+        {
+            self.munger.skip(seq);
+            return Verdict::Drop;
         }
         match self.munger.rewrite(seq, ts) {
             Some((seq, ts)) => {
@@ -296,6 +419,7 @@ impl Forwarder {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     fn video() -> Forwarder {
         let mut f = Forwarder::new(TrackId(1), Codec::Vp8, 7, 90_000);
@@ -354,6 +478,111 @@ mod tests {
         assert_eq!(f.current, Some(0));
     }
 
+    fn vp8t(tid: u8, frame_start: bool) -> Option<Vp8Temporal> {
+        Some(Vp8Temporal { tid, frame_start })
+    }
+
+    #[test]
+    fn temporal_layers_drop_whole_frames_without_gaps() {
+        let now = Instant::now();
+        let mut f = video();
+        // L1T3: TIDs 0 2 1 2 0 2 1 2 …, two packets a frame; frame 0 is a keyframe.
+        let tids = [0u8, 2, 1, 2];
+        let mut out = Vec::new();
+        let mut seq = 100u16;
+        for frame in 0..24u32 {
+            if frame == 2 {
+                f.max_temporal = 0; // bandwidth short: base layer only, from the next frame
+            }
+            if frame == 13 {
+                f.max_temporal = 2; // back: from the next base-layer frame (16)
+            }
+            let tid = tids[frame as usize % 4];
+            for i in 0..2u16 {
+                let v = f.handle_temporal(0, seq, frame * 3000, frame == 0 && i == 0, vp8t(tid, i == 0), now);
+                if let Verdict::Send { seq: s, .. } = v {
+                    out.push((s, frame, tid));
+                }
+                seq = seq.wrapping_add(1);
+            }
+        }
+        for w in out.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1), "contiguous: {w:?}");
+        }
+        let frames: Vec<u32> = out.iter().filter(|(_, _, _)| true).map(|&(_, fr, _)| fr).collect();
+        // Frames 0, 1 whole; then only TID 0 (4, 8, 12); from 16 on everything again.
+        let mut expected: Vec<u32> = vec![0, 1, 4, 8, 12];
+        expected.extend(16..24);
+        let mut seen: Vec<u32> = frames.clone();
+        seen.dedup();
+        assert_eq!(seen, expected);
+        assert_eq!(frames.len(), seen.len() * 2, "every forwarded frame whole");
+    }
+
+    #[test]
+    fn frame_rate_goes_before_resolution() {
+        let t0 = Instant::now();
+        let mut f = video();
+        // Three layers at 150 k / 500 k / 1.5 M, each half TID 0, a quarter TID 1, a quarter
+        // TID 2, measured over two one-second windows.
+        let rates = [150_000.0f64, 500_000.0, 1_500_000.0];
+        for ms in (0..2100u64).step_by(10) {
+            let now = t0 + Duration::from_millis(ms);
+            for l in 0..3u8 {
+                // Every 10 ms a frame; TIDs 0 2 1 2, base frames twice as large: 40 % of the
+                // bytes in TID 0, 60 % up to TID 1.
+                let tid = [0u8, 2, 1, 2][(ms / 10 % 4) as usize];
+                let weight = if tid == 0 { 2.0 } else { 1.0 };
+                let bytes = (rates[l as usize] / 8.0 / 100.0 * weight / 1.25) as usize;
+                f.measure_temporal(l, bytes, None, Some(tid), now);
+            }
+        }
+        let now = t0 + Duration::from_millis(2200);
+        let top = f.rates.temporal_rates()[2];
+        assert!((top[0] / top[2] - 0.4).abs() < 0.05 && (top[1] / top[2] - 0.6).abs() < 0.05, "{top:?}");
+        f.apply_caps(Some(3e6), now);
+        assert_eq!((f.max_layer, f.max_temporal), (2, 2));
+        // 1.2 M: the top layer without its top temporal layer (900 k), not the middle layer.
+        f.apply_caps(Some(1.2e6), now);
+        assert_eq!((f.max_layer, f.max_temporal), (2, 1));
+        // 700 k: top layer, base temporal layer only (600 k).
+        f.apply_caps(Some(700e3), now);
+        assert_eq!((f.max_layer, f.max_temporal), (2, 0));
+        // 560 k: the top layer's base no longer fits: the middle layer, whole (500 k + 10 %).
+        f.apply_caps(Some(560e3), now);
+        assert_eq!((f.max_layer, f.max_temporal), (1, 2));
+        // A stream without temporal layers never sheds frame rate: it drops a layer.
+        let mut g = video();
+        for ms in (0..2100u64).step_by(10) {
+            for l in 0..3u8 {
+                g.measure(l, (rates[l as usize] / 8.0 / 100.0) as usize, None, t0 + Duration::from_millis(ms));
+            }
+        }
+        g.apply_caps(Some(1.2e6), now);
+        assert_eq!((g.max_layer, g.max_temporal), (1, 2));
+    }
+
+    #[test]
+    fn a_late_retransmission_keeps_its_number_after_skips() {
+        let mut m = RtpMunger::new(500, 0);
+        m.anchor(10, 0, 1);
+        let (a, _) = m.rewrite(10, 0).unwrap();
+        let (b, _) = m.rewrite(11, 0).unwrap();
+        m.skip(12);
+        m.skip(13);
+        let (c, _) = m.rewrite(14, 3000).unwrap();
+        assert_eq!((a, b, c), (500, 501, 502), "the gap is closed");
+        // The publisher retransmits 11 (lost on its way to us, say): same number as before.
+        assert_eq!(m.rewrite(11, 0), Some((501, 0)));
+        // A retransmission of a skipped packet stays out.
+        assert_eq!(m.rewrite(13, 0), None);
+        // A packet skipped after later ones were numbered cannot close its gap: left out only.
+        m.skip(15);
+        let (d, _) = m.rewrite(16, 6000).unwrap();
+        assert_eq!(d, 503);
+        assert_eq!(m.rewrite(14, 3000), Some((502, 3000)));
+    }
+
     #[test]
     fn rids_map_to_layers() {
         assert_eq!(layer_of_rid(None, 0), 0);
@@ -406,6 +635,42 @@ mod tests {
                         prop_assert!(t.wrapping_sub(pt) < 0x8000_0000, "timestamp went back: {} -> {}", pt, t);
                     }
                     prev = Some((s, t));
+                }
+            }
+        }
+
+        /// One layer with VP8 temporal layers: frames of 1–3 packets with random TIDs, random
+        /// keyframes and a temporal cap that moves: the output has contiguous sequence numbers,
+        /// timestamps that never go back, and frames leave whole or not at all.
+        #[test]
+        fn temporal_drops_keep_the_stream_contiguous(
+            frames in prop::collection::vec((0u8..3, 1u16..4, any::<bool>(), 0u8..3), 1..300),
+        ) {
+            let now = Instant::now();
+            let mut f = video();
+            let mut seq = 65_000u16;
+            let mut prev: Option<(u16, u32)> = None;
+            let mut sent_per_frame: HashMap<u32, (u16, u16)> = HashMap::new();
+            for (i, (tid, packets, key, cap)) in frames.into_iter().enumerate() {
+                f.max_temporal = cap;
+                let ts = i as u32 * 3000;
+                let key = key && i % 7 == 0;
+                let tid = if key { 0 } else { tid };
+                for p in 0..packets {
+                    let s = seq;
+                    seq = seq.wrapping_add(1);
+                    if let Verdict::Send { seq: o, ts: t } = f.handle_temporal(0, s, ts, key && p == 0, vp8t(tid, p == 0), now) {
+                        if let Some((ps, pt)) = prev {
+                            prop_assert_eq!(o, ps.wrapping_add(1), "contiguous");
+                            prop_assert!(t.wrapping_sub(pt) < 0x8000_0000);
+                        }
+                        prev = Some((o, t));
+                        let e = sent_per_frame.entry(ts).or_insert((0, packets));
+                        e.0 += 1;
+                    }
+                }
+                if let Some(&(n, total)) = sent_per_frame.get(&ts) {
+                    prop_assert_eq!(n, total, "a frame that arrived whole leaves whole or not at all");
                 }
             }
         }

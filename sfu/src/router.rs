@@ -19,6 +19,8 @@ pub struct MediaPacket {
     pub keyframe: bool,
     /// Frame height, when this packet starts a key frame that says it (VP8).
     pub frame_height: Option<u16>,
+    /// The VP8 temporal layer, when the payload descriptor carries one.
+    pub temporal: Option<crate::codec::Vp8Temporal>,
     /// When the packet arrived (for forwarding-delay metrics).
     pub received: Instant,
 }

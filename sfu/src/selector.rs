@@ -113,11 +113,19 @@ impl BandwidthCap {
 
     /// Update with the budget this track may use and the layers' rates; returns the new cap.
     pub fn update(&mut self, budget_bps: f64, rates: [f64; MAX_LAYERS], now: Instant) -> u8 {
+        self.update_with_floors(budget_bps, rates, rates, now)
+    }
+
+    /// [`update`](Self::update) where a layer can shed frame rate (VP8 temporal layers): it stays
+    /// while its `floors` rate (the base temporal layer alone) fits, and is climbed to only
+    /// when its full rate fits with headroom.
+    pub fn update_with_floors(&mut self, budget_bps: f64, rates: [f64; MAX_LAYERS], floors: [f64; MAX_LAYERS], now: Instant) -> u8 {
         let fits = |l: u8, factor: f64| rates[l as usize] * factor <= budget_bps;
-        if self.cap > 0 && !fits(self.cap, DOWN_MARGIN) {
+        let stays = |l: u8| floors[l as usize].min(rates[l as usize]) * DOWN_MARGIN <= budget_bps;
+        if self.cap > 0 && !stays(self.cap) {
             // Down at once, as far as needed.
             let mut l = self.cap;
-            while l > 0 && !fits(l, DOWN_MARGIN) {
+            while l > 0 && !stays(l) {
                 l -= 1;
             }
             self.cap = l;
@@ -185,10 +193,19 @@ pub struct LayerRates {
     bytes: [u64; MAX_LAYERS],
     window_start: Option<Instant>,
     measured: [Option<f64>; MAX_LAYERS],
+    /// Bytes per VP8 temporal layer in the window, and each layer's smoothed share of its
+    /// spatial layer's bytes (TID 0, 1, 2).
+    temporal_bytes: [[u64; 3]; MAX_LAYERS],
+    temporal_share: [Option<[f64; 3]>; MAX_LAYERS],
 }
 
 impl LayerRates {
     pub fn record(&mut self, layer: u8, bytes: usize, now: Instant) {
+        self.record_temporal(layer, bytes, None, now);
+    }
+
+    /// [`record`](Self::record), with the packet's VP8 temporal layer if it has one.
+    pub fn record_temporal(&mut self, layer: u8, bytes: usize, tid: Option<u8>, now: Instant) {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.duration_since(start);
         if elapsed >= Duration::from_secs(1) {
@@ -198,13 +215,43 @@ impl LayerRates {
                     self.measured[l] =
                         Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
                 }
+                let tb = self.temporal_bytes[l];
+                let total: u64 = tb.iter().sum();
+                // Only a layer whose packets all said their temporal layer is split.
+                if total > 0 && total == self.bytes[l] {
+                    let share = tb.map(|b| b as f64 / total as f64);
+                    self.temporal_share[l] = Some(match self.temporal_share[l] {
+                        Some(old) => [0, 1, 2].map(|t| 0.5 * old[t] + 0.5 * share[t]),
+                        None => share,
+                    });
+                } else if self.bytes[l] > 0 {
+                    self.temporal_share[l] = None;
+                }
                 self.bytes[l] = 0;
+                self.temporal_bytes[l] = [0; 3];
             }
             self.window_start = Some(now);
         }
         if let Some(b) = self.bytes.get_mut(layer as usize) {
             *b += bytes as u64;
         }
+        if let (Some(t), Some(tb)) = (tid, self.temporal_bytes.get_mut(layer as usize)) {
+            tb[(t as usize).min(2)] += bytes as u64;
+        }
+    }
+
+    /// Per spatial layer, the rate with temporal layers 0..=t (t = 0, 1, 2); the whole layer's
+    /// rate three times for a layer without temporal layers.
+    pub fn temporal_rates(&self) -> [[f64; 3]; MAX_LAYERS] {
+        let rates = self.rates();
+        let mut out = [[0.0; 3]; MAX_LAYERS];
+        for l in 0..MAX_LAYERS {
+            out[l] = match self.temporal_share[l] {
+                Some(s) => [s[0] * rates[l], (s[0] + s[1]) * rates[l], rates[l]],
+                None => [rates[l]; 3],
+            };
+        }
+        out
     }
 
     /// Measured rates, nominal where a layer was never seen.

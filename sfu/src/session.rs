@@ -643,18 +643,19 @@ impl PeerSession {
         let Some(sub) = self.forwarders.get_mut(&pkt.track) else {
             return false;
         };
-        sub.forwarder
-            .measure(pkt.layer, pkt.payload.len(), pkt.frame_height, now);
+        let tid = pkt.temporal.map(|t| t.tid);
+        sub.forwarder.measure_temporal(pkt.layer, pkt.payload.len(), pkt.frame_height, tid, now);
         if !self.connected {
             // Nothing can be sent yet, but which layers arrive decides where the stream starts.
             sub.forwarder.observe(pkt.layer, now);
             return false;
         }
-        let Verdict::Send { seq, ts } = sub.forwarder.handle(
+        let Verdict::Send { seq, ts } = sub.forwarder.handle_temporal(
             pkt.layer,
             pkt.header.sequence_number,
             pkt.header.timestamp,
             pkt.keyframe,
+            pkt.temporal,
             now,
         ) else {
             return false;

@@ -85,6 +85,9 @@ pub struct TrackStats {
     pub layer: Option<u8>,
     /// The highest layer allowed now (quality choice, video size, bandwidth).
     pub max_layer: u8,
+    /// The highest VP8 temporal layer allowed now (2 = full frame rate; lower only when the
+    /// bandwidth is short and the publisher sends temporal layers).
+    pub max_temporal: u8,
     pub packets: u64,
     pub bytes: u64,
     /// Arrival rates of the publisher's layers (bits/s; nominal until measured).

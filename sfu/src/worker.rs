@@ -355,6 +355,7 @@ impl Worker {
                                     track: f.track,
                                     layer: f.current,
                                     max_layer: f.max_layer,
+                                    max_temporal: f.max_temporal,
                                     packets: f.packets,
                                     bytes: f.bytes,
                                     layer_bps: f.rates.rates().map(|r| r as u64),
@@ -645,11 +646,13 @@ impl Worker {
                         } else {
                             None
                         };
+                        let temporal = if codec == Codec::Vp8 { crate::codec::vp8_temporal(&packet.payload) } else { None };
                         media.push(MediaPacket {
                             track: id,
                             layer,
                             keyframe,
                             frame_height,
+                            temporal,
                             header: packet.header,
                             payload: packet.payload,
                             received: at,

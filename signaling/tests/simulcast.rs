@@ -137,3 +137,87 @@ async fn a_narrow_path_settles_low_and_climbs_back_when_it_widens() {
     host.close().await;
     server.shutdown().await;
 }
+
+/// VP8 temporal layers go before a spatial layer: a viewer whose path carries the top layer only
+/// at its base frame rate (800 kbit/s; the top layer is 1.2 Mbit/s, 40 % of it in TID 0) keeps
+/// the top layer with the upper temporal layers dropped — whole frames, no sequence gaps — and
+/// gets its full frame rate back when the path widens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn temporal_layers_are_dropped_before_a_spatial_layer() {
+    let server = start_server().await;
+    let mut host = join(&server, &token(&server, "temporal", "host", Role::Host)).await.unwrap();
+    host.publish_simulcast_with([150_000, 500_000, 1_200_000], true).await.expect("simulcast publish");
+    let relay = ShapedRelay::start(server.sfu().local_addr(), Duration::from_millis(100)).await;
+    let mut viewer = join_via(&server, &token(&server, "temporal", "viewer", Role::Viewer), Some(relay.addr)).await.unwrap();
+    assert!(layer_within(&mut viewer, 2, Duration::from_secs(10)).await.is_some(), "top layer first");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    relay.set_rate(800_000);
+    let track_state = |s: &Value| (s["tracks"][0]["layer"].as_u64(), s["tracks"][0]["max_temporal"].as_u64());
+    let t0 = Instant::now();
+    let mut shed = None;
+    while t0.elapsed() < Duration::from_secs(8) {
+        viewer.send(json!({"type": "get_stats"}));
+        if let Some(s) = viewer.wait_for("stats", Duration::from_secs(2)).await
+            && let (Some(2), Some(t)) = track_state(&s)
+            && t < 2
+        {
+            shed = Some((t0.elapsed(), t, s["bandwidth_bps"].clone()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("800 kbit/s: top layer at reduced frame rate: {shed:?}");
+    let (_, max_temporal, _) = shed.expect("the top layer stays, with fewer temporal layers");
+    // Settled: over 3 s, no gaps in what reaches the viewer, only allowed temporal layers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let video = |v: &Client| v.media_snapshot().into_values().find(|t| t.kind == "video").unwrap();
+    let (hi0, raw0) = { let m = video(&viewer); (*m.seqs.last().unwrap(), m.raw.len()) };
+    let (d0, p0) = relay.counts();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (d1, p1) = relay.counts();
+    viewer.send(json!({"type": "get_stats"}));
+    let s = viewer.wait_for("stats", Duration::from_secs(2)).await.unwrap();
+    let m = video(&viewer);
+    // Packets first sent in the window (a late repair of an older packet is not).
+    let tids: Vec<u8> = m.raw[raw0..]
+        .iter()
+        .filter(|p| (p.seq.wrapping_sub(hi0 as u16) as i16) > 0)
+        .filter_map(|p| sfu::codec::vp8_temporal(&p.payload).map(|t| t.tid))
+        .collect();
+    // Sequence numbers the viewer never got (after NACK repair; the last 30 may still be on
+    // their way back).
+    let hi1 = m.seqs.last().unwrap().saturating_sub(30);
+    let span = hi1.saturating_sub(hi0);
+    let missing = span - m.seqs.range(hi0 + 1..=hi1).count() as u64;
+    eprintln!(
+        "settled: layer/max_temporal {:?}, relay dropped {} of {} datagrams (probe trains included), {missing} of {span} sequence numbers missing at the viewer, TIDs seen {:?}",
+        track_state(&s), d1 - d0, (d1 - d0) + (p1 - p0),
+        (0..3u8).map(|t| tids.iter().filter(|&&x| x == t).count()).collect::<Vec<_>>()
+    );
+    assert_eq!(track_state(&s).0, Some(2), "still the top layer");
+    assert!(track_state(&s).1.is_some_and(|t| t < 2), "still at a reduced frame rate");
+    assert!(span > 100, "media kept flowing");
+    assert!((missing as f64) < 0.02 * span as f64, "dropped frames leave no sequence gaps, and loss stays under 2 %");
+    assert!(!tids.is_empty() && tids.iter().all(|&t| t <= max_temporal.max(1) as u8), "only allowed temporal layers: {tids:?}");
+
+    relay.set_rate(0);
+    let t1 = Instant::now();
+    let mut full = None;
+    while t1.elapsed() < Duration::from_secs(10) {
+        viewer.send(json!({"type": "get_stats"}));
+        if let Some(s) = viewer.wait_for("stats", Duration::from_secs(2)).await
+            && track_state(&s) == (Some(2), Some(2))
+        {
+            full = Some(t1.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("limit lifted: full frame rate after {full:?}");
+    assert!(full.is_some(), "full frame rate again within 10 s");
+    drop(relay);
+    viewer.close().await;
+    host.close().await;
+    server.shutdown().await;
+}

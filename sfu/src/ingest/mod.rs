@@ -395,7 +395,7 @@ impl Bridge {
         };
         let header = rtc::rtp::header::Header { version: 2, marker, payload_type, sequence_number: *seq, timestamp, ssrc, ..Default::default() };
         *seq = seq.wrapping_add(1);
-        let pkt = MediaPacket { track, layer: 0, header, keyframe, payload, frame_height: None, received };
+        let pkt = MediaPacket { track, layer: 0, header, keyframe, payload, frame_height: None, temporal: None, received };
         let _ = self.sfu.ingest(self.participant, pkt);
         self.stats.rtp_packets += 1;
     }

@@ -545,6 +545,12 @@ impl Client {
     /// bitrates (bits/s, 30 fps), with a keyframe per layer every 2 s and on every PLI for that
     /// layer, and honour dynacast `layers` messages by pausing the layers above `max_layer`.
     pub async fn publish_simulcast(&mut self, rates: [u32; 3]) -> Result<(), Value> {
+        self.publish_simulcast_with(rates, false).await
+    }
+
+    /// Three layers, each optionally with VP8 temporal layers in the L1T3 pattern (TIDs 0 2 1 2,
+    /// base frames twice the size: 40 % of a layer's bytes in TID 0, 60 % up to TID 1).
+    pub async fn publish_simulcast_with(&mut self, rates: [u32; 3], temporal: bool) -> Result<(), Value> {
         let connected = self.pub_connected.clone();
         let pc = build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true).await;
         let codec = RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
@@ -599,6 +605,7 @@ impl Client {
             let mut seq: Vec<u16> = (0..3).map(|_| rand::random()).collect();
             let mut ts: Vec<u32> = (0..3).map(|_| rand::random()).collect();
             let mut last_key = [Instant::now(); 3];
+            let mut frame_no = [0usize; 3];
             let heights = [180u16, 360, 720];
             let started = Instant::now();
             while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
@@ -607,15 +614,26 @@ impl Client {
                     if l as u32 > max_layer.load(Ordering::Relaxed) {
                         continue; // paused by dynacast
                     }
-                    let frame_bytes = (rates[l] / 8 / 30) as usize;
                     let key = want_key[l].swap(false, Ordering::SeqCst) || last_key[l].elapsed() >= Duration::from_secs(2);
                     if key {
                         last_key[l] = Instant::now();
+                        frame_no[l] = 0;
+                    }
+                    let tid = [0u8, 2, 1, 2][frame_no[l] % 4];
+                    frame_no[l] += 1;
+                    let mut frame_bytes = (rates[l] / 8 / 30) as usize;
+                    if temporal {
+                        frame_bytes = frame_bytes * if tid == 0 { 8 } else { 4 } / 5;
                     }
                     let packets = frame_bytes.div_ceil(1000).max(1);
                     for i in 0..packets {
                         let mut body = Vec::with_capacity(1100);
-                        body.push(if i == 0 { 0x10 } else { 0x00 });
+                        if temporal {
+                            // X, T: the temporal layer in every packet of the frame.
+                            body.extend_from_slice(&[if i == 0 { 0x90 } else { 0x80 }, 0x20, tid << 6]);
+                        } else {
+                            body.push(if i == 0 { 0x10 } else { 0x00 });
+                        }
                         if i == 0 && key {
                             let (w, h) = (heights[l] * 16 / 9, heights[l]);
                             body.extend_from_slice(&[0x50, 0x2d, 0x01, 0x9d, 0x01, 0x2a]);
@@ -733,17 +751,7 @@ impl ImpairRelay {
         let (dropped, passed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
         let until = Instant::now() + Duration::from_secs(600);
         let mut tasks = Vec::new();
-        {
-            let (front, back, client) = (front.clone(), back.clone(), client.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                while Instant::now() < until {
-                    let Ok((n, from)) = front.recv_from(&mut buf).await else { break };
-                    *client.lock().unwrap() = Some(from);
-                    let _ = back.send_to(&buf[..n], upstream).await;
-                }
-            }));
-        }
+        tasks.push(spawn_upstream(front.clone(), back.clone(), client.clone(), upstream, until));
         {
             let (dropped, passed) = (dropped.clone(), passed.clone());
             tasks.push(tokio::spawn(async move {
@@ -765,6 +773,24 @@ impl ImpairRelay {
         }
         ImpairRelay { addr, dropped, passed, tasks }
     }
+}
+
+/// Client → server half of a relay: learns the client's address, passes everything upstream.
+fn spawn_upstream(
+    front: Arc<tokio::net::UdpSocket>,
+    back: Arc<tokio::net::UdpSocket>,
+    client: Arc<Mutex<Option<std::net::SocketAddr>>>,
+    upstream: std::net::SocketAddr,
+    until: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while Instant::now() < until {
+            let Ok((n, from)) = front.recv_from(&mut buf).await else { break };
+            *client.lock().unwrap() = Some(from);
+            let _ = back.send_to(&buf[..n], upstream).await;
+        }
+    })
 }
 
 /// A userspace bottleneck for one client: server → client datagrams cross a link of `rate`
@@ -791,17 +817,7 @@ impl ShapedRelay {
         let (dropped, passed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let until = Instant::now() + Duration::from_secs(600);
         let mut tasks = Vec::new();
-        {
-            let (front, back, client) = (front.clone(), back.clone(), client.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                while Instant::now() < until {
-                    let Ok((n, from)) = front.recv_from(&mut buf).await else { break };
-                    *client.lock().unwrap() = Some(from);
-                    let _ = back.send_to(&buf[..n], upstream).await;
-                }
-            }));
-        }
+        tasks.push(spawn_upstream(front.clone(), back.clone(), client.clone(), upstream, until));
         {
             let (rate_bps, dropped, passed) = (rate_bps.clone(), dropped.clone(), passed.clone());
             tasks.push(tokio::spawn(async move {
