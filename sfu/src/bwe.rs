@@ -17,7 +17,6 @@
 //!
 //! Pure logic, time passed in: the unit tests drive it with synthetic feedback.
 
-use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,6 +87,22 @@ pub enum ProbeOutcome {
     Capped { target_bps: f64, received_bps: f64 },
     /// Too few packets reported, too many lost, or no feedback in time.
     Inconclusive,
+}
+
+/// One packet whose fate the viewer has reported: when it left, when it arrived on the viewer's
+/// clock (`None`: lost), and its size on the wire.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sent {
+    pub departure: Instant,
+    pub arrival: Option<Duration>,
+    pub size: usize,
+}
+
+/// Departures come back from the send history at microsecond resolution: a probe's packets, all
+/// sent at one instant, are those within a microsecond of it.
+fn same_instant(a: Instant, b: Instant) -> bool {
+    let d = if a > b { a - b } else { b - a };
+    d <= Duration::from_micros(1)
 }
 
 /// The estimator. One per subscriber connection.
@@ -215,18 +230,15 @@ impl Bwe {
     }
 
     /// Feedback resolved into per-packet reports, in send order.
-    pub fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+    pub fn on_reports(&mut self, now: Instant, reports: &[Sent]) {
         self.now = now;
         if reports.is_empty() {
             return;
         }
         self.last_feedback = Some(now);
         for r in reports {
-            self.sent.push_back((r.departure, r.arrived));
-            let arrival = r
-                .arrival
-                .filter(|_| r.arrived)
-                .map(|a| a.as_micros() as i64);
+            self.sent.push_back((r.departure, r.arrival.is_some()));
+            let arrival = r.arrival.map(|a| a.as_micros() as i64);
             if let Some(a) = arrival {
                 let after_probe = self.probed_at.is_some_and(|p| {
                     r.departure >= p && r.departure.duration_since(p) < PROBE_QUIET
@@ -239,7 +251,7 @@ impl Bwe {
             }
             // The probe's packets all left at its instant; a later departure closes it.
             if let Some(p) = self.probe.as_mut() {
-                if r.departure == p.at {
+                if same_instant(r.departure, p.at) {
                     p.packets += 1;
                     p.bytes += r.size;
                     match arrival {
@@ -254,7 +266,7 @@ impl Bwe {
                         None => p.lost += 1,
                     }
                 }
-                if r.departure > p.at || p.packets >= p.sent {
+                if (r.departure > p.at && !same_instant(r.departure, p.at)) || p.packets >= p.sent {
                     self.finish_probe(now);
                 }
             }
@@ -441,25 +453,6 @@ impl SharedBwe {
     }
 }
 
-impl BandwidthEstimator for SharedBwe {
-    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.lock().on_reports(now, reports);
-    }
-
-    fn target_bitrate(&self) -> f64 {
-        self.lock().estimate()
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.lock().now = now;
-    }
-
-    /// The interceptor prunes its send history on this timer.
-    fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.lock().now + Duration::from_millis(500))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,7 +464,6 @@ mod tests {
         queue_limit: Duration,
         free_at: f64, // seconds since epoch when the bottleneck is next idle
         epoch: Instant,
-        next_id: u64,
     }
 
     impl Path {
@@ -481,29 +473,20 @@ mod tests {
                 queue_limit: Duration::from_millis(150),
                 free_at: 0.0,
                 epoch,
-                next_id: 0,
             }
         }
-        fn send(&mut self, at: Instant, size: usize) -> PacketReport {
+        fn send(&mut self, at: Instant, size: usize) -> Sent {
             let t = at.duration_since(self.epoch).as_secs_f64();
             let start = self.free_at.max(t);
             let arrived = start - t <= self.queue_limit.as_secs_f64();
             if arrived {
                 self.free_at = start + size as f64 * 8.0 / self.capacity;
             }
-            self.next_id += 1;
-            PacketReport {
-                ssrc: 1,
-                id: self.next_id,
-                rtp_sequence_number: self.next_id as u16,
-                is_twcc: true,
-                twcc_sequence_number: self.next_id as u16,
-                size,
-                arrived,
+            Sent {
                 departure: at,
                 // The viewer's clock starts 1000 s earlier: only differences matter.
                 arrival: arrived.then(|| Duration::from_secs_f64(1000.0 + self.free_at + 0.010)),
-                ecn: Default::default(),
+                size,
             }
         }
     }
