@@ -118,6 +118,8 @@ pub struct Bwe {
     base_rotated: Instant,
     /// Latest queueing delay (µs above the baseline), smoothed over a few packets.
     queue_us: i64,
+    /// Feedback rounds in a row that ended with the queue above [`QUEUE_HIGH`].
+    high_rounds: u8,
     /// (departure, arrived) of packets reported, newest last, within [`LOSS_WINDOW`].
     sent: VecDeque<(Instant, bool)>,
     /// (arrival µs, size) of packets received, within [`RATE_WINDOW`] of the newest.
@@ -151,6 +153,7 @@ impl Bwe {
             base: [None; 2],
             base_rotated: now,
             queue_us: 0,
+            high_rounds: 0,
             sent: VecDeque::new(),
             arrivals: VecDeque::new(),
             last_decrease: None,
@@ -204,9 +207,10 @@ impl Bwe {
         Some(bytes as f64 * 8.0 / span)
     }
 
+    /// Loss, or a queue that has stood above [`QUEUE_HIGH`] for two feedback rounds in a row: one
+    /// late batch is as likely the viewer's own receive loop stalling as a queue on the path.
     fn congested(&self) -> bool {
-        self.queue_us > QUEUE_HIGH.as_micros() as i64
-            || (self.sent.len() >= 10 && self.loss() > LOSS_HIGH)
+        self.high_rounds >= 2 || (self.sent.len() >= 10 && self.loss() > LOSS_HIGH)
     }
 
     fn clear(&self) -> bool {
@@ -290,6 +294,7 @@ impl Bwe {
                 self.arrivals.pop_front();
             }
         }
+        self.high_rounds = if self.queue_us > QUEUE_HIGH.as_micros() as i64 { self.high_rounds.saturating_add(1) } else { 0 };
         if self.congested()
             && self
                 .last_decrease

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 pub const SLOT: Slot = Slot::TwccSender;
 /// The extension's URI in SDP.
 pub const TRANSPORT_CC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-/// Packets remembered: 2048 × 12 bytes. At 250 packets/s (2.5 Mbit/s) that is 8 s, at
-/// 2,000 packets/s one second — far longer than a feedback round.
-pub const RING: usize = 2048;
+/// Packets remembered: 1024 × 12 bytes (12 KiB per viewer). At 250 packets/s (2.5 Mbit/s) that
+/// is 4 s, at 1,000 packets/s one second — far longer than a feedback round (≈ 100 ms).
+pub const RING: usize = 1024;
 
 /// One sent packet: its transport sequence number, size, departure (µs since the session's
 /// epoch, wrapping every 71 minutes — only differences under that are used), and whether it still
