@@ -536,6 +536,17 @@ mod tests {
         now
     }
 
+    /// What a layer selector would send for an estimate (1.5 M, 500 k or 150 k).
+    fn follow_layers(e: f64) -> f64 {
+        if e >= 1_500_000.0 {
+            1_500_000.0
+        } else if e >= 500_000.0 {
+            500_000.0
+        } else {
+            150_000.0
+        }
+    }
+
     #[test]
     fn an_uncongested_path_keeps_the_estimate() {
         let t0 = Instant::now();
@@ -555,16 +566,8 @@ mod tests {
         let t0 = Instant::now();
         let mut bwe = Bwe::new(2_500_000.0, 50_000.0, 20_000_000.0, t0);
         let mut path = Path::new(400_000.0, t0);
-        // The sender follows the estimate as a layer selector would (1.5 M, 500 k or 150 k).
-        let layers = |e: f64| {
-            if e >= 1_500_000.0 {
-                1_500_000.0
-            } else if e >= 500_000.0 {
-                500_000.0
-            } else {
-                150_000.0
-            }
-        };
+        // The sender follows the estimate as a layer selector would.
+        let layers = follow_layers;
         let now = run(&mut bwe, &mut path, t0, 2.0, 1_900_000.0, layers);
         assert!(
             bwe.estimate() < 400_000.0,
@@ -595,15 +598,7 @@ mod tests {
         let t0 = Instant::now();
         let mut bwe = Bwe::new(2_500_000.0, 50_000.0, 20_000_000.0, t0);
         let mut path = Path::new(400_000.0, t0);
-        let layers = |e: f64| {
-            if e >= 1_500_000.0 {
-                1_500_000.0
-            } else if e >= 500_000.0 {
-                500_000.0
-            } else {
-                150_000.0
-            }
-        };
+        let layers = follow_layers;
         let now = run(&mut bwe, &mut path, t0, 6.0, 1_900_000.0, layers);
         assert!(bwe.estimate() < 400_000.0);
         path.capacity = 10_000_000.0;

@@ -52,33 +52,6 @@ fn asks_for_keyframe(p: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
         .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
 }
 
-/// The rest of a `Protocol` for an interceptor that only looks at reads: queue in, queue out,
-/// writes untouched, no timers (both interceptors here keep `reads` and `writes` queues).
-macro_rules! queued_pass_through {
-    () => {
-        fn poll_read(&mut self) -> Option<TaggedPacket> {
-            self.reads.pop_front()
-        }
-
-        fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-            self.writes.push_back(msg);
-            Ok(())
-        }
-
-        fn poll_write(&mut self) -> Option<TaggedPacket> {
-            self.writes.pop_front()
-        }
-
-        fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-            Ok(())
-        }
-
-        fn poll_timeout(&mut self) -> Option<Instant> {
-            None
-        }
-    };
-}
-
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -112,7 +85,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
         Ok(())
     }
 
-    queued_pass_through!();
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    crate::queued_polls!();
 }
 
 impl Interceptor for KeyframeFeedback {
@@ -272,7 +250,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
         Ok(())
     }
 
-    queued_pass_through!();
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    crate::queued_polls!();
 }
 
 impl Interceptor for NackGuard {

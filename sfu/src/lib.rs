@@ -25,6 +25,30 @@
 //! - Nothing here panics on network input; a session whose input still makes a dependency panic
 //!   is closed and the worker carries on.
 
+/// The polling half of a `Protocol` for our interceptors: each keeps `reads` and `writes`
+/// queues of `TaggedPacket`s and needs no timer.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! queued_polls {
+    () => {
+        fn poll_read(&mut self) -> Option<TaggedPacket> {
+            self.reads.pop_front()
+        }
+
+        fn poll_write(&mut self) -> Option<TaggedPacket> {
+            self.writes.pop_front()
+        }
+
+        fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
+            Ok(())
+        }
+
+        fn poll_timeout(&mut self) -> Option<Instant> {
+            None
+        }
+    };
+}
+
 pub mod batch;
 pub mod bwe;
 pub mod codec;

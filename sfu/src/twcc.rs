@@ -118,10 +118,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TransportCc {
         Ok(())
     }
 
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtp(p) = &mut msg.message.packet
             && let Some(&ext) = self.streams.get(&p.header.ssrc)
@@ -139,17 +135,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TransportCc {
         Ok(())
     }
 
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
+    crate::queued_polls!();
 }
 
 impl Interceptor for TransportCc {
