@@ -201,6 +201,8 @@ pub struct Forwarder {
     /// forwarded has its references).
     pub max_temporal: u8,
     temporal: u8,
+    /// This track's share of the viewer's bandwidth estimate at the last allocation (bits/s).
+    pub share_bps: Option<f64>,
     /// The frame being passed or dropped: its timestamp, and whether it is dropped.
     frame: Option<(u32, bool)>,
 }
@@ -241,6 +243,7 @@ impl Forwarder {
             created: Instant::now(),
             max_temporal: MAX_TEMPORAL,
             temporal: MAX_TEMPORAL,
+            share_bps: None,
             frame: None,
         }
     }
@@ -274,6 +277,7 @@ impl Forwarder {
 
     /// Set the cap from what the viewer wants and, if known, the bandwidth share of this track.
     pub fn apply_caps(&mut self, share_bps: Option<f64>, now: Instant) {
+        self.share_bps = share_bps;
         let wanted = self.wanted_layer();
         let Some(share) = share_bps else {
             self.max_layer = wanted;

@@ -9,12 +9,16 @@
 //!            ──► router: one shared packet (Arc) per interested worker           [router.rs]
 //!            ──► forwarder per subscriber track: wait for keyframe,
 //!                rewrite SSRC / sequence number / timestamp / payload type       [forwarder.rs]
-//!            ──► subscriber PeerSession: SRTP encrypt, NACK cache, SR            [session.rs]
+//!            ──► subscriber PeerSession: SRTP encrypt, NACK cache, SR, transport-wide
+//!                numbers and the send history for the bandwidth estimate    [session.rs, twcc.rs]
 //!            ──► UDP :7882 (the same socket), one sendmmsg per fan-out            [batch.rs]
 //! ```
 //!
 //! Feedback flows back the other way: a subscriber's PLI/FIR becomes a keyframe request to the
-//! publisher's worker, which sends at most one PLI per track per [`SfuConfig::pli_throttle`].
+//! publisher's worker, which sends at most one PLI per track per [`SfuConfig::pli_throttle`];
+//! its TWCC feedback feeds the bandwidth estimate toward it (`bwe.rs`), which, with the size the
+//! viewer renders at and its quality choice, sets the layers it gets (`selector.rs`), and its
+//! NACKs pass a guard (`feedback.rs`) before rtc's responder resends.
 //!
 //! Rules a caller must follow:
 //! - The SFU knows nothing of WebSockets or tokens. Signaling drives it through [`Sfu`] (typed

@@ -88,6 +88,9 @@ pub struct TrackStats {
     /// The highest VP8 temporal layer allowed now (2 = full frame rate; lower only when the
     /// bandwidth is short and the publisher sends temporal layers).
     pub max_temporal: u8,
+    /// This track's share of the viewer's bandwidth estimate (bits/s), once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bps: Option<u64>,
     pub packets: u64,
     pub bytes: u64,
     /// Arrival rates of the publisher's layers (bits/s; nominal until measured).

@@ -356,6 +356,7 @@ impl Worker {
                                     layer: f.current,
                                     max_layer: f.max_layer,
                                     max_temporal: f.max_temporal,
+                                    budget_bps: f.share_bps.map(|b| b as u64),
                                     packets: f.packets,
                                     bytes: f.bytes,
                                     layer_bps: f.rates.rates().map(|r| r as u64),

@@ -122,6 +122,10 @@ async fn a_narrow_path_settles_low_and_climbs_back_when_it_widens() {
     eprintln!("settled {:?} after the limit: {} of {} datagrams dropped ({:.2} %); {}", limited.elapsed(), d1 - d0, (d1 - d0) + (p1 - p0), loss * 100.0, stats(&s));
     assert!(p1 - p0 > 100, "media kept flowing ({} datagrams)", p1 - p0);
     assert!(loss < 0.02, "sustained loss {:.2} % ≥ 2 %", loss * 100.0);
+    // Stats say why: the estimate and this track's share of it are under the narrow path.
+    let budget = s["tracks"][0]["budget_bps"].as_u64();
+    assert!(budget.is_some_and(|b| b < 400_000), "track budget {budget:?} under 400 kbit/s");
+    assert!(s["bandwidth_bps"].as_u64().is_some_and(|b| b < 400_000));
 
     relay.set_rate(0);
     let t = layer_within(&mut viewer, 2, Duration::from_secs(10)).await;
