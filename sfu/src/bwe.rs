@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Queueing delay above which the path counts as congested.
 pub const QUEUE_HIGH: Duration = Duration::from_millis(50);
+/// The queueing delay is the smallest over this much of the latest arrivals (a standing queue).
+pub const QUEUE_WINDOW: Duration = Duration::from_millis(150);
 /// Queueing delay under which the path counts as clear (probing allowed).
 pub const QUEUE_LOW: Duration = Duration::from_millis(20);
 /// Loss fraction (over [`LOSS_WINDOW`]) that counts as congestion.
@@ -118,6 +120,8 @@ pub struct Bwe {
     base_rotated: Instant,
     /// Latest queueing delay (µs above the baseline), smoothed over a few packets.
     queue_us: i64,
+    /// (arrival µs, queueing delay µs) over the last [`QUEUE_WINDOW`] of arrivals.
+    queue_samples: VecDeque<(i64, i64)>,
     /// Feedback rounds in a row that ended with the queue above [`QUEUE_HIGH`].
     high_rounds: u8,
     /// (departure, arrived) of packets reported, newest last, within [`LOSS_WINDOW`].
@@ -153,6 +157,7 @@ impl Bwe {
             base: [None; 2],
             base_rotated: now,
             queue_us: 0,
+            queue_samples: VecDeque::new(),
             high_rounds: 0,
             sent: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -221,7 +226,7 @@ impl Bwe {
         t.saturating_duration_since(self.epoch).as_micros() as i64
     }
 
-    fn note_delay(&mut self, owd: i64, now: Instant) {
+    fn note_delay(&mut self, owd: i64, arrival_us: i64, now: Instant) {
         if now.duration_since(self.base_rotated) >= BASE_WINDOW / 2 {
             self.base = [None, self.base[0]];
             self.base_rotated = now;
@@ -229,8 +234,15 @@ impl Bwe {
         self.base[0] = Some(self.base[0].map_or(owd, |b| b.min(owd)));
         let base = self.base.iter().flatten().copied().min().unwrap_or(owd);
         let q = owd - base;
-        // Light smoothing: one late packet is not a queue; a train of them is.
-        self.queue_us = (self.queue_us * 3 + q) / 4;
+        // A standing queue, not a burst's: the smallest queueing delay over the last
+        // QUEUE_WINDOW of arrivals (as CoDel judges a queue by its minimum sojourn time). A frame
+        // sent in one burst queues its own packets behind each other; the packets after it find
+        // the queue drained, unless the path cannot carry the rate.
+        while self.queue_samples.front().is_some_and(|&(a, _)| arrival_us - a > QUEUE_WINDOW.as_micros() as i64) {
+            self.queue_samples.pop_front();
+        }
+        self.queue_samples.push_back((arrival_us, q));
+        self.queue_us = self.queue_samples.iter().map(|&(_, q)| q).min().unwrap_or(q);
     }
 
     /// Feedback resolved into per-packet reports, in send order.
@@ -249,7 +261,7 @@ impl Bwe {
                 });
                 if !after_probe {
                     let owd = a - self.micros(r.departure);
-                    self.note_delay(owd, now);
+                    self.note_delay(owd, a, now);
                 }
                 self.arrivals.push_back((a, r.size));
             }
