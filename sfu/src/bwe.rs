@@ -50,8 +50,8 @@ pub const PROBE_MAX_PACKETS: usize = 40;
 /// [`PROBE_BACKOFF_MAX`].
 pub const PROBE_BACKOFF_MIN: Duration = Duration::from_millis(750);
 pub const PROBE_BACKOFF_MAX: Duration = Duration::from_millis(1500);
-/// The queue a probe train builds is the probe's own doing: delay samples and losses of packets
-/// sent this soon after a probe do not count as congestion.
+/// The queue a probe train builds is the probe's own doing: delay samples of packets sent this
+/// soon after a probe do not count as congestion (loss still does).
 pub const PROBE_QUIET: Duration = Duration::from_millis(300);
 /// A probe whose feedback has not come back by then is given up.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -71,6 +71,7 @@ struct Probe {
     /// Packets sent in the cluster; reports counted so far, and of those lost.
     sent: usize,
     packets: usize,
+    bytes: usize,
     lost: usize,
     /// Arrivals of the cluster's packets, on the viewer's clock (µs): first, last, and the bytes
     /// that arrived after the first.
@@ -140,10 +141,10 @@ pub struct Bwe {
     ceiling: Option<f64>,
     pub last_probe: Option<ProbeOutcome>,
     pub probes: u64,
-    /// Transport-wide feedback packets the viewer has sent (stats).
-    pub twcc_feedback: u64,
     last_feedback: Option<Instant>,
     remb_seen: bool,
+    /// Latest time seen, for `poll_timeout`.
+    now: Instant,
 }
 
 impl Bwe {
@@ -169,9 +170,9 @@ impl Bwe {
             ceiling: None,
             last_probe: None,
             probes: 0,
-            twcc_feedback: 0,
             last_feedback: None,
             remb_seen: false,
+            now,
         }
     }
 
@@ -246,22 +247,18 @@ impl Bwe {
 
     /// Feedback resolved into per-packet reports, in send order.
     pub fn on_reports(&mut self, now: Instant, reports: &[Sent]) {
+        self.now = now;
         if reports.is_empty() {
             return;
         }
         self.last_feedback = Some(now);
         for r in reports {
-            // What a probe train and the packets right behind it suffer is the probe's doing:
-            // neither its queue nor its losses count as congestion (the probe's own outcome
-            // says what the path carries).
-            let after_probe = self.probed_at.is_some_and(|p| {
-                r.departure.checked_duration_since(p).is_some_and(|d| d < PROBE_QUIET) || same_instant(r.departure, p)
-            });
-            if !after_probe {
-                self.sent.push_back((r.departure, r.arrival.is_some()));
-            }
+            self.sent.push_back((r.departure, r.arrival.is_some()));
             let arrival = r.arrival.map(|a| a.as_micros() as i64);
             if let Some(a) = arrival {
+                let after_probe = self.probed_at.is_some_and(|p| {
+                    r.departure >= p && r.departure.duration_since(p) < PROBE_QUIET
+                });
                 if !after_probe {
                     let owd = a - self.micros(r.departure);
                     self.note_delay(owd, a, now);
@@ -272,6 +269,7 @@ impl Bwe {
             if let Some(p) = self.probe.as_mut() {
                 if same_instant(r.departure, p.at) {
                     p.packets += 1;
+                    p.bytes += r.size;
                     match arrival {
                         Some(a) => {
                             if p.first_arrival.is_none() {
@@ -328,9 +326,6 @@ impl Bwe {
                     self.estimate = cut;
                 }
                 self.last_decrease = Some(now);
-                // One congestion episode, one cut: losses of packets sent before it were
-                // answered by it.
-                self.sent.clear();
                 self.probe = None;
                 self.back_off(now);
             }
@@ -391,6 +386,7 @@ impl Bwe {
     /// headroom). Returns the bytes to send as one train, and the target rate they stand for; the
     /// caller sends them (duplicates of recent packets) and then calls [`probe_sent`](Self::probe_sent).
     pub fn probe_plan(&mut self, now: Instant, wanted_bps: f64) -> Option<(usize, f64)> {
+        self.now = now;
         if let Some(p) = self.probe
             && now.duration_since(p.at) > PROBE_TIMEOUT
         {
@@ -436,6 +432,7 @@ impl Bwe {
             target_bps,
             sent: packets,
             packets: 0,
+            bytes: 0,
             lost: 0,
             first_arrival: None,
             last_arrival: 0,
@@ -445,6 +442,7 @@ impl Bwe {
 
     /// A receiver estimate (REMB): used only when the viewer sends no TWCC feedback.
     pub fn on_remb(&mut self, now: Instant, bps: f64) {
+        self.now = now;
         self.remb_seen = true;
         if self
             .last_feedback

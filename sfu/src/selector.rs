@@ -197,14 +197,7 @@ pub struct LayerRates {
     /// spatial layer's bytes (TID 0, 1, 2).
     temporal_bytes: [[u64; 3]; MAX_LAYERS],
     temporal_share: [Option<[f64; 3]>; MAX_LAYERS],
-    /// First and last arrival of each layer in the window.
-    seen: [Option<(Instant, Instant)>; MAX_LAYERS],
 }
-
-/// A window measures a layer only if the layer arrived from (about) its start to its end: a layer
-/// that dynacast paused or resumed partway would read as a fraction of its rate, and a selector
-/// trusting that would climb onto a layer the path cannot carry.
-const WHOLE_WINDOW_SLACK: Duration = Duration::from_millis(300);
 
 impl LayerRates {
     pub fn record(&mut self, layer: u8, bytes: usize, now: Instant) {
@@ -217,11 +210,7 @@ impl LayerRates {
         let elapsed = now.duration_since(start);
         if elapsed >= Duration::from_secs(1) {
             for l in 0..MAX_LAYERS {
-                let whole = self.seen[l].is_some_and(|(first, last)| {
-                    first.duration_since(start) <= WHOLE_WINDOW_SLACK && now.duration_since(last) <= WHOLE_WINDOW_SLACK
-                });
-                self.seen[l] = None;
-                if self.bytes[l] > 0 && whole {
+                if self.bytes[l] > 0 {
                     let bps = self.bytes[l] as f64 * 8.0 / elapsed.as_secs_f64();
                     self.measured[l] =
                         Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
@@ -245,8 +234,6 @@ impl LayerRates {
         }
         if let Some(b) = self.bytes.get_mut(layer as usize) {
             *b += bytes as u64;
-            let seen = &mut self.seen[layer as usize];
-            *seen = Some(seen.map_or((now, now), |(first, _)| (first, now)));
         }
         if let (Some(t), Some(tb)) = (tid, self.temporal_bytes.get_mut(layer as usize)) {
             tb[(t as usize).min(2)] += bytes as u64;
@@ -391,15 +378,5 @@ mod tests {
         assert!((r[0] - 145e3).abs() < 20e3, "{r:?}");
         assert_eq!(r[1], NOMINAL_BPS[1]);
         assert!((r[2] - 1.45e6).abs() < 0.2e6, "{r:?}");
-        // Layer 2 stops (paused) a third into the next window: that window does not halve its rate.
-        for i in 0..100 {
-            let at = t0 + Duration::from_millis(1100 + i * 11);
-            m.record(0, 200, at);
-            if i < 30 {
-                m.record(2, 2000, at);
-            }
-        }
-        m.record(0, 0, t0 + Duration::from_millis(2200));
-        assert!((m.rates()[2] - 1.45e6).abs() < 0.2e6, "a partial window is not a measurement: {:?}", m.rates());
     }
 }
