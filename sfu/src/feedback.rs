@@ -3,20 +3,23 @@
 //! `rtc`'s interceptor chain ends inbound RTCP before the application unless an interceptor marks
 //! a packet `DeliverToApplication`. The SFU must see PLI and FIR from viewers to relay them to the
 //! publisher; receiver reports and NACKs stay inside the chain (the NACK responder answers those
-//! from its packet cache).
-//!
-//! Also here: [`NackGuard`], which keeps a viewer's NACKs from becoming a retransmission storm and
-//! hands rtc's NACK responder the probe trains of the bandwidth estimator.
+//! from its packet cache). On a subscriber connection it also counts the TWCC feedback that
+//! reaches the estimator (`bwe.rs`, driven by rtc's congestion-control interceptor) and hands it
+//! any REMB, the fallback estimate of a viewer that sends no TWCC.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     NackPair, TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Position in the chain: application-most, like rtc's own `rtcp-processing` example.
@@ -26,6 +29,22 @@ pub const KEYFRAME_FEEDBACK_SLOT: usize = 14_000;
 pub struct KeyframeFeedback {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+    /// The subscriber connection's estimator (REMB goes there).
+    bwe: Option<crate::bwe::SharedBwe>,
+    /// Transport-wide congestion control feedback packets seen (diagnostics).
+    twcc_feedback: Option<Arc<AtomicU64>>,
+}
+
+impl KeyframeFeedback {
+    /// On a subscriber connection: REMB goes to `bwe`, TWCC feedback packets are counted into
+    /// `twcc_feedback`.
+    pub fn with_estimator(bwe: crate::bwe::SharedBwe, twcc_feedback: Arc<AtomicU64>) -> Self {
+        Self {
+            bwe: Some(bwe),
+            twcc_feedback: Some(twcc_feedback),
+            ..Self::default()
+        }
+    }
 }
 
 fn asks_for_keyframe(p: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
@@ -41,6 +60,22 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if let (Some(bwe), Packet::Rtcp(packets)) = (&self.bwe, &msg.message.packet) {
+            for p in packets {
+                if let Some(remb) = p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    bwe.lock().on_remb(msg.now, remb.bitrate as f64);
+                }
+            }
+        }
+        if let (Some(count), Packet::Rtcp(packets)) = (&self.twcc_feedback, &msg.message.packet) {
+            let n = packets
+                .iter()
+                .filter(|p| p.as_any().is::<TransportLayerCc>())
+                .count();
+            if n > 0 {
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && asks_for_keyframe(packets)
         {
@@ -92,6 +127,8 @@ pub struct NackGuard {
     resent: Box<[Resent; 512]>,
     tokens: f64,
     refilled: Option<Instant>,
+    /// Sequence numbers refused (stats, tests).
+    pub refused: Arc<AtomicU64>,
     /// Streams whose NACKs the responder answers (video); NACKs for others (audio: nothing is
     /// kept to resend) pass untouched and cost nothing.
     answered: std::collections::HashSet<u32>,
@@ -109,6 +146,7 @@ impl NackGuard {
             resent: Box::new([(0, 0, None, 0); 512]),
             tokens: RTX_MIN_PPS,
             refilled: None,
+            refused: Arc::default(),
             answered: Default::default(),
             reads: VecDeque::new(),
             writes: VecDeque::new(),
@@ -172,6 +210,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
                     if self.allow(nack.media_ssrc, seq, now, pps) {
                         kept.push(seq);
                     } else {
+                        self.refused.fetch_add(1, Ordering::Relaxed);
                         tracing::trace!(seq, ssrc = nack.media_ssrc, estimate, "nack refused");
                     }
                 }

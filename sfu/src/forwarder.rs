@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 /// [`skip`]: RtpMunger::skip
 #[derive(Clone, Debug)]
 pub struct RtpMunger {
+    anchored: bool,
+    seq_offset: u16,
     ts_offset: u32,
     /// Extended (wrap-counting) input sequence number of the anchor packet, and the highest seen.
     /// Comparing extended numbers keeps "older than the anchor" meaningful for any stream length;
@@ -28,9 +30,8 @@ pub struct RtpMunger {
     /// Highest output sequence number and the timestamp sent with it.
     last_seq: u16,
     last_ts: u32,
-    /// Sequence number offsets: (first extended input number, offset from there on), oldest
-    /// first; the last is the current offset. Empty until anchored. Bounded by [`MAX_SHIFTS`]:
-    /// older input is dropped.
+    /// (first extended input number, offset from there on), oldest first; the last is current.
+    /// Empty until anchored. Bounded by [`MAX_SHIFTS`]: older input is dropped.
     shifts: std::collections::VecDeque<(u64, u16)>,
     /// Extended numbers of recently skipped packets (a retransmission of one is skipped again).
     skipped: std::collections::VecDeque<u64>,
@@ -46,6 +47,8 @@ impl RtpMunger {
     /// A munger whose first output packet will carry `first_seq` and `first_ts`.
     pub fn new(first_seq: u16, first_ts: u32) -> Self {
         Self {
+            anchored: false,
+            seq_offset: 0,
             ts_offset: 0,
             start_ext: 0,
             highest_ext: 0,
@@ -62,13 +65,14 @@ impl RtpMunger {
     pub fn anchor(&mut self, in_seq: u16, in_ts: u32, ts_gap: u32) {
         let out_seq = self.last_seq.wrapping_add(1);
         let out_ts = self.last_ts.wrapping_add(ts_gap.max(1));
-        let seq_offset = in_seq.wrapping_sub(out_seq);
+        self.seq_offset = in_seq.wrapping_sub(out_seq);
         self.ts_offset = in_ts.wrapping_sub(out_ts);
         // Start well above zero so packets from just before the anchor extend below it.
         self.start_ext = (1 << 32) + in_seq as u64;
         self.highest_ext = self.start_ext;
+        self.anchored = true;
         self.shifts.clear();
-        self.shifts.push_back((self.start_ext, seq_offset));
+        self.shifts.push_back((self.start_ext, self.seq_offset));
         self.skipped.clear();
         self.numbered_ext = 0;
     }
@@ -76,7 +80,9 @@ impl RtpMunger {
     /// Leave this input packet out of the stream: if nothing after it has been numbered yet, the
     /// packets that follow close the gap.
     pub fn skip(&mut self, in_seq: u16) {
-        let Some(&(_, current)) = self.shifts.back() else { return };
+        if !self.anchored {
+            return;
+        }
         let ext = self.extend(in_seq);
         if ext < self.start_ext || self.skipped.contains(&ext) {
             return;
@@ -86,13 +92,14 @@ impl RtpMunger {
         }
         self.skipped.push_back(ext);
         if ext > self.numbered_ext {
+            self.seq_offset = self.seq_offset.wrapping_add(1);
             if self.shifts.len() >= MAX_SHIFTS {
                 self.shifts.pop_front();
                 if let Some(&(from, _)) = self.shifts.front() {
                     self.start_ext = from;
                 }
             }
-            self.shifts.push_back((ext + 1, current.wrapping_add(1)));
+            self.shifts.push_back((ext + 1, self.seq_offset));
         }
     }
 
@@ -114,13 +121,13 @@ impl RtpMunger {
 
     /// Whether [`anchor`](Self::anchor) has been called.
     pub fn is_anchored(&self) -> bool {
-        !self.shifts.is_empty()
+        self.anchored
     }
 
     /// The output (sequence number, timestamp) for an input packet of the current source, or
     /// `None` if it precedes the anchor point (or nothing is anchored yet).
     pub fn rewrite(&mut self, in_seq: u16, in_ts: u32) -> Option<(u16, u32)> {
-        if !self.is_anchored() {
+        if !self.anchored {
             return None;
         }
         let ext = self.extend(in_seq);

@@ -35,7 +35,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The floor of a viewer's estimate (bits/s). Where it starts and its ceiling are config
 /// ([`crate::selector::LayerPolicy`]): by default 2.5 Mbit/s — enough for the top layer of one
@@ -160,6 +162,7 @@ impl SessionFactory {
         media_engine
             .register_default_codecs()
             .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let twcc_feedback = Arc::new(AtomicU64::new(0));
         let (registry, bwe) = match key.role {
             SessionRole::Publisher => {
                 let registry = register_default_interceptors(Registry::new(), &mut media_engine)
@@ -172,7 +175,10 @@ impl SessionFactory {
             }
             SessionRole::Subscriber => {
                 let bwe = SharedBwe::new(Bwe::new(self.policy.initial_estimate_bps, MIN_ESTIMATE_BPS, self.policy.max_estimate_bps, now));
-                let feedback = crate::feedback::KeyframeFeedback::default();
+                let feedback = crate::feedback::KeyframeFeedback::with_estimator(
+                    bwe.clone(),
+                    twcc_feedback.clone(),
+                );
                 (
                     subscriber_interceptors(&mut media_engine, feedback, bwe.clone())?,
                     Some(bwe),
@@ -232,6 +238,7 @@ impl SessionFactory {
             forwarders: HashMap::new(),
             published: HashMap::new(),
             bwe,
+            twcc_feedback,
             policy: self.policy,
         })
     }
@@ -324,6 +331,8 @@ pub struct PeerSession {
     pub published: HashMap<String, PublishedTrack>,
     /// Subscriber side: the bandwidth estimator toward the viewer.
     bwe: Option<SharedBwe>,
+    /// TWCC feedback packets received from this peer.
+    twcc_feedback: Arc<AtomicU64>,
     policy: crate::selector::LayerPolicy,
 }
 
@@ -355,18 +364,14 @@ impl PeerSession {
     }
 
     /// The estimator's view of the path: queueing delay, loss, probes sent (stats).
-    pub fn path_stats(&self) -> Option<crate::sfu::PathStats> {
+    pub fn path_stats(&self) -> Option<(Duration, f64, u64)> {
         let bwe = self.bwe.as_ref()?.lock();
-        Some(crate::sfu::PathStats {
-            queue_delay_ms: bwe.queue_delay().as_secs_f64() * 1000.0,
-            loss: bwe.loss(),
-            probes: bwe.probes,
-        })
+        Some((bwe.queue_delay(), bwe.loss(), bwe.probes))
     }
 
     /// TWCC feedback packets this peer has sent us.
     pub fn twcc_feedback(&self) -> u64 {
-        self.bwe.as_ref().map_or(0, |b| b.lock().twcc_feedback)
+        self.twcc_feedback.load(Ordering::Relaxed)
     }
 
     /// Subscriber side: recompute every forwarder's layer cap — audio first (always forwarded,

@@ -5,8 +5,7 @@
 //! SSRC only, so the RTX retransmissions its NACK responder sends leave unnumbered and unrecorded:
 //! invisible to feedback, and to the estimator exactly when the path is lossy. Probes are RTX
 //! packets too (see `PeerSession::probe`). This interceptor takes both jobs at rtc's TWCC-sender
-//! slot and knows each stream by its media and its RTX SSRC. It also takes a viewer's REMB, the
-//! estimate of a client that sends no TWCC, and counts the feedback packets (stats).
+//! slot and knows each stream by its media and its RTX SSRC.
 //!
 //! The send history is a ring indexed by transport sequence number: a slot written per packet,
 //! read once when feedback names it. rtc's `History` (three maps per packet, pruned on a timer)
@@ -14,7 +13,6 @@
 
 use crate::bwe::{SharedBwe, Sent};
 use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket, convert_twcc};
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp::extension::transport_cc_extension::TransportCcExtension;
 use rtc::sansio::Protocol;
@@ -112,10 +110,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TransportCc {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             for p in packets {
                 if let Some(fb) = p.as_any().downcast_ref::<TransportLayerCc>() {
-                    self.bwe.lock().twcc_feedback += 1;
                     self.on_feedback(fb, msg.now);
-                } else if let Some(remb) = p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                    self.bwe.lock().on_remb(msg.now, remb.bitrate as f64);
                 }
             }
         }

@@ -341,7 +341,11 @@ impl Worker {
                     Some(s) => SubscriberStats {
                         bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
                         twcc_feedback: s.twcc_feedback(),
-                        path: s.path_stats(),
+                        path: s.path_stats().map(|(q, loss, probes)| crate::sfu::PathStats {
+                            queue_delay_ms: q.as_secs_f64() * 1000.0,
+                            loss,
+                            probes,
+                        }),
                         tracks: s
                             .forwarders
                             .values()
