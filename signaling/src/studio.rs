@@ -599,7 +599,11 @@ async fn feed_outbox(app: AppState, feed: Arc<Feed>, mut rx: mpsc::Receiver<Serv
 impl Studio {
     /// Revocations end the feed (not just the connection).
     pub fn end_revoked(&self, app: &AppState, key_id: &str) {
-        if let Some(feed) = plock(&self.feeds).get(key_id).cloned() {
+        // The feeds lock is released before `end_feed` takes it again: a guard living in the
+        // `if let` scrutinee would be held through the block (std's Mutex is not re-entrant,
+        // and that self-deadlock once hung every runtime thread on a revocation).
+        let feed = plock(&self.feeds).get(key_id).cloned();
+        if let Some(feed) = feed {
             end_feed(app, &feed, "stream key revoked");
         }
     }

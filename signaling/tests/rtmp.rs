@@ -461,3 +461,81 @@ async fn a_long_keyframe_interval_warns_the_host() {
     let _ = stderr_of(ffmpeg, Duration::from_secs(10)).await;
     server.shutdown().await;
 }
+
+/// How long `/healthz` takes to answer (a second at most; `None`: no answer within it).
+async fn healthz_latency(server: &signaling::Server) -> Option<Duration> {
+    let t0 = Instant::now();
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(server.http_addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        body.ends_with("ok").then_some(())
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten().map(|_| t0.elapsed())
+}
+
+/// The host pings and gets its pong within a second.
+async fn host_answers(host: &mut Client, ts: u64) -> bool {
+    host.send(json!({"type": "ping", "ts": ts}));
+    host.wait_for("pong", Duration::from_secs(1)).await.is_some_and(|p| p["ts"] == ts)
+}
+
+/// Revoking the key of a feed that is live, and of a feed held in its reconnect grace, cuts the
+/// feed at once; the host gets its reply and the server keeps answering everyone throughout (a
+/// lock taken twice here once hung every runtime thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoking_a_live_or_held_feed_cuts_it_and_the_server_keeps_answering() {
+    let _watchdog = watchdog("the revocation test", Duration::from_secs(90));
+    let mut config = test_config();
+    config.rtmp.grace_secs = 60;
+    init_tracing();
+    let server = signaling::Server::start(config).await.unwrap();
+    let (mut host, mut viewer) = live_room(&server, "revoke").await;
+
+    // A live feed.
+    let (key, id) = mint_key(&mut host, "Live feed").await;
+    let ffmpeg = push(&rtmp_url(&server, &key), &Feed { seconds: 60, ..Feed::default() });
+    assert!(eventually(Duration::from_secs(10), || video_and_audio(&viewer, 50).is_some()).await, "the feed reaches the viewer");
+    let t0 = Instant::now();
+    host.send(json!({"type": "revoke_stream_key", "id": id}));
+    let reply = host.wait_for("stream_key_revoked", Duration::from_secs(1)).await;
+    eprintln!("live feed: stream_key_revoked after {:?}", t0.elapsed());
+    assert!(reply.is_some_and(|r| r["id"] == id), "the host gets stream_key_revoked within 1 s");
+    let health = healthz_latency(&server).await;
+    eprintln!("live feed: /healthz answered in {health:?}");
+    assert!(health.is_some(), "/healthz answers within 1 s after the revocation");
+    assert!(host_answers(&mut host, 1).await, "the host's socket answers pings");
+    let (status, err) = stderr_of(ffmpeg, Duration::from_secs(10)).await;
+    eprintln!("live feed: encoder cut {:?} after the revocation ({status:?}): {}", t0.elapsed(), err.trim());
+    assert!(status.is_some(), "the encoder is cut (ffmpeg exits long before its 60 s)");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let ended = wait_msg(&mut viewer, "track_unpublished", Duration::from_secs(3)).await;
+    eprintln!("viewer: {ended}");
+
+    // A held feed: the encoder dies, the seat is held for 60 s; revoking ends it at once.
+    let (key, id) = mint_key(&mut host, "Held feed").await;
+    let mut ffmpeg = push(&rtmp_url(&server, &key), &Feed { seconds: 60, ..Feed::default() });
+    let before = total_packets(&viewer);
+    assert!(eventually(Duration::from_secs(10), || total_packets(&viewer) > before + 50).await, "the second feed flows");
+    ffmpeg.kill().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || server.state.studio.feeds().iter().any(|f| !f.connected)).await, "the feed is held");
+    let t0 = Instant::now();
+    host.send(json!({"type": "revoke_stream_key", "id": id}));
+    let reply = host.wait_for("stream_key_revoked", Duration::from_secs(1)).await;
+    eprintln!("held feed: stream_key_revoked after {:?}", t0.elapsed());
+    assert!(reply.is_some_and(|r| r["id"] == id), "the host gets stream_key_revoked within 1 s");
+    let health = healthz_latency(&server).await;
+    eprintln!("held feed: /healthz answered in {health:?}");
+    assert!(health.is_some(), "/healthz answers within 1 s");
+    assert!(host_answers(&mut host, 2).await, "the host's socket answers pings");
+    assert!(eventually(Duration::from_secs(2), || server.state.studio.feeds().is_empty()).await, "the held feed is gone at once");
+    // The revoked key is refused from now on; the room carries on.
+    let (status, err) = stderr_of(push(&rtmp_url(&server, &key), &Feed { seconds: 2, ..Feed::default() }), Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| !s.success()) && err.contains("this key was revoked"), "{status:?}: {err}");
+    assert!(host_answers(&mut host, 3).await);
+    for c in [host, viewer] {
+        c.close().await;
+    }
+    server.shutdown().await;
+}

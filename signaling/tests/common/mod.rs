@@ -271,6 +271,8 @@ pub struct Client {
     pub keyframe_requests_seen: Arc<AtomicU32>,
     /// The last subscriber offer the server sent (its ICE ufrag is used by attack tests).
     pub last_offer: Arc<Mutex<Option<String>>>,
+    /// Every subscriber offer the server sent, in order.
+    pub offers: Arc<Mutex<Vec<String>>>,
     /// Dynacast: the highest layer the server last asked this publisher for.
     pub simulcast_max_layer: Arc<std::sync::atomic::AtomicU32>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -305,6 +307,7 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
     let stop = Arc::new(AtomicBool::new(false));
     let pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::new(Mutex::new(None));
     let last_offer: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let offers: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let simulcast_max_layer = Arc::new(AtomicU32::new(2));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {
@@ -320,6 +323,7 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
         let out = out_tx.clone();
         let pub_answer = pub_answer.clone();
         let last_offer = last_offer.clone();
+        let offers = offers.clone();
         let simulcast_max_layer = simulcast_max_layer.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
@@ -329,6 +333,7 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
                     Some("offer") => {
                         let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
                         *last_offer.lock().unwrap() = Some(sdp.clone());
+                        offers.lock().unwrap().push(sdp.clone());
                         let sdp = match relay {
                             Some(r) => sdp.replace(&format!(" {media_port} typ host"), &format!(" {} typ host", r.port())),
                             None => sdp,
@@ -386,6 +391,7 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
         sent_packets: Arc::new(AtomicU32::new(0)),
         keyframe_requests_seen: Arc::new(AtomicU32::new(0)),
         last_offer,
+        offers,
         simulcast_max_layer,
         tasks,
     })
@@ -437,6 +443,18 @@ impl Client {
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap()).await.unwrap();
         self.pub_pc = Some(pc);
         Ok(answer)
+    }
+
+    /// Renegotiate the publisher connection (a fresh offer on the same connection).
+    pub async fn republish(&mut self) -> Result<String, Value> {
+        let pc = self.pub_pc.clone().expect("published before");
+        self.offer_to_publish(pc).await
+    }
+
+    /// The publisher connection's current local SDP (to build broken offers from).
+    pub async fn publisher_sdp(&self) -> String {
+        let pc = self.pub_pc.clone().expect("published before");
+        pc.local_description().await.expect("local description").sdp
     }
 
     /// Publish synthetic Opus-sized audio (50 pkt/s) and VP8-shaped video (30 fps, 3 packets a
@@ -882,5 +900,32 @@ impl Drop for ImpairRelay {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Ends the whole test process with a message if the guard is still alive after `within`: a
+/// deadlocked server can stop every runtime thread, and then no tokio timeout fires.
+pub struct Watchdog(Arc<AtomicBool>);
+
+pub fn watchdog(what: &'static str, within: Duration) -> Watchdog {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("watchdog: {what} did not finish within {within:?} (a hang: every runtime thread blocked?)");
+        std::process::exit(101);
+    });
+    Watchdog(done)
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
