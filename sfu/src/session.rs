@@ -469,7 +469,22 @@ impl PeerSession {
     }
 
     /// Publisher side: apply the client's offer and return our answer.
+    ///
+    /// A refused offer leaves the connection as it was (JSEP rollback, RFC 9429 §5.7): a
+    /// publisher whose renegotiation fails keeps publishing and can offer again.
     pub fn apply_offer(&mut self, now: Instant, sdp: String) -> Result<String, SfuError> {
+        let result = self.try_apply_offer(now, sdp);
+        if result.is_err() && self.pc.pending_remote_description().is_some() {
+            let rolled_back = RTCSessionDescription::rollback(None)
+                .and_then(|rollback| self.pc.set_remote_description(now, rollback));
+            if let Err(e) = rolled_back {
+                tracing::warn!("rolling back a refused offer: {e}");
+            }
+        }
+        result
+    }
+
+    fn try_apply_offer(&mut self, now: Instant, sdp: String) -> Result<String, SfuError> {
         let offer = RTCSessionDescription::offer(sdp).map_err(sdp_err)?;
         self.pc
             .set_remote_description(now, offer)
@@ -581,7 +596,7 @@ impl PeerSession {
         self.pc.set_local_description(now, offer).map_err(sdp_err)?;
         self.offer_outstanding = true;
         self.renegotiate = false;
-        Ok(self.pc.local_description().map(|d| d.sdp))
+        Ok(self.pc.local_description().map(|d| with_msid_semantic(d.sdp)))
     }
 
     /// Subscriber side: apply the client's answer; learn the payload types it accepted.
@@ -690,5 +705,27 @@ impl PeerSession {
             }
             None => false,
         }
+    }
+}
+
+/// rtc writes the session-level `a=msid-semantic:WMS *` only into offers made once a remote
+/// description exists, so a viewer's first offer lacked it; stacks other than Chrome then ignore
+/// the `a=msid` lines and cannot tell which stream a track belongs to. Every offer sent carries
+/// it (added to the text sent, not to the local description: rtc refuses a local offer that
+/// differs from the one it made).
+fn with_msid_semantic(sdp: String) -> String {
+    let session_part = sdp.split("\nm=").next().unwrap_or(&sdp);
+    if session_part.contains("a=msid-semantic") {
+        return sdp;
+    }
+    match sdp.find("\r\nm=").map(|i| i + 2).or_else(|| sdp.find("\nm=").map(|i| i + 1)) {
+        Some(at) => {
+            let mut out = String::with_capacity(sdp.len() + 24);
+            out.push_str(&sdp[..at]);
+            out.push_str("a=msid-semantic:WMS *\r\n");
+            out.push_str(&sdp[at..]);
+            out
+        }
+        None => sdp,
     }
 }

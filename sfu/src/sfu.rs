@@ -300,7 +300,15 @@ impl Sfu {
 
     /// Start forwarding `track` to `participant` (an offer follows as an event).
     pub fn subscribe(&self, participant: ParticipantId, track: TrackInfo) -> Result<(), SfuError> {
-        self.command(participant, Command::Subscribe { participant, track })
+        self.subscribe_all(participant, vec![track])
+    }
+
+    /// Start forwarding several tracks to `participant` with one offer (a viewer joining a room).
+    pub fn subscribe_all(&self, participant: ParticipantId, tracks: Vec<TrackInfo>) -> Result<(), SfuError> {
+        if tracks.is_empty() {
+            return Ok(());
+        }
+        self.command(participant, Command::Subscribe { participant, tracks })
     }
 
     /// Stop forwarding `track` to `participant`.

@@ -37,7 +37,7 @@ type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 pub(crate) enum Command {
     AddParticipant { participant: ParticipantId, events: EventSink },
     Publish { participant: ParticipantId, offer: String, reply: Reply<String> },
-    Subscribe { participant: ParticipantId, track: TrackInfo },
+    Subscribe { participant: ParticipantId, tracks: Vec<TrackInfo> },
     Unsubscribe { participant: ParticipantId, track: TrackId },
     SubscriberAnswer { participant: ParticipantId, answer: String, reply: Reply<()> },
     Candidate { key: SessionKey, candidate: RTCIceCandidateInit, reply: Reply<()> },
@@ -278,8 +278,8 @@ impl Worker {
                 let r = self.publish(participant, offer, now);
                 let _ = reply.send(r);
             }
-            Command::Subscribe { participant, track } => {
-                if let Err(e) = self.subscribe(participant, track, now) {
+            Command::Subscribe { participant, tracks } => {
+                if let Err(e) = self.subscribe(participant, tracks, now) {
                     tracing::warn!(%participant, "subscribe failed: {e}");
                 }
             }
@@ -508,7 +508,9 @@ impl Worker {
         }
     }
 
-    fn subscribe(&mut self, participant: ParticipantId, track: TrackInfo, now: Instant) -> Result<(), SfuError> {
+    /// Start forwarding `tracks` to `participant`: one offer for all of them (a viewer joining a
+    /// room with four tracks gets one offer, not one and then another for the rest).
+    fn subscribe(&mut self, participant: ParticipantId, tracks: Vec<TrackInfo>, now: Instant) -> Result<(), SfuError> {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
         let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
         let fresh = state.subscriber.is_none();
@@ -519,12 +521,27 @@ impl Worker {
             state.subscriber = Some(session);
         }
         let Some(session) = state.subscriber.as_mut() else { return Err(SfuError::NoSession) };
-        session.add_subscription(track.id, track.publisher.to_string(), track.kind, &track.codec)?;
+        let mut added = Vec::with_capacity(tracks.len());
+        let mut refused = None;
+        for track in tracks {
+            match session.add_subscription(track.id, track.publisher.to_string(), track.kind, &track.codec) {
+                Ok(()) => added.push(track),
+                Err(e) => {
+                    tracing::warn!(%participant, track = %track.id, "subscribe: {e}");
+                    refused = Some(e);
+                }
+            }
+        }
+        if added.is_empty() {
+            return refused.map_or(Ok(()), Err);
+        }
         let offer = session.negotiate(now)?;
         let candidate = session.local_candidate.clone();
         let connected = session.connected;
-        if self.router.add_subscriber(track.id, participant) {
-            self.send_interest(track.id, true);
+        for track in &added {
+            if self.router.add_subscriber(track.id, participant) {
+                self.send_interest(track.id, true);
+            }
         }
         if let Some(offer) = offer {
             self.emit(participant, SfuEvent::SubscriberOffer(offer));
@@ -534,8 +551,10 @@ impl Worker {
         }
         // A keyframe is requested once this subscriber is connected (see `handle_event`): one
         // asked for now would arrive before DTLS is up and be wasted.
-        if track.kind == MediaKind::Video && connected {
-            self.request_keyframe_from_publisher(track.id, (MAX_LAYERS - 1) as u8);
+        for track in &added {
+            if track.kind == MediaKind::Video && connected {
+                self.request_keyframe_from_publisher(track.id, (MAX_LAYERS - 1) as u8);
+            }
         }
         self.pump(key, now);
         Ok(())

@@ -17,11 +17,12 @@ pub mod rtmp_guard;
 pub mod stream_keys;
 pub mod studio;
 pub mod ws;
+pub mod ws_socket;
 
 use crate::auth::{Authenticator, Role};
 use crate::config::Config;
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,10 +30,6 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Hard cap on one WebSocket message; larger frames are refused by the WebSocket layer itself.
-/// The protocol limit (`limits.max_message_bytes`) is enforced below it with a clean error.
-const HARD_MESSAGE_CAP: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -51,14 +48,12 @@ struct WsQuery {
 }
 
 async fn ws_handler(
-    ws: WebSocketUpgrade,
     Query(q): Query<WsQuery>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(app): State<AppState>,
+    req: Request,
 ) -> Response {
-    ws.max_message_size(HARD_MESSAGE_CAP)
-        .max_frame_size(HARD_MESSAGE_CAP)
-        .on_upgrade(move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
+    ws_socket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
 }
 
 async fn healthz() -> &'static str {

@@ -79,7 +79,7 @@ impl Room {
     }
 
     pub fn info(&self) -> RoomInfo {
-        let publishers = self.members.values().filter(|m| m.publishing).count();
+        let publishers = self.publishers();
         RoomInfo {
             name: self.name.clone(),
             state: self.state,
@@ -157,9 +157,14 @@ impl Room {
         })
     }
 
+    /// How many members hold a seat on stage.
+    pub fn publishers(&self) -> usize {
+        self.members.values().filter(|m| m.publishing).count()
+    }
+
     /// Take (or keep) a seat on stage before publishing. True if the seat is newly taken.
     pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, SignalError> {
-        let publishers = self.members.values().filter(|m| m.publishing).count();
+        let publishers = self.publishers();
         let live = self.state == RoomState::Live;
         let max = self.config.max_publishers;
         let m = self.members.get_mut(&id).ok_or_else(|| SignalError::new(ErrorCode::NotFound, "not in this room"))?;

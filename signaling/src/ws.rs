@@ -5,7 +5,7 @@ use crate::auth::Claims;
 use crate::error::{ErrorCode, SignalError};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::room::{Room, lock};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crate::ws_socket::{Recv, Socket, WsMessage as Message};
 use sfu::{ParticipantId, SfuEvent};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,9 +50,9 @@ impl RateLimit {
     }
 }
 
-async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
+async fn send(socket: &mut Socket, msg: &ServerMsg) -> bool {
     match serde_json::to_string(msg) {
-        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Ok(text) => socket.send_text(text).await,
         Err(e) => {
             tracing::error!("serialising a server message: {e}");
             false
@@ -60,14 +60,10 @@ async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-}
-
-async fn refuse(socket: &mut WebSocket, e: SignalError, close_code: u16) {
-    let _ = send(socket, &ServerMsg::error(&e)).await;
-    close(socket, close_code, &e.message).await;
+/// Tell the client why, then close with `close_code` (and linger: see `ws_socket`).
+async fn refuse(mut socket: Socket, e: SignalError, close_code: u16) {
+    let _ = send(&mut socket, &ServerMsg::error(&e)).await;
+    socket.close(close_code, &e.message).await;
 }
 
 /// The WebSocket layer refused a frame: over the 1 MiB hard cap, or not valid WebSocket framing.
@@ -86,49 +82,56 @@ fn parse(text: &str, max: usize) -> Result<ClientMsg, SignalError> {
     })
 }
 
-/// Wait for `join` (or use the token from the URL) and check it.
-async fn authenticate(socket: &mut WebSocket, app: &AppState, url_token: Option<String>, url_room: Option<String>) -> Result<Claims, SignalError> {
+/// Wait for `join` (or use the token from the URL) and check it. A refusal comes with the close
+/// code to send: 1009 for a message or frame too large (or framing the WebSocket layer refused),
+/// 4001 for everything else.
+async fn authenticate(socket: &mut Socket, app: &AppState, url_token: Option<String>, url_room: Option<String>) -> Result<Claims, (SignalError, u16)> {
+    let auth = |e: SignalError| (e, CLOSE_AUTH);
     let max = app.config.limits.max_message_bytes;
     let deadline = Duration::from_secs(app.config.limits.join_timeout_secs);
     let wait = async {
         loop {
             match socket.recv().await {
-                Some(Ok(Message::Text(t))) => return parse(t.as_str(), max),
-                Some(Ok(Message::Binary(_))) => {
-                    return Err(SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol"));
+                Recv::Message(Message::Text(t)) => {
+                    return parse(t.as_str(), max).map_err(|e| {
+                        let code = if matches!(e.code, ErrorCode::MessageTooLarge) { CLOSE_TOO_BIG } else { CLOSE_AUTH };
+                        (e, code)
+                    });
                 }
-                Some(Ok(_)) => continue, // ping/pong
-                Some(Err(e)) => {
+                Recv::Message(Message::Binary(_)) => {
+                    return Err(auth(SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")));
+                }
+                Recv::Message(_) => continue, // ping/pong
+                Recv::Refused(e) => {
                     tracing::debug!("websocket error before join: {e}");
-                    return Err(frame_refused());
+                    return Err((frame_refused(), CLOSE_TOO_BIG));
                 }
-                None => return Err(SignalError::new(ErrorCode::NotJoined, "connection closed before join")),
+                Recv::Closed => return Err(auth(SignalError::new(ErrorCode::NotJoined, "connection closed before join"))),
             }
         }
     };
     let msg = tokio::time::timeout(deadline, wait)
         .await
-        .map_err(|_| SignalError::new(ErrorCode::NotJoined, "send join within the join timeout"))??;
+        .map_err(|_| auth(SignalError::new(ErrorCode::NotJoined, "send join within the join timeout")))??;
     let ClientMsg::Join { token, room, protocol } = msg else {
-        return Err(SignalError::new(ErrorCode::NotJoined, "the first message must be join"));
+        return Err(auth(SignalError::new(ErrorCode::NotJoined, "the first message must be join")));
     };
     if let Some(v) = protocol
         && v != PROTOCOL_VERSION
     {
-        return Err(SignalError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}")));
+        return Err(auth(SignalError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}"))));
     }
     let token = token.or(url_token).unwrap_or_default();
-    app.auth.verify(&token, room.as_deref().or(url_room.as_deref()))
+    app.auth.verify(&token, room.as_deref().or(url_room.as_deref())).map_err(auth)
 }
 
 /// The whole life of one connection.
-pub async fn run(mut socket: WebSocket, app: AppState, url_token: Option<String>, url_room: Option<String>, peer: String) {
+pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, url_room: Option<String>, peer: String) {
     let claims = match authenticate(&mut socket, &app, url_token, url_room).await {
         Ok(c) => c,
-        Err(e) => {
+        Err((e, code)) => {
             tracing::info!(%peer, code = ?e.code, "join refused: {}", e.message);
-            let code = if matches!(e.code, ErrorCode::MessageTooLarge) { CLOSE_TOO_BIG } else { CLOSE_AUTH };
-            refuse(&mut socket, e, code).await;
+            refuse(socket, e, code).await;
             return;
         }
     };
@@ -144,13 +147,13 @@ pub async fn run(mut socket: WebSocket, app: AppState, url_token: Option<String>
         Ok(s) => s,
         Err(e) => {
             tracing::info!(%peer, room = %claims.room, code = ?e.code, "join refused: {}", e.message);
-            refuse(&mut socket, e, CLOSE_POLICY).await;
+            refuse(socket, e, CLOSE_POLICY).await;
             return;
         }
     };
     if let Err(e) = app.sfu.add_participant(id, ev_tx) {
         lock(&room).leave(id, "server busy");
-        refuse(&mut socket, e.into(), CLOSE_POLICY).await;
+        refuse(socket, e.into(), CLOSE_POLICY).await;
         return;
     }
     tracing::info!(%peer, participant = %id, identity = %claims.identity, room = %claims.room, role = ?claims.role, "joined");
@@ -162,19 +165,21 @@ pub async fn run(mut socket: WebSocket, app: AppState, url_token: Option<String>
         tracks: snapshot.tracks,
     };
     let mut session = Session { app: app.clone(), id, room: room.clone(), claims, limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst), bad: 0, limited: 0, window_start: Instant::now(), last_limited_notice: None };
-    let reason = if !send(&mut socket, &joined).await {
-        "connection lost".to_owned()
+    let (reason, close_code) = if !send(&mut socket, &joined).await {
+        ("connection lost".to_owned(), None)
     } else {
-        for t in snapshot.subscribe {
-            if let Err(e) = app.sfu.subscribe(id, t) {
-                tracing::warn!(participant = %id, "subscribe on join: {e}");
-            }
+        if let Err(e) = app.sfu.subscribe_all(id, snapshot.subscribe) {
+            tracing::warn!(participant = %id, "subscribe on join: {e}");
         }
         session.serve(&mut socket, &mut out_rx, &mut ev_rx).await
     };
     tracing::info!(participant = %id, %reason, "left");
     lock(&room).leave(id, &reason);
     app.sfu.remove_participant(id);
+    // Closed last: the linger (up to two seconds) must not keep the seat or the tracks.
+    if let Some(code) = close_code {
+        socket.close(code, &reason).await;
+    }
 }
 
 struct Session {
@@ -201,7 +206,9 @@ enum Flow {
 }
 
 impl Session {
-    async fn serve(&mut self, socket: &mut WebSocket, out_rx: &mut mpsc::Receiver<ServerMsg>, ev_rx: &mut mpsc::Receiver<SfuEvent>) -> String {
+    /// Relay until the connection ends. Returns why, and the close code to send (none when the
+    /// client closed or the connection is gone).
+    async fn serve(&mut self, socket: &mut Socket, out_rx: &mut mpsc::Receiver<ServerMsg>, ev_rx: &mut mpsc::Receiver<SfuEvent>) -> (String, Option<u16>) {
         let idle = Duration::from_secs(self.app.config.limits.idle_timeout_secs);
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval(idle / 3);
@@ -211,22 +218,21 @@ impl Session {
                 incoming = socket.recv() => {
                     last_heard = Instant::now();
                     match incoming {
-                        Some(Ok(Message::Text(t))) => self.on_text(socket, t.as_str()).await,
-                        Some(Ok(Message::Binary(_))) => self.on_bad(socket, SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
-                        Some(Ok(Message::Close(_))) | None => return "connection closed".into(),
-                        Some(Ok(_)) => Flow::Continue,
-                        Some(Err(e)) => {
-                            // tungstenite refuses frames over the hard cap here (and closes).
+                        Recv::Message(Message::Text(t)) => self.on_text(socket, t.as_str()).await,
+                        Recv::Message(Message::Binary(_)) => self.on_bad(socket, SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
+                        Recv::Message(_) => Flow::Continue,
+                        Recv::Closed => return ("connection closed".into(), None),
+                        Recv::Refused(e) => {
+                            // tungstenite refuses frames over the hard cap here.
                             tracing::info!(participant = %self.id, "websocket error: {e}");
                             let _ = send(socket, &ServerMsg::error(&frame_refused())).await;
-                            close(socket, CLOSE_TOO_BIG, "frame too large or malformed").await;
-                            return "protocol error".into();
+                            return ("frame too large or malformed".into(), Some(CLOSE_TOO_BIG));
                         }
                     }
                 }
                 Some(msg) = out_rx.recv() => {
                     let ended = matches!(msg, ServerMsg::RoomEnded { .. });
-                    if !send(socket, &msg).await { return "connection lost".into(); }
+                    if !send(socket, &msg).await { return ("connection lost".into(), None); }
                     if ended { Flow::Close(CLOSE_NORMAL, "room ended".into()) } else { Flow::Continue }
                 }
                 Some(ev) = ev_rx.recv() => self.on_sfu_event(socket, ev).await,
@@ -234,19 +240,18 @@ impl Session {
                     if last_heard.elapsed() > idle {
                         Flow::Close(CLOSE_POLICY, "idle timeout".into())
                     } else {
-                        let _ = socket.send(Message::Ping(Default::default())).await;
+                        let _ = socket.ping().await;
                         Flow::Continue
                     }
                 }
             };
             if let Flow::Close(code, reason) = flow {
-                close(socket, code, &reason).await;
-                return reason;
+                return (reason, Some(code));
             }
         }
     }
 
-    async fn on_bad(&mut self, socket: &mut WebSocket, e: SignalError) -> Flow {
+    async fn on_bad(&mut self, socket: &mut Socket, e: SignalError) -> Flow {
         self.bad += 1;
         tracing::debug!(participant = %self.id, code = ?e.code, "bad message: {}", e.message);
         let _ = send(socket, &ServerMsg::error(&e)).await;
@@ -256,7 +261,7 @@ impl Session {
         Flow::Continue
     }
 
-    async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
+    async fn on_text(&mut self, socket: &mut Socket, text: &str) -> Flow {
         let now = Instant::now();
         if now.duration_since(self.window_start) >= MISBEHAVIOUR_WINDOW {
             self.window_start = now;
@@ -289,7 +294,7 @@ impl Session {
         }
     }
 
-    async fn on_message(&mut self, socket: &mut WebSocket, msg: ClientMsg) -> Result<Flow, SignalError> {
+    async fn on_message(&mut self, socket: &mut Socket, msg: ClientMsg) -> Result<Flow, SignalError> {
         let sfu = &self.app.sfu;
         match msg {
             ClientMsg::Join { .. } => Err(SignalError::new(ErrorCode::AlreadyJoined, "already joined")),
@@ -391,7 +396,7 @@ impl Session {
         Ok(())
     }
 
-    async fn on_sfu_event(&mut self, socket: &mut WebSocket, ev: SfuEvent) -> Flow {
+    async fn on_sfu_event(&mut self, socket: &mut Socket, ev: SfuEvent) -> Flow {
         let msg = match ev {
             SfuEvent::TrackPublished(info) => {
                 track_published(&self.app, &self.room, info);

@@ -152,3 +152,47 @@ async fn garbage_udp_and_websocket_frames_harm_nobody() {
     .await, "nothing left behind: {:?}", server.sfu().stats());
     server.shutdown().await;
 }
+
+/// A frame over the 1 MiB hard cap, before and after `join`, gets its error and the close code
+/// 1009 (not a TCP reset: the server closes, then drains what is still coming), and the server
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frame_over_the_cap_is_closed_with_1009() {
+    let server = start_server().await;
+    let room = "bigframes";
+    let mut host = join(&server, &token(&server, room, "host", Role::Host)).await.unwrap();
+    host.publish().await.unwrap();
+    for size in [1024 * 1024 + 1, 2 * 1024 * 1024, 3 * 1024 * 1024] {
+        // Before join: the first frame is too big.
+        let mut ws = raw_ws(&server).await;
+        let _ = ws.send(Message::Text("x".repeat(size).into())).await;
+        let e = next_json(&mut ws, Duration::from_secs(5)).await.expect("a reply");
+        assert_eq!(e["type"], "error", "{size} bytes before join: {e}");
+        assert_eq!(e["code"], "bad_message");
+        let close = next_json(&mut ws, Duration::from_secs(5)).await.expect("a close");
+        eprintln!("{size}-byte frame before join: {} then close {}", e["code"], close["close"]);
+        assert_eq!(close["close"], 1009, "{size} bytes before join");
+        // After join.
+        let mut ws = raw_ws(&server).await;
+        ws.send(Message::Text(serde_json::json!({"type": "join", "token": token(&server, room, "big", Role::Viewer)}).to_string().into())).await.unwrap();
+        assert_eq!(next_json(&mut ws, Duration::from_secs(5)).await.expect("joined")["type"], "joined");
+        let _ = ws.send(Message::Text("y".repeat(size).into())).await;
+        let mut close = None;
+        for _ in 0..20 {
+            match next_json(&mut ws, Duration::from_secs(5)).await {
+                Some(v) if v.get("close").is_some() => {
+                    close = Some(v["close"].clone());
+                    break;
+                }
+                Some(_) => continue, // offers, candidates, the error
+                None => break,
+            }
+        }
+        eprintln!("{size}-byte frame after join: close {close:?}");
+        assert_eq!(close, Some(serde_json::json!(1009)), "{size} bytes after join");
+    }
+    host.send(serde_json::json!({"type": "ping", "ts": 9}));
+    assert_eq!(host.wait_for("pong", Duration::from_secs(2)).await.expect("the host is still served")["ts"], 9);
+    host.close().await;
+    server.shutdown().await;
+}

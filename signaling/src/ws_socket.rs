@@ -1,0 +1,157 @@
+//! The WebSocket transport: the HTTP upgrade, framing limits, and a close that reaches the client.
+//!
+//! axum's `WebSocket` hides the TCP stream, and tungstenite refuses a frame over its size cap after
+//! reading only the frame's header: the rest of the frame is still unread when the server closes,
+//! and a TCP socket closed with unread input sends a reset — the client then sees 1006 instead of
+//! the close code the server sent. So the upgrade is done here, on tokio-tungstenite directly, and
+//! every close is *sent, then lingered on*: the write half is shut (FIN after the close frame) and
+//! input is read and discarded until the client hangs up, for at most [`LINGER`] or
+//! [`LINGER_BYTES`] (the RTMP side closes a refused encoder the same way).
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Hard cap on one WebSocket frame and message; larger ones are refused by the WebSocket layer
+/// itself (close 1009). The protocol limit (`limits.max_message_bytes`) is enforced below it
+/// with a clean error and the connection stays.
+pub const HARD_MESSAGE_CAP: usize = 1024 * 1024;
+/// How long a closing connection waits for the client to hang up.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// How much unread input a closing connection discards before it gives up (a frame of up to
+/// about this size still gets its close code; a larger one is reset).
+pub const LINGER_BYTES: usize = 4 * HARD_MESSAGE_CAP;
+
+type Stream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// One upgraded WebSocket connection.
+pub struct Socket {
+    inner: Stream,
+}
+
+/// Why a `recv` did not give a message.
+pub enum Recv {
+    Message(Message),
+    /// The client closed or the connection is gone.
+    Closed,
+    /// The WebSocket layer refused what arrived (a frame over the cap, broken framing).
+    Refused(tungstenite::Error),
+}
+
+impl Socket {
+    pub async fn recv(&mut self) -> Recv {
+        match self.inner.next().await {
+            Some(Ok(Message::Close(_))) | None => Recv::Closed,
+            Some(Ok(m)) => Recv::Message(m),
+            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => Recv::Closed,
+            Some(Err(e)) => Recv::Refused(e),
+        }
+    }
+
+    /// Send one text message; false when the connection is gone.
+    pub async fn send_text(&mut self, text: String) -> bool {
+        self.inner.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    pub async fn ping(&mut self) -> bool {
+        self.inner.send(Message::Ping(Default::default())).await.is_ok()
+    }
+
+    /// Send a close frame, then linger until the client hangs up (see the module doc).
+    pub async fn close(mut self, code: u16, reason: &str) {
+        // A close reason is at most 123 bytes (RFC 6455 §5.5); cut on a character boundary.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = CloseFrame { code: code.into(), reason: Utf8Bytes::from(reason[..end].to_owned()) };
+        let sent = tokio::time::timeout(LINGER, async {
+            let _ = self.inner.send(Message::Close(Some(frame))).await;
+            let _ = self.inner.flush().await;
+        })
+        .await;
+        if sent.is_err() {
+            return; // the client reads nothing: nothing to wait for
+        }
+        let io = self.inner.get_mut();
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = io.shutdown().await;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut drained = 0usize;
+            while drained < LINGER_BYTES {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Answer a WebSocket upgrade request (RFC 6455 §4.2) and run `serve` on the connection once it
+/// is upgraded. A request that is not a valid upgrade gets 400 (426 for a wrong version).
+pub fn upgrade<F, Fut>(mut req: Request, serve: F) -> Response
+where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let headers = req.headers();
+    if req.method() != Method::GET
+        || !header_has(headers, header::CONNECTION, "upgrade")
+        || !header_has(headers, header::UPGRADE, "websocket")
+    {
+        return (StatusCode::BAD_REQUEST, "a WebSocket upgrade request is expected here").into_response();
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
+        return (StatusCode::UPGRADE_REQUIRED, [(header::SEC_WEBSOCKET_VERSION, "13")], "WebSocket version 13 is required").into_response();
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec()) else {
+        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing").into_response();
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::BAD_REQUEST, "this connection cannot be upgraded").into_response();
+    };
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let config = WebSocketConfig::default().max_message_size(Some(HARD_MESSAGE_CAP)).max_frame_size(Some(HARD_MESSAGE_CAP));
+        let inner = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        serve(Socket { inner }).await;
+    });
+    let accept = tungstenite::handshake::derive_accept_key(&key);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    // Base64 of a SHA-1 digest: always a valid header value.
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    response
+}
