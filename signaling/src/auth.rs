@@ -149,6 +149,9 @@ impl Authenticator {
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
+        // Claims of the issuing platform's own (`aud`, `iss`, `jti`, …) are ignored, not
+        // refused: jsonwebtoken would otherwise refuse any token with an `aud` (docs/protocol.md §4).
+        validation.validate_aud = false;
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.decoding, &validation).map_err(|e| {
             let (code, msg) = match e.kind() {
                 ErrorKind::InvalidSignature => (TokenBadSignature, "the token signature is not valid"),
@@ -211,5 +214,24 @@ mod tests {
         assert_eq!(other.verify(&t, None).unwrap_err().code, ErrorCode::TokenBadSignature);
         let hs512 = Authenticator::new("s3cret", "HS512", 0).unwrap();
         assert_eq!(hs512.verify(&t, None).unwrap_err().code, ErrorCode::TokenAlgorithm);
+    }
+
+    #[test]
+    fn unknown_and_platform_claims_are_ignored() {
+        let a = Authenticator::new("s3cret", "HS256", 0).unwrap();
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;
+        let claims = serde_json::json!({
+            "sub": "alice", "room": "r1", "role": "viewer", "exp": exp,
+            "aud": "some-platform", "iss": "https://platform.example", "jti": "abc123",
+            "tier": {"level": 3}, "scopes": ["watch", "chat"],
+        });
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s3cret")).unwrap();
+        let c = a.verify(&t, Some("r1")).expect("extra claims do not invalidate a token");
+        assert_eq!((c.identity.as_str(), c.role), ("alice", Role::Viewer));
+        // An audience list too.
+        let mut claims = claims;
+        claims["aud"] = serde_json::json!(["a", "b"]);
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s3cret")).unwrap();
+        assert!(a.verify(&t, Some("r1")).is_ok());
     }
 }
