@@ -197,7 +197,16 @@ pub struct LayerRates {
     /// spatial layer's bytes (TID 0, 1, 2).
     temporal_bytes: [[u64; 3]; MAX_LAYERS],
     temporal_share: [Option<[f64; 3]>; MAX_LAYERS],
+    /// First and last arrival of each layer in the current window.
+    seen: [Option<(Instant, Instant)>; MAX_LAYERS],
 }
+
+/// A window measures a layer only if the layer arrived from (about) its start to its end. A
+/// layer that dynacast paused or resumed partway through would read as a fraction of its rate,
+/// and a selector trusting that would climb onto a layer the path cannot carry: a viewer behind
+/// 400 kbit/s, settled on the 150 k layer, climbed onto the 500 k layer once dynacast paused it
+/// just after a window began (it then read about 255 k; the issue-21 failure, 1 run in 4).
+const WHOLE_WINDOW_SLACK: Duration = Duration::from_millis(300);
 
 impl LayerRates {
     pub fn record(&mut self, layer: u8, bytes: usize, now: Instant) {
@@ -210,7 +219,11 @@ impl LayerRates {
         let elapsed = now.duration_since(start);
         if elapsed >= Duration::from_secs(1) {
             for l in 0..MAX_LAYERS {
-                if self.bytes[l] > 0 {
+                let whole = self.seen[l].is_some_and(|(first, last)| {
+                    first.duration_since(start) <= WHOLE_WINDOW_SLACK && now.duration_since(last) <= WHOLE_WINDOW_SLACK
+                });
+                self.seen[l] = None;
+                if self.bytes[l] > 0 && whole {
                     let bps = self.bytes[l] as f64 * 8.0 / elapsed.as_secs_f64();
                     self.measured[l] =
                         Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
@@ -234,6 +247,8 @@ impl LayerRates {
         }
         if let Some(b) = self.bytes.get_mut(layer as usize) {
             *b += bytes as u64;
+            let seen = &mut self.seen[layer as usize];
+            *seen = Some(seen.map_or((now, now), |(first, _)| (first, now)));
         }
         if let (Some(t), Some(tb)) = (tid, self.temporal_bytes.get_mut(layer as usize)) {
             tb[(t as usize).min(2)] += bytes as u64;
@@ -271,6 +286,50 @@ mod tests {
     use super::*;
 
     const RATES: [f64; 3] = [150e3, 500e3, 1500e3];
+
+    /// Issue 21, in virtual time: a viewer settled on the low layer behind a 340 kbit/s budget
+    /// (a 400 kbit/s path) must not climb when dynacast pauses the layers above it. The
+    /// publisher sends 150 k / 500 k / 1.2 M at 30 frames a second; the pause comes right after
+    /// a one-second measuring window began, so that window holds one frame of each paused layer.
+    #[test]
+    fn a_layer_paused_partway_through_a_window_does_not_look_cheap() {
+        let t0 = Instant::now();
+        let mut rates = LayerRates::default();
+        let mut cap = BandwidthCap::default();
+        let budget = 340e3;
+        let frame = Duration::from_micros(33_333);
+        let sizes = [150e3 / 8.0 / 30.0, 500e3 / 8.0 / 30.0, 1.2e6 / 8.0 / 30.0];
+        let mut climbed = None;
+        let mut windows = 0;
+        let mut last_start = None;
+        let mut paused = false;
+        for i in 0..360u32 {
+            let t = t0 + frame * i;
+            rates.record(0, sizes[0] as usize, t);
+            if rates.window_start != last_start {
+                last_start = rates.window_start;
+                windows += 1;
+                // The first frame of the fourth window is the paused layers' last.
+                if windows == 4 {
+                    rates.record(1, sizes[1] as usize, t);
+                    rates.record(2, sizes[2] as usize, t);
+                    paused = true;
+                }
+            }
+            if !paused {
+                rates.record(1, sizes[1] as usize, t);
+                rates.record(2, sizes[2] as usize, t);
+            }
+            let c = cap.update(budget, rates.rates(), t);
+            if c > 0 && i > 60 && climbed.is_none() {
+                climbed = Some((t.duration_since(t0), rates.rates()));
+            }
+        }
+        assert!(paused);
+        assert_eq!(climbed, None, "climbed above a 340 kbit/s budget after a layer paused");
+        // Layer 1 still reads its real rate, not a fraction of it.
+        assert!((rates.rates()[1] - 500e3).abs() < 50e3, "{:?}", rates.rates());
+    }
 
     #[test]
     fn steps_down_at_once_and_up_after_the_hold() {

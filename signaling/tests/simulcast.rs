@@ -112,7 +112,10 @@ async fn a_narrow_path_settles_low_and_climbs_back_when_it_widens() {
     let (d0, p0) = relay.counts();
     let window = Instant::now();
     while window.elapsed() < Duration::from_secs(5) {
-        assert_eq!(layer(&mut viewer).await, Some(0), "stays on the low layer while the path is narrow");
+        viewer.send(json!({"type": "get_stats"}));
+        let s = viewer.wait_for("stats", Duration::from_secs(2)).await.unwrap_or_default();
+        let now_layer = s["tracks"][0]["layer"].as_u64();
+        assert_eq!(now_layer, Some(0), "stays on the low layer while the path is narrow ({:?} after the limit; stats {s})", limited.elapsed());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (d1, p1) = relay.counts();
@@ -199,7 +202,7 @@ async fn temporal_layers_are_dropped_before_a_spatial_layer() {
         track_state(&s), d1 - d0, (d1 - d0) + (p1 - p0),
         (0..3u8).map(|t| tids.iter().filter(|&&x| x == t).count()).collect::<Vec<_>>()
     );
-    assert_eq!(track_state(&s).0, Some(2), "still the top layer");
+    assert_eq!(track_state(&s).0, Some(2), "still the top layer (stats {s})");
     assert!(track_state(&s).1.is_some_and(|t| t < 2), "still at a reduced frame rate");
     assert!(span > 100, "media kept flowing");
     assert!((missing as f64) < 0.02 * span as f64, "dropped frames leave no sequence gaps, and loss stays under 2 %");
