@@ -4,10 +4,12 @@
 mod common;
 use base64::Engine;
 use common::*;
+use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use signaling::auth::Role;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_tungstenite::tungstenite::Message;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -101,6 +103,29 @@ async fn forged_tokens_are_refused_while_media_flows() {
         assert_eq!(&got, code, "{what}");
         assert_eq!(close, 4001, "{what}: closed with the auth close code");
     }
+    // The token in the URL: over 4096 bytes it is refused at join like any other token; a URL
+    // over the HTTP layer's head limit (about 400 KiB) is refused before any WebSocket exists.
+    let long_url = format!("{}?token={}", ws_url(&server), "a".repeat(5000));
+    let (mut ws, _) = tokio_tungstenite::connect_async(long_url).await.expect("a 5000-byte ?token= still upgrades");
+    ws.send(Message::Text(json!({"type": "join"}).to_string().into())).await.unwrap();
+    let e = next_json(&mut ws, Duration::from_secs(5)).await.expect("a reply");
+    assert_eq!(e["code"], "token_malformed", "{e}");
+    assert_eq!(next_json(&mut ws, Duration::from_secs(5)).await.expect("a close")["close"], 4001);
+    let status = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(server.http_addr).await.unwrap();
+        let head = format!(
+            "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            "a".repeat(500 * 1024)
+        );
+        let _ = tcp.write_all(head.as_bytes()).await;
+        let mut reply = vec![0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut reply)).await.ok().and_then(Result::ok).unwrap_or(0);
+        String::from_utf8_lossy(&reply[..n]).lines().next().unwrap_or_default().to_owned()
+    };
+    eprintln!("500 KiB URL: {status:?}");
+    assert!(status.starts_with("HTTP/1.1 4"), "a 500 KiB URL gets an HTTP 4xx: {status:?}");
+
     // The good token still works, and the live room never noticed.
     let ok = join(&server, &good).await.expect("a valid token joins");
     assert!(eventually(Duration::from_secs(5), || packets(&viewer) > before + 100).await, "viewer kept receiving");
