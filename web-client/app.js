@@ -35,6 +35,8 @@ const state = {
   wantLive: false,     // the user asked to publish (restored after reconnects)
   leaving: false,
   ended: false,
+  over: null,          // the session is over: what the connection indicator keeps saying ('Ended', 'Left', 'Offline')
+  previewing: null,    // the camera request in flight (one at a time)
   reconnectDelay: 500,
   timer: null,
   remoteStreams: new Map(), // participant id -> MediaStream
@@ -69,6 +71,13 @@ function banner(text) {
   const b = $('banner');
   b.hidden = !text;
   b.textContent = text || '';
+}
+
+// A passing notice: cleared after `ms` unless something else (the end of the live) replaced it.
+function flash(text, ms) {
+  if (state.over) return;
+  banner(text);
+  setTimeout(() => { if ($('banner').textContent === text && !state.over) banner(''); }, ms);
 }
 
 // ---------------------------------------------------------------- lobby (dev mode only)
@@ -117,7 +126,8 @@ function connect() {
   ws.onclose = () => {
     if (state.ws !== ws) return;
     teardownPeers();
-    if (state.leaving || state.ended) { setConn('offline', 'Offline'); return; }
+    // The close that follows room_ended or a leave must not turn "Ended" / "Left" into "Offline".
+    if (state.leaving || state.ended) { setConn('offline', state.over || 'Offline'); return; }
     setConn('reconnecting', 'Reconnecting…');
     const delay = state.reconnectDelay;
     state.reconnectDelay = Math.min(delay * 2, 5000);
@@ -159,6 +169,9 @@ async function handle(msg) {
     case 'participant_left':
       state.participants.delete(msg.participant);
       state.remoteStreams.delete(msg.participant);
+      state.studio.delete(msg.participant);
+      // Whatever its tracks did, nobody who left keeps a tile.
+      for (const [id, t] of state.tracks) if (t.participant === msg.participant) state.tracks.delete(id);
       renderStage();
       break;
     case 'track_published': state.tracks.set(msg.track.id, msg.track); renderStage(); break;
@@ -172,7 +185,7 @@ async function handle(msg) {
       if (t) { t.muted = msg.muted; renderStage(); }
       break;
     }
-    case 'room_update': state.room = msg.room; renderHeader(); break;
+    case 'room_update': state.room = msg.room; renderHeader(); renderStage(); break; // seats may have freed
     case 'pong': state.lastPong = Date.now(); break;
     case 'layers': state.layersMax = msg.max_layer; await applyLayers(); break;
     case 'stats': { const r = state.statsWaiters.shift(); if (r) r(msg); break; }
@@ -189,30 +202,28 @@ async function handle(msg) {
       renderStage();
       break;
     case 'studio_notice':
-      banner(`Studio feed: ${msg.message}`);
-      setTimeout(() => banner(''), 12_000);
+      flash(`Studio feed: ${msg.message}`, 12_000);
       break;
     case 'connection_state':
       if ((msg.state === 'failed' || msg.state === 'closed') && !state.leaving) restart('media connection lost');
       break;
     case 'room_ended':
       state.ended = true;
-      banner('The live has ended.');
-      setConn('offline', 'Ended');
-      stopLocal();
+      finish('Ended', `The live has ended${msg.reason && msg.reason !== 'the host ended the live' ? ` (${msg.reason})` : ''}.`);
       break;
     case 'error':
       console.warn('server error', msg.code, msg.message);
       if (msg.code.startsWith('token_') || msg.code === 'room_ended') {
         state.ended = true;
-        banner(msg.code === 'room_ended' ? 'The live has ended.' : `Cannot join: ${msg.message}`);
+        finish(msg.code === 'room_ended' ? 'Ended' : 'Offline',
+          msg.code === 'room_ended' ? 'The live has ended.' : `Cannot join: ${msg.message}`);
       } else if (msg.code === 'stage_full' || msg.code === 'room_not_live' || msg.code === 'not_allowed') {
         state.wantLive = false;
         state.live = false;
         if (state.pub) { state.pub.close(); state.pub = null; }
-        banner(msg.message);
-        setTimeout(() => banner(''), 4000);
+        flash(msg.message, 4000);
         renderControls();
+        renderStage(); // no seat after all: our camera goes back to the preview below the stage
       }
       break;
     default: break;
@@ -267,17 +278,32 @@ async function onOffer(sdp) {
 
 // ---------------------------------------------------------------- publishing
 
-async function startPreview() {
-  if (state.local) return state.local;
-  const cam = $('pick-cam').value || undefined;
-  const mic = $('pick-mic').value || undefined;
-  state.local = await navigator.mediaDevices.getUserMedia({
-    video: { width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height }, frameRate: { ideal: 24 }, deviceId: cam ? { exact: cam } : undefined },
-    audio: { deviceId: mic ? { exact: mic } : undefined },
-  });
-  await fillDevicePickers();
-  renderStage();
-  return state.local;
+function startPreview() {
+  if (state.local) return Promise.resolve(state.local);
+  // One camera request at a time (the page-open preview and an early "Go live" share it), and
+  // none that outlives the session: a live that ended meanwhile gets its camera turned off again.
+  state.previewing ??= (async () => {
+    try {
+      const cam = $('pick-cam').value || undefined;
+      const mic = $('pick-mic').value || undefined;
+      const stream = await navigator.mediaDevices.getUserMedia({
+        video: { width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height }, frameRate: { ideal: 24 }, deviceId: cam ? { exact: cam } : undefined },
+        audio: { deviceId: mic ? { exact: mic } : undefined },
+      });
+      if (state.over) {
+        stream.getTracks().forEach((t) => t.stop());
+        throw new Error('the session is over');
+      }
+      state.local = stream;
+      await fillDevicePickers();
+      renderStage();
+      renderControls();
+      return stream;
+    } finally {
+      state.previewing = null;
+    }
+  })();
+  return state.previewing;
 }
 
 async function fillDevicePickers() {
@@ -311,9 +337,10 @@ async function switchDevice(kind) {
 }
 
 async function goLive() {
+  if (state.over) return;
   state.wantLive = true;
   const stream = await startPreview();
-  if (state.pub) return;
+  if (state.pub || state.over) return;
   const pc = new RTCPeerConnection();
   state.pub = pc;
   pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', target: 'publisher', candidate: e.candidate.toJSON() }); };
@@ -358,6 +385,26 @@ function stopLocal() {
   renderStage();
 }
 
+// The session is over for good (the live ended, we left, or the join was refused): stop the camera,
+// clear the stage and the LIVE timer, keep the connection indicator on `connText`, and leave only
+// the controls that still do something.
+function finish(connText, message) {
+  state.over = connText;
+  state.wantLive = false;
+  clearInterval(state.timer);
+  state.timer = null;
+  if (state.room && connText === 'Ended') state.room = { ...state.room, state: 'ended' };
+  state.tracks.clear();
+  state.remoteStreams.clear();
+  state.studio.clear();
+  $('unmute').hidden = true;
+  stopLocal(); // closes both peer connections and renders the (now empty) stage
+  banner(message);
+  setConn('offline', connText);
+  renderHeader();
+  renderControls();
+}
+
 function myTrack(kind) {
   for (const t of state.tracks.values()) if (t.participant === state.me?.id && t.kind === kind) return t;
   return null;
@@ -376,13 +423,40 @@ function toggle(kind) {
 
 // ---------------------------------------------------------------- rendering
 
+// All seats are taken by others (we hold none: a seat is ours once we publish).
+function seatsFull() {
+  const r = state.room;
+  if (!r || state.live) return false;
+  return r.publishers >= (r.max_publishers || 4);
+}
+
 function onStage() {
   // Publishers with at least one track, plus ourselves while we publish.
   const ids = [];
   for (const t of state.tracks.values()) if (!ids.includes(t.participant)) ids.push(t.participant);
-  // Our own camera shows as soon as the preview runs (publishers see themselves before going live).
-  if (state.local && state.me && !ids.includes(state.me.id)) ids.push(state.me.id);
+  // Our own camera shows as soon as the preview runs (publishers see themselves before going
+  // live) if a seat is free for it; if not, it shows below the stage (renderSelfPreview).
+  if (state.local && state.me && !ids.includes(state.me.id) && ids.length < 4 && !seatsFull()) ids.push(state.me.id);
   return ids.slice(0, 4);
+}
+
+// A publisher whose camera runs but who has no place on a full stage still sees their camera,
+// with a note that says why it is not on stage.
+function renderSelfPreview(ids) {
+  const box = $('self-preview');
+  const v = $('self-video');
+  const show = !!(state.local && state.me && !ids.includes(state.me.id));
+  box.hidden = !show;
+  if (!show) { if (v.srcObject) v.srcObject = null; return; }
+  if (v.srcObject !== state.local) v.srcObject = state.local;
+  const cam = state.local.getVideoTracks()[0];
+  const tile = box.querySelector('.tile');
+  tile.classList.toggle('cam-off', !cam?.enabled);
+  tile.dataset.initials = initials(state.me.name);
+  const r = state.room;
+  const max = r?.max_publishers || 4;
+  $('self-note').textContent = `The stage is full (${Math.max(r?.publishers ?? max, ids.length)} of ${max}). `
+    + `Only you see this preview; press “${$('go-live').textContent}” when a seat frees up.`;
 }
 
 function initials(name) {
@@ -394,7 +468,7 @@ function renderStage() {
   const ids = onStage();
   stage.dataset.count = String(ids.length);
   const keep = new Set(ids);
-  for (const tile of [...stage.children]) if (!keep.has(tile.dataset.participant)) tile.remove();
+  for (const tile of stage.querySelectorAll('.tile')) if (!keep.has(tile.dataset.participant)) tile.remove();
   for (const id of ids) {
     let tile = stage.querySelector(`[data-participant="${CSS.escape(id)}"]`);
     const p = state.participants.get(id);
@@ -412,7 +486,7 @@ function renderStage() {
       const label = document.createElement('div');
       label.className = 'name';
       tile.append(v, label);
-      stage.append(tile);
+      stage.insertBefore(tile, $('unmute')); // the unmute button stays last, below the tiles
     }
     const v = tile.querySelector('video');
     const stream = mine ? state.local : state.remoteStreams.get(id);
@@ -433,6 +507,7 @@ function renderStage() {
   for (const el of document.querySelectorAll('audio[data-participant]')) {
     if (!keep.has(el.dataset.participant) || el.dataset.participant === state.me?.id) el.remove();
   }
+  renderSelfPreview(ids);
 }
 
 function reportSize(video) {
@@ -472,12 +547,15 @@ function renderHeader() {
   const r = state.room;
   if (!r) return;
   $('room-name').textContent = r.name;
-  $('live-badge').hidden = r.state !== 'live';
-  $('waiting-badge').hidden = r.state !== 'waiting';
-  $('viewer-count').hidden = false;
+  // Once the live has ended (or we left) nothing here is current any more: no LIVE, no count.
+  const over = !!state.over || r.state === 'ended';
+  $('live-badge').hidden = over || r.state !== 'live';
+  $('waiting-badge').hidden = over || r.state !== 'waiting';
+  $('viewer-count').hidden = over;
   $('viewer-count').textContent = `${r.viewers} watching`;
   clearInterval(state.timer);
-  if (r.state === 'live' && r.started_at) {
+  state.timer = null;
+  if (!over && r.state === 'live' && r.started_at) {
     const tick = () => {
       const s = Math.max(0, Math.floor((Date.now() - r.started_at) / 1000));
       const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
@@ -491,9 +569,15 @@ function renderHeader() {
 function renderControls() {
   const role = state.me?.role ?? state.claims?.role;
   const canPublish = role === 'host' || role === 'cohost';
-  $('publish-controls').hidden = !canPublish;
-  $('end-live').hidden = role !== 'host';
-  $('studio').hidden = role !== 'host';
+  const over = !!state.over;
+  // After the end only "Join again" (after a leave) is left to press.
+  $('controls').hidden = over && state.over !== 'Left';
+  $('publish-controls').hidden = !canPublish || over;
+  $('end-live').hidden = role !== 'host' || over;
+  $('studio').hidden = role !== 'host' || over;
+  $('leave').hidden = over;
+  $('quality').closest('label').hidden = over;
+  $('rejoin').hidden = state.over !== 'Left';
   const go = $('go-live');
   go.textContent = role === 'host' ? 'Go live' : 'Join as co-host';
   go.hidden = state.live;
@@ -535,7 +619,7 @@ function renderRoom() {
 // ---------------------------------------------------------------- wiring
 
 function wire() {
-  $('go-live').addEventListener('click', () => goLive().catch((e) => banner(`Could not start camera: ${e.message}`)));
+  $('go-live').addEventListener('click', () => goLive().catch((e) => { if (!state.over) banner(`Could not start camera: ${e.message}`); }));
   $('toggle-mic').addEventListener('click', () => toggle('audio'));
   $('toggle-cam').addEventListener('click', () => toggle('video'));
   $('pick-cam').addEventListener('change', () => switchDevice('video'));
@@ -543,10 +627,9 @@ function wire() {
   $('leave').addEventListener('click', () => {
     state.leaving = true;
     send({ type: 'leave' });
-    stopLocal();
-    banner('You left the room.');
-    setConn('offline', 'Left');
+    finish('Left', 'You left the room.');
   });
+  $('rejoin').addEventListener('click', () => location.reload());
   $('end-live').addEventListener('click', () => send({ type: 'end_room' }));
   $('studio').addEventListener('click', () => {
     $('studio-new').hidden = true;
@@ -629,7 +712,7 @@ if (!token) {
   renderControls();
   $('room').hidden = false;
   if (state.claims?.role === 'host' || state.claims?.role === 'cohost') {
-    startPreview().catch((e) => banner(`Camera or microphone unavailable: ${e.message}`));
+    startPreview().catch((e) => { if (!state.over) banner(`Camera or microphone unavailable: ${e.message}`); });
   }
   connect();
 }

@@ -70,8 +70,9 @@ async function token(room, identity, role, name = identity) {
   return (await r.json()).token;
 }
 
-async function open(label, tok, viewport = { width: 1280, height: 800 }, extra = '') {
+async function open(label, tok, viewport = { width: 1280, height: 800 }, extra = '', init = null) {
   const context = await browser.newContext({ viewport, permissions: ['camera', 'microphone'] });
+  if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${label}] page error: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('ERR_INTERNET_DISCONNECTED')) console.error(`[${label}] ${m.text()}`); });
@@ -81,6 +82,49 @@ async function open(label, tok, viewport = { width: 1280, height: 800 }, extra =
 
 const inbound = (page) => page.evaluate(() => window.__onair.inbound());
 const tiles = (page) => page.evaluate(() => window.__onair.tiles());
+
+// Where things sit around the stage: the empty space between what the stage column shows and the
+// controls, the empty space inside the stage below its tiles, and which of the notices, the
+// unmute button and the self preview are drawn over a video tile.
+const layout = (page) => page.evaluate(() => {
+  const rect = (el) => el.getBoundingClientRect();
+  const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const tileRects = [...document.querySelectorAll('#stage .tile')].map(rect);
+  const shown = (parent) => [...parent.children].filter((el) => el.getClientRects().length > 0);
+  const stage = document.getElementById('stage');
+  const contentBottom = Math.max(...shown(document.querySelector('.stage-wrap')).map((el) => rect(el).bottom));
+  const stageContentBottom = Math.max(...shown(stage).map((el) => rect(el).bottom));
+  const covering = ['unmute', 'banner', 'self-preview'].map((id) => document.getElementById(id))
+    .filter((el) => !el.hidden && tileRects.some((t) => hit(rect(el), t))).map((el) => el.id);
+  return { tiles: tileRects.length, gapToControls: Math.round(rect(document.getElementById('controls')).top - contentBottom),
+    emptyInStage: Math.round(rect(stage).bottom - stageContentBottom), covering };
+});
+// The socket is closed (the server closes it after room_ended or a leave), so the page has
+// handled everything that follows.
+const socketClosed = (page) => until('the socket closed', () => page.evaluate(() => window.__onair.state.ws?.readyState === WebSocket.CLOSED), 5000).catch(() => {});
+// What a page shows once its session is over: the indicator, whether the LIVE timer still runs
+// (over 2.1 s), the tiles left on stage, whether a camera still runs.
+const afterEnd = (page) => page.evaluate(async () => {
+  const timer = () => document.getElementById('live-timer').textContent;
+  const before = timer();
+  await new Promise((r) => setTimeout(r, 2100));
+  return { conn: window.__onair.connText(), timer: `${before} -> ${timer()}`, ticking: timer() !== before || window.__onair.state.timer !== null,
+    liveBadge: !document.getElementById('live-badge').hidden, tiles: window.__onair.tiles().length, camera: !!window.__onair.state.local };
+});
+// Autoplay of sound blocked until the user taps, as phones do (the browser is launched with
+// autoplay allowed and reports user activation from the start, so the page's play() is refused
+// here until the first pointer or key press).
+const blockAutoplay = () => {
+  const play = HTMLMediaElement.prototype.play;
+  let tapped = false;
+  for (const ev of ['pointerdown', 'keydown']) window.addEventListener(ev, () => { tapped = true; }, true);
+  HTMLMediaElement.prototype.play = function playUnlessBlocked() {
+    if (this instanceof HTMLAudioElement && !tapped) {
+      return Promise.reject(new DOMException('play() needs a user gesture', 'NotAllowedError'));
+    }
+    return play.call(this);
+  };
+};
 
 async function decoding(page, videos) {
   const s = await inbound(page);
@@ -164,12 +208,45 @@ try {
     await viewers[0].screenshot({ path: path.join(shots, 'viewer-stage-of-four.png') });
     await viewers[1].screenshot({ path: path.join(shots, 'viewer-stage-of-four-360px.png'), fullPage: true });
     const fifth = await open('fifth', await token(room, 'fifth', 'cohost', 'Fifth Cohost'), undefined, '&capture=360');
+    // Before pressing anything, the fifth co-host sees their own camera (below the full stage, not
+    // over it) and a note that says the stage is full.
+    const selfPreview = () => fifth.evaluate(() => {
+      const box = document.getElementById('self-preview');
+      const v = document.getElementById('self-video');
+      const r = v.getBoundingClientRect();
+      return !box.hidden && v.srcObject?.getVideoTracks()[0]?.readyState === 'live' && v.videoWidth > 0 && !v.paused && r.width >= 100
+        ? { frame: `${v.videoWidth}x${v.videoHeight}`, drawn: `${Math.round(r.width)}x${Math.round(r.height)}`, note: document.getElementById('self-note').textContent, stage: window.__onair.tiles() }
+        : null;
+    });
+    const preview = await until('the fifth co-host\'s own preview', selfPreview, 10_000).catch((e) => ({ error: e.message }));
+    check('stage full: a co-host opening the page sees their own camera preview', !!preview.frame, `${preview.frame ?? preview.error} drawn ${preview.drawn}`);
+    const fifthLayout = await layout(fifth);
+    check('stage full: ... with a note that the stage is full, beside the stage of four and not over it',
+      /stage is full/.test(preview.note ?? '') && preview.stage?.length === 4 && fifthLayout.covering.length === 0, `"${preview.note}" ${JSON.stringify(fifthLayout)}`);
+    await until('the fifth co-host decoding the stage', () => decoding(fifth, 4), 10_000).catch(() => {});
+    await sleep(1500);
+    await fifth.screenshot({ path: path.join(shots, 'cohost-stage-full.png') });
+    await fifth.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    const fifthPhone = await layout(fifth);
+    const previewPhone = await selfPreview();
+    check('stage full at 360 px: the preview and note show below the stage, covering no tile', !!previewPhone && fifthPhone.covering.length === 0 && fifthPhone.gapToControls <= 20,
+      `${previewPhone?.drawn} ${JSON.stringify(fifthPhone)}`);
+    await fifth.screenshot({ path: path.join(shots, 'cohost-stage-full-360px.png'), fullPage: true });
+    await fifth.setViewportSize({ width: 1280, height: 800 });
     await fifth.click('#go-live');
     const refused = await until('stage full banner', () => fifth.evaluate(() => { const b = document.getElementById('banner'); return !b.hidden && b.textContent.includes('full'); }), 5000).then(() => true, () => false);
     check('a fifth co-host is told the stage is full', refused);
-    await fifth.context().close();
+    check('stage full: the preview stays after the refused join', !!(await selfPreview()));
     for (const p of extra) { await p.click('#leave'); await p.context().close(); }
     await until('back to two', async () => (await tiles(viewers[0])).length === 2, 5000).catch(() => {});
+    // Seats free again: the fifth co-host's camera moves onto the stage (as before going live).
+    const moved = await until('the fifth on stage', async () => {
+      const t = await tiles(fifth);
+      return t.length === 3 && t.some((x) => x.includes('(you)')) && await fifth.evaluate(() => document.getElementById('self-preview').hidden) ? t : null;
+    }, 5000).catch((e) => e.message);
+    check('stage full: once seats free up, the co-host\'s own camera moves onto the stage', Array.isArray(moved), JSON.stringify(moved));
+    await fifth.context().close();
 
     // A network drop: the viewer goes offline for 2 s, then back. Without a reload, the page
     // reconnects, rejoins and decodes both videos again.
@@ -186,11 +263,31 @@ try {
       check('viewer1 recovers from a network drop without a reload', back && again, `${Date.now() - t} ms after the network returned ${JSON.stringify(dbg)}`);
     }
 
+    // Sound blocked until a tap: the "Tap to unmute" button shows below the tiles, over none of
+    // them, on a phone and on a desktop; on the phone the stage is as tall as its tiles.
+    for (const [label, viewport] of [['unmute-360px', { width: 360, height: 740 }], ['unmute-desktop', undefined]]) {
+      const p = await open(label, await token(room, label, 'viewer', 'Una Unmute'), viewport, '', blockAutoplay);
+      const shown = await until('the unmute button', () => p.evaluate(() => !document.getElementById('unmute').hidden && window.__onair.tiles().length === 2), 20_000).then(() => true, () => false);
+      await sleep(1000);
+      const l = await layout(p);
+      const phone = label.includes('360');
+      check(`${label}: "Tap to unmute" shows without covering a video tile`, shown && l.covering.length === 0 && (!phone || (l.gapToControls <= 20 && l.emptyInStage <= 1)), JSON.stringify(l));
+      await p.screenshot({ path: path.join(shots, `viewer-${label}.png`), fullPage: phone });
+      await p.click('#unmute');
+      const playing = await until('sound playing', () => p.evaluate(() => document.getElementById('unmute').hidden && [...document.querySelectorAll('audio')].every((a) => !a.paused)), 3000).then(() => true, () => false);
+      check(`${label}: tapping it hides it, sound plays`, playing);
+      await p.context().close();
+    }
+
+    const viewerPhone = await layout(viewers[1]);
+    check('viewer2 at 360 px: the stage is as tall as its tiles (no empty band above the controls)', viewerPhone.tiles === 2 && viewerPhone.gapToControls <= 20 && viewerPhone.emptyInStage <= 1, JSON.stringify(viewerPhone));
     await host.screenshot({ path: path.join(shots, 'host-desktop.png') });
     await viewers[0].screenshot({ path: path.join(shots, 'viewer-desktop.png') });
     await viewers[1].screenshot({ path: path.join(shots, 'viewer-360px.png'), fullPage: true });
     await host.setViewportSize({ width: 360, height: 740 });
     await sleep(300);
+    const hostPhone = await layout(host);
+    check('host at 360 px: the stage is as tall as its tiles', hostPhone.tiles === 2 && hostPhone.gapToControls <= 20 && hostPhone.emptyInStage <= 1, JSON.stringify(hostPhone));
     await host.screenshot({ path: path.join(shots, 'host-360px.png'), fullPage: true });
     await host.setViewportSize({ width: 1280, height: 800 });
     console.log(`screenshots in ${path.relative(root, shots)}/`);
@@ -203,6 +300,14 @@ try {
       check(`viewer${i + 1}: stage shows one co-host within 2 s after the co-host leaves`, ok, `${Date.now() - t0} ms`);
     }
     await viewers[0].screenshot({ path: path.join(shots, 'viewer-after-leave.png') });
+    // The co-host's own page after leaving: says "Left" (also once the socket has closed), no
+    // stale tiles, no LIVE timer, camera off, and a way back in.
+    await socketClosed(cohost);
+    const left = await afterEnd(cohost);
+    const rejoin = await cohost.evaluate(() => !document.getElementById('rejoin').hidden);
+    check('leaving: the page says "Left", clears its stage, stops the LIVE timer and the camera', left.conn === 'Left' && left.tiles === 0 && !left.ticking && !left.liveBadge && !left.camera && rejoin, JSON.stringify(left));
+    await cohost.screenshot({ path: path.join(shots, 'cohost-left.png') });
+    await cohost.context().close();
 
     // Join time: page load -> first decoded frame, over 5 fresh viewer pages.
     const joins = [];
@@ -271,6 +376,21 @@ try {
     await host.click('#end-live');
     const ended = await until('room ended banner', () => viewers[0].evaluate(() => !document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('ended')), 5000).then(() => true, () => false);
     check('viewers are told when the host ends the live', ended);
+    // After the end (and after the server closes the sockets): "Ended", not "Offline"; the LIVE
+    // timer stopped; no tiles left, the host's own included; the host's camera off.
+    for (const p of [host, ...viewers]) await socketClosed(p);
+    const hostEnd = await afterEnd(host);
+    const viewerEnd = await Promise.all(viewers.map(afterEnd));
+    check('end live: the host\'s status reads "Ended"', hostEnd.conn === 'Ended', hostEnd.conn);
+    check('end live: both viewers\' status reads "Ended"', viewerEnd.every((v) => v.conn === 'Ended'), viewerEnd.map((v) => v.conn).join(', '));
+    check('end live: the LIVE timer stops and hides (host and viewers)', [hostEnd, ...viewerEnd].every((v) => !v.ticking && !v.liveBadge), [hostEnd, ...viewerEnd].map((v) => v.timer).join('; '));
+    check('end live: the host\'s own tile leaves the stage and the camera stops', hostEnd.tiles === 0 && !hostEnd.camera, JSON.stringify(hostEnd));
+    check('end live: the viewers\' stages are empty', viewerEnd.every((v) => v.tiles === 0), viewerEnd.map((v) => v.tiles).join(', '));
+    await host.screenshot({ path: path.join(shots, 'host-ended.png') });
+    await viewers[1].screenshot({ path: path.join(shots, 'viewer-ended-360px.png'), fullPage: true });
+    await host.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    await host.screenshot({ path: path.join(shots, 'host-ended-360px.png'), fullPage: true });
   }
 
   if (run('studio')) {
