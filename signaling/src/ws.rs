@@ -177,8 +177,9 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
     lock(&room).leave(id, &reason);
     app.sfu.remove_participant(id);
     // Closed last: the linger (up to two seconds) must not keep the seat or the tracks.
-    if let Some(code) = close_code {
-        socket.close(code, &reason).await;
+    match close_code {
+        Some(code) => socket.close(code, &reason).await,
+        None => socket.finish().await,
     }
 }
 

@@ -68,6 +68,12 @@ impl Socket {
         self.inner.send(Message::Ping(Default::default())).await.is_ok()
     }
 
+    /// The client closed (or vanished): send the reply to its close frame that tungstenite has
+    /// queued, so the client sees a clean close handshake.
+    pub async fn finish(mut self) {
+        let _ = tokio::time::timeout(LINGER, self.inner.flush()).await;
+    }
+
     /// Send a close frame, then linger until the client hangs up (see the module doc).
     pub async fn close(mut self, code: u16, reason: &str) {
         // A close reason is at most 123 bytes (RFC 6455 §5.5); cut on a character boundary.

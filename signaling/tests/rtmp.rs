@@ -481,6 +481,21 @@ async fn host_answers(host: &mut Client, ts: u64) -> bool {
     host.wait_for("pong", Duration::from_secs(1)).await.is_some_and(|p| p["ts"] == ts)
 }
 
+/// The host revokes key `id`: the reply comes within a second, and right after it `/healthz`
+/// and the host's own socket answer within a second each. Returns when the revocation was sent.
+async fn revoke_and_check(server: &signaling::Server, host: &mut Client, id: &str, what: &str) -> Instant {
+    let t0 = Instant::now();
+    host.send(json!({"type": "revoke_stream_key", "id": id}));
+    let reply = host.wait_for("stream_key_revoked", Duration::from_secs(1)).await;
+    eprintln!("{what}: stream_key_revoked after {:?}", t0.elapsed());
+    assert!(reply.is_some_and(|r| r["id"] == id), "{what}: the host gets stream_key_revoked within 1 s");
+    let health = healthz_latency(server).await;
+    eprintln!("{what}: /healthz answered in {health:?}");
+    assert!(health.is_some(), "{what}: /healthz answers within 1 s after the revocation");
+    assert!(host_answers(host, t0.elapsed().as_micros() as u64).await, "{what}: the host's socket answers pings");
+    t0
+}
+
 /// Revoking the key of a feed that is live, and of a feed held in its reconnect grace, cuts the
 /// feed at once; the host gets its reply and the server keeps answering everyone throughout (a
 /// lock taken twice here once hung every runtime thread).
@@ -497,15 +512,7 @@ async fn revoking_a_live_or_held_feed_cuts_it_and_the_server_keeps_answering() {
     let (key, id) = mint_key(&mut host, "Live feed").await;
     let ffmpeg = push(&rtmp_url(&server, &key), &Feed { seconds: 60, ..Feed::default() });
     assert!(eventually(Duration::from_secs(10), || video_and_audio(&viewer, 50).is_some()).await, "the feed reaches the viewer");
-    let t0 = Instant::now();
-    host.send(json!({"type": "revoke_stream_key", "id": id}));
-    let reply = host.wait_for("stream_key_revoked", Duration::from_secs(1)).await;
-    eprintln!("live feed: stream_key_revoked after {:?}", t0.elapsed());
-    assert!(reply.is_some_and(|r| r["id"] == id), "the host gets stream_key_revoked within 1 s");
-    let health = healthz_latency(&server).await;
-    eprintln!("live feed: /healthz answered in {health:?}");
-    assert!(health.is_some(), "/healthz answers within 1 s after the revocation");
-    assert!(host_answers(&mut host, 1).await, "the host's socket answers pings");
+    let t0 = revoke_and_check(&server, &mut host, &id, "live feed").await;
     let (status, err) = stderr_of(ffmpeg, Duration::from_secs(10)).await;
     eprintln!("live feed: encoder cut {:?} after the revocation ({status:?}): {}", t0.elapsed(), err.trim());
     assert!(status.is_some(), "the encoder is cut (ffmpeg exits long before its 60 s)");
@@ -520,15 +527,7 @@ async fn revoking_a_live_or_held_feed_cuts_it_and_the_server_keeps_answering() {
     assert!(eventually(Duration::from_secs(10), || total_packets(&viewer) > before + 50).await, "the second feed flows");
     ffmpeg.kill().await.unwrap();
     assert!(eventually(Duration::from_secs(5), || server.state.studio.feeds().iter().any(|f| !f.connected)).await, "the feed is held");
-    let t0 = Instant::now();
-    host.send(json!({"type": "revoke_stream_key", "id": id}));
-    let reply = host.wait_for("stream_key_revoked", Duration::from_secs(1)).await;
-    eprintln!("held feed: stream_key_revoked after {:?}", t0.elapsed());
-    assert!(reply.is_some_and(|r| r["id"] == id), "the host gets stream_key_revoked within 1 s");
-    let health = healthz_latency(&server).await;
-    eprintln!("held feed: /healthz answered in {health:?}");
-    assert!(health.is_some(), "/healthz answers within 1 s");
-    assert!(host_answers(&mut host, 2).await, "the host's socket answers pings");
+    revoke_and_check(&server, &mut host, &id, "held feed").await;
     assert!(eventually(Duration::from_secs(2), || server.state.studio.feeds().is_empty()).await, "the held feed is gone at once");
     // The revoked key is refused from now on; the room carries on.
     let (status, err) = stderr_of(push(&rtmp_url(&server, &key), &Feed { seconds: 2, ..Feed::default() }), Duration::from_secs(10)).await;

@@ -904,28 +904,38 @@ impl Drop for ImpairRelay {
 }
 
 /// Ends the whole test process with a message if the guard is still alive after `within`: a
-/// deadlocked server can stop every runtime thread, and then no tokio timeout fires.
-pub struct Watchdog(Arc<AtomicBool>);
+/// deadlocked server can stop every runtime thread, and then no tokio timeout fires. A test that
+/// fails (panics) while the runtime is blocked would hang at teardown, so a panic leaves a short
+/// fuse: the process ends 10 s later if it has not ended by itself.
+pub struct Watchdog(Arc<AtomicU32>);
+
+const WATCHDOG_RUNNING: u32 = 0;
+const WATCHDOG_DONE: u32 = 1;
+const WATCHDOG_PANICKED: u32 = 2;
 
 pub fn watchdog(what: &'static str, within: Duration) -> Watchdog {
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
+    let state = Arc::new(AtomicU32::new(WATCHDOG_RUNNING));
+    let seen = state.clone();
     std::thread::spawn(move || {
         let t0 = Instant::now();
-        while t0.elapsed() < within {
-            if flag.load(Ordering::SeqCst) {
-                return;
+        let mut deadline = within;
+        while t0.elapsed() < deadline {
+            match seen.load(Ordering::SeqCst) {
+                WATCHDOG_DONE => return,
+                WATCHDOG_PANICKED if deadline == within => deadline = t0.elapsed() + Duration::from_secs(10),
+                _ => {}
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("watchdog: {what} did not finish within {within:?} (a hang: every runtime thread blocked?)");
+        eprintln!("watchdog: {what} did not finish within {deadline:?} (a hang: every runtime thread blocked?)");
         std::process::exit(101);
     });
-    Watchdog(done)
+    Watchdog(state)
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        let end = if std::thread::panicking() { WATCHDOG_PANICKED } else { WATCHDOG_DONE };
+        self.0.store(end, Ordering::SeqCst);
     }
 }
