@@ -11,6 +11,40 @@ use std::net::{SocketAddr, UdpSocket};
 /// Datagrams handed to the kernel per `sendmmsg` call.
 pub const MAX_BATCH: usize = 64;
 
+/// What the media socket asks the kernel for, per direction. Every publisher's and viewer's
+/// datagrams share this one socket; the default (about 208 KiB on Linux) holds a few hundred
+/// datagrams, so a burst — a flood of garbage, a stall of the receive thread, many key frames at
+/// once — overflowed it and dropped good media with the bad (the garbage test saw 600–1800
+/// kernel drops per run, and the publisher's losses reached viewers as NACK repairs).
+pub const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Ask for [`SOCKET_BUFFER_BYTES`] of receive and send buffer; returns what the kernel granted
+/// (receive, send), which Linux caps at `net.core.rmem_max` / `wmem_max` (raise those for
+/// production: docs/architecture.md §6).
+#[cfg(target_os = "linux")]
+pub fn grow_buffers(socket: &UdpSocket) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let want = SOCKET_BUFFER_BYTES as libc::c_int;
+    let get = |opt: libc::c_int| -> usize {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for writes of the sizes given; a failure leaves v = 0.
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut v as *mut libc::c_int as *mut libc::c_void, &mut len) };
+        v.max(0) as usize
+    };
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: `want` is a valid c_int for the length given. A refusal keeps the default.
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, &want as *const libc::c_int as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    }
+    (get(libc::SO_RCVBUF), get(libc::SO_SNDBUF))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn grow_buffers(_socket: &UdpSocket) -> (usize, usize) {
+    (0, 0)
+}
+
 /// Datagrams waiting to be sent, owned by one worker and reused (no allocation per packet once
 /// warm).
 #[derive(Default)]

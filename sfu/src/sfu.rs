@@ -207,6 +207,8 @@ impl Sfu {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let (rcvbuf, sndbuf) = crate::batch::grow_buffers(&socket);
+        tracing::info!(rcvbuf, sndbuf, "media socket buffers (bytes, as the kernel counts them)");
         let bound = socket.local_addr().map_err(|e| SfuError::Startup(e.to_string()))?;
         let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
         let n = if config.workers == 0 {
