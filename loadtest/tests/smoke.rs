@@ -7,8 +7,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_twenty_viewers_ten_seconds() {
-    let mut config = signaling::config::Config::default();
-    config.dev = Some(false);
+    let mut config = signaling::config::Config { dev: Some(false), ..Default::default() };
     config.auth.secret = "loadtest-smoke".into();
     config.http.bind = "127.0.0.1:0".parse().unwrap();
     config.rtc.udp_bind = "127.0.0.1:0".parse().unwrap();

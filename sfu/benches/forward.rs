@@ -110,7 +110,7 @@ enum Send<'a> {
     /// Dropped after encryption (kernel excluded).
     Drop,
     /// One `send_to` per datagram.
-    SendTo(&'a UdpSocket, SocketAddr),
+    PerDatagram(&'a UdpSocket, SocketAddr),
     /// One `sendmmsg` per fan-out (what the worker does).
     Batched(&'a UdpSocket, SocketAddr),
 }
@@ -136,7 +136,7 @@ fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId,
                 datagrams += 1;
                 match mode {
                     Send::Drop => {}
-                    Send::SendTo(sock, to) => {
+                    Send::PerDatagram(sock, to) => {
                         let _ = sock.send_to(&out.message, to);
                     }
                     Send::Batched(_, to) => batch.push(to, out.message),
@@ -189,7 +189,7 @@ fn main() {
         // Warm-up.
         run(k, n / 10, Send::Drop, &mut pairs, track, &mut seq);
         let (cpu_a, fwd_a, _) = run(k, n, Send::Drop, &mut pairs, track, &mut seq);
-        let (cpu_b, fwd_b, dg_b) = run(k, n, Send::SendTo(&sender, sink_addr), &mut pairs, track, &mut seq);
+        let (cpu_b, fwd_b, dg_b) = run(k, n, Send::PerDatagram(&sender, sink_addr), &mut pairs, track, &mut seq);
         let (cpu_c, fwd_c, dg_c) = run(k, n, Send::Batched(&sender, sink_addr), &mut pairs, track, &mut seq);
         assert!(fwd_a > 0 && fwd_b > 0 && fwd_c > 0 && dg_b >= fwd_b && dg_c >= fwd_c, "packets were forwarded");
         let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;

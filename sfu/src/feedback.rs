@@ -303,7 +303,7 @@ mod tests {
             .filter(|s| g.allow(1, 1000 + s, t1, pps))
             .count();
         assert!(
-            allowed >= 1 && allowed <= 4,
+            (1..=4).contains(&allowed),
             "{allowed} of 1000 allowed at once"
         );
         // Over one more second, about the rate.

@@ -78,12 +78,8 @@ pub fn size_cap(wanted_height: Option<u32>, heights: [Option<u32>; MAX_LAYERS]) 
     for l in 0..MAX_LAYERS {
         match estimate(l) {
             Some(h) if h >= wanted => return l as u8,
-            None if top.is_none() => {
-                // Nothing known: assume 180p / 360p / 720p.
-                if (180u32 << l) >= wanted {
-                    return l as u8;
-                }
-            }
+            // Nothing known: assume 180p / 360p / 720p.
+            None if top.is_none() && (180u32 << l) >= wanted => return l as u8,
             _ => {}
         }
     }
@@ -272,9 +268,9 @@ impl LayerRates {
     /// Measured rates, nominal where a layer was never seen.
     pub fn rates(&self) -> [f64; MAX_LAYERS] {
         let mut r = NOMINAL_BPS;
-        for l in 0..MAX_LAYERS {
-            if let Some(m) = self.measured[l] {
-                r[l] = m;
+        for (rate, measured) in r.iter_mut().zip(self.measured) {
+            if let Some(m) = measured {
+                *rate = m;
             }
         }
         r

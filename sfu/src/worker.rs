@@ -678,16 +678,14 @@ impl Worker {
                             received: at,
                         });
                     }
-                    RTCMessage::RtcpPacket(track_id, packets) => {
-                        if key.role == SessionRole::Subscriber {
-                            let wants_keyframe = packets.iter().any(|p| {
-                                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-                            });
-                            if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
-                                // The viewer's decoder wants a keyframe of what it is fed.
-                                let layer = session.forwarders.get(&track).and_then(|s| s.forwarder.current).unwrap_or(0);
-                                feedback.push((track, layer));
-                            }
+                    RTCMessage::RtcpPacket(track_id, packets) if key.role == SessionRole::Subscriber => {
+                        let wants_keyframe = packets
+                            .iter()
+                            .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
+                        if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
+                            // The viewer's decoder wants a keyframe of what it is fed.
+                            let layer = session.forwarders.get(&track).and_then(|s| s.forwarder.current).unwrap_or(0);
+                            feedback.push((track, layer));
                         }
                     }
                     _ => {}

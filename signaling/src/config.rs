@@ -348,8 +348,7 @@ mod tests {
         assert_eq!(c.http.bind.port(), 9100);
         assert!(c.apply_env(|k| (k == "ONAIR_RTC_WORKERS").then(|| "many".to_string())).is_err());
         assert!(toml::from_str::<Config>("[http]\nbindd = 1\n").is_err(), "unknown keys are refused");
-        let mut c = Config::default();
-        c.dev = Some(false);
+        let mut c = Config { dev: Some(false), ..Config::default() };
         assert!(c.validate().is_err(), "no secret outside dev mode");
         c.room.max_publishers = 5;
         c.dev = None;

@@ -39,8 +39,7 @@ pub fn init_tracing() {
 }
 
 pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.dev = Some(false);
+    let mut c = Config { dev: Some(false), ..Config::default() };
     c.auth.secret = SECRET.into();
     c.http.bind = "127.0.0.1:0".parse().unwrap();
     c.rtc.udp_bind = "127.0.0.1:0".parse().unwrap();
@@ -228,8 +227,8 @@ fn media_engine(publisher: bool) -> MediaEngine {
     if publisher {
         let vp8 = RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
         let opus = RTCRtpCodec { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), rtcp_feedback: vec![] };
-        me.register_codec(RTCRtpCodecParameters { rtp_codec: vp8, payload_type: VP8_PT, ..Default::default() }, RtpCodecKind::Video).unwrap();
-        me.register_codec(RTCRtpCodecParameters { rtp_codec: opus, payload_type: OPUS_PT, ..Default::default() }, RtpCodecKind::Audio).unwrap();
+        me.register_codec(RTCRtpCodecParameters { rtp_codec: vp8, payload_type: VP8_PT }, RtpCodecKind::Video).unwrap();
+        me.register_codec(RTCRtpCodecParameters { rtp_codec: opus, payload_type: OPUS_PT }, RtpCodecKind::Audio).unwrap();
     } else {
         me.register_default_codecs().unwrap();
     }
