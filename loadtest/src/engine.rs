@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -21,9 +22,8 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::cmp::Reverse;
@@ -47,17 +47,40 @@ pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 /// What the signaling side asks of the engine.
 pub enum Cmd {
     /// A server offer for viewer `id` (the first creates the peer); reply: our answer.
-    Offer { id: u64, sdp: String, started: Instant, reply: Reply<String> },
+    Offer {
+        id: u64,
+        sdp: String,
+        started: Instant,
+        reply: Reply<String>,
+    },
     /// Create publisher `id`; reply: our offer.
-    Publish { id: u64, spec: PublisherSpec, reply: Reply<String> },
+    Publish {
+        id: u64,
+        spec: PublisherSpec,
+        reply: Reply<String>,
+    },
     /// The server's answer to publisher `id`.
-    Answer { id: u64, sdp: String, reply: Reply<()> },
+    Answer {
+        id: u64,
+        sdp: String,
+        reply: Reply<()>,
+    },
     /// Dynacast: publisher `id` should send layers up to `max` only.
-    Layers { id: u64, max: u8 },
-    Close { id: u64 },
+    Layers {
+        id: u64,
+        max: u8,
+    },
+    Close {
+        id: u64,
+    },
     /// A publisher sending plain RTP (no WebRTC) to a server's RTP input, e.g. a Janus
     /// streaming mountpoint: one video layer (the top rate) and audio.
-    RawPublisher { spec: PublisherSpec, audio_to: SocketAddr, video_to: SocketAddr, reply: Reply<()> },
+    RawPublisher {
+        spec: PublisherSpec,
+        audio_to: SocketAddr,
+        video_to: SocketAddr,
+        reply: Reply<()>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -131,9 +154,7 @@ impl Engine {
         let (tx, rx) = channel();
         let live = Arc::new(Live::default());
         let l = live.clone();
-        let thread = std::thread::Builder::new()
-            .name("loadtest-media".into())
-            .spawn(move || Loop::new(poll, rx, l, local_ip).run())?;
+        let thread = std::thread::Builder::new().name("loadtest-media".into()).spawn(move || Loop::new(poll, rx, l, local_ip).run())?;
         Ok(Engine { tx, waker, live, thread: Some(thread) })
     }
 
@@ -418,26 +439,40 @@ impl Loop {
                 }
                 self.publishers.push(id);
                 let r = self.peers.get_mut(&id).ok_or_else(|| "no peer".to_string()).and_then(|p| {
-                    let vp8 = RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
-                    let opus = RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48_000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), rtcp_feedback: vec![] };
+                    let vp8 = RTCRtpCodec {
+                        mime_type: "video/VP8".into(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: String::new(),
+                        rtcp_feedback: vec![],
+                    };
+                    let opus = RTCRtpCodec {
+                        mime_type: "audio/opus".into(),
+                        clock_rate: 48_000,
+                        channels: 2,
+                        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                        rtcp_feedback: vec![],
+                    };
                     let ssrcs: [u32; 3] = [rand::random(), rand::random(), rand::random()];
                     let rids = ["q", "h", "f"];
                     let codings = (0..3)
                         .map(|i| RTCRtpEncodingParameters {
-                            rtp_coding_parameters: RTCRtpCodingParameters { rid: rids[i].into(), ssrc: Some(ssrcs[i]), ..Default::default() },
+                            rtp_coding_parameters: RTCRtpCodingParameters {
+                                rid: rids[i].into(),
+                                ssrc: Some(ssrcs[i]),
+                                ..Default::default()
+                            },
                             codec: vp8.clone(),
                             active: true,
                             ..Default::default()
                         })
                         .collect();
-                    let video = p
-                        .pc
-                        .add_track(MediaStreamTrack::new("lt".into(), "lt-video".into(), "video".into(), RtpCodecKind::Video, codings))
-                        .map_err(|e| e.to_string())?;
+                    let video =
+                        p.pc.add_track(MediaStreamTrack::new("lt".into(), "lt-video".into(), "video".into(), RtpCodecKind::Video, codings))
+                            .map_err(|e| e.to_string())?;
                     let audio_ssrc: u32 = rand::random();
-                    let audio = p
-                        .pc
-                        .add_track(MediaStreamTrack::new(
+                    let audio =
+                        p.pc.add_track(MediaStreamTrack::new(
                             "lt".into(),
                             "lt-audio".into(),
                             "audio".into(),

@@ -87,7 +87,11 @@ impl Scenario {
 
     fn ws_url(&self) -> String {
         let base = self.url.trim_end_matches('/');
-        let base = base.strip_prefix("http://").map(|r| format!("ws://{r}")).or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}"))).unwrap_or_else(|| base.to_owned());
+        let base = base
+            .strip_prefix("http://")
+            .map(|r| format!("ws://{r}"))
+            .or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}")))
+            .unwrap_or_else(|| base.to_owned());
         format!("{base}/ws")
     }
 }
@@ -116,7 +120,15 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
         let role = if i == 0 { signaling::auth::Role::Host } else { signaling::auth::Role::Cohost };
         let token = s.token(&format!("lt-pub-{i}"), role)?;
         let (tx, _rx) = oneshot::channel();
-        tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, 1 + i as u64, Role::Publisher(spec), engine.clone(), tx, stop_rx.clone())));
+        tasks.push(tokio::spawn(signal::participant(
+            ws_url.clone(),
+            token,
+            1 + i as u64,
+            Role::Publisher(spec),
+            engine.clone(),
+            tx,
+            stop_rx.clone(),
+        )));
     }
     if s.publishers > 0 {
         let deadline = Instant::now() + Duration::from_secs(15);

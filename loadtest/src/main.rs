@@ -143,7 +143,9 @@ fn main() -> anyhow::Result<()> {
         (None, None) => Tokens::Secret(signaling::config::DEV_SECRET.to_owned()),
     };
     let port = cli.url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
-    let server_pid = cli.server_pid.or_else(|| if target_is_loopback(&cli.url).unwrap_or(false) { port.and_then(loadtest::server::pid_listening_on) } else { None });
+    let server_pid = cli
+        .server_pid
+        .or_else(|| if target_is_loopback(&cli.url).unwrap_or(false) { port.and_then(loadtest::server::pid_listening_on) } else { None });
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -167,7 +169,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let report = runtime.block_on(loadtest::run(scenario))?;
     bar.finish_and_clear();
-    println!("onair-loadtest: {} viewers, {} publisher(s), {:.0} s steady state against {}{}", cli.viewers, cli.publishers, report.duration_s, cli.url, server_pid.map(|p| format!(" (server pid {p})")).unwrap_or_default());
+    println!(
+        "onair-loadtest: {} viewers, {} publisher(s), {:.0} s steady state against {}{}",
+        cli.viewers,
+        cli.publishers,
+        report.duration_s,
+        cli.url,
+        server_pid.map(|p| format!(" (server pid {p})")).unwrap_or_default()
+    );
     print!("{}", report.table());
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -384,7 +393,9 @@ mod compare {
                 rows.push((name.to_string(), r));
             }
         }
-        println!("server  viewers joined  recv pkt/s  CPU cores  CPU µs/pkt  delay p50/p99 ms  1st keyframe p95 ms  RSS KiB/viewer  loss %  harness cores");
+        println!(
+            "server  viewers joined  recv pkt/s  CPU cores  CPU µs/pkt  delay p50/p99 ms  1st keyframe p95 ms  RSS KiB/viewer  loss %  harness cores"
+        );
         for (name, r) in &rows {
             let s = &r.server;
             println!(

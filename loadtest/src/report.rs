@@ -1,9 +1,9 @@
 //! The numbers of a run: built from the engine's per-viewer results, the delay histogram, and
 //! the server's /proc and /api/stats samples; printed as a table, written as JSON and an SVG chart.
 
+use crate::Scenario;
 use crate::engine::{Live, Sample, ViewerResult};
 use crate::server::ProcSample;
-use crate::Scenario;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -180,7 +180,9 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 impl Report {
     /// The final table.
     pub fn table(&self) -> String {
-        let p = |x: &Option<Percentiles>| x.as_ref().map(|p| format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)).unwrap_or_else(|| "—".into());
+        let p = |x: &Option<Percentiles>| {
+            x.as_ref().map(|p| format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)).unwrap_or_else(|| "—".into())
+        };
         let s = &self.server;
         let mut t = String::new();
         let mut row = |k: &str, v: String| t.push_str(&format!("  {k:<38} {v}\n"));
@@ -207,7 +209,14 @@ impl Report {
         row("server RSS (MiB)", opt(s.rss_mib, 1));
         row("server RSS per viewer (KiB)", opt(s.rss_kib_per_viewer, 1));
         row("harness CPU (cores)", format!("{:.2}", self.harness_cpu_cores));
-        row("keyframe requests / PLIs sent", format!("{} / {}", s.keyframe_requests.map_or("—".into(), |v| v.to_string()), s.plis_sent.map_or("—".into(), |v| v.to_string())));
+        row(
+            "keyframe requests / PLIs sent",
+            format!(
+                "{} / {}",
+                s.keyframe_requests.map_or("—".into(), |v| v.to_string()),
+                s.plis_sent.map_or("—".into(), |v| v.to_string())
+            ),
+        );
         t
     }
 
@@ -226,8 +235,12 @@ impl Report {
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..t_max, 0.0..d_max)?;
         c.configure_mesh().x_desc("time (s)").y_desc("ms").draw()?;
-        c.draw_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.delay_p50_ms)), &BLUE))?.label("p50").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        c.draw_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.delay_p99_ms)), &RED))?.label("p99").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        c.draw_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.delay_p50_ms)), &BLUE))?
+            .label("p50")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        c.draw_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.delay_p99_ms)), &RED))?
+            .label("p99")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         let p_max = self.samples.iter().map(|s| s.packets_per_s as f64).fold(1.0, f64::max) * 1.1;
         let v_max = self.samples.iter().map(|s| s.viewers_receiving as f64).fold(1.0, f64::max) * 1.1;
@@ -241,9 +254,17 @@ impl Report {
             .set_secondary_coord(0.0..t_max, 0.0..v_max);
         c.configure_mesh().x_desc("time (s)").y_desc("packets/s").draw()?;
         c.configure_secondary_axes().y_desc("viewers").draw()?;
-        c.draw_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.packets_per_s as f64)), &GREEN))?.label("packets/s").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
-        c.draw_secondary_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.viewers_receiving as f64)), &MAGENTA))?.label("viewers receiving").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
-        c.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        c.draw_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.packets_per_s as f64)), &GREEN))?
+            .label("packets/s")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+        c.draw_secondary_series(LineSeries::new(self.samples.iter().map(|s| (s.t, s.viewers_receiving as f64)), &MAGENTA))?
+            .label("viewers receiving")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     }

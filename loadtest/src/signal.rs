@@ -220,12 +220,16 @@ pub async fn janus_viewer(
         match v["janus"].as_str().unwrap_or_default() {
             "success" if session == 0 => {
                 session = v["data"]["id"].as_u64().unwrap_or(0);
-                let _ = sink.send(send(json!({"janus":"attach","plugin":"janus.plugin.streaming","session_id":session,"transaction":txn()}))).await;
+                let _ = sink
+                    .send(send(json!({"janus":"attach","plugin":"janus.plugin.streaming","session_id":session,"transaction":txn()})))
+                    .await;
             }
             "success" if handle == 0 => {
                 handle = v["data"]["id"].as_u64().unwrap_or(0);
                 let body = json!({"request":"watch","id":mountpoint});
-                let _ = sink.send(send(json!({"janus":"message","session_id":session,"handle_id":handle,"transaction":txn(),"body":body}))).await;
+                let _ = sink
+                    .send(send(json!({"janus":"message","session_id":session,"handle_id":handle,"transaction":txn(),"body":body})))
+                    .await;
             }
             "event" if v["jsep"]["type"] == "offer" => {
                 let sdp = v["jsep"]["sdp"].as_str().unwrap_or_default().to_owned();

@@ -126,7 +126,16 @@ fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId,
         header.sequence_number = *seq0;
         header.timestamp = (*seq0 as u32).wrapping_mul(3000);
         *seq0 = seq0.wrapping_add(1);
-        let pkt = MediaPacket { track, layer: 0, header, payload: payload.clone(), keyframe: i == 0, frame_height: None, temporal: None, received: Instant::now() };
+        let pkt = MediaPacket {
+            track,
+            layer: 0,
+            header,
+            payload: payload.clone(),
+            keyframe: i == 0,
+            frame_height: None,
+            temporal: None,
+            received: Instant::now(),
+        };
         let now = Instant::now();
         for p in pairs.iter_mut().take(k) {
             if p.server.forward(&pkt, now) {
@@ -181,7 +190,10 @@ fn main() {
     let _ = BytesMut::new();
     let mut seq = 1000u16;
     println!("forwarding path, one publisher, K subscribers, 1,100-byte VP8 payloads, 1 thread");
-    println!("{:>4} {:>10} {:>24} {:>24} {:>24}", "K", "forwarded", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)");
+    println!(
+        "{:>4} {:>10} {:>24} {:>24} {:>24}",
+        "K", "forwarded", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)"
+    );
     let ks: &[usize] = if quick { &[1, 4] } else { &[1, 10, 50] };
     for &k in ks {
         let total = if quick { 2_000 } else { 200_000 };
@@ -193,14 +205,7 @@ fn main() {
         let (cpu_c, fwd_c, dg_c) = run(k, n, Send::Batched(&sender, sink_addr), &mut pairs, track, &mut seq);
         assert!(fwd_a > 0 && fwd_b > 0 && fwd_c > 0 && dg_b >= fwd_b && dg_c >= fwd_c, "packets were forwarded");
         let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;
-        println!(
-            "{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}",
-            k,
-            fwd_a + fwd_b + fwd_c,
-            us(cpu_a, fwd_a),
-            us(cpu_b, fwd_b),
-            us(cpu_c, fwd_c)
-        );
+        println!("{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}", k, fwd_a + fwd_b + fwd_c, us(cpu_a, fwd_a), us(cpu_b, fwd_b), us(cpu_c, fwd_c));
     }
     drop(sink);
 }

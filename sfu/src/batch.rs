@@ -35,7 +35,15 @@ pub fn grow_buffers(socket: &UdpSocket) -> (usize, usize) {
     };
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
         // SAFETY: `want` is a valid c_int for the length given. A refusal keeps the default.
-        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, &want as *const libc::c_int as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &want as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
     }
     (get(libc::SO_RCVBUF), get(libc::SO_SNDBUF))
 }

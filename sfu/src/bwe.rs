@@ -271,9 +271,9 @@ impl Bwe {
             // What a probe train and the packets right behind it suffer is the probe's doing:
             // neither its queue nor its losses count as congestion (the probe's own outcome
             // says what the path carries).
-            let after_probe = self.probed_at.is_some_and(|p| {
-                r.departure.checked_duration_since(p).is_some_and(|d| d < PROBE_QUIET) || same_instant(r.departure, p)
-            });
+            let after_probe = self
+                .probed_at
+                .is_some_and(|p| r.departure.checked_duration_since(p).is_some_and(|d| d < PROBE_QUIET) || same_instant(r.departure, p));
             if !answered && !after_probe {
                 self.sent.push_back((r.departure, r.arrival.is_some()));
             }
@@ -308,29 +308,19 @@ impl Bwe {
             }
         }
         if let Some(&(newest, _)) = self.sent.back() {
-            while self
-                .sent
-                .front()
-                .is_some_and(|(t, _)| newest.duration_since(*t) > LOSS_WINDOW)
-            {
+            while self.sent.front().is_some_and(|(t, _)| newest.duration_since(*t) > LOSS_WINDOW) {
                 self.sent.pop_front();
             }
         }
         if let Some(&(newest, _)) = self.arrivals.back() {
             let window = RATE_WINDOW.as_micros() as i64;
-            while self
-                .arrivals
-                .front()
-                .is_some_and(|(a, _)| newest - a > window)
-            {
+            while self.arrivals.front().is_some_and(|(a, _)| newest - a > window) {
                 self.arrivals.pop_front();
             }
         }
         self.high_rounds = if self.queue_us > QUEUE_HIGH.as_micros() as i64 { self.high_rounds.saturating_add(1) } else { 0 };
         if self.congested()
-            && self
-                .last_decrease
-                .is_none_or(|t| now.duration_since(t) >= DECREASE_HOLD)
+            && self.last_decrease.is_none_or(|t| now.duration_since(t) >= DECREASE_HOLD)
             && let Some(received) = self.received_rate()
         {
             {
@@ -368,22 +358,15 @@ impl Bwe {
     fn finish_probe(&mut self, now: Instant) {
         let Some(p) = self.probe.take() else { return };
         let outcome = match p.first_arrival {
-            Some(first)
-                if p.packets >= PROBE_MIN_PACKETS && (p.lost as f64) < 0.2 * p.packets as f64 =>
-            {
+            Some(first) if p.packets >= PROBE_MIN_PACKETS && (p.lost as f64) < 0.2 * p.packets as f64 => {
                 // Arrival spread at the viewer; TWCC's resolution is 250 µs.
                 let spread = ((p.last_arrival - first).max(250)) as f64 / 1e6;
                 let received = p.bytes_after_first as f64 * 8.0 / spread;
                 // A train always queues at the narrowest link: its spread there is the measurement.
                 if received >= PROBE_SUCCESS * p.target_bps {
-                    ProbeOutcome::Reached {
-                        target_bps: p.target_bps,
-                    }
+                    ProbeOutcome::Reached { target_bps: p.target_bps }
                 } else {
-                    ProbeOutcome::Capped {
-                        target_bps: p.target_bps,
-                        received_bps: received.min(p.target_bps),
-                    }
+                    ProbeOutcome::Capped { target_bps: p.target_bps, received_bps: received.min(p.target_bps) }
                 }
             }
             _ => ProbeOutcome::Inconclusive,
@@ -399,9 +382,7 @@ impl Bwe {
             ProbeOutcome::Capped { received_bps, .. } => {
                 self.ceiling = Some(received_bps);
                 // What the path delivered, with the same margin a decrease keeps.
-                self.estimate = self
-                    .estimate
-                    .max((received_bps * BACKOFF).min(self.max_bps));
+                self.estimate = self.estimate.max((received_bps * BACKOFF).min(self.max_bps));
                 self.back_off(now);
             }
             ProbeOutcome::Inconclusive => self.back_off(now),
@@ -472,10 +453,7 @@ impl Bwe {
     pub fn on_remb(&mut self, now: Instant, bps: f64) {
         self.now = now;
         self.remb_seen = true;
-        if self
-            .last_feedback
-            .is_none_or(|t| now.duration_since(t) > REMB_FALLBACK_AFTER)
-        {
+        if self.last_feedback.is_none_or(|t| now.duration_since(t) > REMB_FALLBACK_AFTER) {
             self.estimate = bps.clamp(self.min_bps, self.max_bps);
         }
     }
@@ -513,12 +491,7 @@ mod tests {
 
     impl Path {
         fn new(capacity: f64, epoch: Instant) -> Self {
-            Self {
-                capacity,
-                queue_limit: Duration::from_millis(150),
-                free_at: 0.0,
-                epoch,
-            }
+            Self { capacity, queue_limit: Duration::from_millis(150), free_at: 0.0, epoch }
         }
         fn send(&mut self, at: Instant, size: usize) -> Sent {
             let t = at.duration_since(self.epoch).as_secs_f64();
@@ -538,14 +511,7 @@ mod tests {
 
     /// Drive `bwe` for `secs` seconds: media at `media_bps(estimate)` in 1000-byte packets, feedback
     /// every 100 ms, probes of duplicates when the estimator asks for them.
-    fn run(
-        bwe: &mut Bwe,
-        path: &mut Path,
-        start: Instant,
-        secs: f64,
-        wanted: f64,
-        media_bps: impl Fn(f64) -> f64,
-    ) -> Instant {
+    fn run(bwe: &mut Bwe, path: &mut Path, start: Instant, secs: f64, wanted: f64, media_bps: impl Fn(f64) -> f64) -> Instant {
         let mut now = start;
         let end = start + Duration::from_secs_f64(secs);
         let mut pending = Vec::new();
@@ -559,9 +525,7 @@ mod tests {
                 pending.push(path.send(now, 1000));
             }
             if let Some((bytes, target)) = bwe.probe_plan(now, wanted) {
-                let n = bytes
-                    .div_ceil(1000)
-                    .clamp(PROBE_MIN_PACKETS, PROBE_MAX_PACKETS);
+                let n = bytes.div_ceil(1000).clamp(PROBE_MIN_PACKETS, PROBE_MAX_PACKETS);
                 for _ in 0..n {
                     pending.push(path.send(now, 1000));
                 }
@@ -595,7 +559,16 @@ mod tests {
     /// packets that have arrived by then (behind the path's queue), not about everything sent;
     /// media in whole frames, each sent as one burst (`fps` frames a second).
     #[allow(clippy::too_many_arguments)]
-    fn run_delayed(bwe: &mut Bwe, path: &mut Path, start: Instant, secs: f64, wanted: f64, fps: f64, media_bps: impl Fn(f64) -> f64, mut each_feedback: impl FnMut(&Bwe)) -> Instant {
+    fn run_delayed(
+        bwe: &mut Bwe,
+        path: &mut Path,
+        start: Instant,
+        secs: f64,
+        wanted: f64,
+        fps: f64,
+        media_bps: impl Fn(f64) -> f64,
+        mut each_feedback: impl FnMut(&Bwe),
+    ) -> Instant {
         let mut now = start;
         let end = start + Duration::from_secs_f64(secs);
         let mut in_flight: VecDeque<(Sent, f64)> = VecDeque::new();
@@ -704,13 +677,22 @@ mod tests {
         let mut bwe = Bwe::new(640_000.0, 50_000.0, 20_000_000.0, t0);
         // A settled second of clean media, 62 packets a second.
         for k in 0..10u64 {
-            bwe.on_reports(ms(100 * k + 100), &reports(t0, ms(100 * k), ms(100 * k + 100), Duration::from_millis(16), Duration::from_millis(20), |_| false));
+            bwe.on_reports(
+                ms(100 * k + 100),
+                &reports(t0, ms(100 * k), ms(100 * k + 100), Duration::from_millis(16), Duration::from_millis(20), |_| false),
+            );
         }
         let (bytes, target) = bwe.probe_plan(ms(1000), 1_500_000.0).expect("a clear path below what is wanted probes");
         let n = bytes.div_ceil(1000).clamp(PROBE_MIN_PACKETS, PROBE_MAX_PACKETS);
         bwe.probe_sent(ms(1000), target, n);
         // The train (all at one instant), 5 of its packets lost; the media around it clean.
-        let mut fb: Vec<Sent> = (0..n).map(|i| Sent { departure: ms(1000), arrival: (i >= 5).then(|| Duration::from_secs(1000) + Duration::from_millis(1025 + i as u64)), size: 1000 }).collect();
+        let mut fb: Vec<Sent> = (0..n)
+            .map(|i| Sent {
+                departure: ms(1000),
+                arrival: (i >= 5).then(|| Duration::from_secs(1000) + Duration::from_millis(1025 + i as u64)),
+                size: 1000,
+            })
+            .collect();
         fb.extend(reports(t0, ms(1001), ms(1100), Duration::from_millis(16), Duration::from_millis(20), |_| false));
         bwe.on_reports(ms(1150), &fb);
         fb = reports(t0, ms(1100), ms(1200), Duration::from_millis(16), Duration::from_millis(20), |_| false);
@@ -756,10 +738,7 @@ mod tests {
         run(&mut bwe, &mut path, t0, 5.0, 2_000_000.0, |_| 1_600_000.0);
         assert_eq!(bwe.estimate(), 2_500_000.0);
         assert!(bwe.loss() < 0.001);
-        assert_eq!(
-            bwe.probes, 0,
-            "no probing while the estimate covers what is wanted"
-        );
+        assert_eq!(bwe.probes, 0, "no probing while the estimate covers what is wanted");
     }
 
     #[test]
@@ -770,26 +749,13 @@ mod tests {
         // The sender follows the estimate as a layer selector would.
         let layers = follow_layers;
         let now = run(&mut bwe, &mut path, t0, 2.0, 1_900_000.0, layers);
-        assert!(
-            bwe.estimate() < 400_000.0,
-            "estimate {} after 2 s on a 400 kbit/s path",
-            bwe.estimate()
-        );
-        assert!(
-            bwe.estimate() > 150_000.0,
-            "but not below the low layer: {}",
-            bwe.estimate()
-        );
+        assert!(bwe.estimate() < 400_000.0, "estimate {} after 2 s on a 400 kbit/s path", bwe.estimate());
+        assert!(bwe.estimate() > 150_000.0, "but not below the low layer: {}", bwe.estimate());
         // Settled: probes keep checking, the estimate stays under the capacity.
         let mut t = now;
         for _ in 0..20 {
             t = run(&mut bwe, &mut path, t, 0.5, 1_900_000.0, layers);
-            assert!(
-                bwe.estimate() < 400_000.0 && bwe.estimate() > 250_000.0,
-                "settled at {} after {:?}",
-                bwe.estimate(),
-                t - t0
-            );
+            assert!(bwe.estimate() < 400_000.0 && bwe.estimate() > 250_000.0, "settled at {} after {:?}", bwe.estimate(), t - t0);
         }
         assert!(bwe.probes >= 2, "kept probing ({})", bwe.probes);
     }
@@ -827,11 +793,7 @@ mod tests {
         let now = run(&mut bwe, &mut path, t0, 0.5, 4_000_000.0, |_| 150_000.0);
         let _ = now;
         assert!(bwe.probes >= 1);
-        assert!(
-            bwe.estimate() > 600_000.0 && bwe.estimate() <= 1_000_000.0,
-            "estimate {}",
-            bwe.estimate()
-        );
+        assert!(bwe.estimate() > 600_000.0 && bwe.estimate() <= 1_000_000.0, "estimate {}", bwe.estimate());
     }
 
     #[test]
@@ -844,11 +806,7 @@ mod tests {
         run(&mut bwe, &mut path, t0, 1.0, 200_000.0, |_| 200_000.0);
         let t1 = t0 + Duration::from_millis(1100);
         bwe.on_remb(t1, 5_000_000.0);
-        assert_eq!(
-            bwe.estimate(),
-            300_000.0,
-            "TWCC feedback is fresh: REMB ignored"
-        );
+        assert_eq!(bwe.estimate(), 300_000.0, "TWCC feedback is fresh: REMB ignored");
         bwe.on_remb(t1 + Duration::from_secs(3), 5_000_000.0);
         assert_eq!(bwe.estimate(), 5_000_000.0);
     }

@@ -12,9 +12,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
-    NackPair, TransportLayerNack, nack_pairs_from_sequence_numbers,
-};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack, nack_pairs_from_sequence_numbers};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -39,17 +37,12 @@ impl KeyframeFeedback {
     /// On a subscriber connection: REMB goes to `bwe`, TWCC feedback packets are counted into
     /// `twcc_feedback`.
     pub fn with_estimator(bwe: crate::bwe::SharedBwe, twcc_feedback: Arc<AtomicU64>) -> Self {
-        Self {
-            bwe: Some(bwe),
-            twcc_feedback: Some(twcc_feedback),
-            ..Self::default()
-        }
+        Self { bwe: Some(bwe), twcc_feedback: Some(twcc_feedback), ..Self::default() }
     }
 }
 
 fn asks_for_keyframe(p: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
-    p.iter()
-        .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+    p.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
@@ -68,10 +61,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
             }
         }
         if let (Some(count), Packet::Rtcp(packets)) = (&self.twcc_feedback, &msg.message.packet) {
-            let n = packets
-                .iter()
-                .filter(|p| p.as_any().is::<TransportLayerCc>())
-                .count();
+            let n = packets.iter().filter(|p| p.as_any().is::<TransportLayerCc>()).count();
             if n > 0 {
                 count.fetch_add(n as u64, Ordering::Relaxed);
             }
@@ -186,20 +176,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         let now = msg.now;
         if let Packet::Rtcp(packets) = &mut msg.message.packet
-            && packets
-                .iter()
-                .any(|p| p.as_any().is::<TransportLayerNack>())
+            && packets.iter().any(|p| p.as_any().is::<TransportLayerNack>())
         {
             let estimate = self.bwe.lock().estimate();
             let pps = (estimate * RTX_SHARE / (8.0 * RTX_PACKET_BYTES)).max(RTX_MIN_PPS);
-            let mut kept_packets: Vec<Box<dyn rtc::rtcp::Packet>> =
-                Vec::with_capacity(packets.len());
+            let mut kept_packets: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
             for p in packets.drain(..) {
-                let Some(nack) = p
-                    .as_any()
-                    .downcast_ref::<TransportLayerNack>()
-                    .filter(|n| self.answered.contains(&n.media_ssrc))
-                else {
+                let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>().filter(|n| self.answered.contains(&n.media_ssrc)) else {
                     kept_packets.push(p);
                     continue;
                 };
@@ -231,18 +214,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
             let mut bwe = self.bwe.lock();
             if let Some((media_ssrc, seqs, target)) = bwe.take_probe_request() {
                 let n = seqs.len();
-                let nacks = seqs
-                    .into_iter()
-                    .map(|packet_id| NackPair {
-                        packet_id,
-                        lost_packets: 0,
-                    })
-                    .collect();
-                packets.push(Box::new(TransportLayerNack {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                    nacks,
-                }));
+                let nacks = seqs.into_iter().map(|packet_id| NackPair { packet_id, lost_packets: 0 }).collect();
+                packets.push(Box::new(TransportLayerNack { sender_ssrc: 0, media_ssrc, nacks }));
                 bwe.probe_sent(now, target, n);
             }
         }
@@ -260,11 +233,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
 
 impl Interceptor for NackGuard {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
-        if info
-            .rtcp_feedback
-            .iter()
-            .any(|f| f.typ == "nack" && f.parameter.is_empty())
-        {
+        if info.rtcp_feedback.iter().any(|f| f.typ == "nack" && f.parameter.is_empty()) {
             self.answered.insert(info.ssrc);
         }
     }
@@ -281,12 +250,7 @@ mod tests {
 
     #[test]
     fn repeats_and_floods_are_refused() {
-        let bwe = crate::bwe::SharedBwe::new(crate::bwe::Bwe::new(
-            400_000.0,
-            50_000.0,
-            1e9,
-            Instant::now(),
-        ));
+        let bwe = crate::bwe::SharedBwe::new(crate::bwe::Bwe::new(400_000.0, 50_000.0, 1e9, Instant::now()));
         let mut g = NackGuard::new(bwe);
         let t0 = Instant::now();
         let pps = 200_000.0 * RTX_SHARE / (8.0 * RTX_PACKET_BYTES); // ≈ 11 packets/s
@@ -299,20 +263,10 @@ mod tests {
         assert!(!g.allow(1, 10, t0 + Duration::from_millis(800), pps));
         // A flood of 1000 NACKed packets at once gets the burst budget, not 1000 retransmissions.
         let t1 = t0 + Duration::from_secs(2);
-        let allowed = (0..1000u16)
-            .filter(|s| g.allow(1, 1000 + s, t1, pps))
-            .count();
-        assert!(
-            (1..=4).contains(&allowed),
-            "{allowed} of 1000 allowed at once"
-        );
+        let allowed = (0..1000u16).filter(|s| g.allow(1, 1000 + s, t1, pps)).count();
+        assert!((1..=4).contains(&allowed), "{allowed} of 1000 allowed at once");
         // Over one more second, about the rate.
-        let later = (0..1000u16)
-            .filter(|s| g.allow(1, 3000 + s, t1 + Duration::from_millis(*s as u64), pps))
-            .count();
-        assert!(
-            (8..=16).contains(&later),
-            "{later} in a second at {pps:.1} packets/s"
-        );
+        let later = (0..1000u16).filter(|s| g.allow(1, 3000 + s, t1 + Duration::from_millis(*s as u64), pps)).count();
+        assert!((8..=16).contains(&later), "{later} in a second at {pps:.1} packets/s");
     }
 }

@@ -316,11 +316,7 @@ impl Forwarder {
     /// the lowest arriving layer above it (better too much than a black tile).
     pub fn target(&self, now: Instant) -> Option<u8> {
         let cap = (self.max_layer as usize).min(MAX_LAYERS - 1);
-        (0..=cap)
-            .rev()
-            .find(|&l| self.alive(l, now))
-            .or_else(|| (cap + 1..MAX_LAYERS).find(|&l| self.alive(l, now)))
-            .map(|l| l as u8)
+        (0..=cap).rev().find(|&l| self.alive(l, now)).or_else(|| (cap + 1..MAX_LAYERS).find(|&l| self.alive(l, now))).map(|l| l as u8)
     }
 
     /// The layer a keyframe is needed on, if the subscriber waits for one (a start or a switch).
@@ -377,7 +373,15 @@ impl Forwarder {
     }
 
     /// [`handle`](Self::handle), with the packet's VP8 temporal layer if it has one.
-    pub fn handle_temporal(&mut self, layer: u8, seq: u16, ts: u32, keyframe: bool, temporal: Option<Vp8Temporal>, now: Instant) -> Verdict {
+    pub fn handle_temporal(
+        &mut self,
+        layer: u8,
+        seq: u16,
+        ts: u32,
+        keyframe: bool,
+        temporal: Option<Vp8Temporal>,
+        now: Instant,
+    ) -> Verdict {
         self.observe(layer, now);
         if self.payload_type.is_none() {
             return Verdict::Drop;
@@ -392,10 +396,7 @@ impl Forwarder {
                 tracing::trace!(track = %self.track, layer, current = ?self.current, target = ?self.target(now), keyframe, max = self.max_layer, "packet held back");
                 return Verdict::Drop;
             }
-            let gap = self
-                .last_sent
-                .map(|t| (now.duration_since(t).as_secs_f64() * self.clock_rate as f64) as u32)
-                .unwrap_or(1);
+            let gap = self.last_sent.map(|t| (now.duration_since(t).as_secs_f64() * self.clock_rate as f64) as u32).unwrap_or(1);
             self.munger.anchor(seq, ts, gap);
             self.current = Some(layer);
             self.frame = None;

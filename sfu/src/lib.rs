@@ -61,20 +61,20 @@ pub mod demux;
 pub mod error;
 pub mod feedback;
 pub mod forwarder;
-pub mod ingest;
 pub mod ids;
+pub mod ingest;
 pub mod router;
 pub mod selector;
 pub mod session;
-pub mod twcc;
 mod sfu;
+pub mod twcc;
 mod worker;
 
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 pub use router::MediaPacket;
-pub use selector::Quality;
-pub use sfu::{CodecInfo, ConnState, MediaKind, PathStats, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
 pub use rtc::peer_connection::transport::RTCIceCandidateInit;
+pub use selector::Quality;
+pub use sfu::{CodecInfo, ConnState, MediaKind, PathStats, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};

@@ -69,12 +69,8 @@ pub fn size_cap(wanted_height: Option<u32>, heights: [Option<u32>; MAX_LAYERS]) 
     let Some(wanted) = wanted_height else {
         return MAX_LAYERS as u8 - 1;
     };
-    let top = (0..MAX_LAYERS)
-        .rev()
-        .find_map(|l| heights[l].map(|h| (l, h)));
-    let estimate = |l: usize| -> Option<u32> {
-        heights[l].or_else(|| top.map(|(tl, th)| th >> (tl.saturating_sub(l) as u32)))
-    };
+    let top = (0..MAX_LAYERS).rev().find_map(|l| heights[l].map(|h| (l, h)));
+    let estimate = |l: usize| -> Option<u32> { heights[l].or_else(|| top.map(|(tl, th)| th >> (tl.saturating_sub(l) as u32))) };
     for l in 0..MAX_LAYERS {
         match estimate(l) {
             Some(h) if h >= wanted => return l as u8,
@@ -221,8 +217,7 @@ impl LayerRates {
                 self.seen[l] = None;
                 if self.bytes[l] > 0 && whole {
                     let bps = self.bytes[l] as f64 * 8.0 / elapsed.as_secs_f64();
-                    self.measured[l] =
-                        Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
+                    self.measured[l] = Some(self.measured[l].map_or(bps, |old| 0.5 * old + 0.5 * bps));
                 }
                 let tb = self.temporal_bytes[l];
                 let total: u64 = tb.iter().sum();
@@ -346,10 +341,7 @@ mod tests {
         // Collapse and a full recovery: straight from q to f after one hold, not two.
         assert_eq!(c.update(300e3, RATES, t0 + Duration::from_millis(8000)), 0);
         assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(8100)), 0);
-        assert_eq!(
-            c.update(2.0e6, RATES, t0 + Duration::from_millis(10_200)),
-            2
-        );
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(10_200)), 2);
     }
 
     #[test]
@@ -364,14 +356,8 @@ mod tests {
         }
         // A blip above the threshold shorter than the hold does not climb.
         c.update(2.0e6, RATES, t0 + Duration::from_secs(30));
-        assert_eq!(
-            c.update(1.6e6, RATES, t0 + Duration::from_millis(31_000)),
-            1
-        );
-        assert_eq!(
-            c.update(2.0e6, RATES, t0 + Duration::from_millis(31_500)),
-            1
-        );
+        assert_eq!(c.update(1.6e6, RATES, t0 + Duration::from_millis(31_000)), 1);
+        assert_eq!(c.update(2.0e6, RATES, t0 + Duration::from_millis(31_500)), 1);
         // Oscillating budget around h: no flapping between h and q while h still fits.
         for s in 40..60 {
             let b = if s % 2 == 0 { 520e3 } else { 700e3 };

@@ -24,15 +24,10 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit};
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,59 +61,26 @@ fn subscriber_interceptors(
     use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability};
     let startup = |e: rtc::shared::error::Error| SfuError::Startup(e.to_string());
     for parameter in ["", "pli"] {
-        media_engine.register_feedback(
-            RTCPFeedback {
-                typ: "nack".into(),
-                parameter: parameter.into(),
-            },
-            RtpCodecKind::Video,
-        );
+        media_engine.register_feedback(RTCPFeedback { typ: "nack".into(), parameter: parameter.into() }, RtpCodecKind::Video);
     }
     // REMB: the estimate of a viewer that does not send transport-wide feedback (browsers send
     // one or the other, never both).
-    media_engine.register_feedback(
-        RTCPFeedback {
-            typ: "goog-remb".into(),
-            parameter: String::new(),
-        },
-        RtpCodecKind::Video,
-    );
+    media_engine.register_feedback(RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() }, RtpCodecKind::Video);
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        media_engine.register_feedback(
-            RTCPFeedback {
-                typ: "transport-cc".into(),
-                parameter: String::new(),
-            },
-            kind,
-        );
+        media_engine.register_feedback(RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() }, kind);
         media_engine
-            .register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: crate::twcc::TRANSPORT_CC_URI.into(),
-                },
-                kind,
-                None,
-            )
+            .register_header_extension(RTCRtpHeaderExtensionCapability { uri: crate::twcc::TRANSPORT_CC_URI.into() }, kind, None)
             .map_err(startup)?;
     }
     configure_simulcast_extension_headers(media_engine).map_err(startup)?;
     // No pacer: the layer selector keeps the rate under the estimate, and a pacer's queue would
     // only add delay.
     Ok(Registry::new()
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
-        )
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        .with(
-            Slot::from(crate::feedback::NACK_GUARD_SLOT),
-            crate::feedback::NackGuard::new(bwe.clone()),
-        )
+        .with(Slot::from(crate::feedback::NACK_GUARD_SLOT), crate::feedback::NackGuard::new(bwe.clone()))
         .with(crate::twcc::SLOT, crate::twcc::TransportCc::new(bwe))
-        .with(
-            Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
-            feedback,
-        ))
+        .with(Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
 }
 
 /// What every session of one SFU shares: the DTLS certificate (generated once: an ECDSA key per
@@ -133,8 +95,7 @@ pub struct SessionFactory {
 
 impl SessionFactory {
     pub fn new(local_addr: SocketAddr) -> Result<Self, SfuError> {
-        let provider =
-            rtc::crypto::default_provider().map_err(|e| SfuError::Startup(e.to_string()))?;
+        let provider = rtc::crypto::default_provider().map_err(|e| SfuError::Startup(e.to_string()))?;
         let certificate = RTCCertificate::generate(
             provider.crypto(),
             rtc::crypto::SignatureScheme::EcdsaP256Sha256,
@@ -142,11 +103,7 @@ impl SessionFactory {
                 .map_err(|e| SfuError::Startup(e.to_string()))?,
         )
         .map_err(|e| SfuError::Startup(e.to_string()))?;
-        Ok(Self {
-            certificate,
-            local_addr,
-            policy: Default::default(),
-        })
+        Ok(Self { certificate, local_addr, policy: Default::default() })
     }
 
     pub fn with_policy(mut self, policy: crate::selector::LayerPolicy) -> Self {
@@ -159,15 +116,12 @@ impl SessionFactory {
         let ufrag = random_token(16);
         let pwd = random_token(32);
         let mut media_engine = MediaEngine::default();
-        media_engine
-            .register_default_codecs()
-            .map_err(|e| SfuError::Startup(e.to_string()))?;
+        media_engine.register_default_codecs().map_err(|e| SfuError::Startup(e.to_string()))?;
         let twcc_feedback = Arc::new(AtomicU64::new(0));
         let (registry, bwe) = match key.role {
             SessionRole::Publisher => {
-                let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-                    .map_err(|e| SfuError::Startup(e.to_string()))?
-                    .with(
+                let registry =
+                    register_default_interceptors(Registry::new(), &mut media_engine).map_err(|e| SfuError::Startup(e.to_string()))?.with(
                         rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
                         crate::feedback::KeyframeFeedback::default(),
                     );
@@ -175,14 +129,8 @@ impl SessionFactory {
             }
             SessionRole::Subscriber => {
                 let bwe = SharedBwe::new(Bwe::new(self.policy.initial_estimate_bps, MIN_ESTIMATE_BPS, self.policy.max_estimate_bps, now));
-                let feedback = crate::feedback::KeyframeFeedback::with_estimator(
-                    bwe.clone(),
-                    twcc_feedback.clone(),
-                );
-                (
-                    subscriber_interceptors(&mut media_engine, feedback, bwe.clone())?,
-                    Some(bwe),
-                )
+                let feedback = crate::feedback::KeyframeFeedback::with_estimator(bwe.clone(), twcc_feedback.clone());
+                (subscriber_interceptors(&mut media_engine, feedback, bwe.clone())?, Some(bwe))
             }
         };
         let setting_engine = SettingEngineBuilder::new()
@@ -191,15 +139,9 @@ impl SessionFactory {
             .with_answering_dtls_role(RTCDtlsRole::Server)
             // rtc judges liveness by STUN on its first selected pair only; the worker judges it
             // by any traffic on any of the client's paths instead (ICE_DISCONNECTED/FAILED).
-            .with_ice_timeouts(
-                Some(std::time::Duration::ZERO),
-                Some(std::time::Duration::ZERO),
-                None,
-            )
+            .with_ice_timeouts(Some(std::time::Duration::ZERO), Some(std::time::Duration::ZERO), None)
             .build();
-        let config = RTCConfigurationBuilder::new()
-            .with_certificates(vec![self.certificate.clone()])
-            .build();
+        let config = RTCConfigurationBuilder::new().with_certificates(vec![self.certificate.clone()]).build();
         let pc = RTCPeerConnectionBuilder::new()
             .with_configuration(config)
             .with_setting_engine(setting_engine)
@@ -248,9 +190,7 @@ fn random_token(len: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// One encoding of a published track (one simulcast layer, or the only one).
@@ -281,11 +221,7 @@ impl PublishedTrack {
 
     /// The encoding to ask a keyframe of for `layer` (the nearest one that exists).
     pub fn layer_for_keyframe(&mut self, layer: u8) -> Option<&mut PublishedLayer> {
-        let best = self
-            .layers
-            .iter()
-            .min_by_key(|l| (l.layer as i16 - layer as i16).abs())
-            .map(|l| l.layer)?;
+        let best = self.layers.iter().min_by_key(|l| (l.layer as i16 - layer as i16).abs()).map(|l| l.layer)?;
         self.layers.iter_mut().find(|l| l.layer == best)
     }
 }
@@ -378,25 +314,15 @@ impl PeerSession {
     /// its rate taken off the top), then the rest of the estimate split over the video tracks.
     pub fn allocate_layers(&mut self, now: Instant) {
         let estimate = self.bandwidth_estimate();
-        let audio: f64 = self
-            .forwarders
-            .values()
-            .filter(|s| s.forwarder.is_audio())
-            .map(|s| s.forwarder.rates.rates()[0])
-            .sum();
-        let mut video: Vec<&mut Subscription> = self
-            .forwarders
-            .values_mut()
-            .filter(|s| !s.forwarder.is_audio())
-            .collect();
+        let audio: f64 = self.forwarders.values().filter(|s| s.forwarder.is_audio()).map(|s| s.forwarder.rates.rates()[0]).sum();
+        let mut video: Vec<&mut Subscription> = self.forwarders.values_mut().filter(|s| !s.forwarder.is_audio()).collect();
         let shares = estimate.map(|e| {
             let rates: Vec<_> = video.iter().map(|s| s.forwarder.rates.rates()).collect();
             let wanted: Vec<_> = video.iter().map(|s| s.forwarder.wanted_layer()).collect();
             crate::selector::allocate(e - audio, &rates, &wanted)
         });
         for (i, sub) in video.iter_mut().enumerate() {
-            sub.forwarder
-                .apply_caps(shares.as_ref().and_then(|s| s.get(i).copied()), now);
+            sub.forwarder.apply_caps(shares.as_ref().and_then(|s| s.get(i).copied()), now);
         }
     }
 
@@ -407,11 +333,7 @@ impl PeerSession {
             .values()
             .map(|s| {
                 let rates = s.forwarder.rates.rates();
-                if s.forwarder.is_audio() {
-                    rates[0]
-                } else {
-                    rates[s.forwarder.wanted_known_layer() as usize] * self.policy.up_headroom
-                }
+                if s.forwarder.is_audio() { rates[0] } else { rates[s.forwarder.wanted_known_layer() as usize] * self.policy.up_headroom }
             })
             .sum()
     }
@@ -460,9 +382,7 @@ impl PeerSession {
 
     fn ensure_candidate(&mut self) -> Result<(), SfuError> {
         if !self.candidate_added {
-            self.pc
-                .add_local_candidate(self.local_candidate.clone())
-                .map_err(|e| SfuError::Startup(e.to_string()))?;
+            self.pc.add_local_candidate(self.local_candidate.clone()).map_err(|e| SfuError::Startup(e.to_string()))?;
             self.candidate_added = true;
         }
         Ok(())
@@ -475,8 +395,7 @@ impl PeerSession {
     pub fn apply_offer(&mut self, now: Instant, sdp: String) -> Result<String, SfuError> {
         let result = self.try_apply_offer(now, sdp);
         if result.is_err() && self.pc.pending_remote_description().is_some() {
-            let rolled_back = RTCSessionDescription::rollback(None)
-                .and_then(|rollback| self.pc.set_remote_description(now, rollback));
+            let rolled_back = RTCSessionDescription::rollback(None).and_then(|rollback| self.pc.set_remote_description(now, rollback));
             if let Err(e) = rolled_back {
                 tracing::warn!("rolling back a refused offer: {e}");
             }
@@ -486,28 +405,15 @@ impl PeerSession {
 
     fn try_apply_offer(&mut self, now: Instant, sdp: String) -> Result<String, SfuError> {
         let offer = RTCSessionDescription::offer(sdp).map_err(sdp_err)?;
-        self.pc
-            .set_remote_description(now, offer)
-            .map_err(sdp_err)?;
+        self.pc.set_remote_description(now, offer).map_err(sdp_err)?;
         self.ensure_candidate()?;
         let answer = self.pc.create_answer(None).map_err(sdp_err)?;
-        self.pc
-            .set_local_description(now, answer)
-            .map_err(sdp_err)?;
-        self.pc
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or_else(|| SfuError::BadSdp("no local description".into()))
+        self.pc.set_local_description(now, answer).map_err(sdp_err)?;
+        self.pc.local_description().map(|d| d.sdp).ok_or_else(|| SfuError::BadSdp("no local description".into()))
     }
 
     /// Subscriber side: start forwarding `track` (codec as published) under a fresh SSRC.
-    pub fn add_subscription(
-        &mut self,
-        track: TrackId,
-        stream: String,
-        kind: MediaKind,
-        codec: &CodecInfo,
-    ) -> Result<(), SfuError> {
+    pub fn add_subscription(&mut self, track: TrackId, stream: String, kind: MediaKind, codec: &CodecInfo) -> Result<(), SfuError> {
         if self.forwarders.contains_key(&track) {
             return Ok(());
         }
@@ -533,9 +439,7 @@ impl PeerSession {
                     ssrc: Some(ssrc),
                     // Video retransmissions go out as RTX (RFC 4588) when the subscriber
                     // negotiates it, on their own SSRC so its loss statistics stay clean.
-                    rtx: (kind == MediaKind::Video).then(|| RTCRtpRtxParameters {
-                        ssrc: rand::random::<u32>(),
-                    }),
+                    rtx: (kind == MediaKind::Video).then(|| RTCRtpRtxParameters { ssrc: rand::random::<u32>() }),
                     ..Default::default()
                 },
                 active: true,
@@ -605,9 +509,7 @@ impl PeerSession {
             return Err(SfuError::BadSdp("no offer is outstanding".into()));
         }
         let answer = RTCSessionDescription::answer(sdp).map_err(sdp_err)?;
-        self.pc
-            .set_remote_description(now, answer)
-            .map_err(sdp_err)?;
+        self.pc.set_remote_description(now, answer).map_err(sdp_err)?;
         self.offer_outstanding = false;
         for sub in self.forwarders.values_mut() {
             if let Some(mut sender) = self.pc.rtp_sender(sub.sender_id) {
@@ -643,9 +545,7 @@ impl PeerSession {
         if c.candidate.is_empty() {
             return Ok(()); // end-of-candidates
         }
-        self.pc
-            .add_remote_candidate(c)
-            .map_err(|e| SfuError::BadCandidate(e.to_string()))
+        self.pc.add_remote_candidate(c).map_err(|e| SfuError::BadCandidate(e.to_string()))
     }
 }
 
@@ -665,14 +565,9 @@ impl PeerSession {
             sub.forwarder.observe(pkt.layer, now);
             return false;
         }
-        let Verdict::Send { seq, ts } = sub.forwarder.handle_temporal(
-            pkt.layer,
-            pkt.header.sequence_number,
-            pkt.header.timestamp,
-            pkt.keyframe,
-            pkt.temporal,
-            now,
-        ) else {
+        let Verdict::Send { seq, ts } =
+            sub.forwarder.handle_temporal(pkt.layer, pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe, pkt.temporal, now)
+        else {
             return false;
         };
         // Extensions and CSRCs were stripped at ingest, so this clone does not allocate.
@@ -685,19 +580,12 @@ impl PeerSession {
         sub.forwarder.packets += 1;
         sub.forwarder.bytes += pkt.payload.len() as u64;
         let sender_id = sub.sender_id;
-        let packet = rtc::rtp::Packet {
-            header,
-            payload: pkt.payload.clone(),
-        };
+        let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
         if !sub.forwarder.is_audio() && self.bwe.is_some() {
             sub.recent[sub.recent_next] = Some((seq, pkt.payload.len()));
             sub.recent_next = (sub.recent_next + 1) % PROBE_SOURCES;
         }
-        match self
-            .pc
-            .rtp_sender(sender_id)
-            .map(|mut s| s.write_rtp(now, packet))
-        {
+        match self.pc.rtp_sender(sender_id).map(|mut s| s.write_rtp(now, packet)) {
             Some(Ok(())) => true,
             Some(Err(e)) => {
                 tracing::trace!("write_rtp: {e}");

@@ -4,8 +4,8 @@ use crate::config::SfuConfig;
 use crate::demux::{DemuxTable, Route};
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
-use crate::selector::Quality;
 use crate::router::MediaPacket;
+use crate::selector::Quality;
 use crate::session::SessionFactory;
 use crate::worker::{self, Command, WorkerMsg};
 use bytes::BytesMut;
@@ -202,20 +202,13 @@ pub struct Sfu {
 impl Sfu {
     /// Bind the UDP port and start the receive thread and the workers.
     pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
-        let socket = UdpSocket::bind(config.bind)
-            .map_err(|e| SfuError::Startup(format!("bind {}: {e}", config.bind)))?;
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let socket = UdpSocket::bind(config.bind).map_err(|e| SfuError::Startup(format!("bind {}: {e}", config.bind)))?;
+        socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| SfuError::Startup(e.to_string()))?;
         let (rcvbuf, sndbuf) = crate::batch::grow_buffers(&socket);
         tracing::info!(rcvbuf, sndbuf, "media socket buffers (bytes, as the kernel counts them)");
         let bound = socket.local_addr().map_err(|e| SfuError::Startup(e.to_string()))?;
         let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
-        let n = if config.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            config.workers
-        };
+        let n = if config.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.workers };
         let mut worker_rx = Vec::new();
         let mut urgent = Vec::new();
         let mut workers = Vec::new();
@@ -330,8 +323,7 @@ impl Sfu {
         role: SessionRole,
         candidate: RTCIceCandidateInit,
     ) -> Result<(), SfuError> {
-        self.ask(participant, |reply| Command::Candidate { key: SessionKey { participant, role }, candidate, reply })
-            .await
+        self.ask(participant, |reply| Command::Candidate { key: SessionKey { participant, role }, candidate, reply }).await
     }
 
     /// The viewer renders `track` at this height (device pixels, 0 = hidden): the layer cap
@@ -446,12 +438,7 @@ fn recv_loop(shared: Arc<Shared>, ctl: Receiver<DemuxCtl>) {
             continue;
         };
         c.demux_addresses.store(table.addresses(), Ordering::Relaxed);
-        let msg = WorkerMsg::Datagram {
-            session: route.session,
-            from,
-            data: BytesMut::from(&buf[..n]),
-            at: Instant::now(),
-        };
+        let msg = WorkerMsg::Datagram { session: route.session, from, data: BytesMut::from(&buf[..n]), at: Instant::now() };
         // RFC 7983: STUN is 0-3, DTLS 20-63; media and RTCP (128-191) keep their FIFO order.
         let urgent = matches!(buf[0], 0..=3 | 20..=63);
         let sent = if urgent {

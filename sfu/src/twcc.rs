@@ -11,7 +11,7 @@
 //! read once when feedback names it. rtc's `History` (three maps per packet, pruned on a timer)
 //! cost ≈ 0.6–0.8 µs per forwarded packet (docs/benchmarks.md); the ring costs a store.
 
-use crate::bwe::{SharedBwe, Sent};
+use crate::bwe::{Sent, SharedBwe};
 use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket, convert_twcc};
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp::extension::transport_cc_extension::TransportCcExtension;
@@ -163,7 +163,9 @@ impl Interceptor for TransportCc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::rtcp::transport_feedbacks::transport_layer_cc::{PacketStatusChunk, RecvDelta, StatusChunkTypeTcc, SymbolTypeTcc, RunLengthChunk};
+    use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+        PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
+    };
 
     #[test]
     fn feedback_resolves_each_recorded_packet_once() {

@@ -3,14 +3,14 @@
 
 use crate::batch::SendBatch;
 use crate::codec::Codec;
+use crate::demux::Route;
 use crate::error::SfuError;
+use crate::forwarder::{MAX_LAYERS, layer_of_rid};
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::router::{MediaPacket, Published, Router};
-use crate::forwarder::{MAX_LAYERS, layer_of_rid};
-use crate::session::{PeerSession, PublishedLayer, PublishedTrack};
 use crate::selector::Quality;
+use crate::session::{PeerSession, PublishedLayer, PublishedTrack};
 use crate::sfu::{CodecInfo, ConnState, DemuxCtl, EventSink, MediaKind, SfuEvent, Shared, SubscriberStats, TrackInfo, TrackStats};
-use crate::demux::Route;
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -35,37 +35,88 @@ type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
 /// Control-plane requests from signaling.
 pub(crate) enum Command {
-    AddParticipant { participant: ParticipantId, events: EventSink },
-    Publish { participant: ParticipantId, offer: String, reply: Reply<String> },
-    Subscribe { participant: ParticipantId, tracks: Vec<TrackInfo> },
-    Unsubscribe { participant: ParticipantId, track: TrackId },
-    SubscriberAnswer { participant: ParticipantId, answer: String, reply: Reply<()> },
-    Candidate { key: SessionKey, candidate: RTCIceCandidateInit, reply: Reply<()> },
-    RemoveParticipant { participant: ParticipantId },
+    AddParticipant {
+        participant: ParticipantId,
+        events: EventSink,
+    },
+    Publish {
+        participant: ParticipantId,
+        offer: String,
+        reply: Reply<String>,
+    },
+    Subscribe {
+        participant: ParticipantId,
+        tracks: Vec<TrackInfo>,
+    },
+    Unsubscribe {
+        participant: ParticipantId,
+        track: TrackId,
+    },
+    SubscriberAnswer {
+        participant: ParticipantId,
+        answer: String,
+        reply: Reply<()>,
+    },
+    Candidate {
+        key: SessionKey,
+        candidate: RTCIceCandidateInit,
+        reply: Reply<()>,
+    },
+    RemoveParticipant {
+        participant: ParticipantId,
+    },
     /// The viewer renders `track` this tall (device pixels; 0 = not shown).
-    VideoSize { participant: ParticipantId, track: TrackId, height: u32 },
+    VideoSize {
+        participant: ParticipantId,
+        track: TrackId,
+        height: u32,
+    },
     /// The viewer's quality choice, for one track or all.
-    Quality { participant: ParticipantId, track: Option<TrackId>, quality: Quality },
-    Stats { participant: ParticipantId, reply: Reply<SubscriberStats> },
+    Quality {
+        participant: ParticipantId,
+        track: Option<TrackId>,
+        quality: Quality,
+    },
+    Stats {
+        participant: ParticipantId,
+        reply: Reply<SubscriberStats>,
+    },
     /// Publish tracks fed by an in-process source (the RTMP bridge) instead of a peer session.
-    OpenIngest { participant: ParticipantId, tracks: Vec<(MediaKind, CodecInfo)>, reply: Reply<Vec<TrackInfo>> },
+    OpenIngest {
+        participant: ParticipantId,
+        tracks: Vec<(MediaKind, CodecInfo)>,
+        reply: Reply<Vec<TrackInfo>>,
+    },
 }
 
 /// Everything a worker receives.
 pub(crate) enum WorkerMsg {
-    Datagram { session: SessionKey, from: SocketAddr, data: BytesMut, at: Instant },
+    Datagram {
+        session: SessionKey,
+        from: SocketAddr,
+        data: BytesMut,
+        at: Instant,
+    },
     Command(Command),
     /// A packet of a track some local session subscribes to.
     Media(Arc<MediaPacket>),
     /// A worker gained its first (or lost its last) subscriber of a track published here.
-    Interest { track: TrackId, worker: usize, add: bool },
+    Interest {
+        track: TrackId,
+        worker: usize,
+        add: bool,
+    },
     /// Someone wants a keyframe of a track published here, on this layer.
     KeyframeRequest(TrackId, u8),
     /// A track is gone: drop local subscriptions to it.
     TrackGone(TrackId),
     /// The highest layer a worker's subscribers want of a track published here (dynacast);
     /// `None` when it has none left.
-    LayerDemand { track: TrackId, worker: usize, layer: Option<u8> },
+    LayerDemand {
+        track: TrackId,
+        worker: usize,
+        layer: Option<u8>,
+    },
     /// A packet of an ingest track (RTMP bridge) owned by a participant on this worker.
     Ingest(ParticipantId, MediaPacket),
 }
@@ -209,12 +260,7 @@ impl Worker {
         let regained = session.ever_connected && !session.connected;
         let msg = TaggedBytesMut {
             now: at,
-            transport: TransportContext {
-                local_addr,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
+            transport: TransportContext { local_addr, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
             message: data,
         };
         match catch_unwind(AssertUnwindSafe(|| session.pc.handle_read(msg))) {
@@ -270,7 +316,11 @@ impl Worker {
         let now = Instant::now();
         match cmd {
             Command::AddParticipant { participant, events } => {
-                if self.participants.insert(participant, ParticipantState { events, publisher: None, subscriber: None, ingest: Vec::new() }).is_none() {
+                if self
+                    .participants
+                    .insert(participant, ParticipantState { events, publisher: None, subscriber: None, ingest: Vec::new() })
+                    .is_none()
+                {
                     self.shared.counters.participants.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -288,9 +338,7 @@ impl Worker {
                 let key = SessionKey { participant, role: SessionRole::Subscriber };
                 let r = match self.session(key) {
                     None => Err(SfuError::NoSession),
-                    Some(s) => s.apply_answer(now, answer).and_then(|()| {
-                        if s.renegotiate { s.negotiate(now) } else { Ok(None) }
-                    }),
+                    Some(s) => s.apply_answer(now, answer).and_then(|()| if s.renegotiate { s.negotiate(now) } else { Ok(None) }),
                 };
                 let r = match r {
                     Ok(Some(offer)) => {
@@ -469,10 +517,8 @@ impl Worker {
     fn announce_layers(&mut self, publisher: ParticipantId, track: TrackId, max_layer: u8) {
         // Only simulcast tracks can pause layers.
         let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
-        let simulcast = self
-            .session(key)
-            .and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1))
-            .unwrap_or(false);
+        let simulcast =
+            self.session(key).and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1)).unwrap_or(false);
         if simulcast {
             tracing::debug!(%track, max_layer, "dynacast: layers wanted");
             self.emit(publisher, SfuEvent::LayersWanted(track, max_layer));
@@ -679,9 +725,8 @@ impl Worker {
                         });
                     }
                     RTCMessage::RtcpPacket(track_id, packets) if key.role == SessionRole::Subscriber => {
-                        let wants_keyframe = packets
-                            .iter()
-                            .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
+                        let wants_keyframe =
+                            packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
                         if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
                             // The viewer's decoder wants a keyframe of what it is fed.
                             let layer = session.forwarders.get(&track).and_then(|s| s.forwarder.current).unwrap_or(0);

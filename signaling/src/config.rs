@@ -202,13 +202,7 @@ impl Default for RoomConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_message_bytes: 64 * 1024,
-            messages_per_second: 50,
-            message_burst: 100,
-            join_timeout_secs: 10,
-            idle_timeout_secs: 60,
-        }
+        Self { max_message_bytes: 64 * 1024, messages_per_second: 50, message_burst: 100, join_timeout_secs: 10, idle_timeout_secs: 60 }
     }
 }
 
@@ -217,8 +211,7 @@ impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => Config::default(),
@@ -305,7 +298,9 @@ impl Config {
         if self.rtmp.app.is_empty() || self.rtmp.app.contains('/') {
             anyhow::bail!("rtmp.app must be a non-empty name without '/'");
         }
-        if !(100..=1_000_000).contains(&self.rtc.max_estimate_kbps) || !(100..=self.rtc.max_estimate_kbps).contains(&self.rtc.initial_estimate_kbps) {
+        if !(100..=1_000_000).contains(&self.rtc.max_estimate_kbps)
+            || !(100..=self.rtc.max_estimate_kbps).contains(&self.rtc.initial_estimate_kbps)
+        {
             anyhow::bail!("rtc.initial_estimate_kbps and rtc.max_estimate_kbps must be 100..=1000000, initial ≤ max");
         }
         if !(1.0..=4.0).contains(&self.rtc.layer_up_headroom) {

@@ -151,7 +151,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
             println!("  Watch as viewer:  {base}/?token={viewer}");
             println!("  Mint more tokens: cargo run --release -- token --room demo --identity guest --role cohost");
             if let Some(rtmp) = server.rtmp_addr {
-                println!("  Studio feed:      cargo run --release -- stream-key --room demo   (OBS server {}, RTMP on {rtmp})", server.state.config.rtmp.server_url());
+                println!(
+                    "  Studio feed:      cargo run --release -- stream-key --room demo   (OBS server {}, RTMP on {rtmp})",
+                    server.state.config.rtmp.server_url()
+                );
             }
             println!();
         }

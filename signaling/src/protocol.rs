@@ -149,23 +149,54 @@ pub enum ServerMsg {
         tracks: Vec<TrackView>,
     },
     /// Answer to `publish`.
-    Answer { sdp: String },
+    Answer {
+        sdp: String,
+    },
     /// An offer for the subscriber connection; reply with `answer`.
-    Offer { sdp: String },
-    Candidate { target: Target, candidate: Candidate },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantLeft { participant: ParticipantId, reason: String },
-    TrackPublished { track: TrackView },
-    TrackUnpublished { track: TrackId, participant: ParticipantId },
-    TrackMuted { track: TrackId, participant: ParticipantId, muted: bool },
+    Offer {
+        sdp: String,
+    },
+    Candidate {
+        target: Target,
+        candidate: Candidate,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant: ParticipantId,
+        reason: String,
+    },
+    TrackPublished {
+        track: TrackView,
+    },
+    TrackUnpublished {
+        track: TrackId,
+        participant: ParticipantId,
+    },
+    TrackMuted {
+        track: TrackId,
+        participant: ParticipantId,
+        muted: bool,
+    },
     /// The room changed (went live, publisher or viewer counts).
-    RoomUpdate { room: RoomInfo },
+    RoomUpdate {
+        room: RoomInfo,
+    },
     /// State of one of your peer connections as the server sees it.
-    ConnectionState { target: Target, state: sfu::ConnState },
-    RoomEnded { reason: String },
+    ConnectionState {
+        target: Target,
+        state: sfu::ConnState,
+    },
+    RoomEnded {
+        reason: String,
+    },
     /// Dynacast, to a publisher: nobody needs layers of `track` above `max_layer` now (0 = `q`,
     /// 1 = `h`, 2 = `f`); pause them, and resume when this rises.
-    Layers { track: TrackId, max_layer: u8 },
+    Layers {
+        track: TrackId,
+        max_layer: u8,
+    },
     /// Answer to `get_stats`.
     Stats {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,11 +212,23 @@ pub enum ServerMsg {
         #[serde(skip_serializing_if = "Option::is_none")]
         ts: Option<u64>,
     },
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     /// A new stream key; `key` is never shown again.
-    StreamKey { id: String, key: String, server_url: String, label: String },
-    StreamKeys { keys: Vec<crate::stream_keys::KeyView> },
-    StreamKeyRevoked { id: String },
+    StreamKey {
+        id: String,
+        key: String,
+        server_url: String,
+        label: String,
+    },
+    StreamKeys {
+        keys: Vec<crate::stream_keys::KeyView>,
+    },
+    StreamKeyRevoked {
+        id: String,
+    },
     /// A studio feed (RTMP) went live, lost its encoder (seat held for the grace period), or ended.
     StudioState {
         participant: ParticipantId,
@@ -194,7 +237,11 @@ pub enum ServerMsg {
         reason: Option<String>,
     },
     /// Something the host should fix in the encoder's settings (sent to hosts only).
-    StudioNotice { participant: ParticipantId, code: String, message: String },
+    StudioNotice {
+        participant: ParticipantId,
+        code: String,
+        message: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

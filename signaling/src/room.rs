@@ -51,13 +51,7 @@ pub struct JoinSnapshot {
 }
 
 fn view(t: &Track) -> TrackView {
-    TrackView {
-        id: t.info.id,
-        participant: t.info.publisher,
-        kind: t.info.kind,
-        mime_type: t.info.codec.mime_type.clone(),
-        muted: t.muted,
-    }
+    TrackView { id: t.info.id, participant: t.info.publisher, kind: t.info.kind, mime_type: t.info.codec.mime_type.clone(), muted: t.muted }
 }
 
 fn unix_ms() -> u64 {
@@ -169,7 +163,10 @@ impl Room {
         let max = self.config.max_publishers;
         let m = self.members.get_mut(&id).ok_or_else(|| SignalError::new(ErrorCode::NotFound, "not in this room"))?;
         if !m.info.role.may_publish() {
-            return Err(SignalError::new(ErrorCode::NotAllowed, "viewers and moderators cannot publish; ask the host to invite you on stage"));
+            return Err(SignalError::new(
+                ErrorCode::NotAllowed,
+                "viewers and moderators cannot publish; ask the host to invite you on stage",
+            ));
         }
         if m.publishing {
             return Ok(false);
@@ -269,8 +266,7 @@ impl Room {
             let _ = self.end(None, "the room reached its maximum duration");
         }
         let empty_for = self.empty_since.map(|t| now.duration_since(t)).unwrap_or_default();
-        self.members.is_empty()
-            && (self.state == RoomState::Ended || empty_for > Duration::from_secs(self.config.empty_timeout_secs))
+        self.members.is_empty() && (self.state == RoomState::Ended || empty_for > Duration::from_secs(self.config.empty_timeout_secs))
     }
 }
 
@@ -292,10 +288,7 @@ impl Rooms {
     }
 
     pub fn get_or_create(&self, name: &str) -> Arc<Mutex<Room>> {
-        self.map
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone()))))
-            .clone()
+        self.map.entry(name.to_owned()).or_insert_with(|| Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone())))).clone()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Mutex<Room>>> {

@@ -104,14 +104,12 @@ impl Studio {
             })
             .collect()
     }
-
 }
 
 /// Bind the RTMP port and serve until the process ends.
 pub async fn listen(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(app.config.rtmp.bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding RTMP on {}: {e}", app.config.rtmp.bind))?;
+    let listener =
+        TcpListener::bind(app.config.rtmp.bind).await.map_err(|e| anyhow::anyhow!("binding RTMP on {}: {e}", app.config.rtmp.bind))?;
     let addr = listener.local_addr()?;
     let mut bound = app.config.rtmp.clone();
     bound.bind = addr;
@@ -297,7 +295,12 @@ impl Connection {
         self.handle_results_at(session, results, Instant::now()).await
     }
 
-    async fn handle_results_at(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>, arrived: Instant) -> Result<(), String> {
+    async fn handle_results_at(
+        &mut self,
+        session: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+        arrived: Instant,
+    ) -> Result<(), String> {
         let mut notices = Vec::new();
         for r in results {
             match r {
@@ -348,7 +351,13 @@ impl Connection {
         format!("refused: {}", refusal.description)
     }
 
-    async fn on_event(&mut self, session: &mut ServerSession, ev: ServerSessionEvent, arrived: Instant, notices: &mut Vec<Notice>) -> Result<(), String> {
+    async fn on_event(
+        &mut self,
+        session: &mut ServerSession,
+        ev: ServerSessionEvent,
+        arrived: Instant,
+        notices: &mut Vec<Notice>,
+    ) -> Result<(), String> {
         let cfg = &self.app.config.rtmp;
         match ev {
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
@@ -422,7 +431,8 @@ impl Connection {
             };
             let message = n.message();
             tracing::warn!(room = %feed.room_name, participant = %feed.participant, code, "studio feed: {message}");
-            lock(&feed.room).send_to_role(Role::Host, ServerMsg::StudioNotice { participant: feed.participant, code: code.into(), message });
+            lock(&feed.room)
+                .send_to_role(Role::Host, ServerMsg::StudioNotice { participant: feed.participant, code: code.into(), message });
         }
     }
 

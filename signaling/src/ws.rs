@@ -85,7 +85,12 @@ fn parse(text: &str, max: usize) -> Result<ClientMsg, SignalError> {
 /// Wait for `join` (or use the token from the URL) and check it. A refusal comes with the close
 /// code to send: 1009 for a message or frame too large (or framing the WebSocket layer refused),
 /// 4001 for everything else.
-async fn authenticate(socket: &mut Socket, app: &AppState, url_token: Option<String>, url_room: Option<String>) -> Result<Claims, (SignalError, u16)> {
+async fn authenticate(
+    socket: &mut Socket,
+    app: &AppState,
+    url_token: Option<String>,
+    url_room: Option<String>,
+) -> Result<Claims, (SignalError, u16)> {
     let auth = |e: SignalError| (e, CLOSE_AUTH);
     let max = app.config.limits.max_message_bytes;
     let deadline = Duration::from_secs(app.config.limits.join_timeout_secs);
@@ -164,7 +169,17 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         participants: snapshot.participants,
         tracks: snapshot.tracks,
     };
-    let mut session = Session { app: app.clone(), id, room: room.clone(), claims, limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst), bad: 0, limited: 0, window_start: Instant::now(), last_limited_notice: None };
+    let mut session = Session {
+        app: app.clone(),
+        id,
+        room: room.clone(),
+        claims,
+        limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst),
+        bad: 0,
+        limited: 0,
+        window_start: Instant::now(),
+        last_limited_notice: None,
+    };
     let (reason, close_code) = if !send(&mut socket, &joined).await {
         ("connection lost".to_owned(), None)
     } else {
@@ -209,7 +224,12 @@ enum Flow {
 impl Session {
     /// Relay until the connection ends. Returns why, and the close code to send (none when the
     /// client closed or the connection is gone).
-    async fn serve(&mut self, socket: &mut Socket, out_rx: &mut mpsc::Receiver<ServerMsg>, ev_rx: &mut mpsc::Receiver<SfuEvent>) -> (String, Option<u16>) {
+    async fn serve(
+        &mut self,
+        socket: &mut Socket,
+        out_rx: &mut mpsc::Receiver<ServerMsg>,
+        ev_rx: &mut mpsc::Receiver<SfuEvent>,
+    ) -> (String, Option<u16>) {
         let idle = Duration::from_secs(self.app.config.limits.idle_timeout_secs);
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval(idle / 3);
@@ -360,7 +380,16 @@ impl Session {
                     SignalError::new(ErrorCode::Internal, "could not store the stream key")
                 })?;
                 tracing::info!(room = %self.claims.room, id = %minted.view.id, "stream key minted");
-                send(socket, &ServerMsg::StreamKey { id: minted.view.id, key: minted.key, server_url: self.app.studio.server_url(&self.app.config.rtmp), label: minted.view.label }).await;
+                send(
+                    socket,
+                    &ServerMsg::StreamKey {
+                        id: minted.view.id,
+                        key: minted.key,
+                        server_url: self.app.studio.server_url(&self.app.config.rtmp),
+                        label: minted.view.label,
+                    },
+                )
+                .await;
                 Ok(Flow::Continue)
             }
             ClientMsg::ListStreamKeys => {
@@ -384,7 +413,16 @@ impl Session {
             }
             ClientMsg::GetStats => {
                 let stats = sfu.subscriber_stats(self.id).await?;
-                send(socket, &ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, twcc_feedback: stats.twcc_feedback, path: stats.path, tracks: stats.tracks }).await;
+                send(
+                    socket,
+                    &ServerMsg::Stats {
+                        bandwidth_bps: stats.bandwidth_bps,
+                        twcc_feedback: stats.twcc_feedback,
+                        path: stats.path,
+                        tracks: stats.tracks,
+                    },
+                )
+                .await;
                 Ok(Flow::Continue)
             }
         }

@@ -50,7 +50,11 @@ async fn garbage_udp_and_websocket_frames_harm_nobody() {
             0 => (0..rng.random_range(0..1500)).map(|_| rng.random()).collect(),
             1 => vec![],
             // Looks like RTP/RTCP (version 2) but is junk.
-            2 => { let mut v: Vec<u8> = (0..rng.random_range(12..400)).map(|_| rng.random()).collect(); v[0] = 0x80; v }
+            2 => {
+                let mut v: Vec<u8> = (0..rng.random_range(12..400)).map(|_| rng.random()).collect();
+                v[0] = 0x80;
+                v
+            }
             // A STUN binding request for the live viewer's ufrag, with junk where the
             // MESSAGE-INTEGRITY should be: it binds our address in the demux, then the session
             // must reject it and everything after it.
@@ -58,7 +62,11 @@ async fn garbage_udp_and_websocket_frames_harm_nobody() {
             // Truncated STUN header.
             4 => stun_binding(&ufrag, &[])[..rng.random_range(0..20)].to_vec(),
             // DTLS-looking record with junk.
-            _ => { let mut v: Vec<u8> = (0..rng.random_range(13..300)).map(|_| rng.random()).collect(); v[0] = 22; v }
+            _ => {
+                let mut v: Vec<u8> = (0..rng.random_range(13..300)).map(|_| rng.random()).collect();
+                v[0] = 22;
+                v
+            }
         };
         if udp.send_to(&dgram, target).await.is_ok() {
             sent += 1;
@@ -121,7 +129,10 @@ async fn garbage_udp_and_websocket_frames_harm_nobody() {
         assert_eq!((t.corrupt, t.out_of_order), (0, 0));
     }
     let fresh = join(&server, &token(&server, room, "fresh", Role::Viewer)).await.unwrap();
-    assert!(eventually(Duration::from_secs(10), || fresh.media_snapshot().values().filter(|t| t.packets > 20).count() == 2).await, "new viewers still join");
+    assert!(
+        eventually(Duration::from_secs(10), || fresh.media_snapshot().values().filter(|t| t.packets > 20).count() == 2).await,
+        "new viewers still join"
+    );
     let stats = server.sfu().stats();
     eprintln!("after garbage: {stats:?}");
     assert!(stats.datagrams_dropped > 0);
@@ -145,11 +156,15 @@ async fn garbage_udp_and_websocket_frames_harm_nobody() {
     assert_eq!(server.state.rooms.len(), 1);
     viewer.close().await;
     host.close().await;
-    assert!(eventually(Duration::from_secs(10), || {
-        let s = server.sfu().stats();
-        (s.sessions, s.participants, s.tracks, s.demux_sessions, s.demux_addresses) == (0, 0, 0, 0, 0)
-    })
-    .await, "nothing left behind: {:?}", server.sfu().stats());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let s = server.sfu().stats();
+            (s.sessions, s.participants, s.tracks, s.demux_sessions, s.demux_addresses) == (0, 0, 0, 0, 0)
+        })
+        .await,
+        "nothing left behind: {:?}",
+        server.sfu().stats()
+    );
     server.shutdown().await;
 }
 
@@ -174,7 +189,9 @@ async fn a_frame_over_the_cap_is_closed_with_1009() {
         assert_eq!(close["close"], 1009, "{size} bytes before join");
         // After join.
         let mut ws = raw_ws(&server).await;
-        ws.send(Message::Text(serde_json::json!({"type": "join", "token": token(&server, room, "big", Role::Viewer)}).to_string().into())).await.unwrap();
+        ws.send(Message::Text(serde_json::json!({"type": "join", "token": token(&server, room, "big", Role::Viewer)}).to_string().into()))
+            .await
+            .unwrap();
         assert_eq!(next_json(&mut ws, Duration::from_secs(5)).await.expect("joined")["type"], "joined");
         let _ = ws.send(Message::Text("y".repeat(size).into())).await;
         let mut close = None;

@@ -14,9 +14,14 @@ async fn nacks_recover_video_lost_on_the_way_to_a_viewer() {
     host.publish().await.unwrap();
     let relay = ImpairRelay::start(server.sfu().local_addr(), 0.05).await;
     let viewer = join_via(&server, &token(&server, "lossy", "viewer", Role::Viewer), Some(relay.addr)).await.unwrap();
-    assert!(eventually(Duration::from_secs(10), || viewer.media_snapshot().values().filter(|t| t.packets > 20).count() == 2).await, "media flows through the relay");
+    assert!(
+        eventually(Duration::from_secs(10), || viewer.media_snapshot().values().filter(|t| t.packets > 20).count() == 2).await,
+        "media flows through the relay"
+    );
     // Let a few hundred video packets through the lossy link.
-    assert!(eventually(Duration::from_secs(20), || viewer.media_snapshot().values().any(|t| t.kind == "video" && t.seqs.len() > 600)).await);
+    assert!(
+        eventually(Duration::from_secs(20), || viewer.media_snapshot().values().any(|t| t.kind == "video" && t.seqs.len() > 600)).await
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let m = viewer.media_snapshot();
     let video = m.values().find(|t| t.kind == "video").unwrap();

@@ -26,7 +26,10 @@ async fn host_and_cohost_reach_three_viewers_intact_and_in_order() {
     for (i, v) in viewers.iter().enumerate() {
         let m = v.media_snapshot();
         for (id, t) in &m {
-            eprintln!("viewer{i} {id} {}: {} packets, {} keyframes, {} corrupt, {} out of order, {} seq gaps, {} duplicates, ssrcs {:?}", t.kind, t.packets, t.keyframes, t.corrupt, t.out_of_order, t.seq_gaps, t.duplicates, t.ssrcs);
+            eprintln!(
+                "viewer{i} {id} {}: {} packets, {} keyframes, {} corrupt, {} out of order, {} seq gaps, {} duplicates, ssrcs {:?}",
+                t.kind, t.packets, t.keyframes, t.corrupt, t.out_of_order, t.seq_gaps, t.duplicates, t.ssrcs
+            );
         }
     }
     assert!(ok, "every viewer receives all four tracks");
@@ -49,13 +52,8 @@ async fn host_and_cohost_reach_three_viewers_intact_and_in_order() {
     })
     .await;
     assert!(got, "late viewer gets keyframes");
-    let worst = late
-        .media_snapshot()
-        .values()
-        .filter(|t| t.kind == "video")
-        .map(|t| t.first_keyframe.unwrap().duration_since(t0))
-        .max()
-        .unwrap();
+    let worst =
+        late.media_snapshot().values().filter(|t| t.kind == "video").map(|t| t.first_keyframe.unwrap().duration_since(t0)).max().unwrap();
     eprintln!("late viewer: join -> first keyframe on both video tracks: {worst:?}");
     assert!(worst < Duration::from_secs(1), "late joiner keyframe took {worst:?}");
     let stats = server.sfu().stats();
@@ -66,10 +64,14 @@ async fn host_and_cohost_reach_three_viewers_intact_and_in_order() {
     for c in viewers.into_iter().chain([host, cohost, late]) {
         c.close().await;
     }
-    assert!(eventually(Duration::from_secs(5), || {
-        let s = server.sfu().stats();
-        s.sessions == 0 && s.participants == 0 && s.tracks == 0 && s.demux_sessions == 0 && s.demux_addresses == 0
-    })
-    .await, "sessions left behind: {:?}", server.sfu().stats());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = server.sfu().stats();
+            s.sessions == 0 && s.participants == 0 && s.tracks == 0 && s.demux_sessions == 0 && s.demux_addresses == 0
+        })
+        .await,
+        "sessions left behind: {:?}",
+        server.sfu().stats()
+    );
     server.shutdown().await;
 }

@@ -25,11 +25,14 @@ async fn fifth_publisher_and_viewer_publish_are_refused() {
         cohosts.push(c);
     }
     let viewer = join(&server, &token(&server, room, "viewer", Role::Viewer)).await.unwrap();
-    assert!(eventually(Duration::from_secs(20), || {
-        let m = viewer.media_snapshot();
-        m.len() == 8 && m.values().all(|t| t.packets > 10)
-    })
-    .await, "viewer receives all four publishers");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let m = viewer.media_snapshot();
+            m.len() == 8 && m.values().all(|t| t.packets > 10)
+        })
+        .await,
+        "viewer receives all four publishers"
+    );
 
     let mut fifth = join(&server, &token(&server, room, "fifth", Role::Cohost)).await.unwrap();
     let e = fifth.publish().await.expect_err("stage is full");
@@ -47,11 +50,13 @@ async fn fifth_publisher_and_viewer_publish_are_refused() {
 
     // Nobody was disturbed: still eight tracks, all advancing.
     let before: u64 = viewer.media_snapshot().values().map(|t| t.packets).sum();
-    assert!(eventually(Duration::from_secs(5), || {
-        let m = viewer.media_snapshot();
-        m.len() == 8 && m.values().map(|t| t.packets).sum::<u64>() > before + 200
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let m = viewer.media_snapshot();
+            m.len() == 8 && m.values().map(|t| t.packets).sum::<u64>() > before + 200
+        })
+        .await
+    );
     assert_eq!(server.sfu().stats().tracks, 8);
 
     // When a publisher leaves, its seat frees up for the fifth.
@@ -103,7 +108,10 @@ async fn a_refused_renegotiation_is_rolled_back() {
     assert!(answer.is_ok(), "a valid renegotiation after a refused one: {answer:?}");
     // The seat was kept and media never stopped.
     let before: u64 = viewer.media_snapshot().values().map(|t| t.packets).sum();
-    assert!(eventually(Duration::from_secs(5), || viewer.media_snapshot().values().map(|t| t.packets).sum::<u64>() > before + 100).await, "viewer keeps receiving");
+    assert!(
+        eventually(Duration::from_secs(5), || viewer.media_snapshot().values().map(|t| t.packets).sum::<u64>() > before + 100).await,
+        "viewer keeps receiving"
+    );
     let fifth_seat_probe = server.state.rooms.get(room).map(|r| signaling::room::lock(&r).publishers());
     assert_eq!(fifth_seat_probe, Some(1), "the host keeps its seat");
     assert!(viewer.wait_for("track_unpublished", Duration::from_millis(300)).await.is_none());
@@ -124,9 +132,15 @@ async fn a_joining_viewer_gets_one_complete_offer() {
     let mut cohost = join(&server, &token(&server, room, "cohost", Role::Cohost)).await.unwrap();
     cohost.publish().await.unwrap();
     let probe = join(&server, &token(&server, room, "probe", Role::Viewer)).await.unwrap();
-    assert!(eventually(Duration::from_secs(10), || probe.media_snapshot().values().filter(|t| t.packets > 10).count() == 4).await, "four tracks flow");
+    assert!(
+        eventually(Duration::from_secs(10), || probe.media_snapshot().values().filter(|t| t.packets > 10).count() == 4).await,
+        "four tracks flow"
+    );
     let viewer = join(&server, &token(&server, room, "viewer", Role::Viewer)).await.unwrap();
-    assert!(eventually(Duration::from_secs(10), || viewer.media_snapshot().values().filter(|t| t.packets > 10).count() == 4).await, "the new viewer receives all four");
+    assert!(
+        eventually(Duration::from_secs(10), || viewer.media_snapshot().values().filter(|t| t.packets > 10).count() == 4).await,
+        "the new viewer receives all four"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let offers = viewer.offers.lock().unwrap().clone();
     let m_lines = |sdp: &str| sdp.lines().filter(|l| l.starts_with("m=")).count();

@@ -139,7 +139,17 @@ async fn ffprobe_decode(aus: &[(u32, Vec<Vec<u8>>, bool)], name: &str) -> (u64, 
     }
     std::fs::write(&path, &annexb).unwrap();
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames,width,height", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames,width,height",
+            "-of",
+            "json",
+        ])
         .arg(&path)
         .output()
         .await
@@ -178,7 +188,11 @@ async fn ffmpeg_feed_reaches_a_viewer_as_h264_and_opus() {
     let live = wait_msg(&mut viewer, "studio_state", Duration::from_secs(10)).await;
     assert_eq!(live["state"], "live");
     eprintln!("encoder start -> studio live: {:?}", started.elapsed());
-    assert!(eventually(Duration::from_secs(10), || video_and_audio(&viewer, 50).is_some()).await, "viewer receives the studio feed: {:?}", viewer.media_snapshot().keys());
+    assert!(
+        eventually(Duration::from_secs(10), || video_and_audio(&viewer, 50).is_some()).await,
+        "viewer receives the studio feed: {:?}",
+        viewer.media_snapshot().keys()
+    );
     let first_video = viewer.media_snapshot().values().filter(|t| t.kind == "video").find_map(|t| t.first_packet).unwrap();
     eprintln!("encoder start -> first H.264 packet at the viewer: {:?}", first_video.duration_since(started));
     // Let 4 s of media arrive.
@@ -363,7 +377,11 @@ async fn bad_revoked_and_surplus_feeds_are_refused_and_the_room_carries_on() {
     let (key1, _) = mint_key(&mut host, "Cam 1").await;
     let (key2, _) = mint_key(&mut host, "Cam 2").await;
     let first = push(&rtmp_url(&server, &key1), &Feed { seconds: 6, ..Feed::default() });
-    assert!(eventually(Duration::from_secs(10), || viewer.media_snapshot().len() == 4).await, "first feed on stage: {:?}", viewer.media_snapshot().iter().map(|(k, t)| (k.clone(), t.kind.clone(), t.packets)).collect::<Vec<_>>());
+    assert!(
+        eventually(Duration::from_secs(10), || viewer.media_snapshot().len() == 4).await,
+        "first feed on stage: {:?}",
+        viewer.media_snapshot().iter().map(|(k, t)| (k.clone(), t.kind.clone(), t.packets)).collect::<Vec<_>>()
+    );
     let (status, err) = stderr_of(push(&rtmp_url(&server, &key2), &short), Duration::from_secs(10)).await;
     eprintln!("stage full: ffmpeg {status:?}: {}", err.trim());
     assert!(err.contains("the stage is full"), "{err}");

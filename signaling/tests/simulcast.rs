@@ -115,14 +115,26 @@ async fn a_narrow_path_settles_low_and_climbs_back_when_it_widens() {
         viewer.send(json!({"type": "get_stats"}));
         let s = viewer.wait_for("stats", Duration::from_secs(2)).await.unwrap_or_default();
         let now_layer = s["tracks"][0]["layer"].as_u64();
-        assert_eq!(now_layer, Some(0), "stays on the low layer while the path is narrow ({:?} after the limit; stats {s})", limited.elapsed());
+        assert_eq!(
+            now_layer,
+            Some(0),
+            "stays on the low layer while the path is narrow ({:?} after the limit; stats {s})",
+            limited.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (d1, p1) = relay.counts();
     let loss = (d1 - d0) as f64 / ((d1 - d0) + (p1 - p0)).max(1) as f64;
     viewer.send(json!({"type": "get_stats"}));
     let s = viewer.wait_for("stats", Duration::from_secs(2)).await.unwrap();
-    eprintln!("settled {:?} after the limit: {} of {} datagrams dropped ({:.2} %); {}", limited.elapsed(), d1 - d0, (d1 - d0) + (p1 - p0), loss * 100.0, stats(&s));
+    eprintln!(
+        "settled {:?} after the limit: {} of {} datagrams dropped ({:.2} %); {}",
+        limited.elapsed(),
+        d1 - d0,
+        (d1 - d0) + (p1 - p0),
+        loss * 100.0,
+        stats(&s)
+    );
     assert!(p1 - p0 > 100, "media kept flowing ({} datagrams)", p1 - p0);
     assert!(loss < 0.02, "sustained loss {:.2} % ≥ 2 %", loss * 100.0);
     // Stats say why: the estimate and this track's share of it are under the narrow path.
@@ -179,7 +191,10 @@ async fn temporal_layers_are_dropped_before_a_spatial_layer() {
     // Settled: over 3 s, no gaps in what reaches the viewer, only allowed temporal layers.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let video = |v: &Client| v.media_snapshot().into_values().find(|t| t.kind == "video").unwrap();
-    let (hi0, raw0) = { let m = video(&viewer); (*m.seqs.last().unwrap(), m.raw.len()) };
+    let (hi0, raw0) = {
+        let m = video(&viewer);
+        (*m.seqs.last().unwrap(), m.raw.len())
+    };
     let (d0, p0) = relay.counts();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (d1, p1) = relay.counts();
@@ -199,7 +214,9 @@ async fn temporal_layers_are_dropped_before_a_spatial_layer() {
     let missing = span - m.seqs.range(hi0 + 1..=hi1).count() as u64;
     eprintln!(
         "settled: layer/max_temporal {:?}, relay dropped {} of {} datagrams (probe trains included), {missing} of {span} sequence numbers missing at the viewer, TIDs seen {:?}",
-        track_state(&s), d1 - d0, (d1 - d0) + (p1 - p0),
+        track_state(&s),
+        d1 - d0,
+        (d1 - d0) + (p1 - p0),
         (0..3u8).map(|t| tids.iter().filter(|&&x| x == t).count()).collect::<Vec<_>>()
     );
     assert_eq!(track_state(&s).0, Some(2), "still the top layer (stats {s})");

@@ -7,11 +7,11 @@ use super::IngestError;
 use super::flv::parse_aac_config;
 use opus_rs::{Application, OpusEncoder};
 use rubato::{FftFixedIn, Resampler};
+use std::time::Instant;
 use symphonia_codec_aac::AacDecoder;
 use symphonia_core::audio::SampleBuffer;
 use symphonia_core::codecs::{CODEC_TYPE_AAC, CodecParameters, Decoder, DecoderOptions};
 use symphonia_core::formats::Packet;
-use std::time::Instant;
 
 /// Opus frame: 20 ms at 48 kHz.
 pub const FRAME: usize = 960;

@@ -137,7 +137,10 @@ pub fn parse_audio(body: &[u8]) -> Result<AudioTag<'_>, IngestError> {
 /// Sample rate and channel count from an AudioSpecificConfig.
 pub fn parse_aac_config(asc: &[u8]) -> Result<(u32, u8, u8), IngestError> {
     const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
-    let (&a, &b) = (asc.first().ok_or(IngestError::Malformed("empty AudioSpecificConfig"))?, asc.get(1).ok_or(IngestError::Malformed("truncated AudioSpecificConfig"))?);
+    let (&a, &b) = (
+        asc.first().ok_or(IngestError::Malformed("empty AudioSpecificConfig"))?,
+        asc.get(1).ok_or(IngestError::Malformed("truncated AudioSpecificConfig"))?,
+    );
     let object = a >> 3;
     let index = ((a & 0x07) << 1) | (b >> 7);
     if index == 15 {

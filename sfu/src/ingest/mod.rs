@@ -11,11 +11,11 @@ pub mod audio;
 pub mod flv;
 pub mod h264;
 
+use crate::SfuError;
 use crate::codec::h264_is_keyframe;
 use crate::ids::{ParticipantId, TrackId};
 use crate::router::MediaPacket;
 use crate::sfu::{CodecInfo, MediaKind, Sfu, TrackInfo};
-use crate::SfuError;
 use audio::AacToOpus;
 use bytes::Bytes;
 use flv::{AudioTag, AvcConfig, VideoTag};
@@ -393,7 +393,8 @@ impl Bridge {
             MediaKind::Video => (self.video, self.video_ssrc, &mut self.video_seq, 102),
             MediaKind::Audio => (self.audio, self.audio_ssrc, &mut self.audio_seq, 111),
         };
-        let header = rtc::rtp::header::Header { version: 2, marker, payload_type, sequence_number: *seq, timestamp, ssrc, ..Default::default() };
+        let header =
+            rtc::rtp::header::Header { version: 2, marker, payload_type, sequence_number: *seq, timestamp, ssrc, ..Default::default() };
         *seq = seq.wrapping_add(1);
         let pkt = MediaPacket { track, layer: 0, header, keyframe, payload, frame_height: None, temporal: None, received };
         let _ = self.sfu.ingest(self.participant, pkt);

@@ -10,7 +10,9 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use serde_json::{Value, json};
 use signaling::auth::Role;
 use signaling::config::Config;
@@ -202,7 +204,13 @@ impl PeerConnectionEventHandler for Handler {
                 s.last_seq = Some(pkt.header.sequence_number);
                 s.highest_ext = Some(s.highest_ext.map_or(ext, |h| h.max(ext)));
                 if s.raw.len() < RAW_KEEP {
-                    s.raw.push(RawPacket { seq: pkt.header.sequence_number, ts: pkt.header.timestamp, marker: pkt.header.marker, payload: pkt.payload.clone(), at: now });
+                    s.raw.push(RawPacket {
+                        seq: pkt.header.sequence_number,
+                        ts: pkt.header.timestamp,
+                        marker: pkt.header.marker,
+                        payload: pkt.payload.clone(),
+                        at: now,
+                    });
                 }
                 match check_payload(video, &pkt.payload) {
                     None => s.corrupt += 1,
@@ -225,8 +233,20 @@ impl PeerConnectionEventHandler for Handler {
 fn media_engine(publisher: bool) -> MediaEngine {
     let mut me = MediaEngine::default();
     if publisher {
-        let vp8 = RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
-        let opus = RTCRtpCodec { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), rtcp_feedback: vec![] };
+        let vp8 = RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.into(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
+        let opus = RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.into(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        };
         me.register_codec(RTCRtpCodecParameters { rtp_codec: vp8, payload_type: VP8_PT }, RtpCodecKind::Video).unwrap();
         me.register_codec(RTCRtpCodecParameters { rtp_codec: opus, payload_type: OPUS_PT }, RtpCodecKind::Audio).unwrap();
     } else {
@@ -239,7 +259,8 @@ async fn build_pc(handler: Handler, publisher: bool) -> Arc<dyn PeerConnection> 
     let mut me = media_engine(publisher);
     let mut registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
     if publisher {
-        registry = registry.with(rtc::interceptor::Slot::from(sfu::feedback::KEYFRAME_FEEDBACK_SLOT), sfu::feedback::KeyframeFeedback::default());
+        registry =
+            registry.with(rtc::interceptor::Slot::from(sfu::feedback::KEYFRAME_FEEDBACK_SLOT), sfu::feedback::KeyframeFeedback::default());
     }
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -302,7 +323,9 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Value>();
     let media = Arc::new(Mutex::new(HashMap::new()));
     let sub_connected = Arc::new(AtomicBool::new(false));
-    let sub_pc = build_pc(Handler { target: "subscriber", out: out_tx.clone(), media: media.clone(), connected: sub_connected.clone() }, false).await;
+    let sub_pc =
+        build_pc(Handler { target: "subscriber", out: out_tx.clone(), media: media.clone(), connected: sub_connected.clone() }, false)
+            .await;
     let stop = Arc::new(AtomicBool::new(false));
     let pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::new(Mutex::new(None));
     let last_offer: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -460,10 +483,13 @@ impl Client {
     /// frame, a keyframe every 3 s and on every PLI). Returns the publish error if refused.
     pub async fn publish(&mut self) -> Result<(), Value> {
         let connected = self.pub_connected.clone();
-        let pc = build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true).await;
+        let pc =
+            build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true)
+                .await;
         let mk = |kind: RtpCodecKind, mime: &str, rate: u32, ch: u16, fmtp: &str, label: &str| {
             let ssrc = rand::random::<u32>();
-            let codec = RTCRtpCodec { mime_type: mime.into(), clock_rate: rate, channels: ch, sdp_fmtp_line: fmtp.into(), rtcp_feedback: vec![] };
+            let codec =
+                RTCRtpCodec { mime_type: mime.into(), clock_rate: rate, channels: ch, sdp_fmtp_line: fmtp.into(), rtcp_feedback: vec![] };
             (
                 ssrc,
                 Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -471,7 +497,12 @@ impl Client {
                     format!("{label}-{ssrc}"),
                     label.into(),
                     kind,
-                    vec![RTCRtpEncodingParameters { rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() }, codec, active: true, ..Default::default() }],
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        codec,
+                        active: true,
+                        ..Default::default()
+                    }],
                 ))),
             )
         };
@@ -569,8 +600,16 @@ impl Client {
     /// base frames twice the size: 40 % of a layer's bytes in TID 0, 60 % up to TID 1).
     pub async fn publish_simulcast_with(&mut self, rates: [u32; 3], temporal: bool) -> Result<(), Value> {
         let connected = self.pub_connected.clone();
-        let pc = build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true).await;
-        let codec = RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
+        let pc =
+            build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true)
+                .await;
+        let codec = RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.into(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
         let rids = ["q", "h", "f"];
         let ssrcs: Vec<u32> = (0..3).map(|_| rand::random::<u32>()).collect();
         let codings = (0..3)
@@ -581,7 +620,13 @@ impl Client {
                 ..Default::default()
             })
             .collect();
-        let video = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new("stream-sim".into(), "video-sim".into(), "video".into(), RtpCodecKind::Video, codings)));
+        let video = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "stream-sim".into(),
+            "video-sim".into(),
+            "video".into(),
+            RtpCodecKind::Video,
+            codings,
+        )));
         pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
         let answer = self.offer_to_publish(pc).await?;
         let ext_id = |uri: &str| -> Option<u8> {
@@ -596,7 +641,8 @@ impl Client {
         let mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).unwrap_or("0").trim().to_owned();
         let want_key: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(true)).collect());
         {
-            let (video, want_key, seen, stop, ssrcs) = (video.clone(), want_key.clone(), self.keyframe_requests_seen.clone(), self.stop.clone(), ssrcs.clone());
+            let (video, want_key, seen, stop, ssrcs) =
+                (video.clone(), want_key.clone(), self.keyframe_requests_seen.clone(), self.stop.clone(), ssrcs.clone());
             self.tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     match tokio::time::timeout(Duration::from_millis(200), video.poll()).await {
