@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole Onair test suite. Installs what the tests need when it is missing, then runs:
+#   - `cargo fmt --check` (rustfmt.toml) and clippy with warnings as errors,
 #   - every unit and integration test of the workspace (real WebRTC peers on loopback, real
 #     ffmpeg pushing RTMP),
 #   - a smoke run of the forwarding-path benchmark (it must still build and forward),
@@ -28,6 +29,14 @@ fi
 
 export RUST_LOG="${RUST_LOG:-error}"
 export RUST_BACKTRACE=1
+# Style and lints first: they fail in seconds, the suites take minutes. (rustfmt and clippy come
+# with the machine's rustup toolchain; a toolchain without them skips the check, loudly.)
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all --check; else echo "WARNING: rustfmt missing, style check skipped"; fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  echo "WARNING: clippy missing, lint check skipped"
+fi
 cargo test --workspace --locked
 cargo test --locked -p onair-sfu --bench forward -- --quick
 echo "bench smoke: ok"
