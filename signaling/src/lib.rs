@@ -8,6 +8,7 @@
 //!                              ◄── SfuEvent (offers, tracks, connection state) per participant
 //! ```
 
+pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -23,7 +24,7 @@ use crate::auth::{Authenticator, Role};
 use crate::config::Config;
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -95,40 +96,9 @@ async fn dev_token(State(app): State<AppState>, Query(q): Query<TokenQuery>) -> 
     }
 }
 
-// The browser client, embedded so the one binary serves everything (no npm at run time).
-const INDEX_HTML: &str = include_str!("../../web-client/index.html");
-const APP_JS: &str = include_str!("../../web-client/app.js");
-const STYLE_CSS: &str = include_str!("../../web-client/style.css");
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
-}
-
-async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
-}
-
-async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
-}
-
-async fn style_css() -> Response {
-    asset("text/css; charset=utf-8", STYLE_CSS)
-}
-
-const FAVICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><circle cx='8' cy='8' r='6' fill='#ff3b5c'/></svg>";
-
-async fn favicon() -> Response {
-    asset("image/svg+xml", FAVICON)
-}
-
 /// The HTTP application.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
-        .route("/", get(index))
-        .route("/app.js", get(app_js))
-        .route("/style.css", get(style_css))
-        .route("/favicon.ico", get(favicon))
         .route("/ws", get(ws_handler))
         .route("/rtc", get(ws_handler))
         .route("/healthz", get(healthz))
@@ -136,7 +106,7 @@ pub fn app(state: AppState) -> Router {
     if state.config.dev_mode() {
         router = router.route("/api/dev/token", get(dev_token));
     }
-    router.with_state(state)
+    router.merge(assets::router()).with_state(state)
 }
 
 /// A running server (HTTP + media plane).
