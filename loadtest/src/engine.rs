@@ -278,7 +278,7 @@ fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
     // to the application, so a synthetic publisher answers keyframe requests like a browser.
     let reg = register_default_interceptors(Registry::new(), &mut me)
         .map_err(|e| e.to_string())?
-        .with(rtc::interceptor::Slot::from(sfu::feedback::KEYFRAME_FEEDBACK_SLOT), sfu::feedback::KeyframeFeedback::default());
+        .with(rtc::interceptor::Slot::from(sfu::client::KEYFRAME_FEEDBACK_SLOT), sfu::client::KeyframeFeedback::default());
     // ICE checks every 50 ms, as Chrome paces them before a pair works (rtc's default is 200 ms,
     // which would add up to 200 ms to every join).
     let setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28)).build();

@@ -102,11 +102,11 @@ mod tests {
         let key = video(true, &s, 720, 1100);
         assert_eq!(key.len(), 1100);
         assert_eq!(parse(true, &key), Some(s));
-        assert!(sfu::codec::vp8_is_keyframe(&key));
-        assert_eq!(sfu::codec::vp8_keyframe_size(&key), Some((1280, 720)));
+        assert!(sfu::client::vp8_is_keyframe(&key));
+        assert_eq!(sfu::client::vp8_keyframe_size(&key), Some((1280, 720)));
         let delta = Stamp { keyframe: false, ..s };
         let p = video(true, &delta, 720, 900);
-        assert!(!sfu::codec::vp8_is_keyframe(&p));
+        assert!(!sfu::client::vp8_is_keyframe(&p));
         assert_eq!(parse(true, &p), Some(delta));
         let cont = video(false, &delta, 720, 900);
         assert_eq!(parse(true, &cont), Some(delta));

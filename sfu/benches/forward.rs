@@ -23,8 +23,8 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use sfu::router::MediaPacket;
-use sfu::session::{PeerSession, SessionFactory};
+use sfu::MediaPacket;
+use sfu::internals::{PeerSession, SendBatch, SessionFactory};
 use sfu::{CodecInfo, MediaKind, ParticipantId, SessionKey, SessionRole, TrackId};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -116,7 +116,7 @@ enum Send<'a> {
 }
 
 fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId, seq0: &mut u16) -> (Duration, u64, u64) {
-    let mut batch = sfu::batch::SendBatch::default();
+    let mut batch = SendBatch::default();
     let payload = Bytes::from(vec![0xab_u8; 1100]);
     let mut forwarded = 0u64;
     let mut datagrams = 0u64;

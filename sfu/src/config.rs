@@ -22,7 +22,7 @@ pub struct SfuConfig {
     /// Tracks one participant may publish.
     pub max_tracks_per_publisher: usize,
     /// How simulcast layers follow each viewer's bandwidth estimate.
-    pub layers: crate::selector::LayerPolicy,
+    pub layers: crate::forward::selector::LayerPolicy,
 }
 
 impl Default for SfuConfig {

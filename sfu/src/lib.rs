@@ -53,28 +53,39 @@ macro_rules! queued_polls {
     };
 }
 
-pub mod batch;
-pub mod bwe;
-pub mod codec;
-pub mod config;
-pub mod demux;
-pub mod error;
-pub mod feedback;
-pub mod forwarder;
-pub mod ids;
+mod api;
+mod bwe;
+mod config;
+mod error;
+mod forward;
+mod ids;
 pub mod ingest;
-pub mod router;
-pub mod selector;
-pub mod session;
-mod sfu;
-pub mod twcc;
+mod media;
+mod net;
+mod session;
 mod worker;
 
+/// Pieces a webrtc-rs client of Onair reuses (the test peers and the loadtest): the RTCP
+/// feedback interceptor that turns a decoder's keyframe needs into PLIs, and the payload
+/// inspection that tells keyframes and VP8 temporal layers apart.
+pub mod client {
+    pub use crate::media::codec::{Vp8Temporal, vp8_is_keyframe, vp8_keyframe_size, vp8_temporal};
+    pub use crate::session::feedback::{KEYFRAME_FEEDBACK_SLOT, KeyframeFeedback};
+}
+
+/// Internals for the forwarding benchmark only (`benches/forward.rs`); not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::net::batch::SendBatch;
+    pub use crate::session::{PeerSession, SessionFactory};
+}
+
+pub use api::{CodecInfo, ConnState, MediaKind, PathStats, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 pub use config::SfuConfig;
 pub use error::SfuError;
+pub use forward::selector::{LayerPolicy, Quality};
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
-pub use router::MediaPacket;
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
 pub use rtc::peer_connection::transport::RTCIceCandidateInit;
-pub use selector::Quality;
-pub use sfu::{CodecInfo, ConnState, MediaKind, PathStats, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
+pub use worker::routing::MediaPacket;

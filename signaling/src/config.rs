@@ -319,7 +319,7 @@ impl Config {
             advertise_ip: self.rtc.advertise_ip,
             workers: self.rtc.workers,
             pli_throttle: Duration::from_millis(self.rtc.pli_throttle_ms),
-            layers: sfu::selector::LayerPolicy {
+            layers: sfu::LayerPolicy {
                 up_hold: Duration::from_millis(self.rtc.layer_up_hold_ms),
                 up_headroom: self.rtc.layer_up_headroom,
                 initial_estimate_bps: self.rtc.initial_estimate_kbps as f64 * 1000.0,

@@ -205,7 +205,7 @@ async fn temporal_layers_are_dropped_before_a_spatial_layer() {
     let tids: Vec<u8> = m.raw[raw0..]
         .iter()
         .filter(|p| (p.seq.wrapping_sub(hi0 as u16) as i16) > 0)
-        .filter_map(|p| sfu::codec::vp8_temporal(&p.payload).map(|t| t.tid))
+        .filter_map(|p| sfu::client::vp8_temporal(&p.payload).map(|t| t.tid))
         .collect();
     // Sequence numbers the viewer never got (after NACK repair; the last 30 may still be on
     // their way back).

@@ -200,7 +200,7 @@ mod tests {
         let nals = depacketize(&out);
         assert_eq!(nals, vec![sps[0].clone(), pps[0].clone(), idr]);
         assert!(out.iter().all(|p| p.len() <= MAX_PAYLOAD));
-        assert!(crate::codec::h264_is_keyframe(&out[0]));
+        assert!(crate::media::codec::h264_is_keyframe(&out[0]));
         // Inline parameter sets are not doubled; delimiters are dropped.
         let mut out = Vec::new();
         let au = packetize(&[&[0x09, 0xf0], &sps[0], &pps[0], &[0x65, 1]], &sps, &pps, MAX_PAYLOAD, &mut out);

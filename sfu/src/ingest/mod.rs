@@ -12,10 +12,10 @@ pub mod flv;
 pub mod h264;
 
 use crate::SfuError;
-use crate::codec::h264_is_keyframe;
+use crate::api::{CodecInfo, MediaKind, Sfu, TrackInfo};
 use crate::ids::{ParticipantId, TrackId};
-use crate::router::MediaPacket;
-use crate::sfu::{CodecInfo, MediaKind, Sfu, TrackInfo};
+use crate::media::codec::h264_is_keyframe;
+use crate::worker::routing::MediaPacket;
 use audio::AacToOpus;
 use bytes::Bytes;
 use flv::{AudioTag, AvcConfig, VideoTag};

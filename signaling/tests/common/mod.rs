@@ -260,7 +260,7 @@ async fn build_pc(handler: Handler, publisher: bool) -> Arc<dyn PeerConnection> 
     let mut registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
     if publisher {
         registry =
-            registry.with(rtc::interceptor::Slot::from(sfu::feedback::KEYFRAME_FEEDBACK_SLOT), sfu::feedback::KeyframeFeedback::default());
+            registry.with(rtc::interceptor::Slot::from(sfu::client::KEYFRAME_FEEDBACK_SLOT), sfu::client::KeyframeFeedback::default());
     }
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

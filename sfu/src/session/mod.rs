@@ -7,13 +7,15 @@
 //!
 //! Sessions do no I/O: the worker feeds them datagrams and timeouts and drains their output.
 
+pub mod feedback;
+
+use crate::api::{CodecInfo, MediaKind};
 use crate::bwe::{Bwe, PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, SharedBwe};
-use crate::codec::Codec;
 use crate::error::SfuError;
-use crate::forwarder::{Forwarder, Verdict};
+use crate::forward::forwarder::{Forwarder, Verdict};
 use crate::ids::{SessionKey, SessionRole, TrackId};
-use crate::router::MediaPacket;
-use crate::sfu::{CodecInfo, MediaKind};
+use crate::media::codec::Codec;
+use crate::worker::routing::MediaPacket;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
@@ -35,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The floor of a viewer's estimate (bits/s). Where it starts and its ceiling are config
-/// ([`crate::selector::LayerPolicy`]): by default 2.5 Mbit/s — enough for the top layer of one
+/// ([`crate::forward::selector::LayerPolicy`]): by default 2.5 Mbit/s — enough for the top layer of one
 /// 720p simulcast publisher, so an unconstrained viewer starts high and a constrained one is
 /// corrected within a few feedback rounds — and 50 Mbit/s.
 pub const MIN_ESTIMATE_BPS: f64 = 50_000.0;
@@ -53,7 +55,7 @@ pub const NACK_HISTORY: u16 = 256;
 /// still be walked for every packet sent. Measured in docs/benchmarks.md.
 fn subscriber_interceptors(
     media_engine: &mut MediaEngine,
-    feedback: crate::feedback::KeyframeFeedback,
+    feedback: crate::session::feedback::KeyframeFeedback,
     bwe: crate::bwe::SharedBwe,
 ) -> Result<Registry, SfuError> {
     use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
@@ -69,7 +71,7 @@ fn subscriber_interceptors(
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         media_engine.register_feedback(RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() }, kind);
         media_engine
-            .register_header_extension(RTCRtpHeaderExtensionCapability { uri: crate::twcc::TRANSPORT_CC_URI.into() }, kind, None)
+            .register_header_extension(RTCRtpHeaderExtensionCapability { uri: crate::bwe::twcc::TRANSPORT_CC_URI.into() }, kind, None)
             .map_err(startup)?;
     }
     configure_simulcast_extension_headers(media_engine).map_err(startup)?;
@@ -78,9 +80,9 @@ fn subscriber_interceptors(
     Ok(Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        .with(Slot::from(crate::feedback::NACK_GUARD_SLOT), crate::feedback::NackGuard::new(bwe.clone()))
-        .with(crate::twcc::SLOT, crate::twcc::TransportCc::new(bwe))
-        .with(Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
+        .with(Slot::from(crate::session::feedback::NACK_GUARD_SLOT), crate::session::feedback::NackGuard::new(bwe.clone()))
+        .with(crate::bwe::twcc::SLOT, crate::bwe::twcc::TransportCc::new(bwe))
+        .with(Slot::from(crate::session::feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
 }
 
 /// What every session of one SFU shares: the DTLS certificate (generated once: an ECDSA key per
@@ -90,7 +92,7 @@ pub struct SessionFactory {
     pub certificate: RTCCertificate,
     pub local_addr: SocketAddr,
     /// How subscribers' layers follow their bandwidth estimates.
-    pub policy: crate::selector::LayerPolicy,
+    pub policy: crate::forward::selector::LayerPolicy,
 }
 
 impl SessionFactory {
@@ -106,7 +108,7 @@ impl SessionFactory {
         Ok(Self { certificate, local_addr, policy: Default::default() })
     }
 
-    pub fn with_policy(mut self, policy: crate::selector::LayerPolicy) -> Self {
+    pub fn with_policy(mut self, policy: crate::forward::selector::LayerPolicy) -> Self {
         self.policy = policy;
         self
     }
@@ -122,14 +124,14 @@ impl SessionFactory {
             SessionRole::Publisher => {
                 let registry =
                     register_default_interceptors(Registry::new(), &mut media_engine).map_err(|e| SfuError::Startup(e.to_string()))?.with(
-                        rtc::interceptor::Slot::from(crate::feedback::KEYFRAME_FEEDBACK_SLOT),
-                        crate::feedback::KeyframeFeedback::default(),
+                        rtc::interceptor::Slot::from(crate::session::feedback::KEYFRAME_FEEDBACK_SLOT),
+                        crate::session::feedback::KeyframeFeedback::default(),
                     );
                 (registry, None)
             }
             SessionRole::Subscriber => {
                 let bwe = SharedBwe::new(Bwe::new(self.policy.initial_estimate_bps, MIN_ESTIMATE_BPS, self.policy.max_estimate_bps, now));
-                let feedback = crate::feedback::KeyframeFeedback::with_estimator(bwe.clone(), twcc_feedback.clone());
+                let feedback = crate::session::feedback::KeyframeFeedback::with_estimator(bwe.clone(), twcc_feedback.clone());
                 (subscriber_interceptors(&mut media_engine, feedback, bwe.clone())?, Some(bwe))
             }
         };
@@ -269,7 +271,7 @@ pub struct PeerSession {
     bwe: Option<SharedBwe>,
     /// TWCC feedback packets received from this peer.
     twcc_feedback: Arc<AtomicU64>,
-    policy: crate::selector::LayerPolicy,
+    policy: crate::forward::selector::LayerPolicy,
 }
 
 fn sdp_err(e: impl std::fmt::Display) -> SfuError {
@@ -280,8 +282,8 @@ impl PeerSession {
     /// Where an outgoing datagram goes: STUN answers go where rtc says (to the requester);
     /// media and DTLS follow the client's latest nominated path.
     pub fn destination(&mut self, rtc_addr: SocketAddr, datagram: &[u8]) -> SocketAddr {
-        if crate::demux::is_stun(datagram) {
-            if self.nominating == Some(rtc_addr) && crate::demux::is_binding_success(datagram) {
+        if crate::net::demux::is_stun(datagram) {
+            if self.nominating == Some(rtc_addr) && crate::net::demux::is_binding_success(datagram) {
                 self.nominating = None;
                 if self.remote != Some(rtc_addr) {
                     tracing::debug!(key = ?self.key, path = %rtc_addr, "client nominated another path; media follows it");
@@ -319,7 +321,7 @@ impl PeerSession {
         let shares = estimate.map(|e| {
             let rates: Vec<_> = video.iter().map(|s| s.forwarder.rates.rates()).collect();
             let wanted: Vec<_> = video.iter().map(|s| s.forwarder.wanted_layer()).collect();
-            crate::selector::allocate(e - audio, &rates, &wanted)
+            crate::forward::selector::allocate(e - audio, &rates, &wanted)
         });
         for (i, sub) in video.iter_mut().enumerate() {
             sub.forwarder.apply_caps(shares.as_ref().and_then(|s| s.get(i).copied()), now);
@@ -460,7 +462,7 @@ impl PeerSession {
             }
         }
         let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate);
-        forwarder.bandwidth = crate::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom);
+        forwarder.bandwidth = crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom);
         self.forwarders.insert(
             track,
             Subscription {

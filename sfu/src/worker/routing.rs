@@ -20,7 +20,7 @@ pub struct MediaPacket {
     /// Frame height, when this packet starts a key frame that says it (VP8).
     pub frame_height: Option<u16>,
     /// The VP8 temporal layer, when the payload descriptor carries one.
-    pub temporal: Option<crate::codec::Vp8Temporal>,
+    pub temporal: Option<crate::media::codec::Vp8Temporal>,
     /// When the packet arrived (for forwarding-delay metrics).
     pub received: Instant,
 }

@@ -2,9 +2,9 @@
 //! makes it one continuous stream (constant SSRC, contiguous sequence numbers, monotonic
 //! timestamps) whatever the publisher does.
 
-use crate::codec::{Codec, Vp8Temporal};
+use crate::forward::selector::{BandwidthCap, LayerRates, Quality, size_cap};
 use crate::ids::TrackId;
-use crate::selector::{BandwidthCap, LayerRates, Quality, size_cap};
+use crate::media::codec::{Codec, Vp8Temporal};
 use std::time::{Duration, Instant};
 
 /// Sequence number and timestamp rewriting for one outgoing stream.

@@ -1,12 +1,12 @@
 //! The handle signaling holds: typed commands into the workers, events back per participant.
 
 use crate::config::SfuConfig;
-use crate::demux::{DemuxTable, Route};
 use crate::error::SfuError;
+use crate::forward::selector::Quality;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
-use crate::router::MediaPacket;
-use crate::selector::Quality;
+use crate::net::demux::{DemuxTable, Route};
 use crate::session::SessionFactory;
+use crate::worker::routing::MediaPacket;
 use crate::worker::{self, Command, WorkerMsg};
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -204,7 +204,7 @@ impl Sfu {
     pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
         let socket = UdpSocket::bind(config.bind).map_err(|e| SfuError::Startup(format!("bind {}: {e}", config.bind)))?;
         socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| SfuError::Startup(e.to_string()))?;
-        let (rcvbuf, sndbuf) = crate::batch::grow_buffers(&socket);
+        let (rcvbuf, sndbuf) = crate::net::batch::grow_buffers(&socket);
         tracing::info!(rcvbuf, sndbuf, "media socket buffers (bytes, as the kernel counts them)");
         let bound = socket.local_addr().map_err(|e| SfuError::Startup(e.to_string()))?;
         let local_addr = SocketAddr::new(config.advertise_ip, bound.port());

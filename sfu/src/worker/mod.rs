@@ -1,16 +1,18 @@
 //! The worker loop: owns a set of participants' sessions and drives them. One thread per core;
 //! the only place in the media plane that does I/O (it sends on the shared UDP socket).
 
-use crate::batch::SendBatch;
-use crate::codec::Codec;
-use crate::demux::Route;
+pub mod routing;
+
+use crate::api::{CodecInfo, ConnState, DemuxCtl, EventSink, MediaKind, SfuEvent, Shared, SubscriberStats, TrackInfo, TrackStats};
 use crate::error::SfuError;
-use crate::forwarder::{MAX_LAYERS, layer_of_rid};
+use crate::forward::forwarder::{MAX_LAYERS, layer_of_rid};
+use crate::forward::selector::Quality;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
-use crate::router::{MediaPacket, Published, Router};
-use crate::selector::Quality;
+use crate::media::codec::Codec;
+use crate::net::batch::SendBatch;
+use crate::net::demux::Route;
 use crate::session::{PeerSession, PublishedLayer, PublishedTrack};
-use crate::sfu::{CodecInfo, ConnState, DemuxCtl, EventSink, MediaKind, SfuEvent, Shared, SubscriberStats, TrackInfo, TrackStats};
+use crate::worker::routing::{MediaPacket, Published, Router};
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -254,7 +256,7 @@ impl Worker {
         let local_addr = self.shared.local_addr;
         let Some(session) = self.session(key) else { return };
         session.last_rx = at;
-        if crate::demux::is_nomination(&data) {
+        if crate::net::demux::is_nomination(&data) {
             session.nominating = Some(from);
         }
         let regained = session.ever_connected && !session.connected;
@@ -389,7 +391,7 @@ impl Worker {
                     Some(s) => SubscriberStats {
                         bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
                         twcc_feedback: s.twcc_feedback(),
-                        path: s.path_stats().map(|(q, loss, probes)| crate::sfu::PathStats {
+                        path: s.path_stats().map(|(q, loss, probes)| crate::api::PathStats {
                             queue_delay_ms: q.as_secs_f64() * 1000.0,
                             loss,
                             probes,
@@ -708,11 +710,11 @@ impl Worker {
                         packet.header.csrc.clear();
                         let keyframe = codec.is_keyframe_start(&packet.payload);
                         let frame_height = if keyframe && codec == Codec::Vp8 {
-                            crate::codec::vp8_keyframe_size(&packet.payload).map(|(_, h)| h)
+                            crate::media::codec::vp8_keyframe_size(&packet.payload).map(|(_, h)| h)
                         } else {
                             None
                         };
-                        let temporal = if codec == Codec::Vp8 { crate::codec::vp8_temporal(&packet.payload) } else { None };
+                        let temporal = if codec == Codec::Vp8 { crate::media::codec::vp8_temporal(&packet.payload) } else { None };
                         media.push(MediaPacket {
                             track: id,
                             layer,

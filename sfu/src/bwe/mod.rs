@@ -17,6 +17,8 @@
 //!
 //! Pure logic, time passed in: the unit tests drive it with synthetic feedback.
 
+pub mod twcc;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

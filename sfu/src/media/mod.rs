@@ -1,0 +1,3 @@
+//! Media payloads: what the SFU reads inside RTP (codec headers, keyframes, temporal layers).
+
+pub mod codec;
