@@ -119,11 +119,6 @@ impl RtpMunger {
         ext
     }
 
-    /// Whether [`anchor`](Self::anchor) has been called.
-    pub fn is_anchored(&self) -> bool {
-        self.anchored
-    }
-
     /// The output (sequence number, timestamp) for an input packet of the current source, or
     /// `None` if it precedes the anchor point (or nothing is anchored yet).
     pub fn rewrite(&mut self, in_seq: u16, in_ts: u32) -> Option<(u16, u32)> {
@@ -339,6 +334,7 @@ impl Forwarder {
     }
 
     /// Account a packet of `layer`: its size for the layer's rate, its frame height if it says.
+    #[cfg(test)]
     pub fn measure(&mut self, layer: u8, bytes: usize, frame_height: Option<u16>, now: Instant) {
         self.measure_temporal(layer, bytes, frame_height, None, now);
     }
@@ -352,6 +348,7 @@ impl Forwarder {
     }
 
     /// Decide on one packet of the track. `keyframe` is the router's verdict on its payload.
+    #[cfg(test)]
     pub fn handle(&mut self, layer: u8, seq: u16, ts: u32, keyframe: bool, now: Instant) -> Verdict {
         self.handle_temporal(layer, seq, ts, keyframe, None, now)
     }

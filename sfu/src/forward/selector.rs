@@ -104,6 +104,7 @@ impl BandwidthCap {
     }
 
     /// Update with the budget this track may use and the layers' rates; returns the new cap.
+    #[cfg(test)]
     pub fn update(&mut self, budget_bps: f64, rates: [f64; MAX_LAYERS], now: Instant) -> u8 {
         self.update_with_floors(budget_bps, rates, rates, now)
     }
@@ -201,6 +202,7 @@ pub struct LayerRates {
 const WHOLE_WINDOW_SLACK: Duration = Duration::from_millis(300);
 
 impl LayerRates {
+    #[cfg(test)]
     pub fn record(&mut self, layer: u8, bytes: usize, now: Instant) {
         self.record_temporal(layer, bytes, None, now);
     }

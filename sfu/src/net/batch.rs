@@ -65,14 +65,6 @@ impl SendBatch {
         self.items.push((to, datagram));
     }
 
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     /// Send everything queued; returns (datagrams sent, bytes sent). The batch is empty after.
     pub fn flush(&mut self, socket: &UdpSocket) -> (usize, usize) {
         let mut sent = (0, 0);

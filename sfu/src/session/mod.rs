@@ -200,7 +200,6 @@ fn random_token(len: usize) -> String {
 pub struct PublishedLayer {
     pub layer: u8,
     pub ssrc: u32,
-    pub rid: Option<String>,
     pub last_pli: Option<Instant>,
     pub pli_pending: bool,
     pub packets: u64,
@@ -210,7 +209,6 @@ pub struct PublishedLayer {
 #[derive(Debug)]
 pub struct PublishedTrack {
     pub id: TrackId,
-    pub kind: MediaKind,
     pub codec: Codec,
     pub receiver_id: RTCRtpReceiverId,
     pub layers: Vec<PublishedLayer>,

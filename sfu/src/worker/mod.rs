@@ -808,7 +808,7 @@ impl Worker {
                 return;
             }
             tracing::info!(participant = %key.participant, track = %t.id, ?rid, layer, "simulcast layer opened");
-            t.layers.push(PublishedLayer { layer, ssrc, rid, last_pli: None, pli_pending: false, packets: 0 });
+            t.layers.push(PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, packets: 0 });
             return;
         }
         if session.published.len() >= max {
@@ -832,10 +832,9 @@ impl Worker {
             rtc_track_id,
             PublishedTrack {
                 id,
-                kind,
                 codec: Codec::from_mime(&codec.mime_type),
                 receiver_id,
-                layers: vec![PublishedLayer { layer, ssrc, rid: rid.clone(), last_pli: None, pli_pending: false, packets: 0 }],
+                layers: vec![PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, packets: 0 }],
             },
         );
         self.router.published.insert(id, Published::new(key.participant, self.shared.workers.len()));
