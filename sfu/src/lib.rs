@@ -58,6 +58,7 @@ mod bwe;
 mod config;
 mod error;
 mod forward;
+mod handle;
 mod ids;
 pub mod ingest;
 mod media;
@@ -81,11 +82,12 @@ pub mod internals {
     pub use crate::session::{PeerSession, SessionFactory};
 }
 
-pub use api::{CodecInfo, ConnState, MediaKind, PathStats, Sfu, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
+pub use api::{CodecInfo, ConnState, EventSink, MediaKind, PathStats, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use forward::selector::{LayerPolicy, Quality};
+pub use handle::Sfu;
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+pub use media::packet::MediaPacket;
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
 pub use rtc::peer_connection::transport::RTCIceCandidateInit;
-pub use worker::routing::MediaPacket;

@@ -417,6 +417,22 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// What `stats` replies show of this track.
+    pub fn stats(&self) -> crate::api::TrackStats {
+        crate::api::TrackStats {
+            track: self.track,
+            layer: self.current,
+            max_layer: self.max_layer,
+            max_temporal: self.max_temporal,
+            budget_bps: self.share_bps.map(|b| b as u64),
+            packets: self.packets,
+            bytes: self.bytes,
+            layer_bps: self.rates.rates().map(|r| r as u64),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,11 @@ pub mod flv;
 pub mod h264;
 
 use crate::SfuError;
-use crate::api::{CodecInfo, MediaKind, Sfu, TrackInfo};
+use crate::api::{CodecInfo, MediaKind, TrackInfo};
+use crate::handle::Sfu;
 use crate::ids::{ParticipantId, TrackId};
 use crate::media::codec::h264_is_keyframe;
-use crate::worker::routing::MediaPacket;
+use crate::media::packet::MediaPacket;
 use audio::AacToOpus;
 use bytes::Bytes;
 use flv::{AudioTag, AvcConfig, VideoTag};

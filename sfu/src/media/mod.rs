@@ -1,3 +1,4 @@
 //! Media payloads: what the SFU reads inside RTP (codec headers, keyframes, temporal layers).
 
 pub mod codec;
+pub mod packet;

@@ -161,6 +161,12 @@ impl DemuxTable {
     }
 }
 
+/// Changes to the receive thread's demux table, from the workers.
+pub(crate) enum DemuxCtl {
+    Register(String, Route),
+    Remove(SessionKey),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

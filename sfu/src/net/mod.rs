@@ -3,3 +3,4 @@
 
 pub mod batch;
 pub mod demux;
+pub(crate) mod recv;

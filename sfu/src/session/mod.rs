@@ -15,7 +15,7 @@ use crate::error::SfuError;
 use crate::forward::forwarder::{Forwarder, Verdict};
 use crate::ids::{SessionKey, SessionRole, TrackId};
 use crate::media::codec::Codec;
-use crate::worker::routing::MediaPacket;
+use crate::media::packet::MediaPacket;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
@@ -170,7 +170,6 @@ impl SessionFactory {
             ufrag,
             local_candidate: candidate,
             candidate_added: false,
-            created: now,
             connected: false,
             ever_connected: false,
             last_rx: now,
@@ -245,7 +244,6 @@ pub struct PeerSession {
     pub ufrag: String,
     pub local_candidate: RTCIceCandidateInit,
     candidate_added: bool,
-    pub created: Instant,
     pub connected: bool,
     /// Connected once (DTLS done): from then on liveness is ours to judge (see the worker).
     pub ever_connected: bool,

@@ -1,29 +1,17 @@
-//! Routing tables of one worker, and the shared packet they route. Pure data: the worker loop consults them per packet without
-//! any lock, because each worker owns its own.
+//! Routing: which tracks this worker publishes and who subscribes to them here; a received
+//! packet goes once to every interested worker (one shared `Arc`) and is rewritten per local
+//! subscriber. The tables are per worker, so the per-packet path takes no lock.
 
-use crate::ids::{ParticipantId, TrackId};
-use bytes::Bytes;
+use crate::api::SfuEvent;
+use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+use crate::media::packet::MediaPacket;
+use crate::worker::core::{Core, drain_writes};
+use crate::worker::msg::Input;
+use crate::worker::timers::Timer;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-/// One received RTP packet, shared (`Arc`) by every worker that forwards it. Header extensions
-/// and CSRCs are stripped at ingest: their ids are negotiated per leg, so each subscriber leg
-/// adds its own, and an empty header clones without allocating.
-#[derive(Debug)]
-pub struct MediaPacket {
-    pub track: TrackId,
-    /// Simulcast layer (0 = lowest; 0 for a track without simulcast).
-    pub layer: u8,
-    pub header: rtc::rtp::header::Header,
-    pub payload: Bytes,
-    pub keyframe: bool,
-    /// Frame height, when this packet starts a key frame that says it (VP8).
-    pub frame_height: Option<u16>,
-    /// The VP8 temporal layer, when the payload descriptor carries one.
-    pub temporal: Option<crate::media::codec::Vp8Temporal>,
-    /// When the packet arrived (for forwarding-delay metrics).
-    pub received: Instant,
-}
 
 /// A track published by a session on this worker.
 #[derive(Debug)]
@@ -86,6 +74,84 @@ impl Router {
         {
             *count = if add { count.saturating_add(1) } else { count.saturating_sub(1) };
         }
+    }
+}
+
+impl Core {
+    /// A packet received here: once to every worker with subscribers of its track (one shared
+    /// `Arc`), then to the local subscribers.
+    pub fn route(&mut self, pkt: MediaPacket, now: Instant) {
+        let Some(published) = self.router.published.get(&pkt.track) else { return };
+        let pkt = Arc::new(pkt);
+        let mut local = false;
+        for (w, &count) in published.interested.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            if w == self.idx {
+                local = true;
+            } else {
+                self.out.to_workers.push((w, Input::Media(pkt.clone())));
+            }
+        }
+        if local {
+            self.fan_out_local(&pkt, now);
+        }
+    }
+
+    /// Rewrite and queue one packet for every subscriber of its track on this worker.
+    pub fn fan_out_local(&mut self, pkt: &MediaPacket, now: Instant) {
+        let Some(subs) = self.router.subscribers.get(&pkt.track) else { return };
+        let mut forwarded = 0u64;
+        for p in subs {
+            let Some(state) = self.participants.get_mut(p) else { continue };
+            let Some(session) = state.subscriber.as_mut() else { continue };
+            if session.forward(pkt, now) {
+                forwarded += 1;
+            }
+            drain_writes(&mut self.out.transmit, session);
+            Core::reschedule(&mut self.timers, session);
+        }
+        self.plane.counters.rtp_out.fetch_add(forwarded, Ordering::Relaxed);
+    }
+
+    /// A track published here is gone: tell its publisher and every worker.
+    pub fn unpublish(&mut self, publisher: ParticipantId, track: TrackId, now: Instant) {
+        if self.router.published.remove(&track).is_some() {
+            self.plane.counters.tracks.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.plane.tracks.remove(&track);
+        self.timers.cancel(Timer::DynacastDown(track));
+        self.emit(publisher, SfuEvent::TrackUnpublished(track));
+        for w in 0..self.plane.workers {
+            if w == self.idx {
+                self.track_gone(track, now);
+            } else {
+                self.out.to_workers.push((w, Input::TrackGone(track)));
+            }
+        }
+    }
+
+    /// Drop local subscriptions to a track that is gone; each subscriber gets a new offer.
+    pub fn track_gone(&mut self, track: TrackId, now: Instant) {
+        let Some(subs) = self.router.subscribers.remove(&track) else { return };
+        for p in subs {
+            let key = SessionKey { participant: p, role: SessionRole::Subscriber };
+            let Some(s) = self.session(key) else { continue };
+            s.remove_subscription(track);
+            match s.negotiate(now) {
+                Ok(Some(offer)) => self.emit(p, SfuEvent::SubscriberOffer(offer)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(participant = %p, "renegotiation failed: {e}"),
+            }
+            self.pump(key, now);
+        }
+    }
+
+    /// This worker gained its first or lost its last subscriber of `track`: tell its owner.
+    pub fn send_interest(&mut self, track: TrackId, add: bool, now: Instant) {
+        let worker = self.idx;
+        self.send_to_owner(track, Input::Interest { track, worker, add }, now);
     }
 }
 

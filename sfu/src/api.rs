@@ -1,0 +1,129 @@
+//! The types signaling sees: tracks and codecs, the events a participant's sink receives, and
+//! the figures `stats` replies carry.
+
+use crate::ids::{ParticipantId, SessionRole, TrackId};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// A published track's codec, as negotiated with its publisher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CodecInfo {
+    pub mime_type: String,
+    pub clock_rate: u32,
+    pub channels: u16,
+    pub fmtp: String,
+}
+
+/// A published track.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackInfo {
+    pub id: TrackId,
+    pub publisher: ParticipantId,
+    pub kind: MediaKind,
+    pub codec: CodecInfo,
+}
+
+/// Peer connection states signaling cares about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnState {
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// What the SFU tells signaling about one participant.
+#[derive(Clone, Debug)]
+pub enum SfuEvent {
+    /// One of the participant's tracks started arriving.
+    TrackPublished(TrackInfo),
+    /// One of the participant's tracks is gone (session closed or track ended).
+    TrackUnpublished(TrackId),
+    /// A new offer for the participant's subscriber connection; send it to the client.
+    SubscriberOffer(String),
+    /// Our ICE candidate for one of the participant's connections (also inside the SDP).
+    LocalCandidate(SessionRole, RTCIceCandidateInit),
+    /// Connection state of one of the participant's sessions changed.
+    Connection(SessionRole, ConnState),
+    /// A session was closed by the SFU (ICE failure, timeout, bad input).
+    SessionClosed(SessionRole, String),
+    /// Dynacast: of this simulcast track the participant publishes, layers above this one are
+    /// not wanted by anybody now; the client should pause them (and resume them when this rises).
+    LayersWanted(TrackId, u8),
+}
+
+/// One subscribed track as the SFU forwards it (also the wire form in the `stats` message).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct TrackStats {
+    pub track: TrackId,
+    /// Layer being forwarded (0 = lowest); `None` before the first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
+    /// The highest layer allowed now (quality choice, video size, bandwidth).
+    pub max_layer: u8,
+    /// The highest VP8 temporal layer allowed now (2 = full frame rate; lower only when the
+    /// bandwidth is short and the publisher sends temporal layers).
+    pub max_temporal: u8,
+    /// This track's share of the viewer's bandwidth estimate (bits/s), once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bps: Option<u64>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Arrival rates of the publisher's layers (bits/s; nominal until measured).
+    pub layer_bps: [u64; 3],
+}
+
+/// A subscriber's view of its subscriptions.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SubscriberStats {
+    /// Send-side bandwidth estimate toward this viewer (bits/s), once feedback produced one.
+    pub bandwidth_bps: Option<u64>,
+    /// Transport-wide congestion control feedback packets the viewer has sent.
+    pub twcc_feedback: u64,
+    /// What the estimator sees of the path toward this viewer.
+    pub path: Option<PathStats>,
+    pub tracks: Vec<TrackStats>,
+}
+
+/// The path toward a viewer, as the bandwidth estimator measures it from feedback.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct PathStats {
+    /// Queueing delay above the smallest one-way delay seen (ms).
+    pub queue_delay_ms: f64,
+    /// Share of packets lost over the last half second.
+    pub loss: f64,
+    /// Probe clusters sent so far.
+    pub probes: u64,
+}
+
+/// Where a participant's events go. Workers never block on it: a full sink drops the event
+/// and logs it.
+pub type EventSink = mpsc::Sender<SfuEvent>;
+
+/// Counters for operators and tests.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SfuStats {
+    pub participants: usize,
+    pub sessions: usize,
+    pub tracks: usize,
+    pub demux_sessions: usize,
+    pub demux_addresses: usize,
+    pub datagrams_in: u64,
+    pub datagrams_dropped: u64,
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    pub bytes_out: u64,
+    pub keyframe_requests: u64,
+    pub plis_sent: u64,
+    pub session_errors: u64,
+}

@@ -1,0 +1,249 @@
+//! The worker's core: the participants, sessions and routing tables of one worker, driven by
+//! `(input, now)` alone. It owns no socket, channel or clock: what it wants sent, told or
+//! registered collects in [`Outputs`], which the thread that drives it (`worker::run`, or the
+//! virtual-time harness in tests) drains after every call.
+
+use crate::api::{EventSink, SfuEvent};
+use crate::ids::{ParticipantId, SessionKey, SessionRole};
+use crate::net::batch::SendBatch;
+use crate::net::demux::DemuxCtl;
+use crate::session::PeerSession;
+use crate::worker::msg::{Answer, Command, Input};
+use crate::worker::plane::Plane;
+use crate::worker::routing::Router;
+use crate::worker::timers::{Timer, Timers};
+use bytes::BytesMut;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How often layer caps are recomputed from bandwidth estimates (and probes sent, keyframe
+/// waits retried, dynacast demand refreshed).
+pub(crate) const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
+
+pub(crate) struct ParticipantState {
+    pub publisher: Option<PeerSession>,
+    pub subscriber: Option<PeerSession>,
+    /// Tracks this participant publishes through the in-process ingest path.
+    pub ingest: Vec<crate::ids::TrackId>,
+}
+
+impl ParticipantState {
+    pub fn session(&mut self, role: SessionRole) -> &mut Option<PeerSession> {
+        match role {
+            SessionRole::Publisher => &mut self.publisher,
+            SessionRole::Subscriber => &mut self.subscriber,
+        }
+    }
+}
+
+/// What the core asks its driver to do.
+#[derive(Default)]
+pub(crate) struct Outputs {
+    /// Datagrams to send, in order (one sendmmsg per call into the core).
+    pub transmit: SendBatch,
+    /// Input for other workers.
+    pub to_workers: Vec<(usize, Input)>,
+    /// Events for participants on this worker.
+    pub events: Vec<(ParticipantId, SfuEvent)>,
+    /// Changes to the receive thread's demux table.
+    pub demux: Vec<DemuxCtl>,
+}
+
+pub(crate) struct Core {
+    pub idx: usize,
+    pub plane: Arc<Plane>,
+    pub participants: HashMap<ParticipantId, ParticipantState>,
+    pub router: Router,
+    pub timers: Timers,
+    /// Dynacast: the demand this worker last reported per track.
+    pub demand_sent: HashMap<crate::ids::TrackId, u8>,
+    pub out: Outputs,
+}
+
+impl Core {
+    pub fn new(idx: usize, plane: Arc<Plane>) -> Core {
+        Core {
+            idx,
+            plane,
+            participants: HashMap::new(),
+            router: Router::default(),
+            timers: Timers::default(),
+            demand_sent: HashMap::new(),
+            out: Outputs::default(),
+        }
+    }
+
+    /// The earliest moment [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Datagram { session, from, data, at } => self.handle_datagram(session, from, data, at, now),
+            Input::Media(pkt) => self.fan_out_local(&pkt, now),
+            Input::Interest { track, worker, add } => self.router.set_interest(track, worker, add),
+            Input::KeyframeRequest(track, layer) => self.keyframe_request(track, layer, now),
+            Input::TrackGone(track) => self.track_gone(track, now),
+            Input::LayerDemand { track, worker, layer } => self.layer_demand(track, worker, layer, now),
+            Input::Ingest(participant, pkt) => self.ingest(participant, pkt, now),
+        }
+    }
+
+    pub fn command(&mut self, cmd: Command, now: Instant) -> Answer {
+        match cmd {
+            Command::AddParticipant { participant } => {
+                self.add_participant(participant);
+                Answer::None
+            }
+            Command::Publish { participant, offer } => Answer::Sdp(self.publish(participant, offer, now)),
+            Command::Subscribe { participant, tracks } => {
+                if let Err(e) = self.subscribe(participant, tracks, now) {
+                    tracing::warn!(%participant, "subscribe failed: {e}");
+                }
+                Answer::None
+            }
+            Command::Unsubscribe { participant, track } => {
+                self.unsubscribe(participant, track, now);
+                Answer::None
+            }
+            Command::SubscriberAnswer { participant, answer } => Answer::Done(self.subscriber_answer(participant, answer, now)),
+            Command::Candidate { key, candidate } => Answer::Done(self.candidate(key, candidate, now)),
+            Command::RemoveParticipant { participant } => {
+                self.remove_participant(participant, now);
+                Answer::None
+            }
+            Command::VideoSize { participant, track, height } => {
+                self.set_video_size(participant, track, height, now);
+                Answer::None
+            }
+            Command::Quality { participant, track, quality } => {
+                self.set_quality(participant, track, quality, now);
+                Answer::None
+            }
+            Command::Stats { participant } => Answer::Stats(self.subscriber_stats(participant)),
+            Command::OpenIngest { participant, tracks } => Answer::Tracks(self.open_ingest(participant, tracks, now)),
+        }
+    }
+
+    /// Run every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Bounded: a timer re-armed for `now` or earlier runs again at the next call.
+        for _ in 0..4096 {
+            let Some(timer) = self.timers.pop_due(now) else { return };
+            match timer {
+                Timer::Session(key) => self.session_timeout(key, now),
+                Timer::Allocate => self.allocate(now),
+                Timer::Liveness(key) => self.liveness(key, now),
+                Timer::ConnectTimeout(key) => self.connect_timeout(key, now),
+                Timer::Pli(track, layer) => self.pli_due(track, layer, now),
+                Timer::DynacastDown(track) => self.dynacast_down(track, now),
+            }
+        }
+    }
+
+    /// Close every session (the worker is stopping).
+    pub fn close_all(&mut self, now: Instant) {
+        let all: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for p in all {
+            self.remove_participant(p, now);
+        }
+    }
+
+    pub fn session(&mut self, key: SessionKey) -> Option<&mut PeerSession> {
+        self.participants.get_mut(&key.participant)?.session(key.role).as_mut()
+    }
+
+    pub fn emit(&mut self, participant: ParticipantId, event: SfuEvent) {
+        if self.participants.contains_key(&participant) {
+            self.out.events.push((participant, event));
+        }
+    }
+
+    /// Send input to the worker that owns `track`, or handle it here when that is this one.
+    pub fn send_to_owner(&mut self, track: crate::ids::TrackId, input: Input, now: Instant) {
+        match self.plane.owner(track) {
+            Some(w) if w == self.idx => self.handle(input, now),
+            Some(w) => self.out.to_workers.push((w, input)),
+            None => {}
+        }
+    }
+
+    fn handle_datagram(&mut self, key: SessionKey, from: SocketAddr, data: BytesMut, at: Instant, now: Instant) {
+        let local_addr = self.plane.local_addr;
+        let Some(session) = self.session(key) else { return };
+        session.last_rx = at;
+        if crate::net::demux::is_nomination(&data) {
+            session.nominating = Some(from);
+        }
+        let regained = session.ever_connected && !session.connected;
+        let msg = TaggedBytesMut {
+            now: at,
+            transport: TransportContext { local_addr, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+            message: data,
+        };
+        match catch_unwind(AssertUnwindSafe(|| session.pc.handle_read(msg))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Garbage from a bound address, a replayed SRTP packet, a late DTLS record: the
+                // session drops it and carries on.
+                self.plane.counters.session_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?key, %from, "input rejected: {e}");
+            }
+            Err(_) => {
+                self.plane.counters.session_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(?key, %from, "session panicked on input; closing it");
+                self.close_session(key, "internal error on input", now);
+                return;
+            }
+        }
+        if regained {
+            self.set_connected(key, true, now);
+        }
+        self.pump(key, now);
+    }
+
+    fn session_timeout(&mut self, key: SessionKey, now: Instant) {
+        let Some(session) = self.session(key) else { return };
+        session.deadline = None;
+        match catch_unwind(AssertUnwindSafe(|| session.pc.handle_timeout(now))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(?key, "timeout handling: {e}"),
+            Err(_) => {
+                tracing::error!(?key, "session panicked on timeout; closing it");
+                self.close_session(key, "internal error", now);
+                return;
+            }
+        }
+        self.pump(key, now);
+    }
+
+    /// Arm the session's rtc deadline when it changed.
+    pub fn reschedule(timers: &mut Timers, session: &mut PeerSession) {
+        let next = session.pc.poll_timeout();
+        if next != session.deadline {
+            session.deadline = next;
+            match next {
+                Some(at) => timers.set(Timer::Session(session.key), at),
+                None => timers.cancel(Timer::Session(session.key)),
+            }
+        }
+    }
+}
+
+/// Queue a session's outgoing datagrams (handshakes, RTCP, retransmissions) for sending.
+pub(crate) fn drain_writes(batch: &mut SendBatch, session: &mut PeerSession) {
+    while let Some(out) = session.pc.poll_write() {
+        let to = session.destination(out.transport.peer_addr, &out.message);
+        batch.push(to, out.message);
+    }
+}
+
+/// The sink a participant's events go to, kept by the driver.
+pub(crate) type Sinks = HashMap<ParticipantId, EventSink>;

@@ -1,0 +1,140 @@
+//! Layer allocation and dynacast. Every `ALLOCATION_INTERVAL` each connected subscriber's
+//! layer caps follow its bandwidth estimate (and probes go out); each worker tells a track's
+//! owner the highest layer its subscribers want; the owner tells the publisher to pause layers
+//! nobody wants — at once when demand rises, after `DYNACAST_DOWN_DELAY` when it falls (no
+//! flapping encoders).
+
+use crate::api::SfuEvent;
+use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+use crate::worker::core::{ALLOCATION_INTERVAL, Core};
+use crate::worker::msg::Input;
+use crate::worker::timers::Timer;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A layer nobody wants any more is paused at the publisher after this long.
+pub(crate) const DYNACAST_DOWN_DELAY: Duration = Duration::from_millis(1000);
+
+impl Core {
+    /// The `Allocate` timer: caps, probes and keyframe waits of every connected subscriber,
+    /// then this worker's demand.
+    pub fn allocate(&mut self, now: Instant) {
+        let mut any = false;
+        let mut waiting = Vec::new();
+        for p in self.participants.values_mut() {
+            let Some(s) = p.subscriber.as_mut() else { continue };
+            any = true;
+            if !s.connected {
+                continue;
+            }
+            s.allocate_layers(now);
+            // Sent with the viewer's next RTCP (see PeerSession::probe).
+            s.probe(now);
+            waiting.extend(Core::keyframe_waits(s, now));
+        }
+        self.update_demand(now);
+        waiting.sort();
+        waiting.dedup();
+        for (track, layer) in waiting {
+            self.request_keyframe_from_publisher(track, layer, now);
+        }
+        if any {
+            self.timers.set(Timer::Allocate, now + ALLOCATION_INTERVAL);
+        }
+    }
+
+    /// Recompute a subscriber's layer caps now (after a size or quality change).
+    pub fn reallocate(&mut self, key: SessionKey, now: Instant) {
+        if let Some(s) = self.session(key) {
+            s.allocate_layers(now);
+        }
+        self.update_demand(now);
+    }
+
+    /// Dynacast, subscriber side: tell each publisher's worker the highest layer this worker's
+    /// subscribers want of its tracks, when that changes.
+    pub fn update_demand(&mut self, now: Instant) {
+        let mut demand: HashMap<TrackId, u8> = HashMap::new();
+        for p in self.participants.values() {
+            let Some(s) = p.subscriber.as_ref() else { continue };
+            for (track, sub) in &s.forwarders {
+                let Some(wants) = sub.forwarder.demand(now) else { continue };
+                let e = demand.entry(*track).or_insert(0);
+                *e = (*e).max(wants);
+            }
+        }
+        let mut changes: Vec<(TrackId, Option<u8>)> = Vec::new();
+        for (track, layer) in &demand {
+            if self.demand_sent.get(track) != Some(layer) {
+                changes.push((*track, Some(*layer)));
+            }
+        }
+        for track in self.demand_sent.keys() {
+            if !demand.contains_key(track) {
+                changes.push((*track, None));
+            }
+        }
+        self.demand_sent = demand;
+        let worker = self.idx;
+        for (track, layer) in changes {
+            self.send_to_owner(track, Input::LayerDemand { track, worker, layer }, now);
+        }
+    }
+
+    /// Dynacast, publisher side: record a worker's demand; announce a higher wanted layer at
+    /// once, a lower one once it has held for `DYNACAST_DOWN_DELAY`.
+    pub fn layer_demand(&mut self, track: TrackId, worker: usize, layer: Option<u8>, now: Instant) {
+        let Some(p) = self.router.published.get_mut(&track) else { return };
+        if let Some(slot) = p.demand.get_mut(worker) {
+            *slot = layer;
+        }
+        let wanted = p.wanted();
+        match p.announced {
+            Some(a) if wanted <= a => {
+                if wanted == a {
+                    p.lower_since = None;
+                } else if p.lower_since.is_none() {
+                    p.lower_since = Some(now);
+                    self.timers.set(Timer::DynacastDown(track), now + DYNACAST_DOWN_DELAY);
+                }
+            }
+            _ => {
+                p.announced = Some(wanted);
+                p.lower_since = None;
+                let publisher = p.publisher;
+                self.announce_layers(publisher, track, wanted);
+            }
+        }
+    }
+
+    /// The `DynacastDown` timer of a track.
+    pub fn dynacast_down(&mut self, track: TrackId, now: Instant) {
+        let Some(p) = self.router.published.get_mut(&track) else { return };
+        let wanted = p.wanted();
+        let (Some(announced), Some(since)) = (p.announced, p.lower_since) else { return };
+        if wanted >= announced {
+            p.lower_since = None;
+            return;
+        }
+        let due = since + DYNACAST_DOWN_DELAY;
+        if now < due {
+            self.timers.set(Timer::DynacastDown(track), due);
+            return;
+        }
+        p.announced = Some(wanted);
+        p.lower_since = None;
+        let publisher = p.publisher;
+        self.announce_layers(publisher, track, wanted);
+    }
+
+    fn announce_layers(&mut self, publisher: ParticipantId, track: TrackId, max_layer: u8) {
+        // Only simulcast tracks can pause layers.
+        let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
+        let simulcast =
+            self.session(key).and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1)).unwrap_or(false);
+        if simulcast {
+            tracing::debug!(%track, max_layer, "dynacast: layers wanted");
+            self.emit(publisher, SfuEvent::LayersWanted(track, max_layer));
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Keyframes: a subscriber that starts or switches layers waits for one; the request goes to
+//! the worker that owns the track, which sends at most one PLI per layer per `pli_throttle`
+//! (a throttled request is sent when the throttle ends, by the `Pli` timer).
+
+use crate::ids::{SessionKey, SessionRole, TrackId};
+use crate::session::PeerSession;
+use crate::worker::core::Core;
+use crate::worker::msg::Input;
+use crate::worker::timers::Timer;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A video subscriber still waiting for its first keyframe asks again this often.
+pub(crate) const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
+
+impl Core {
+    /// The keyframes a connected subscriber waits for and has not asked for in the last
+    /// `KEYFRAME_RETRY` (marked as asked now).
+    pub fn keyframe_waits(s: &mut PeerSession, now: Instant) -> Vec<(TrackId, u8)> {
+        let mut out = Vec::new();
+        for sub in s.forwarders.values_mut() {
+            let f = &mut sub.forwarder;
+            if let Some(layer) = f.wants_keyframe(now)
+                && f.last_keyframe_request.is_none_or(|t| now.duration_since(t) >= KEYFRAME_RETRY)
+            {
+                f.last_keyframe_request = Some(now);
+                out.push((f.track, layer));
+            }
+        }
+        out
+    }
+
+    pub fn request_keyframe_from_publisher(&mut self, track: TrackId, layer: u8, now: Instant) {
+        self.plane.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        self.send_to_owner(track, Input::KeyframeRequest(track, layer), now);
+    }
+
+    /// Throttled PLI toward the publisher of `track` (which lives on this worker), for the
+    /// encoding of `layer` (or the nearest one it sends).
+    pub fn keyframe_request(&mut self, track: TrackId, layer: u8, now: Instant) {
+        let throttle = self.plane.config.pli_throttle;
+        let Some(publisher) = self.router.published.get(&track).map(|p| p.publisher) else { return };
+        let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
+        let Some(session) = self.participants.get_mut(&key.participant).and_then(|p| p.publisher.as_mut()) else { return };
+        let Some(t) = session.published.values_mut().find(|t| t.id == track) else { return };
+        let receiver_id = t.receiver_id;
+        let Some(l) = t.layer_for_keyframe(layer) else { return };
+        if let Some(last) = l.last_pli.filter(|last| now.duration_since(*last) < throttle) {
+            l.pli_pending = true;
+            let layer = l.layer;
+            self.timers.set(Timer::Pli(track, layer), last + throttle);
+            return;
+        }
+        l.last_pli = Some(now);
+        l.pli_pending = false;
+        let media_ssrc = l.ssrc;
+        if let Some(mut receiver) = session.pc.rtp_receiver(receiver_id) {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                Ok(()) => {
+                    self.plane.counters.plis_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(%track, "PLI not sent: {e}"),
+            }
+        }
+        self.pump(key, now);
+    }
+
+    /// The `Pli` timer: a throttled request for this layer is due.
+    pub fn pli_due(&mut self, track: TrackId, layer: u8, now: Instant) {
+        let Some(publisher) = self.router.published.get(&track).map(|p| p.publisher) else { return };
+        let pending = self
+            .participants
+            .get_mut(&publisher)
+            .and_then(|p| p.publisher.as_mut())
+            .and_then(|s| s.published.values_mut().find(|t| t.id == track))
+            .and_then(|t| t.layers.iter().find(|l| l.layer == layer))
+            .is_some_and(|l| l.pli_pending);
+        if pending {
+            self.keyframe_request(track, layer, now);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! What reaches a worker: the core's input (datagrams, media and control between workers) and
+//! signaling's commands with the channel their answer goes back on.
+
+use crate::api::{CodecInfo, EventSink, MediaKind, SubscriberStats, TrackInfo};
+use crate::error::SfuError;
+use crate::forward::selector::Quality;
+use crate::ids::{ParticipantId, SessionKey, TrackId};
+use crate::media::packet::MediaPacket;
+use bytes::BytesMut;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// The core's input other than commands: everything that arrives from the network or from
+/// another worker.
+pub(crate) enum Input {
+    Datagram {
+        session: SessionKey,
+        from: SocketAddr,
+        data: BytesMut,
+        at: Instant,
+    },
+    /// A packet of a track some local session subscribes to.
+    Media(Arc<MediaPacket>),
+    /// A worker gained its first (or lost its last) subscriber of a track published here.
+    Interest {
+        track: TrackId,
+        worker: usize,
+        add: bool,
+    },
+    /// Someone wants a keyframe of a track published here, on this layer.
+    KeyframeRequest(TrackId, u8),
+    /// A track is gone: drop local subscriptions to it.
+    TrackGone(TrackId),
+    /// The highest layer a worker's subscribers want of a track published here (dynacast);
+    /// `None` when it has none left.
+    LayerDemand {
+        track: TrackId,
+        worker: usize,
+        layer: Option<u8>,
+    },
+    /// A packet of an ingest track (RTMP bridge) owned by a participant on this worker.
+    Ingest(ParticipantId, MediaPacket),
+}
+
+impl Input {
+    /// Media may be dropped under load (the receiver repairs it with NACK/PLI); everything else
+    /// changes state that nothing would repair, so it travels on the queue that never drops.
+    pub fn is_media(&self) -> bool {
+        matches!(self, Input::Media(_) | Input::Ingest(..) | Input::Datagram { .. })
+    }
+}
+
+/// Control-plane requests from signaling.
+pub(crate) enum Command {
+    AddParticipant {
+        participant: ParticipantId,
+    },
+    Publish {
+        participant: ParticipantId,
+        offer: String,
+    },
+    Subscribe {
+        participant: ParticipantId,
+        tracks: Vec<TrackInfo>,
+    },
+    Unsubscribe {
+        participant: ParticipantId,
+        track: TrackId,
+    },
+    SubscriberAnswer {
+        participant: ParticipantId,
+        answer: String,
+    },
+    Candidate {
+        key: SessionKey,
+        candidate: RTCIceCandidateInit,
+    },
+    RemoveParticipant {
+        participant: ParticipantId,
+    },
+    /// The viewer renders `track` this tall (device pixels; 0 = not shown).
+    VideoSize {
+        participant: ParticipantId,
+        track: TrackId,
+        height: u32,
+    },
+    /// The viewer's quality choice, for one track or all.
+    Quality {
+        participant: ParticipantId,
+        track: Option<TrackId>,
+        quality: Quality,
+    },
+    Stats {
+        participant: ParticipantId,
+    },
+    /// Publish tracks fed by an in-process source (the RTMP bridge) instead of a peer session.
+    OpenIngest {
+        participant: ParticipantId,
+        tracks: Vec<(MediaKind, CodecInfo)>,
+    },
+}
+
+/// The core's answer to a command.
+pub(crate) enum Answer {
+    None,
+    Sdp(Result<String, SfuError>),
+    Done(Result<(), SfuError>),
+    Stats(SubscriberStats),
+    Tracks(Result<Vec<TrackInfo>, SfuError>),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+/// Where a command's answer goes (the caller awaits it).
+pub(crate) enum ReplyTo {
+    Sdp(Reply<String>),
+    Done(Reply<()>),
+    Stats(Reply<SubscriberStats>),
+    Tracks(Reply<Vec<TrackInfo>>),
+}
+
+impl ReplyTo {
+    pub fn send(self, answer: Answer) {
+        // A caller that gave up waiting dropped its receiver: nothing to tell.
+        let _ = match (self, answer) {
+            (ReplyTo::Sdp(tx), Answer::Sdp(r)) => tx.send(r).is_ok(),
+            (ReplyTo::Done(tx), Answer::Done(r)) => tx.send(r).is_ok(),
+            (ReplyTo::Stats(tx), Answer::Stats(s)) => tx.send(Ok(s)).is_ok(),
+            (ReplyTo::Tracks(tx), Answer::Tracks(r)) => tx.send(r).is_ok(),
+            // Each command has one answer shape (see `Core::command`); a mismatch is a bug
+            // here, and the caller sees `Stopped` rather than waiting forever.
+            (_, _) => {
+                tracing::error!("a worker answered a command with the wrong shape");
+                false
+            }
+        };
+    }
+}
+
+/// Everything on a worker's queues.
+pub(crate) enum WorkerMsg {
+    Input(Input),
+    Command(Command, Option<ReplyTo>),
+    /// A participant arrives; its events go to this sink (kept by the thread, not the core).
+    Join(ParticipantId, EventSink),
+}

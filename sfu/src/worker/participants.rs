@@ -1,0 +1,259 @@
+//! Signaling's commands: participants arrive and leave, sessions open on an offer (publisher)
+//! or a subscription (subscriber), answers and candidates reach them, and they close.
+
+use crate::api::{CodecInfo, MediaKind, SfuEvent, TrackInfo};
+use crate::error::SfuError;
+use crate::forward::forwarder::MAX_LAYERS;
+use crate::forward::selector::Quality;
+use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
+use crate::media::packet::MediaPacket;
+use crate::net::demux::{DemuxCtl, Route};
+use crate::worker::core::{ALLOCATION_INTERVAL, Core, ParticipantState, drain_writes};
+use crate::worker::timers::Timer;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::sansio::Protocol;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Core {
+    pub fn add_participant(&mut self, participant: ParticipantId) {
+        if self.participants.insert(participant, ParticipantState { publisher: None, subscriber: None, ingest: Vec::new() }).is_none() {
+            self.plane.counters.participants.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn remove_participant(&mut self, participant: ParticipantId, now: Instant) {
+        let ingest = self.participants.get_mut(&participant).map(|s| std::mem::take(&mut s.ingest)).unwrap_or_default();
+        for track in ingest {
+            self.unpublish(participant, track, now);
+        }
+        self.close_session(SessionKey { participant, role: SessionRole::Publisher }, "participant left", now);
+        self.close_session(SessionKey { participant, role: SessionRole::Subscriber }, "participant left", now);
+        if self.participants.remove(&participant).is_some() {
+            self.plane.counters.participants.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A new session for `key` (the participant must be here and have none in this role).
+    fn open_session(&mut self, key: SessionKey, now: Instant) -> Result<(), SfuError> {
+        let session = self.plane.factory.build(key, now)?;
+        let ufrag = session.ufrag.clone();
+        let state = self.participants.get_mut(&key.participant).ok_or(SfuError::NoSession)?;
+        *state.session(key.role) = Some(session);
+        self.plane.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        self.out.demux.push(DemuxCtl::Register(ufrag, Route { worker: self.idx, session: key }));
+        self.timers.set(Timer::ConnectTimeout(key), now + self.plane.config.connect_timeout);
+        if key.role == SessionRole::Subscriber {
+            self.timers.ensure(Timer::Allocate, now + ALLOCATION_INTERVAL);
+        }
+        Ok(())
+    }
+
+    pub fn close_session(&mut self, key: SessionKey, reason: &str, now: Instant) {
+        let Some(state) = self.participants.get_mut(&key.participant) else { return };
+        let Some(mut session) = state.session(key.role).take() else { return };
+        let _ = catch_unwind(AssertUnwindSafe(|| session.pc.close()));
+        drain_writes(&mut self.out.transmit, &mut session);
+        for t in [Timer::Session(key), Timer::Liveness(key), Timer::ConnectTimeout(key)] {
+            self.timers.cancel(t);
+        }
+        self.plane.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.out.demux.push(DemuxCtl::Remove(key));
+        match key.role {
+            SessionRole::Publisher => {
+                for t in session.published.into_values() {
+                    self.unpublish(key.participant, t.id, now);
+                }
+            }
+            SessionRole::Subscriber => {
+                for track in session.forwarders.into_keys() {
+                    if self.router.remove_subscriber(track, key.participant) {
+                        self.send_interest(track, false, now);
+                    }
+                }
+            }
+        }
+        self.emit(key.participant, SfuEvent::SessionClosed(key.role, reason.to_owned()));
+    }
+
+    pub fn publish(&mut self, participant: ParticipantId, offer: String, now: Instant) -> Result<String, SfuError> {
+        let key = SessionKey { participant, role: SessionRole::Publisher };
+        let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        let fresh = state.publisher.is_none();
+        if fresh {
+            self.open_session(key, now)?;
+        }
+        let Some(session) = self.session(key) else { return Err(SfuError::NoSession) };
+        let answer = session.apply_offer(now, offer);
+        let candidate = session.local_candidate.clone();
+        match answer {
+            Ok(sdp) => {
+                self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Publisher, candidate));
+                self.pump(key, now);
+                Ok(sdp)
+            }
+            Err(e) => {
+                if fresh {
+                    self.close_session(key, "offer rejected", now);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Start forwarding `tracks` to `participant`: one offer for all of them (a viewer joining a
+    /// room with four tracks gets one offer, not one and then another for the rest).
+    pub fn subscribe(&mut self, participant: ParticipantId, tracks: Vec<TrackInfo>, now: Instant) -> Result<(), SfuError> {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        let fresh = state.subscriber.is_none();
+        if fresh {
+            self.open_session(key, now)?;
+        }
+        let Some(session) = self.session(key) else { return Err(SfuError::NoSession) };
+        let mut added = Vec::with_capacity(tracks.len());
+        let mut refused = None;
+        for track in tracks {
+            match session.add_subscription(track.id, track.publisher.to_string(), track.kind, &track.codec) {
+                Ok(()) => added.push(track),
+                Err(e) => {
+                    tracing::warn!(%participant, track = %track.id, "subscribe: {e}");
+                    refused = Some(e);
+                }
+            }
+        }
+        if added.is_empty() {
+            return refused.map_or(Ok(()), Err);
+        }
+        let offer = session.negotiate(now)?;
+        let candidate = session.local_candidate.clone();
+        let connected = session.connected;
+        for track in &added {
+            if self.router.add_subscriber(track.id, participant) {
+                self.send_interest(track.id, true, now);
+            }
+        }
+        if let Some(offer) = offer {
+            self.emit(participant, SfuEvent::SubscriberOffer(offer));
+            if fresh {
+                self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Subscriber, candidate));
+            }
+        }
+        // A keyframe is requested once this subscriber is connected (see `set_connected`): one
+        // asked for now would arrive before DTLS is up and be wasted.
+        for track in &added {
+            if track.kind == MediaKind::Video && connected {
+                self.request_keyframe_from_publisher(track.id, (MAX_LAYERS - 1) as u8, now);
+            }
+        }
+        self.pump(key, now);
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, participant: ParticipantId, track: TrackId, now: Instant) {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let Some(session) = self.session(key) else { return };
+        if !session.remove_subscription(track) {
+            return;
+        }
+        let offer = session.negotiate(now);
+        if self.router.remove_subscriber(track, participant) {
+            self.send_interest(track, false, now);
+        }
+        match offer {
+            Ok(Some(offer)) => self.emit(participant, SfuEvent::SubscriberOffer(offer)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%participant, "renegotiation failed: {e}"),
+        }
+        self.pump(key, now);
+    }
+
+    pub fn subscriber_answer(&mut self, participant: ParticipantId, answer: String, now: Instant) -> Result<(), SfuError> {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let r = match self.session(key) {
+            None => Err(SfuError::NoSession),
+            Some(s) => s.apply_answer(now, answer).and_then(|()| if s.renegotiate { s.negotiate(now) } else { Ok(None) }),
+        };
+        let r = match r {
+            Ok(Some(offer)) => {
+                self.emit(participant, SfuEvent::SubscriberOffer(offer));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.pump(key, now);
+        r
+    }
+
+    pub fn candidate(&mut self, key: SessionKey, candidate: RTCIceCandidateInit, now: Instant) -> Result<(), SfuError> {
+        let known = self.participants.contains_key(&key.participant);
+        let r = match self.session(key) {
+            // Trickled before the offer that creates the session: an ICE-lite server learns the
+            // address from the client's checks anyway, so this is no error.
+            None if known => Ok(()),
+            None => Err(SfuError::NoSession),
+            Some(s) => s.add_remote_candidate(candidate),
+        };
+        self.pump(key, now);
+        r
+    }
+
+    pub fn set_video_size(&mut self, participant: ParticipantId, track: TrackId, height: u32, now: Instant) {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        if let Some(sub) = self.session(key).and_then(|s| s.forwarders.get_mut(&track)) {
+            sub.forwarder.wanted_height = Some(height);
+        }
+        self.reallocate(key, now);
+    }
+
+    pub fn set_quality(&mut self, participant: ParticipantId, track: Option<TrackId>, quality: Quality, now: Instant) {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        if let Some(s) = self.session(key) {
+            for (id, sub) in s.forwarders.iter_mut() {
+                if track.is_none_or(|t| t == *id) {
+                    sub.forwarder.quality = quality;
+                }
+            }
+        }
+        self.reallocate(key, now);
+    }
+
+    /// Register tracks whose packets arrive as [`Input::Ingest`](crate::worker::msg::Input)
+    /// rather than from a peer session. From here on the router treats them like any
+    /// published track.
+    pub fn open_ingest(
+        &mut self,
+        participant: ParticipantId,
+        tracks: Vec<(MediaKind, CodecInfo)>,
+        _now: Instant,
+    ) -> Result<Vec<TrackInfo>, SfuError> {
+        let max = self.plane.config.max_tracks_per_publisher;
+        let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        if state.ingest.len() + tracks.len() > max {
+            return Err(SfuError::Limit("too many tracks for one publisher"));
+        }
+        let mut infos = Vec::with_capacity(tracks.len());
+        for (kind, codec) in tracks {
+            let id = TrackId::next();
+            state.ingest.push(id);
+            infos.push(TrackInfo { id, publisher: participant, kind, codec });
+        }
+        for info in &infos {
+            tracing::info!(%participant, track = %info.id, kind = ?info.kind, mime = %info.codec.mime_type, "ingest track published");
+            self.publish_track(info.clone());
+        }
+        Ok(infos)
+    }
+
+    /// One packet from the in-process ingest path: route it like a received one.
+    pub fn ingest(&mut self, participant: ParticipantId, pkt: MediaPacket, now: Instant) {
+        // Only the participant that opened the track may feed it.
+        if self.router.published.get(&pkt.track).is_none_or(|p| p.publisher != participant) {
+            return;
+        }
+        self.plane.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
+        self.route(pkt, now);
+    }
+}

@@ -1,0 +1,184 @@
+//! After a session took input: queue its datagrams, act on its events (connection state,
+//! tracks opened and closed) and route the media it decrypted.
+
+use crate::api::{CodecInfo, ConnState, MediaKind, SfuEvent, TrackInfo};
+use crate::forward::forwarder::{MAX_LAYERS, layer_of_rid};
+use crate::ids::{SessionKey, SessionRole, TrackId};
+use crate::media::codec::Codec;
+use crate::media::packet::MediaPacket;
+use crate::session::{PublishedLayer, PublishedTrack};
+use crate::worker::core::{Core, drain_writes};
+use crate::worker::routing::Published;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Core {
+    /// Drain a session after input: datagrams to send, events, received media; then rearm its
+    /// timer.
+    pub fn pump(&mut self, key: SessionKey, now: Instant) {
+        let mut events = Vec::new();
+        let mut media = Vec::new();
+        let mut feedback = Vec::new();
+        {
+            let counters = &self.plane.counters;
+            let Some(state) = self.participants.get_mut(&key.participant) else { return };
+            let Some(session) = state.session(key.role).as_mut() else { return };
+            drain_writes(&mut self.out.transmit, session);
+            while let Some(ev) = session.pc.poll_event() {
+                events.push(ev);
+            }
+            while let Some(TaggedRTCMessage { message, now: at }) = session.pc.poll_read() {
+                match message {
+                    RTCMessage::RtpPacket(track_id, mut packet) => {
+                        let Some(t) = session.published.get_mut(&track_id) else { continue };
+                        let (id, codec) = (t.id, t.codec);
+                        // A layer whose OnOpen is still queued is not known yet: skip its packet.
+                        let Some(l) = t.layer_by_ssrc(packet.header.ssrc) else { continue };
+                        l.packets += 1;
+                        let layer = l.layer;
+                        counters.rtp_in.fetch_add(1, Ordering::Relaxed);
+                        // Each leg negotiates its own extensions: start the outgoing header
+                        // clean (a stale profile or padding count would mis-size the packet
+                        // once the subscriber leg adds its transport-cc number).
+                        packet.header.extension = false;
+                        packet.header.extensions.clear();
+                        packet.header.extension_profile = 0;
+                        packet.header.extensions_padding = 0;
+                        packet.header.csrc.clear();
+                        media.push(MediaPacket::inspect(id, layer, codec, packet.header, packet.payload, at));
+                    }
+                    RTCMessage::RtcpPacket(track_id, packets) if key.role == SessionRole::Subscriber => {
+                        let wants_keyframe =
+                            packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
+                        if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
+                            // The viewer's decoder wants a keyframe of what it is fed.
+                            let layer = session.forwarders.get(&track).and_then(|s| s.forwarder.current).unwrap_or(0);
+                            feedback.push((track, layer));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Writes the reads may have caused (NACK responses, receiver reports).
+            drain_writes(&mut self.out.transmit, session);
+            Core::reschedule(&mut self.timers, session);
+        }
+        for ev in events {
+            self.handle_event(key, ev, now);
+        }
+        for pkt in media {
+            self.route(pkt, now);
+        }
+        for (track, layer) in feedback {
+            self.request_keyframe_from_publisher(track, layer, now);
+        }
+    }
+
+    fn handle_event(&mut self, key: SessionKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let conn = match state {
+                    RTCPeerConnectionState::Connected => ConnState::Connected,
+                    RTCPeerConnectionState::Disconnected => ConnState::Disconnected,
+                    RTCPeerConnectionState::Failed => ConnState::Failed,
+                    RTCPeerConnectionState::Closed => ConnState::Closed,
+                    _ => return,
+                };
+                match conn {
+                    ConnState::Connected => self.set_connected(key, true, now),
+                    ConnState::Disconnected => self.set_connected(key, false, now),
+                    ConnState::Failed | ConnState::Closed => {
+                        tracing::debug!(?key, ?conn, "connection state");
+                        self.emit(key.participant, SfuEvent::Connection(key.role, conn));
+                        self.close_session(key, "connection failed", now);
+                    }
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if key.role == SessionRole::Publisher => {
+                self.track_opened(key, init.receiver_id, init.track_id, init.ssrc, init.rid);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if key.role == SessionRole::Publisher => {
+                let removed = self.session(key).and_then(|s| s.published.remove(&track_id));
+                if let Some(t) = removed {
+                    self.unpublish(key.participant, t.id, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn track_opened(&mut self, key: SessionKey, receiver_id: RTCRtpReceiverId, rtc_track_id: String, ssrc: u32, rid: Option<String>) {
+        let max = self.plane.config.max_tracks_per_publisher;
+        let Some(session) = self.session(key) else { return };
+        // Another simulcast encoding of a track we know: add the layer.
+        if let Some(t) = session.published.get_mut(&rtc_track_id) {
+            if t.layers.iter().any(|l| l.ssrc == ssrc) || t.layers.len() >= MAX_LAYERS {
+                return;
+            }
+            let layer = layer_of_rid(rid.as_deref(), t.layers.len() as u8);
+            if t.layers.iter().any(|l| l.layer == layer) {
+                tracing::warn!(?key, ?rid, "a second encoding claims layer {layer}; ignored");
+                return;
+            }
+            tracing::info!(participant = %key.participant, track = %t.id, ?rid, layer, "simulcast layer opened");
+            t.layers.push(PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, packets: 0 });
+            return;
+        }
+        if session.published.len() >= max {
+            tracing::warn!(?key, "publisher exceeds {max} tracks; ignoring {rtc_track_id}");
+            return;
+        }
+        let Some(receiver) = session.pc.rtp_receiver(receiver_id) else { return };
+        let track = receiver.track();
+        let kind = match track.kind() {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            RtpCodecKind::Video => MediaKind::Video,
+            _ => return,
+        };
+        let Some(codec) = track.codec(ssrc).cloned() else {
+            tracing::warn!(?key, "track {rtc_track_id} has no codec for ssrc {ssrc}");
+            return;
+        };
+        let id = TrackId::next();
+        let layer = layer_of_rid(rid.as_deref(), 0);
+        session.published.insert(
+            rtc_track_id,
+            PublishedTrack {
+                id,
+                codec: Codec::from_mime(&codec.mime_type),
+                receiver_id,
+                layers: vec![PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, packets: 0 }],
+            },
+        );
+        let info = TrackInfo {
+            id,
+            publisher: key.participant,
+            kind,
+            codec: CodecInfo {
+                mime_type: codec.mime_type,
+                clock_rate: codec.clock_rate,
+                channels: codec.channels,
+                fmtp: codec.sdp_fmtp_line,
+            },
+        };
+        tracing::info!(participant = %key.participant, track = %id, ?kind, ?rid, mime = %info.codec.mime_type, "track published");
+        self.publish_track(info);
+    }
+
+    /// A track published on this worker (by a peer session or the ingest path) joins the
+    /// routing tables and is announced.
+    pub fn publish_track(&mut self, info: TrackInfo) {
+        self.router.published.insert(info.id, Published::new(info.publisher, self.plane.workers));
+        self.plane.tracks.insert(info.id, self.idx);
+        self.plane.counters.tracks.fetch_add(1, Ordering::Relaxed);
+        self.emit(info.publisher, SfuEvent::TrackPublished(info));
+    }
+}

@@ -1,0 +1,623 @@
+//! Virtual-time tests of the worker core. A [`Sim`] runs one `Core` with sans-IO rtc peers for
+//! clients: every datagram passes by function call, and time only moves when the harness moves
+//! it, to the next deadline of the core, a peer or the publisher's frame clock. The handshakes
+//! (ICE, DTLS, SRTP) are real, byte for byte; nothing waits on the wall clock, so what the tests
+//! measure (when a keyframe arrives, when a layer switches, when dynacast pauses a layer) is
+//! exact and the same on every run.
+
+use crate::api::{SfuEvent, TrackInfo};
+use crate::config::SfuConfig;
+use crate::ids::{ParticipantId, SessionKey, SessionRole};
+use crate::media::codec::vp8_keyframe_size;
+use crate::session::SessionFactory;
+use crate::session::feedback::{KEYFRAME_FEEDBACK_SLOT, KeyframeFeedback};
+use crate::worker::core::Core;
+use crate::worker::msg::{Answer, Command, Input};
+use crate::worker::plane::{Counters, Plane};
+use bytes::{BufMut, Bytes, BytesMut};
+use dashmap::DashMap;
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "10.0.0.1:7882";
+/// Frame heights of the three simulcast layers.
+const HEIGHTS: [u16; 3] = [180, 360, 720];
+/// Bytes per frame of each layer at 30 fps: about 100, 300 and 800 kbit/s.
+const FRAME_BYTES: [usize; 3] = [420, 1250, 3300];
+const FRAME: Duration = Duration::from_micros(33_333);
+const RIDS: [&str; 3] = ["q", "h", "f"];
+
+fn ctx(local: SocketAddr, peer: SocketAddr) -> TransportContext {
+    TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP }
+}
+
+/// A client's peer connection, as a browser would configure it (default codecs and
+/// interceptors, our keyframe feedback so a publisher sees PLIs, ICE checks every 50 ms).
+fn client_pc(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
+    let mut me = MediaEngine::default();
+    me.register_default_codecs().expect("default codecs register");
+    let reg = register_default_interceptors(Registry::new(), &mut me)
+        .expect("default interceptors register")
+        .with(Slot::from(KEYFRAME_FEEDBACK_SLOT), KeyframeFeedback::default());
+    let setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28)).build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting)
+        .with_media_engine(me)
+        .with_interceptor_registry(reg)
+        .build(now)
+        .expect("client peer builds");
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".into(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .expect("host candidate");
+    pc.add_local_candidate(RTCIceCandidate::from(&c).to_json().expect("candidate json")).expect("local candidate");
+    pc
+}
+
+/// A VP8-shaped packet: descriptor, frame tag (a keyframe's carries its size), the layer, padding.
+fn vp8(first: bool, key: bool, layer: usize, size: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(size);
+    b.put_u8(if first { 0x10 } else { 0x00 });
+    if first && key {
+        b.put_slice(&[0x50, 0x2d, 0x01, 0x9d, 0x01, 0x2a]);
+        b.put_u16_le(HEIGHTS[layer] * 16 / 9);
+        b.put_u16_le(HEIGHTS[layer]);
+    } else if first {
+        b.put_slice(&[0x51, 0x2d, 0x01]);
+    }
+    b.put_u8(layer as u8);
+    b.resize(size.max(b.len()), 0xab);
+    b.freeze()
+}
+
+/// The publisher client's encoder: three layers, keyframes on request (PLI) and every `gop`.
+struct Encoder {
+    video: RTCRtpSenderId,
+    ssrcs: [u32; 3],
+    seq: [u16; 3],
+    ts: [u32; 3],
+    mid: Option<(u8, String)>,
+    rid_ext: Option<u8>,
+    /// Layers above this are paused (dynacast).
+    max_layer: u8,
+    want_key: [bool; 3],
+    last_key: [Option<Instant>; 3],
+    gop: Duration,
+    next_frame: Instant,
+    plis: u32,
+}
+
+struct Client {
+    id: ParticipantId,
+    addr: SocketAddr,
+    pc: RTCPeerConnection,
+    connected: Option<Instant>,
+    encoder: Option<Encoder>,
+    /// Video received: (when, ssrc, sequence number, layer, keyframe start).
+    video: Vec<(Instant, u32, u16, u8, bool)>,
+}
+
+struct Sim {
+    t0: Instant,
+    now: Instant,
+    core: Core,
+    server: SocketAddr,
+    clients: Vec<Client>,
+    /// Every event the core emitted, with when.
+    events: Vec<(Instant, ParticipantId, SfuEvent)>,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let t0 = Instant::now();
+        let server: SocketAddr = SERVER.parse().expect("address");
+        let config = SfuConfig { workers: 1, ..SfuConfig::default() };
+        let plane = Plane {
+            factory: SessionFactory::new(server).expect("factory").with_policy(config.layers),
+            config,
+            local_addr: server,
+            workers: 1,
+            tracks: DashMap::new(),
+            counters: Counters::default(),
+        };
+        Sim { t0, now: t0, core: Core::new(0, Arc::new(plane)), server, clients: Vec::new(), events: Vec::new() }
+    }
+
+    fn at(&self, since_start: Duration) -> Instant {
+        self.t0 + since_start
+    }
+
+    fn add_client(&mut self) -> usize {
+        let n = self.clients.len();
+        let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().expect("address");
+        let id = ParticipantId::next();
+        self.core.command(Command::AddParticipant { participant: id }, self.now);
+        self.clients.push(Client { id, addr, pc: client_pc(addr, self.now), connected: None, encoder: None, video: Vec::new() });
+        n
+    }
+
+    fn client_of(&self, p: ParticipantId) -> Option<usize> {
+        self.clients.iter().position(|c| c.id == p)
+    }
+
+    /// A publisher with a three-layer simulcast VP8 track; returns its index.
+    fn publisher(&mut self, gop: Duration) -> usize {
+        let i = self.add_client();
+        let now = self.now;
+        let vp8 = RTCRtpCodec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
+        let ssrcs: [u32; 3] = [1001, 1002, 1003];
+        let codings = (0..3)
+            .map(|l| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { rid: RIDS[l].into(), ssrc: Some(ssrcs[l]), ..Default::default() },
+                codec: vp8.clone(),
+                active: true,
+                ..Default::default()
+            })
+            .collect();
+        let c = &mut self.clients[i];
+        let video =
+            c.pc.add_track(MediaStreamTrack::new("cam".into(), "cam-video".into(), "video".into(), RtpCodecKind::Video, codings))
+                .expect("track added");
+        let offer = c.pc.create_offer(None).expect("offer");
+        c.pc.set_local_description(now, offer).expect("local offer");
+        let offer = c.pc.local_description().expect("local description").sdp;
+        let id = c.id;
+        let Answer::Sdp(answer) = self.core.command(Command::Publish { participant: id, offer }, now) else {
+            panic!("publish answers with SDP")
+        };
+        let answer = answer.expect("the server accepts the offer");
+        let ext = |uri: &str| -> Option<u8> {
+            answer.lines().find_map(|l| {
+                let (id, u) = l.strip_prefix("a=extmap:")?.split_once(' ')?;
+                (u.trim() == uri).then(|| id.split('/').next()?.parse().ok())?
+            })
+        };
+        let mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_owned());
+        let mid = ext("urn:ietf:params:rtp-hdrext:sdes:mid").zip(mid);
+        let rid_ext = ext("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+        let c = &mut self.clients[i];
+        c.pc.set_remote_description(now, RTCSessionDescription::answer(answer).expect("answer parses")).expect("remote answer");
+        c.encoder = Some(Encoder {
+            video,
+            ssrcs,
+            seq: [100, 20_000, 40_000],
+            ts: [0, 0, 0],
+            mid,
+            rid_ext,
+            max_layer: 2,
+            want_key: [true; 3],
+            last_key: [None; 3],
+            gop,
+            next_frame: now,
+            plis: 0,
+        });
+        self.outputs();
+        i
+    }
+
+    /// The track the publisher's video became.
+    fn published_track(&self, publisher: usize) -> TrackInfo {
+        let id = self.clients[publisher].id;
+        self.events
+            .iter()
+            .find_map(|(_, p, e)| match e {
+                SfuEvent::TrackPublished(t) if *p == id => Some(t.clone()),
+                _ => None,
+            })
+            .expect("the publisher's track was published")
+    }
+
+    fn subscriber(&mut self, track: TrackInfo, height: Option<u32>) -> usize {
+        let i = self.add_client();
+        let id = self.clients[i].id;
+        let now = self.now;
+        self.core.command(Command::Subscribe { participant: id, tracks: vec![track.clone()] }, now);
+        if let Some(height) = height {
+            self.core.command(Command::VideoSize { participant: id, track: track.id, height }, now);
+        }
+        self.outputs();
+        i
+    }
+
+    /// Carry out the core's outputs: datagrams to clients, events to the harness (offers are
+    /// answered and candidates added, as signaling and a page would).
+    fn outputs(&mut self) {
+        for _ in 0..1000 {
+            let mut busy = false;
+            let events: Vec<_> = self.core.out.events.drain(..).collect();
+            assert!(self.core.out.to_workers.is_empty(), "one worker sends nothing to others");
+            self.core.out.demux.clear();
+            for (p, e) in events {
+                busy = true;
+                self.on_event(p, e.clone());
+                self.events.push((self.now, p, e));
+            }
+            for (to, data) in self.core.out.transmit.drain() {
+                busy = true;
+                let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) else { continue };
+                let _ = c.pc.handle_read(TaggedBytesMut { now: self.now, transport: ctx(c.addr, self.server), message: data });
+            }
+            for i in 0..self.clients.len() {
+                busy |= self.pump_client(i);
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("outputs did not settle");
+    }
+
+    fn on_event(&mut self, p: ParticipantId, e: SfuEvent) {
+        let now = self.now;
+        let Some(i) = self.client_of(p) else { return };
+        match e {
+            SfuEvent::SubscriberOffer(sdp) => {
+                let c = &mut self.clients[i];
+                c.pc.set_remote_description(now, RTCSessionDescription::offer(sdp).expect("offer parses")).expect("remote offer");
+                let answer = c.pc.create_answer(None).expect("answer");
+                c.pc.set_local_description(now, answer).expect("local answer");
+                let answer = c.pc.local_description().expect("local description").sdp;
+                let Answer::Done(r) = self.core.command(Command::SubscriberAnswer { participant: p, answer }, now) else {
+                    panic!("answer shape")
+                };
+                r.expect("the server takes the answer");
+            }
+            SfuEvent::LocalCandidate(_, cand) => {
+                self.clients[i].pc.add_remote_candidate(cand).expect("server candidate");
+            }
+            SfuEvent::LayersWanted(_, max) => {
+                if let Some(enc) = self.clients[i].encoder.as_mut() {
+                    for l in (enc.max_layer as usize + 1)..=(max as usize).min(2) {
+                        enc.want_key[l] = true;
+                    }
+                    enc.max_layer = max.min(2);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A client's writes to the core, its events and what it received. True if anything moved.
+    fn pump_client(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        let key_role = if self.clients[i].encoder.is_some() { SessionRole::Publisher } else { SessionRole::Subscriber };
+        let c = &mut self.clients[i];
+        let mut writes = Vec::new();
+        while let Some(out) = c.pc.poll_write() {
+            writes.push(out.message);
+        }
+        while let Some(ev) = c.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) = ev {
+                c.connected.get_or_insert(now);
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = c.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(_, pkt) => {
+                    let key = vp8_keyframe_size(&pkt.payload).is_some();
+                    let layer_at = if pkt.payload.first() == Some(&0x10) { if key { 11 } else { 4 } } else { 1 };
+                    let layer = pkt.payload.get(layer_at).copied().unwrap_or(u8::MAX);
+                    c.video.push((now, pkt.header.ssrc, pkt.header.sequence_number, layer, key));
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    let Some(enc) = c.encoder.as_mut() else { continue };
+                    for p in packets {
+                        if p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>() {
+                            for ssrc in p.destination_ssrc() {
+                                if let Some(l) = enc.ssrcs.iter().position(|s| *s == ssrc) {
+                                    enc.want_key[l] = true;
+                                    enc.plis += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (addr, id) = (c.addr, c.id);
+        for data in writes {
+            moved = true;
+            let session = SessionKey { participant: id, role: key_role };
+            self.core.handle(Input::Datagram { session, from: addr, data, at: now }, now);
+        }
+        moved
+    }
+
+    /// The publisher's frames due at `now`: one frame per unpaused layer.
+    fn encode(&mut self) {
+        let now = self.now;
+        for c in &mut self.clients {
+            let Some(enc) = c.encoder.as_mut() else { continue };
+            if c.connected.is_none() {
+                enc.next_frame = now + FRAME;
+                continue;
+            }
+            while enc.next_frame <= now {
+                enc.next_frame += FRAME;
+                for l in 0..=(enc.max_layer as usize) {
+                    let key = enc.want_key[l] || enc.last_key[l].is_none_or(|t| now.duration_since(t) >= enc.gop);
+                    if key {
+                        enc.want_key[l] = false;
+                        enc.last_key[l] = Some(now);
+                    }
+                    let n = FRAME_BYTES[l].div_ceil(1100);
+                    for p in 0..n {
+                        let mut pkt = rtc::rtp::Packet { header: Default::default(), payload: vp8(p == 0, key, l, FRAME_BYTES[l] / n) };
+                        pkt.header.version = 2;
+                        pkt.header.payload_type = 96;
+                        pkt.header.ssrc = enc.ssrcs[l];
+                        pkt.header.sequence_number = enc.seq[l];
+                        pkt.header.timestamp = enc.ts[l];
+                        pkt.header.marker = p + 1 == n;
+                        if let (Some((mid_id, mid)), Some(rid_id)) = (&enc.mid, enc.rid_ext) {
+                            let _ = pkt.header.set_extension(*mid_id, Bytes::from(mid.clone().into_bytes()));
+                            let _ = pkt.header.set_extension(rid_id, Bytes::from_static(RIDS[l].as_bytes()));
+                        }
+                        enc.seq[l] = enc.seq[l].wrapping_add(1);
+                        if let Some(mut s) = c.pc.rtp_sender(enc.video) {
+                            s.write_rtp(now, pkt).expect("the client sends RTP");
+                        }
+                    }
+                    enc.ts[l] = enc.ts[l].wrapping_add(3000);
+                }
+            }
+        }
+    }
+
+    /// Move time forward to `until`, stopping at every deadline on the way.
+    fn run_until(&mut self, until: Instant) {
+        for _ in 0..1_000_000 {
+            self.outputs();
+            let mut next = until;
+            if let Some(t) = self.core.poll_timeout() {
+                next = next.min(t);
+            }
+            for c in &mut self.clients {
+                if let Some(t) = c.pc.poll_timeout() {
+                    next = next.min(t);
+                }
+                if let Some(e) = c.encoder.as_ref().filter(|_| c.connected.is_some()) {
+                    next = next.min(e.next_frame);
+                }
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            self.core.handle_timeout(now);
+            for c in &mut self.clients {
+                if c.pc.poll_timeout().is_some_and(|t| t <= now) {
+                    let _ = c.pc.handle_timeout(now);
+                }
+            }
+            self.encode();
+            if now >= until {
+                self.outputs();
+                return;
+            }
+        }
+        panic!("virtual time did not reach its goal");
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn events_to(&self, i: usize) -> impl Iterator<Item = (Instant, &SfuEvent)> {
+        let id = self.clients[i].id;
+        self.events.iter().filter(move |(_, p, _)| *p == id).map(|(t, _, e)| (*t, e))
+    }
+}
+
+/// The layers a subscriber received, in order of arrival, with when each run began.
+fn layer_runs(video: &[(Instant, u32, u16, u8, bool)]) -> Vec<(Instant, u8, bool)> {
+    let mut runs: Vec<(Instant, u8, bool)> = Vec::new();
+    for &(t, _, _, layer, key) in video {
+        if runs.last().is_none_or(|r| r.1 != layer) {
+            runs.push((t, layer, key));
+        }
+    }
+    runs
+}
+
+/// Sequence numbers the subscriber saw are one stream: no gap, no repeat, across switches.
+fn assert_contiguous(video: &[(Instant, u32, u16, u8, bool)]) {
+    let ssrcs: std::collections::HashSet<u32> = video.iter().map(|v| v.1).collect();
+    assert_eq!(ssrcs.len(), 1, "one SSRC for the subscriber's video");
+    for w in video.windows(2) {
+        assert_eq!(w[1].2, w[0].2.wrapping_add(1), "sequence numbers continue across a switch: {:?} then {:?}", w[0], w[1]);
+    }
+}
+
+#[test]
+fn a_late_viewer_starts_at_a_keyframe_requested_for_it() {
+    let mut sim = Sim::new();
+    // Keyframes only when asked (or every 30 s): the viewer's start must come from its request.
+    let p = sim.publisher(Duration::from_secs(30));
+    sim.run_for(Duration::from_secs(3));
+    assert!(sim.clients[p].connected.is_some(), "the publisher connected");
+    let plis_before = sim.clients[p].encoder.as_ref().map_or(0, |e| e.plis);
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track, None);
+    sim.run_for(Duration::from_secs(2));
+    let viewer = &sim.clients[v];
+    let connected = viewer.connected.expect("the viewer connected");
+    let (first_at, _, _, layer, key) = *viewer.video.first().expect("the viewer got video");
+    assert!(key, "the first packet starts a keyframe");
+    let waited = first_at.duration_since(connected);
+    // A request goes out on connection; the next frame (≤ 33 ms) answers it.
+    assert!(waited <= Duration::from_millis(100), "first frame {waited:?} after connecting");
+    assert_eq!(layer, 2, "a full-size viewer starts on the top layer");
+    let plis = sim.clients[p].encoder.as_ref().map_or(0, |e| e.plis);
+    assert!(plis > plis_before, "the publisher was asked for a keyframe ({plis_before} → {plis})");
+    assert!(sim.core.plane.counters.plis_sent.load(Ordering::Relaxed) >= 1);
+    assert_contiguous(&sim.clients[v].video);
+}
+
+#[test]
+fn a_viewer_switches_layers_at_a_keyframe_when_its_size_changes() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(30));
+    sim.run_for(Duration::from_secs(1));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track.clone(), Some(180));
+    sim.run_for(Duration::from_secs(3));
+    let runs = layer_runs(&sim.clients[v].video);
+    assert_eq!(runs.iter().map(|r| r.1).collect::<Vec<_>>(), vec![0], "a 180 px viewer gets the low layer only: {runs:?}");
+    // The page shows it full size now.
+    let grown = sim.now;
+    let id = sim.clients[v].id;
+    sim.core.command(Command::VideoSize { participant: id, track: track.id, height: 720 }, grown);
+    sim.run_for(Duration::from_secs(3));
+    let runs = layer_runs(&sim.clients[v].video);
+    // Up from the low layer to the top one; a keyframe of the middle layer that arrives first
+    // is taken on the way (better picture a frame sooner).
+    assert_eq!(runs.first().map(|r| r.1), Some(0), "{runs:?}");
+    assert_eq!(runs.last().map(|r| r.1), Some(2), "ends on the top layer: {runs:?}");
+    assert!(runs.len() <= 3, "no back and forth: {runs:?}");
+    assert!(runs.iter().all(|r| r.2), "every switch happens at a keyframe of the new layer: {runs:?}");
+    let took = runs[runs.len() - 1].0.duration_since(grown);
+    // The top layer is paused (dynacast) while nobody wants it: resuming it, asking for a
+    // keyframe and the next frame take a few frames, not a keyframe interval.
+    assert!(took <= Duration::from_millis(400), "switched {took:?} after the size change");
+    assert_contiguous(&sim.clients[v].video);
+    let up_runs = runs.len();
+    // And back down when it shrinks again.
+    let shrunk = sim.now;
+    sim.core.command(Command::VideoSize { participant: id, track: track.id, height: 180 }, shrunk);
+    sim.run_for(Duration::from_secs(2));
+    let runs = layer_runs(&sim.clients[v].video);
+    assert_eq!(runs.len(), up_runs + 1, "one switch down: {runs:?}");
+    let down = runs[up_runs];
+    assert_eq!(down.1, 0, "{runs:?}");
+    assert!(down.2, "down at a keyframe too");
+    assert!(down.0.duration_since(shrunk) <= Duration::from_millis(400), "{:?}", down.0.duration_since(shrunk));
+    assert_contiguous(&sim.clients[v].video);
+}
+
+#[test]
+fn dynacast_pauses_unwanted_layers_after_a_second_and_resumes_at_once() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track.clone(), Some(180));
+    sim.run_for(Duration::from_secs(4));
+    let wanted: Vec<(Instant, u8)> = sim
+        .events_to(p)
+        .filter_map(|(t, e)| match e {
+            SfuEvent::LayersWanted(tr, max) if *tr == track.id => Some((t, *max)),
+            _ => None,
+        })
+        .collect();
+    // Demand first appears as "the low layer" (the viewer is 180 px tall), announced at once.
+    assert_eq!(wanted.iter().map(|w| w.1).collect::<Vec<_>>(), vec![0], "{wanted:?}");
+    assert_eq!(sim.clients[p].encoder.as_ref().map(|e| e.max_layer), Some(0), "the publisher paused layers 1 and 2");
+    let low_only_since = sim.clients[v].connected.expect("viewer connected");
+    assert!(wanted[0].0 >= sim.at(Duration::ZERO) && wanted[0].0.duration_since(low_only_since) <= Duration::from_secs(2), "{wanted:?}");
+    // A second viewer at full size: the top layer is wanted at once.
+    let joined = sim.now;
+    let w = sim.subscriber(track.clone(), None);
+    sim.run_for(Duration::from_secs(2));
+    let up = sim
+        .events_to(p)
+        .find_map(|(t, e)| match e {
+            SfuEvent::LayersWanted(tr, 2) if *tr == track.id => Some(t),
+            _ => None,
+        })
+        .expect("the top layer is wanted again");
+    let connected = sim.clients[w].connected.expect("second viewer connected");
+    assert!(
+        up <= connected.max(joined) + Duration::from_millis(300),
+        "resumed {:?} after the viewer connected",
+        up.saturating_duration_since(connected)
+    );
+    assert!(sim.clients[w].video.iter().any(|v| v.3 == 2), "the full-size viewer gets the top layer");
+    // It leaves: the top layer is paused again, no sooner than a second later.
+    let left = sim.now;
+    let wid = sim.clients[w].id;
+    sim.core.command(Command::RemoveParticipant { participant: wid }, left);
+    sim.run_for(Duration::from_secs(3));
+    let down = sim
+        .events_to(p)
+        .filter(|(t, _)| *t >= left)
+        .find_map(|(t, e)| match e {
+            SfuEvent::LayersWanted(tr, 0) if *tr == track.id => Some(t),
+            _ => None,
+        })
+        .expect("paused again once only the small viewer is left");
+    let after = down.duration_since(left);
+    assert!(after >= Duration::from_millis(1000) && after <= Duration::from_millis(1300), "paused {after:?} after the big viewer left");
+    assert_eq!(sim.clients[p].encoder.as_ref().map(|e| e.max_layer), Some(0));
+}
+
+#[test]
+fn a_silent_viewer_is_disconnected_then_closed_on_the_named_timers() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track, None);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.clients[v].connected.is_some());
+    // The viewer's network goes away: nothing it sends reaches the server any more.
+    let gone = sim.now;
+    let addr: SocketAddr = "10.0.9.9:9".parse().expect("address");
+    sim.clients[v].addr = addr;
+    let vid = sim.clients[v].id;
+    let key = SessionKey { participant: vid, role: SessionRole::Subscriber };
+    let mut silent_client = sim.clients.remove(v);
+    sim.run_for(Duration::from_secs(40));
+    let states: Vec<(Duration, String)> = sim
+        .events
+        .iter()
+        .filter(|(_, p, _)| *p == vid)
+        .filter_map(|(t, _, e)| match e {
+            SfuEvent::Connection(SessionRole::Subscriber, s) => Some((t.duration_since(gone), format!("{s:?}"))),
+            SfuEvent::SessionClosed(SessionRole::Subscriber, r) => Some((t.duration_since(gone), r.clone())),
+            _ => None,
+        })
+        .collect();
+    let disconnected = states.iter().find(|s| s.1 == "Disconnected").expect("marked disconnected");
+    assert!(disconnected.0 >= Duration::from_secs(7) && disconnected.0 <= Duration::from_secs(9), "{states:?}");
+    let closed = states.iter().find(|s| s.1 == "connection lost").expect("closed");
+    assert!(closed.0 >= Duration::from_secs(29) && closed.0 <= Duration::from_secs(31), "{states:?}");
+    assert!(sim.core.session(key).is_none(), "the session is gone");
+    let _ = silent_client.pc.close();
+}

@@ -1,0 +1,19 @@
+//! A subscriber's figures for `stats` replies: estimate, path, and per track the layer, caps
+//! and rates the forwarder works with.
+
+use crate::api::{PathStats, SubscriberStats};
+use crate::ids::{ParticipantId, SessionKey, SessionRole};
+use crate::worker::core::Core;
+
+impl Core {
+    pub fn subscriber_stats(&mut self, participant: ParticipantId) -> SubscriberStats {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let Some(s) = self.session(key) else { return SubscriberStats::default() };
+        SubscriberStats {
+            bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
+            twcc_feedback: s.twcc_feedback(),
+            path: s.path_stats().map(|(q, loss, probes)| PathStats { queue_delay_ms: q.as_secs_f64() * 1000.0, loss, probes }),
+            tracks: s.forwarders.values().map(|sub| sub.forwarder.stats()).collect(),
+        }
+    }
+}
