@@ -2,4 +2,5 @@
 //! that makes a switch invisible to the receiver (forwarder).
 
 pub mod forwarder;
+pub mod munger;
 pub mod selector;

@@ -11,7 +11,7 @@
 //!
 //! The forwarder then follows the cap as layers actually arrive (see `forwarder.rs`).
 
-use crate::forward::forwarder::MAX_LAYERS;
+use crate::media::simulcast::MAX_LAYERS;
 use std::time::{Duration, Instant};
 
 /// How long a higher layer must fit before the bandwidth cap climbs to it.

@@ -3,10 +3,10 @@
 
 use crate::api::{CodecInfo, MediaKind, SfuEvent, TrackInfo};
 use crate::error::SfuError;
-use crate::forward::forwarder::MAX_LAYERS;
 use crate::forward::selector::Quality;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::media::packet::MediaPacket;
+use crate::media::simulcast::MAX_LAYERS;
 use crate::net::demux::{DemuxCtl, Route};
 use crate::worker::core::{ALLOCATION_INTERVAL, Core, ParticipantState, drain_writes};
 use crate::worker::timers::Timer;

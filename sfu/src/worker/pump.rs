@@ -2,10 +2,10 @@
 //! tracks opened and closed) and route the media it decrypted.
 
 use crate::api::{CodecInfo, ConnState, MediaKind, SfuEvent, TrackInfo};
-use crate::forward::forwarder::{MAX_LAYERS, layer_of_rid};
 use crate::ids::{SessionKey, SessionRole, TrackId};
 use crate::media::codec::Codec;
 use crate::media::packet::MediaPacket;
+use crate::media::simulcast::{MAX_LAYERS, layer_of_rid};
 use crate::session::{PublishedLayer, PublishedTrack};
 use crate::worker::core::{Core, drain_writes};
 use crate::worker::routing::Published;
