@@ -1,9 +1,9 @@
 //! Forwarding-path benchmark: one publisher's packets through K real subscriber sessions.
 //!
-//! Each subscriber is a real `PeerSession` (rtc peer connection, ICE-lite, DTLS, SRTP, default
+//! Each subscriber is a real subscriber session (rtc peer connection, ICE-lite, DTLS, SRTP, default
 //! interceptors) connected in memory to a real rtc client peer: the handshake runs byte for byte,
 //! only the wire is a function call. The measured loop is exactly what a worker does per packet
-//! and subscriber — `PeerSession::forward` (keyframe gate, header rewrite, `write_rtp`,
+//! and subscriber — `Subscriber::forward` (keyframe gate, header rewrite, `write_rtp`,
 //! interceptors, SRTP) and draining `poll_write` — timed in thread CPU time, twice:
 //! kernel send excluded (datagrams dropped), and included two ways: one `send_to` per datagram,
 //! and one `sendmmsg` per fan-out (what the worker does).
@@ -24,7 +24,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sfu::MediaPacket;
-use sfu::internals::{PeerSession, SendBatch, SessionFactory};
+use sfu::internals::{SendBatch, SessionFactory, Subscriber};
 use sfu::{CodecInfo, MediaKind, ParticipantId, SessionKey, SessionRole, TrackId};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ fn ctx(local: SocketAddr, peer: SocketAddr) -> TransportContext {
 }
 
 struct Pair {
-    server: PeerSession,
+    server: Subscriber,
     client: RTCPeerConnection,
     client_addr: SocketAddr,
 }
@@ -75,26 +75,27 @@ struct Pair {
 /// Drive both ends in memory until the server side reports Connected (bounded: 10 s).
 fn connect(pairs: &mut [Pair], server_addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pairs.iter().any(|p| !p.server.connected) {
+    while pairs.iter().any(|p| !p.server.link.connected) {
         assert!(Instant::now() < deadline, "in-memory handshake did not finish");
         let now = Instant::now();
         for p in pairs.iter_mut() {
-            while let Some(out) = p.server.pc.poll_write() {
+            while let Some(out) = p.server.link.pc.poll_write() {
                 let _ = p.client.handle_read(TaggedBytesMut { now, transport: ctx(p.client_addr, server_addr), message: out.message });
             }
             while let Some(out) = p.client.poll_write() {
-                let _ = p.server.pc.handle_read(TaggedBytesMut { now, transport: ctx(server_addr, p.client_addr), message: out.message });
+                let _ =
+                    p.server.link.pc.handle_read(TaggedBytesMut { now, transport: ctx(server_addr, p.client_addr), message: out.message });
             }
-            while let Some(ev) = p.server.pc.poll_event() {
+            while let Some(ev) = p.server.link.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) = ev {
-                    p.server.connected = true;
+                    p.server.link.connected = true;
                 }
             }
             while p.client.poll_event().is_some() {}
             while p.client.poll_read().is_some() {}
-            while p.server.pc.poll_read().is_some() {}
-            if p.server.pc.poll_timeout().is_some_and(|t| t <= now) {
-                let _ = p.server.pc.handle_timeout(now);
+            while p.server.link.pc.poll_read().is_some() {}
+            if p.server.link.pc.poll_timeout().is_some_and(|t| t <= now) {
+                let _ = p.server.link.pc.handle_timeout(now);
             }
             if p.client.poll_timeout().is_some_and(|t| t <= now) {
                 let _ = p.client.handle_timeout(now);
@@ -141,7 +142,7 @@ fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId,
             if p.server.forward(&pkt, now) {
                 forwarded += 1;
             }
-            while let Some(out) = p.server.pc.poll_write() {
+            while let Some(out) = p.server.link.pc.poll_write() {
                 datagrams += 1;
                 match mode {
                     Send::Drop => {}
@@ -169,7 +170,7 @@ fn main() {
     let mut pairs = Vec::new();
     for i in 0..max_k {
         let key = SessionKey { participant: ParticipantId(i as u64 + 1), role: SessionRole::Subscriber };
-        let mut server = factory.build(key, Instant::now()).unwrap();
+        let mut server = factory.subscriber(key, Instant::now()).unwrap();
         server.add_subscription(track, "PA_1".into(), MediaKind::Video, &codec).unwrap();
         let offer = server.negotiate(Instant::now()).unwrap().unwrap();
         let client_addr: SocketAddr = format!("127.0.0.1:{}", 20000 + i).parse().unwrap();

@@ -79,7 +79,8 @@ pub mod client {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::net::batch::SendBatch;
-    pub use crate::session::{PeerSession, SessionFactory};
+    pub use crate::session::SessionFactory;
+    pub use crate::session::subscriber::Subscriber;
 }
 
 pub use api::{CodecInfo, ConnState, EventSink, MediaKind, PathStats, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};

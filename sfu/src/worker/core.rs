@@ -7,7 +7,9 @@ use crate::api::{EventSink, SfuEvent};
 use crate::ids::{ParticipantId, SessionKey, SessionRole};
 use crate::net::batch::SendBatch;
 use crate::net::demux::DemuxCtl;
-use crate::session::PeerSession;
+use crate::session::publisher::Publisher;
+use crate::session::subscriber::Subscriber;
+use crate::session::transport::Transport;
 use crate::worker::msg::{Answer, Command, Input};
 use crate::worker::plane::Plane;
 use crate::worker::routing::Router;
@@ -27,17 +29,17 @@ use std::time::{Duration, Instant};
 pub(crate) const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
 
 pub(crate) struct ParticipantState {
-    pub publisher: Option<PeerSession>,
-    pub subscriber: Option<PeerSession>,
+    pub publisher: Option<Publisher>,
+    pub subscriber: Option<Subscriber>,
     /// Tracks this participant publishes through the in-process ingest path.
     pub ingest: Vec<crate::ids::TrackId>,
 }
 
 impl ParticipantState {
-    pub fn session(&mut self, role: SessionRole) -> &mut Option<PeerSession> {
+    pub fn transport(&mut self, role: SessionRole) -> Option<&mut Transport> {
         match role {
-            SessionRole::Publisher => &mut self.publisher,
-            SessionRole::Subscriber => &mut self.subscriber,
+            SessionRole::Publisher => self.publisher.as_mut().map(|s| &mut s.link),
+            SessionRole::Subscriber => self.subscriber.as_mut().map(|s| &mut s.link),
         }
     }
 }
@@ -156,8 +158,17 @@ impl Core {
         }
     }
 
-    pub fn session(&mut self, key: SessionKey) -> Option<&mut PeerSession> {
-        self.participants.get_mut(&key.participant)?.session(key.role).as_mut()
+    /// Either session's transport.
+    pub fn transport(&mut self, key: SessionKey) -> Option<&mut Transport> {
+        self.participants.get_mut(&key.participant)?.transport(key.role)
+    }
+
+    pub fn publisher(&mut self, participant: ParticipantId) -> Option<&mut Publisher> {
+        self.participants.get_mut(&participant)?.publisher.as_mut()
+    }
+
+    pub fn subscriber(&mut self, participant: ParticipantId) -> Option<&mut Subscriber> {
+        self.participants.get_mut(&participant)?.subscriber.as_mut()
     }
 
     pub fn emit(&mut self, participant: ParticipantId, event: SfuEvent) {
@@ -177,7 +188,7 @@ impl Core {
 
     fn handle_datagram(&mut self, key: SessionKey, from: SocketAddr, data: BytesMut, at: Instant, now: Instant) {
         let local_addr = self.plane.local_addr;
-        let Some(session) = self.session(key) else { return };
+        let Some(session) = self.transport(key) else { return };
         session.last_rx = at;
         if crate::net::demux::is_nomination(&data) {
             session.nominating = Some(from);
@@ -210,7 +221,7 @@ impl Core {
     }
 
     fn session_timeout(&mut self, key: SessionKey, now: Instant) {
-        let Some(session) = self.session(key) else { return };
+        let Some(session) = self.transport(key) else { return };
         session.deadline = None;
         match catch_unwind(AssertUnwindSafe(|| session.pc.handle_timeout(now))) {
             Ok(Ok(())) => {}
@@ -225,7 +236,7 @@ impl Core {
     }
 
     /// Arm the session's rtc deadline when it changed.
-    pub fn reschedule(timers: &mut Timers, session: &mut PeerSession) {
+    pub fn reschedule(timers: &mut Timers, session: &mut Transport) {
         let next = session.pc.poll_timeout();
         if next != session.deadline {
             session.deadline = next;
@@ -238,7 +249,7 @@ impl Core {
 }
 
 /// Queue a session's outgoing datagrams (handshakes, RTCP, retransmissions) for sending.
-pub(crate) fn drain_writes(batch: &mut SendBatch, session: &mut PeerSession) {
+pub(crate) fn drain_writes(batch: &mut SendBatch, session: &mut Transport) {
     while let Some(out) = session.pc.poll_write() {
         let to = session.destination(out.transport.peer_addr, &out.message);
         batch.push(to, out.message);

@@ -24,7 +24,7 @@ impl Core {
         for p in self.participants.values_mut() {
             let Some(s) = p.subscriber.as_mut() else { continue };
             any = true;
-            if !s.connected {
+            if !s.link.connected {
                 continue;
             }
             s.allocate_layers(now);
@@ -45,7 +45,7 @@ impl Core {
 
     /// Recompute a subscriber's layer caps now (after a size or quality change).
     pub fn reallocate(&mut self, key: SessionKey, now: Instant) {
-        if let Some(s) = self.session(key) {
+        if let Some(s) = self.subscriber(key.participant) {
             s.allocate_layers(now);
         }
         self.update_demand(now);
@@ -130,8 +130,10 @@ impl Core {
     fn announce_layers(&mut self, publisher: ParticipantId, track: TrackId, max_layer: u8) {
         // Only simulcast tracks can pause layers.
         let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
-        let simulcast =
-            self.session(key).and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1)).unwrap_or(false);
+        let simulcast = self
+            .publisher(key.participant)
+            .and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1))
+            .unwrap_or(false);
         if simulcast {
             tracing::debug!(%track, max_layer, "dynacast: layers wanted");
             self.emit(publisher, SfuEvent::LayersWanted(track, max_layer));

@@ -3,7 +3,7 @@
 //! (a throttled request is sent when the throttle ends, by the `Pli` timer).
 
 use crate::ids::{SessionKey, SessionRole, TrackId};
-use crate::session::PeerSession;
+use crate::session::subscriber::Subscriber;
 use crate::worker::core::Core;
 use crate::worker::msg::Input;
 use crate::worker::timers::Timer;
@@ -17,7 +17,7 @@ pub(crate) const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 impl Core {
     /// The keyframes a connected subscriber waits for and has not asked for in the last
     /// `KEYFRAME_RETRY` (marked as asked now).
-    pub fn keyframe_waits(s: &mut PeerSession, now: Instant) -> Vec<(TrackId, u8)> {
+    pub fn keyframe_waits(s: &mut Subscriber, now: Instant) -> Vec<(TrackId, u8)> {
         let mut out = Vec::new();
         for sub in s.forwarders.values_mut() {
             let f = &mut sub.forwarder;
@@ -55,7 +55,7 @@ impl Core {
         l.last_pli = Some(now);
         l.pli_pending = false;
         let media_ssrc = l.ssrc;
-        if let Some(mut receiver) = session.pc.rtp_receiver(receiver_id) {
+        if let Some(mut receiver) = session.link.pc.rtp_receiver(receiver_id) {
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             match receiver.write_rtcp(now, vec![Box::new(pli)]) {
                 Ok(()) => {

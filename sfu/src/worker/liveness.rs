@@ -16,7 +16,7 @@ impl Core {
     /// Traffic stopped (Disconnected, forwarding pauses) or came back (Connected; video
     /// restarts at a keyframe).
     pub fn set_connected(&mut self, key: SessionKey, up: bool, now: Instant) {
-        let Some(s) = self.session(key) else { return };
+        let Some(s) = self.transport(key) else { return };
         if s.connected == up {
             return;
         }
@@ -26,10 +26,12 @@ impl Core {
             s.ever_connected = true;
             // Every video stream starts at a keyframe; ask at once, for the layer this
             // subscriber will start on.
-            for sub in s.forwarders.values_mut() {
-                if let Some(layer) = sub.forwarder.wants_keyframe(now) {
-                    sub.forwarder.last_keyframe_request = Some(now);
-                    waiting.push((sub.forwarder.track, layer));
+            if let Some(s) = self.subscriber(key.participant).filter(|_| key.role == crate::ids::SessionRole::Subscriber) {
+                for sub in s.forwarders.values_mut() {
+                    if let Some(layer) = sub.forwarder.wants_keyframe(now) {
+                        sub.forwarder.last_keyframe_request = Some(now);
+                        waiting.push((sub.forwarder.track, layer));
+                    }
                 }
             }
         }
@@ -44,7 +46,7 @@ impl Core {
 
     /// The next silence check of a session that has connected.
     fn arm_liveness(&mut self, key: SessionKey, now: Instant) {
-        let Some(s) = self.session(key) else { return };
+        let Some(s) = self.transport(key) else { return };
         if !s.ever_connected {
             return;
         }
@@ -55,7 +57,7 @@ impl Core {
 
     /// The `Liveness` timer.
     pub fn liveness(&mut self, key: SessionKey, now: Instant) {
-        let Some(s) = self.session(key) else { return };
+        let Some(s) = self.transport(key) else { return };
         let silent = now.saturating_duration_since(s.last_rx);
         if s.ever_connected && silent >= ICE_FAILED {
             tracing::info!(?key, "nothing heard from the client for {ICE_FAILED:?}; closing session");
@@ -74,7 +76,7 @@ impl Core {
     /// The `ConnectTimeout` timer.
     pub fn connect_timeout(&mut self, key: SessionKey, now: Instant) {
         let timeout = self.plane.config.connect_timeout;
-        let Some(s) = self.session(key) else { return };
+        let Some(s) = self.transport(key) else { return };
         if !s.ever_connected && !s.connected {
             tracing::info!(?key, "no ICE connection within {timeout:?}; closing session");
             self.close_session(key, "ICE connection timed out", now);

@@ -37,10 +37,11 @@ impl Core {
 
     /// A new session for `key` (the participant must be here and have none in this role).
     fn open_session(&mut self, key: SessionKey, now: Instant) -> Result<(), SfuError> {
-        let session = self.plane.factory.build(key, now)?;
-        let ufrag = session.ufrag.clone();
         let state = self.participants.get_mut(&key.participant).ok_or(SfuError::NoSession)?;
-        *state.session(key.role) = Some(session);
+        let ufrag = match key.role {
+            SessionRole::Publisher => state.publisher.insert(self.plane.factory.publisher(key, now)?).link.ufrag.clone(),
+            SessionRole::Subscriber => state.subscriber.insert(self.plane.factory.subscriber(key, now)?).link.ufrag.clone(),
+        };
         self.plane.counters.sessions.fetch_add(1, Ordering::Relaxed);
         self.out.demux.push(DemuxCtl::Register(ufrag, Route { worker: self.idx, session: key }));
         self.timers.set(Timer::ConnectTimeout(key), now + self.plane.config.connect_timeout);
@@ -52,26 +53,29 @@ impl Core {
 
     pub fn close_session(&mut self, key: SessionKey, reason: &str, now: Instant) {
         let Some(state) = self.participants.get_mut(&key.participant) else { return };
-        let Some(mut session) = state.session(key.role).take() else { return };
-        let _ = catch_unwind(AssertUnwindSafe(|| session.pc.close()));
-        drain_writes(&mut self.out.transmit, &mut session);
+        let (mut link, published, forwarded) = match key.role {
+            SessionRole::Publisher => {
+                let Some(s) = state.publisher.take() else { return };
+                (s.link, s.published.into_values().map(|t| t.id).collect(), Vec::new())
+            }
+            SessionRole::Subscriber => {
+                let Some(s) = state.subscriber.take() else { return };
+                (s.link, Vec::new(), s.forwarders.into_keys().collect())
+            }
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| link.pc.close()));
+        drain_writes(&mut self.out.transmit, &mut link);
         for t in [Timer::Session(key), Timer::Liveness(key), Timer::ConnectTimeout(key)] {
             self.timers.cancel(t);
         }
         self.plane.counters.sessions.fetch_sub(1, Ordering::Relaxed);
         self.out.demux.push(DemuxCtl::Remove(key));
-        match key.role {
-            SessionRole::Publisher => {
-                for t in session.published.into_values() {
-                    self.unpublish(key.participant, t.id, now);
-                }
-            }
-            SessionRole::Subscriber => {
-                for track in session.forwarders.into_keys() {
-                    if self.router.remove_subscriber(track, key.participant) {
-                        self.send_interest(track, false, now);
-                    }
-                }
+        for track in published {
+            self.unpublish(key.participant, track, now);
+        }
+        for track in forwarded {
+            if self.router.remove_subscriber(track, key.participant) {
+                self.send_interest(track, false, now);
             }
         }
         self.emit(key.participant, SfuEvent::SessionClosed(key.role, reason.to_owned()));
@@ -84,9 +88,9 @@ impl Core {
         if fresh {
             self.open_session(key, now)?;
         }
-        let Some(session) = self.session(key) else { return Err(SfuError::NoSession) };
+        let Some(session) = self.publisher(participant) else { return Err(SfuError::NoSession) };
         let answer = session.apply_offer(now, offer);
-        let candidate = session.local_candidate.clone();
+        let candidate = session.link.local_candidate.clone();
         match answer {
             Ok(sdp) => {
                 self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Publisher, candidate));
@@ -111,7 +115,7 @@ impl Core {
         if fresh {
             self.open_session(key, now)?;
         }
-        let Some(session) = self.session(key) else { return Err(SfuError::NoSession) };
+        let Some(session) = self.subscriber(participant) else { return Err(SfuError::NoSession) };
         let mut added = Vec::with_capacity(tracks.len());
         let mut refused = None;
         for track in tracks {
@@ -127,8 +131,8 @@ impl Core {
             return refused.map_or(Ok(()), Err);
         }
         let offer = session.negotiate(now)?;
-        let candidate = session.local_candidate.clone();
-        let connected = session.connected;
+        let candidate = session.link.local_candidate.clone();
+        let connected = session.link.connected;
         for track in &added {
             if self.router.add_subscriber(track.id, participant) {
                 self.send_interest(track.id, true, now);
@@ -153,7 +157,7 @@ impl Core {
 
     pub fn unsubscribe(&mut self, participant: ParticipantId, track: TrackId, now: Instant) {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
-        let Some(session) = self.session(key) else { return };
+        let Some(session) = self.subscriber(participant) else { return };
         if !session.remove_subscription(track) {
             return;
         }
@@ -171,7 +175,7 @@ impl Core {
 
     pub fn subscriber_answer(&mut self, participant: ParticipantId, answer: String, now: Instant) -> Result<(), SfuError> {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
-        let r = match self.session(key) {
+        let r = match self.subscriber(participant) {
             None => Err(SfuError::NoSession),
             Some(s) => s.apply_answer(now, answer).and_then(|()| if s.renegotiate { s.negotiate(now) } else { Ok(None) }),
         };
@@ -189,7 +193,7 @@ impl Core {
 
     pub fn candidate(&mut self, key: SessionKey, candidate: RTCIceCandidateInit, now: Instant) -> Result<(), SfuError> {
         let known = self.participants.contains_key(&key.participant);
-        let r = match self.session(key) {
+        let r = match self.transport(key) {
             // Trickled before the offer that creates the session: an ICE-lite server learns the
             // address from the client's checks anyway, so this is no error.
             None if known => Ok(()),
@@ -202,7 +206,7 @@ impl Core {
 
     pub fn set_video_size(&mut self, participant: ParticipantId, track: TrackId, height: u32, now: Instant) {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
-        if let Some(sub) = self.session(key).and_then(|s| s.forwarders.get_mut(&track)) {
+        if let Some(sub) = self.subscriber(participant).and_then(|s| s.forwarders.get_mut(&track)) {
             sub.forwarder.wanted_height = Some(height);
         }
         self.reallocate(key, now);
@@ -210,7 +214,7 @@ impl Core {
 
     pub fn set_quality(&mut self, participant: ParticipantId, track: Option<TrackId>, quality: Quality, now: Instant) {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
-        if let Some(s) = self.session(key) {
+        if let Some(s) = self.subscriber(participant) {
             for (id, sub) in s.forwarders.iter_mut() {
                 if track.is_none_or(|t| t == *id) {
                     sub.forwarder.quality = quality;

@@ -6,7 +6,7 @@ use crate::ids::{SessionKey, SessionRole, TrackId};
 use crate::media::codec::Codec;
 use crate::media::packet::MediaPacket;
 use crate::media::simulcast::{MAX_LAYERS, layer_of_rid};
-use crate::session::{PublishedLayer, PublishedTrack};
+use crate::session::publisher::{PublishedLayer, PublishedTrack};
 use crate::worker::core::{Core, drain_writes};
 use crate::worker::routing::Published;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -30,15 +30,26 @@ impl Core {
         {
             let counters = &self.plane.counters;
             let Some(state) = self.participants.get_mut(&key.participant) else { return };
-            let Some(session) = state.session(key.role).as_mut() else { return };
-            drain_writes(&mut self.out.transmit, session);
-            while let Some(ev) = session.pc.poll_event() {
+            // The transport, and the side's own state: a publisher's tracks or a subscriber's
+            // forwarders.
+            let (link, mut published, forwarders) = match key.role {
+                SessionRole::Publisher => {
+                    let Some(s) = state.publisher.as_mut() else { return };
+                    (&mut s.link, Some(&mut s.published), None)
+                }
+                SessionRole::Subscriber => {
+                    let Some(s) = state.subscriber.as_mut() else { return };
+                    (&mut s.link, None, Some(&s.forwarders))
+                }
+            };
+            drain_writes(&mut self.out.transmit, link);
+            while let Some(ev) = link.pc.poll_event() {
                 events.push(ev);
             }
-            while let Some(TaggedRTCMessage { message, now: at }) = session.pc.poll_read() {
+            while let Some(TaggedRTCMessage { message, now: at }) = link.pc.poll_read() {
                 match message {
                     RTCMessage::RtpPacket(track_id, mut packet) => {
-                        let Some(t) = session.published.get_mut(&track_id) else { continue };
+                        let Some(t) = published.as_mut().and_then(|p| p.get_mut(&track_id)) else { continue };
                         let (id, codec) = (t.id, t.codec);
                         // A layer whose OnOpen is still queued is not known yet: skip its packet.
                         let Some(l) = t.layer_by_ssrc(packet.header.ssrc) else { continue };
@@ -55,12 +66,12 @@ impl Core {
                         packet.header.csrc.clear();
                         media.push(MediaPacket::inspect(id, layer, codec, packet.header, packet.payload, at));
                     }
-                    RTCMessage::RtcpPacket(track_id, packets) if key.role == SessionRole::Subscriber => {
+                    RTCMessage::RtcpPacket(track_id, packets) if forwarders.is_some() => {
                         let wants_keyframe =
                             packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
                         if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
                             // The viewer's decoder wants a keyframe of what it is fed.
-                            let layer = session.forwarders.get(&track).and_then(|s| s.forwarder.current).unwrap_or(0);
+                            let layer = forwarders.and_then(|f| f.get(&track)).and_then(|s| s.forwarder.current).unwrap_or(0);
                             feedback.push((track, layer));
                         }
                     }
@@ -68,8 +79,8 @@ impl Core {
                 }
             }
             // Writes the reads may have caused (NACK responses, receiver reports).
-            drain_writes(&mut self.out.transmit, session);
-            Core::reschedule(&mut self.timers, session);
+            drain_writes(&mut self.out.transmit, link);
+            Core::reschedule(&mut self.timers, link);
         }
         for ev in events {
             self.handle_event(key, ev, now);
@@ -106,7 +117,7 @@ impl Core {
                 self.track_opened(key, init.receiver_id, init.track_id, init.ssrc, init.rid);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if key.role == SessionRole::Publisher => {
-                let removed = self.session(key).and_then(|s| s.published.remove(&track_id));
+                let removed = self.publisher(key.participant).and_then(|s| s.published.remove(&track_id));
                 if let Some(t) = removed {
                     self.unpublish(key.participant, t.id, now);
                 }
@@ -117,7 +128,7 @@ impl Core {
 
     fn track_opened(&mut self, key: SessionKey, receiver_id: RTCRtpReceiverId, rtc_track_id: String, ssrc: u32, rid: Option<String>) {
         let max = self.plane.config.max_tracks_per_publisher;
-        let Some(session) = self.session(key) else { return };
+        let Some(session) = self.publisher(key.participant) else { return };
         // Another simulcast encoding of a track we know: add the layer.
         if let Some(t) = session.published.get_mut(&rtc_track_id) {
             if t.layers.iter().any(|l| l.ssrc == ssrc) || t.layers.len() >= MAX_LAYERS {
@@ -136,7 +147,7 @@ impl Core {
             tracing::warn!(?key, "publisher exceeds {max} tracks; ignoring {rtc_track_id}");
             return;
         }
-        let Some(receiver) = session.pc.rtp_receiver(receiver_id) else { return };
+        let Some(receiver) = session.link.pc.rtp_receiver(receiver_id) else { return };
         let track = receiver.track();
         let kind = match track.kind() {
             RtpCodecKind::Audio => MediaKind::Audio,

@@ -109,8 +109,8 @@ impl Core {
             if session.forward(pkt, now) {
                 forwarded += 1;
             }
-            drain_writes(&mut self.out.transmit, session);
-            Core::reschedule(&mut self.timers, session);
+            drain_writes(&mut self.out.transmit, &mut session.link);
+            Core::reschedule(&mut self.timers, &mut session.link);
         }
         self.plane.counters.rtp_out.fetch_add(forwarded, Ordering::Relaxed);
     }
@@ -137,7 +137,7 @@ impl Core {
         let Some(subs) = self.router.subscribers.remove(&track) else { return };
         for p in subs {
             let key = SessionKey { participant: p, role: SessionRole::Subscriber };
-            let Some(s) = self.session(key) else { continue };
+            let Some(s) = self.subscriber(p) else { continue };
             s.remove_subscription(track);
             match s.negotiate(now) {
                 Ok(Some(offer)) => self.emit(p, SfuEvent::SubscriberOffer(offer)),

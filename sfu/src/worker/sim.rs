@@ -618,6 +618,6 @@ fn a_silent_viewer_is_disconnected_then_closed_on_the_named_timers() {
     assert!(disconnected.0 >= Duration::from_secs(7) && disconnected.0 <= Duration::from_secs(9), "{states:?}");
     let closed = states.iter().find(|s| s.1 == "connection lost").expect("closed");
     assert!(closed.0 >= Duration::from_secs(29) && closed.0 <= Duration::from_secs(31), "{states:?}");
-    assert!(sim.core.session(key).is_none(), "the session is gone");
+    assert!(sim.core.transport(key).is_none(), "the session is gone");
     let _ = silent_client.pc.close();
 }

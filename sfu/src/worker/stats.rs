@@ -2,13 +2,12 @@
 //! and rates the forwarder works with.
 
 use crate::api::{PathStats, SubscriberStats};
-use crate::ids::{ParticipantId, SessionKey, SessionRole};
+use crate::ids::ParticipantId;
 use crate::worker::core::Core;
 
 impl Core {
     pub fn subscriber_stats(&mut self, participant: ParticipantId) -> SubscriberStats {
-        let key = SessionKey { participant, role: SessionRole::Subscriber };
-        let Some(s) = self.session(key) else { return SubscriberStats::default() };
+        let Some(s) = self.subscriber(participant) else { return SubscriberStats::default() };
         SubscriberStats {
             bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
             twcc_feedback: s.twcc_feedback(),

@@ -1,0 +1,332 @@
+//! The subscriber side: we offer the room's tracks, the client answers. Per track a forwarder
+//! decides what to send; the estimate toward the viewer (bwe/) splits over its tracks; probes
+//! test whether it can take more.
+
+use crate::api::{CodecInfo, MediaKind};
+use crate::bwe::{PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, SharedBwe};
+use crate::error::SfuError;
+use crate::forward::forwarder::{Forwarder, Verdict};
+use crate::ids::TrackId;
+use crate::media::codec::Codec;
+use crate::media::packet::MediaPacket;
+use crate::session::sdp_err;
+use crate::session::transport::Transport;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Recent packets a video subscription keeps to send again as probe traffic.
+const PROBE_SOURCES: usize = 4;
+
+/// One forwarded track inside a subscriber session.
+#[derive(Debug)]
+pub struct Subscription {
+    pub sender_id: RTCRtpSenderId,
+    pub forwarder: Forwarder,
+    pub mime_type: String,
+    pub fmtp: String,
+    /// (sequence number, payload bytes) of the latest packets sent on this (video) subscription:
+    /// probe clusters are RTX retransmissions of them (see `probe`).
+    pub recent: [Option<(u16, usize)>; PROBE_SOURCES],
+    pub(super) recent_next: usize,
+}
+
+pub struct Subscriber {
+    pub link: Transport,
+    pub forwarders: HashMap<TrackId, Subscription>,
+    /// An offer is out and its answer not yet applied.
+    pub offer_outstanding: bool,
+    /// Tracks changed while an offer was out; offer again after the answer.
+    pub renegotiate: bool,
+    /// The bandwidth estimator toward the viewer.
+    pub(super) bwe: SharedBwe,
+    /// TWCC feedback packets received from this peer.
+    pub(super) twcc_feedback: Arc<AtomicU64>,
+    pub(super) policy: crate::forward::selector::LayerPolicy,
+}
+
+impl Subscriber {
+    /// The bandwidth estimate toward this (subscriber) peer, once feedback has produced one.
+    pub fn bandwidth_estimate(&self) -> Option<f64> {
+        let bwe = self.bwe.lock();
+        bwe.has_feedback().then(|| bwe.estimate())
+    }
+
+    /// The estimator's view of the path: queueing delay, loss, probes sent (stats).
+    pub fn path_stats(&self) -> Option<(Duration, f64, u64)> {
+        let bwe = self.bwe.lock();
+        Some((bwe.queue_delay(), bwe.loss(), bwe.probes))
+    }
+
+    /// TWCC feedback packets this peer has sent us.
+    pub fn twcc_feedback(&self) -> u64 {
+        self.twcc_feedback.load(Ordering::Relaxed)
+    }
+
+    /// recompute every forwarder's layer cap — audio first (always forwarded,
+    /// its rate taken off the top), then the rest of the estimate split over the video tracks.
+    pub fn allocate_layers(&mut self, now: Instant) {
+        let estimate = self.bandwidth_estimate();
+        let audio: f64 = self.forwarders.values().filter(|s| s.forwarder.is_audio()).map(|s| s.forwarder.rates.rates()[0]).sum();
+        let mut video: Vec<&mut Subscription> = self.forwarders.values_mut().filter(|s| !s.forwarder.is_audio()).collect();
+        let shares = estimate.map(|e| {
+            let rates: Vec<_> = video.iter().map(|s| s.forwarder.rates.rates()).collect();
+            let wanted: Vec<_> = video.iter().map(|s| s.forwarder.wanted_layer()).collect();
+            crate::forward::selector::allocate(e - audio, &rates, &wanted)
+        });
+        for (i, sub) in video.iter_mut().enumerate() {
+            sub.forwarder.apply_caps(shares.as_ref().and_then(|s| s.get(i).copied()), now);
+        }
+    }
+
+    /// What the viewer's wanted layers would cost (bits/s), with the headroom a climb needs:
+    /// the rate probing aims for.
+    fn wanted_bps(&self) -> f64 {
+        self.forwarders
+            .values()
+            .map(|s| {
+                let rates = s.forwarder.rates.rates();
+                if s.forwarder.is_audio() { rates[0] } else { rates[s.forwarder.wanted_known_layer() as usize] * self.policy.up_headroom }
+            })
+            .sum()
+    }
+
+    /// arrange a probe cluster if the estimator asks for one (see `bwe.rs`).
+    ///
+    /// A probe must be packets the viewer counts in its feedback but does not play. Copies of
+    /// packets it already has would be refused by its SRTP replay check before feedback sees
+    /// them, and rtc cannot write padding-only packets; so a probe is a train of RTX
+    /// retransmissions (RFC 4588, new sequence numbers on the RTX stream) of the latest video
+    /// packets — what browsers send when they probe. The NACK guard hands rtc's NACK responder
+    /// the list with the viewer's next RTCP, and the responder sends them as one train.
+    /// Returns whether a probe was arranged.
+    pub fn probe(&mut self, now: Instant) -> bool {
+        let bwe = self.bwe.clone();
+        if !self.link.connected {
+            return false;
+        }
+        let wanted = self.wanted_bps();
+        let mut bwe = bwe.lock();
+        let Some((bytes, target)) = bwe.probe_plan(now, wanted) else {
+            return false;
+        };
+        // The video subscription with the most recent packets to resend.
+        let Some(sub) = self
+            .forwarders
+            .values()
+            .filter(|s| !s.forwarder.is_audio() && s.recent.iter().any(Option::is_some))
+            .max_by_key(|s| s.forwarder.bytes)
+        else {
+            return false;
+        };
+        let recent: Vec<(u16, usize)> = sub.recent.iter().flatten().copied().collect();
+        let (mut seqs, mut sent) = (Vec::new(), 0usize);
+        while (sent < bytes || seqs.len() < PROBE_MIN_PACKETS) && seqs.len() < PROBE_MAX_PACKETS {
+            let (seq, size) = recent[seqs.len() % recent.len()];
+            seqs.push(seq);
+            // RTX adds the original sequence number; the RTP header is on the wire too.
+            sent += size + 14;
+        }
+        bwe.request_probe(sub.forwarder.ssrc, seqs, target);
+        true
+    }
+
+    /// start forwarding `track` (codec as published) under a fresh SSRC.
+    pub fn add_subscription(&mut self, track: TrackId, stream: String, kind: MediaKind, codec: &CodecInfo) -> Result<(), SfuError> {
+        if self.forwarders.contains_key(&track) {
+            return Ok(());
+        }
+        let ssrc = rand::random::<u32>();
+        let rtp_codec = RTCRtpCodec {
+            mime_type: codec.mime_type.clone(),
+            clock_rate: codec.clock_rate,
+            channels: codec.channels,
+            sdp_fmtp_line: codec.fmtp.clone(),
+            rtcp_feedback: vec![],
+        };
+        let rtc_kind = match kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let media_track = MediaStreamTrack::new(
+            stream,
+            track.to_string(),
+            track.to_string(),
+            rtc_kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    // Video retransmissions go out as RTX (RFC 4588) when the subscriber
+                    // negotiates it, on their own SSRC so its loss statistics stay clean.
+                    rtx: (kind == MediaKind::Video).then(|| RTCRtpRtxParameters { ssrc: rand::random::<u32>() }),
+                    ..Default::default()
+                },
+                active: true,
+                codec: rtp_codec,
+                ..Default::default()
+            }],
+        );
+        let sender_id = self.link.pc.add_track(media_track).map_err(sdp_err)?;
+        // Offer every codec of the kind in this m-line, not just the track's: rtc narrows the
+        // codecs later tracks may use to those the first answer accepted, so a VP8-only first
+        // answer would refuse a later H.264 track (a studio feed, a Safari publisher).
+        let transceivers: Vec<_> = self.link.pc.get_transceivers().collect();
+        for id in transceivers {
+            if let Some(mut t) = self.link.pc.rtp_transceiver(id)
+                && t.sender() == Some(sender_id)
+            {
+                t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
+            }
+        }
+        let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate);
+        forwarder.bandwidth = crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom);
+        self.forwarders.insert(
+            track,
+            Subscription {
+                sender_id,
+                forwarder,
+                mime_type: codec.mime_type.clone(),
+                fmtp: codec.fmtp.clone(),
+                recent: Default::default(),
+                recent_next: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// stop forwarding `track`. Returns whether it was forwarded.
+    pub fn remove_subscription(&mut self, track: TrackId) -> bool {
+        match self.forwarders.remove(&track) {
+            Some(sub) => {
+                if let Err(e) = self.link.pc.remove_track(sub.sender_id) {
+                    tracing::debug!(%track, "remove_track: {e}");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// an offer to send now, or `None` if one is already out (then another
+    /// follows the answer).
+    pub fn negotiate(&mut self, now: Instant) -> Result<Option<String>, SfuError> {
+        if self.offer_outstanding {
+            self.renegotiate = true;
+            return Ok(None);
+        }
+        self.link.ensure_candidate()?;
+        let offer = self.link.pc.create_offer(None).map_err(sdp_err)?;
+        self.link.pc.set_local_description(now, offer).map_err(sdp_err)?;
+        self.offer_outstanding = true;
+        self.renegotiate = false;
+        Ok(self.link.pc.local_description().map(|d| with_msid_semantic(d.sdp)))
+    }
+
+    /// apply the client's answer; learn the payload types it accepted.
+    pub fn apply_answer(&mut self, now: Instant, sdp: String) -> Result<(), SfuError> {
+        if !self.offer_outstanding {
+            return Err(SfuError::BadSdp("no offer is outstanding".into()));
+        }
+        let answer = RTCSessionDescription::answer(sdp).map_err(sdp_err)?;
+        self.link.pc.set_remote_description(now, answer).map_err(sdp_err)?;
+        self.offer_outstanding = false;
+        for sub in self.forwarders.values_mut() {
+            if let Some(mut sender) = self.link.pc.rtp_sender(sub.sender_id) {
+                let params = sender.get_parameters();
+                // Same MIME type and, where the answer has several (H.264 profiles), the same
+                // fmtp line as the publisher's codec; else the first of that MIME type.
+                let codecs = &params.rtp_parameters.codecs;
+                let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
+                    c.rtp_codec.mime_type.eq_ignore_ascii_case(&sub.mime_type)
+                };
+                sub.forwarder.payload_type = codecs
+                    .iter()
+                    .filter(same_mime)
+                    .find(|c| c.rtp_codec.sdp_fmtp_line == sub.fmtp)
+                    .or_else(|| codecs.iter().find(same_mime))
+                    .map(|c| c.payload_type);
+                if sub.forwarder.payload_type.is_none() {
+                    if codecs.is_empty() {
+                        // Added after this offer went out: the next offer carries it.
+                        tracing::debug!(track = %sub.forwarder.track, "not negotiated yet");
+                    } else {
+                        tracing::warn!(track = %sub.forwarder.track, "subscriber did not accept {}", sub.mime_type);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-packet step: decide, rewrite SSRC / sequence number / timestamp /
+    /// payload type, and hand the packet to rtc (which encrypts it into `poll_write`). Returns
+    /// whether a packet was queued. Nothing is sent before the connection is up: the stream then
+    /// starts at a keyframe.
+    pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
+        let Some(sub) = self.forwarders.get_mut(&pkt.track) else {
+            return false;
+        };
+        let tid = pkt.temporal.map(|t| t.tid);
+        sub.forwarder.measure_temporal(pkt.layer, pkt.payload.len(), pkt.frame_height, tid, now);
+        if !self.link.connected {
+            // Nothing can be sent yet, but which layers arrive decides where the stream starts.
+            sub.forwarder.observe(pkt.layer, now);
+            return false;
+        }
+        let Verdict::Send { seq, ts } =
+            sub.forwarder.handle_temporal(pkt.layer, pkt.header.sequence_number, pkt.header.timestamp, pkt.keyframe, pkt.temporal, now)
+        else {
+            return false;
+        };
+        // Extensions and CSRCs were stripped at ingest, so this clone does not allocate.
+        let mut header = pkt.header.clone();
+        header.ssrc = sub.forwarder.ssrc;
+        header.sequence_number = seq;
+        header.timestamp = ts;
+        // handle() says Send only once a payload type is negotiated.
+        header.payload_type = sub.forwarder.payload_type.unwrap_or(header.payload_type);
+        sub.forwarder.packets += 1;
+        sub.forwarder.bytes += pkt.payload.len() as u64;
+        let sender_id = sub.sender_id;
+        let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
+        if !sub.forwarder.is_audio() {
+            sub.recent[sub.recent_next] = Some((seq, pkt.payload.len()));
+            sub.recent_next = (sub.recent_next + 1) % PROBE_SOURCES;
+        }
+        match self.link.pc.rtp_sender(sender_id).map(|mut s| s.write_rtp(now, packet)) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::trace!("write_rtp: {e}");
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// rtc writes the session-level `a=msid-semantic:WMS *` only into offers made once a remote
+/// description exists, so a viewer's first offer lacked it; stacks other than Chrome then ignore
+/// the `a=msid` lines and cannot tell which stream a track belongs to. Every offer sent carries
+/// it (added to the text sent, not to the local description: rtc refuses a local offer that
+/// differs from the one it made).
+fn with_msid_semantic(sdp: String) -> String {
+    let session_part = sdp.split("\nm=").next().unwrap_or(&sdp);
+    if session_part.contains("a=msid-semantic") {
+        return sdp;
+    }
+    match sdp.find("\r\nm=").map(|i| i + 2).or_else(|| sdp.find("\nm=").map(|i| i + 1)) {
+        Some(at) => {
+            let mut out = String::with_capacity(sdp.len() + 24);
+            out.push_str(&sdp[..at]);
+            out.push_str("a=msid-semantic:WMS *\r\n");
+            out.push_str(&sdp[at..]);
+            out
+        }
+        None => sdp,
+    }
+}

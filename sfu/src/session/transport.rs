@@ -1,0 +1,64 @@
+//! The transport half of a session: one ICE-lite `rtc::RTCPeerConnection` on the shared port,
+//! its ICE credentials and candidate, which client path media follows, and our liveness view.
+
+use crate::error::SfuError;
+use crate::ids::SessionKey;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub struct Transport {
+    pub key: SessionKey,
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+    pub local_candidate: RTCIceCandidateInit,
+    pub(super) candidate_added: bool,
+    pub connected: bool,
+    /// Connected once (DTLS done): from then on liveness is ours to judge (see the worker).
+    pub ever_connected: bool,
+    /// When the peer last sent us anything (STUN, DTLS, SRTP, SRTCP).
+    pub last_rx: Instant,
+    /// The path the client uses now: it may nominate another of its addresses after the first
+    /// (Chrome moves between interfaces), and rtc keeps its first choice, so media follows the
+    /// latest nominated address whose check rtc answered.
+    pub remote: Option<SocketAddr>,
+    pub nominating: Option<SocketAddr>,
+    /// The rtc deadline currently armed for this session in the worker's timers.
+    pub deadline: Option<Instant>,
+}
+
+impl Transport {
+    /// Where an outgoing datagram goes: STUN answers go where rtc says (to the requester);
+    /// media and DTLS follow the client's latest nominated path.
+    pub fn destination(&mut self, rtc_addr: SocketAddr, datagram: &[u8]) -> SocketAddr {
+        if crate::net::demux::is_stun(datagram) {
+            if self.nominating == Some(rtc_addr) && crate::net::demux::is_binding_success(datagram) {
+                self.nominating = None;
+                if self.remote != Some(rtc_addr) {
+                    tracing::debug!(key = ?self.key, path = %rtc_addr, "client nominated another path; media follows it");
+                    self.remote = Some(rtc_addr);
+                }
+            }
+            return rtc_addr;
+        }
+        self.remote.unwrap_or(rtc_addr)
+    }
+
+    pub(super) fn ensure_candidate(&mut self) -> Result<(), SfuError> {
+        if !self.candidate_added {
+            self.pc.add_local_candidate(self.local_candidate.clone()).map_err(|e| SfuError::Startup(e.to_string()))?;
+            self.candidate_added = true;
+        }
+        Ok(())
+    }
+
+    /// Trickled remote candidate. With ICE-lite we learn addresses from STUN checks anyway, but
+    /// candidates are accepted (and validated) so clients can follow the usual flow.
+    pub fn add_remote_candidate(&mut self, c: RTCIceCandidateInit) -> Result<(), SfuError> {
+        if c.candidate.is_empty() {
+            return Ok(()); // end-of-candidates
+        }
+        self.pc.add_remote_candidate(c).map_err(|e| SfuError::BadCandidate(e.to_string()))
+    }
+}
