@@ -11,8 +11,8 @@ pub mod audio;
 pub mod flv;
 pub mod h264;
 
-use crate::SfuError;
 use crate::api::{CodecInfo, MediaKind, TrackInfo};
+use crate::error::SfuError;
 use crate::handle::Sfu;
 use crate::ids::{ParticipantId, TrackId};
 use crate::media::codec::h264_is_keyframe;

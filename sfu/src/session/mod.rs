@@ -199,7 +199,3 @@ fn random_token(len: usize) -> String {
     let mut rng = rand::rng();
     (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
-
-pub(crate) fn sdp_err(e: impl std::fmt::Display) -> SfuError {
-    SfuError::BadSdp(e.to_string())
-}

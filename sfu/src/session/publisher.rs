@@ -4,8 +4,7 @@
 use crate::error::SfuError;
 use crate::ids::TrackId;
 use crate::media::codec::Codec;
-use crate::session::sdp_err;
-use crate::session::transport::Transport;
+use crate::session::transport::{Transport, sdp_err};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use std::collections::HashMap;

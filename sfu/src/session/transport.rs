@@ -28,6 +28,11 @@ pub struct Transport {
     pub deadline: Option<Instant>,
 }
 
+/// A refused description, as the client hears of it.
+pub(super) fn sdp_err(e: impl std::fmt::Display) -> SfuError {
+    SfuError::BadSdp(e.to_string())
+}
+
 impl Transport {
     /// Where an outgoing datagram goes: STUN answers go where rtc says (to the requester);
     /// media and DTLS follow the client's latest nominated path.

@@ -12,7 +12,7 @@ use crate::session::subscriber::Subscriber;
 use crate::session::transport::Transport;
 use crate::worker::msg::{Answer, Command, Input};
 use crate::worker::plane::Plane;
-use crate::worker::routing::Router;
+use crate::worker::tables::Router;
 use crate::worker::timers::{Timer, Timers};
 use bytes::BytesMut;
 use rtc::sansio::Protocol;

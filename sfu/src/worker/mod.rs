@@ -21,10 +21,11 @@ pub(crate) mod msg;
 mod participants;
 pub(crate) mod plane;
 mod pump;
-pub(crate) mod routing;
+mod routing;
 #[cfg(test)]
 mod sim;
 mod stats;
+pub(crate) mod tables;
 pub(crate) mod timers;
 
 use crate::api::SfuEvent;

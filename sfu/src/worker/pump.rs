@@ -8,7 +8,7 @@ use crate::media::packet::MediaPacket;
 use crate::media::simulcast::{MAX_LAYERS, layer_of_rid};
 use crate::session::publisher::{PublishedLayer, PublishedTrack};
 use crate::worker::core::{Core, drain_writes};
-use crate::worker::routing::Published;
+use crate::worker::tables::Published;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;

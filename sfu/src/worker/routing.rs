@@ -8,74 +8,9 @@ use crate::media::packet::MediaPacket;
 use crate::worker::core::{Core, drain_writes};
 use crate::worker::msg::Input;
 use crate::worker::timers::Timer;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-/// A track published by a session on this worker.
-#[derive(Debug)]
-pub(crate) struct Published {
-    pub publisher: ParticipantId,
-    /// Reference count of local subscribers per worker index.
-    pub interested: Vec<u32>,
-    /// Dynacast: the highest layer each worker's subscribers want (`None`: none there).
-    pub demand: Vec<Option<u8>>,
-    /// The wanted layer last told to the publisher, and since when demand has been lower.
-    pub announced: Option<u8>,
-    pub lower_since: Option<Instant>,
-}
-
-impl Published {
-    pub fn new(publisher: ParticipantId, workers: usize) -> Self {
-        Self { publisher, interested: vec![0; workers], demand: vec![None; workers], announced: None, lower_since: None }
-    }
-
-    /// The highest layer anyone wants; the lowest layer always stays on, so a new viewer
-    /// starts at once.
-    pub fn wanted(&self) -> u8 {
-        self.demand.iter().flatten().copied().max().unwrap_or(0)
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Router {
-    pub published: HashMap<TrackId, Published>,
-    /// Subscribers on this worker, per track.
-    pub subscribers: HashMap<TrackId, Vec<ParticipantId>>,
-}
-
-impl Router {
-    /// Add a local subscriber; true if it is the first one on this worker for the track.
-    pub fn add_subscriber(&mut self, track: TrackId, p: ParticipantId) -> bool {
-        let list = self.subscribers.entry(track).or_default();
-        if list.contains(&p) {
-            return false;
-        }
-        list.push(p);
-        list.len() == 1
-    }
-
-    /// Remove a local subscriber; true if it was the last one on this worker for the track.
-    pub fn remove_subscriber(&mut self, track: TrackId, p: ParticipantId) -> bool {
-        let Some(list) = self.subscribers.get_mut(&track) else { return false };
-        let before = list.len();
-        list.retain(|x| *x != p);
-        if list.is_empty() {
-            self.subscribers.remove(&track);
-            return before > 0;
-        }
-        false
-    }
-
-    pub fn set_interest(&mut self, track: TrackId, worker: usize, add: bool) {
-        if let Some(p) = self.published.get_mut(&track)
-            && let Some(count) = p.interested.get_mut(worker)
-        {
-            *count = if add { count.saturating_add(1) } else { count.saturating_sub(1) };
-        }
-    }
-}
 
 impl Core {
     /// A packet received here: once to every worker with subscribers of its track (one shared
@@ -152,23 +87,5 @@ impl Core {
     pub fn send_interest(&mut self, track: TrackId, add: bool, now: Instant) {
         let worker = self.idx;
         self.send_to_owner(track, Input::Interest { track, worker, add }, now);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_and_last_subscriber_are_reported() {
-        let mut r = Router::default();
-        let t = TrackId(1);
-        assert!(r.add_subscriber(t, ParticipantId(1)));
-        assert!(!r.add_subscriber(t, ParticipantId(2)));
-        assert!(!r.add_subscriber(t, ParticipantId(2)));
-        assert!(!r.remove_subscriber(t, ParticipantId(1)));
-        assert!(r.remove_subscriber(t, ParticipantId(2)));
-        assert!(!r.remove_subscriber(t, ParticipantId(2)));
-        assert!(r.subscribers.is_empty());
     }
 }
