@@ -198,7 +198,7 @@ impl Sfu {
     }
 
     /// Publish tracks fed in-process (the RTMP bridge) for `participant`, which must have been
-    /// added. Each becomes a [`SfuEvent::TrackPublished`] like a browser's track; feed packets
+    /// added. Each becomes a [`SfuEvent::TrackPublished`](crate::SfuEvent::TrackPublished) like a browser's track; feed packets
     /// with [`Sfu::ingest`]. They stay published until the participant is removed.
     pub async fn open_ingest(&self, participant: ParticipantId, tracks: Vec<(MediaKind, CodecInfo)>) -> Result<Vec<TrackInfo>, SfuError> {
         self.ask(participant, Command::OpenIngest { participant, tracks }, ReplyTo::Tracks).await

@@ -1,31 +1,37 @@
 //! Onair's media plane: a selective forwarding unit on webrtc-rs's sans-IO core (`rtc`).
 //!
-//! The path of a packet, one module per step:
+//! The folders follow the packet (docs/architecture.md §0 has the whole map):
 //!
 //! ```text
-//!  UDP :7882 ──► demux (STUN USERNAME → session, then 5-tuple → session)        [demux.rs]
-//!            ──► worker thread that owns the session                             [worker.rs]
-//!            ──► publisher PeerSession: SRTP decrypt, RTCP, NACK generation      [session.rs]
-//!            ──► router: one shared packet (Arc) per interested worker           [router.rs]
-//!            ──► forwarder per subscriber track: wait for keyframe,
-//!                rewrite SSRC / sequence number / timestamp / payload type       [forwarder.rs]
-//!            ──► subscriber PeerSession: SRTP encrypt, NACK cache, SR, transport-wide
-//!                numbers and the send history for the bandwidth estimate    [session.rs, twcc.rs]
-//!            ──► UDP :7882 (the same socket), one sendmmsg per fan-out            [batch.rs]
+//!  UDP :7882 ──► net/recv: recv_from; net/demux: STUN USERNAME → session, then 5-tuple
+//!            ──► the worker that owns the session: worker/mod.rs (thread: socket, queues,
+//!                clock) drives worker/core.rs (sans-IO: (input, now) → outputs)
+//!            ──► session/publisher: SRTP decrypt, RTCP, NACK generation (rtc, sans-IO);
+//!                worker/pump: the packet becomes a media/packet::MediaPacket (keyframe,
+//!                frame height, VP8 temporal layer read once)
+//!            ──► worker/routing + worker/tables: one shared packet (Arc) per interested worker
+//!            ──► forward/forwarder per subscriber track: wait for a keyframe, pick the layer
+//!                (forward/selector, from the estimate of bwe/), rewrite SSRC / sequence number /
+//!                timestamp / payload type (forward/munger)
+//!            ──► session/subscriber: SRTP encrypt, NACK cache, SR, transport-wide numbers and
+//!                the send history the estimate reads (bwe/twcc)
+//!            ──► Outputs.transmit → one sendmmsg per call into the core (net/batch)
 //! ```
 //!
 //! Feedback flows back the other way: a subscriber's PLI/FIR becomes a keyframe request to the
-//! publisher's worker, which sends at most one PLI per track per [`SfuConfig::pli_throttle`];
-//! its TWCC feedback feeds the bandwidth estimate toward it (`bwe.rs`), which, with the size the
-//! viewer renders at and its quality choice, sets the layers it gets (`selector.rs`), and its
-//! NACKs pass a guard (`feedback.rs`) before rtc's responder resends.
+//! publisher's worker (worker/keyframes), which sends at most one PLI per layer per
+//! [`SfuConfig::pli_throttle`]; its TWCC feedback feeds the estimate toward it (bwe/), which,
+//! with the size the viewer renders at and its quality choice, sets the layers it gets
+//! (forward/selector); what all viewers want sets what publishers send (worker/dynacast); its
+//! NACKs pass a guard (session/feedback) before rtc's responder resends.
 //!
 //! Rules a caller must follow:
 //! - The SFU knows nothing of WebSockets or tokens. Signaling drives it through [`Sfu`] (typed
 //!   commands over bounded channels) and learns what happens through [`SfuEvent`]s on the sink it
 //!   handed over for each participant.
-//! - Sessions, forwarders and munglers take `now: Instant` and touch no socket; only the worker
-//!   loop does I/O. Nothing on the per-packet path takes a global lock.
+//! - Sessions, forwarders, mungers and the worker core take `now: Instant` and touch no socket,
+//!   channel or clock; only the worker thread (`worker::run`) and the receive thread do I/O.
+//!   Nothing on the per-packet path takes a global lock.
 //! - Nothing here panics on network input; a session whose input still makes a dependency panic
 //!   is closed and the worker carries on.
 
