@@ -171,7 +171,7 @@ fn main() {
     for i in 0..max_k {
         let key = SessionKey { participant: ParticipantId(i as u64 + 1), role: SessionRole::Subscriber };
         let mut server = factory.subscriber(key, Instant::now()).unwrap();
-        server.add_subscription(track, "PA_1".into(), MediaKind::Video, &codec).unwrap();
+        server.add_subscription(track, "PA_1".into(), MediaKind::Video, &codec, Instant::now()).unwrap();
         let offer = server.negotiate(Instant::now()).unwrap().unwrap();
         let client_addr: SocketAddr = format!("127.0.0.1:{}", 20000 + i).parse().unwrap();
         let mut client = client_pc(client_addr);

@@ -70,7 +70,7 @@ pub enum Verdict {
 }
 
 impl Forwarder {
-    pub fn new(track: TrackId, codec: Codec, ssrc: u32, clock_rate: u32) -> Self {
+    pub fn new(track: TrackId, codec: Codec, ssrc: u32, clock_rate: u32, now: Instant) -> Self {
         Self {
             track,
             codec,
@@ -90,7 +90,7 @@ impl Forwarder {
             quality: Quality::Auto,
             wanted_height: None,
             bandwidth: BandwidthCap::default(),
-            created: Instant::now(),
+            created: now,
             max_temporal: MAX_TEMPORAL,
             temporal: MAX_TEMPORAL,
             share_bps: None,
@@ -295,7 +295,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn video() -> Forwarder {
-        let mut f = Forwarder::new(TrackId(1), Codec::Vp8, 7, 90_000);
+        let mut f = Forwarder::new(TrackId(1), Codec::Vp8, 7, 90_000, Instant::now());
         f.payload_type = Some(96);
         f
     }
@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn audio_starts_at_once_but_not_before_negotiation() {
         let now = Instant::now();
-        let mut f = Forwarder::new(TrackId(1), Codec::Opus, 7, 48_000);
+        let mut f = Forwarder::new(TrackId(1), Codec::Opus, 7, 48_000, Instant::now());
         assert_eq!(f.handle(0, 1, 1, false, now), Verdict::Drop);
         f.payload_type = Some(111);
         assert!(matches!(f.handle(0, 2, 2, false, now), Verdict::Send { .. }));
@@ -445,7 +445,7 @@ mod tests {
             events in prop::collection::vec((0u8..3, any::<bool>(), 0u8..6, 0u8..3), 1..400),
         ) {
             let t0 = Instant::now();
-            let mut f = Forwarder::new(TrackId(1), Codec::Vp8, 7, 90_000);
+            let mut f = Forwarder::new(TrackId(1), Codec::Vp8, 7, 90_000, Instant::now());
             f.payload_type = Some(96);
             // Each layer is its own in-order stream with its own numbering.
             let mut seq = [1000u16, 30_000, 65_000];

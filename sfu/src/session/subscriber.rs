@@ -136,7 +136,14 @@ impl Subscriber {
     }
 
     /// start forwarding `track` (codec as published) under a fresh SSRC.
-    pub fn add_subscription(&mut self, track: TrackId, stream: String, kind: MediaKind, codec: &CodecInfo) -> Result<(), SfuError> {
+    pub fn add_subscription(
+        &mut self,
+        track: TrackId,
+        stream: String,
+        kind: MediaKind,
+        codec: &CodecInfo,
+        now: Instant,
+    ) -> Result<(), SfuError> {
         if self.forwarders.contains_key(&track) {
             return Ok(());
         }
@@ -182,7 +189,7 @@ impl Subscriber {
                 t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
             }
         }
-        let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate);
+        let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate, now);
         forwarder.bandwidth = crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom);
         self.forwarders.insert(
             track,

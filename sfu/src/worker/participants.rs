@@ -119,7 +119,7 @@ impl Core {
         let mut added = Vec::with_capacity(tracks.len());
         let mut refused = None;
         for track in tracks {
-            match session.add_subscription(track.id, track.publisher.to_string(), track.kind, &track.codec) {
+            match session.add_subscription(track.id, track.publisher.to_string(), track.kind, &track.codec, now) {
                 Ok(()) => added.push(track),
                 Err(e) => {
                     tracing::warn!(%participant, track = %track.id, "subscribe: {e}");

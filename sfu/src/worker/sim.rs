@@ -559,9 +559,10 @@ fn dynacast_pauses_unwanted_layers_after_a_second_and_resumes_at_once() {
     assert_eq!(sim.clients[p].encoder.as_ref().map(|e| e.max_layer), Some(0), "the publisher paused layers 1 and 2");
     let low_only_since = sim.clients[v].connected.expect("viewer connected");
     assert!(wanted[0].0 >= sim.at(Duration::ZERO) && wanted[0].0.duration_since(low_only_since) <= Duration::from_secs(2), "{wanted:?}");
-    // A second viewer at full size: the top layer is wanted at once.
+    // A second viewer, shown at 720 px: the top layer is wanted at once. (A viewer that has
+    // not said its size yet raises demand only after DEMAND_GRACE, 1 s.)
     let joined = sim.now;
-    let w = sim.subscriber(track.clone(), None);
+    let w = sim.subscriber(track.clone(), Some(720));
     sim.run_for(Duration::from_secs(2));
     let up = sim
         .events_to(p)
@@ -570,12 +571,7 @@ fn dynacast_pauses_unwanted_layers_after_a_second_and_resumes_at_once() {
             _ => None,
         })
         .expect("the top layer is wanted again");
-    let connected = sim.clients[w].connected.expect("second viewer connected");
-    assert!(
-        up <= connected.max(joined) + Duration::from_millis(300),
-        "resumed {:?} after the viewer connected",
-        up.saturating_duration_since(connected)
-    );
+    assert!(up.duration_since(joined) <= Duration::from_millis(5), "resumed {:?} after the viewer joined", up.duration_since(joined));
     assert!(sim.clients[w].video.iter().any(|v| v.3 == 2), "the full-size viewer gets the top layer");
     // It leaves: the top layer is paused again, no sooner than a second later.
     let left = sim.now;
@@ -628,4 +624,30 @@ fn a_silent_viewer_is_disconnected_then_closed_on_the_named_timers() {
     assert!(closed.0 >= Duration::from_secs(29) && closed.0 <= Duration::from_secs(31), "{states:?}");
     assert!(sim.core.transport(key).is_none(), "the session is gone");
     let _ = silent_client.pc.close();
+}
+
+#[test]
+fn a_viewer_that_has_not_said_its_size_raises_demand_after_the_grace() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    sim.subscriber(track.clone(), Some(180));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.clients[p].encoder.as_ref().map(|e| e.max_layer), Some(0));
+    // The page reports a tile's size once it is laid out; until then (DEMAND_GRACE) the
+    // viewer does not wake paused layers, so a viewer about to be shown small costs nothing.
+    let joined = sim.now;
+    sim.subscriber(track.clone(), None);
+    sim.run_for(Duration::from_secs(2));
+    let up = sim
+        .events_to(p)
+        .find_map(|(t, e)| match e {
+            SfuEvent::LayersWanted(tr, 2) if *tr == track.id => Some(t),
+            _ => None,
+        })
+        .expect("the top layer is wanted once the grace is over");
+    let after = up.duration_since(joined);
+    assert!(after >= crate::forward::forwarder::DEMAND_GRACE, "demand rose {after:?} after joining");
+    assert!(after <= crate::forward::forwarder::DEMAND_GRACE + Duration::from_millis(300), "demand rose {after:?} after joining");
 }
