@@ -18,41 +18,41 @@ pub const DEMAND_GRACE: Duration = Duration::from_millis(1000);
 /// it sees starts. Layer switches happen only at a keyframe of the new layer.
 #[derive(Debug)]
 pub struct Forwarder {
-    pub track: TrackId,
-    pub codec: Codec,
+    track: TrackId,
+    codec: Codec,
     /// SSRC the subscriber sees (fixed for the life of the forwarder).
-    pub ssrc: u32,
+    ssrc: u32,
     /// Payload type negotiated with the subscriber for this codec; `None` until negotiated.
-    pub payload_type: Option<u8>,
-    pub munger: RtpMunger,
+    payload_type: Option<u8>,
+    munger: RtpMunger,
     /// RTP clock rate, to turn wall-clock gaps into timestamp gaps at a switch.
-    pub clock_rate: u32,
+    clock_rate: u32,
     /// The layer being forwarded; `None` until the first (key)frame.
-    pub current: Option<u8>,
+    current: Option<u8>,
     /// The highest layer this subscriber should get (bandwidth and size caps set it).
-    pub max_layer: u8,
+    max_layer: u8,
     last_seen: [Option<Instant>; MAX_LAYERS],
     last_sent: Option<Instant>,
-    pub last_keyframe_request: Option<Instant>,
-    pub packets: u64,
-    pub bytes: u64,
+    last_keyframe_request: Option<Instant>,
+    packets: u64,
+    bytes: u64,
     /// What each layer costs, as measured on arrival.
-    pub rates: LayerRates,
+    rates: LayerRates,
     /// Frame heights of the layers, from their keyframes (VP8).
-    pub heights: [Option<u32>; MAX_LAYERS],
+    heights: [Option<u32>; MAX_LAYERS],
     /// The viewer's quality choice and the height it renders this video at.
-    pub quality: Quality,
-    pub wanted_height: Option<u32>,
+    quality: Quality,
+    wanted_height: Option<u32>,
     /// Bandwidth cap with hysteresis.
-    pub bandwidth: BandwidthCap,
-    pub created: Instant,
+    bandwidth: BandwidthCap,
+    created: Instant,
     /// VP8 temporal layers: the highest the bandwidth allows, and the one in effect (it follows
     /// the allowed one down at the next frame, up at the next base-layer frame, so every frame
     /// forwarded has its references).
-    pub max_temporal: u8,
+    max_temporal: u8,
     temporal: u8,
     /// This track's share of the viewer's bandwidth estimate at the last allocation (bits/s).
-    pub share_bps: Option<f64>,
+    share_bps: Option<f64>,
     /// The frame being passed or dropped: its timestamp, and whether it is dropped.
     frame: Option<(u32, bool)>,
 }
@@ -269,6 +269,73 @@ impl Forwarder {
                 Verdict::Drop
             }
         }
+    }
+}
+
+impl Forwarder {
+    pub fn track(&self) -> TrackId {
+        self.track
+    }
+
+    /// The SSRC the subscriber sees.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The layer being forwarded, once the stream has started.
+    pub fn current(&self) -> Option<u8> {
+        self.current
+    }
+
+    /// The payload type the subscriber accepted for this codec.
+    pub fn payload_type(&self) -> Option<u8> {
+        self.payload_type
+    }
+
+    pub fn set_payload_type(&mut self, pt: Option<u8>) {
+        self.payload_type = pt;
+    }
+
+    /// Bytes forwarded so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// What each layer costs (bits/s), as measured on arrival.
+    pub fn layer_rates(&self) -> [f64; MAX_LAYERS] {
+        self.rates.rates()
+    }
+
+    /// How the bandwidth cap climbs (the viewer's layer policy).
+    pub fn with_bandwidth(mut self, cap: BandwidthCap) -> Self {
+        self.bandwidth = cap;
+        self
+    }
+
+    /// The height the viewer renders this video at (device pixels; 0 = hidden).
+    pub fn set_wanted_height(&mut self, height: u32) {
+        self.wanted_height = Some(height);
+    }
+
+    pub fn set_quality(&mut self, quality: Quality) {
+        self.quality = quality;
+    }
+
+    /// A packet of `bytes` payload went out.
+    pub fn sent(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// The layer to ask a keyframe of now, if this subscriber waits for one and has not asked
+    /// within `spacing` (marked as asked).
+    pub fn keyframe_to_ask(&mut self, now: Instant, spacing: Duration) -> Option<u8> {
+        let layer = self.wants_keyframe(now)?;
+        if self.last_keyframe_request.is_some_and(|t| now.duration_since(t) < spacing) {
+            return None;
+        }
+        self.last_keyframe_request = Some(now);
+        Some(layer)
     }
 }
 

@@ -71,10 +71,10 @@ impl Subscriber {
     /// its rate taken off the top), then the rest of the estimate split over the video tracks.
     pub fn allocate_layers(&mut self, now: Instant) {
         let estimate = self.bandwidth_estimate();
-        let audio: f64 = self.forwarders.values().filter(|s| s.forwarder.is_audio()).map(|s| s.forwarder.rates.rates()[0]).sum();
+        let audio: f64 = self.forwarders.values().filter(|s| s.forwarder.is_audio()).map(|s| s.forwarder.layer_rates()[0]).sum();
         let mut video: Vec<&mut Subscription> = self.forwarders.values_mut().filter(|s| !s.forwarder.is_audio()).collect();
         let shares = estimate.map(|e| {
-            let rates: Vec<_> = video.iter().map(|s| s.forwarder.rates.rates()).collect();
+            let rates: Vec<_> = video.iter().map(|s| s.forwarder.layer_rates()).collect();
             let wanted: Vec<_> = video.iter().map(|s| s.forwarder.wanted_layer()).collect();
             crate::forward::selector::allocate(e - audio, &rates, &wanted)
         });
@@ -89,7 +89,7 @@ impl Subscriber {
         self.forwarders
             .values()
             .map(|s| {
-                let rates = s.forwarder.rates.rates();
+                let rates = s.forwarder.layer_rates();
                 if s.forwarder.is_audio() { rates[0] } else { rates[s.forwarder.wanted_known_layer() as usize] * self.policy.up_headroom }
             })
             .sum()
@@ -119,7 +119,7 @@ impl Subscriber {
             .forwarders
             .values()
             .filter(|s| !s.forwarder.is_audio() && s.recent.iter().any(Option::is_some))
-            .max_by_key(|s| s.forwarder.bytes)
+            .max_by_key(|s| s.forwarder.bytes())
         else {
             return false;
         };
@@ -131,7 +131,7 @@ impl Subscriber {
             // RTX adds the original sequence number; the RTP header is on the wire too.
             sent += size + 14;
         }
-        bwe.request_probe(sub.forwarder.ssrc, seqs, target);
+        bwe.request_probe(sub.forwarder.ssrc(), seqs, target);
         true
     }
 
@@ -189,8 +189,8 @@ impl Subscriber {
                 t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
             }
         }
-        let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate, now);
-        forwarder.bandwidth = crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom);
+        let forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate, now)
+            .with_bandwidth(crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom));
         self.forwarders.insert(
             track,
             Subscription {
@@ -250,18 +250,19 @@ impl Subscriber {
                 let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
                     c.rtp_codec.mime_type.eq_ignore_ascii_case(&sub.mime_type)
                 };
-                sub.forwarder.payload_type = codecs
+                let pt = codecs
                     .iter()
                     .filter(same_mime)
                     .find(|c| c.rtp_codec.sdp_fmtp_line == sub.fmtp)
                     .or_else(|| codecs.iter().find(same_mime))
                     .map(|c| c.payload_type);
-                if sub.forwarder.payload_type.is_none() {
+                sub.forwarder.set_payload_type(pt);
+                if pt.is_none() {
                     if codecs.is_empty() {
                         // Added after this offer went out: the next offer carries it.
-                        tracing::debug!(track = %sub.forwarder.track, "not negotiated yet");
+                        tracing::debug!(track = %sub.forwarder.track(), "not negotiated yet");
                     } else {
-                        tracing::warn!(track = %sub.forwarder.track, "subscriber did not accept {}", sub.mime_type);
+                        tracing::warn!(track = %sub.forwarder.track(), "subscriber did not accept {}", sub.mime_type);
                     }
                 }
             }
@@ -291,13 +292,12 @@ impl Subscriber {
         };
         // Extensions and CSRCs were stripped at ingest, so this clone does not allocate.
         let mut header = pkt.header.clone();
-        header.ssrc = sub.forwarder.ssrc;
+        header.ssrc = sub.forwarder.ssrc();
         header.sequence_number = seq;
         header.timestamp = ts;
         // handle() says Send only once a payload type is negotiated.
-        header.payload_type = sub.forwarder.payload_type.unwrap_or(header.payload_type);
-        sub.forwarder.packets += 1;
-        sub.forwarder.bytes += pkt.payload.len() as u64;
+        header.payload_type = sub.forwarder.payload_type().unwrap_or(header.payload_type);
+        sub.forwarder.sent(pkt.payload.len());
         let sender_id = sub.sender_id;
         let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
         if !sub.forwarder.is_audio() {

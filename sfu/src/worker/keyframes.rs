@@ -20,12 +20,8 @@ impl Core {
     pub fn keyframe_waits(s: &mut Subscriber, now: Instant) -> Vec<(TrackId, u8)> {
         let mut out = Vec::new();
         for sub in s.forwarders.values_mut() {
-            let f = &mut sub.forwarder;
-            if let Some(layer) = f.wants_keyframe(now)
-                && f.last_keyframe_request.is_none_or(|t| now.duration_since(t) >= KEYFRAME_RETRY)
-            {
-                f.last_keyframe_request = Some(now);
-                out.push((f.track, layer));
+            if let Some(layer) = sub.forwarder.keyframe_to_ask(now, KEYFRAME_RETRY) {
+                out.push((sub.forwarder.track(), layer));
             }
         }
         out

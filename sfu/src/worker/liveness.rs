@@ -28,9 +28,8 @@ impl Core {
             // subscriber will start on.
             if let Some(s) = self.subscriber(key.participant).filter(|_| key.role == crate::ids::SessionRole::Subscriber) {
                 for sub in s.forwarders.values_mut() {
-                    if let Some(layer) = sub.forwarder.wants_keyframe(now) {
-                        sub.forwarder.last_keyframe_request = Some(now);
-                        waiting.push((sub.forwarder.track, layer));
+                    if let Some(layer) = sub.forwarder.keyframe_to_ask(now, Duration::ZERO) {
+                        waiting.push((sub.forwarder.track(), layer));
                     }
                 }
             }

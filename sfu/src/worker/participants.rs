@@ -207,7 +207,7 @@ impl Core {
     pub fn set_video_size(&mut self, participant: ParticipantId, track: TrackId, height: u32, now: Instant) {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
         if let Some(sub) = self.subscriber(participant).and_then(|s| s.forwarders.get_mut(&track)) {
-            sub.forwarder.wanted_height = Some(height);
+            sub.forwarder.set_wanted_height(height);
         }
         self.reallocate(key, now);
     }
@@ -217,7 +217,7 @@ impl Core {
         if let Some(s) = self.subscriber(participant) {
             for (id, sub) in s.forwarders.iter_mut() {
                 if track.is_none_or(|t| t == *id) {
-                    sub.forwarder.quality = quality;
+                    sub.forwarder.set_quality(quality);
                 }
             }
         }

@@ -71,7 +71,7 @@ impl Core {
                             packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
                         if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
                             // The viewer's decoder wants a keyframe of what it is fed.
-                            let layer = forwarders.and_then(|f| f.get(&track)).and_then(|s| s.forwarder.current).unwrap_or(0);
+                            let layer = forwarders.and_then(|f| f.get(&track)).and_then(|s| s.forwarder.current()).unwrap_or(0);
                             feedback.push((track, layer));
                         }
                     }
