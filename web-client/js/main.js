@@ -1,12 +1,17 @@
 // Onair browser client: co-hosts go live, viewers watch. Plain ES modules, no build step.
-// Protocol: docs/protocol.md. Two peer connections: `pub` (we offer our camera and mic) and
-// `sub` (the server offers everyone else's tracks).
+// Protocol: docs/protocol.md; the module map: docs/web-client.md. Two peer connections: the
+// publisher (we offer our camera and mic, publish.js) and the subscriber (the server offers
+// everyone else's tracks, subscribe.js).
 
-import { state, token } from './state.js';
+import { session, token } from './state.js';
 import { $, banner, renderControls } from './ui.js';
-import { connect, keepAlive, send } from './signal.js';
-import { goLive, startPreview, switchDevice, toggle } from './publish.js';
-import { finish } from './session.js';
+import { connect, keepAlive } from './signal.js';
+import { startPreview, wirePublishing } from './publish.js';
+import { wireQuality } from './subscribe.js';
+import { wireUnmute } from './stage.js';
+import { wireStudio } from './studio.js';
+import { wireSession } from './session.js';
+import './debug.js';
 
 function decodeClaims(t) {
   try {
@@ -15,9 +20,8 @@ function decodeClaims(t) {
   } catch { return null; }
 }
 
-// ---------------------------------------------------------------- lobby (dev mode only)
-
-async function showLobby() {
+// Without a token: a lobby that mints one (dev mode only).
+function showLobby() {
   $('lobby').hidden = false;
   $('conn').hidden = true;
   $('lobby-form').addEventListener('submit', async (e) => {
@@ -39,86 +43,21 @@ async function showLobby() {
   });
 }
 
-// ---------------------------------------------------------------- wiring
-
-function wire() {
-  $('go-live').addEventListener('click', () => goLive().catch((e) => { if (!state.over) banner(`Could not start camera: ${e.message}`); }));
-  $('toggle-mic').addEventListener('click', () => toggle('audio'));
-  $('toggle-cam').addEventListener('click', () => toggle('video'));
-  $('pick-cam').addEventListener('change', () => switchDevice('video'));
-  $('pick-mic').addEventListener('change', () => switchDevice('audio'));
-  $('leave').addEventListener('click', () => {
-    state.leaving = true;
-    send({ type: 'leave' });
-    finish('Left', 'You left the room.');
-  });
-  $('rejoin').addEventListener('click', () => location.reload());
-  $('end-live').addEventListener('click', () => send({ type: 'end_room' }));
-  $('studio').addEventListener('click', () => {
-    $('studio-new').hidden = true;
-    $('studio-key').value = '';
-    send({ type: 'list_stream_keys' });
-    $('studio-dialog').showModal();
-  });
-  $('studio-create').addEventListener('click', () => send({ type: 'create_stream_key', label: $('studio-label').value.trim() }));
-  $('studio-close').addEventListener('click', () => $('studio-dialog').close());
-  $('quality').addEventListener('change', () => {
-    state.quality = $('quality').value;
-    send({ type: 'quality', quality: state.quality });
-  });
-  $('unmute').addEventListener('click', () => {
-    for (const el of document.querySelectorAll('audio[data-participant]')) el.play().catch(() => {});
-    state.audioBlocked = false;
-    $('unmute').hidden = true;
-  });
-  keepAlive();
-}
-
-// A small hook for tests and debugging: inbound media as getStats() sees it.
-window.__onair = {
-  state,
-  async inbound() {
-    if (!state.sub) return [];
-    const out = [];
-    const report = await state.sub.getStats();
-    report.forEach((r) => {
-      if (r.type === 'inbound-rtp') {
-        out.push({ kind: r.kind, framesDecoded: r.framesDecoded ?? 0, packetsReceived: r.packetsReceived ?? 0,
-          frameHeight: r.frameHeight ?? 0, totalSamplesReceived: r.totalSamplesReceived ?? 0,
-          mimeType: report.get(r.codecId)?.mimeType ?? '', totalAudioEnergy: r.totalAudioEnergy ?? 0,
-          freezeCount: r.freezeCount ?? 0, framesDropped: r.framesDropped ?? 0,
-          jitterBufferDelay: r.jitterBufferDelay ?? 0, jitterBufferEmittedCount: r.jitterBufferEmittedCount ?? 0 });
-      }
-    });
-    return out;
-  },
-  tiles() { return [...document.querySelectorAll('#stage .tile')].map((t) => t.querySelector('.name').textContent); },
-  firstFrameAt() { return state.firstFrameAt; },
-  serverStats() {
-    return new Promise((resolve) => { state.statsWaiters.push(resolve); send({ type: 'get_stats' }); });
-  },
-  async outbound() {
-    if (!state.pub) return [];
-    const out = [];
-    (await state.pub.getStats()).forEach((r) => {
-      if (r.type === 'outbound-rtp' && r.kind === 'video') out.push({ rid: r.rid, bytesSent: r.bytesSent, frameHeight: r.frameHeight ?? 0 });
-    });
-    return out;
-  },
-  joins() { return state.joins; },
-  connText() { return document.getElementById('conn-text').textContent; },
-};
-
 if (!token) {
   showLobby();
 } else {
-  state.claims = decodeClaims(token);
-  $('room-name').textContent = state.claims?.room ?? '';
-  wire();
+  session.claims = decodeClaims(token);
+  $('room-name').textContent = session.claims?.room ?? '';
+  wirePublishing();
+  wireSession();
+  wireStudio();
+  wireQuality();
+  wireUnmute();
+  keepAlive();
   renderControls();
   $('room').hidden = false;
-  if (state.claims?.role === 'host' || state.claims?.role === 'cohost') {
-    startPreview().catch((e) => { if (!state.over) banner(`Camera or microphone unavailable: ${e.message}`); });
+  if (session.claims?.role === 'host' || session.claims?.role === 'cohost') {
+    startPreview().catch((e) => { if (!session.over) banner(`Camera or microphone unavailable: ${e.message}`); });
   }
   connect();
 }
