@@ -26,7 +26,20 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// Every file of the page. `index.html` is also served at `/`.
-pub static ASSETS: &[Asset] = &[asset!("index.html", HTML), asset!("app.js", JS), asset!("style.css", CSS)];
+pub static ASSETS: &[Asset] = &[
+    asset!("index.html", HTML),
+    asset!("style.css", CSS),
+    asset!("js/main.js", JS),
+    asset!("js/state.js", JS),
+    asset!("js/ui.js", JS),
+    asset!("js/signal.js", JS),
+    asset!("js/session.js", JS),
+    asset!("js/publish.js", JS),
+    asset!("js/subscribe.js", JS),
+    asset!("js/stage.js", JS),
+    asset!("js/studio.js", JS),
+    asset!("js/debug.js", JS),
+];
 
 const FAVICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><circle cx='8' cy='8' r='6' fill='#ff3b5c'/></svg>";
 

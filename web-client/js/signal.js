@@ -1,0 +1,83 @@
+// The signaling WebSocket: connect and join, send, hand each server message to the module that
+// owns it, and start over when the socket or the path to the server goes away.
+
+import { closePeers, link, session, token } from './state.js';
+import { setConn } from './ui.js';
+
+// Server message type -> handler. Each module registers the messages it owns when it loads
+// (`handlers[type] = fn`); a handler may be async.
+export const handlers = Object.create(null);
+
+async function dispatch(msg) {
+  const handle = handlers[msg.type];
+  if (!handle) { console.warn('unknown server message', msg.type); return; }
+  await handle(msg);
+}
+
+export function send(msg) {
+  if (link.ws && link.ws.readyState === WebSocket.OPEN) link.ws.send(JSON.stringify(msg));
+}
+
+export function connect() {
+  clearTimeout(link.reconnectTimer);
+  setConn(session.me ? 'reconnecting' : 'connecting', session.me ? 'Reconnecting…' : 'Connecting…');
+  const old = link.ws;
+  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  link.ws = ws;
+  if (old && old.readyState <= WebSocket.OPEN) old.close(); // never two sessions at once
+  ws.onopen = () => send({ type: 'join', token, protocol: 1 });
+  ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { return; }
+    dispatch(msg).catch((e) => console.error('handling', msg.type, e));
+  };
+  ws.onclose = () => {
+    if (link.ws !== ws) return;
+    closePeers();
+    // The close that follows room_ended or a leave must not turn "Ended" / "Left" into "Offline".
+    if (session.leaving || session.ended) { setConn('offline', session.over || 'Offline'); return; }
+    setConn('reconnecting', 'Reconnecting…');
+    const delay = link.reconnectDelay;
+    link.reconnectDelay = Math.min(delay * 2, 5000);
+    link.reconnectTimer = setTimeout(connect, delay);
+  };
+}
+
+// Full restart of both connections through a fresh WebSocket session.
+export function restart(why) {
+  console.info('restarting:', why);
+  const ws = link.ws;
+  if (ws && ws.readyState <= WebSocket.OPEN) {
+    ws.close(); // onclose tears the peers down and schedules the reconnect
+  } else {
+    closePeers();
+    connect();
+  }
+}
+
+handlers.pong = () => { link.lastPong = Date.now(); };
+
+handlers.connection_state = (msg) => {
+  if ((msg.state === 'failed' || msg.state === 'closed') && !session.leaving) restart('media connection lost');
+};
+
+export function keepAlive() {
+  // Keepalive and silent-drop detection: a ping every 5 s; no pong for 12 s means the path is
+  // gone even if the socket still looks open, so start over.
+  setInterval(() => {
+    if (!link.ws || link.ws.readyState !== WebSocket.OPEN || session.leaving || session.ended) return;
+    if (Date.now() - link.lastPong > 12_000) { restart('no pong'); return; }
+    send({ type: 'ping', ts: Date.now() });
+  }, 5_000);
+  // The browser knows when the network goes and comes back (Wi-Fi to cellular, a tunnel).
+  window.addEventListener('offline', () => {
+    if (session.leaving || session.ended) return;
+    setConn('reconnecting', 'Offline');
+    restart('browser went offline');
+  });
+  window.addEventListener('online', () => {
+    if (session.leaving || session.ended) return;
+    link.reconnectDelay = 500;
+    restart('browser back online');
+  });
+}

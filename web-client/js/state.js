@@ -1,0 +1,104 @@
+// The state that more than one module reads, grouped by concern, and the changes that touch
+// several fields at once (so a handler cannot do half of one). State that only one module uses
+// lives in that module. Nothing here touches the DOM.
+
+export const token = new URLSearchParams(location.search).get('token');
+
+// Who we are and where our session stands.
+export const session = {
+  claims: null,   // the token's claims, read before joining: the role decides the view
+  me: null,       // ParticipantInfo, once joined
+  joins: 0,       // successful joins (reconnects add one each)
+  leaving: false, // we pressed Leave
+  ended: false,   // the room ended or the join was refused: no more reconnects
+  over: null,     // once over, what the connection indicator keeps saying ('Ended', 'Left', 'Offline')
+};
+
+// The room as the server last described it.
+export const room = {
+  info: null,              // RoomInfo
+  participants: new Map(), // participant id -> ParticipantInfo
+  tracks: new Map(),       // track id -> TrackView
+  studioFeeds: new Map(),  // studio feed participant id -> 'live' | 'reconnecting'
+};
+
+// The signaling socket and its recovery.
+export const link = {
+  ws: null,
+  reconnectDelay: 500,
+  reconnectTimer: null,
+  lastPong: Date.now(),
+};
+
+// Our camera and microphone, and the peer connection that sends them.
+export const publisher = {
+  local: null,      // MediaStream (camera + mic)
+  previewing: null, // the camera request in flight (one at a time)
+  pc: null,
+  live: false,      // we publish
+  wantLive: false,  // the user asked to publish (restored after reconnects)
+  layersMax: 2,     // dynacast: highest simulcast layer anybody wants of ours
+};
+
+// Everyone else's media, and the peer connection that receives it.
+export const subscriber = {
+  pc: null,
+  streams: new Map(),   // participant id -> MediaStream
+  sentSizes: new Map(), // track id -> height last reported
+  quality: 'auto',
+  audioBlocked: false,
+  firstFrameAt: null,
+};
+
+// Studio feeds (RTMP) are recognised by their identity; this is the one place that knows how.
+export const isStudio = (p) => p?.identity?.startsWith('studio:');
+
+// A join (the first or after a reconnect): the server's view replaces ours.
+export function applyJoined(msg) {
+  link.reconnectDelay = 500;
+  link.lastPong = Date.now();
+  session.joins += 1;
+  session.me = msg.participant;
+  room.info = msg.room;
+  room.participants = new Map(msg.participants.map((p) => [p.id, p]));
+  room.participants.set(msg.participant.id, msg.participant);
+  room.tracks = new Map(msg.tracks.map((t) => [t.id, t]));
+  subscriber.streams.clear();
+  subscriber.sentSizes.clear();
+  publisher.layersMax = 2;
+}
+
+export function removeParticipant(id) {
+  room.participants.delete(id);
+  room.studioFeeds.delete(id);
+  subscriber.streams.delete(id);
+  // Whatever its tracks did, nobody who left keeps a tile.
+  for (const [trackId, t] of room.tracks) if (t.participant === id) room.tracks.delete(trackId);
+}
+
+export function setStudioFeed(id, feedState) {
+  if (feedState === 'ended') room.studioFeeds.delete(id); else room.studioFeeds.set(id, feedState);
+}
+
+export function closePeers() {
+  if (subscriber.pc) { subscriber.pc.close(); subscriber.pc = null; }
+  if (publisher.pc) { publisher.pc.close(); publisher.pc = null; }
+  publisher.live = false;
+}
+
+// The server refused to put us on stage: stop asking, keep the camera.
+export function dropPublishing() {
+  publisher.wantLive = false;
+  publisher.live = false;
+  if (publisher.pc) { publisher.pc.close(); publisher.pc = null; }
+}
+
+// The session is over for good; `connText` is what the indicator keeps saying.
+export function endSession(connText) {
+  session.over = connText;
+  publisher.wantLive = false;
+  if (room.info && connText === 'Ended') room.info = { ...room.info, state: 'ended' };
+  room.tracks.clear();
+  room.studioFeeds.clear();
+  subscriber.streams.clear();
+}
