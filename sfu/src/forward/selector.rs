@@ -7,9 +7,9 @@
 //! - **bandwidth**: what the estimate toward this viewer affords, with hysteresis — down at once
 //!   when the current layer no longer fits, up only after a higher layer has fitted with headroom
 //!   for [`UP_HOLD`] (straight to the highest such layer: the estimator's probes have already
-//!   confirmed the path, see `bwe.rs`).
+//!   confirmed the path, see `bwe/`).
 //!
-//! The forwarder then follows the cap as layers actually arrive (see `forwarder.rs`).
+//! The forwarder then follows the cap as layers actually arrive (see `forward/forwarder.rs`).
 
 use crate::media::simulcast::MAX_LAYERS;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! a packet `DeliverToApplication`. The SFU must see PLI and FIR from viewers to relay them to the
 //! publisher; receiver reports and NACKs stay inside the chain (the NACK responder answers those
 //! from its packet cache). On a subscriber connection it also counts the TWCC feedback that
-//! reaches the estimator (`bwe.rs`, driven by rtc's congestion-control interceptor) and hands it
+//! reaches the estimator (`bwe/`, driven by rtc's congestion-control interceptor) and hands it
 //! any REMB, the fallback estimate of a viewer that sends no TWCC.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};

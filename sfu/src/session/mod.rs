@@ -48,7 +48,7 @@ pub const MIN_ESTIMATE_BPS: f64 = 50_000.0;
 pub const NACK_HISTORY: u16 = 256;
 
 /// A subscriber leg only sends media: it needs the NACK responder, sender reports, transport-wide
-/// sequence numbers and the send-side estimator (ours, `bwe.rs`, behind rtc's congestion-control
+/// sequence numbers and the send-side estimator (ours, `bwe/`, behind rtc's congestion-control
 /// interceptor), and our feedback interceptor — not rtc's
 /// receive-side interceptors (NACK generator, receiver reports, TWCC receiver), which would
 /// still be walked for every packet sent. Measured in docs/benchmarks.md.

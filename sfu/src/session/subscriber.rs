@@ -95,7 +95,7 @@ impl Subscriber {
             .sum()
     }
 
-    /// arrange a probe cluster if the estimator asks for one (see `bwe.rs`).
+    /// arrange a probe cluster if the estimator asks for one (see `bwe/`).
     ///
     /// A probe must be packets the viewer counts in its feedback but does not play. Copies of
     /// packets it already has would be refused by its SRTP replay check before feedback sees
