@@ -12,16 +12,15 @@ pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod live;
 pub mod protocol;
-pub mod room;
-pub mod rtmp_guard;
-pub mod stream_keys;
-pub mod studio;
+pub mod store;
+pub mod transport;
 pub mod ws;
-pub mod ws_socket;
 
 use crate::auth::{Authenticator, Role};
 use crate::config::Config;
+use crate::live::{room, studio};
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::StatusCode;
@@ -54,7 +53,7 @@ async fn ws_handler(
     State(app): State<AppState>,
     req: Request,
 ) -> Response {
-    ws_socket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
+    transport::websocket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
 }
 
 async fn healthz() -> &'static str {
@@ -128,7 +127,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
         let http_addr = listener.local_addr()?;
         let keys_file = (!config.rtmp.keys_file.is_empty()).then(|| std::path::PathBuf::from(&config.rtmp.keys_file));
-        let studio = Arc::new(studio::Studio::new(stream_keys::StreamKeys::open(keys_file)?));
+        let studio = Arc::new(studio::Studio::new(crate::store::keys_file::StreamKeys::open(keys_file)?));
         let state = AppState {
             rooms: Arc::new(room::Rooms::new(config.room.clone())),
             studio,

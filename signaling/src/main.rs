@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signaling::auth::{Authenticator, Role};
 use signaling::config::Config;
-use signaling::stream_keys::StreamKeys;
+use signaling::store::keys_file::StreamKeys;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 

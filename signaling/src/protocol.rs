@@ -224,7 +224,7 @@ pub enum ServerMsg {
         label: String,
     },
     StreamKeys {
-        keys: Vec<crate::stream_keys::KeyView>,
+        keys: Vec<crate::store::keys_file::KeyView>,
     },
     StreamKeyRevoked {
         id: String,

@@ -4,8 +4,8 @@ use crate::AppState;
 use crate::auth::Claims;
 use crate::error::{ErrorCode, SignalError};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
-use crate::room::{Room, lock};
-use crate::ws_socket::{Recv, Socket, WsMessage as Message};
+use crate::live::room::{Room, lock};
+use crate::transport::websocket::{Recv, Socket, WsMessage as Message};
 use sfu::{ParticipantId, SfuEvent};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ async fn send(socket: &mut Socket, msg: &ServerMsg) -> bool {
     }
 }
 
-/// Tell the client why, then close with `close_code` (and linger: see `ws_socket`).
+/// Tell the client why, then close with `close_code` (and linger: see `transport::websocket`).
 async fn refuse(mut socket: Socket, e: SignalError, close_code: u16) {
     let _ = send(&mut socket, &ServerMsg::error(&e)).await;
     socket.close(close_code, &e.message).await;

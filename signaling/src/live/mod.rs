@@ -1,0 +1,4 @@
+//! The live room's features.
+
+pub mod room;
+pub mod studio;

@@ -1,0 +1,3 @@
+//! Persistence.
+
+pub mod keys_file;
