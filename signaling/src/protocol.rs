@@ -253,7 +253,20 @@ pub enum StudioState {
 }
 
 impl ServerMsg {
-    pub fn error(e: &crate::error::SignalError) -> Self {
+    pub fn error(e: &crate::error::AppError) -> Self {
         ServerMsg::Error { code: e.code, message: e.message.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::AppError;
+
+    #[test]
+    fn an_error_tells_the_client_its_code_and_sentence_only() {
+        let e = AppError::internal("could not store the stream key", "/var/lib/onair/keys.json: disk full");
+        let wire = serde_json::to_value(ServerMsg::error(&e)).ok();
+        assert_eq!(wire, Some(serde_json::json!({"type": "error", "code": "internal", "message": "could not store the stream key"})));
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::auth::Claims;
-use crate::error::{ErrorCode, SignalError};
+use crate::error::{ErrorCode, AppError};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::live::room::{Room, lock};
 use crate::transport::websocket::{Recv, Socket, WsMessage as Message};
@@ -61,24 +61,24 @@ async fn send(socket: &mut Socket, msg: &ServerMsg) -> bool {
 }
 
 /// Tell the client why, then close with `close_code` (and linger: see `transport::websocket`).
-async fn refuse(mut socket: Socket, e: SignalError, close_code: u16) {
+async fn refuse(mut socket: Socket, e: AppError, close_code: u16) {
     let _ = send(&mut socket, &ServerMsg::error(&e)).await;
     socket.close(close_code, &e.message).await;
 }
 
 /// The WebSocket layer refused a frame: over the 1 MiB hard cap, or not valid WebSocket framing.
-fn frame_refused() -> SignalError {
-    SignalError::new(ErrorCode::BadMessage, "frame refused: larger than 1 MiB or not valid WebSocket framing")
+fn frame_refused() -> AppError {
+    AppError::new(ErrorCode::BadMessage, "frame refused: larger than 1 MiB or not valid WebSocket framing")
 }
 
 /// Parse one text frame, enforcing the size limit.
-fn parse(text: &str, max: usize) -> Result<ClientMsg, SignalError> {
+fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
     if text.len() > max {
-        return Err(SignalError::new(ErrorCode::MessageTooLarge, format!("messages are limited to {max} bytes")));
+        return Err(AppError::new(ErrorCode::MessageTooLarge, format!("messages are limited to {max} bytes")));
     }
     serde_json::from_str(text).map_err(|e| {
         // serde's sentence names the field or type at fault; it never echoes the input.
-        SignalError::new(ErrorCode::BadMessage, format!("not a valid message: {e}"))
+        AppError::new(ErrorCode::BadMessage, format!("not a valid message: {e}"))
     })
 }
 
@@ -90,8 +90,8 @@ async fn authenticate(
     app: &AppState,
     url_token: Option<String>,
     url_room: Option<String>,
-) -> Result<Claims, (SignalError, u16)> {
-    let auth = |e: SignalError| (e, CLOSE_AUTH);
+) -> Result<Claims, (AppError, u16)> {
+    let auth = |e: AppError| (e, CLOSE_AUTH);
     let max = app.config.limits.max_message_bytes;
     let deadline = Duration::from_secs(app.config.limits.join_timeout_secs);
     let wait = async {
@@ -104,27 +104,27 @@ async fn authenticate(
                     });
                 }
                 Recv::Message(Message::Binary(_)) => {
-                    return Err(auth(SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")));
+                    return Err(auth(AppError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")));
                 }
                 Recv::Message(_) => continue, // ping/pong
                 Recv::Refused(e) => {
                     tracing::debug!("websocket error before join: {e}");
                     return Err((frame_refused(), CLOSE_TOO_BIG));
                 }
-                Recv::Closed => return Err(auth(SignalError::new(ErrorCode::NotJoined, "connection closed before join"))),
+                Recv::Closed => return Err(auth(AppError::new(ErrorCode::NotJoined, "connection closed before join"))),
             }
         }
     };
     let msg = tokio::time::timeout(deadline, wait)
         .await
-        .map_err(|_| auth(SignalError::new(ErrorCode::NotJoined, "send join within the join timeout")))??;
+        .map_err(|_| auth(AppError::new(ErrorCode::NotJoined, "send join within the join timeout")))??;
     let ClientMsg::Join { token, room, protocol } = msg else {
-        return Err(auth(SignalError::new(ErrorCode::NotJoined, "the first message must be join")));
+        return Err(auth(AppError::new(ErrorCode::NotJoined, "the first message must be join")));
     };
     if let Some(v) = protocol
         && v != PROTOCOL_VERSION
     {
-        return Err(auth(SignalError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}"))));
+        return Err(auth(AppError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}"))));
     }
     let token = token.or(url_token).unwrap_or_default();
     app.auth.verify(&token, room.as_deref().or(url_room.as_deref())).map_err(auth)
@@ -240,7 +240,7 @@ impl Session {
                     last_heard = Instant::now();
                     match incoming {
                         Recv::Message(Message::Text(t)) => self.on_text(socket, t.as_str()).await,
-                        Recv::Message(Message::Binary(_)) => self.on_bad(socket, SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
+                        Recv::Message(Message::Binary(_)) => self.on_bad(socket, AppError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
                         Recv::Message(_) => Flow::Continue,
                         Recv::Closed => return ("connection closed".into(), None),
                         Recv::Refused(e) => {
@@ -272,7 +272,7 @@ impl Session {
         }
     }
 
-    async fn on_bad(&mut self, socket: &mut Socket, e: SignalError) -> Flow {
+    async fn on_bad(&mut self, socket: &mut Socket, e: AppError) -> Flow {
         self.bad += 1;
         tracing::debug!(participant = %self.id, code = ?e.code, "bad message: {}", e.message);
         let _ = send(socket, &ServerMsg::error(&e)).await;
@@ -296,7 +296,7 @@ impl Session {
             }
             if self.last_limited_notice.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                 self.last_limited_notice = Some(now);
-                let e = SignalError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
+                let e = AppError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
                 let _ = send(socket, &ServerMsg::error(&e)).await;
             }
             return Flow::Continue;
@@ -308,17 +308,21 @@ impl Session {
         match self.on_message(socket, msg).await {
             Ok(flow) => flow,
             Err(e) => {
-                tracing::debug!(participant = %self.id, code = ?e.code, "request refused: {}", e.message);
+                if e.code == ErrorCode::Internal {
+                    tracing::error!(participant = %self.id, "request failed: {e}");
+                } else {
+                    tracing::debug!(participant = %self.id, "request refused: {e}");
+                }
                 let _ = send(socket, &ServerMsg::error(&e)).await;
                 Flow::Continue
             }
         }
     }
 
-    async fn on_message(&mut self, socket: &mut Socket, msg: ClientMsg) -> Result<Flow, SignalError> {
+    async fn on_message(&mut self, socket: &mut Socket, msg: ClientMsg) -> Result<Flow, AppError> {
         let sfu = &self.app.sfu;
         match msg {
-            ClientMsg::Join { .. } => Err(SignalError::new(ErrorCode::AlreadyJoined, "already joined")),
+            ClientMsg::Join { .. } => Err(AppError::new(ErrorCode::AlreadyJoined, "already joined")),
             ClientMsg::Publish { sdp } => {
                 let newly_seated = lock(&self.room).reserve_seat(self.id)?;
                 match sfu.publish(self.id, sdp).await {
@@ -341,7 +345,7 @@ impl Session {
             }
             ClientMsg::Candidate { target, candidate } => {
                 if candidate.candidate.len() > MAX_CANDIDATE_BYTES {
-                    return Err(SignalError::new(ErrorCode::BadCandidate, "candidate too long"));
+                    return Err(AppError::new(ErrorCode::BadCandidate, "candidate too long"));
                 }
                 let init = sfu_candidate(candidate);
                 sfu.add_candidate(self.id, target.into(), init).await?;
@@ -373,12 +377,10 @@ impl Session {
                 self.require_host()?;
                 let label = label.unwrap_or_default();
                 if label.len() > 64 || label.chars().any(char::is_control) {
-                    return Err(SignalError::new(ErrorCode::BadMessage, "label: at most 64 printable bytes"));
+                    return Err(AppError::new(ErrorCode::BadMessage, "label: at most 64 printable bytes"));
                 }
-                let minted = self.app.studio.keys.mint(&self.claims.room, &label).map_err(|e| {
-                    tracing::error!("minting a stream key: {e}");
-                    SignalError::new(ErrorCode::Internal, "could not store the stream key")
-                })?;
+                let minted =
+                    self.app.studio.keys.mint(&self.claims.room, &label).map_err(|e| AppError::internal("could not store the stream key", e))?;
                 tracing::info!(room = %self.claims.room, id = %minted.view.id, "stream key minted");
                 send(
                     socket,
@@ -399,12 +401,14 @@ impl Session {
             }
             ClientMsg::RevokeStreamKey { id } => {
                 self.require_host()?;
-                let found = self.app.studio.keys.revoke(Some(&self.claims.room), &id).map_err(|e| {
-                    tracing::error!("revoking a stream key: {e}");
-                    SignalError::new(ErrorCode::Internal, "could not store the revocation")
-                })?;
+                let found = self
+                    .app
+                    .studio
+                    .keys
+                    .revoke(Some(&self.claims.room), &id)
+                    .map_err(|e| AppError::internal("could not store the revocation", e))?;
                 if !found {
-                    return Err(SignalError::new(ErrorCode::NotFound, "no such stream key in this room"));
+                    return Err(AppError::new(ErrorCode::NotFound, "no such stream key in this room"));
                 }
                 tracing::info!(room = %self.claims.room, %id, "stream key revoked");
                 self.app.studio.end_revoked(&self.app, &id);
@@ -428,9 +432,9 @@ impl Session {
         }
     }
 
-    fn require_host(&self) -> Result<(), SignalError> {
+    fn require_host(&self) -> Result<(), AppError> {
         if self.claims.role != crate::auth::Role::Host {
-            return Err(SignalError::new(ErrorCode::NotAllowed, "only the host manages stream keys"));
+            return Err(AppError::new(ErrorCode::NotAllowed, "only the host manages stream keys"));
         }
         Ok(())
     }

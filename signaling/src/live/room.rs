@@ -4,7 +4,7 @@
 
 use crate::auth::{Claims, Role};
 use crate::config::RoomConfig;
-use crate::error::{ErrorCode, SignalError};
+use crate::error::{ErrorCode, AppError};
 use crate::protocol::{ParticipantInfo, RoomInfo, RoomState, ServerMsg, TrackView};
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
@@ -124,12 +124,12 @@ impl Room {
     }
 
     /// Enter the room. The host's arrival makes a waiting room live.
-    pub fn join(&mut self, id: ParticipantId, claims: &Claims, outbox: Outbox) -> Result<JoinSnapshot, SignalError> {
+    pub fn join(&mut self, id: ParticipantId, claims: &Claims, outbox: Outbox) -> Result<JoinSnapshot, AppError> {
         if self.state == RoomState::Ended {
-            return Err(SignalError::new(ErrorCode::RoomEnded, "this room has ended"));
+            return Err(AppError::new(ErrorCode::RoomEnded, "this room has ended"));
         }
         if self.members.len() >= self.config.max_participants {
-            return Err(SignalError::new(ErrorCode::RoomFull, "the room is full"));
+            return Err(AppError::new(ErrorCode::RoomFull, "the room is full"));
         }
         let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role: claims.role };
         let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
@@ -157,13 +157,13 @@ impl Room {
     }
 
     /// Take (or keep) a seat on stage before publishing. True if the seat is newly taken.
-    pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, SignalError> {
+    pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, AppError> {
         let publishers = self.publishers();
         let live = self.state == RoomState::Live;
         let max = self.config.max_publishers;
-        let m = self.members.get_mut(&id).ok_or_else(|| SignalError::new(ErrorCode::NotFound, "not in this room"))?;
+        let m = self.members.get_mut(&id).ok_or_else(|| AppError::new(ErrorCode::NotFound, "not in this room"))?;
         if !m.info.role.may_publish() {
-            return Err(SignalError::new(
+            return Err(AppError::new(
                 ErrorCode::NotAllowed,
                 "viewers and moderators cannot publish; ask the host to invite you on stage",
             ));
@@ -172,10 +172,10 @@ impl Room {
             return Ok(false);
         }
         if !live {
-            return Err(SignalError::new(ErrorCode::RoomNotLive, "the host has not started the room yet"));
+            return Err(AppError::new(ErrorCode::RoomNotLive, "the host has not started the room yet"));
         }
         if publishers >= max {
-            return Err(SignalError::new(ErrorCode::StageFull, format!("the stage is full ({max} publishers)")));
+            return Err(AppError::new(ErrorCode::StageFull, format!("the stage is full ({max} publishers)")));
         }
         m.publishing = true;
         self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
@@ -212,12 +212,12 @@ impl Room {
         }
     }
 
-    pub fn set_muted(&mut self, id: ParticipantId, track: TrackId, muted: bool) -> Result<(), SignalError> {
+    pub fn set_muted(&mut self, id: ParticipantId, track: TrackId, muted: bool) -> Result<(), AppError> {
         let t = self
             .tracks
             .get_mut(&track)
             .filter(|t| t.info.publisher == id)
-            .ok_or_else(|| SignalError::new(ErrorCode::NotFound, "you publish no such track"))?;
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "you publish no such track"))?;
         if t.muted != muted {
             t.muted = muted;
             self.broadcast(ServerMsg::TrackMuted { track, participant: id, muted }, None);
@@ -244,11 +244,11 @@ impl Room {
     }
 
     /// End the room (host only, or the server itself with `by = None`).
-    pub fn end(&mut self, by: Option<ParticipantId>, reason: &str) -> Result<(), SignalError> {
+    pub fn end(&mut self, by: Option<ParticipantId>, reason: &str) -> Result<(), AppError> {
         if let Some(id) = by
             && !self.members.get(&id).is_some_and(|m| m.info.role == Role::Host)
         {
-            return Err(SignalError::new(ErrorCode::NotAllowed, "only the host can end the room"));
+            return Err(AppError::new(ErrorCode::NotAllowed, "only the host can end the room"));
         }
         if self.state != RoomState::Ended {
             self.state = RoomState::Ended;

@@ -12,11 +12,11 @@
 
 use crate::AppState;
 use crate::auth::{Claims, Role};
-use crate::error::ErrorCode;
+use crate::error::{AppError, ErrorCode};
 use crate::protocol::{ServerMsg, StudioState};
 use crate::live::room::{Room, lock};
 use crate::transport::rtmp_guard::ChunkGuard;
-use crate::store::keys_file::{KeyRefusal, KeyView, StreamKeys};
+use crate::store::keys_file::{self, KeyView, StreamKeys};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use serde::Serialize;
@@ -24,6 +24,7 @@ use sfu::ParticipantId;
 use sfu::ingest::{Bridge, BridgeStats, Notice};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -148,15 +149,28 @@ pub async fn listen(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
     Ok(addr)
 }
 
-/// Why a publish was refused: an RTMP status code and the sentence the encoder shows.
-struct Refusal {
-    code: &'static str,
-    description: String,
+/// RTMP status codes a refusal is sent with (ffmpeg and OBS show them next to the message).
+const CONNECT_REJECTED: &str = "NetConnection.Connect.Rejected";
+const PUBLISH_BAD_NAME: &str = "NetStream.Publish.BadName";
+const PUBLISH_REJECTED: &str = "NetStream.Publish.Rejected";
+const PLAY_FAILED: &str = "NetStream.Play.Failed";
+
+/// The status a refused publish is sent with: the key's own problems are a bad name, the room's
+/// (stage full, not live, ended, full, media plane busy) a rejection.
+fn publish_status(e: &AppError) -> &'static str {
+    match e.code {
+        ErrorCode::BadStreamKey | ErrorCode::StreamKeyInUse => PUBLISH_BAD_NAME,
+        _ => PUBLISH_REJECTED,
+    }
 }
 
-impl Refusal {
-    fn new(code: &'static str, description: impl Into<String>) -> Self {
-        Self { code, description: description.into() }
+/// How a connection goes on; `Break` carries why it ends (for the log).
+type Step<T = ()> = ControlFlow<String, T>;
+
+fn accept(session: &mut ServerSession, request_id: u32) -> Step<Vec<ServerSessionResult>> {
+    match session.accept_request(request_id) {
+        Ok(results) => ControlFlow::Continue(results),
+        Err(e) => ControlFlow::Break(format!("accept: {e:?}")),
     }
 }
 
@@ -175,8 +189,11 @@ impl Connection {
         Self { app, stream, peer, feed: None, bridge: None, generation: 0, last_stats: Instant::now() }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream.write_all(bytes).await.map_err(|e| format!("write: {e}"))
+    async fn write(&mut self, bytes: &[u8]) -> Step {
+        match self.stream.write_all(bytes).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(format!("write: {e}")),
+        }
     }
 
     async fn run(mut self) -> String {
@@ -200,13 +217,13 @@ impl Connection {
             };
             match hs.process_bytes(&buf[..n]) {
                 Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                    if let Err(e) = self.write(&response_bytes).await {
-                        return e;
+                    if let ControlFlow::Break(why) = self.write(&response_bytes).await {
+                        return why;
                     }
                 }
                 Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
-                    if let Err(e) = self.write(&response_bytes).await {
-                        return e;
+                    if let ControlFlow::Break(why) = self.write(&response_bytes).await {
+                        return why;
                     }
                     break remaining_bytes;
                 }
@@ -223,8 +240,8 @@ impl Connection {
             Err(e) => return format!("session: {e:?}"),
         };
         let mut guard = ChunkGuard::new(cfg.max_chunk_size, cfg.max_message_bytes);
-        if let Err(e) = self.handle_results(&mut session, results).await {
-            return e;
+        if let ControlFlow::Break(why) = self.handle_results(&mut session, results).await {
+            return why;
         }
         let mut pending = leftover;
         let mut last_log = Instant::now();
@@ -251,8 +268,8 @@ impl Connection {
                         return "protocol error".into();
                     }
                 };
-                if let Err(e) = self.handle_results_at(&mut session, results, arrived).await {
-                    return e;
+                if let ControlFlow::Break(why) = self.handle_results_at(&mut session, results, arrived).await {
+                    return why;
                 }
             }
             if last_log.elapsed() >= LOG_INTERVAL {
@@ -291,7 +308,7 @@ impl Connection {
         }
     }
 
-    async fn handle_results(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>) -> Result<(), String> {
+    async fn handle_results(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>) -> Step {
         self.handle_results_at(session, results, Instant::now()).await
     }
 
@@ -300,7 +317,7 @@ impl Connection {
         session: &mut ServerSession,
         results: Vec<ServerSessionResult>,
         arrived: Instant,
-    ) -> Result<(), String> {
+    ) -> Step {
         let mut notices = Vec::new();
         for r in results {
             match r {
@@ -319,11 +336,12 @@ impl Connection {
             self.last_stats = Instant::now();
             *plock(&feed.stats) = bridge.stats();
         }
-        Ok(())
+        ControlFlow::Continue(())
     }
 
-    async fn refuse(&mut self, session: &mut ServerSession, request_id: u32, refusal: Refusal) -> String {
-        match session.reject_request(request_id, refusal.code, &refusal.description) {
+    /// Send the encoder `status` and the error's message, and close; returns the reason for the log.
+    async fn refuse(&mut self, session: &mut ServerSession, request_id: u32, status: &'static str, e: AppError) -> String {
+        match session.reject_request(request_id, status, &e.message) {
             Ok(results) => {
                 for r in results {
                     if let ServerSessionResult::OutboundResponse(p) = r {
@@ -348,7 +366,7 @@ impl Connection {
                 _ => break,
             }
         }
-        format!("refused: {}", refusal.description)
+        format!("refused: {}", e.message)
     }
 
     async fn on_event(
@@ -357,7 +375,7 @@ impl Connection {
         ev: ServerSessionEvent,
         arrived: Instant,
         notices: &mut Vec<Notice>,
-    ) -> Result<(), String> {
+    ) -> Step {
         let cfg = &self.app.config.rtmp;
         match ev {
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
@@ -365,30 +383,31 @@ impl Connection {
                 if app_name.len() > cfg.max_name_bytes || app_name != cfg.app {
                     tracing::info!(peer = %self.peer, app = %app_name.chars().take(64).collect::<String>(), "RTMP connect refused: unknown application");
                     let hint = format!("unknown application; publish to {}", self.app.studio.server_url(cfg));
-                    return Err(self.refuse(session, request_id, Refusal::new("NetConnection.Connect.Rejected", hint)).await);
+                    return ControlFlow::Break(self.refuse(session, request_id, CONNECT_REJECTED, AppError::new(ErrorCode::NotFound, hint)).await);
                 }
-                let results = session.accept_request(request_id).map_err(|e| format!("accept: {e:?}"))?;
+                let results = accept(session, request_id)?;
                 Box::pin(self.handle_results(session, results)).await?;
             }
             ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
                 if self.bridge.is_some() {
-                    let r = Refusal::new("NetStream.Publish.BadName", "this connection is already publishing");
-                    return Err(self.refuse(session, request_id, r).await);
+                    let e = AppError::new(ErrorCode::StreamKeyInUse, "this connection is already publishing");
+                    return ControlFlow::Break(self.refuse(session, request_id, PUBLISH_BAD_NAME, e).await);
                 }
                 match self.authorize(&stream_key).await {
                     Ok(()) => {
-                        let results = session.accept_request(request_id).map_err(|e| format!("accept: {e:?}"))?;
+                        let results = accept(session, request_id)?;
                         Box::pin(self.handle_results(session, results)).await?;
                     }
-                    Err(r) => {
-                        tracing::warn!(peer = %self.peer, "studio feed refused: {}", r.description);
-                        return Err(self.refuse(session, request_id, r).await);
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, "studio feed refused: {e}");
+                        let status = publish_status(&e);
+                        return ControlFlow::Break(self.refuse(session, request_id, status, e).await);
                     }
                 }
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                let r = Refusal::new("NetStream.Play.Failed", "Onair takes RTMP input only; watch in the browser");
-                return Err(self.refuse(session, request_id, r).await);
+                let e = AppError::new(ErrorCode::NotAllowed, "Onair takes RTMP input only; watch in the browser");
+                return ControlFlow::Break(self.refuse(session, request_id, PLAY_FAILED, e).await);
             }
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
                 if let Some(bridge) = self.bridge.as_mut()
@@ -414,10 +433,10 @@ impl Connection {
                     "studio feed metadata"
                 );
             }
-            ServerSessionEvent::PublishStreamFinished { .. } => return Err("encoder stopped publishing".into()),
+            ServerSessionEvent::PublishStreamFinished { .. } => return ControlFlow::Break("encoder stopped publishing".into()),
             _ => {}
         }
-        Ok(())
+        ControlFlow::Continue(())
     }
 
     /// Tell the host (and the log) what the encoder should change.
@@ -437,16 +456,12 @@ impl Connection {
     }
 
     /// Check the key and take (or resume) the feed's seat and tracks.
-    async fn authorize(&mut self, stream_key: &str) -> Result<(), Refusal> {
+    async fn authorize(&mut self, stream_key: &str) -> Result<(), AppError> {
         let cfg = &self.app.config.rtmp;
         if stream_key.is_empty() || stream_key.len() > cfg.max_name_bytes {
-            return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: unknown key"));
+            return Err(AppError::new(ErrorCode::BadStreamKey, keys_file::UNKNOWN));
         }
-        let key = match self.app.studio.keys.verify(stream_key) {
-            Ok(k) => k,
-            Err(KeyRefusal::Unknown) => return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: unknown key")),
-            Err(KeyRefusal::Revoked) => return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: this key was revoked")),
-        };
+        let key = self.app.studio.keys.verify(stream_key)?;
         let existing = plock(&self.app.studio.feeds).get(&key.id).cloned();
         let feed = match existing {
             Some(feed) => feed,
@@ -464,7 +479,7 @@ impl Connection {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let Some(mut bridge) = bridge else {
-            return Err(Refusal::new("NetStream.Publish.BadName", "this key is streaming on another connection"));
+            return Err(AppError::new(ErrorCode::StreamKeyInUse, "this key is streaming on another connection"));
         };
         bridge.connected();
         let stats = bridge.stats();
@@ -480,7 +495,7 @@ impl Connection {
     }
 
     /// First publish with this key: join the room as a co-host, take a seat, open the tracks.
-    async fn open_feed(&mut self, key: &KeyView) -> Result<Arc<Feed>, Refusal> {
+    async fn open_feed(&mut self, key: &KeyView) -> Result<Arc<Feed>, AppError> {
         let app = &self.app;
         let room = app.rooms.get_or_create(&key.room);
         let participant = ParticipantId::next();
@@ -494,30 +509,30 @@ impl Connection {
         let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(256);
         {
             let mut r = lock(&room);
-            r.join(participant, &claims, out_tx).map_err(|e| Refusal::new("NetStream.Publish.Rejected", e.message))?;
+            r.join(participant, &claims, out_tx)?;
             if let Err(e) = r.reserve_seat(participant) {
                 r.leave(participant, "studio feed refused");
-                let text = match e.code {
-                    ErrorCode::StageFull => format!("{}; free a seat and retry", e.message),
-                    _ => e.message,
-                };
-                return Err(Refusal::new("NetStream.Publish.Rejected", text));
+                return Err(match e.code {
+                    ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
+                    _ => e,
+                });
             }
         }
         let (ev_tx, ev_rx) = mpsc::channel::<sfu::SfuEvent>(64);
-        let fail = |room: &Mutex<Room>, why: String| {
+        let fail = |room: &Mutex<Room>, e: sfu::SfuError| {
             lock(room).leave(participant, "studio feed failed");
             app.sfu.remove_participant(participant);
-            Refusal::new("NetStream.Publish.Rejected", why)
+            let e = AppError::from(e);
+            AppError { message: format!("media plane: {}", e.message), ..e }
         };
         if let Err(e) = app.sfu.add_participant(participant, ev_tx) {
-            return Err(fail(&room, format!("media plane: {e}")));
+            return Err(fail(&room, e));
         }
         // Route the SFU's events before opening tracks, so TrackPublished reaches the room.
         tokio::spawn(feed_events(app.clone(), room.clone(), ev_rx));
         let bridge = match Bridge::open(app.sfu.clone(), participant).await {
             Ok((b, _)) => b,
-            Err(e) => return Err(fail(&room, format!("media plane: {e}"))),
+            Err(e) => return Err(fail(&room, e)),
         };
         let feed = Arc::new(Feed {
             key_id: key.id.clone(),
