@@ -38,6 +38,8 @@ pub struct AppState {
     pub rooms: Arc<room::Rooms>,
     pub sfu: sfu::Sfu,
     pub studio: Arc<studio::Studio>,
+    /// Persistence (stream keys today).
+    pub store: Arc<store::Store>,
     pub started: Instant,
 }
 
@@ -126,11 +128,11 @@ impl Server {
         let sfu = sfu::Sfu::start(config.sfu_config())?;
         let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
         let http_addr = listener.local_addr()?;
-        let keys_file = (!config.rtmp.keys_file.is_empty()).then(|| std::path::PathBuf::from(&config.rtmp.keys_file));
-        let studio = Arc::new(studio::Studio::new(crate::store::keys_file::StreamKeys::open(keys_file)?));
+        let store = Arc::new(store::Store::open(&config)?);
         let state = AppState {
             rooms: Arc::new(room::Rooms::new(config.room.clone())),
-            studio,
+            studio: Arc::new(studio::Studio::default()),
+            store,
             config: Arc::new(config),
             auth,
             sfu,

@@ -224,7 +224,7 @@ pub enum ServerMsg {
         label: String,
     },
     StreamKeys {
-        keys: Vec<crate::store::keys_file::KeyView>,
+        keys: Vec<crate::store::KeyView>,
     },
     StreamKeyRevoked {
         id: String,

@@ -380,7 +380,7 @@ impl Session {
                     return Err(AppError::new(ErrorCode::BadMessage, "label: at most 64 printable bytes"));
                 }
                 let minted =
-                    self.app.studio.keys.mint(&self.claims.room, &label).map_err(|e| AppError::internal("could not store the stream key", e))?;
+                    self.app.store.mint_stream_key(&self.claims.room, &label).map_err(|e| AppError::internal("could not store the stream key", e))?;
                 tracing::info!(room = %self.claims.room, id = %minted.view.id, "stream key minted");
                 send(
                     socket,
@@ -396,16 +396,15 @@ impl Session {
             }
             ClientMsg::ListStreamKeys => {
                 self.require_host()?;
-                send(socket, &ServerMsg::StreamKeys { keys: self.app.studio.keys.list(Some(&self.claims.room)) }).await;
+                send(socket, &ServerMsg::StreamKeys { keys: self.app.store.stream_keys(Some(&self.claims.room)) }).await;
                 Ok(Flow::Continue)
             }
             ClientMsg::RevokeStreamKey { id } => {
                 self.require_host()?;
                 let found = self
                     .app
-                    .studio
-                    .keys
-                    .revoke(Some(&self.claims.room), &id)
+                    .store
+                    .revoke_stream_key(Some(&self.claims.room), &id)
                     .map_err(|e| AppError::internal("could not store the revocation", e))?;
                 if !found {
                     return Err(AppError::new(ErrorCode::NotFound, "no such stream key in this room"));

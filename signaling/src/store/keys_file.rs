@@ -1,10 +1,12 @@
-//! Stream keys for studio feeds (RTMP). A key is minted for one room, shown once, and stored
-//! only as its SHA-256 hash; verification compares hashes in constant time. Keys live in a
-//! small JSON file shared by the server and the `onair stream-key` command, so a key minted
-//! from the command line works at once (the server re-reads the file when it changes).
+//! Stream keys in a small JSON file, shared by the server and the `onair stream-key` command, so
+//! a key minted from the command line works at once (the server re-reads the file when it
+//! changes). Only [`super::Store`] sees this module: the file's format stays here.
 //!
-//! Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+//! A key is minted for one room, shown once, and stored only as its SHA-256 hash; verification
+//! compares hashes in constant time. Keys carry 256 random bits, so a fast hash is enough:
+//! there is nothing to brute-force.
 
+use super::{KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
 use crate::error::{AppError, ErrorCode};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -16,12 +18,9 @@ use subtle::ConstantTimeEq;
 
 /// Prefix of every key (lets a leaked key be recognised by secret scanners).
 const PREFIX: &str = "onair_";
-/// What an encoder is told (docs/protocol.md §12).
-pub const UNKNOWN: &str = "stream key refused: unknown key";
-pub const REVOKED: &str = "stream key refused: this key was revoked";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StoredKey {
+struct StoredKey {
     pub id: String,
     pub room: String,
     pub label: String,
@@ -32,31 +31,13 @@ pub struct StoredKey {
     pub revoked_at: Option<u64>,
 }
 
-/// A key as listed: everything but the hash.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct KeyView {
-    pub id: String,
-    pub room: String,
-    pub label: String,
-    pub created_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<u64>,
-}
-
-/// A freshly minted key: the only time the secret exists outside the encoder.
-#[derive(Clone, Debug)]
-pub struct MintedKey {
-    pub key: String,
-    pub view: KeyView,
-}
-
 #[derive(Default)]
 struct Inner {
     keys: Vec<StoredKey>,
     modified: Option<SystemTime>,
 }
 
-pub struct StreamKeys {
+pub(super) struct StreamKeys {
     path: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
@@ -210,12 +191,12 @@ impl StreamKeys {
         match found {
             Some(k) if equal => {
                 if k.revoked_at.is_some() {
-                    Err(AppError::new(ErrorCode::BadStreamKey, REVOKED))
+                    Err(AppError::new(ErrorCode::BadStreamKey, REVOKED_KEY))
                 } else {
                     Ok(view(k))
                 }
             }
-            _ => Err(AppError::new(ErrorCode::BadStreamKey, UNKNOWN)),
+            _ => Err(AppError::new(ErrorCode::BadStreamKey, UNKNOWN_KEY)),
         }
     }
 }
@@ -243,14 +224,14 @@ mod tests {
         tampered.pop();
         tampered.push('x');
         for bad in [tampered.as_str(), &k.key[..k.key.len() - 1], "onair_000000000000_abc", "", "live"] {
-            assert_eq!(a.verify(bad).map_err(|e| e.message), Err(UNKNOWN.to_owned()), "{bad}");
+            assert_eq!(a.verify(bad).map_err(|e| e.message), Err(UNKNOWN_KEY.to_owned()), "{bad}");
         }
         // A second store (the CLI) revokes; the first sees it.
         let b = StreamKeys::open(Some(path.clone())).expect("open again");
         assert!(b.revoke(Some("room1"), &k.view.id).expect("revoke"));
         assert!(!b.revoke(Some("other"), &k.view.id).expect("revoke in another room"));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(a.verify(&k.key).map_err(|e| e.message), Err(REVOKED.to_owned()));
+        assert_eq!(a.verify(&k.key).map_err(|e| e.message), Err(REVOKED_KEY.to_owned()));
         assert_eq!(a.list(Some("room1")).len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }

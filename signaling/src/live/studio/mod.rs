@@ -16,7 +16,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::protocol::{ServerMsg, StudioState};
 use crate::live::room::{Room, lock};
 use crate::transport::rtmp_guard::ChunkGuard;
-use crate::store::keys_file::{self, KeyView, StreamKeys};
+use crate::store::{self, KeyView};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use serde::Serialize;
@@ -70,8 +70,8 @@ pub struct FeedView {
     pub stats: BridgeStats,
 }
 
+#[derive(Default)]
 pub struct Studio {
-    pub keys: StreamKeys,
     /// The publishing URL with the port actually bound (set when the listener starts).
     server_url: std::sync::OnceLock<String>,
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
@@ -83,10 +83,6 @@ fn plock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Studio {
-    pub fn new(keys: StreamKeys) -> Self {
-        Self { keys, server_url: std::sync::OnceLock::new(), feeds: Mutex::new(HashMap::new()), connections: AtomicUsize::new(0) }
-    }
-
     /// The URL to give OBS: `rtmp.public_url`, or built from the bound address.
     pub fn server_url(&self, config: &crate::config::RtmpConfig) -> String {
         self.server_url.get().cloned().unwrap_or_else(|| config.server_url())
@@ -459,9 +455,9 @@ impl Connection {
     async fn authorize(&mut self, stream_key: &str) -> Result<(), AppError> {
         let cfg = &self.app.config.rtmp;
         if stream_key.is_empty() || stream_key.len() > cfg.max_name_bytes {
-            return Err(AppError::new(ErrorCode::BadStreamKey, keys_file::UNKNOWN));
+            return Err(AppError::new(ErrorCode::BadStreamKey, store::UNKNOWN_KEY));
         }
-        let key = self.app.studio.keys.verify(stream_key)?;
+        let key = self.app.store.verify_stream_key(stream_key)?;
         let existing = plock(&self.app.studio.feeds).get(&key.id).cloned();
         let feed = match existing {
             Some(feed) => feed,
