@@ -5,59 +5,17 @@ use crate::auth::Claims;
 use crate::error::{ErrorCode, AppError};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::live::room::{Room, lock};
-use crate::transport::websocket::{Recv, Socket, WsMessage as Message};
+use crate::transport::limits::{Admit, Heartbeat, Limits};
+use crate::transport::websocket::{CLOSE_AUTH, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message};
 use sfu::{ParticipantId, SfuEvent};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Close codes (RFC 6455 §7.4 and the private range).
-const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TOO_BIG: u16 = 1009;
-/// Authentication failed; the preceding `error` message has the reason.
-const CLOSE_AUTH: u16 = 4001;
-
 /// Longest candidate string accepted.
 const MAX_CANDIDATE_BYTES: usize = 1024;
-/// Malformed messages tolerated before the connection is closed.
-const MAX_BAD_MESSAGES: u32 = 20;
-/// Rate-limited messages tolerated before the connection is closed.
-const MAX_LIMITED_MESSAGES: u32 = 500;
-
-/// A token bucket: `rate` per second, `burst` deep.
-struct RateLimit {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(rate: u32, burst: u32) -> Self {
-        Self { tokens: burst as f64, rate: rate as f64, burst: burst as f64, last: Instant::now() }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 async fn send(socket: &mut Socket, msg: &ServerMsg) -> bool {
-    match serde_json::to_string(msg) {
-        Ok(text) => socket.send_text(text).await,
-        Err(e) => {
-            tracing::error!("serialising a server message: {e}");
-            false
-        }
-    }
+    socket.send_json(msg).await
 }
 
 /// Tell the client why, then close with `close_code` (and linger: see `transport::websocket`).
@@ -174,11 +132,7 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         id,
         room: room.clone(),
         claims,
-        limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst),
-        bad: 0,
-        limited: 0,
-        window_start: Instant::now(),
-        last_limited_notice: None,
+        limits: Limits::new(app.config.limits.messages_per_second, app.config.limits.message_burst, Instant::now()),
     };
     let (reason, close_code) = if !send(&mut socket, &joined).await {
         ("connection lost".to_owned(), None)
@@ -203,17 +157,8 @@ struct Session {
     id: ParticipantId,
     room: Arc<Mutex<Room>>,
     claims: Claims,
-    limiter: RateLimit,
-    /// Malformed and rate-limited messages in the current one-minute window.
-    bad: u32,
-    limited: u32,
-    window_start: Instant,
-    last_limited_notice: Option<Instant>,
+    limits: Limits,
 }
-
-/// Misbehaviour is counted per minute, so a long-lived connection is not closed for occasional
-/// slips spread over hours.
-const MISBEHAVIOUR_WINDOW: Duration = Duration::from_secs(60);
 
 /// What to do after handling one input.
 enum Flow {
@@ -230,14 +175,13 @@ impl Session {
         out_rx: &mut mpsc::Receiver<ServerMsg>,
         ev_rx: &mut mpsc::Receiver<SfuEvent>,
     ) -> (String, Option<u16>) {
-        let idle = Duration::from_secs(self.app.config.limits.idle_timeout_secs);
-        let mut last_heard = Instant::now();
-        let mut ping = tokio::time::interval(idle / 3);
+        let mut heartbeat = Heartbeat::new(Duration::from_secs(self.app.config.limits.idle_timeout_secs), Instant::now());
+        let mut ping = tokio::time::interval(heartbeat.ping_interval());
         ping.tick().await;
         loop {
             let flow = tokio::select! {
                 incoming = socket.recv() => {
-                    last_heard = Instant::now();
+                    heartbeat.heard(Instant::now());
                     match incoming {
                         Recv::Message(Message::Text(t)) => self.on_text(socket, t.as_str()).await,
                         Recv::Message(Message::Binary(_)) => self.on_bad(socket, AppError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
@@ -257,14 +201,13 @@ impl Session {
                     if ended { Flow::Close(CLOSE_NORMAL, "room ended".into()) } else { Flow::Continue }
                 }
                 Some(ev) = ev_rx.recv() => self.on_sfu_event(socket, ev).await,
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > idle {
-                        Flow::Close(CLOSE_POLICY, "idle timeout".into())
-                    } else {
+                _ = ping.tick() => match heartbeat.tick(Instant::now()) {
+                    Err(reason) => Flow::Close(CLOSE_POLICY, reason.into()),
+                    Ok(()) => {
                         let _ = socket.ping().await;
                         Flow::Continue
                     }
-                }
+                },
             };
             if let Flow::Close(code, reason) = flow {
                 return (reason, Some(code));
@@ -273,33 +216,25 @@ impl Session {
     }
 
     async fn on_bad(&mut self, socket: &mut Socket, e: AppError) -> Flow {
-        self.bad += 1;
-        tracing::debug!(participant = %self.id, code = ?e.code, "bad message: {}", e.message);
+        tracing::debug!(participant = %self.id, "bad message: {e}");
         let _ = send(socket, &ServerMsg::error(&e)).await;
-        if self.bad > MAX_BAD_MESSAGES {
-            return Flow::Close(CLOSE_POLICY, "too many malformed messages".into());
+        match self.limits.malformed() {
+            Some(reason) => Flow::Close(CLOSE_POLICY, reason.into()),
+            None => Flow::Continue,
         }
-        Flow::Continue
     }
 
     async fn on_text(&mut self, socket: &mut Socket, text: &str) -> Flow {
-        let now = Instant::now();
-        if now.duration_since(self.window_start) >= MISBEHAVIOUR_WINDOW {
-            self.window_start = now;
-            self.bad = 0;
-            self.limited = 0;
-        }
-        if !self.limiter.allow(now) {
-            self.limited += 1;
-            if self.limited > MAX_LIMITED_MESSAGES {
-                return Flow::Close(CLOSE_POLICY, "message rate limit exceeded".into());
+        match self.limits.admit(Instant::now()) {
+            Admit::Pass => {}
+            Admit::Drop { notify } => {
+                if notify {
+                    let e = AppError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
+                    let _ = send(socket, &ServerMsg::error(&e)).await;
+                }
+                return Flow::Continue;
             }
-            if self.last_limited_notice.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                self.last_limited_notice = Some(now);
-                let e = AppError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
-                let _ = send(socket, &ServerMsg::error(&e)).await;
-            }
-            return Flow::Continue;
+            Admit::Close(reason) => return Flow::Close(CLOSE_POLICY, reason.into()),
         }
         let msg = match parse(text, self.app.config.limits.max_message_bytes) {
             Ok(m) => m,
