@@ -1,7 +1,7 @@
 //! Tokens: HS256 (or HS384/HS512) JWTs that carry identity, display name, room, role and
 //! validity. Every way a token can be wrong has its own [`ErrorCode`].
 
-use crate::error::{ErrorCode, AppError};
+use crate::error::{AppError, ErrorCode};
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};

@@ -205,4 +205,3 @@ mod tests {
         assert_eq!(AppError::new(ErrorCode::StageFull, "full").to_string(), "stage_full: full");
     }
 }
-

@@ -63,13 +63,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn stats(State(app): State<AppState>) -> Response {
-    let body = serde_json::json!({
-        "uptime_secs": app.started.elapsed().as_secs(),
-        "rooms": app.rooms.len(),
-        "sfu": app.sfu.stats(),
-        "studio": app.studio.feeds(),
-    });
-    axum::Json(body).into_response()
+    axum::Json(live::stats::node(&app)).into_response()
 }
 
 #[derive(Deserialize)]

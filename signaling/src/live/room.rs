@@ -1,10 +1,13 @@
-//! Room rules, all in one place: who may publish, how many seats the stage has, when a room
-//! starts and ends. A room is a plain struct behind a mutex; nothing here awaits or does I/O —
-//! members' outgoing queues are filled with `try_send`, so one slow client never stalls a room.
+//! Room rules: who is in the room, when it starts and ends, its tracks and their mute flags.
+//! The stage's seats are [`Stage`]'s. A room is a plain struct behind a mutex; nothing here
+//! awaits or does I/O — members' outgoing queues are filled with `try_send`, so one slow client
+//! never stalls a room. The handlers at the bottom answer `mute` and `end_room`.
 
+use super::Ctx;
+use super::stage::Stage;
 use crate::auth::{Claims, Role};
 use crate::config::RoomConfig;
-use crate::error::{ErrorCode, AppError};
+use crate::error::{AppError, ErrorCode};
 use crate::protocol::{ParticipantInfo, RoomInfo, RoomState, ServerMsg, TrackView};
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
@@ -19,8 +22,6 @@ pub type Outbox = mpsc::Sender<ServerMsg>;
 struct Member {
     info: ParticipantInfo,
     outbox: Outbox,
-    /// Holds a seat on stage.
-    publishing: bool,
 }
 
 struct Track {
@@ -34,6 +35,7 @@ pub struct Room {
     started_at: Option<u64>,
     started: Option<Instant>,
     members: HashMap<ParticipantId, Member>,
+    stage: Stage,
     tracks: BTreeMap<TrackId, Track>,
     empty_since: Option<Instant>,
     config: RoomConfig,
@@ -66,6 +68,7 @@ impl Room {
             started_at: None,
             started: None,
             members: HashMap::new(),
+            stage: Stage::new(config.max_publishers),
             tracks: BTreeMap::new(),
             empty_since: Some(Instant::now()),
             config,
@@ -79,7 +82,7 @@ impl Room {
             state: self.state,
             started_at: self.started_at,
             publishers,
-            max_publishers: self.config.max_publishers,
+            max_publishers: self.stage.max(),
             viewers: self.members.len() - publishers,
         }
     }
@@ -138,7 +141,7 @@ impl Room {
             self.started_at = Some(unix_ms());
             self.started = Some(Instant::now());
         }
-        self.members.insert(id, Member { info: me.clone(), outbox, publishing: false });
+        self.members.insert(id, Member { info: me.clone(), outbox });
         self.empty_since = None;
         self.broadcast(ServerMsg::ParticipantJoined { participant: me.clone() }, Some(id));
         self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, Some(id));
@@ -153,50 +156,31 @@ impl Room {
 
     /// How many members hold a seat on stage.
     pub fn publishers(&self) -> usize {
-        self.members.values().filter(|m| m.publishing).count()
+        self.stage.len()
     }
 
-    /// Take (or keep) a seat on stage before publishing. True if the seat is newly taken.
+    /// Take (or keep) a seat on stage before publishing (rules: [`Stage::take`]). True if the
+    /// seat is newly taken; everyone then gets a `room_update`.
     pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, AppError> {
-        let publishers = self.publishers();
-        let live = self.state == RoomState::Live;
-        let max = self.config.max_publishers;
-        let m = self.members.get_mut(&id).ok_or_else(|| AppError::new(ErrorCode::NotFound, "not in this room"))?;
-        if !m.info.role.may_publish() {
-            return Err(AppError::new(
-                ErrorCode::NotAllowed,
-                "viewers and moderators cannot publish; ask the host to invite you on stage",
-            ));
+        let role = self.role_of(id).ok_or_else(|| AppError::new(ErrorCode::NotFound, "not in this room"))?;
+        let newly = self.stage.take(id, role, self.state == RoomState::Live)?;
+        if newly {
+            self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
         }
-        if m.publishing {
-            return Ok(false);
-        }
-        if !live {
-            return Err(AppError::new(ErrorCode::RoomNotLive, "the host has not started the room yet"));
-        }
-        if publishers >= max {
-            return Err(AppError::new(ErrorCode::StageFull, format!("the stage is full ({max} publishers)")));
-        }
-        m.publishing = true;
-        self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
-        Ok(true)
+        Ok(newly)
     }
 
-    /// Give a seat back (a failed first publish).
+    /// Give a seat back (a failed first publish): only while it has no tracks.
     pub fn release_seat(&mut self, id: ParticipantId) {
         let has_tracks = self.tracks.values().any(|t| t.info.publisher == id);
-        if let Some(m) = self.members.get_mut(&id)
-            && m.publishing
-            && !has_tracks
-        {
-            m.publishing = false;
+        if !has_tracks && self.stage.release(id) {
             self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
         }
     }
 
     /// A track of a seated member started; returns who should subscribe to it.
     pub fn add_track(&mut self, info: TrackInfo) -> Vec<ParticipantId> {
-        if !self.members.get(&info.publisher).is_some_and(|m| m.publishing) {
+        if !(self.members.contains_key(&info.publisher) && self.stage.is_seated(info.publisher)) {
             return Vec::new();
         }
         let t = Track { info, muted: false };
@@ -230,6 +214,7 @@ impl Room {
         if self.members.remove(&id).is_none() {
             return;
         }
+        self.stage.release(id);
         let gone: Vec<TrackId> = self.tracks.values().filter(|t| t.info.publisher == id).map(|t| t.info.id).collect();
         for t in gone {
             self.remove_track(t);
@@ -268,6 +253,18 @@ impl Room {
         let empty_for = self.empty_since.map(|t| now.duration_since(t)).unwrap_or_default();
         self.members.is_empty() && (self.state == RoomState::Ended || empty_for > Duration::from_secs(self.config.empty_timeout_secs))
     }
+}
+
+/// `mute`: set the flag of one of your own tracks; the room hears of a change.
+pub fn mute(ctx: &Ctx<'_>, track: TrackId, muted: bool) -> Result<(), AppError> {
+    lock(ctx.room).set_muted(ctx.id, track, muted)
+}
+
+/// `end_room`: the host ends the room; the `room_ended` broadcast closes every connection.
+pub fn end_room(ctx: &Ctx<'_>) -> Result<(), AppError> {
+    lock(ctx.room).end(Some(ctx.id), "the host ended the live")?;
+    tracing::info!(room = %ctx.claims.room, "room ended by host");
+    Ok(())
 }
 
 /// Every room of this node.

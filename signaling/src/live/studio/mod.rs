@@ -10,13 +10,16 @@
 //! the feed waits `rtmp.grace_secs` for it; a reconnect with the same key resumes into the same
 //! tracks. Revoking the key or ending the room cuts it at once.
 
+pub mod keys;
+
 use crate::AppState;
-use crate::auth::{Claims, Role};
+use crate::auth::Role;
 use crate::error::{AppError, ErrorCode};
-use crate::protocol::{ServerMsg, StudioState};
+use crate::live::join::{self, Guest, Joined, Pass, Seat};
 use crate::live::room::{Room, lock};
-use crate::transport::rtmp_guard::ChunkGuard;
+use crate::protocol::{ServerMsg, StudioState};
 use crate::store::{self, KeyView};
+use crate::transport::rtmp_guard::ChunkGuard;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use serde::Serialize;
@@ -308,12 +311,7 @@ impl Connection {
         self.handle_results_at(session, results, Instant::now()).await
     }
 
-    async fn handle_results_at(
-        &mut self,
-        session: &mut ServerSession,
-        results: Vec<ServerSessionResult>,
-        arrived: Instant,
-    ) -> Step {
+    async fn handle_results_at(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>, arrived: Instant) -> Step {
         let mut notices = Vec::new();
         for r in results {
             match r {
@@ -365,13 +363,7 @@ impl Connection {
         format!("refused: {}", e.message)
     }
 
-    async fn on_event(
-        &mut self,
-        session: &mut ServerSession,
-        ev: ServerSessionEvent,
-        arrived: Instant,
-        notices: &mut Vec<Notice>,
-    ) -> Step {
+    async fn on_event(&mut self, session: &mut ServerSession, ev: ServerSessionEvent, arrived: Instant, notices: &mut Vec<Notice>) -> Step {
         let cfg = &self.app.config.rtmp;
         match ev {
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
@@ -379,7 +371,9 @@ impl Connection {
                 if app_name.len() > cfg.max_name_bytes || app_name != cfg.app {
                     tracing::info!(peer = %self.peer, app = %app_name.chars().take(64).collect::<String>(), "RTMP connect refused: unknown application");
                     let hint = format!("unknown application; publish to {}", self.app.studio.server_url(cfg));
-                    return ControlFlow::Break(self.refuse(session, request_id, CONNECT_REJECTED, AppError::new(ErrorCode::NotFound, hint)).await);
+                    return ControlFlow::Break(
+                        self.refuse(session, request_id, CONNECT_REJECTED, AppError::new(ErrorCode::NotFound, hint)).await,
+                    );
                 }
                 let results = accept(session, request_id)?;
                 Box::pin(self.handle_results(session, results)).await?;
@@ -453,15 +447,12 @@ impl Connection {
 
     /// Check the key and take (or resume) the feed's seat and tracks.
     async fn authorize(&mut self, stream_key: &str) -> Result<(), AppError> {
-        let cfg = &self.app.config.rtmp;
-        if stream_key.is_empty() || stream_key.len() > cfg.max_name_bytes {
-            return Err(AppError::new(ErrorCode::BadStreamKey, store::UNKNOWN_KEY));
-        }
-        let key = self.app.store.verify_stream_key(stream_key)?;
+        let guest = join::authenticate(&self.app, Pass::StreamKey(stream_key))?;
+        let key = guest.stream_key.clone().ok_or_else(|| AppError::new(ErrorCode::BadStreamKey, store::UNKNOWN_KEY))?;
         let existing = plock(&self.app.studio.feeds).get(&key.id).cloned();
         let feed = match existing {
             Some(feed) => feed,
-            None => self.open_feed(&key).await?,
+            None => self.open_feed(&guest, &key).await?,
         };
         // Take the bridge; a connection still holding it (a half-dead TCP) is cut first.
         let generation = feed.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -491,44 +482,24 @@ impl Connection {
     }
 
     /// First publish with this key: join the room as a co-host, take a seat, open the tracks.
-    async fn open_feed(&mut self, key: &KeyView) -> Result<Arc<Feed>, AppError> {
+    async fn open_feed(&mut self, guest: &Guest, key: &KeyView) -> Result<Arc<Feed>, AppError> {
         let app = &self.app;
-        let room = app.rooms.get_or_create(&key.room);
-        let participant = ParticipantId::next();
-        let claims = Claims {
-            identity: format!("studio:{}", key.id),
-            name: key.label.clone(),
-            room: key.room.clone(),
-            role: Role::Cohost,
-            exp: u64::MAX,
-        };
         let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(256);
-        {
-            let mut r = lock(&room);
-            r.join(participant, &claims, out_tx)?;
-            if let Err(e) = r.reserve_seat(participant) {
-                r.leave(participant, "studio feed refused");
-                return Err(match e.code {
-                    ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
-                    _ => e,
-                });
-            }
-        }
         let (ev_tx, ev_rx) = mpsc::channel::<sfu::SfuEvent>(64);
-        let fail = |room: &Mutex<Room>, e: sfu::SfuError| {
-            lock(room).leave(participant, "studio feed failed");
-            app.sfu.remove_participant(participant);
-            let e = AppError::from(e);
-            AppError { message: format!("media plane: {}", e.message), ..e }
-        };
-        if let Err(e) = app.sfu.add_participant(participant, ev_tx) {
-            return Err(fail(&room, e));
-        }
+        let media_plane = |e: AppError| AppError { message: format!("media plane: {}", e.message), ..e };
+        let Joined { id: participant, room, .. } = join::join(app, guest, Seat::Now, out_tx, ev_tx).map_err(|e| match e.code {
+            ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
+            ErrorCode::ServerBusy | ErrorCode::Internal => media_plane(e),
+            _ => e,
+        })?;
         // Route the SFU's events before opening tracks, so TrackPublished reaches the room.
         tokio::spawn(feed_events(app.clone(), room.clone(), ev_rx));
         let bridge = match Bridge::open(app.sfu.clone(), participant).await {
             Ok((b, _)) => b,
-            Err(e) => return Err(fail(&room, e)),
+            Err(e) => {
+                join::leave(app, participant, &room, "studio feed failed");
+                return Err(media_plane(e.into()));
+            }
         };
         let feed = Arc::new(Feed {
             key_id: key.id.clone(),
@@ -588,22 +559,15 @@ fn end_feed(app: &AppState, feed: &Arc<Feed>, reason: &str) {
     tracing::info!(room = %feed.room_name, participant = %feed.participant, %reason, "studio feed ended");
     feed.generation.fetch_add(1, Ordering::SeqCst);
     feed.kick.notify_waiters();
-    {
-        let mut r = lock(&feed.room);
-        r.broadcast_all(ServerMsg::StudioState { participant: feed.participant, state: StudioState::Ended, reason: Some(reason.into()) });
-        r.leave(feed.participant, reason);
-    }
-    app.sfu.remove_participant(feed.participant);
+    let ended = ServerMsg::StudioState { participant: feed.participant, state: StudioState::Ended, reason: Some(reason.into()) };
+    lock(&feed.room).broadcast_all(ended);
+    join::leave(app, feed.participant, &feed.room, reason);
 }
 
 /// The SFU's events for a feed's participant: only its own tracks matter.
 async fn feed_events(app: AppState, room: Arc<Mutex<Room>>, mut rx: mpsc::Receiver<sfu::SfuEvent>) {
     while let Some(ev) = rx.recv().await {
-        match ev {
-            sfu::SfuEvent::TrackPublished(info) => crate::ws::track_published(&app, &room, info),
-            sfu::SfuEvent::TrackUnpublished(track) => lock(&room).remove_track(track),
-            _ => {}
-        }
+        let _ = join::on_track_event(&app, &room, ev);
     }
 }
 
