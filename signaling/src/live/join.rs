@@ -17,6 +17,7 @@ use super::room::{JoinSnapshot, Outbox, Room, lock};
 use crate::AppState;
 use crate::auth::{Claims, Role};
 use crate::error::{AppError, ErrorCode};
+use crate::protocol::ParticipantKind;
 use crate::store::{KeyView, UNKNOWN_KEY};
 use sfu::{ParticipantId, SfuEvent};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,8 @@ pub enum Pass<'a> {
 #[derive(Clone, Debug)]
 pub struct Guest {
     pub claims: Claims,
+    /// `user` for a token, `studio` for a stream key: every participant object says it.
+    pub kind: ParticipantKind,
     /// The key a studio feed came in with.
     pub stream_key: Option<KeyView>,
 }
@@ -46,7 +49,7 @@ pub fn studio_identity(key_id: &str) -> String {
 /// Check a pass. A token's errors are its `token_*` codes; a key's, `bad_stream_key`.
 pub fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppError> {
     match pass {
-        Pass::Token { token, room } => Ok(Guest { claims: app.auth.verify(token, room)?, stream_key: None }),
+        Pass::Token { token, room } => Ok(Guest { claims: app.auth.verify(token, room)?, kind: ParticipantKind::User, stream_key: None }),
         Pass::StreamKey(key) => {
             if key.is_empty() || key.len() > app.config.rtmp.max_name_bytes {
                 return Err(AppError::new(ErrorCode::BadStreamKey, UNKNOWN_KEY));
@@ -59,7 +62,7 @@ pub fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppError> {
                 role: Role::Cohost,
                 exp: u64::MAX,
             };
-            Ok(Guest { claims, stream_key: Some(key) })
+            Ok(Guest { claims, kind: ParticipantKind::Studio, stream_key: Some(key) })
         }
     }
 }
@@ -86,7 +89,7 @@ pub fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: m
     let room = app.rooms.get_or_create(&guest.claims.room);
     let snapshot = {
         let mut r = lock(&room);
-        let snapshot = r.join(id, &guest.claims, outbox)?;
+        let snapshot = r.join(id, &guest.claims, guest.kind, outbox)?;
         if seat == Seat::Now
             && let Err(e) = r.reserve_seat(id)
         {

@@ -8,7 +8,7 @@ use super::stage::Stage;
 use crate::auth::{Claims, Role};
 use crate::config::RoomConfig;
 use crate::error::{AppError, ErrorCode};
-use crate::protocol::{ParticipantInfo, RoomInfo, RoomState, ServerMsg, TrackView};
+use crate::protocol::{ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -127,14 +127,14 @@ impl Room {
     }
 
     /// Enter the room. The host's arrival makes a waiting room live.
-    pub fn join(&mut self, id: ParticipantId, claims: &Claims, outbox: Outbox) -> Result<JoinSnapshot, AppError> {
+    pub fn join(&mut self, id: ParticipantId, claims: &Claims, kind: ParticipantKind, outbox: Outbox) -> Result<JoinSnapshot, AppError> {
         if self.state == RoomState::Ended {
             return Err(AppError::new(ErrorCode::RoomEnded, "this room has ended"));
         }
         if self.members.len() >= self.config.max_participants {
             return Err(AppError::new(ErrorCode::RoomFull, "the room is full"));
         }
-        let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role: claims.role };
+        let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role: claims.role, kind };
         let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
         if went_live {
             self.state = RoomState::Live;
@@ -325,14 +325,15 @@ mod tests {
         let mut room = Room::new("r".into(), RoomConfig::default());
         let (tx, _rx) = mpsc::channel(1024);
         let ids: Vec<ParticipantId> = (0..7).map(|_| ParticipantId::next()).collect();
-        room.join(ids[0], &claims("c0", Role::Cohost), tx.clone()).unwrap();
+        room.join(ids[0], &claims("c0", Role::Cohost), ParticipantKind::User, tx.clone()).unwrap();
         assert_eq!(room.reserve_seat(ids[0]).unwrap_err().code, ErrorCode::RoomNotLive);
-        room.join(ids[1], &claims("h", Role::Host), tx.clone()).unwrap();
+        room.join(ids[1], &claims("h", Role::Host), ParticipantKind::User, tx.clone()).unwrap();
         assert_eq!(room.state(), RoomState::Live);
         room.reserve_seat(ids[0]).unwrap();
         room.reserve_seat(ids[1]).unwrap();
         for (i, id) in ids.iter().enumerate().skip(2) {
-            room.join(*id, &claims(&format!("c{i}"), if i == 6 { Role::Viewer } else { Role::Cohost }), tx.clone()).unwrap();
+            room.join(*id, &claims(&format!("c{i}"), if i == 6 { Role::Viewer } else { Role::Cohost }), ParticipantKind::User, tx.clone())
+                .unwrap();
         }
         room.reserve_seat(ids[2]).unwrap();
         room.reserve_seat(ids[3]).unwrap();
@@ -343,6 +344,25 @@ mod tests {
         room.reserve_seat(ids[4]).unwrap(); // the seat freed is taken
         assert_eq!(room.end(Some(ids[0]), "x").unwrap_err().code, ErrorCode::NotAllowed);
         room.end(Some(ids[1]), "bye").unwrap();
-        assert_eq!(room.join(ParticipantId::next(), &claims("late", Role::Viewer), tx).unwrap_err().code, ErrorCode::RoomEnded);
+        assert_eq!(
+            room.join(ParticipantId::next(), &claims("late", Role::Viewer), ParticipantKind::User, tx).unwrap_err().code,
+            ErrorCode::RoomEnded
+        );
+    }
+
+    #[test]
+    fn every_participant_object_carries_its_kind() {
+        let mut room = Room::new("r".into(), RoomConfig::default());
+        let (host_tx, mut host_rx) = mpsc::channel(16);
+        let (tx, _rx) = mpsc::channel(16);
+        let (host, feed) = (ParticipantId::next(), ParticipantId::next());
+        let me = room.join(host, &claims("h", Role::Host), ParticipantKind::User, host_tx).unwrap().me;
+        assert_eq!(me.kind, ParticipantKind::User);
+        room.join(feed, &claims("studio:k1", Role::Cohost), ParticipantKind::Studio, tx.clone()).unwrap();
+        let Ok(ServerMsg::ParticipantJoined { participant }) = host_rx.try_recv() else { panic!("participant_joined first") };
+        assert_eq!((participant.identity.as_str(), participant.kind), ("studio:k1", ParticipantKind::Studio));
+        let late = room.join(ParticipantId::next(), &claims("v", Role::Viewer), ParticipantKind::User, tx).unwrap();
+        let kinds: BTreeMap<String, ParticipantKind> = late.participants.into_iter().map(|p| (p.identity, p.kind)).collect();
+        assert_eq!(kinds, BTreeMap::from([("h".into(), ParticipantKind::User), ("studio:k1".into(), ParticipantKind::Studio)]));
     }
 }
