@@ -1,12 +1,18 @@
-//! Onair signaling: HTTP API and WebSocket sessions (axum), JWT auth, room rules. It drives the
-//! media plane (`sfu`) through its typed handle and knows nothing of RTP.
+//! Onair signaling: HTTP API and WebSocket sessions (axum), studio feeds (RTMP), JWT auth,
+//! room rules. It drives the media plane (`sfu`) through its typed handle and knows nothing of RTP.
 //!
 //! ```text
-//! client ──WebSocket /ws──► ws::run ──► auth::Authenticator (join)
-//!                              │  ├──► room::Room (rules, broadcasts to members' outboxes)
-//!                              │  └──► sfu::Sfu (publish / subscribe / answer / candidates)
-//!                              ◄── SfuEvent (offers, tracks, connection state) per participant
+//! browser ──WebSocket /ws──► ws::run ─┐  (transport::websocket, transport::limits)
+//! encoder ──RTMP :1935──► live::studio ┤  (transport::rtmp_guard)
+//!                                      ▼
+//!                     live::join (authenticate → room + seat → SFU → fan out)
+//!                                      │
+//!    client message ──► live::dispatch ──► live::{media, room, stats, studio::keys}
+//!                                      │            │                    │
+//!                      live::room::Room (rules, broadcasts)   sfu::Sfu   store::Store
 //! ```
+//!
+//! Errors are one type, [`error::AppError`]; docs/architecture.md §2 maps every module.
 
 pub mod assets;
 pub mod auth;
