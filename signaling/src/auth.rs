@@ -1,7 +1,7 @@
 //! Tokens: HS256 (or HS384/HS512) JWTs that carry identity, display name, room, role and
 //! validity. Every way a token can be wrong has its own [`ErrorCode`].
 
-use crate::error::{ErrorCode, SignalError};
+use crate::error::{AppError, ErrorCode};
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -37,6 +37,16 @@ impl Role {
             "moderator" => Some(Role::Moderator),
             "viewer" => Some(Role::Viewer),
             _ => None,
+        }
+    }
+
+    /// The wire form (`host`, `cohost`, `moderator`, `viewer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Cohost => "cohost",
+            Role::Moderator => "moderator",
+            Role::Viewer => "viewer",
         }
     }
 
@@ -103,9 +113,9 @@ impl Authenticator {
     }
 
     /// A token valid from now for `ttl_secs`.
-    pub fn mint(&self, room: &str, identity: &str, name: Option<&str>, role: Role, ttl_secs: u64) -> anyhow::Result<String> {
+    pub fn mint(&self, room: &str, identity: &str, name: Option<&str>, role: Role, ttl_secs: u64) -> Result<String, AppError> {
         let now = now_secs();
-        let role = serde_json::to_value(role)?.as_str().unwrap_or("viewer").to_owned();
+        let role = role.as_str().to_owned();
         let claims = RawClaims {
             sub: identity.to_owned(),
             name: name.map(str::to_owned),
@@ -115,13 +125,14 @@ impl Authenticator {
             nbf: Some(now.saturating_sub(1)),
             iat: Some(now),
         };
-        Ok(jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)?)
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
+            .map_err(|e| AppError::internal("could not sign the token", e))
     }
 
     /// Check a token; `room`, when given, must match the token's.
-    pub fn verify(&self, token: &str, room: Option<&str>) -> Result<Claims, SignalError> {
+    pub fn verify(&self, token: &str, room: Option<&str>) -> Result<Claims, AppError> {
         use ErrorCode::*;
-        let fail = |code, msg: &str| Err(SignalError::new(code, msg));
+        let fail = |code, msg: &str| Err(AppError::new(code, msg));
         if token.is_empty() {
             return fail(TokenMissing, "a token is required");
         }
@@ -166,7 +177,7 @@ impl Authenticator {
                 ErrorKind::Json(_) => (TokenInvalidClaims, "the token claims are missing or of the wrong type"),
                 _ => (TokenMalformed, "the token could not be decoded"),
             };
-            SignalError::new(code, msg)
+            AppError::new(code, msg)
         })?;
         let c = data.claims;
         let Some(role) = Role::parse(&c.role) else {

@@ -1,4 +1,7 @@
-//! Stable error codes sent to clients, and the error type of the signaling layer.
+//! The one error type of the signaling layer: [`AppError`], a stable machine code
+//! ([`ErrorCode`], whose [`ErrorCode::as_str`] is the wire form) and the sentence a client may see.
+//! What a client may not see (paths, I/O errors) goes in `detail`, which only the log shows.
+//! `anyhow` is left to start-up (config, binding, the binary).
 
 use serde::{Deserialize, Serialize};
 
@@ -56,23 +59,89 @@ pub enum ErrorCode {
     ServerBusy,
     /// Something went wrong on our side; details are in the server log.
     Internal,
+    /// A stream key that is unknown, mistyped, from another server, or revoked (RTMP publish;
+    /// never sent over the WebSocket).
+    BadStreamKey,
+    /// The stream key is already streaming (RTMP publish; never sent over the WebSocket).
+    StreamKeyInUse,
 }
 
-/// An error with its code and the sentence the client sees.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{code:?}: {message}")]
-pub struct SignalError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl SignalError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+impl ErrorCode {
+    /// The code as clients see it (the same string serde writes).
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            TokenMissing => "token_missing",
+            TokenMalformed => "token_malformed",
+            TokenBadSignature => "token_bad_signature",
+            TokenAlgorithm => "token_algorithm",
+            TokenExpired => "token_expired",
+            TokenNotYetValid => "token_not_yet_valid",
+            TokenWrongRoom => "token_wrong_room",
+            TokenInvalidRole => "token_invalid_role",
+            TokenInvalidClaims => "token_invalid_claims",
+            BadMessage => "bad_message",
+            UnsupportedVersion => "unsupported_version",
+            MessageTooLarge => "message_too_large",
+            RateLimited => "rate_limited",
+            NotJoined => "not_joined",
+            AlreadyJoined => "already_joined",
+            NotAllowed => "not_allowed",
+            StageFull => "stage_full",
+            RoomNotLive => "room_not_live",
+            RoomEnded => "room_ended",
+            RoomFull => "room_full",
+            BadSdp => "bad_sdp",
+            BadCandidate => "bad_candidate",
+            NotFound => "not_found",
+            ServerBusy => "server_busy",
+            Internal => "internal",
+            BadStreamKey => "bad_stream_key",
+            StreamKeyInUse => "stream_key_in_use",
+        }
     }
 }
 
-impl From<sfu::SfuError> for SignalError {
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal or failure: its code, the sentence the client sees, and what only the log sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppError {
+    pub code: ErrorCode,
+    /// For the client: says what to do, never names internals.
+    pub message: String,
+    /// For the log only (an I/O error, a path): never sent to a client.
+    pub detail: Option<String>,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), detail: None }
+    }
+
+    /// A failure on our side: the client gets `message`, the log also gets `detail`.
+    pub fn internal(message: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self { code: ErrorCode::Internal, message: message.into(), detail: Some(detail.to_string()) }
+    }
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<sfu::SfuError> for AppError {
     fn from(e: sfu::SfuError) -> Self {
         use sfu::SfuError::*;
         let code = match &e {
@@ -83,5 +152,56 @@ impl From<sfu::SfuError> for SignalError {
             Stopped | Startup(_) => ErrorCode::Internal,
         };
         Self::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire codes, byte for byte (docs/protocol.md §10): `as_str` and serde agree on each.
+    #[test]
+    fn wire_codes_are_stable() {
+        use ErrorCode::*;
+        let all = [
+            (TokenMissing, "token_missing"),
+            (TokenMalformed, "token_malformed"),
+            (TokenBadSignature, "token_bad_signature"),
+            (TokenAlgorithm, "token_algorithm"),
+            (TokenExpired, "token_expired"),
+            (TokenNotYetValid, "token_not_yet_valid"),
+            (TokenWrongRoom, "token_wrong_room"),
+            (TokenInvalidRole, "token_invalid_role"),
+            (TokenInvalidClaims, "token_invalid_claims"),
+            (BadMessage, "bad_message"),
+            (UnsupportedVersion, "unsupported_version"),
+            (MessageTooLarge, "message_too_large"),
+            (RateLimited, "rate_limited"),
+            (NotJoined, "not_joined"),
+            (AlreadyJoined, "already_joined"),
+            (NotAllowed, "not_allowed"),
+            (StageFull, "stage_full"),
+            (RoomNotLive, "room_not_live"),
+            (RoomEnded, "room_ended"),
+            (RoomFull, "room_full"),
+            (BadSdp, "bad_sdp"),
+            (BadCandidate, "bad_candidate"),
+            (NotFound, "not_found"),
+            (ServerBusy, "server_busy"),
+            (Internal, "internal"),
+            (BadStreamKey, "bad_stream_key"),
+            (StreamKeyInUse, "stream_key_in_use"),
+        ];
+        for (code, wire) in all {
+            assert_eq!(code.as_str(), wire);
+            assert_eq!(serde_json::to_value(code).ok(), Some(serde_json::Value::String(wire.into())));
+        }
+    }
+
+    #[test]
+    fn detail_reaches_the_log_only() {
+        let e = AppError::internal("could not store the stream key", "disk full");
+        assert_eq!(e.to_string(), "internal: could not store the stream key (disk full)");
+        assert_eq!(AppError::new(ErrorCode::StageFull, "full").to_string(), "stage_full: full");
     }
 }

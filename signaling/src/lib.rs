@@ -1,27 +1,32 @@
-//! Onair signaling: HTTP API and WebSocket sessions (axum), JWT auth, room rules. It drives the
-//! media plane (`sfu`) through its typed handle and knows nothing of RTP.
+//! Onair signaling: HTTP API and WebSocket sessions (axum), studio feeds (RTMP), JWT auth,
+//! room rules. It drives the media plane (`sfu`) through its typed handle and knows nothing of RTP.
 //!
 //! ```text
-//! client ──WebSocket /ws──► ws::run ──► auth::Authenticator (join)
-//!                              │  ├──► room::Room (rules, broadcasts to members' outboxes)
-//!                              │  └──► sfu::Sfu (publish / subscribe / answer / candidates)
-//!                              ◄── SfuEvent (offers, tracks, connection state) per participant
+//! browser ──WebSocket /ws──► ws::run ─┐  (transport::websocket, transport::limits)
+//! encoder ──RTMP :1935──► live::studio ┤  (transport::rtmp_guard)
+//!                                      ▼
+//!                     live::join (authenticate → room + seat → SFU → fan out)
+//!                                      │
+//!    client message ──► live::dispatch ──► live::{media, room, stats, studio::keys}
+//!                                      │            │                    │
+//!                      live::room::Room (rules, broadcasts)   sfu::Sfu   store::Store
 //! ```
+//!
+//! Errors are one type, [`error::AppError`]; docs/architecture.md §2 maps every module.
 
 pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod live;
 pub mod protocol;
-pub mod room;
-pub mod rtmp_guard;
-pub mod stream_keys;
-pub mod studio;
+pub mod store;
+pub mod transport;
 pub mod ws;
-pub mod ws_socket;
 
 use crate::auth::{Authenticator, Role};
 use crate::config::Config;
+use crate::live::{room, studio};
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::StatusCode;
@@ -39,6 +44,8 @@ pub struct AppState {
     pub rooms: Arc<room::Rooms>,
     pub sfu: sfu::Sfu,
     pub studio: Arc<studio::Studio>,
+    /// Persistence (stream keys today).
+    pub store: Arc<store::Store>,
     pub started: Instant,
 }
 
@@ -54,7 +61,7 @@ async fn ws_handler(
     State(app): State<AppState>,
     req: Request,
 ) -> Response {
-    ws_socket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
+    transport::websocket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
 }
 
 async fn healthz() -> &'static str {
@@ -62,13 +69,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn stats(State(app): State<AppState>) -> Response {
-    let body = serde_json::json!({
-        "uptime_secs": app.started.elapsed().as_secs(),
-        "rooms": app.rooms.len(),
-        "sfu": app.sfu.stats(),
-        "studio": app.studio.feeds(),
-    });
-    axum::Json(body).into_response()
+    axum::Json(live::stats::node(&app)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -127,11 +128,11 @@ impl Server {
         let sfu = sfu::Sfu::start(config.sfu_config())?;
         let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
         let http_addr = listener.local_addr()?;
-        let keys_file = (!config.rtmp.keys_file.is_empty()).then(|| std::path::PathBuf::from(&config.rtmp.keys_file));
-        let studio = Arc::new(studio::Studio::new(stream_keys::StreamKeys::open(keys_file)?));
+        let store = Arc::new(store::Store::open(&config)?);
         let state = AppState {
             rooms: Arc::new(room::Rooms::new(config.room.clone())),
-            studio,
+            studio: Arc::new(studio::Studio::default()),
+            store,
             config: Arc::new(config),
             auth,
             sfu,

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signaling::auth::{Authenticator, Role};
 use signaling::config::Config;
-use signaling::stream_keys::StreamKeys;
+use signaling::store::Store;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -105,20 +105,20 @@ fn main() -> anyhow::Result<()> {
         }
         Command::StreamKey { room, label, list, revoke } => {
             anyhow::ensure!(!config.rtmp.keys_file.is_empty(), "rtmp.keys_file is empty: keys would live in memory only");
-            let keys = StreamKeys::open(Some(PathBuf::from(&config.rtmp.keys_file)))?;
+            let store = Store::open(&config)?;
             if list {
-                for k in keys.list(room.as_deref()) {
+                for k in store.stream_keys(room.as_deref()) {
                     let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
                     println!("{}  room={}  label={:?}  {state}", k.id, k.room, k.label);
                 }
             } else if let Some(id) = revoke {
-                anyhow::ensure!(keys.revoke(room.as_deref(), &id)?, "no stream key {id}");
+                anyhow::ensure!(store.revoke_stream_key(room.as_deref(), &id)?, "no stream key {id}");
                 println!("revoked {id} (a running server cuts its feed on the next connect; use the host page to cut a live feed at once)");
             } else {
                 let room = room.context("--room is required to mint a key")?;
                 anyhow::ensure!(!room.is_empty() && room.len() <= signaling::auth::MAX_ROOM_BYTES, "room must be 1-128 bytes");
                 anyhow::ensure!(label.len() <= 64, "label: at most 64 bytes");
-                let k = keys.mint(&room, &label)?;
+                let k = store.mint_stream_key(&room, &label)?;
                 println!("Server URL:  {}", config.rtmp.server_url());
                 println!("Stream key:  {}", k.key);
                 println!("(id {}; the key is shown only now)", k.view.id);

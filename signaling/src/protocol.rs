@@ -99,12 +99,22 @@ pub enum ClientMsg {
     RevokeStreamKey { id: String },
 }
 
+/// How a participant came in: a browser (or any WebSocket client) with a token, or a studio
+/// feed (an encoder over RTMP) with a stream key. Clients tell feeds by this, not by identity.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantKind {
+    User,
+    Studio,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParticipantInfo {
     pub id: ParticipantId,
     pub identity: String,
     pub name: String,
     pub role: Role,
+    pub kind: ParticipantKind,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -224,7 +234,7 @@ pub enum ServerMsg {
         label: String,
     },
     StreamKeys {
-        keys: Vec<crate::stream_keys::KeyView>,
+        keys: Vec<crate::store::KeyView>,
     },
     StreamKeyRevoked {
         id: String,
@@ -253,7 +263,28 @@ pub enum StudioState {
 }
 
 impl ServerMsg {
-    pub fn error(e: &crate::error::SignalError) -> Self {
+    pub fn error(e: &crate::error::AppError) -> Self {
         ServerMsg::Error { code: e.code, message: e.message.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::AppError;
+
+    #[test]
+    fn participants_say_their_kind() {
+        let info = |kind| ParticipantInfo { id: ParticipantId::next(), identity: "x".into(), name: "X".into(), role: Role::Cohost, kind };
+        let wire = |p: ParticipantInfo| serde_json::to_value(p).ok().and_then(|v| v.get("kind").cloned());
+        assert_eq!(wire(info(ParticipantKind::User)), Some(serde_json::json!("user")));
+        assert_eq!(wire(info(ParticipantKind::Studio)), Some(serde_json::json!("studio")));
+    }
+
+    #[test]
+    fn an_error_tells_the_client_its_code_and_sentence_only() {
+        let e = AppError::internal("could not store the stream key", "/var/lib/onair/keys.json: disk full");
+        let wire = serde_json::to_value(ServerMsg::error(&e)).ok();
+        assert_eq!(wire, Some(serde_json::json!({"type": "error", "code": "internal", "message": "could not store the stream key"})));
     }
 }

@@ -1,97 +1,59 @@
-//! One WebSocket session: join, then relay between the client, its room and the SFU.
+//! A browser's WebSocket connection: wait for `join`, enter the room through the one join path
+//! ([`live::join`]), then relay until the connection ends — client messages through the
+//! transport's limits to the dispatcher, the room's broadcasts and the SFU's events to the
+//! client. Framing, limits and close codes are `transport`'s; what messages mean, `live`'s.
 
 use crate::AppState;
-use crate::auth::Claims;
-use crate::error::{ErrorCode, SignalError};
+use crate::error::{AppError, ErrorCode};
+use crate::live::Ctx;
+use crate::live::dispatch::{Outcome, dispatch};
+use crate::live::join::{self, Pass, Seat};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
-use crate::room::{Room, lock};
-use crate::ws_socket::{Recv, Socket, WsMessage as Message};
-use sfu::{ParticipantId, SfuEvent};
-use std::sync::{Arc, Mutex};
+use crate::transport::limits::{Admit, Heartbeat, Limits};
+use crate::transport::websocket::{CLOSE_AUTH, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message};
+use sfu::SfuEvent;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Close codes (RFC 6455 §7.4 and the private range).
-const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TOO_BIG: u16 = 1009;
-/// Authentication failed; the preceding `error` message has the reason.
-const CLOSE_AUTH: u16 = 4001;
-
-/// Longest candidate string accepted.
-const MAX_CANDIDATE_BYTES: usize = 1024;
-/// Malformed messages tolerated before the connection is closed.
-const MAX_BAD_MESSAGES: u32 = 20;
-/// Rate-limited messages tolerated before the connection is closed.
-const MAX_LIMITED_MESSAGES: u32 = 500;
-
-/// A token bucket: `rate` per second, `burst` deep.
-struct RateLimit {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(rate: u32, burst: u32) -> Self {
-        Self { tokens: burst as f64, rate: rate as f64, burst: burst as f64, last: Instant::now() }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+/// Room broadcasts and SFU events queued for one connection.
+const QUEUE: usize = 512;
 
 async fn send(socket: &mut Socket, msg: &ServerMsg) -> bool {
-    match serde_json::to_string(msg) {
-        Ok(text) => socket.send_text(text).await,
-        Err(e) => {
-            tracing::error!("serialising a server message: {e}");
-            false
-        }
-    }
+    socket.send_json(msg).await
 }
 
-/// Tell the client why, then close with `close_code` (and linger: see `ws_socket`).
-async fn refuse(mut socket: Socket, e: SignalError, close_code: u16) {
+/// Tell the client why, then close with `close_code` (and linger: see `transport::websocket`).
+async fn refuse(mut socket: Socket, e: AppError, close_code: u16) {
     let _ = send(&mut socket, &ServerMsg::error(&e)).await;
     socket.close(close_code, &e.message).await;
 }
 
 /// The WebSocket layer refused a frame: over the 1 MiB hard cap, or not valid WebSocket framing.
-fn frame_refused() -> SignalError {
-    SignalError::new(ErrorCode::BadMessage, "frame refused: larger than 1 MiB or not valid WebSocket framing")
+fn frame_refused() -> AppError {
+    AppError::new(ErrorCode::BadMessage, "frame refused: larger than 1 MiB or not valid WebSocket framing")
 }
 
 /// Parse one text frame, enforcing the size limit.
-fn parse(text: &str, max: usize) -> Result<ClientMsg, SignalError> {
+fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
     if text.len() > max {
-        return Err(SignalError::new(ErrorCode::MessageTooLarge, format!("messages are limited to {max} bytes")));
+        return Err(AppError::new(ErrorCode::MessageTooLarge, format!("messages are limited to {max} bytes")));
     }
     serde_json::from_str(text).map_err(|e| {
         // serde's sentence names the field or type at fault; it never echoes the input.
-        SignalError::new(ErrorCode::BadMessage, format!("not a valid message: {e}"))
+        AppError::new(ErrorCode::BadMessage, format!("not a valid message: {e}"))
     })
 }
 
-/// Wait for `join` (or use the token from the URL) and check it. A refusal comes with the close
-/// code to send: 1009 for a message or frame too large (or framing the WebSocket layer refused),
-/// 4001 for everything else.
-async fn authenticate(
+/// Wait for `join` and return the token and room it names (or the URL's). A refusal comes with
+/// the close code to send: 1009 for a message or frame too large (or framing the WebSocket
+/// layer refused), 4001 for everything else.
+async fn wait_for_join(
     socket: &mut Socket,
     app: &AppState,
     url_token: Option<String>,
     url_room: Option<String>,
-) -> Result<Claims, (SignalError, u16)> {
-    let auth = |e: SignalError| (e, CLOSE_AUTH);
+) -> Result<(String, Option<String>), (AppError, u16)> {
+    let auth = |e: AppError| (e, CLOSE_AUTH);
     let max = app.config.limits.max_message_bytes;
     let deadline = Duration::from_secs(app.config.limits.join_timeout_secs);
     let wait = async {
@@ -104,93 +66,77 @@ async fn authenticate(
                     });
                 }
                 Recv::Message(Message::Binary(_)) => {
-                    return Err(auth(SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")));
+                    return Err(auth(AppError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")));
                 }
                 Recv::Message(_) => continue, // ping/pong
                 Recv::Refused(e) => {
                     tracing::debug!("websocket error before join: {e}");
                     return Err((frame_refused(), CLOSE_TOO_BIG));
                 }
-                Recv::Closed => return Err(auth(SignalError::new(ErrorCode::NotJoined, "connection closed before join"))),
+                Recv::Closed => return Err(auth(AppError::new(ErrorCode::NotJoined, "connection closed before join"))),
             }
         }
     };
     let msg = tokio::time::timeout(deadline, wait)
         .await
-        .map_err(|_| auth(SignalError::new(ErrorCode::NotJoined, "send join within the join timeout")))??;
+        .map_err(|_| auth(AppError::new(ErrorCode::NotJoined, "send join within the join timeout")))??;
     let ClientMsg::Join { token, room, protocol } = msg else {
-        return Err(auth(SignalError::new(ErrorCode::NotJoined, "the first message must be join")));
+        return Err(auth(AppError::new(ErrorCode::NotJoined, "the first message must be join")));
     };
     if let Some(v) = protocol
         && v != PROTOCOL_VERSION
     {
-        return Err(auth(SignalError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}"))));
+        return Err(auth(AppError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}"))));
     }
-    let token = token.or(url_token).unwrap_or_default();
-    app.auth.verify(&token, room.as_deref().or(url_room.as_deref())).map_err(auth)
+    Ok((token.or(url_token).unwrap_or_default(), room.or(url_room)))
 }
 
 /// The whole life of one connection.
 pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, url_room: Option<String>, peer: String) {
-    let claims = match authenticate(&mut socket, &app, url_token, url_room).await {
-        Ok(c) => c,
+    let guest = match wait_for_join(&mut socket, &app, url_token, url_room).await {
+        Ok((token, room)) => join::authenticate(&app, Pass::Token { token: &token, room: room.as_deref() }).map_err(|e| (e, CLOSE_AUTH)),
+        Err(refusal) => Err(refusal),
+    };
+    let guest = match guest {
+        Ok(g) => g,
         Err((e, code)) => {
-            tracing::info!(%peer, code = ?e.code, "join refused: {}", e.message);
+            tracing::info!(%peer, code = %e.code, "join refused: {}", e.message);
             refuse(socket, e, code).await;
             return;
         }
     };
-    let id = ParticipantId::next();
-    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(512);
-    let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(512);
-    let room = app.rooms.get_or_create(&claims.room);
-    let snapshot = {
-        let mut r = lock(&room);
-        r.join(id, &claims, out_tx.clone())
-    };
-    let snapshot = match snapshot {
-        Ok(s) => s,
+    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(QUEUE);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(QUEUE);
+    let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx) {
+        Ok(j) => j,
         Err(e) => {
-            tracing::info!(%peer, room = %claims.room, code = ?e.code, "join refused: {}", e.message);
+            tracing::info!(%peer, room = %guest.claims.room, code = %e.code, "join refused: {}", e.message);
             refuse(socket, e, CLOSE_POLICY).await;
             return;
         }
     };
-    if let Err(e) = app.sfu.add_participant(id, ev_tx) {
-        lock(&room).leave(id, "server busy");
-        refuse(socket, e.into(), CLOSE_POLICY).await;
-        return;
-    }
+    let (id, room, snapshot) = (joined.id, joined.room, joined.snapshot);
+    let claims = &guest.claims;
     tracing::info!(%peer, participant = %id, identity = %claims.identity, room = %claims.room, role = ?claims.role, "joined");
-    let joined = ServerMsg::Joined {
+    let reply = ServerMsg::Joined {
         protocol: PROTOCOL_VERSION,
         participant: snapshot.me,
         room: snapshot.room,
         participants: snapshot.participants,
         tracks: snapshot.tracks,
     };
-    let mut session = Session {
-        app: app.clone(),
-        id,
-        room: room.clone(),
-        claims,
-        limiter: RateLimit::new(app.config.limits.messages_per_second, app.config.limits.message_burst),
-        bad: 0,
-        limited: 0,
-        window_start: Instant::now(),
-        last_limited_notice: None,
-    };
-    let (reason, close_code) = if !send(&mut socket, &joined).await {
+    let (reason, close_code) = if !send(&mut socket, &reply).await {
         ("connection lost".to_owned(), None)
     } else {
         if let Err(e) = app.sfu.subscribe_all(id, snapshot.subscribe) {
             tracing::warn!(participant = %id, "subscribe on join: {e}");
         }
-        session.serve(&mut socket, &mut out_rx, &mut ev_rx).await
+        let ctx = Ctx { app: &app, id, room: &room, claims };
+        let limits = Limits::new(app.config.limits.messages_per_second, app.config.limits.message_burst, Instant::now());
+        Connection { ctx, limits }.serve(&mut socket, &mut out_rx, &mut ev_rx).await
     };
     tracing::info!(participant = %id, %reason, "left");
-    lock(&room).leave(id, &reason);
-    app.sfu.remove_participant(id);
+    join::leave(&app, id, &room, &reason);
     // Closed last: the linger (up to two seconds) must not keep the seat or the tracks.
     match close_code {
         Some(code) => socket.close(code, &reason).await,
@@ -198,22 +144,10 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
     }
 }
 
-struct Session {
-    app: AppState,
-    id: ParticipantId,
-    room: Arc<Mutex<Room>>,
-    claims: Claims,
-    limiter: RateLimit,
-    /// Malformed and rate-limited messages in the current one-minute window.
-    bad: u32,
-    limited: u32,
-    window_start: Instant,
-    last_limited_notice: Option<Instant>,
+struct Connection<'a> {
+    ctx: Ctx<'a>,
+    limits: Limits,
 }
-
-/// Misbehaviour is counted per minute, so a long-lived connection is not closed for occasional
-/// slips spread over hours.
-const MISBEHAVIOUR_WINDOW: Duration = Duration::from_secs(60);
 
 /// What to do after handling one input.
 enum Flow {
@@ -221,7 +155,7 @@ enum Flow {
     Close(u16, String),
 }
 
-impl Session {
+impl Connection<'_> {
     /// Relay until the connection ends. Returns why, and the close code to send (none when the
     /// client closed or the connection is gone).
     async fn serve(
@@ -230,22 +164,21 @@ impl Session {
         out_rx: &mut mpsc::Receiver<ServerMsg>,
         ev_rx: &mut mpsc::Receiver<SfuEvent>,
     ) -> (String, Option<u16>) {
-        let idle = Duration::from_secs(self.app.config.limits.idle_timeout_secs);
-        let mut last_heard = Instant::now();
-        let mut ping = tokio::time::interval(idle / 3);
+        let mut heartbeat = Heartbeat::new(Duration::from_secs(self.ctx.app.config.limits.idle_timeout_secs), Instant::now());
+        let mut ping = tokio::time::interval(heartbeat.ping_interval());
         ping.tick().await;
         loop {
             let flow = tokio::select! {
                 incoming = socket.recv() => {
-                    last_heard = Instant::now();
+                    heartbeat.heard(Instant::now());
                     match incoming {
                         Recv::Message(Message::Text(t)) => self.on_text(socket, t.as_str()).await,
-                        Recv::Message(Message::Binary(_)) => self.on_bad(socket, SignalError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
+                        Recv::Message(Message::Binary(_)) => self.on_bad(socket, AppError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
                         Recv::Message(_) => Flow::Continue,
                         Recv::Closed => return ("connection closed".into(), None),
                         Recv::Refused(e) => {
                             // tungstenite refuses frames over the hard cap here.
-                            tracing::info!(participant = %self.id, "websocket error: {e}");
+                            tracing::info!(participant = %self.ctx.id, "websocket error: {e}");
                             let _ = send(socket, &ServerMsg::error(&frame_refused())).await;
                             return ("frame too large or malformed".into(), Some(CLOSE_TOO_BIG));
                         }
@@ -257,14 +190,13 @@ impl Session {
                     if ended { Flow::Close(CLOSE_NORMAL, "room ended".into()) } else { Flow::Continue }
                 }
                 Some(ev) = ev_rx.recv() => self.on_sfu_event(socket, ev).await,
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > idle {
-                        Flow::Close(CLOSE_POLICY, "idle timeout".into())
-                    } else {
+                _ = ping.tick() => match heartbeat.tick(Instant::now()) {
+                    Err(reason) => Flow::Close(CLOSE_POLICY, reason.into()),
+                    Ok(()) => {
                         let _ = socket.ping().await;
                         Flow::Continue
                     }
-                }
+                },
             };
             if let Flow::Close(code, reason) = flow {
                 return (reason, Some(code));
@@ -272,181 +204,55 @@ impl Session {
         }
     }
 
-    async fn on_bad(&mut self, socket: &mut Socket, e: SignalError) -> Flow {
-        self.bad += 1;
-        tracing::debug!(participant = %self.id, code = ?e.code, "bad message: {}", e.message);
+    async fn on_bad(&mut self, socket: &mut Socket, e: AppError) -> Flow {
+        tracing::debug!(participant = %self.ctx.id, "bad message: {e}");
         let _ = send(socket, &ServerMsg::error(&e)).await;
-        if self.bad > MAX_BAD_MESSAGES {
-            return Flow::Close(CLOSE_POLICY, "too many malformed messages".into());
+        match self.limits.malformed() {
+            Some(reason) => Flow::Close(CLOSE_POLICY, reason.into()),
+            None => Flow::Continue,
         }
-        Flow::Continue
     }
 
     async fn on_text(&mut self, socket: &mut Socket, text: &str) -> Flow {
-        let now = Instant::now();
-        if now.duration_since(self.window_start) >= MISBEHAVIOUR_WINDOW {
-            self.window_start = now;
-            self.bad = 0;
-            self.limited = 0;
-        }
-        if !self.limiter.allow(now) {
-            self.limited += 1;
-            if self.limited > MAX_LIMITED_MESSAGES {
-                return Flow::Close(CLOSE_POLICY, "message rate limit exceeded".into());
+        match self.limits.admit(Instant::now()) {
+            Admit::Pass => {}
+            Admit::Drop { notify } => {
+                if notify {
+                    let e = AppError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
+                    let _ = send(socket, &ServerMsg::error(&e)).await;
+                }
+                return Flow::Continue;
             }
-            if self.last_limited_notice.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                self.last_limited_notice = Some(now);
-                let e = SignalError::new(ErrorCode::RateLimited, "too many messages; this one was dropped");
-                let _ = send(socket, &ServerMsg::error(&e)).await;
-            }
-            return Flow::Continue;
+            Admit::Close(reason) => return Flow::Close(CLOSE_POLICY, reason.into()),
         }
-        let msg = match parse(text, self.app.config.limits.max_message_bytes) {
+        let msg = match parse(text, self.ctx.app.config.limits.max_message_bytes) {
             Ok(m) => m,
             Err(e) => return self.on_bad(socket, e).await,
         };
-        match self.on_message(socket, msg).await {
-            Ok(flow) => flow,
+        match dispatch(&self.ctx, msg).await {
+            Ok(Outcome::Done) => Flow::Continue,
+            Ok(Outcome::Reply(reply)) => {
+                send(socket, &reply).await;
+                Flow::Continue
+            }
+            Ok(Outcome::Leave) => Flow::Close(CLOSE_NORMAL, "left".into()),
             Err(e) => {
-                tracing::debug!(participant = %self.id, code = ?e.code, "request refused: {}", e.message);
+                if e.code == ErrorCode::Internal {
+                    tracing::error!(participant = %self.ctx.id, "request failed: {e}");
+                } else {
+                    tracing::debug!(participant = %self.ctx.id, "request refused: {e}");
+                }
                 let _ = send(socket, &ServerMsg::error(&e)).await;
                 Flow::Continue
             }
         }
     }
 
-    async fn on_message(&mut self, socket: &mut Socket, msg: ClientMsg) -> Result<Flow, SignalError> {
-        let sfu = &self.app.sfu;
-        match msg {
-            ClientMsg::Join { .. } => Err(SignalError::new(ErrorCode::AlreadyJoined, "already joined")),
-            ClientMsg::Publish { sdp } => {
-                let newly_seated = lock(&self.room).reserve_seat(self.id)?;
-                match sfu.publish(self.id, sdp).await {
-                    Ok(answer) => {
-                        send(socket, &ServerMsg::Answer { sdp: answer }).await;
-                        Ok(Flow::Continue)
-                    }
-                    Err(e) => {
-                        // A failed renegotiation keeps the seat of a publisher already on stage.
-                        if newly_seated {
-                            lock(&self.room).release_seat(self.id);
-                        }
-                        Err(e.into())
-                    }
-                }
-            }
-            ClientMsg::Answer { sdp } => {
-                sfu.subscriber_answer(self.id, sdp).await?;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::Candidate { target, candidate } => {
-                if candidate.candidate.len() > MAX_CANDIDATE_BYTES {
-                    return Err(SignalError::new(ErrorCode::BadCandidate, "candidate too long"));
-                }
-                let init = sfu_candidate(candidate);
-                sfu.add_candidate(self.id, target.into(), init).await?;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::Mute { track, muted } => {
-                lock(&self.room).set_muted(self.id, track, muted)?;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::Leave => Ok(Flow::Close(CLOSE_NORMAL, "left".into())),
-            ClientMsg::EndRoom => {
-                lock(&self.room).end(Some(self.id), "the host ended the live")?;
-                tracing::info!(room = %self.claims.room, "room ended by host");
-                Ok(Flow::Continue) // the room_ended broadcast closes every connection, ours too
-            }
-            ClientMsg::Ping { ts } => {
-                send(socket, &ServerMsg::Pong { ts }).await;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::VideoSize { track, width: _, height } => {
-                sfu.set_video_size(self.id, track, height.min(16_384))?;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::Quality { track, quality } => {
-                sfu.set_quality(self.id, track, quality)?;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::CreateStreamKey { label } => {
-                self.require_host()?;
-                let label = label.unwrap_or_default();
-                if label.len() > 64 || label.chars().any(char::is_control) {
-                    return Err(SignalError::new(ErrorCode::BadMessage, "label: at most 64 printable bytes"));
-                }
-                let minted = self.app.studio.keys.mint(&self.claims.room, &label).map_err(|e| {
-                    tracing::error!("minting a stream key: {e}");
-                    SignalError::new(ErrorCode::Internal, "could not store the stream key")
-                })?;
-                tracing::info!(room = %self.claims.room, id = %minted.view.id, "stream key minted");
-                send(
-                    socket,
-                    &ServerMsg::StreamKey {
-                        id: minted.view.id,
-                        key: minted.key,
-                        server_url: self.app.studio.server_url(&self.app.config.rtmp),
-                        label: minted.view.label,
-                    },
-                )
-                .await;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::ListStreamKeys => {
-                self.require_host()?;
-                send(socket, &ServerMsg::StreamKeys { keys: self.app.studio.keys.list(Some(&self.claims.room)) }).await;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::RevokeStreamKey { id } => {
-                self.require_host()?;
-                let found = self.app.studio.keys.revoke(Some(&self.claims.room), &id).map_err(|e| {
-                    tracing::error!("revoking a stream key: {e}");
-                    SignalError::new(ErrorCode::Internal, "could not store the revocation")
-                })?;
-                if !found {
-                    return Err(SignalError::new(ErrorCode::NotFound, "no such stream key in this room"));
-                }
-                tracing::info!(room = %self.claims.room, %id, "stream key revoked");
-                self.app.studio.end_revoked(&self.app, &id);
-                send(socket, &ServerMsg::StreamKeyRevoked { id }).await;
-                Ok(Flow::Continue)
-            }
-            ClientMsg::GetStats => {
-                let stats = sfu.subscriber_stats(self.id).await?;
-                send(
-                    socket,
-                    &ServerMsg::Stats {
-                        bandwidth_bps: stats.bandwidth_bps,
-                        twcc_feedback: stats.twcc_feedback,
-                        path: stats.path,
-                        tracks: stats.tracks,
-                    },
-                )
-                .await;
-                Ok(Flow::Continue)
-            }
-        }
-    }
-
-    fn require_host(&self) -> Result<(), SignalError> {
-        if self.claims.role != crate::auth::Role::Host {
-            return Err(SignalError::new(ErrorCode::NotAllowed, "only the host manages stream keys"));
-        }
-        Ok(())
-    }
-
     async fn on_sfu_event(&mut self, socket: &mut Socket, ev: SfuEvent) -> Flow {
+        let Some(ev) = join::on_track_event(self.ctx.app, self.ctx.room, ev) else { return Flow::Continue };
         let msg = match ev {
-            SfuEvent::TrackPublished(info) => {
-                track_published(&self.app, &self.room, info);
-                None
-            }
-            SfuEvent::TrackUnpublished(track) => {
-                lock(&self.room).remove_track(track);
-                None
-            }
-            SfuEvent::SubscriberOffer(sdp) => Some(ServerMsg::Offer { sdp }),
-            SfuEvent::LocalCandidate(role, c) => Some(ServerMsg::Candidate {
+            SfuEvent::SubscriberOffer(sdp) => ServerMsg::Offer { sdp },
+            SfuEvent::LocalCandidate(role, c) => ServerMsg::Candidate {
                 target: role.into(),
                 // rtc leaves sdpMid empty; browsers reject "" but accept an m-line index. The
                 // server's one candidate serves every m-line (BUNDLE), so index 0 is right.
@@ -456,45 +262,20 @@ impl Session {
                     sdp_m_line_index: c.sdp_mline_index.or(Some(0)),
                     username_fragment: c.username_fragment,
                 },
-            }),
-            SfuEvent::LayersWanted(track, max_layer) => Some(ServerMsg::Layers { track, max_layer }),
-            SfuEvent::Connection(role, state) => Some(ServerMsg::ConnectionState { target: Target::from(role), state }),
+            },
+            SfuEvent::LayersWanted(track, max_layer) => ServerMsg::Layers { track, max_layer },
+            SfuEvent::Connection(role, state) => ServerMsg::ConnectionState { target: Target::from(role), state },
             SfuEvent::SessionClosed(role, reason) => {
                 // Tell the client: it must start that connection afresh (a new publish offer,
                 // or a new subscriber connection for the next server offer).
-                tracing::info!(participant = %self.id, ?role, %reason, "media session closed");
-                Some(ServerMsg::ConnectionState { target: Target::from(role), state: sfu::ConnState::Closed })
+                tracing::info!(participant = %self.ctx.id, ?role, %reason, "media session closed");
+                ServerMsg::ConnectionState { target: Target::from(role), state: sfu::ConnState::Closed }
             }
+            SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished(_) => return Flow::Continue, // the room's (above)
         };
-        if let Some(msg) = msg
-            && !send(socket, &msg).await
-        {
+        if !send(socket, &msg).await {
             return Flow::Close(CLOSE_NORMAL, "connection lost".into());
         }
         Flow::Continue
     }
-}
-
-/// A publisher's track started: announce it and subscribe everyone else in the room.
-pub(crate) fn track_published(app: &AppState, room: &Mutex<Room>, info: sfu::TrackInfo) {
-    let subscribers = lock(room).add_track(info.clone());
-    for p in subscribers {
-        if let Err(e) = app.sfu.subscribe(p, info.clone()) {
-            tracing::warn!(participant = %p, "subscribe: {e}");
-        }
-    }
-}
-
-fn sfu_candidate(c: Candidate) -> rtc_candidate::RTCIceCandidateInit {
-    rtc_candidate::RTCIceCandidateInit {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_m_line_index,
-        username_fragment: c.username_fragment,
-        ..Default::default()
-    }
-}
-
-mod rtc_candidate {
-    pub use sfu::RTCIceCandidateInit;
 }

@@ -112,7 +112,7 @@ async fn a_refused_renegotiation_is_rolled_back() {
         eventually(Duration::from_secs(5), || viewer.media_snapshot().values().map(|t| t.packets).sum::<u64>() > before + 100).await,
         "viewer keeps receiving"
     );
-    let fifth_seat_probe = server.state.rooms.get(room).map(|r| signaling::room::lock(&r).publishers());
+    let fifth_seat_probe = server.state.rooms.get(room).map(|r| signaling::live::room::lock(&r).publishers());
     assert_eq!(fifth_seat_probe, Some(1), "the host keeps its seat");
     assert!(viewer.wait_for("track_unpublished", Duration::from_millis(300)).await.is_none());
     host.close().await;

@@ -182,11 +182,27 @@ fn opus_frequency(raw: &[RawPacket]) -> (f64, usize) {
 async fn ffmpeg_feed_reaches_a_viewer_as_h264_and_opus() {
     let server = start_server().await;
     let (mut host, mut viewer) = live_room(&server, "studio").await;
-    let (key, _) = mint_key(&mut host, "Main camera").await;
+    let (key, key_id) = mint_key(&mut host, "Main camera").await;
     let started = Instant::now();
     let ffmpeg = push(&rtmp_url(&server, &key), &Feed::default());
     let live = wait_msg(&mut viewer, "studio_state", Duration::from_secs(10)).await;
     assert_eq!(live["state"], "live");
+    // Participant objects say how each came in: the feed `studio`, browsers `user`.
+    let feed_joined = wait_msg(&mut host, "participant_joined", Duration::from_secs(3)).await;
+    assert_eq!(feed_joined["participant"]["kind"], "studio");
+    assert_eq!(feed_joined["participant"]["identity"], format!("studio:{key_id}"));
+    assert_eq!(viewer.joined["participant"]["kind"], "user");
+    let late = join(&server, &token(&server, "studio", "late", Role::Viewer)).await.unwrap();
+    let kinds: Vec<(String, String)> = late.joined["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["identity"].as_str().unwrap().to_owned(), p["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    for (identity, kind) in [("host", "user"), ("viewer", "user"), (&*format!("studio:{key_id}"), "studio")] {
+        assert!(kinds.contains(&(identity.to_owned(), kind.to_owned())), "{identity} is {kind}: {kinds:?}");
+    }
+    drop(late);
     eprintln!("encoder start -> studio live: {:?}", started.elapsed());
     assert!(
         eventually(Duration::from_secs(10), || video_and_audio(&viewer, 50).is_some()).await,

@@ -50,8 +50,8 @@ export const subscriber = {
   firstFrameAt: null,
 };
 
-// Studio feeds (RTMP) are recognised by their identity; this is the one place that knows how.
-export const isStudio = (p) => p?.identity?.startsWith('studio:');
+// Studio feeds (RTMP encoders) come with kind "studio" on their participant object.
+export const isStudio = (p) => p?.kind === 'studio';
 
 // A join (the first or after a reconnect): the server's view replaces ours.
 export function applyJoined(msg) {

@@ -23,6 +23,13 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+/// Close codes (RFC 6455 §7.4 and the private range; docs/protocol.md §3.4).
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Join or authentication refused; the preceding `error` message has the reason.
+pub const CLOSE_AUTH: u16 = 4001;
+
 /// Hard cap on one WebSocket frame and message; larger ones are refused by the WebSocket layer
 /// itself (close 1009). The protocol limit (`limits.max_message_bytes`) is enforced below it
 /// with a clean error and the connection stays.
@@ -62,6 +69,18 @@ impl Socket {
     /// Send one text message; false when the connection is gone.
     pub async fn send_text(&mut self, text: String) -> bool {
         self.inner.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    /// Send `value` as one JSON text message; false when the connection is gone (or, a bug,
+    /// the value does not serialise).
+    pub async fn send_json<T: serde::Serialize>(&mut self, value: &T) -> bool {
+        match serde_json::to_string(value) {
+            Ok(text) => self.send_text(text).await,
+            Err(e) => {
+                tracing::error!("serialising a message: {e}");
+                false
+            }
+        }
     }
 
     pub async fn ping(&mut self) -> bool {

@@ -1,10 +1,13 @@
-//! Stream keys for studio feeds (RTMP). A key is minted for one room, shown once, and stored
-//! only as its SHA-256 hash; verification compares hashes in constant time. Keys live in a
-//! small JSON file shared by the server and the `onair stream-key` command, so a key minted
-//! from the command line works at once (the server re-reads the file when it changes).
+//! Stream keys in a small JSON file, shared by the server and the `onair stream-key` command, so
+//! a key minted from the command line works at once (the server re-reads the file when it
+//! changes). Only [`super::Store`] sees this module: the file's format stays here.
 //!
-//! Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+//! A key is minted for one room, shown once, and stored only as its SHA-256 hash; verification
+//! compares hashes in constant time. Keys carry 256 random bits, so a fast hash is enough:
+//! there is nothing to brute-force.
 
+use super::{KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
+use crate::error::{AppError, ErrorCode};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -17,7 +20,7 @@ use subtle::ConstantTimeEq;
 const PREFIX: &str = "onair_";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StoredKey {
+struct StoredKey {
     pub id: String,
     pub room: String,
     pub label: String,
@@ -28,40 +31,13 @@ pub struct StoredKey {
     pub revoked_at: Option<u64>,
 }
 
-/// A key as listed: everything but the hash.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct KeyView {
-    pub id: String,
-    pub room: String,
-    pub label: String,
-    pub created_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<u64>,
-}
-
-/// A freshly minted key: the only time the secret exists outside the encoder.
-#[derive(Clone, Debug)]
-pub struct MintedKey {
-    pub key: String,
-    pub view: KeyView,
-}
-
-/// Why a presented key was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyRefusal {
-    /// Not a key of ours (wrong, mistyped, or from another server).
-    Unknown,
-    /// A key that was revoked.
-    Revoked,
-}
-
 #[derive(Default)]
 struct Inner {
     keys: Vec<StoredKey>,
     modified: Option<SystemTime>,
 }
 
-pub struct StreamKeys {
+pub(super) struct StreamKeys {
     path: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
@@ -89,13 +65,21 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+fn unreadable(detail: String) -> AppError {
+    AppError::internal("could not read the stream keys", detail)
+}
+
+fn unwritable(detail: String) -> AppError {
+    AppError::internal("could not store the stream keys", detail)
+}
+
 fn view(k: &StoredKey) -> KeyView {
     KeyView { id: k.id.clone(), room: k.room.clone(), label: k.label.clone(), created_at: k.created_at, revoked_at: k.revoked_at }
 }
 
 impl StreamKeys {
     /// A store backed by `path` (created on the first mint), or in memory only.
-    pub fn open(path: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn open(path: Option<PathBuf>) -> Result<Self, AppError> {
         let store = Self { path, inner: Mutex::new(Inner::default()) };
         store.reload(true)?;
         Ok(store)
@@ -106,30 +90,30 @@ impl StreamKeys {
     }
 
     /// Re-read the file if it changed since we last read or wrote it.
-    fn reload(&self, force: bool) -> anyhow::Result<()> {
+    fn reload(&self, force: bool) -> Result<(), AppError> {
         let Some(path) = &self.path else { return Ok(()) };
         let modified = match std::fs::metadata(path) {
             Ok(m) => m.modified().ok(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+            Err(e) => return Err(unreadable(format!("reading {}: {e}", path.display()))),
         };
         let mut inner = self.lock();
         if !force && modified.is_some() && inner.modified == modified {
             return Ok(());
         }
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        inner.keys = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(format!("reading {}: {e}", path.display())))?;
+        inner.keys = serde_json::from_str(&text).map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
         inner.modified = modified;
         Ok(())
     }
 
-    fn save(&self, inner: &mut Inner) -> anyhow::Result<()> {
+    fn save(&self, inner: &mut Inner) -> Result<(), AppError> {
         let Some(path) = &self.path else { return Ok(()) };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| unwritable(format!("creating {}: {e}", dir.display())))?;
         }
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(&inner.keys)?;
+        let text = serde_json::to_string_pretty(&inner.keys).map_err(|e| unwritable(format!("serialising the keys: {e}")))?;
         {
             use std::io::Write;
             let mut opts = std::fs::OpenOptions::new();
@@ -139,17 +123,18 @@ impl StreamKeys {
                 use std::os::unix::fs::OpenOptionsExt;
                 opts.mode(0o600);
             }
-            let mut f = opts.open(&tmp).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
+            let written = |e: std::io::Error| unwritable(format!("writing {}: {e}", tmp.display()));
+            let mut f = opts.open(&tmp).map_err(written)?;
+            f.write_all(text.as_bytes()).map_err(written)?;
+            f.sync_all().map_err(written)?;
         }
-        std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| unwritable(format!("writing {}: {e}", path.display())))?;
         inner.modified = std::fs::metadata(path).ok().and_then(|m| m.modified().ok());
         Ok(())
     }
 
     /// Mint a key for `room`. The returned key is not stored anywhere.
-    pub fn mint(&self, room: &str, label: &str) -> anyhow::Result<MintedKey> {
+    pub fn mint(&self, room: &str, label: &str) -> Result<MintedKey, AppError> {
         self.reload(false)?;
         let id = hex(&rand::random::<[u8; 6]>());
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
@@ -170,7 +155,7 @@ impl StreamKeys {
     }
 
     /// Revoke key `id` (of `room`, when given). False if there is no such key.
-    pub fn revoke(&self, room: Option<&str>, id: &str) -> anyhow::Result<bool> {
+    pub fn revoke(&self, room: Option<&str>, id: &str) -> Result<bool, AppError> {
         self.reload(false)?;
         let mut inner = self.lock();
         let Some(k) = inner.keys.iter_mut().find(|k| k.id == id && room.is_none_or(|r| r == k.room)) else {
@@ -191,8 +176,9 @@ impl StreamKeys {
     }
 
     /// Check a presented key. The hash comparison runs in constant time, and an unknown id
-    /// costs the same hash as a known one.
-    pub fn verify(&self, presented: &str) -> Result<KeyView, KeyRefusal> {
+    /// costs the same hash as a known one. A key that is not ours (wrong, mistyped, from another
+    /// server) and a revoked one are both `bad_stream_key`, with different sentences.
+    pub fn verify(&self, presented: &str) -> Result<KeyView, AppError> {
         if let Err(e) = self.reload(false) {
             tracing::warn!("stream keys: {e}");
         }
@@ -205,12 +191,12 @@ impl StreamKeys {
         match found {
             Some(k) if equal => {
                 if k.revoked_at.is_some() {
-                    Err(KeyRefusal::Revoked)
+                    Err(AppError::new(ErrorCode::BadStreamKey, REVOKED_KEY))
                 } else {
                     Ok(view(k))
                 }
             }
-            _ => Err(KeyRefusal::Unknown),
+            _ => Err(AppError::new(ErrorCode::BadStreamKey, UNKNOWN_KEY)),
         }
     }
 }
@@ -238,14 +224,14 @@ mod tests {
         tampered.pop();
         tampered.push('x');
         for bad in [tampered.as_str(), &k.key[..k.key.len() - 1], "onair_000000000000_abc", "", "live"] {
-            assert_eq!(a.verify(bad), Err(KeyRefusal::Unknown), "{bad}");
+            assert_eq!(a.verify(bad).map_err(|e| e.message), Err(UNKNOWN_KEY.to_owned()), "{bad}");
         }
         // A second store (the CLI) revokes; the first sees it.
         let b = StreamKeys::open(Some(path.clone())).expect("open again");
         assert!(b.revoke(Some("room1"), &k.view.id).expect("revoke"));
         assert!(!b.revoke(Some("other"), &k.view.id).expect("revoke in another room"));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(a.verify(&k.key), Err(KeyRefusal::Revoked));
+        assert_eq!(a.verify(&k.key).map_err(|e| e.message), Err(REVOKED_KEY.to_owned()));
         assert_eq!(a.list(Some("room1")).len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -1,11 +1,14 @@
-//! Room rules, all in one place: who may publish, how many seats the stage has, when a room
-//! starts and ends. A room is a plain struct behind a mutex; nothing here awaits or does I/O —
-//! members' outgoing queues are filled with `try_send`, so one slow client never stalls a room.
+//! Room rules: who is in the room, when it starts and ends, its tracks and their mute flags.
+//! The stage's seats are [`Stage`]'s. A room is a plain struct behind a mutex; nothing here
+//! awaits or does I/O — members' outgoing queues are filled with `try_send`, so one slow client
+//! never stalls a room. The handlers at the bottom answer `mute` and `end_room`.
 
+use super::Ctx;
+use super::stage::Stage;
 use crate::auth::{Claims, Role};
 use crate::config::RoomConfig;
-use crate::error::{ErrorCode, SignalError};
-use crate::protocol::{ParticipantInfo, RoomInfo, RoomState, ServerMsg, TrackView};
+use crate::error::{AppError, ErrorCode};
+use crate::protocol::{ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -19,8 +22,6 @@ pub type Outbox = mpsc::Sender<ServerMsg>;
 struct Member {
     info: ParticipantInfo,
     outbox: Outbox,
-    /// Holds a seat on stage.
-    publishing: bool,
 }
 
 struct Track {
@@ -34,6 +35,7 @@ pub struct Room {
     started_at: Option<u64>,
     started: Option<Instant>,
     members: HashMap<ParticipantId, Member>,
+    stage: Stage,
     tracks: BTreeMap<TrackId, Track>,
     empty_since: Option<Instant>,
     config: RoomConfig,
@@ -66,6 +68,7 @@ impl Room {
             started_at: None,
             started: None,
             members: HashMap::new(),
+            stage: Stage::new(config.max_publishers),
             tracks: BTreeMap::new(),
             empty_since: Some(Instant::now()),
             config,
@@ -79,7 +82,7 @@ impl Room {
             state: self.state,
             started_at: self.started_at,
             publishers,
-            max_publishers: self.config.max_publishers,
+            max_publishers: self.stage.max(),
             viewers: self.members.len() - publishers,
         }
     }
@@ -124,21 +127,21 @@ impl Room {
     }
 
     /// Enter the room. The host's arrival makes a waiting room live.
-    pub fn join(&mut self, id: ParticipantId, claims: &Claims, outbox: Outbox) -> Result<JoinSnapshot, SignalError> {
+    pub fn join(&mut self, id: ParticipantId, claims: &Claims, kind: ParticipantKind, outbox: Outbox) -> Result<JoinSnapshot, AppError> {
         if self.state == RoomState::Ended {
-            return Err(SignalError::new(ErrorCode::RoomEnded, "this room has ended"));
+            return Err(AppError::new(ErrorCode::RoomEnded, "this room has ended"));
         }
         if self.members.len() >= self.config.max_participants {
-            return Err(SignalError::new(ErrorCode::RoomFull, "the room is full"));
+            return Err(AppError::new(ErrorCode::RoomFull, "the room is full"));
         }
-        let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role: claims.role };
+        let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role: claims.role, kind };
         let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
         if went_live {
             self.state = RoomState::Live;
             self.started_at = Some(unix_ms());
             self.started = Some(Instant::now());
         }
-        self.members.insert(id, Member { info: me.clone(), outbox, publishing: false });
+        self.members.insert(id, Member { info: me.clone(), outbox });
         self.empty_since = None;
         self.broadcast(ServerMsg::ParticipantJoined { participant: me.clone() }, Some(id));
         self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, Some(id));
@@ -153,50 +156,31 @@ impl Room {
 
     /// How many members hold a seat on stage.
     pub fn publishers(&self) -> usize {
-        self.members.values().filter(|m| m.publishing).count()
+        self.stage.len()
     }
 
-    /// Take (or keep) a seat on stage before publishing. True if the seat is newly taken.
-    pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, SignalError> {
-        let publishers = self.publishers();
-        let live = self.state == RoomState::Live;
-        let max = self.config.max_publishers;
-        let m = self.members.get_mut(&id).ok_or_else(|| SignalError::new(ErrorCode::NotFound, "not in this room"))?;
-        if !m.info.role.may_publish() {
-            return Err(SignalError::new(
-                ErrorCode::NotAllowed,
-                "viewers and moderators cannot publish; ask the host to invite you on stage",
-            ));
+    /// Take (or keep) a seat on stage before publishing (rules: [`Stage::take`]). True if the
+    /// seat is newly taken; everyone then gets a `room_update`.
+    pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, AppError> {
+        let role = self.role_of(id).ok_or_else(|| AppError::new(ErrorCode::NotFound, "not in this room"))?;
+        let newly = self.stage.take(id, role, self.state == RoomState::Live)?;
+        if newly {
+            self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
         }
-        if m.publishing {
-            return Ok(false);
-        }
-        if !live {
-            return Err(SignalError::new(ErrorCode::RoomNotLive, "the host has not started the room yet"));
-        }
-        if publishers >= max {
-            return Err(SignalError::new(ErrorCode::StageFull, format!("the stage is full ({max} publishers)")));
-        }
-        m.publishing = true;
-        self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
-        Ok(true)
+        Ok(newly)
     }
 
-    /// Give a seat back (a failed first publish).
+    /// Give a seat back (a failed first publish): only while it has no tracks.
     pub fn release_seat(&mut self, id: ParticipantId) {
         let has_tracks = self.tracks.values().any(|t| t.info.publisher == id);
-        if let Some(m) = self.members.get_mut(&id)
-            && m.publishing
-            && !has_tracks
-        {
-            m.publishing = false;
+        if !has_tracks && self.stage.release(id) {
             self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
         }
     }
 
     /// A track of a seated member started; returns who should subscribe to it.
     pub fn add_track(&mut self, info: TrackInfo) -> Vec<ParticipantId> {
-        if !self.members.get(&info.publisher).is_some_and(|m| m.publishing) {
+        if !(self.members.contains_key(&info.publisher) && self.stage.is_seated(info.publisher)) {
             return Vec::new();
         }
         let t = Track { info, muted: false };
@@ -212,12 +196,12 @@ impl Room {
         }
     }
 
-    pub fn set_muted(&mut self, id: ParticipantId, track: TrackId, muted: bool) -> Result<(), SignalError> {
+    pub fn set_muted(&mut self, id: ParticipantId, track: TrackId, muted: bool) -> Result<(), AppError> {
         let t = self
             .tracks
             .get_mut(&track)
             .filter(|t| t.info.publisher == id)
-            .ok_or_else(|| SignalError::new(ErrorCode::NotFound, "you publish no such track"))?;
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "you publish no such track"))?;
         if t.muted != muted {
             t.muted = muted;
             self.broadcast(ServerMsg::TrackMuted { track, participant: id, muted }, None);
@@ -230,6 +214,7 @@ impl Room {
         if self.members.remove(&id).is_none() {
             return;
         }
+        self.stage.release(id);
         let gone: Vec<TrackId> = self.tracks.values().filter(|t| t.info.publisher == id).map(|t| t.info.id).collect();
         for t in gone {
             self.remove_track(t);
@@ -244,11 +229,11 @@ impl Room {
     }
 
     /// End the room (host only, or the server itself with `by = None`).
-    pub fn end(&mut self, by: Option<ParticipantId>, reason: &str) -> Result<(), SignalError> {
+    pub fn end(&mut self, by: Option<ParticipantId>, reason: &str) -> Result<(), AppError> {
         if let Some(id) = by
             && !self.members.get(&id).is_some_and(|m| m.info.role == Role::Host)
         {
-            return Err(SignalError::new(ErrorCode::NotAllowed, "only the host can end the room"));
+            return Err(AppError::new(ErrorCode::NotAllowed, "only the host can end the room"));
         }
         if self.state != RoomState::Ended {
             self.state = RoomState::Ended;
@@ -268,6 +253,18 @@ impl Room {
         let empty_for = self.empty_since.map(|t| now.duration_since(t)).unwrap_or_default();
         self.members.is_empty() && (self.state == RoomState::Ended || empty_for > Duration::from_secs(self.config.empty_timeout_secs))
     }
+}
+
+/// `mute`: set the flag of one of your own tracks; the room hears of a change.
+pub fn mute(ctx: &Ctx<'_>, track: TrackId, muted: bool) -> Result<(), AppError> {
+    lock(ctx.room).set_muted(ctx.id, track, muted)
+}
+
+/// `end_room`: the host ends the room; the `room_ended` broadcast closes every connection.
+pub fn end_room(ctx: &Ctx<'_>) -> Result<(), AppError> {
+    lock(ctx.room).end(Some(ctx.id), "the host ended the live")?;
+    tracing::info!(room = %ctx.claims.room, "room ended by host");
+    Ok(())
 }
 
 /// Every room of this node.
@@ -328,14 +325,15 @@ mod tests {
         let mut room = Room::new("r".into(), RoomConfig::default());
         let (tx, _rx) = mpsc::channel(1024);
         let ids: Vec<ParticipantId> = (0..7).map(|_| ParticipantId::next()).collect();
-        room.join(ids[0], &claims("c0", Role::Cohost), tx.clone()).unwrap();
+        room.join(ids[0], &claims("c0", Role::Cohost), ParticipantKind::User, tx.clone()).unwrap();
         assert_eq!(room.reserve_seat(ids[0]).unwrap_err().code, ErrorCode::RoomNotLive);
-        room.join(ids[1], &claims("h", Role::Host), tx.clone()).unwrap();
+        room.join(ids[1], &claims("h", Role::Host), ParticipantKind::User, tx.clone()).unwrap();
         assert_eq!(room.state(), RoomState::Live);
         room.reserve_seat(ids[0]).unwrap();
         room.reserve_seat(ids[1]).unwrap();
         for (i, id) in ids.iter().enumerate().skip(2) {
-            room.join(*id, &claims(&format!("c{i}"), if i == 6 { Role::Viewer } else { Role::Cohost }), tx.clone()).unwrap();
+            room.join(*id, &claims(&format!("c{i}"), if i == 6 { Role::Viewer } else { Role::Cohost }), ParticipantKind::User, tx.clone())
+                .unwrap();
         }
         room.reserve_seat(ids[2]).unwrap();
         room.reserve_seat(ids[3]).unwrap();
@@ -346,6 +344,25 @@ mod tests {
         room.reserve_seat(ids[4]).unwrap(); // the seat freed is taken
         assert_eq!(room.end(Some(ids[0]), "x").unwrap_err().code, ErrorCode::NotAllowed);
         room.end(Some(ids[1]), "bye").unwrap();
-        assert_eq!(room.join(ParticipantId::next(), &claims("late", Role::Viewer), tx).unwrap_err().code, ErrorCode::RoomEnded);
+        assert_eq!(
+            room.join(ParticipantId::next(), &claims("late", Role::Viewer), ParticipantKind::User, tx).unwrap_err().code,
+            ErrorCode::RoomEnded
+        );
+    }
+
+    #[test]
+    fn every_participant_object_carries_its_kind() {
+        let mut room = Room::new("r".into(), RoomConfig::default());
+        let (host_tx, mut host_rx) = mpsc::channel(16);
+        let (tx, _rx) = mpsc::channel(16);
+        let (host, feed) = (ParticipantId::next(), ParticipantId::next());
+        let me = room.join(host, &claims("h", Role::Host), ParticipantKind::User, host_tx).unwrap().me;
+        assert_eq!(me.kind, ParticipantKind::User);
+        room.join(feed, &claims("studio:k1", Role::Cohost), ParticipantKind::Studio, tx.clone()).unwrap();
+        let Ok(ServerMsg::ParticipantJoined { participant }) = host_rx.try_recv() else { panic!("participant_joined first") };
+        assert_eq!((participant.identity.as_str(), participant.kind), ("studio:k1", ParticipantKind::Studio));
+        let late = room.join(ParticipantId::next(), &claims("v", Role::Viewer), ParticipantKind::User, tx).unwrap();
+        let kinds: BTreeMap<String, ParticipantKind> = late.participants.into_iter().map(|p| (p.identity, p.kind)).collect();
+        assert_eq!(kinds, BTreeMap::from([("h".into(), ParticipantKind::User), ("studio:k1".into(), ParticipantKind::Studio)]));
     }
 }

@@ -1,35 +1,28 @@
-//! Studio feeds: OBS / ffmpeg publishing over RTMP into a room as a co-host.
-//!
-//! ```text
-//! encoder ──TCP :1935──► handshake ──► ChunkGuard (limits) ──► rml_rtmp ServerSession
-//!                                   connect(app) → publish(stream key) → Feed (seat, tracks)
-//!                                   FLV video/audio ──► sfu::ingest::Bridge ──► router
-//! ```
-//!
-//! A feed is keyed by its stream key: it holds a seat and two tracks. When the encoder drops,
-//! the feed waits `rtmp.grace_secs` for it; a reconnect with the same key resumes into the same
-//! tracks. Revoking the key or ending the room cuts it at once.
+//! One encoder's RTMP connection: handshake, `connect` and `publish` (the key goes through the
+//! one join path, `live::join`), then FLV messages into the feed's `sfu::ingest::Bridge` until
+//! the encoder leaves, a newer connection takes over, or the server cuts it. Refusals reach the
+//! encoder as RTMP statuses (docs/protocol.md §12).
 
+use super::{Feed, end_feed, feed_events, feed_outbox, plock};
 use crate::AppState;
-use crate::auth::{Claims, Role};
-use crate::error::ErrorCode;
+use crate::auth::Role;
+use crate::error::{AppError, ErrorCode};
+use crate::live::join::{self, Guest, Joined, Pass, Seat};
+use crate::live::room::lock;
 use crate::protocol::{ServerMsg, StudioState};
-use crate::room::{Room, lock};
-use crate::rtmp_guard::ChunkGuard;
-use crate::stream_keys::{KeyRefusal, KeyView, StreamKeys};
+use crate::store::{self, KeyView};
+use crate::transport::rtmp_guard::ChunkGuard;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
-use serde::Serialize;
-use sfu::ParticipantId;
 use sfu::ingest::{Bridge, BridgeStats, Notice};
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 
 /// How often a live feed logs its bridge delay.
@@ -41,126 +34,32 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 const REFUSAL_DRAIN_BYTES: usize = 1 << 20;
 
-/// A studio feed: one stream key's seat and tracks in its room.
-pub struct Feed {
-    pub key_id: String,
-    pub room_name: String,
-    pub label: String,
-    pub participant: ParticipantId,
-    room: Arc<Mutex<Room>>,
-    /// The bridge, lent to the connection that is streaming (None while one holds it).
-    bridge: Mutex<Option<Bridge>>,
-    /// Connection generation: bumped by every (re)connect, so a stale grace timer does nothing.
-    generation: AtomicUsize,
-    connected: Mutex<bool>,
-    /// Wakes the streaming connection so it gives up (takeover, revocation, room end).
-    kick: Notify,
-    stats: Mutex<BridgeStats>,
-}
+/// RTMP status codes a refusal is sent with (ffmpeg and OBS show them next to the message).
+const CONNECT_REJECTED: &str = "NetConnection.Connect.Rejected";
+const PUBLISH_BAD_NAME: &str = "NetStream.Publish.BadName";
+const PUBLISH_REJECTED: &str = "NetStream.Publish.Rejected";
+const PLAY_FAILED: &str = "NetStream.Play.Failed";
 
-/// A feed as `/api/stats` shows it.
-#[derive(Serialize)]
-pub struct FeedView {
-    pub key_id: String,
-    pub room: String,
-    pub label: String,
-    pub participant: ParticipantId,
-    pub connected: bool,
-    pub stats: BridgeStats,
-}
-
-pub struct Studio {
-    pub keys: StreamKeys,
-    /// The publishing URL with the port actually bound (set when the listener starts).
-    server_url: std::sync::OnceLock<String>,
-    feeds: Mutex<HashMap<String, Arc<Feed>>>,
-    connections: AtomicUsize,
-}
-
-fn plock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Studio {
-    pub fn new(keys: StreamKeys) -> Self {
-        Self { keys, server_url: std::sync::OnceLock::new(), feeds: Mutex::new(HashMap::new()), connections: AtomicUsize::new(0) }
-    }
-
-    /// The URL to give OBS: `rtmp.public_url`, or built from the bound address.
-    pub fn server_url(&self, config: &crate::config::RtmpConfig) -> String {
-        self.server_url.get().cloned().unwrap_or_else(|| config.server_url())
-    }
-
-    pub fn feeds(&self) -> Vec<FeedView> {
-        plock(&self.feeds)
-            .values()
-            .map(|f| FeedView {
-                key_id: f.key_id.clone(),
-                room: f.room_name.clone(),
-                label: f.label.clone(),
-                participant: f.participant,
-                connected: *plock(&f.connected),
-                stats: plock(&f.stats).clone(),
-            })
-            .collect()
+/// The status a refused publish is sent with: the key's own problems are a bad name, the room's
+/// (stage full, not live, ended, full, media plane busy) a rejection.
+fn publish_status(e: &AppError) -> &'static str {
+    match e.code {
+        ErrorCode::BadStreamKey | ErrorCode::StreamKeyInUse => PUBLISH_BAD_NAME,
+        _ => PUBLISH_REJECTED,
     }
 }
 
-/// Bind the RTMP port and serve until the process ends.
-pub async fn listen(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
-    let listener =
-        TcpListener::bind(app.config.rtmp.bind).await.map_err(|e| anyhow::anyhow!("binding RTMP on {}: {e}", app.config.rtmp.bind))?;
-    let addr = listener.local_addr()?;
-    let mut bound = app.config.rtmp.clone();
-    bound.bind = addr;
-    let _ = app.studio.server_url.set(bound.server_url());
-    tracing::info!(%addr, url = %app.studio.server_url(&app.config.rtmp), "RTMP listening for studio feeds");
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stop.changed() => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("RTMP accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let studio = app.studio.clone();
-            if studio.connections.fetch_add(1, Ordering::SeqCst) >= app.config.rtmp.max_connections {
-                studio.connections.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!(%peer, "RTMP connection refused: {} connections already", app.config.rtmp.max_connections);
-                drop(stream);
-                continue;
-            }
-            let app = app.clone();
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let reason = Connection::new(app.clone(), stream, peer).run().await;
-                tracing::info!(%peer, %reason, "RTMP connection closed");
-                app.studio.connections.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    Ok(addr)
-}
+/// How a connection goes on; `Break` carries why it ends (for the log).
+type Step<T = ()> = ControlFlow<String, T>;
 
-/// Why a publish was refused: an RTMP status code and the sentence the encoder shows.
-struct Refusal {
-    code: &'static str,
-    description: String,
-}
-
-impl Refusal {
-    fn new(code: &'static str, description: impl Into<String>) -> Self {
-        Self { code, description: description.into() }
+fn accept(session: &mut ServerSession, request_id: u32) -> Step<Vec<ServerSessionResult>> {
+    match session.accept_request(request_id) {
+        Ok(results) => ControlFlow::Continue(results),
+        Err(e) => ControlFlow::Break(format!("accept: {e:?}")),
     }
 }
 
-struct Connection {
+pub(super) struct Connection {
     app: AppState,
     stream: TcpStream,
     peer: SocketAddr,
@@ -171,15 +70,18 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(app: AppState, stream: TcpStream, peer: SocketAddr) -> Self {
+    pub(super) fn new(app: AppState, stream: TcpStream, peer: SocketAddr) -> Self {
         Self { app, stream, peer, feed: None, bridge: None, generation: 0, last_stats: Instant::now() }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream.write_all(bytes).await.map_err(|e| format!("write: {e}"))
+    async fn write(&mut self, bytes: &[u8]) -> Step {
+        match self.stream.write_all(bytes).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(format!("write: {e}")),
+        }
     }
 
-    async fn run(mut self) -> String {
+    pub(super) async fn run(mut self) -> String {
         let reason = self.serve().await;
         self.release();
         reason
@@ -200,13 +102,13 @@ impl Connection {
             };
             match hs.process_bytes(&buf[..n]) {
                 Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                    if let Err(e) = self.write(&response_bytes).await {
-                        return e;
+                    if let ControlFlow::Break(why) = self.write(&response_bytes).await {
+                        return why;
                     }
                 }
                 Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
-                    if let Err(e) = self.write(&response_bytes).await {
-                        return e;
+                    if let ControlFlow::Break(why) = self.write(&response_bytes).await {
+                        return why;
                     }
                     break remaining_bytes;
                 }
@@ -223,8 +125,8 @@ impl Connection {
             Err(e) => return format!("session: {e:?}"),
         };
         let mut guard = ChunkGuard::new(cfg.max_chunk_size, cfg.max_message_bytes);
-        if let Err(e) = self.handle_results(&mut session, results).await {
-            return e;
+        if let ControlFlow::Break(why) = self.handle_results(&mut session, results).await {
+            return why;
         }
         let mut pending = leftover;
         let mut last_log = Instant::now();
@@ -251,8 +153,8 @@ impl Connection {
                         return "protocol error".into();
                     }
                 };
-                if let Err(e) = self.handle_results_at(&mut session, results, arrived).await {
-                    return e;
+                if let ControlFlow::Break(why) = self.handle_results_at(&mut session, results, arrived).await {
+                    return why;
                 }
             }
             if last_log.elapsed() >= LOG_INTERVAL {
@@ -291,16 +193,11 @@ impl Connection {
         }
     }
 
-    async fn handle_results(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>) -> Result<(), String> {
+    async fn handle_results(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>) -> Step {
         self.handle_results_at(session, results, Instant::now()).await
     }
 
-    async fn handle_results_at(
-        &mut self,
-        session: &mut ServerSession,
-        results: Vec<ServerSessionResult>,
-        arrived: Instant,
-    ) -> Result<(), String> {
+    async fn handle_results_at(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>, arrived: Instant) -> Step {
         let mut notices = Vec::new();
         for r in results {
             match r {
@@ -319,11 +216,12 @@ impl Connection {
             self.last_stats = Instant::now();
             *plock(&feed.stats) = bridge.stats();
         }
-        Ok(())
+        ControlFlow::Continue(())
     }
 
-    async fn refuse(&mut self, session: &mut ServerSession, request_id: u32, refusal: Refusal) -> String {
-        match session.reject_request(request_id, refusal.code, &refusal.description) {
+    /// Send the encoder `status` and the error's message, and close; returns the reason for the log.
+    async fn refuse(&mut self, session: &mut ServerSession, request_id: u32, status: &'static str, e: AppError) -> String {
+        match session.reject_request(request_id, status, &e.message) {
             Ok(results) => {
                 for r in results {
                     if let ServerSessionResult::OutboundResponse(p) = r {
@@ -348,16 +246,10 @@ impl Connection {
                 _ => break,
             }
         }
-        format!("refused: {}", refusal.description)
+        format!("refused: {}", e.message)
     }
 
-    async fn on_event(
-        &mut self,
-        session: &mut ServerSession,
-        ev: ServerSessionEvent,
-        arrived: Instant,
-        notices: &mut Vec<Notice>,
-    ) -> Result<(), String> {
+    async fn on_event(&mut self, session: &mut ServerSession, ev: ServerSessionEvent, arrived: Instant, notices: &mut Vec<Notice>) -> Step {
         let cfg = &self.app.config.rtmp;
         match ev {
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
@@ -365,30 +257,33 @@ impl Connection {
                 if app_name.len() > cfg.max_name_bytes || app_name != cfg.app {
                     tracing::info!(peer = %self.peer, app = %app_name.chars().take(64).collect::<String>(), "RTMP connect refused: unknown application");
                     let hint = format!("unknown application; publish to {}", self.app.studio.server_url(cfg));
-                    return Err(self.refuse(session, request_id, Refusal::new("NetConnection.Connect.Rejected", hint)).await);
+                    return ControlFlow::Break(
+                        self.refuse(session, request_id, CONNECT_REJECTED, AppError::new(ErrorCode::NotFound, hint)).await,
+                    );
                 }
-                let results = session.accept_request(request_id).map_err(|e| format!("accept: {e:?}"))?;
+                let results = accept(session, request_id)?;
                 Box::pin(self.handle_results(session, results)).await?;
             }
             ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
                 if self.bridge.is_some() {
-                    let r = Refusal::new("NetStream.Publish.BadName", "this connection is already publishing");
-                    return Err(self.refuse(session, request_id, r).await);
+                    let e = AppError::new(ErrorCode::StreamKeyInUse, "this connection is already publishing");
+                    return ControlFlow::Break(self.refuse(session, request_id, PUBLISH_BAD_NAME, e).await);
                 }
                 match self.authorize(&stream_key).await {
                     Ok(()) => {
-                        let results = session.accept_request(request_id).map_err(|e| format!("accept: {e:?}"))?;
+                        let results = accept(session, request_id)?;
                         Box::pin(self.handle_results(session, results)).await?;
                     }
-                    Err(r) => {
-                        tracing::warn!(peer = %self.peer, "studio feed refused: {}", r.description);
-                        return Err(self.refuse(session, request_id, r).await);
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, "studio feed refused: {e}");
+                        let status = publish_status(&e);
+                        return ControlFlow::Break(self.refuse(session, request_id, status, e).await);
                     }
                 }
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                let r = Refusal::new("NetStream.Play.Failed", "Onair takes RTMP input only; watch in the browser");
-                return Err(self.refuse(session, request_id, r).await);
+                let e = AppError::new(ErrorCode::NotAllowed, "Onair takes RTMP input only; watch in the browser");
+                return ControlFlow::Break(self.refuse(session, request_id, PLAY_FAILED, e).await);
             }
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
                 if let Some(bridge) = self.bridge.as_mut()
@@ -414,10 +309,10 @@ impl Connection {
                     "studio feed metadata"
                 );
             }
-            ServerSessionEvent::PublishStreamFinished { .. } => return Err("encoder stopped publishing".into()),
+            ServerSessionEvent::PublishStreamFinished { .. } => return ControlFlow::Break("encoder stopped publishing".into()),
             _ => {}
         }
-        Ok(())
+        ControlFlow::Continue(())
     }
 
     /// Tell the host (and the log) what the encoder should change.
@@ -437,20 +332,13 @@ impl Connection {
     }
 
     /// Check the key and take (or resume) the feed's seat and tracks.
-    async fn authorize(&mut self, stream_key: &str) -> Result<(), Refusal> {
-        let cfg = &self.app.config.rtmp;
-        if stream_key.is_empty() || stream_key.len() > cfg.max_name_bytes {
-            return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: unknown key"));
-        }
-        let key = match self.app.studio.keys.verify(stream_key) {
-            Ok(k) => k,
-            Err(KeyRefusal::Unknown) => return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: unknown key")),
-            Err(KeyRefusal::Revoked) => return Err(Refusal::new("NetStream.Publish.BadName", "stream key refused: this key was revoked")),
-        };
+    async fn authorize(&mut self, stream_key: &str) -> Result<(), AppError> {
+        let guest = join::authenticate(&self.app, Pass::StreamKey(stream_key))?;
+        let key = guest.stream_key.clone().ok_or_else(|| AppError::new(ErrorCode::BadStreamKey, store::UNKNOWN_KEY))?;
         let existing = plock(&self.app.studio.feeds).get(&key.id).cloned();
         let feed = match existing {
             Some(feed) => feed,
-            None => self.open_feed(&key).await?,
+            None => self.open_feed(&guest, &key).await?,
         };
         // Take the bridge; a connection still holding it (a half-dead TCP) is cut first.
         let generation = feed.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -464,7 +352,7 @@ impl Connection {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let Some(mut bridge) = bridge else {
-            return Err(Refusal::new("NetStream.Publish.BadName", "this key is streaming on another connection"));
+            return Err(AppError::new(ErrorCode::StreamKeyInUse, "this key is streaming on another connection"));
         };
         bridge.connected();
         let stats = bridge.stats();
@@ -480,44 +368,24 @@ impl Connection {
     }
 
     /// First publish with this key: join the room as a co-host, take a seat, open the tracks.
-    async fn open_feed(&mut self, key: &KeyView) -> Result<Arc<Feed>, Refusal> {
+    async fn open_feed(&mut self, guest: &Guest, key: &KeyView) -> Result<Arc<Feed>, AppError> {
         let app = &self.app;
-        let room = app.rooms.get_or_create(&key.room);
-        let participant = ParticipantId::next();
-        let claims = Claims {
-            identity: format!("studio:{}", key.id),
-            name: key.label.clone(),
-            room: key.room.clone(),
-            role: Role::Cohost,
-            exp: u64::MAX,
-        };
         let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(256);
-        {
-            let mut r = lock(&room);
-            r.join(participant, &claims, out_tx).map_err(|e| Refusal::new("NetStream.Publish.Rejected", e.message))?;
-            if let Err(e) = r.reserve_seat(participant) {
-                r.leave(participant, "studio feed refused");
-                let text = match e.code {
-                    ErrorCode::StageFull => format!("{}; free a seat and retry", e.message),
-                    _ => e.message,
-                };
-                return Err(Refusal::new("NetStream.Publish.Rejected", text));
-            }
-        }
         let (ev_tx, ev_rx) = mpsc::channel::<sfu::SfuEvent>(64);
-        let fail = |room: &Mutex<Room>, why: String| {
-            lock(room).leave(participant, "studio feed failed");
-            app.sfu.remove_participant(participant);
-            Refusal::new("NetStream.Publish.Rejected", why)
-        };
-        if let Err(e) = app.sfu.add_participant(participant, ev_tx) {
-            return Err(fail(&room, format!("media plane: {e}")));
-        }
+        let media_plane = |e: AppError| AppError { message: format!("media plane: {}", e.message), ..e };
+        let Joined { id: participant, room, .. } = join::join(app, guest, Seat::Now, out_tx, ev_tx).map_err(|e| match e.code {
+            ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
+            ErrorCode::ServerBusy | ErrorCode::Internal => media_plane(e),
+            _ => e,
+        })?;
         // Route the SFU's events before opening tracks, so TrackPublished reaches the room.
         tokio::spawn(feed_events(app.clone(), room.clone(), ev_rx));
         let bridge = match Bridge::open(app.sfu.clone(), participant).await {
             Ok((b, _)) => b,
-            Err(e) => return Err(fail(&room, format!("media plane: {e}"))),
+            Err(e) => {
+                join::leave(app, participant, &room, "studio feed failed");
+                return Err(media_plane(e.into()));
+            }
         };
         let feed = Arc::new(Feed {
             key_id: key.id.clone(),
@@ -559,62 +427,5 @@ impl Connection {
                 end_feed(&app, &feed, "the encoder did not come back within the grace period");
             }
         });
-    }
-}
-
-/// Remove a feed: its tracks, its seat, its room membership.
-fn end_feed(app: &AppState, feed: &Arc<Feed>, reason: &str) {
-    let removed = {
-        let mut feeds = plock(&app.studio.feeds);
-        match feeds.get(&feed.key_id) {
-            Some(f) if Arc::ptr_eq(f, feed) => feeds.remove(&feed.key_id).is_some(),
-            _ => false,
-        }
-    };
-    if !removed {
-        return;
-    }
-    tracing::info!(room = %feed.room_name, participant = %feed.participant, %reason, "studio feed ended");
-    feed.generation.fetch_add(1, Ordering::SeqCst);
-    feed.kick.notify_waiters();
-    {
-        let mut r = lock(&feed.room);
-        r.broadcast_all(ServerMsg::StudioState { participant: feed.participant, state: StudioState::Ended, reason: Some(reason.into()) });
-        r.leave(feed.participant, reason);
-    }
-    app.sfu.remove_participant(feed.participant);
-}
-
-/// The SFU's events for a feed's participant: only its own tracks matter.
-async fn feed_events(app: AppState, room: Arc<Mutex<Room>>, mut rx: mpsc::Receiver<sfu::SfuEvent>) {
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            sfu::SfuEvent::TrackPublished(info) => crate::ws::track_published(&app, &room, info),
-            sfu::SfuEvent::TrackUnpublished(track) => lock(&room).remove_track(track),
-            _ => {}
-        }
-    }
-}
-
-/// What the room sends the feed's "member": only the end of the room or a revocation matters.
-async fn feed_outbox(app: AppState, feed: Arc<Feed>, mut rx: mpsc::Receiver<ServerMsg>) {
-    while let Some(msg) = rx.recv().await {
-        if let ServerMsg::RoomEnded { reason } = msg {
-            end_feed(&app, &feed, &reason);
-            return;
-        }
-    }
-}
-
-impl Studio {
-    /// Revocations end the feed (not just the connection).
-    pub fn end_revoked(&self, app: &AppState, key_id: &str) {
-        // The feeds lock is released before `end_feed` takes it again: a guard living in the
-        // `if let` scrutinee would be held through the block (std's Mutex is not re-entrant,
-        // and that self-deadlock once hung every runtime thread on a revocation).
-        let feed = plock(&self.feeds).get(key_id).cloned();
-        if let Some(feed) = feed {
-            end_feed(app, &feed, "stream key revoked");
-        }
     }
 }

@@ -1,0 +1,134 @@
+//! The one way into a room, for a browser user (a token, over the WebSocket) and a studio feed
+//! (a stream key, over RTMP) alike:
+//!
+//! 1. [`authenticate`]: the token or the key gives who the participant is ([`Guest`]);
+//! 2. [`join`]: take a place in the room (its rules: ended, full) and, when asked, a seat on
+//!    stage, in one lock; then register the participant with the SFU (a worker and an event
+//!    sink). The room fans the arrival out to its members (`participant_joined`,
+//!    `room_update`). A refusal at any step undoes the steps before it.
+//! 3. [`on_track_event`]: from then on, the participant's tracks are announced to the room and
+//!    everyone else is subscribed to them, whichever door the participant came in by.
+//! 4. [`leave`]: out of the room, then out of the SFU.
+//!
+//! Locks: the room's lock is taken and released inside one statement; the SFU is called with
+//! no lock held (docs/architecture.md §6.1).
+
+use super::room::{JoinSnapshot, Outbox, Room, lock};
+use crate::AppState;
+use crate::auth::{Claims, Role};
+use crate::error::{AppError, ErrorCode};
+use crate::protocol::ParticipantKind;
+use crate::store::{KeyView, UNKNOWN_KEY};
+use sfu::{ParticipantId, SfuEvent};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// What a participant shows at the door.
+pub enum Pass<'a> {
+    /// A join token, and the room the client asked for (`join.room` or `?room=`).
+    Token { token: &'a str, room: Option<&'a str> },
+    /// An encoder's stream key.
+    StreamKey(&'a str),
+}
+
+/// Who came in.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    pub claims: Claims,
+    /// `user` for a token, `studio` for a stream key: every participant object says it.
+    pub kind: ParticipantKind,
+    /// The key a studio feed came in with.
+    pub stream_key: Option<KeyView>,
+}
+
+/// The identity of a studio feed: `studio:<key id>` (kept stable: clients may know it).
+pub fn studio_identity(key_id: &str) -> String {
+    format!("studio:{key_id}")
+}
+
+/// Check a pass. A token's errors are its `token_*` codes; a key's, `bad_stream_key`.
+pub fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppError> {
+    match pass {
+        Pass::Token { token, room } => Ok(Guest { claims: app.auth.verify(token, room)?, kind: ParticipantKind::User, stream_key: None }),
+        Pass::StreamKey(key) => {
+            if key.is_empty() || key.len() > app.config.rtmp.max_name_bytes {
+                return Err(AppError::new(ErrorCode::BadStreamKey, UNKNOWN_KEY));
+            }
+            let key = app.store.verify_stream_key(key)?;
+            let claims = Claims {
+                identity: studio_identity(&key.id),
+                name: key.label.clone(),
+                room: key.room.clone(),
+                role: Role::Cohost,
+                exp: u64::MAX,
+            };
+            Ok(Guest { claims, kind: ParticipantKind::Studio, stream_key: Some(key) })
+        }
+    }
+}
+
+/// Whether the participant takes a seat on stage as it enters (a studio feed publishes at once;
+/// a browser user takes one with its first `publish`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seat {
+    Later,
+    Now,
+}
+
+/// A participant in its room and known to the SFU.
+pub struct Joined {
+    pub id: ParticipantId,
+    pub room: Arc<Mutex<Room>>,
+    pub snapshot: JoinSnapshot,
+}
+
+/// Enter `guest`'s room: place (and seat) in the room, then the SFU. The room's broadcasts go
+/// to `outbox`, the SFU's events about this participant to `events`.
+pub fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: mpsc::Sender<SfuEvent>) -> Result<Joined, AppError> {
+    let id = ParticipantId::next();
+    let room = app.rooms.get_or_create(&guest.claims.room);
+    let snapshot = {
+        let mut r = lock(&room);
+        let snapshot = r.join(id, &guest.claims, guest.kind, outbox)?;
+        if seat == Seat::Now
+            && let Err(e) = r.reserve_seat(id)
+        {
+            r.leave(id, "no seat on stage");
+            return Err(e);
+        }
+        snapshot
+    };
+    if let Err(e) = app.sfu.add_participant(id, events) {
+        lock(&room).leave(id, "server busy");
+        return Err(e.into());
+    }
+    Ok(Joined { id, room, snapshot })
+}
+
+/// The SFU's word about a participant's own tracks, for its room: a new track is announced and
+/// everyone else subscribed to it; a gone one is announced. Any other event concerns the
+/// participant's own connections and is handed back.
+pub fn on_track_event(app: &AppState, room: &Mutex<Room>, ev: SfuEvent) -> Option<SfuEvent> {
+    match ev {
+        SfuEvent::TrackPublished(info) => {
+            let subscribers = lock(room).add_track(info.clone());
+            for p in subscribers {
+                if let Err(e) = app.sfu.subscribe(p, info.clone()) {
+                    tracing::warn!(participant = %p, "subscribe: {e}");
+                }
+            }
+            None
+        }
+        SfuEvent::TrackUnpublished(track) => {
+            lock(room).remove_track(track);
+            None
+        }
+        other => Some(other),
+    }
+}
+
+/// Leave the room (which tells the others why), then the SFU (which ends the connections).
+pub fn leave(app: &AppState, id: ParticipantId, room: &Mutex<Room>, reason: &str) {
+    lock(room).leave(id, reason);
+    app.sfu.remove_participant(id);
+}

@@ -1,0 +1,38 @@
+//! The live room's features, each in its own module with its own tests, and the two things
+//! they share: the one way into a room ([`join`]) and the dispatcher ([`dispatch`]) that hands a
+//! client's message to the feature that answers it.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`join`] | authenticate → place in the room (and a seat, for a feed) → register with the SFU → fan out; and leaving |
+//! | [`dispatch`] | `ClientMsg` → feature handler |
+//! | [`room`] | room rules: members, live/ended, tracks, mute, end, the reaper; `mute`, `end_room` |
+//! | [`stage`] | the seats of the stage and their rules |
+//! | [`media`] | the participant's peer connections: `publish` (takes a seat), `answer`, `candidate`, `video_size`, `quality` |
+//! | [`stats`] | `get_stats`, and `/api/stats` |
+//! | [`studio`] | studio feeds over RTMP, and the stream-key messages |
+//!
+//! Features talk to the media plane through the `sfu::Sfu` handle and to persistence through
+//! [`crate::store::Store`]; none of them touches a socket of a browser.
+
+pub mod dispatch;
+pub mod join;
+pub mod media;
+pub mod room;
+pub mod stage;
+pub mod stats;
+pub mod studio;
+
+use crate::AppState;
+use crate::auth::Claims;
+use room::Room;
+use sfu::ParticipantId;
+use std::sync::Mutex;
+
+/// Who is asking: what every feature handler gets.
+pub struct Ctx<'a> {
+    pub app: &'a AppState,
+    pub id: ParticipantId,
+    pub room: &'a Mutex<Room>,
+    pub claims: &'a Claims,
+}

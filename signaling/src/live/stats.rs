@@ -1,0 +1,22 @@
+//! Figures: `get_stats` (how one viewer's subscriptions are served) and `/api/stats` (the node).
+
+use super::Ctx;
+use crate::AppState;
+use crate::error::AppError;
+use crate::protocol::ServerMsg;
+
+/// `get_stats`: the SFU's view of the asker's subscriptions.
+pub async fn subscriber(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
+    let stats = ctx.app.sfu.subscriber_stats(ctx.id).await?;
+    Ok(ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, twcc_feedback: stats.twcc_feedback, path: stats.path, tracks: stats.tracks })
+}
+
+/// The body of `GET /api/stats` (docs/protocol.md §1).
+pub fn node(app: &AppState) -> serde_json::Value {
+    serde_json::json!({
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "rooms": app.rooms.len(),
+        "sfu": app.sfu.stats(),
+        "studio": app.studio.feeds(),
+    })
+}
