@@ -1,5 +1,5 @@
 //! The stage: the seats of a room's publishers (at most `room.max_publishers`, ≤ 4). Plain
-//! state, no I/O; the [`Room`](super::room::Room) holds one and broadcasts what changes.
+//! state, no I/O; the room (`live::room::Room`) holds one and broadcasts what changes.
 //!
 //! Rules, in the order they are checked (docs/protocol.md §6): only hosts and co-hosts take a
 //! seat; a seated publisher keeps it (renegotiation); the room must be live; a seat must be free.
