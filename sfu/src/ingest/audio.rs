@@ -3,8 +3,8 @@
 //! restricted-low-delay mode: CELT only, no look-ahead beyond 2.5 ms). Mono stays mono,
 //! stereo stays stereo.
 
-use super::IngestError;
-use super::flv::parse_aac_config;
+use crate::ingest::error::IngestError;
+use crate::ingest::flv::parse_aac_config;
 use opus_rs::{Application, OpusEncoder};
 use rubato::{FftFixedIn, Resampler};
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! records inside them. Everything here reads untrusted bytes: lengths are checked, nothing
 //! panics, and errors say what was wrong.
 
-use super::IngestError;
+use crate::ingest::error::IngestError;
 
 /// One RTMP video message.
 #[derive(Debug, PartialEq, Eq)]

@@ -8,8 +8,11 @@
 //! timestamps, so viewers keep their subscription.
 
 pub mod audio;
+mod error;
 pub mod flv;
 pub mod h264;
+
+pub use error::IngestError;
 
 use crate::api::{CodecInfo, MediaKind, TrackInfo};
 use crate::error::SfuError;
@@ -23,16 +26,6 @@ use flv::{AudioTag, AvcConfig, VideoTag};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum IngestError {
-    #[error("malformed media: {0}")]
-    Malformed(&'static str),
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    #[error("cannot decode: {0}")]
-    Decode(String),
-}
 
 /// The codecs ingest tracks are published with. H.264 is announced as constrained baseline
 /// (42e01f), the profile every WebRTC browser negotiates; the stream's real profile (often
