@@ -14,6 +14,7 @@
 //!
 //! Errors are one type, [`error::AppError`]; docs/architecture.md §2 maps every module.
 
+pub mod app;
 pub mod assets;
 pub mod auth;
 pub mod config;
@@ -23,6 +24,8 @@ pub mod protocol;
 pub mod store;
 pub mod transport;
 pub mod ws;
+
+pub use app::AppState;
 
 use crate::auth::{Authenticator, Role};
 use crate::config::Config;
@@ -36,18 +39,6 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub auth: Authenticator,
-    pub rooms: Arc<room::Rooms>,
-    pub sfu: sfu::Sfu,
-    pub studio: Arc<studio::Studio>,
-    /// Persistence (stream keys today).
-    pub store: Arc<store::Store>,
-    pub started: Instant,
-}
 
 #[derive(Deserialize)]
 struct WsQuery {
@@ -131,7 +122,7 @@ impl Server {
         let store = Arc::new(store::Store::open(&config)?);
         let state = AppState {
             rooms: Arc::new(room::Rooms::new(config.room.clone())),
-            studio: Arc::new(studio::Studio::default()),
+            studio: Arc::new(studio::feeds::Studio::default()),
             store,
             config: Arc::new(config),
             auth,

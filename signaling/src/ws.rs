@@ -3,9 +3,9 @@
 //! transport's limits to the dispatcher, the room's broadcasts and the SFU's events to the
 //! client. Framing, limits and close codes are `transport`'s; what messages mean, `live`'s.
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::error::{AppError, ErrorCode};
-use crate::live::Ctx;
+use crate::live::ctx::Ctx;
 use crate::live::dispatch::{Outcome, dispatch};
 use crate::live::join::{self, Pass, Seat};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};

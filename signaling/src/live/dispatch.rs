@@ -2,8 +2,9 @@
 //! happens here; limits and framing were applied before (`transport`), and replies are sent by
 //! the connection.
 
-use super::{Ctx, media, room, stats, studio};
 use crate::error::{AppError, ErrorCode};
+use crate::live::ctx::Ctx;
+use crate::live::{controls, media, stats, studio};
 use crate::protocol::{ClientMsg, ServerMsg};
 
 /// What the connection does after a message was handled.
@@ -31,8 +32,8 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::Candidate { target, candidate } => media::candidate(ctx, target, candidate).await.map(done),
         ClientMsg::VideoSize { track, width: _, height } => media::video_size(ctx, track, height).map(done),
         ClientMsg::Quality { track, quality } => media::quality(ctx, track, quality).map(done),
-        ClientMsg::Mute { track, muted } => room::mute(ctx, track, muted).map(done),
-        ClientMsg::EndRoom => room::end_room(ctx).map(done),
+        ClientMsg::Mute { track, muted } => controls::mute(ctx, track, muted).map(done),
+        ClientMsg::EndRoom => controls::end_room(ctx).map(done),
         ClientMsg::Leave => Ok(Outcome::Leave),
         ClientMsg::Ping { ts } => Ok(Outcome::Reply(ServerMsg::Pong { ts })),
         ClientMsg::GetStats => stats::subscriber(ctx).await.map(Outcome::Reply),

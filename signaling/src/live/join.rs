@@ -14,7 +14,7 @@
 //! no lock held (docs/architecture.md §6.1).
 
 use super::room::{JoinSnapshot, Outbox, Room, lock};
-use crate::AppState;
+use crate::app::AppState;
 use crate::auth::{Claims, Role};
 use crate::error::{AppError, ErrorCode};
 use crate::protocol::ParticipantKind;

@@ -2,9 +2,9 @@
 //! and hands the offer to the SFU; `answer` and `candidate` complete negotiation; `video_size`
 //! and `quality` steer the layers a viewer gets. The SFU does the work; this checks and relays.
 
-use super::Ctx;
 use super::room::lock;
 use crate::error::{AppError, ErrorCode};
+use crate::live::ctx::Ctx;
 use crate::protocol::{Candidate, ServerMsg, Target};
 use sfu::TrackId;
 

@@ -15,6 +15,8 @@
 //! Features talk to the media plane through the `sfu::Sfu` handle and to persistence through
 //! [`crate::store::Store`]; none of them touches a socket of a browser.
 
+pub mod controls;
+pub mod ctx;
 pub mod dispatch;
 pub mod join;
 pub mod media;
@@ -22,17 +24,3 @@ pub mod room;
 pub mod stage;
 pub mod stats;
 pub mod studio;
-
-use crate::AppState;
-use crate::auth::Claims;
-use room::Room;
-use sfu::ParticipantId;
-use std::sync::Mutex;
-
-/// Who is asking: what every feature handler gets.
-pub struct Ctx<'a> {
-    pub app: &'a AppState,
-    pub id: ParticipantId,
-    pub room: &'a Mutex<Room>,
-    pub claims: &'a Claims,
-}

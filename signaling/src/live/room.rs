@@ -1,9 +1,8 @@
 //! Room rules: who is in the room, when it starts and ends, its tracks and their mute flags.
 //! The stage's seats are [`Stage`]'s. A room is a plain struct behind a mutex; nothing here
 //! awaits or does I/O — members' outgoing queues are filled with `try_send`, so one slow client
-//! never stalls a room. The handlers at the bottom answer `mute` and `end_room`.
+//! never stalls a room.
 
-use super::Ctx;
 use super::stage::Stage;
 use crate::auth::{Claims, Role};
 use crate::config::RoomConfig;
@@ -253,18 +252,6 @@ impl Room {
         let empty_for = self.empty_since.map(|t| now.duration_since(t)).unwrap_or_default();
         self.members.is_empty() && (self.state == RoomState::Ended || empty_for > Duration::from_secs(self.config.empty_timeout_secs))
     }
-}
-
-/// `mute`: set the flag of one of your own tracks; the room hears of a change.
-pub fn mute(ctx: &Ctx<'_>, track: TrackId, muted: bool) -> Result<(), AppError> {
-    lock(ctx.room).set_muted(ctx.id, track, muted)
-}
-
-/// `end_room`: the host ends the room; the `room_ended` broadcast closes every connection.
-pub fn end_room(ctx: &Ctx<'_>) -> Result<(), AppError> {
-    lock(ctx.room).end(Some(ctx.id), "the host ended the live")?;
-    tracing::info!(room = %ctx.claims.room, "room ended by host");
-    Ok(())
 }
 
 /// Every room of this node.

@@ -1,8 +1,8 @@
 //! Figures: `get_stats` (how one viewer's subscriptions are served) and `/api/stats` (the node).
 
-use super::Ctx;
-use crate::AppState;
+use crate::app::AppState;
 use crate::error::AppError;
+use crate::live::ctx::Ctx;
 use crate::protocol::ServerMsg;
 
 /// `get_stats`: the SFU's view of the asker's subscriptions.

@@ -1,13 +1,13 @@
 //! Stream keys in a small JSON file, shared by the server and the `onair stream-key` command, so
 //! a key minted from the command line works at once (the server re-reads the file when it
-//! changes). Only [`super::Store`] sees this module: the file's format stays here.
+//! changes). Only the store (`crate::store::Store`) sees this module: the file's format stays here.
 //!
 //! A key is minted for one room, shown once, and stored only as its SHA-256 hash; verification
 //! compares hashes in constant time. Keys carry 256 random bits, so a fast hash is enough:
 //! there is nothing to brute-force.
 
-use super::{KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
 use crate::error::{AppError, ErrorCode};
+use crate::store::keys::{KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -4,7 +4,7 @@
 
 use crate::auth::Role;
 use crate::error::{AppError, ErrorCode};
-use crate::live::Ctx;
+use crate::live::ctx::Ctx;
 use crate::protocol::ServerMsg;
 
 /// Longest label (bytes).
@@ -62,7 +62,7 @@ pub fn revoke(ctx: &Ctx<'_>, id: String) -> Result<ServerMsg, AppError> {
         return Err(AppError::new(ErrorCode::NotFound, "no such stream key in this room"));
     }
     tracing::info!(room = %ctx.claims.room, %id, "stream key revoked");
-    ctx.app.studio.end_revoked(ctx.app, &id);
+    crate::live::studio::end_revoked(ctx.app, &id);
     Ok(ServerMsg::StreamKeyRevoked { id })
 }
 

@@ -3,12 +3,13 @@
 //! the encoder leaves, a newer connection takes over, or the server cuts it. Refusals reach the
 //! encoder as RTMP statuses (docs/protocol.md §12).
 
-use super::{Feed, end_feed, feed_events, feed_outbox, plock};
-use crate::AppState;
+use crate::app::AppState;
 use crate::auth::Role;
 use crate::error::{AppError, ErrorCode};
 use crate::live::join::{self, Guest, Joined, Pass, Seat};
 use crate::live::room::lock;
+use crate::live::studio::feeds::{Feed, plock};
+use crate::live::studio::lifecycle::{end_feed, feed_events, feed_outbox};
 use crate::protocol::{ServerMsg, StudioState};
 use crate::store::{self, KeyView};
 use crate::transport::rtmp_guard::ChunkGuard;

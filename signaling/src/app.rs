@@ -1,0 +1,22 @@
+//! What every handler can reach: configuration, the authenticator, the rooms, the media plane,
+//! the studio feeds and the store. Cloned into each connection's task (all shared by `Arc`).
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::live::room::Rooms;
+use crate::live::studio::feeds::Studio;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Authenticator,
+    pub rooms: Arc<Rooms>,
+    pub sfu: sfu::Sfu,
+    pub studio: Arc<Studio>,
+    /// Persistence (stream keys today).
+    pub store: Arc<Store>,
+    pub started: Instant,
+}
