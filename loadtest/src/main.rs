@@ -238,7 +238,20 @@ mod compare {
     fn netns_up() -> anyhow::Result<()> {
         let _ = sh(&["ip", "netns", "del", NETNS]);
         sh(&["ip", "netns", "add", NETNS])?;
-        sh(&["ip", "link", "add", "veth-onair0", "type", "veth", "peer", "name", "veth-onair1"])?;
+        // The kernel frees a deleted namespace's veth pair in the background: a run started
+        // right after another one can still find it ("File exists"). Delete it ourselves and
+        // retry the add for up to 2 s.
+        let _ = sh(&["ip", "link", "del", "veth-onair0"]);
+        let mut added = sh(&["ip", "link", "add", "veth-onair0", "type", "veth", "peer", "name", "veth-onair1"]);
+        for _ in 0..20 {
+            if added.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = sh(&["ip", "link", "del", "veth-onair0"]);
+            added = sh(&["ip", "link", "add", "veth-onair0", "type", "veth", "peer", "name", "veth-onair1"]);
+        }
+        added?;
         sh(&["ip", "link", "set", "veth-onair1", "netns", NETNS])?;
         sh(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", "veth-onair0"])?;
         sh(&["ip", "link", "set", "veth-onair0", "up"])?;
