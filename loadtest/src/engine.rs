@@ -18,7 +18,6 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -289,20 +288,7 @@ fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
         .with_interceptor_registry(reg)
         .build(Instant::now())
         .map_err(|e| e.to_string())?;
-    let c = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".into(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .map_err(|e| e.to_string())?;
-    let init = RTCIceCandidate::from(&c).to_json().map_err(|e| e.to_string())?;
-    pc.add_local_candidate(init).map_err(|e| e.to_string())?;
+    pc.add_local_candidate(sfu::client::host_candidate(local)?).map_err(|e| e.to_string())?;
     Ok(pc)
 }
 

@@ -20,7 +20,6 @@ use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sfu::MediaPacket;
@@ -46,19 +45,7 @@ fn client_pc(addr: SocketAddr) -> RTCPeerConnection {
         .with_interceptor_registry(reg)
         .build(Instant::now())
         .unwrap();
-    let c = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".into(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .unwrap();
-    pc.add_local_candidate(RTCIceCandidate::from(&c).to_json().unwrap()).unwrap();
+    pc.add_local_candidate(sfu::client::host_candidate(addr).unwrap()).unwrap();
     pc
 }
 

@@ -72,12 +72,13 @@ mod net;
 mod session;
 mod worker;
 
-/// Pieces a webrtc-rs client of Onair reuses (the test peers and the loadtest): the RTCP
-/// feedback interceptor that turns a decoder's keyframe needs into PLIs, and the payload
+/// Pieces a webrtc-rs client of Onair reuses (the test peers and the loadtest): a host
+/// candidate for an address, the RTCP feedback interceptor that turns a decoder's keyframe needs into PLIs, and the payload
 /// inspection that tells keyframes and VP8 temporal layers apart.
 pub mod client {
     pub use crate::media::codec::{Vp8Temporal, vp8_is_keyframe, vp8_keyframe_size, vp8_temporal};
     pub use crate::session::feedback::{KEYFRAME_FEEDBACK_SLOT, KeyframeFeedback};
+    pub use crate::session::transport::host_candidate;
 }
 
 /// Internals for the forwarding benchmark only (`benches/forward.rs`); not an API.

@@ -27,7 +27,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -164,19 +164,7 @@ impl SessionFactory {
             .with_interceptor_registry(registry)
             .build(now)
             .map_err(|e| SfuError::Startup(e.to_string()))?;
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: self.local_addr.ip().to_string(),
-                port: self.local_addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .and_then(|c| RTCIceCandidate::from(&c).to_json())
-        .map_err(|e| SfuError::Startup(e.to_string()))?;
+        let candidate = transport::host_candidate(self.local_addr).map_err(SfuError::Startup)?;
         Ok(Transport {
             key,
             pc,

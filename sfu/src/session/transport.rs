@@ -4,7 +4,7 @@
 use crate::error::SfuError;
 use crate::ids::SessionKey;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -26,6 +26,24 @@ pub struct Transport {
     pub nominating: Option<SocketAddr>,
     /// The rtc deadline currently armed for this session in the worker's timers.
     pub deadline: Option<Instant>,
+}
+
+/// The one host candidate of `addr` (UDP), as a peer connection takes it. The SFU advertises
+/// its port with it; test peers and the loadtest use it for their own address.
+pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
+    CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .and_then(|c| RTCIceCandidate::from(&c).to_json())
+    .map_err(|e| e.to_string())
 }
 
 /// A refused description, as the client hears of it.

@@ -7,10 +7,11 @@
 
 use crate::api::{SfuEvent, TrackInfo};
 use crate::config::SfuConfig;
-use crate::ids::{ParticipantId, SessionKey, SessionRole};
+use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::media::codec::vp8_keyframe_size;
 use crate::session::SessionFactory;
 use crate::session::feedback::{KEYFRAME_FEEDBACK_SLOT, KeyframeFeedback};
+use crate::session::transport::host_candidate;
 use crate::worker::core::Core;
 use crate::worker::msg::{Answer, Command, Input};
 use crate::worker::plane::{Counters, Plane};
@@ -26,7 +27,6 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -67,19 +67,7 @@ fn client_pc(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
         .with_interceptor_registry(reg)
         .build(now)
         .expect("client peer builds");
-    let c = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".into(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .expect("host candidate");
-    pc.add_local_candidate(RTCIceCandidate::from(&c).to_json().expect("candidate json")).expect("local candidate");
+    pc.add_local_candidate(host_candidate(addr).expect("host candidate")).expect("local candidate");
     pc
 }
 
@@ -443,6 +431,16 @@ impl Sim {
         self.run_until(until);
     }
 
+    /// Every `LayersWanted` the publisher `i` was told for `track`: (when, highest layer).
+    fn layers_wanted(&self, i: usize, track: TrackId) -> Vec<(Instant, u8)> {
+        self.events_to(i)
+            .filter_map(|(t, e)| match e {
+                SfuEvent::LayersWanted(tr, max) if *tr == track => Some((t, *max)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn events_to(&self, i: usize) -> impl Iterator<Item = (Instant, &SfuEvent)> {
         let id = self.clients[i].id;
         self.events.iter().filter(move |(_, p, _)| *p == id).map(|(t, _, e)| (*t, e))
@@ -547,13 +545,7 @@ fn dynacast_pauses_unwanted_layers_after_a_second_and_resumes_at_once() {
     let track = sim.published_track(p);
     let v = sim.subscriber(track.clone(), Some(180));
     sim.run_for(Duration::from_secs(4));
-    let wanted: Vec<(Instant, u8)> = sim
-        .events_to(p)
-        .filter_map(|(t, e)| match e {
-            SfuEvent::LayersWanted(tr, max) if *tr == track.id => Some((t, *max)),
-            _ => None,
-        })
-        .collect();
+    let wanted = sim.layers_wanted(p, track.id);
     // Demand first appears as "the low layer" (the viewer is 180 px tall), announced at once.
     assert_eq!(wanted.iter().map(|w| w.1).collect::<Vec<_>>(), vec![0], "{wanted:?}");
     assert_eq!(sim.clients[p].encoder.as_ref().map(|e| e.max_layer), Some(0), "the publisher paused layers 1 and 2");
@@ -564,13 +556,7 @@ fn dynacast_pauses_unwanted_layers_after_a_second_and_resumes_at_once() {
     let joined = sim.now;
     let w = sim.subscriber(track.clone(), Some(720));
     sim.run_for(Duration::from_secs(2));
-    let up = sim
-        .events_to(p)
-        .find_map(|(t, e)| match e {
-            SfuEvent::LayersWanted(tr, 2) if *tr == track.id => Some(t),
-            _ => None,
-        })
-        .expect("the top layer is wanted again");
+    let up = sim.layers_wanted(p, track.id).into_iter().find(|w| w.1 == 2).map(|w| w.0).expect("the top layer is wanted again");
     assert!(up.duration_since(joined) <= Duration::from_millis(5), "resumed {:?} after the viewer joined", up.duration_since(joined));
     assert!(sim.clients[w].video.iter().any(|v| v.3 == 2), "the full-size viewer gets the top layer");
     // It leaves: the top layer is paused again, no sooner than a second later.
@@ -579,12 +565,10 @@ fn dynacast_pauses_unwanted_layers_after_a_second_and_resumes_at_once() {
     sim.core.command(Command::RemoveParticipant { participant: wid }, left);
     sim.run_for(Duration::from_secs(3));
     let down = sim
-        .events_to(p)
-        .filter(|(t, _)| *t >= left)
-        .find_map(|(t, e)| match e {
-            SfuEvent::LayersWanted(tr, 0) if *tr == track.id => Some(t),
-            _ => None,
-        })
+        .layers_wanted(p, track.id)
+        .into_iter()
+        .find(|w| w.0 >= left && w.1 == 0)
+        .map(|w| w.0)
         .expect("paused again once only the small viewer is left");
     let after = down.duration_since(left);
     assert!(after >= Duration::from_millis(1000) && after <= Duration::from_millis(1300), "paused {after:?} after the big viewer left");
@@ -640,13 +624,8 @@ fn a_viewer_that_has_not_said_its_size_raises_demand_after_the_grace() {
     let joined = sim.now;
     sim.subscriber(track.clone(), None);
     sim.run_for(Duration::from_secs(2));
-    let up = sim
-        .events_to(p)
-        .find_map(|(t, e)| match e {
-            SfuEvent::LayersWanted(tr, 2) if *tr == track.id => Some(t),
-            _ => None,
-        })
-        .expect("the top layer is wanted once the grace is over");
+    let up =
+        sim.layers_wanted(p, track.id).into_iter().find(|w| w.1 == 2).map(|w| w.0).expect("the top layer is wanted once the grace is over");
     let after = up.duration_since(joined);
     assert!(after >= crate::forward::forwarder::DEMAND_GRACE, "demand rose {after:?} after joining");
     assert!(after <= crate::forward::forwarder::DEMAND_GRACE + Duration::from_millis(300), "demand rose {after:?} after joining");
