@@ -3,7 +3,7 @@
 //! registered collects in [`Outputs`], which the thread that drives it (`worker::run`, or the
 //! virtual-time harness in tests) drains after every call.
 
-use crate::api::{EventSink, SfuEvent};
+use crate::api::SfuEvent;
 use crate::ids::{ParticipantId, SessionKey, SessionRole};
 use crate::net::batch::SendBatch;
 use crate::net::demux::DemuxCtl;
@@ -255,6 +255,3 @@ pub(crate) fn drain_writes(batch: &mut SendBatch, session: &mut Transport) {
         batch.push(to, out.message);
     }
 }
-
-/// The sink a participant's events go to, kept by the driver.
-pub(crate) type Sinks = HashMap<ParticipantId, EventSink>;

@@ -28,16 +28,20 @@ mod stats;
 pub(crate) mod tables;
 pub(crate) mod timers;
 
+use crate::api::EventSink;
 use crate::api::SfuEvent;
 use crate::ids::ParticipantId;
 use crate::net::demux::DemuxCtl;
-use crate::worker::core::{Core, Sinks};
+use crate::worker::core::Core;
 use crate::worker::msg::{Command, WorkerMsg};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Where each participant's events go: kept by the thread, since the core holds no channel.
+type Sinks = std::collections::HashMap<ParticipantId, EventSink>;
 
 /// Messages handled between two checks of timers.
 const BATCH: usize = 256;
