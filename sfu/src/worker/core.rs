@@ -146,6 +146,7 @@ impl Core {
                 Timer::ConnectTimeout(key) => self.connect_timeout(key, now),
                 Timer::Pli(track, layer) => self.pli_due(track, layer, now),
                 Timer::DynacastDown(track) => self.dynacast_down(track, now),
+                Timer::Demand => self.update_demand(now),
             }
         }
     }

@@ -73,6 +73,9 @@ impl Core {
         for track in published {
             self.unpublish(key.participant, track, now);
         }
+        if !forwarded.is_empty() {
+            self.timers.ensure(Timer::Demand, now);
+        }
         for track in forwarded {
             if self.router.remove_subscriber(track, key.participant) {
                 self.send_interest(track, false, now);
@@ -162,6 +165,7 @@ impl Core {
             return;
         }
         let offer = session.negotiate(now);
+        self.timers.ensure(Timer::Demand, now);
         if self.router.remove_subscriber(track, participant) {
             self.send_interest(track, false, now);
         }

@@ -70,6 +70,7 @@ impl Core {
     /// Drop local subscriptions to a track that is gone; each subscriber gets a new offer.
     pub fn track_gone(&mut self, track: TrackId, now: Instant) {
         let Some(subs) = self.router.subscribers.remove(&track) else { return };
+        self.timers.ensure(Timer::Demand, now);
         for p in subs {
             let key = SessionKey { participant: p, role: SessionRole::Subscriber };
             let Some(s) = self.subscriber(p) else { continue };

@@ -571,7 +571,9 @@ fn dynacast_pauses_unwanted_layers_after_a_second_and_resumes_at_once() {
         .map(|w| w.0)
         .expect("paused again once only the small viewer is left");
     let after = down.duration_since(left);
-    assert!(after >= Duration::from_millis(1000) && after <= Duration::from_millis(1300), "paused {after:?} after the big viewer left");
+    // Demand is recomputed the moment the viewer leaves, so the pause follows exactly
+    // DYNACAST_DOWN_DELAY later.
+    assert!(after >= Duration::from_millis(1000) && after <= Duration::from_millis(5 + 1000), "paused {after:?} after the big viewer left");
     assert_eq!(sim.clients[p].encoder.as_ref().map(|e| e.max_layer), Some(0));
 }
 

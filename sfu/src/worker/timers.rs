@@ -22,6 +22,9 @@ pub(crate) enum Timer {
     Pli(TrackId, u8),
     /// A lower dynacast demand for a track has held long enough to announce.
     DynacastDown(TrackId),
+    /// Recompute this worker's dynacast demand now: armed when subscriptions go away, so a
+    /// hundred viewers leaving at once cost one pass.
+    Demand,
 }
 
 /// A min-heap of deadlines; each timer has at most one live deadline (setting it again
