@@ -139,7 +139,10 @@ fn handle(core: &mut Core, msg: WorkerMsg, io: &Io, sinks: &mut Sinks) {
 fn flush(core: &mut Core, io: &Io, sinks: &mut Sinks) {
     let counters = &core.plane.counters;
     let (_, bytes) = core.out.transmit.flush(&io.socket);
-    counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    // Most calls send nothing (RTCP in, a command): no shared-counter write for them.
+    if bytes > 0 {
+        counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
     for (w, input) in core.out.to_workers.drain(..) {
         let media = input.is_media();
         let queue = if media { io.media.get(w) } else { io.control.get(w) };
