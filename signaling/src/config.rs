@@ -23,6 +23,67 @@ pub struct Config {
     pub room: RoomConfig,
     pub limits: LimitsConfig,
     pub rtmp: RtmpConfig,
+    pub store: StoreConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The database: `sqlite:<path>` (created with its tables when missing) or `sqlite::memory:`
+    /// (nothing kept). Default: `sqlite:onair-data/onair.db`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: "sqlite:onair-data/onair.db".into() }
+    }
+}
+
+/// The live room's conversation (docs/protocol.md §13).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Longest comment, in characters (after normalisation).
+    pub max_comment_chars: usize,
+    /// Comments a joining participant receives.
+    pub history: usize,
+    /// Comments per participant: sustained per second, and the burst above it.
+    pub user_comments_per_sec: f64,
+    pub user_comment_burst: u32,
+    /// Comments per room (everyone together): sustained per second, and the burst.
+    pub room_comments_per_sec: f64,
+    pub room_comment_burst: u32,
+    /// Reactions one participant may send per second (more are dropped silently).
+    pub user_reactions_per_sec: u32,
+    /// Reactions are added up per room and sent every this many milliseconds.
+    pub reaction_window_ms: u64,
+    /// Longest slow mode a moderator may set, in seconds.
+    pub max_slow_mode_secs: u32,
+    /// Longest time-out, in minutes.
+    pub max_timeout_minutes: u32,
+    /// A file with one blocked word or phrase per line (`#` comments): every live's list starts
+    /// from it. Empty: the list built into the server (signaling/data/blocked-words.txt).
+    pub blocked_words_file: String,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            max_comment_chars: 300,
+            history: 50,
+            user_comments_per_sec: 1.0,
+            user_comment_burst: 5,
+            room_comments_per_sec: 100.0,
+            room_comment_burst: 200,
+            user_reactions_per_sec: 20,
+            reaction_window_ms: 250,
+            max_slow_mode_secs: 300,
+            max_timeout_minutes: 24 * 60,
+            blocked_words_file: String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,7 +97,8 @@ pub struct RtmpConfig {
     pub app: String,
     /// The server URL shown to hosts with a new key (default: built from `bind`).
     pub public_url: String,
-    /// Where stream-key hashes are kept (shared with `onair stream-key`).
+    /// Where an older Onair kept stream-key hashes: imported into the store on start, then
+    /// renamed `<file>.imported`. Empty: nothing to import.
     pub keys_file: String,
     /// Seconds a dropped encoder's seat and tracks are held for its reconnect.
     pub grace_secs: u64,
@@ -163,6 +225,8 @@ impl Default for Config {
             room: RoomConfig::default(),
             limits: LimitsConfig::default(),
             rtmp: RtmpConfig::default(),
+            store: StoreConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -258,6 +322,9 @@ impl Config {
         if let Some(v) = get("ONAIR_RTMP_KEYS_FILE") {
             self.rtmp.keys_file = v;
         }
+        if let Some(v) = get("ONAIR_STORE_URL") {
+            self.store.url = v;
+        }
         if let Some(v) = get("ONAIR_ROOM_EMPTY_TIMEOUT_SECS") {
             self.room.empty_timeout_secs = parse("ONAIR_ROOM_EMPTY_TIMEOUT_SECS", v)?;
         }
@@ -308,6 +375,22 @@ impl Config {
         }
         if self.rtc.layer_up_hold_ms > 60_000 {
             anyhow::bail!("rtc.layer_up_hold_ms must be at most 60000");
+        }
+        if !self.store.url.starts_with("sqlite:") {
+            anyhow::bail!("store.url must be sqlite:<path> or sqlite::memory: (PostgreSQL comes with many nodes)");
+        }
+        let chat = &self.chat;
+        if !(1..=5000).contains(&chat.max_comment_chars) || chat.history > 500 || chat.max_slow_mode_secs > 3600 {
+            anyhow::bail!("chat: max_comment_chars 1..=5000, history ≤ 500, max_slow_mode_secs ≤ 3600");
+        }
+        if !(chat.user_comments_per_sec > 0.0 && chat.room_comments_per_sec > 0.0)
+            || chat.user_comment_burst == 0
+            || chat.room_comment_burst == 0
+        {
+            anyhow::bail!("chat: comment rates and bursts must be positive");
+        }
+        if !(50..=5000).contains(&chat.reaction_window_ms) || chat.user_reactions_per_sec == 0 || chat.max_timeout_minutes == 0 {
+            anyhow::bail!("chat: reaction_window_ms 50..=5000, user_reactions_per_sec and max_timeout_minutes ≥ 1");
         }
         self.secret()?;
         Ok(())

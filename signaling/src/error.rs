@@ -64,6 +64,18 @@ pub enum ErrorCode {
     BadStreamKey,
     /// The stream key is already streaming (RTMP publish; never sent over the WebSocket).
     StreamKeyInUse,
+    /// The comment is empty, or has control or direction-changing characters, or stacked accents.
+    BadComment,
+    /// The comment is longer than `chat.max_comment_chars` characters.
+    CommentTooLong,
+    /// A moderator turned comments off.
+    CommentsOff,
+    /// Slow mode: wait `retry_after_ms` before the next comment.
+    SlowMode,
+    /// A moderator timed you out: no comments until `retry_after_ms` has passed.
+    TimedOut,
+    /// Banned from this live: kicked, and refused on every rejoin.
+    Banned,
 }
 
 impl ErrorCode {
@@ -98,6 +110,12 @@ impl ErrorCode {
             Internal => "internal",
             BadStreamKey => "bad_stream_key",
             StreamKeyInUse => "stream_key_in_use",
+            BadComment => "bad_comment",
+            CommentTooLong => "comment_too_long",
+            CommentsOff => "comments_off",
+            SlowMode => "slow_mode",
+            TimedOut => "timed_out",
+            Banned => "banned",
         }
     }
 }
@@ -116,16 +134,23 @@ pub struct AppError {
     pub message: String,
     /// For the log only (an I/O error, a path): never sent to a client.
     pub detail: Option<String>,
+    /// When the same request can succeed again (rate limits, slow mode, time-outs), in ms.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None }
+        Self { code, message: message.into(), detail: None, retry_after_ms: None }
+    }
+
+    /// The same refusal, saying when to retry.
+    pub fn retry_after(self, ms: u64) -> Self {
+        Self { retry_after_ms: Some(ms), ..self }
     }
 
     /// A failure on our side: the client gets `message`, the log also gets `detail`.
     pub fn internal(message: impl Into<String>, detail: impl std::fmt::Display) -> Self {
-        Self { code: ErrorCode::Internal, message: message.into(), detail: Some(detail.to_string()) }
+        Self { code: ErrorCode::Internal, message: message.into(), detail: Some(detail.to_string()), retry_after_ms: None }
     }
 }
 
@@ -191,6 +216,12 @@ mod tests {
             (Internal, "internal"),
             (BadStreamKey, "bad_stream_key"),
             (StreamKeyInUse, "stream_key_in_use"),
+            (BadComment, "bad_comment"),
+            (CommentTooLong, "comment_too_long"),
+            (CommentsOff, "comments_off"),
+            (SlowMode, "slow_mode"),
+            (TimedOut, "timed_out"),
+            (Banned, "banned"),
         ];
         for (code, wire) in all {
             assert_eq!(code.as_str(), wire);

@@ -7,7 +7,7 @@
 //!                                      ▼
 //!                     live::join (authenticate → room + seat → SFU → fan out)
 //!                                      │
-//!    client message ──► live::dispatch ──► live::{media, room, stats, studio::keys}
+//!    client message ──► live::dispatch ──► live::{media, room, chat, stats, studio::keys}
 //!                                      │            │                    │
 //!                      live::room::Room (rules, broadcasts)   sfu::Sfu   store::Store
 //! ```
@@ -119,9 +119,10 @@ impl Server {
         let sfu = sfu::Sfu::start(config.sfu_config())?;
         let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
         let http_addr = listener.local_addr()?;
-        let store = Arc::new(store::Store::open(&config)?);
+        let store = Arc::new(store::Store::open(&config).await?);
+        let default_words = Arc::new(live::chat::text::default_blocked_words(&config.chat)?);
         let state = AppState {
-            rooms: Arc::new(room::Rooms::new(config.room.clone())),
+            rooms: Arc::new(room::Rooms::new(config.room.clone(), Arc::new(config.chat.clone()), default_words)),
             studio: Arc::new(studio::feeds::Studio::default()),
             store,
             config: Arc::new(config),
@@ -130,13 +131,17 @@ impl Server {
             started: Instant::now(),
         };
         let (shutdown, mut rx) = tokio::sync::watch::channel(false);
-        let rooms = state.rooms.clone();
+        let (rooms, store) = (state.rooms.clone(), state.store.clone());
         let mut reaper_rx = rx.clone();
+        let window = Duration::from_millis(state.config.chat.reaction_window_ms);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut reactions = tokio::time::interval(window);
+            reactions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = every.tick() => rooms.reap(Instant::now()),
+                    _ = every.tick() => rooms.reap(Instant::now(), &store).await,
+                    _ = reactions.tick() => live::chat::flush_reactions(&rooms, &store).await,
                     _ = reaper_rx.changed() => break,
                 }
             }
@@ -171,10 +176,13 @@ impl Server {
         &self.state.sfu
     }
 
-    /// Stop accepting, close the media plane.
+    /// Stop accepting, close the media plane and the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        // The last reaction window is kept too.
+        live::chat::flush_reactions(&self.state.rooms, &self.state.store).await;
+        self.state.store.close().await;
         let sfu = self.state.sfu.clone();
         let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;
     }

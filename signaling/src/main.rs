@@ -104,29 +104,36 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::StreamKey { room, label, list, revoke } => {
-            anyhow::ensure!(!config.rtmp.keys_file.is_empty(), "rtmp.keys_file is empty: keys would live in memory only");
-            let store = Store::open(&config)?;
-            if list {
-                for k in store.stream_keys(room.as_deref()) {
-                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
-                    println!("{}  room={}  label={:?}  {state}", k.id, k.room, k.label);
-                }
-            } else if let Some(id) = revoke {
-                anyhow::ensure!(store.revoke_stream_key(room.as_deref(), &id)?, "no stream key {id}");
-                println!("revoked {id} (a running server cuts its feed on the next connect; use the host page to cut a live feed at once)");
-            } else {
-                let room = room.context("--room is required to mint a key")?;
-                anyhow::ensure!(!room.is_empty() && room.len() <= signaling::auth::MAX_ROOM_BYTES, "room must be 1-128 bytes");
-                anyhow::ensure!(label.len() <= 64, "label: at most 64 bytes");
-                let k = store.mint_stream_key(&room, &label)?;
-                println!("Server URL:  {}", config.rtmp.server_url());
-                println!("Stream key:  {}", k.key);
-                println!("(id {}; the key is shown only now)", k.view.id);
-            }
-            Ok(())
+            anyhow::ensure!(!config.store.url.contains(":memory:"), "store.url is in memory: keys would be lost");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(stream_key(config, room, label, list, revoke))
         }
         Command::Serve => serve(config),
     }
+}
+
+/// `onair stream-key`: mint, list or revoke keys in the store the server uses.
+async fn stream_key(config: Config, room: Option<String>, label: String, list: bool, revoke: Option<String>) -> anyhow::Result<()> {
+    let store = Store::open(&config).await?;
+    if list {
+        for k in store.stream_keys(room.as_deref()).await? {
+            let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+            println!("{}  room={}  label={:?}  {state}", k.id, k.room, k.label);
+        }
+    } else if let Some(id) = revoke {
+        anyhow::ensure!(store.revoke_stream_key(room.as_deref(), &id).await?, "no stream key {id}");
+        println!("revoked {id} (a running server cuts its feed on the next connect; use the host page to cut a live feed at once)");
+    } else {
+        let room = room.context("--room is required to mint a key")?;
+        anyhow::ensure!(!room.is_empty() && room.len() <= signaling::auth::MAX_ROOM_BYTES, "room must be 1-128 bytes");
+        anyhow::ensure!(label.len() <= 64, "label: at most 64 bytes");
+        let k = store.mint_stream_key(&room, &label).await?;
+        println!("Server URL:  {}", config.rtmp.server_url());
+        println!("Stream key:  {}", k.key);
+        println!("(id {}; the key is shown only now)", k.view.id);
+    }
+    store.close().await;
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -97,6 +97,132 @@ pub enum ClientMsg {
     ListStreamKeys,
     /// Host only: revoke a key; a feed streaming with it is cut at once.
     RevokeStreamKey { id: String },
+    /// Post a comment (docs/protocol.md §13).
+    Comment { text: String },
+    /// Delete a comment: your own, or any as host or moderator.
+    DeleteComment { id: i64 },
+    /// A tap on a reaction (one of the six emoji); the server sends the sums every window.
+    React { emoji: String },
+    /// Host or moderator: act on an identity of this live.
+    Moderate {
+        action: ModAction,
+        identity: String,
+        /// For `timeout`: how long (1..=`chat.max_timeout_minutes`).
+        #[serde(default)]
+        minutes: Option<u32>,
+        /// Shown to the identity when banned, and kept in the audit log.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Host or moderator: comments on/off, slow mode (seconds between a viewer's comments; 0 = off).
+    ChatSettings {
+        #[serde(default)]
+        comments_enabled: Option<bool>,
+        #[serde(default)]
+        slow_mode_secs: Option<u32>,
+    },
+    /// Host or moderator: the live's blocked words.
+    GetBlockedWords,
+    /// Host or moderator: replace the live's blocked words.
+    SetBlockedWords { words: Vec<String> },
+    /// Report a comment to the moderators.
+    Report {
+        comment: i64,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Host or moderator: the open reports.
+    GetReports,
+    /// Host or moderator: close a report, deleting its comment or not.
+    ResolveReport { id: i64, action: ReportAction },
+    /// Host only: the live's audit log, newest first.
+    GetAuditLog,
+}
+
+/// What a moderator does to an identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModAction {
+    /// Kick now and refuse every rejoin of this identity in this live.
+    Ban,
+    Unban,
+    /// No comments for `minutes`.
+    Timeout,
+    /// End a time-out early.
+    Untimeout,
+    /// Shadow: their comments are shown to themselves only.
+    Restrict,
+    Unrestrict,
+    /// Host only: the identity moderates this live (sticks across rejoins and restarts).
+    AddModerator,
+    /// Host only: the identity no longer moderates, whatever its token says.
+    RemoveModerator,
+}
+
+impl ModAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModAction::Ban => "ban",
+            ModAction::Unban => "unban",
+            ModAction::Timeout => "timeout",
+            ModAction::Untimeout => "untimeout",
+            ModAction::Restrict => "restrict",
+            ModAction::Unrestrict => "unrestrict",
+            ModAction::AddModerator => "add_moderator",
+            ModAction::RemoveModerator => "remove_moderator",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportAction {
+    /// Keep the comment.
+    Dismiss,
+    /// Delete the comment (for everyone) and close every report on it.
+    Delete,
+}
+
+/// A comment as clients see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CommentView {
+    pub id: i64,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    pub text: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A report as moderators see it (`comment` is null when it is gone).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReportView {
+    pub id: i64,
+    pub comment: Option<CommentView>,
+    pub comment_id: i64,
+    pub reporter: String,
+    pub reason: String,
+    pub at: i64,
+}
+
+/// The conversation as a joining participant finds it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChatSnapshot {
+    /// The last comments (`chat.history`) this participant may see, oldest first.
+    pub comments: Vec<CommentView>,
+    pub comments_enabled: bool,
+    pub slow_mode_secs: u32,
+    /// Reactions so far in this live, per emoji.
+    pub reactions: std::collections::BTreeMap<String, u64>,
+    /// The emoji `react` accepts.
+    pub emoji: Vec<String>,
+    /// Set when you are timed out (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_out_until: Option<i64>,
+    /// Open reports (host and moderators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_reports: Option<usize>,
 }
 
 /// How a participant came in: a browser (or any WebSocket client) with a token, or a studio
@@ -157,6 +283,8 @@ pub enum ServerMsg {
         room: RoomInfo,
         participants: Vec<ParticipantInfo>,
         tracks: Vec<TrackView>,
+        #[serde(default)]
+        chat: Box<ChatSnapshot>,
     },
     /// Answer to `publish`.
     Answer {
@@ -225,6 +353,8 @@ pub enum ServerMsg {
     Error {
         code: ErrorCode,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// A new stream key; `key` is never shown again.
     StreamKey {
@@ -252,6 +382,67 @@ pub enum ServerMsg {
         code: String,
         message: String,
     },
+    /// A new comment (to everyone, or to its author only when it is hidden).
+    Comment {
+        comment: CommentView,
+    },
+    /// A comment was deleted: remove it.
+    CommentDeleted {
+        id: i64,
+    },
+    /// The reactions of the last window (`counts`) and of the whole live (`totals`).
+    Reactions {
+        counts: std::collections::BTreeMap<String, u64>,
+        totals: std::collections::BTreeMap<String, u64>,
+    },
+    /// Comments on/off and slow mode changed (to everyone).
+    ChatSettings {
+        comments_enabled: bool,
+        slow_mode_secs: u32,
+    },
+    /// A participant's role changed (made or unmade moderator).
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    /// You were removed from the live (banned); the connection closes after this.
+    Kicked {
+        code: ErrorCode,
+        reason: String,
+    },
+    /// Your own chat standing changed: timed out until (unix ms), or no longer.
+    ChatStatus {
+        timed_out_until: Option<i64>,
+    },
+    /// To the host and moderators: a moderation action was taken (also the acknowledgement).
+    Moderation {
+        entry: crate::store::AuditEntry,
+    },
+    /// The live's blocked words (`custom`: false while the server's default list is in force).
+    BlockedWords {
+        words: Vec<String>,
+        custom: bool,
+    },
+    /// Your report was received.
+    Reported {
+        comment: i64,
+    },
+    /// To the host and moderators: a new report.
+    ReportFiled {
+        report: ReportView,
+    },
+    /// To the host and moderators: a report was closed (`dismissed` or `deleted`).
+    ReportResolved {
+        id: i64,
+        resolution: String,
+    },
+    /// Answer to `get_reports`: the open reports, oldest first.
+    Reports {
+        reports: Vec<ReportView>,
+    },
+    /// Answer to `get_audit_log`: newest first.
+    AuditLog {
+        entries: Vec<crate::store::AuditEntry>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -264,7 +455,7 @@ pub enum StudioState {
 
 impl ServerMsg {
     pub fn error(e: &crate::error::AppError) -> Self {
-        ServerMsg::Error { code: e.code, message: e.message.clone() }
+        ServerMsg::Error { code: e.code, message: e.message.clone(), retry_after_ms: e.retry_after_ms }
     }
 }
 

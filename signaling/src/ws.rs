@@ -10,7 +10,9 @@ use crate::live::dispatch::{Outcome, dispatch};
 use crate::live::join::{self, Pass, Seat};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::transport::limits::{Admit, Heartbeat, Limits};
-use crate::transport::websocket::{CLOSE_AUTH, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message};
+use crate::transport::websocket::{
+    CLOSE_AUTH, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message,
+};
 use sfu::SfuEvent;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -94,7 +96,9 @@ async fn wait_for_join(
 /// The whole life of one connection.
 pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, url_room: Option<String>, peer: String) {
     let guest = match wait_for_join(&mut socket, &app, url_token, url_room).await {
-        Ok((token, room)) => join::authenticate(&app, Pass::Token { token: &token, room: room.as_deref() }).map_err(|e| (e, CLOSE_AUTH)),
+        Ok((token, room)) => {
+            join::authenticate(&app, Pass::Token { token: &token, room: room.as_deref() }).await.map_err(|e| (e, CLOSE_AUTH))
+        }
         Err(refusal) => Err(refusal),
     };
     let guest = match guest {
@@ -107,7 +111,7 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
     };
     let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(QUEUE);
     let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(QUEUE);
-    let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx) {
+    let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx).await {
         Ok(j) => j,
         Err(e) => {
             tracing::info!(%peer, room = %guest.claims.room, code = %e.code, "join refused: {}", e.message);
@@ -124,6 +128,7 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         room: snapshot.room,
         participants: snapshot.participants,
         tracks: snapshot.tracks,
+        chat: Box::new(snapshot.chat),
     };
     let (reason, close_code) = if !send(&mut socket, &reply).await {
         ("connection lost".to_owned(), None)
@@ -185,9 +190,16 @@ impl Connection<'_> {
                     }
                 }
                 Some(msg) = out_rx.recv() => {
-                    let ended = matches!(msg, ServerMsg::RoomEnded { .. });
+                    let close = match &msg {
+                        ServerMsg::RoomEnded { .. } => Some((CLOSE_NORMAL, "room ended")),
+                        ServerMsg::Kicked { .. } => Some((CLOSE_KICKED, "banned")),
+                        _ => None,
+                    };
                     if !send(socket, &msg).await { return ("connection lost".into(), None); }
-                    if ended { Flow::Close(CLOSE_NORMAL, "room ended".into()) } else { Flow::Continue }
+                    match close {
+                        Some((code, reason)) => Flow::Close(code, reason.into()),
+                        None => Flow::Continue,
+                    }
                 }
                 Some(ev) = ev_rx.recv() => self.on_sfu_event(socket, ev).await,
                 _ = ping.tick() => match heartbeat.tick(Instant::now()) {

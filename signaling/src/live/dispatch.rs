@@ -4,7 +4,7 @@
 
 use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
-use crate::live::{controls, media, stats, studio};
+use crate::live::{chat, controls, media, stats, studio};
 use crate::protocol::{ClientMsg, ServerMsg};
 
 /// What the connection does after a message was handled.
@@ -37,8 +37,21 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::Leave => Ok(Outcome::Leave),
         ClientMsg::Ping { ts } => Ok(Outcome::Reply(ServerMsg::Pong { ts })),
         ClientMsg::GetStats => stats::subscriber(ctx).await.map(Outcome::Reply),
-        ClientMsg::CreateStreamKey { label } => studio::keys::create(ctx, label).map(Outcome::Reply),
-        ClientMsg::ListStreamKeys => studio::keys::list(ctx).map(Outcome::Reply),
-        ClientMsg::RevokeStreamKey { id } => studio::keys::revoke(ctx, id).map(Outcome::Reply),
+        ClientMsg::CreateStreamKey { label } => studio::keys::create(ctx, label).await.map(Outcome::Reply),
+        ClientMsg::ListStreamKeys => studio::keys::list(ctx).await.map(Outcome::Reply),
+        ClientMsg::RevokeStreamKey { id } => studio::keys::revoke(ctx, id).await.map(Outcome::Reply),
+        ClientMsg::Comment { text } => chat::comment(ctx, text).await.map(done),
+        ClientMsg::DeleteComment { id } => chat::delete(ctx, id).await.map(done),
+        ClientMsg::React { emoji } => chat::react(ctx, &emoji).map(done),
+        ClientMsg::Moderate { action, identity, minutes, reason } => chat::moderate(ctx, action, identity, minutes, reason).await.map(done),
+        ClientMsg::ChatSettings { comments_enabled, slow_mode_secs } => {
+            chat::settings(ctx, comments_enabled, slow_mode_secs).await.map(done)
+        }
+        ClientMsg::GetBlockedWords => chat::blocked_words(ctx).map(Outcome::Reply),
+        ClientMsg::SetBlockedWords { words } => chat::set_blocked_words(ctx, words).await.map(Outcome::Reply),
+        ClientMsg::Report { comment, reason } => chat::report(ctx, comment, reason).await.map(Outcome::Reply),
+        ClientMsg::GetReports => chat::reports(ctx).await.map(Outcome::Reply),
+        ClientMsg::ResolveReport { id, action } => chat::resolve_report(ctx, id, action).await.map(done),
+        ClientMsg::GetAuditLog => chat::audit_log(ctx).await.map(Outcome::Reply),
     }
 }

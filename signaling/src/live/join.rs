@@ -10,8 +10,9 @@
 //!    everyone else is subscribed to them, whichever door the participant came in by.
 //! 4. [`leave`]: out of the room, then out of the SFU.
 //!
-//! Locks: the room's lock is taken and released inside one statement; the SFU is called with
-//! no lock held (docs/architecture.md §6.1).
+//! Locks: the room's lock is taken and released inside one statement; the SFU and the store
+//! are called with no lock held (docs/architecture.md §6.1). A room not running is opened with
+//! its live from the store (bans of this live refuse the join: `banned`).
 
 use super::room::{JoinSnapshot, Outbox, Room, lock};
 use crate::app::AppState;
@@ -47,14 +48,14 @@ pub fn studio_identity(key_id: &str) -> String {
 }
 
 /// Check a pass. A token's errors are its `token_*` codes; a key's, `bad_stream_key`.
-pub fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppError> {
+pub async fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppError> {
     match pass {
         Pass::Token { token, room } => Ok(Guest { claims: app.auth.verify(token, room)?, kind: ParticipantKind::User, stream_key: None }),
         Pass::StreamKey(key) => {
             if key.is_empty() || key.len() > app.config.rtmp.max_name_bytes {
                 return Err(AppError::new(ErrorCode::BadStreamKey, UNKNOWN_KEY));
             }
-            let key = app.store.verify_stream_key(key)?;
+            let key = app.store.verify_stream_key(key).await?;
             let claims = Claims {
                 identity: studio_identity(&key.id),
                 name: key.label.clone(),
@@ -84,9 +85,9 @@ pub struct Joined {
 
 /// Enter `guest`'s room: place (and seat) in the room, then the SFU. The room's broadcasts go
 /// to `outbox`, the SFU's events about this participant to `events`.
-pub fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: mpsc::Sender<SfuEvent>) -> Result<Joined, AppError> {
+pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: mpsc::Sender<SfuEvent>) -> Result<Joined, AppError> {
     let id = ParticipantId::next();
-    let room = app.rooms.get_or_create(&guest.claims.room);
+    let room = app.rooms.open(&guest.claims.room, &app.store).await?;
     let snapshot = {
         let mut r = lock(&room);
         let snapshot = r.join(id, &guest.claims, guest.kind, outbox)?;

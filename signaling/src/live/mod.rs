@@ -11,10 +11,12 @@
 //! | [`media`] | the participant's peer connections: `publish` (takes a seat), `answer`, `candidate`, `video_size`, `quality` |
 //! | [`stats`] | `get_stats`, and `/api/stats` |
 //! | [`studio`] | studio feeds over RTMP, and the stream-key messages |
+//! | [`chat`] | the conversation: comments, reactions, moderation, reports, the audit log |
 //!
 //! Features talk to the media plane through the `sfu::Sfu` handle and to persistence through
 //! [`crate::store::Store`]; none of them touches a socket of a browser.
 
+pub mod chat;
 pub mod controls;
 pub mod ctx;
 pub mod dispatch;

@@ -3,11 +3,13 @@
 //! awaits or does I/O — members' outgoing queues are filled with `try_send`, so one slow client
 //! never stalls a room.
 
+use super::chat::Conversation;
 use super::stage::Stage;
 use crate::auth::{Claims, Role};
-use crate::config::RoomConfig;
+use crate::config::{ChatConfig, RoomConfig};
 use crate::error::{AppError, ErrorCode};
-use crate::protocol::{ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
+use crate::protocol::{ChatSnapshot, ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
+use crate::store::Store;
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +22,8 @@ pub type Outbox = mpsc::Sender<ServerMsg>;
 
 struct Member {
     info: ParticipantInfo,
+    /// The role the token gave; `info.role` is what the live made of it (moderator flags).
+    token_role: Role,
     outbox: Outbox,
 }
 
@@ -38,6 +42,8 @@ pub struct Room {
     tracks: BTreeMap<TrackId, Track>,
     empty_since: Option<Instant>,
     config: RoomConfig,
+    /// The live's conversation (comments, reactions, moderation).
+    pub chat: Conversation,
 }
 
 /// What a joining participant learns.
@@ -49,6 +55,7 @@ pub struct JoinSnapshot {
     pub tracks: Vec<TrackView>,
     /// Tracks to subscribe the newcomer to.
     pub subscribe: Vec<TrackInfo>,
+    pub chat: ChatSnapshot,
 }
 
 fn view(t: &Track) -> TrackView {
@@ -60,8 +67,9 @@ fn unix_ms() -> u64 {
 }
 
 impl Room {
-    pub fn new(name: String, config: RoomConfig) -> Self {
+    pub fn new(name: String, config: RoomConfig, chat: Conversation) -> Self {
         Self {
+            chat,
             name,
             state: RoomState::Waiting,
             started_at: None,
@@ -125,6 +133,44 @@ impl Room {
         self.members.get(&id).map(|m| m.info.role)
     }
 
+    pub fn member(&self, id: ParticipantId) -> Option<&ParticipantInfo> {
+        self.members.get(&id).map(|m| &m.info)
+    }
+
+    /// The members present under `identity` (one per connection).
+    pub fn members_of<'a>(&'a self, identity: &'a str) -> impl Iterator<Item = &'a ParticipantInfo> + 'a {
+        self.members.values().map(|m| &m.info).filter(move |i| i.identity == identity)
+    }
+
+    /// Send to every connection of `identity`.
+    pub fn send_to_identity(&self, identity: &str, msg: &ServerMsg) {
+        for m in self.members.values().filter(|m| m.info.identity == identity) {
+            let _ = m.outbox.try_send(msg.clone());
+        }
+    }
+
+    /// Send to the host and the moderators.
+    pub fn send_to_staff(&self, msg: &ServerMsg) {
+        for m in self.members.values().filter(|m| super::chat::moderates(m.info.role)) {
+            let _ = m.outbox.try_send(msg.clone());
+        }
+    }
+
+    /// Re-derive the role of every connection of `identity` from its token's and the live's
+    /// moderator flags; everyone hears of a change.
+    pub fn refresh_role(&mut self, identity: &str) {
+        let mut changed = Vec::new();
+        for m in self.members.values_mut().filter(|m| m.info.identity == identity) {
+            let role = self.chat.effective_role(identity, m.token_role);
+            if role != m.info.role {
+                m.info.role = role;
+                changed.push(m.info.clone());
+            }
+        }
+        for participant in changed {
+            self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+        }
+    }
     /// Enter the room. The host's arrival makes a waiting room live.
     pub fn join(&mut self, id: ParticipantId, claims: &Claims, kind: ParticipantKind, outbox: Outbox) -> Result<JoinSnapshot, AppError> {
         if self.state == RoomState::Ended {
@@ -133,14 +179,18 @@ impl Room {
         if self.members.len() >= self.config.max_participants {
             return Err(AppError::new(ErrorCode::RoomFull, "the room is full"));
         }
-        let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role: claims.role, kind };
+        if claims.role != Role::Host && self.chat.is_banned(&claims.identity) {
+            return Err(AppError::new(ErrorCode::Banned, "you are banned from this live"));
+        }
+        let role = self.chat.effective_role(&claims.identity, claims.role);
+        let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role, kind };
         let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
         if went_live {
             self.state = RoomState::Live;
             self.started_at = Some(unix_ms());
             self.started = Some(Instant::now());
         }
-        self.members.insert(id, Member { info: me.clone(), outbox });
+        self.members.insert(id, Member { info: me.clone(), token_role: claims.role, outbox });
         self.empty_since = None;
         self.broadcast(ServerMsg::ParticipantJoined { participant: me.clone() }, Some(id));
         self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, Some(id));
@@ -150,6 +200,7 @@ impl Room {
             participants: self.members.values().filter(|m| m.info.id != id).map(|m| m.info.clone()).collect(),
             tracks: self.tracks.values().map(view).collect(),
             subscribe: self.tracks.values().map(|t| t.info.clone()).collect(),
+            chat: super::chat::snapshot(&self.chat, &claims.identity, role),
         })
     }
 
@@ -242,7 +293,7 @@ impl Room {
     }
 
     /// Housekeeping: end rooms past their duration cap; say whether the room can be dropped.
-    fn reap(&mut self, now: Instant) -> bool {
+    fn reap_check(&mut self, now: Instant) -> bool {
         if self.config.max_duration_secs > 0
             && self.state == RoomState::Live
             && self.started.is_some_and(|s| now.duration_since(s) > Duration::from_secs(self.config.max_duration_secs))
@@ -258,6 +309,12 @@ impl Room {
 pub struct Rooms {
     map: DashMap<String, Arc<Mutex<Room>>>,
     config: RoomConfig,
+    chat: Arc<ChatConfig>,
+    default_words: Arc<Vec<String>>,
+    /// Held while a room is opened from the store or closed into it, so a room's live is never
+    /// created twice or reopened while it is being ended. An async mutex: it is held across the
+    /// store's awaits, and no other lock is taken inside it except a room's, briefly.
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// Lock a room. A poisoned lock (a panic while holding it, which would be a bug) still yields
@@ -267,12 +324,25 @@ pub fn lock(room: &Mutex<Room>) -> std::sync::MutexGuard<'_, Room> {
 }
 
 impl Rooms {
-    pub fn new(config: RoomConfig) -> Self {
-        Self { map: DashMap::new(), config }
+    pub fn new(config: RoomConfig, chat: Arc<ChatConfig>, default_words: Arc<Vec<String>>) -> Self {
+        Self { map: DashMap::new(), config, chat, default_words, opening: tokio::sync::Mutex::new(()) }
     }
 
-    pub fn get_or_create(&self, name: &str) -> Arc<Mutex<Room>> {
-        self.map.entry(name.to_owned()).or_insert_with(|| Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone())))).clone()
+    /// The room `name`, opened with its live from the store when it is not running (after a
+    /// restart: the same live, bans and comments included).
+    pub async fn open(&self, name: &str, store: &Store) -> Result<Arc<Mutex<Room>>, AppError> {
+        if let Some(room) = self.get(name) {
+            return Ok(room);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(room) = self.get(name) {
+            return Ok(room);
+        }
+        let live = store.open_live(name, self.chat.history * 4).await?;
+        let chat = Conversation::new(live, self.chat.clone(), self.default_words.clone());
+        let room = Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone(), chat)));
+        self.map.insert(name.to_owned(), room.clone());
+        Ok(room)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Mutex<Room>>> {
@@ -287,15 +357,29 @@ impl Rooms {
         self.map.is_empty()
     }
 
-    /// Drop rooms that ended or stayed empty too long.
-    pub fn reap(&self, now: Instant) {
+    /// Drop rooms that ended or stayed empty too long; their lives end in the store.
+    pub async fn reap(&self, now: Instant, store: &Store) {
+        let _opening = self.opening.lock().await;
+        let mut closed = Vec::new();
         self.map.retain(|name, room| {
-            let keep = !lock(room).reap(now);
-            if !keep {
-                tracing::info!(room = %name, "room closed");
+            let mut r = lock(room);
+            let drop = r.reap_check(now);
+            if drop {
+                tracing::info!(room = %name, live = %r.chat.live_id, "room closed");
+                closed.push(r.chat.live_id.clone());
             }
-            keep
+            !drop
         });
+        for live in closed {
+            if let Err(e) = store.end_live(&live).await {
+                tracing::error!(%live, "ending the live in the store: {e}");
+            }
+        }
+    }
+
+    /// Every running room.
+    pub fn all(&self) -> Vec<Arc<Mutex<Room>>> {
+        self.map.iter().map(|r| r.value().clone()).collect()
     }
 }
 
@@ -307,9 +391,24 @@ mod tests {
         Claims { identity: id.into(), name: id.into(), room: "r".into(), role, exp: 0 }
     }
 
+    pub(crate) fn test_room() -> Room {
+        let live = crate::store::LiveState {
+            id: "l".into(),
+            comments_enabled: true,
+            slow_mode_secs: 0,
+            blocked_words: None,
+            members: Default::default(),
+            recent: Vec::new(),
+            reactions: Default::default(),
+            open_reports: Vec::new(),
+        };
+        let chat = Conversation::new(live, Arc::new(ChatConfig::default()), Arc::new(Vec::new()));
+        Room::new("r".into(), RoomConfig::default(), chat)
+    }
+
     #[test]
     fn stage_rules() {
-        let mut room = Room::new("r".into(), RoomConfig::default());
+        let mut room = test_room();
         let (tx, _rx) = mpsc::channel(1024);
         let ids: Vec<ParticipantId> = (0..7).map(|_| ParticipantId::next()).collect();
         room.join(ids[0], &claims("c0", Role::Cohost), ParticipantKind::User, tx.clone()).unwrap();
@@ -339,7 +438,7 @@ mod tests {
 
     #[test]
     fn every_participant_object_carries_its_kind() {
-        let mut room = Room::new("r".into(), RoomConfig::default());
+        let mut room = test_room();
         let (host_tx, mut host_rx) = mpsc::channel(16);
         let (tx, _rx) = mpsc::channel(16);
         let (host, feed) = (ParticipantId::next(), ParticipantId::next());

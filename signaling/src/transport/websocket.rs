@@ -29,6 +29,8 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Join or authentication refused; the preceding `error` message has the reason.
 pub const CLOSE_AUTH: u16 = 4001;
+/// Removed by a moderator (banned from the live).
+pub const CLOSE_KICKED: u16 = 4003;
 
 /// Hard cap on one WebSocket frame and message; larger ones are refused by the WebSocket layer
 /// itself (close 1009). The protocol limit (`limits.max_message_bytes`) is enforced below it

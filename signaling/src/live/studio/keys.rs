@@ -26,7 +26,7 @@ fn check_label(label: &str) -> Result<(), AppError> {
 }
 
 /// `create_stream_key`: mint a key for the host's room; the reply is the only time it is shown.
-pub fn create(ctx: &Ctx<'_>, label: Option<String>) -> Result<ServerMsg, AppError> {
+pub async fn create(ctx: &Ctx<'_>, label: Option<String>) -> Result<ServerMsg, AppError> {
     require_host(ctx)?;
     let label = label.unwrap_or_default();
     check_label(&label)?;
@@ -34,6 +34,7 @@ pub fn create(ctx: &Ctx<'_>, label: Option<String>) -> Result<ServerMsg, AppErro
     let minted = app
         .store
         .mint_stream_key(&ctx.claims.room, &label)
+        .await
         .map_err(|e| AppError { message: "could not store the stream key".into(), ..e })?;
     tracing::info!(room = %ctx.claims.room, id = %minted.view.id, "stream key minted");
     Ok(ServerMsg::StreamKey {
@@ -45,18 +46,19 @@ pub fn create(ctx: &Ctx<'_>, label: Option<String>) -> Result<ServerMsg, AppErro
 }
 
 /// `list_stream_keys`: the room's keys, without secrets.
-pub fn list(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
+pub async fn list(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
     require_host(ctx)?;
-    Ok(ServerMsg::StreamKeys { keys: ctx.app.store.stream_keys(Some(&ctx.claims.room)) })
+    Ok(ServerMsg::StreamKeys { keys: ctx.app.store.stream_keys(Some(&ctx.claims.room)).await? })
 }
 
 /// `revoke_stream_key`: revoke a key of this room and end the feed streaming with it.
-pub fn revoke(ctx: &Ctx<'_>, id: String) -> Result<ServerMsg, AppError> {
+pub async fn revoke(ctx: &Ctx<'_>, id: String) -> Result<ServerMsg, AppError> {
     require_host(ctx)?;
     let found = ctx
         .app
         .store
         .revoke_stream_key(Some(&ctx.claims.room), &id)
+        .await
         .map_err(|e| AppError { message: "could not store the revocation".into(), ..e })?;
     if !found {
         return Err(AppError::new(ErrorCode::NotFound, "no such stream key in this room"));

@@ -334,7 +334,7 @@ impl Connection {
 
     /// Check the key and take (or resume) the feed's seat and tracks.
     async fn authorize(&mut self, stream_key: &str) -> Result<(), AppError> {
-        let guest = join::authenticate(&self.app, Pass::StreamKey(stream_key))?;
+        let guest = join::authenticate(&self.app, Pass::StreamKey(stream_key)).await?;
         let key = guest.stream_key.clone().ok_or_else(|| AppError::new(ErrorCode::BadStreamKey, store::UNKNOWN_KEY))?;
         let existing = plock(&self.app.studio.feeds).get(&key.id).cloned();
         let feed = match existing {
@@ -374,7 +374,7 @@ impl Connection {
         let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(256);
         let (ev_tx, ev_rx) = mpsc::channel::<sfu::SfuEvent>(64);
         let media_plane = |e: AppError| AppError { message: format!("media plane: {}", e.message), ..e };
-        let Joined { id: participant, room, .. } = join::join(app, guest, Seat::Now, out_tx, ev_tx).map_err(|e| match e.code {
+        let Joined { id: participant, room, .. } = join::join(app, guest, Seat::Now, out_tx, ev_tx).await.map_err(|e| match e.code {
             ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
             ErrorCode::ServerBusy | ErrorCode::Internal => media_plane(e),
             _ => e,
