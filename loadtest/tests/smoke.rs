@@ -15,6 +15,7 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     config.rtc.workers = 1;
     config.rtmp.enabled = false;
     config.rtmp.keys_file = String::new();
+    config.store.url = "sqlite::memory:".into();
     let server = signaling::Server::start(config).await.expect("server starts");
     let scenario = Scenario {
         target: loadtest::Target::Onair,
