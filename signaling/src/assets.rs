@@ -39,6 +39,9 @@ pub static ASSETS: &[Asset] = &[
     asset!("js/stage.js", JS),
     asset!("js/studio.js", JS),
     asset!("js/debug.js", JS),
+    asset!("js/chat.js", JS),
+    asset!("js/reactions.js", JS),
+    asset!("js/moderation.js", JS),
 ];
 
 const FAVICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><circle cx='8' cy='8' r='6' fill='#ff3b5c'/></svg>";

@@ -51,7 +51,7 @@ enum Command {
         ttl: String,
     },
     /// Mint, list or revoke stream keys for studio feeds (RTMP). Works while the server runs:
-    /// both use the keys file (rtmp.keys_file).
+    /// both use the store (store.url).
     StreamKey {
         /// The room the key publishes into (required to mint).
         #[arg(long)]

@@ -29,10 +29,20 @@ fn token_command_prints_a_verifiable_token() {
     assert!(!bad.status.success(), "bad ttl units are refused");
 }
 
+/// A fresh, empty working directory (the server keeps its data under `onair-data/` there).
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("onair-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[test]
 fn server_starts_with_embedded_defaults_and_prints_a_link() {
     let port = free_port();
+    let cwd = scratch("defaults");
     let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .current_dir(&cwd)
         .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0"])
         .env_remove("ONAIR_AUTH_SECRET")
         .env("RUST_LOG", "warn")
@@ -73,16 +83,22 @@ fn server_starts_with_embedded_defaults_and_prints_a_link() {
     let link = link.expect("dev mode prints a ready-to-open link");
     assert!(link.contains(&format!("http://127.0.0.1:{port}/?token=")), "{link}");
     assert!(healthy, "GET /healthz answers ok");
+    // With nothing configured, the server created its database (and its tables) itself.
+    let db = cwd.join("onair-data").join("onair.db");
+    let bytes = std::fs::read(&db).unwrap_or_default();
+    assert!(bytes.starts_with(b"SQLite format 3\0"), "{} is an SQLite database", db.display());
+    let _ = std::fs::remove_dir_all(cwd);
 }
 
 #[test]
 fn stream_key_cli_mints_lists_and_revokes() {
-    let dir = std::env::temp_dir().join(format!("onair-cli-keys-{}", std::process::id()));
-    let file = dir.join("keys.json");
+    let dir = scratch("cli-keys");
+    let file = dir.join("keys.db");
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_onair"))
+            .current_dir(&dir)
             .args(args)
-            .env("ONAIR_RTMP_KEYS_FILE", &file)
+            .env("ONAIR_STORE_URL", format!("sqlite:{}", file.display()))
             .env("ONAIR_RTMP_BIND", "0.0.0.0:1935")
             .output()
             .unwrap()
@@ -93,7 +109,9 @@ fn stream_key_cli_mints_lists_and_revokes() {
     assert!(text.contains("Server URL:  rtmp://localhost:1935/live"), "{text}");
     let key = text.lines().find_map(|l| l.strip_prefix("Stream key:  ")).expect("key printed").to_owned();
     assert!(key.starts_with("onair_"));
-    assert!(!std::fs::read_to_string(&file).unwrap().contains(&key), "only the hash is stored");
+    let stored = std::fs::read(&file).unwrap();
+    let secret = key.splitn(3, '_').nth(2).unwrap();
+    assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()), "only the hash is stored");
     let id = key.split('_').nth(1).unwrap().to_owned();
     let list = String::from_utf8(run(&["stream-key", "--list"]).stdout).unwrap();
     assert!(list.contains(&id) && list.contains("active"), "{list}");
@@ -110,7 +128,9 @@ fn a_taken_rtmp_port_turns_studio_feeds_off_but_the_server_runs() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let rtmp = taken.local_addr().unwrap();
     let port = free_port();
+    let cwd = scratch("rtmp-taken");
     let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .current_dir(&cwd)
         .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0"])
         .env_remove("ONAIR_AUTH_SECRET")
         .env("RUST_LOG", "error")
@@ -129,4 +149,5 @@ fn a_taken_rtmp_port_turns_studio_feeds_off_but_the_server_runs() {
     assert!(healthy, "the server runs without its RTMP port");
     assert!(log.contains("studio feeds (RTMP) are off"), "{log}");
     drop(taken);
+    let _ = std::fs::remove_dir_all(cwd);
 }
