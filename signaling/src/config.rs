@@ -63,6 +63,8 @@ pub struct ChatConfig {
     pub max_slow_mode_secs: u32,
     /// Longest time-out, in minutes.
     pub max_timeout_minutes: u32,
+    /// Open reports one live keeps; more are refused (`server_busy`) until moderators close some.
+    pub max_open_reports: usize,
     /// A file with one blocked word or phrase per line (`#` comments): every live's list starts
     /// from it. Empty: the list built into the server (signaling/data/blocked-words.txt).
     pub blocked_words_file: String,
@@ -81,6 +83,7 @@ impl Default for ChatConfig {
             reaction_window_ms: 250,
             max_slow_mode_secs: 300,
             max_timeout_minutes: 24 * 60,
+            max_open_reports: 1000,
             blocked_words_file: String::new(),
         }
     }

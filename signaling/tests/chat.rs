@@ -438,6 +438,42 @@ async fn every_moderation_action_and_what_each_party_sees() {
     server.shutdown().await;
 }
 
+/// The history a joiner gets stops at `chat.history`; open reports stop at
+/// `chat.max_open_reports` until a moderator closes one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_report_queue_stop_at_their_limits() {
+    let mut config = test_config();
+    config.chat.history = 3;
+    config.chat.max_open_reports = 2;
+    config.chat.user_comment_burst = 100;
+    let server = signaling::Server::start(config).await.expect("server");
+    let r = "edges";
+    let mut host = Chat::join(&server, r, "host", Role::Host).await.unwrap();
+    let mut v = Chat::join(&server, r, "v", Role::Viewer).await.unwrap();
+    let mut posted = Vec::new();
+    // 70: more than the room keeps in memory (64), so the first ones live in the store only.
+    for i in 0..70 {
+        posted.push(host.comment(&format!("c{i}")).await);
+    }
+    let late = Chat::join(&server, r, "late", Role::Viewer).await.unwrap();
+    assert_eq!(ids(&late.joined["chat"]["comments"]), ["c67", "c68", "c69"]);
+    for c in &posted[..2] {
+        v.send(json!({"type": "report", "comment": c["id"]})).await;
+        v.expect("reported").await;
+    }
+    v.refused(json!({"type": "report", "comment": posted[2]["id"]}), "server_busy").await;
+    let filed = host.expect("report_filed").await;
+    host.send(json!({"type": "resolve_report", "id": filed["report"]["id"], "action": "dismiss"})).await;
+    host.expect("report_resolved").await;
+    v.send(json!({"type": "report", "comment": posted[2]["id"]})).await;
+    v.expect("reported").await;
+    // A comment older than what the room keeps in memory is still found (in the store): it can
+    // be reported and deleted.
+    host.send(json!({"type": "delete_comment", "id": posted[0]["id"]})).await;
+    v.expect_where("comment_deleted", T, |d| d["id"] == posted[0]["id"]).await;
+    server.shutdown().await;
+}
+
 /// A restart keeps comments, bans, moderators and stream keys (the store is a file).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_comments_bans_moderators_and_stream_keys() {

@@ -21,8 +21,6 @@ use std::time::Instant;
 
 /// Longest moderation or report reason, in characters.
 const MAX_REASON_CHARS: usize = 200;
-/// Open reports one live keeps; more are refused until moderators work the queue.
-const MAX_OPEN_REPORTS: usize = 1000;
 /// Audit-log lines one `get_audit_log` returns.
 const AUDIT_PAGE: usize = 500;
 
@@ -319,7 +317,7 @@ pub async fn report(ctx: &Ctx<'_>, comment: i64, why: Option<String>) -> Result<
         if r.chat.has_report(me, comment) {
             return Ok(ServerMsg::Reported { comment });
         }
-        if r.chat.reports().len() >= MAX_OPEN_REPORTS {
+        if r.chat.reports().len() >= r.chat.config().max_open_reports {
             return Err(AppError::new(ErrorCode::ServerBusy, "too many open reports; the moderators are on it"));
         }
     }
