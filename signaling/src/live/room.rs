@@ -392,17 +392,7 @@ mod tests {
     }
 
     pub(crate) fn test_room() -> Room {
-        let live = crate::store::LiveState {
-            id: "l".into(),
-            comments_enabled: true,
-            slow_mode_secs: 0,
-            blocked_words: None,
-            members: Default::default(),
-            recent: Vec::new(),
-            reactions: Default::default(),
-            open_reports: Vec::new(),
-        };
-        let chat = Conversation::new(live, Arc::new(ChatConfig::default()), Arc::new(Vec::new()));
+        let chat = Conversation::new(crate::store::LiveState::fresh("l".into()), Arc::new(ChatConfig::default()), Arc::new(Vec::new()));
         Room::new("r".into(), RoomConfig::default(), chat)
     }
 

@@ -122,6 +122,22 @@ pub struct LiveState {
     pub open_reports: Vec<ReportRow>,
 }
 
+impl LiveState {
+    /// A live that just began: comments on, no slow mode, the default words, nothing said yet.
+    pub fn fresh(id: String) -> Self {
+        Self {
+            id,
+            comments_enabled: true,
+            slow_mode_secs: 0,
+            blocked_words: None,
+            members: HashMap::new(),
+            recent: Vec::new(),
+            reactions: BTreeMap::new(),
+            open_reports: Vec::new(),
+        }
+    }
+}
+
 fn comment(row: &SqliteRow) -> CommentRow {
     CommentRow {
         id: row.get("id"),
@@ -165,16 +181,7 @@ impl Store {
                 .execute(&self.pool)
                 .await
                 .map_err(db(e))?;
-            return Ok(LiveState {
-                id,
-                comments_enabled: true,
-                slow_mode_secs: 0,
-                blocked_words: None,
-                members: HashMap::new(),
-                recent: Vec::new(),
-                reactions: BTreeMap::new(),
-                open_reports: Vec::new(),
-            });
+            return Ok(LiveState::fresh(id));
         };
         let id: String = row.get("id");
         let blocked_words = row

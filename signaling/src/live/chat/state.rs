@@ -292,17 +292,7 @@ mod tests {
     use super::*;
 
     fn conv(config: ChatConfig) -> Conversation {
-        let state = LiveState {
-            id: "l".into(),
-            comments_enabled: true,
-            slow_mode_secs: 0,
-            blocked_words: None,
-            members: HashMap::new(),
-            recent: Vec::new(),
-            reactions: BTreeMap::new(),
-            open_reports: Vec::new(),
-        };
-        Conversation::new(state, Arc::new(config), Arc::new(vec!["spam".into()]))
+        Conversation::new(LiveState::fresh("l".into()), Arc::new(config), Arc::new(vec!["spam".into()]))
     }
 
     #[test]
