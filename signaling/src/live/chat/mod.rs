@@ -132,7 +132,10 @@ async fn find_comment(ctx: &Ctx<'_>, live: &str, id: i64) -> Result<CommentRow, 
 
 /// Delete for everyone; close its reports.
 async fn remove_comment(ctx: &Ctx<'_>, live: &str, id: i64) -> Result<(), AppError> {
-    ctx.app.store.delete_comment(live, id, &ctx.claims.identity).await?;
+    if !ctx.app.store.delete_comment(live, id, &ctx.claims.identity).await? {
+        // Someone deleted it a moment ago: they told everyone.
+        return Err(AppError::new(ErrorCode::NotFound, "no such comment"));
+    }
     let mut r = lock(ctx.room);
     r.chat.remove(id);
     r.broadcast_all(ServerMsg::CommentDeleted { id });

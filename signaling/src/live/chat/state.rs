@@ -16,6 +16,9 @@ use std::time::Instant;
 /// The reactions a client may send (docs/protocol.md §13.2).
 pub const EMOJI: [&str; 6] = ["❤️", "🔥", "👏", "😂", "😮", "🎉"];
 
+/// Identities whose pace is tracked before quiet ones are forgotten.
+const PRUNE_ABOVE: usize = 4096;
+
 /// A token bucket: `rate` per second, up to `burst` at once.
 #[derive(Clone, Debug)]
 struct Bucket {
@@ -250,8 +253,22 @@ impl Conversation {
         true
     }
 
+    /// Forget the pace of identities quiet for a minute (or the slow-mode gap, if longer) once
+    /// many have come and gone: their buckets would be full again anyway.
+    fn prune(&mut self, now: Instant) {
+        if self.pace.len() < PRUNE_ABOVE {
+            return;
+        }
+        let keep = std::time::Duration::from_secs(60.max(self.slow_mode_secs as u64));
+        self.pace.retain(|_, p| {
+            let last = p.last_comment.into_iter().chain([p.comments.last, p.reactions.0]).max().unwrap_or(now);
+            now.saturating_duration_since(last) < keep
+        });
+    }
+
     /// End the current reaction window: its counts (added to the totals), if any.
     pub fn take_window(&mut self) -> Option<BTreeMap<String, u64>> {
+        self.prune(Instant::now());
         if self.window.is_empty() {
             return None;
         }
@@ -366,6 +383,20 @@ mod tests {
         assert!(c.react("a", "❤️", t0 + std::time::Duration::from_secs(1)));
         c.take_window();
         assert_eq!(c.totals().get("❤️"), Some(&4));
+    }
+
+    #[test]
+    fn the_pace_of_quiet_identities_is_forgotten_once_many_came() {
+        let mut c = conv(ChatConfig::default());
+        let t0 = Instant::now();
+        for i in 0..PRUNE_ABOVE {
+            c.react(&format!("v{i}"), "❤️", t0);
+        }
+        c.admit_comment("talker", Role::Viewer, t0 + std::time::Duration::from_secs(59), 0).expect("comment");
+        c.prune(t0 + std::time::Duration::from_secs(61));
+        assert_eq!(c.pace.len(), 1, "only the one active in the last minute is kept");
+        c.prune(t0 + std::time::Duration::from_secs(200));
+        assert_eq!(c.pace.len(), 1, "below the threshold nothing is pruned");
     }
 
     #[test]
