@@ -4,89 +4,12 @@
 //! each party receives (and, for hidden comments, what it does not).
 
 mod common;
+use common::chat_client::{Chat, T};
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use signaling::auth::Role;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
-
-const T: Duration = Duration::from_secs(5);
-
-/// A participant with only the WebSocket (no media): what a chat client is.
-struct Chat {
-    ws: RawWs,
-    joined: Value,
-    /// Messages read while waiting for another kind, in order.
-    seen: Vec<Value>,
-    identity: String,
-}
-
-impl Chat {
-    async fn join(server: &signaling::Server, room: &str, identity: &str, role: Role) -> Result<Chat, (Value, Value)> {
-        let mut ws = raw_ws(server).await;
-        let token = token(server, room, identity, role);
-        ws.send(Message::Text(json!({"type": "join", "token": token, "protocol": 1}).to_string().into())).await.expect("send join");
-        let joined = next_json(&mut ws, T).await.expect("reply to join");
-        if joined["type"] != "joined" {
-            let close = next_json(&mut ws, T).await.unwrap_or(Value::Null);
-            return Err((joined, close));
-        }
-        Ok(Chat { ws, joined, seen: Vec::new(), identity: identity.into() })
-    }
-
-    async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.expect("send");
-    }
-
-    /// The next message of `kind` matching `pred`, within `within` (others are kept in `seen`).
-    async fn expect_where(&mut self, kind: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(v) = next_json(&mut self.ws, left).await else {
-                panic!("{}: no {kind} within {within:?}; seen {:?}", self.identity, self.seen);
-            };
-            if v["type"] == kind && pred(&v) {
-                return v;
-            }
-            self.seen.push(v);
-        }
-    }
-
-    async fn expect(&mut self, kind: &str) -> Value {
-        self.expect_where(kind, T, |_| true).await
-    }
-
-    /// Send and expect an error with `code`.
-    async fn refused(&mut self, v: Value, code: &str) -> Value {
-        self.send(v).await;
-        let e = self.expect("error").await;
-        assert_eq!(e["code"], code, "{}: {e}", self.identity);
-        e
-    }
-
-    async fn comment(&mut self, text: &str) -> Value {
-        self.comment_as(text, text).await
-    }
-
-    /// Send `text`; expect our own comment back as `shown` (cleaned by the server).
-    async fn comment_as(&mut self, text: &str, shown: &str) -> Value {
-        self.send(json!({"type": "comment", "text": text})).await;
-        let me = self.identity.clone();
-        self.expect_where("comment", T, |v| v["comment"]["text"] == shown && v["comment"]["identity"] == me.as_str()).await["comment"]
-            .clone()
-    }
-
-    /// Whether any message read so far (or now, draining for `within`) is a comment with `text`.
-    async fn saw_comment(&mut self, text: &str, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while let Some(v) = next_json(&mut self.ws, deadline.saturating_duration_since(tokio::time::Instant::now())).await {
-            self.seen.push(v);
-        }
-        self.seen.iter().any(|v| v["type"] == "comment" && v["comment"]["text"] == text)
-    }
-}
 
 fn ids(history: &Value) -> Vec<String> {
     history.as_array().map(|a| a.iter().map(|c| c["text"].as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default()

@@ -2,6 +2,8 @@
 //! talking the documented signaling protocol over a real WebSocket.
 #![allow(dead_code)]
 
+pub mod chat_client;
+
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
