@@ -228,6 +228,12 @@ impl Sfu {
         }
     }
 
+    /// End what `participant` publishes (its publisher session, its ingest tracks): taken off
+    /// stage. It keeps watching.
+    pub fn stop_publishing(&self, participant: ParticipantId) -> Result<(), SfuError> {
+        self.command(participant, Command::StopPublishing { participant }, None)
+    }
+
     /// Ask the publisher of `track` for a keyframe of `layer` (throttled).
     pub fn request_keyframe(&self, track: TrackId, layer: u8) {
         if let Some(w) = self.shared.plane.owner(track) {

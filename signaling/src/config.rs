@@ -197,8 +197,13 @@ pub struct RoomConfig {
     pub max_participants: usize,
     /// A room nobody is in is closed after this many seconds.
     pub empty_timeout_secs: u64,
-    /// A live room is ended after this many seconds (0 = no cap).
+    /// A live is ended after this many seconds (0 = no cap). Default: 4 hours.
     pub max_duration_secs: u64,
+    /// Warnings to the stage this many seconds before the cap (default 15, 5 and 1 minutes).
+    pub end_warnings_secs: Vec<u64>,
+    /// When the host drops, the live is held this many seconds for the host's return (0 = not
+    /// held: the live goes on without the host, as before).
+    pub host_grace_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -263,7 +268,14 @@ impl Default for AuthConfig {
 
 impl Default for RoomConfig {
     fn default() -> Self {
-        Self { max_publishers: 4, max_participants: 10_000, empty_timeout_secs: 300, max_duration_secs: 0 }
+        Self {
+            max_publishers: 4,
+            max_participants: 10_000,
+            empty_timeout_secs: 300,
+            max_duration_secs: 4 * 3600,
+            end_warnings_secs: vec![15 * 60, 5 * 60, 60],
+            host_grace_secs: 300,
+        }
     }
 }
 

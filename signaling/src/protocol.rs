@@ -137,6 +137,22 @@ pub enum ClientMsg {
     ResolveReport { id: i64, action: ReportAction },
     /// Host only: the live's audit log, newest first.
     GetAuditLog,
+    /// Ask to go on stage (viewers, moderators).
+    RequestStage,
+    /// Withdraw your request.
+    CancelStageRequest,
+    /// Host (or moderators, when allowed): accept or decline a request.
+    AnswerStageRequest { participant: ParticipantId, accept: bool },
+    /// Host: invite a viewer on stage.
+    InviteToStage { participant: ParticipantId },
+    /// Answer the host's invitation.
+    AnswerStageInvite { accept: bool },
+    /// Host: take a co-host (or a studio feed) off stage.
+    RemoveFromStage { participant: ParticipantId },
+    /// Co-host: leave the stage and keep watching.
+    StepDown,
+    /// Host: whether moderators may answer requests.
+    StageSettings { moderators_manage: bool },
 }
 
 /// What a moderator does to an identity.
@@ -258,7 +274,19 @@ pub enum RoomState {
     /// Waiting for the host.
     Waiting,
     Live,
+    /// The host dropped; held for their return (`room.host_grace_secs`).
+    Held,
     Ended,
+}
+
+/// The host's presence in a held live.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    /// The host dropped; the live is held for `grace_secs`.
+    Reconnecting,
+    /// The host is back; the live goes on.
+    Back,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -442,6 +470,47 @@ pub enum ServerMsg {
     /// Answer to `get_audit_log`: newest first.
     AuditLog {
         entries: Vec<crate::store::AuditEntry>,
+    },
+    /// The host dropped (the live is held) or is back.
+    HostStatus {
+        state: HostState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_secs: Option<u64>,
+    },
+    /// To the stage: the live ends in `ends_in_secs` (`code`: `max_duration`).
+    RoomWarning {
+        code: String,
+        ends_in_secs: u64,
+        message: String,
+    },
+    /// To whoever answers requests: the queue, oldest first, after every change.
+    StageRequests {
+        requests: Vec<ParticipantInfo>,
+        moderators_manage: bool,
+    },
+    /// To the requester: where the request stands (`pending` with its place, `declined`,
+    /// `cancelled`).
+    StageRequest {
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
+    },
+    /// To a viewer: the host invites you on stage; answer with `answer_stage_invite`.
+    StageInvite {
+        from: ParticipantInfo,
+    },
+    /// To the host: the invitation went out, or was answered.
+    StageInviteState {
+        participant: ParticipantId,
+        state: String,
+    },
+    /// To you: you have a seat on stage now (your role is `cohost`): publish.
+    StageGranted {
+        via: String,
+    },
+    /// To you: you are off stage (taken off by the host, or you stepped down).
+    RemovedFromStage {
+        by_host: bool,
     },
 }
 

@@ -121,6 +121,10 @@ impl Core {
                 self.remove_participant(participant, now);
                 Answer::None
             }
+            Command::StopPublishing { participant } => {
+                self.stop_publishing(participant, now);
+                Answer::None
+            }
             Command::VideoSize { participant, track, height } => {
                 self.set_video_size(participant, track, height, now);
                 Answer::None

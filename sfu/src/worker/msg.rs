@@ -81,6 +81,11 @@ pub(crate) enum Command {
     RemoveParticipant {
         participant: ParticipantId,
     },
+    /// Close the participant's publisher session and ingest tracks (taken off stage); it stays
+    /// a viewer.
+    StopPublishing {
+        participant: ParticipantId,
+    },
     /// The viewer renders `track` this tall (device pixels; 0 = not shown).
     VideoSize {
         participant: ParticipantId,

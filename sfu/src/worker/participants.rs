@@ -24,15 +24,25 @@ impl Core {
     }
 
     pub fn remove_participant(&mut self, participant: ParticipantId, now: Instant) {
-        let ingest = self.participants.get_mut(&participant).map(|s| std::mem::take(&mut s.ingest)).unwrap_or_default();
-        for track in ingest {
-            self.unpublish(participant, track, now);
-        }
-        self.close_session(SessionKey { participant, role: SessionRole::Publisher }, "participant left", now);
+        self.stop_publishing_because(participant, "participant left", now);
         self.close_session(SessionKey { participant, role: SessionRole::Subscriber }, "participant left", now);
         if self.participants.remove(&participant).is_some() {
             self.plane.counters.participants.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Taken off stage: its published tracks (a publisher session, ingest tracks) end; its
+    /// subscriber session stays.
+    pub fn stop_publishing(&mut self, participant: ParticipantId, now: Instant) {
+        self.stop_publishing_because(participant, "taken off stage", now);
+    }
+
+    fn stop_publishing_because(&mut self, participant: ParticipantId, reason: &str, now: Instant) {
+        let ingest = self.participants.get_mut(&participant).map(|s| std::mem::take(&mut s.ingest)).unwrap_or_default();
+        for track in ingest {
+            self.unpublish(participant, track, now);
+        }
+        self.close_session(SessionKey { participant, role: SessionRole::Publisher }, reason, now);
     }
 
     /// A new session for `key` (the participant must be here and have none in this role).

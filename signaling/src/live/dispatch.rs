@@ -4,7 +4,7 @@
 
 use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
-use crate::live::{chat, controls, media, stats, studio};
+use crate::live::{chat, controls, invitations, media, stats, studio};
 use crate::protocol::{ClientMsg, ServerMsg};
 
 /// What the connection does after a message was handled.
@@ -53,5 +53,13 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::GetReports => chat::reports(ctx).await.map(Outcome::Reply),
         ClientMsg::ResolveReport { id, action } => chat::resolve_report(ctx, id, action).await.map(done),
         ClientMsg::GetAuditLog => chat::audit_log(ctx).await.map(Outcome::Reply),
+        ClientMsg::RequestStage => invitations::request(ctx).map(Outcome::Reply),
+        ClientMsg::CancelStageRequest => invitations::cancel(ctx).map(Outcome::Reply),
+        ClientMsg::AnswerStageRequest { participant, accept } => invitations::answer_request(ctx, participant, accept).map(done),
+        ClientMsg::InviteToStage { participant } => invitations::invite(ctx, participant).map(Outcome::Reply),
+        ClientMsg::AnswerStageInvite { accept } => invitations::answer_invite(ctx, accept).map(done),
+        ClientMsg::RemoveFromStage { participant } => invitations::remove(ctx, participant).map(done),
+        ClientMsg::StepDown => invitations::step_down(ctx).map(done),
+        ClientMsg::StageSettings { moderators_manage } => invitations::settings(ctx, moderators_manage).map(done),
     }
 }

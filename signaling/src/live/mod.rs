@@ -7,7 +7,8 @@
 //! | [`join`] | authenticate → place in the room (and a seat, for a feed) → register with the SFU → fan out; and leaving |
 //! | [`dispatch`] | `ClientMsg` → feature handler |
 //! | [`room`] | room rules: members, live/ended, tracks, mute, end, the reaper; `mute`, `end_room` |
-//! | [`stage`] | the seats of the stage and their rules |
+//! | [`stage`] | the seats of the stage and their rules, the request queue and invitations |
+//! | [`invitations`] | `request_stage`, answers, `invite_to_stage`, `remove_from_stage`, `step_down` |
 //! | [`media`] | the participant's peer connections: `publish` (takes a seat), `answer`, `candidate`, `video_size`, `quality` |
 //! | [`stats`] | `get_stats`, and `/api/stats` |
 //! | [`studio`] | studio feeds over RTMP, and the stream-key messages |
@@ -20,6 +21,7 @@ pub mod chat;
 pub mod controls;
 pub mod ctx;
 pub mod dispatch;
+pub mod invitations;
 pub mod join;
 pub mod media;
 pub mod room;

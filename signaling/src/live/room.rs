@@ -8,7 +8,7 @@ use super::stage::Stage;
 use crate::auth::{Claims, Role};
 use crate::config::{ChatConfig, RoomConfig};
 use crate::error::{AppError, ErrorCode};
-use crate::protocol::{ChatSnapshot, ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
+use crate::protocol::{ChatSnapshot, HostState, ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
 use crate::store::Store;
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
@@ -42,6 +42,10 @@ pub struct Room {
     tracks: BTreeMap<TrackId, Track>,
     empty_since: Option<Instant>,
     config: RoomConfig,
+    /// Since when the live has been held for its host (docs/protocol.md §6.2).
+    held_since: Option<Instant>,
+    /// Duration-cap warnings already sent (thresholds, seconds before the end).
+    warned: Vec<u64>,
     /// The live's conversation (comments, reactions, moderation).
     pub chat: Conversation,
 }
@@ -78,6 +82,8 @@ impl Room {
             stage: Stage::new(config.max_publishers),
             tracks: BTreeMap::new(),
             empty_since: Some(Instant::now()),
+            held_since: None,
+            warned: Vec::new(),
             config,
         }
     }
@@ -149,6 +155,13 @@ impl Room {
         }
     }
 
+    /// Send to the host and everyone seated on stage.
+    pub fn send_to_stage(&self, msg: ServerMsg) {
+        for m in self.members.values().filter(|m| m.info.role == Role::Host || self.stage.is_seated(m.info.id)) {
+            let _ = m.outbox.try_send(msg.clone());
+        }
+    }
+
     /// Send to the host and the moderators.
     pub fn send_to_staff(&self, msg: &ServerMsg) {
         for m in self.members.values().filter(|m| super::chat::moderates(m.info.role)) {
@@ -156,19 +169,58 @@ impl Room {
         }
     }
 
-    /// Re-derive the role of every connection of `identity` from its token's and the live's
-    /// moderator flags; everyone hears of a change.
+    /// Re-derive the role of every connection of `identity` (its token's, then the stage's
+    /// and the live's moderator flags); everyone hears of a change.
     pub fn refresh_role(&mut self, identity: &str) {
-        let mut changed = Vec::new();
-        for m in self.members.values_mut().filter(|m| m.info.identity == identity) {
-            let role = self.chat.effective_role(identity, m.token_role);
-            if role != m.info.role {
-                m.info.role = role;
-                changed.push(m.info.clone());
-            }
+        let ids: Vec<ParticipantId> = self.members.iter().filter(|(_, m)| m.info.identity == identity).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.refresh_member(id);
         }
-        for participant in changed {
+    }
+
+    /// Re-derive one connection's role; everyone hears of a change.
+    pub fn refresh_member(&mut self, id: ParticipantId) {
+        let Some(m) = self.members.get_mut(&id) else { return };
+        let role = self.chat.effective_role(&m.info.identity, self.stage.role_for(id, m.token_role));
+        if role != m.info.role {
+            m.info.role = role;
+            let participant = m.info.clone();
             self.broadcast(ServerMsg::ParticipantUpdated { participant }, None);
+        }
+    }
+
+    /// Send to one member.
+    pub fn send_to(&self, id: ParticipantId, msg: ServerMsg) {
+        if let Some(m) = self.members.get(&id) {
+            let _ = m.outbox.try_send(msg);
+        }
+    }
+
+    /// Whether the stage is open: live, or held for its host.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, RoomState::Live | RoomState::Held)
+    }
+
+    pub fn stage(&self) -> &Stage {
+        &self.stage
+    }
+
+    pub fn stage_mut(&mut self) -> &mut Stage {
+        &mut self.stage
+    }
+
+    /// Who answers stage requests: the host, and moderators when the host lets them.
+    pub fn manages_stage(&self, role: Role) -> bool {
+        role == Role::Host || (role == Role::Moderator && self.stage.moderators_manage)
+    }
+
+    /// The request queue, to everyone who answers it.
+    pub fn send_stage_queue(&self) {
+        let requests: Vec<ParticipantInfo> =
+            self.stage.requests().iter().filter_map(|id| self.members.get(id).map(|m| m.info.clone())).collect();
+        let msg = ServerMsg::StageRequests { requests, moderators_manage: self.stage.moderators_manage };
+        for m in self.members.values().filter(|m| self.manages_stage(m.info.role)) {
+            let _ = m.outbox.try_send(msg.clone());
         }
     }
     /// Enter the room. The host's arrival makes a waiting room live.
@@ -183,6 +235,11 @@ impl Room {
             return Err(AppError::new(ErrorCode::Banned, "you are banned from this live"));
         }
         let role = self.chat.effective_role(&claims.identity, claims.role);
+        let resumed = claims.role == Role::Host && self.state == RoomState::Held;
+        if resumed {
+            self.state = RoomState::Live;
+            self.held_since = None;
+        }
         let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role, kind };
         let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
         if went_live {
@@ -193,6 +250,10 @@ impl Room {
         self.members.insert(id, Member { info: me.clone(), token_role: claims.role, outbox });
         self.empty_since = None;
         self.broadcast(ServerMsg::ParticipantJoined { participant: me.clone() }, Some(id));
+        if resumed {
+            tracing::info!(room = %self.name, "the host is back: the live resumes");
+            self.broadcast(ServerMsg::HostStatus { state: HostState::Back, grace_secs: None }, Some(id));
+        }
         self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, Some(id));
         Ok(JoinSnapshot {
             me,
@@ -213,7 +274,7 @@ impl Room {
     /// seat is newly taken; everyone then gets a `room_update`.
     pub fn reserve_seat(&mut self, id: ParticipantId) -> Result<bool, AppError> {
         let role = self.role_of(id).ok_or_else(|| AppError::new(ErrorCode::NotFound, "not in this room"))?;
-        let newly = self.stage.take(id, role, self.state == RoomState::Live)?;
+        let newly = self.stage.take(id, role, self.is_live())?;
         if newly {
             self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
         }
@@ -261,15 +322,23 @@ impl Room {
 
     /// A member left (or was disconnected).
     pub fn leave(&mut self, id: ParticipantId, reason: &str) {
-        if self.members.remove(&id).is_none() {
-            return;
+        let Some(left) = self.members.remove(&id) else { return };
+        if self.stage.forget(id) {
+            self.send_stage_queue();
         }
-        self.stage.release(id);
         let gone: Vec<TrackId> = self.tracks.values().filter(|t| t.info.publisher == id).map(|t| t.info.id).collect();
         for t in gone {
             self.remove_track(t);
         }
         self.broadcast(ServerMsg::ParticipantLeft { participant: id, reason: reason.to_owned() }, None);
+        let host_gone = left.info.role == Role::Host && !self.members.values().any(|m| m.info.role == Role::Host);
+        if host_gone && self.state == RoomState::Live && self.config.host_grace_secs > 0 {
+            // Hold the live: viewers stay, the host's rejoin resumes it (docs/protocol.md §6.2).
+            self.state = RoomState::Held;
+            self.held_since = Some(Instant::now());
+            tracing::info!(room = %self.name, grace_secs = self.config.host_grace_secs, "the host dropped: the live is held");
+            self.broadcast(ServerMsg::HostStatus { state: HostState::Reconnecting, grace_secs: Some(self.config.host_grace_secs) }, None);
+        }
         if self.state != RoomState::Ended {
             self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
         }
@@ -292,16 +361,48 @@ impl Room {
         Ok(())
     }
 
-    /// Housekeeping: end rooms past their duration cap; say whether the room can be dropped.
+    /// Housekeeping: warn the stage as the duration cap nears and end the live at it; end a
+    /// hold its host did not come back within; say whether the room can be dropped.
     fn reap_check(&mut self, now: Instant) -> bool {
-        if self.config.max_duration_secs > 0
-            && self.state == RoomState::Live
-            && self.started.is_some_and(|s| now.duration_since(s) > Duration::from_secs(self.config.max_duration_secs))
+        let cap = self.config.max_duration_secs;
+        if cap > 0
+            && self.is_live()
+            && let Some(started) = self.started
         {
-            let _ = self.end(None, "the room reached its maximum duration");
+            let left = cap.saturating_sub(now.duration_since(started).as_secs());
+            let due: Vec<u64> =
+                self.config.end_warnings_secs.iter().copied().filter(|&w| w < cap && left <= w && !self.warned.contains(&w)).collect();
+            if !due.is_empty() {
+                // Several thresholds passed at once (a short cap, a late tick): one warning.
+                self.warned.extend(due);
+                if left > 0 {
+                    let message = format!("the live ends in {} (its time limit)", human(left));
+                    self.send_to_stage(ServerMsg::RoomWarning { code: "max_duration".into(), ends_in_secs: left, message });
+                }
+            }
+            if now.duration_since(started) >= Duration::from_secs(cap) {
+                let _ = self.end(None, &format!("the live reached its time limit ({})", human(cap)));
+            }
+        }
+        if self.state == RoomState::Held
+            && self.held_since.is_some_and(|t| now.duration_since(t) >= Duration::from_secs(self.config.host_grace_secs))
+        {
+            tracing::info!(room = %self.name, "the host did not come back: the live ends");
+            let _ = self.end(None, "the host did not come back");
         }
         let empty_for = self.empty_since.map(|t| now.duration_since(t)).unwrap_or_default();
         self.members.is_empty() && (self.state == RoomState::Ended || empty_for > Duration::from_secs(self.config.empty_timeout_secs))
+    }
+}
+
+/// "4 h", "15 min", "45 s".
+fn human(secs: u64) -> String {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else if secs >= 60 {
+        format!("{} min", secs.div_ceil(60))
+    } else {
+        format!("{secs} s")
     }
 }
 

@@ -736,6 +736,18 @@ impl Client {
         self.media.lock().unwrap().clone()
     }
 
+    /// The network goes away: the WebSocket and the peer connections stop without `leave`.
+    pub async fn cut(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(pc) = self.pub_pc.take() {
+            let _ = pc.close().await;
+        }
+        let _ = self.sub_pc.close().await;
+    }
+
     pub async fn close(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.send(json!({"type":"leave"}));

@@ -65,6 +65,19 @@ pub async fn listen(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
     Ok(addr)
 }
 
+/// The host took a studio feed off stage: it ends (its key stays valid; the encoder may publish
+/// again). False if `participant` is no feed.
+pub fn end_participant(app: &AppState, participant: sfu::ParticipantId) -> bool {
+    let feed = plock(&app.studio.feeds).values().find(|f| f.participant == participant).cloned();
+    match feed {
+        Some(feed) => {
+            end_feed(app, &feed, "taken off stage by the host");
+            true
+        }
+        None => false,
+    }
+}
+
 /// A revoked key ends its feed (not just the connection).
 pub fn end_revoked(app: &AppState, key_id: &str) {
     // The feeds lock is released before `end_feed` takes it again: a guard living in the
