@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signaling::auth::{Authenticator, Role};
 use signaling::config::Config;
-use signaling::store::Store;
+use signaling::store::{KeySeat, Store};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -59,6 +59,9 @@ enum Command {
         /// A name for the feed, shown on stage.
         #[arg(long, default_value = "Studio")]
         label: String,
+        /// The seat the encoder takes: `cohost`, or `host` (its encoder starts the live alone).
+        #[arg(long, default_value = "cohost")]
+        seat: String,
         /// List keys (of --room, or all) instead of minting.
         #[arg(long, conflicts_with = "revoke")]
         list: bool,
@@ -103,22 +106,30 @@ fn main() -> anyhow::Result<()> {
             println!("{}", auth.mint(&room, &identity, name.as_deref(), role, parse_ttl(&ttl)?)?);
             Ok(())
         }
-        Command::StreamKey { room, label, list, revoke } => {
+        Command::StreamKey { room, label, seat, list, revoke } => {
             anyhow::ensure!(!config.store.url.contains(":memory:"), "store.url is in memory: keys would be lost");
+            let seat = KeySeat::parse(&seat).context("--seat must be cohost or host")?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(stream_key(config, room, label, list, revoke))
+            runtime.block_on(stream_key(config, room, label, seat, list, revoke))
         }
         Command::Serve => serve(config),
     }
 }
 
 /// `onair stream-key`: mint, list or revoke keys in the store the server uses.
-async fn stream_key(config: Config, room: Option<String>, label: String, list: bool, revoke: Option<String>) -> anyhow::Result<()> {
+async fn stream_key(
+    config: Config,
+    room: Option<String>,
+    label: String,
+    seat: KeySeat,
+    list: bool,
+    revoke: Option<String>,
+) -> anyhow::Result<()> {
     let store = Store::open(&config).await?;
     if list {
         for k in store.stream_keys(room.as_deref()).await? {
             let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
-            println!("{}  room={}  label={:?}  {state}", k.id, k.room, k.label);
+            println!("{}  room={}  label={:?}  seat={}  {state}", k.id, k.room, k.label, k.seat.as_str());
         }
     } else if let Some(id) = revoke {
         anyhow::ensure!(store.revoke_stream_key(room.as_deref(), &id).await?, "no stream key {id}");
@@ -127,7 +138,7 @@ async fn stream_key(config: Config, room: Option<String>, label: String, list: b
         let room = room.context("--room is required to mint a key")?;
         anyhow::ensure!(!room.is_empty() && room.len() <= signaling::auth::MAX_ROOM_BYTES, "room must be 1-128 bytes");
         anyhow::ensure!(label.len() <= 64, "label: at most 64 bytes");
-        let k = store.mint_stream_key(&room, &label).await?;
+        let k = store.mint_stream_key(&room, &label, seat).await?;
         println!("Server URL:  {}", config.rtmp.server_url());
         println!("Stream key:  {}", k.key);
         println!("(id {}; the key is shown only now)", k.view.id);

@@ -92,6 +92,9 @@ pub enum ClientMsg {
     CreateStreamKey {
         #[serde(default)]
         label: Option<String>,
+        /// `cohost` (default) or `host`: a host key's encoder starts the live by itself.
+        #[serde(default)]
+        seat: crate::store::KeySeat,
     },
     /// Host only: the room's stream keys (without secrets).
     ListStreamKeys,
@@ -390,6 +393,7 @@ pub enum ServerMsg {
         key: String,
         server_url: String,
         label: String,
+        seat: crate::store::KeySeat,
     },
     StreamKeys {
         keys: Vec<crate::store::KeyView>,

@@ -572,3 +572,56 @@ async fn revoking_a_live_or_held_feed_cuts_it_and_the_server_keeps_answering() {
     }
     server.shutdown().await;
 }
+
+/// A key minted for the host's seat: its encoder starts the live with no browser host, viewers
+/// watch; when the encoder dies the live is held (past the feed's own short grace), and the
+/// encoder's return within the host's grace resumes the same live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_stream_key_goes_live_alone_and_its_drop_is_held() {
+    let mut config = test_config();
+    config.rtmp.grace_secs = 1;
+    init_tracing();
+    let server = signaling::Server::start(config).await.unwrap();
+    let room = "producer";
+    let key = server.state.store.mint_stream_key(room, "Live Producer", signaling::store::KeySeat::Host).await.expect("mint").key;
+    let mut viewer = join(&server, &token(&server, room, "viewer", Role::Viewer)).await.unwrap();
+    assert_eq!(viewer.joined["room"]["state"], "waiting", "no host yet");
+    let url = rtmp_url(&server, &key);
+    let first = push(&url, &Feed { seconds: 30, ..Feed::default() });
+    let live = wait_msg(&mut viewer, "room_update", Duration::from_secs(10)).await;
+    assert_eq!(live["room"]["state"], "live", "the encoder started the live: {live}");
+    assert!(eventually(Duration::from_secs(10), || video_and_audio(&viewer, 100).is_some()).await, "viewers watch the studio host");
+
+    // The encoder dies; past the feed's 1 s grace, the live is held for the host.
+    let mut first = first;
+    first.kill().await.unwrap();
+    let st = wait_msg(&mut viewer, "host_status", Duration::from_secs(8)).await;
+    assert_eq!(st["state"], "reconnecting");
+    viewer.send(json!({"type": "ping"}));
+    assert!(viewer.wait_for("pong", Duration::from_secs(3)).await.is_some(), "the viewer stays connected");
+    let tracks_before: Vec<String> = viewer.media_snapshot().keys().cloned().collect();
+
+    // The encoder comes back within the host's grace: the same live resumes.
+    let restarted = Instant::now();
+    let second = push(&url, &Feed { seconds: 6, ..Feed::default() });
+    let back = wait_msg(&mut viewer, "host_status", Duration::from_secs(10)).await;
+    assert_eq!(back["state"], "back");
+    let mut first_frame = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first_frame.is_none() && Instant::now() < deadline {
+        // The returning feed is a new participant with new tracks; its first video packet.
+        first_frame = viewer
+            .media_snapshot()
+            .iter()
+            .filter(|(id, t)| t.kind == "video" && !tracks_before.contains(id))
+            .filter_map(|(_, t)| t.first_packet)
+            .min();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first_frame = first_frame.expect("viewers get video from the returning encoder, on the same connection");
+    println!("encoder restart -> viewer's first video packet: {:?}", first_frame.duration_since(restarted));
+    let upd = viewer.wait_for("room_update", Duration::from_secs(2)).await.expect("room update");
+    assert_eq!(upd["room"]["state"], "live");
+    let _ = stderr_of(second, Duration::from_secs(10)).await;
+    server.shutdown().await;
+}

@@ -37,7 +37,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::Leave => Ok(Outcome::Leave),
         ClientMsg::Ping { ts } => Ok(Outcome::Reply(ServerMsg::Pong { ts })),
         ClientMsg::GetStats => stats::subscriber(ctx).await.map(Outcome::Reply),
-        ClientMsg::CreateStreamKey { label } => studio::keys::create(ctx, label).await.map(Outcome::Reply),
+        ClientMsg::CreateStreamKey { label, seat } => studio::keys::create(ctx, label, seat).await.map(Outcome::Reply),
         ClientMsg::ListStreamKeys => studio::keys::list(ctx).await.map(Outcome::Reply),
         ClientMsg::RevokeStreamKey { id } => studio::keys::revoke(ctx, id).await.map(Outcome::Reply),
         ClientMsg::Comment { text } => chat::comment(ctx, text).await.map(done),

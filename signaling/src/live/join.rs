@@ -19,7 +19,7 @@ use crate::app::AppState;
 use crate::auth::{Claims, Role};
 use crate::error::{AppError, ErrorCode};
 use crate::protocol::ParticipantKind;
-use crate::store::{KeyView, UNKNOWN_KEY};
+use crate::store::{KeySeat, KeyView, UNKNOWN_KEY};
 use sfu::{ParticipantId, SfuEvent};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -60,7 +60,10 @@ pub async fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppEr
                 identity: studio_identity(&key.id),
                 name: key.label.clone(),
                 room: key.room.clone(),
-                role: Role::Cohost,
+                role: match key.seat {
+                    KeySeat::Host => Role::Host,
+                    KeySeat::Cohost => Role::Cohost,
+                },
                 exp: u64::MAX,
             };
             Ok(Guest { claims, kind: ParticipantKind::Studio, stream_key: Some(key) })

@@ -19,12 +19,42 @@ pub const REVOKED_KEY: &str = "stream key refused: this key was revoked";
 /// Prefix of every key (lets a leaked key be recognised by secret scanners).
 const PREFIX: &str = "onair_";
 
+/// The seat a key's encoder takes.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySeat {
+    /// A co-host's seat, in a live the host started.
+    #[default]
+    Cohost,
+    /// The host's seat: the encoder starts the live by itself, and its drop holds the live.
+    Host,
+}
+
+impl KeySeat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySeat::Cohost => "cohost",
+            KeySeat::Host => "host",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cohost" => Some(KeySeat::Cohost),
+            "host" => Some(KeySeat::Host),
+            _ => None,
+        }
+    }
+}
+
 /// A key as listed: everything but the hash. Times are unix seconds.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct KeyView {
     pub id: String,
     pub room: String,
     pub label: String,
+    #[serde(default)]
+    pub seat: KeySeat,
     pub created_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<u64>,
@@ -65,6 +95,7 @@ fn view(row: &sqlx::sqlite::SqliteRow) -> KeyView {
         id: row.get("id"),
         room: row.get("room"),
         label: row.get("label"),
+        seat: KeySeat::parse(row.get("seat")).unwrap_or_default(),
         created_at: row.get::<i64, _>("created_at") as u64,
         revoked_at: row.get::<Option<i64>, _>("revoked_at").map(|t| t as u64),
     }
@@ -72,7 +103,7 @@ fn view(row: &sqlx::sqlite::SqliteRow) -> KeyView {
 
 impl Store {
     /// Mint a stream key for `room`; the secret in the result is kept nowhere.
-    pub async fn mint_stream_key(&self, room: &str, label: &str) -> Result<MintedKey, AppError> {
+    pub async fn mint_stream_key(&self, room: &str, label: &str, seat: KeySeat) -> Result<MintedKey, AppError> {
         let id = hex(&rand::random::<[u8; 6]>());
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let key = format!("{PREFIX}{id}_{secret}");
@@ -80,15 +111,17 @@ impl Store {
             id,
             room: room.to_owned(),
             label: if label.is_empty() { "Studio".into() } else { label.to_owned() },
+            seat,
             created_at: now_secs(),
             revoked_at: None,
         };
-        sqlx::query("INSERT INTO stream_keys (id, room, label, hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO stream_keys (id, room, label, hash, created_at, seat) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&view.id)
             .bind(&view.room)
             .bind(&view.label)
             .bind(hex(&hash(&key)))
             .bind(view.created_at as i64)
+            .bind(seat.as_str())
             .execute(&self.pool)
             .await
             .map_err(db("could not store the stream key"))?;
@@ -98,7 +131,7 @@ impl Store {
     /// The stream keys of `room` (all rooms with `None`), without secrets, oldest first.
     pub async fn stream_keys(&self, room: Option<&str>) -> Result<Vec<KeyView>, AppError> {
         let rows = sqlx::query(
-            "SELECT id, room, label, created_at, revoked_at FROM stream_keys WHERE $1 IS NULL OR room = $1 ORDER BY created_at, id",
+            "SELECT id, room, label, seat, created_at, revoked_at FROM stream_keys WHERE $1 IS NULL OR room = $1 ORDER BY created_at, id",
         )
         .bind(room)
         .fetch_all(&self.pool)
@@ -126,7 +159,7 @@ impl Store {
     pub async fn verify_stream_key(&self, presented: &str) -> Result<KeyView, AppError> {
         let digest = hash(presented);
         let id = presented.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')).map(|(id, _)| id).unwrap_or("");
-        let row = sqlx::query("SELECT id, room, label, hash, created_at, revoked_at FROM stream_keys WHERE id = $1")
+        let row = sqlx::query("SELECT id, room, label, seat, hash, created_at, revoked_at FROM stream_keys WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -158,7 +191,9 @@ mod tests {
     #[tokio::test]
     async fn mint_verify_revoke() {
         let store = memory_store().await;
-        let k = store.mint_stream_key("room1", "OBS").await.expect("mint");
+        let k = store.mint_stream_key("room1", "OBS", KeySeat::Cohost).await.expect("mint");
+        let h = store.mint_stream_key("room1", "Producer", KeySeat::Host).await.expect("mint");
+        assert_eq!(store.verify_stream_key(&h.key).await.expect("valid").seat, KeySeat::Host);
         assert!(k.key.starts_with("onair_"));
         // The secret is everything after the id: base64url, so it may itself contain '_'.
         let secret = k.key.splitn(3, '_').nth(2).expect("secret");
@@ -176,8 +211,8 @@ mod tests {
         assert!(store.revoke_stream_key(Some("room1"), &k.view.id).await.expect("revoke"));
         assert_eq!(store.verify_stream_key(&k.key).await.map_err(|e| e.message), Err(REVOKED_KEY.to_owned()));
         let listed = store.stream_keys(Some("room1")).await.expect("list");
-        assert_eq!(listed.len(), 1);
-        assert!(listed[0].revoked_at.is_some());
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().any(|k| k.id == k.id && k.revoked_at.is_some() && k.seat == KeySeat::Cohost));
         assert!(store.stream_keys(Some("other")).await.expect("list").is_empty());
     }
 

@@ -86,7 +86,8 @@ mod tests {
         c.store.url = format!("sqlite:{}", dir.join("onair.db").display());
         c.rtmp.keys_file = file.display().to_string();
         let store = Store::open(&c).await.expect("open imports");
-        assert_eq!(store.verify_stream_key(live).await.expect("imported key verifies").label, "OBS");
+        let imported = store.verify_stream_key(live).await.expect("imported key verifies");
+        assert_eq!((imported.label.as_str(), imported.seat), ("OBS", super::super::KeySeat::Cohost));
         assert_eq!(store.verify_stream_key(gone).await.map_err(|e| e.message), Err(super::super::REVOKED_KEY.to_owned()));
         assert!(!file.exists() && dir.join("stream-keys.json.imported").exists());
         store.close().await;

@@ -13,7 +13,7 @@ mod keys;
 mod legacy_keys;
 
 pub use chat::{AuditEntry, CommentRow, Flag, LiveState, MemberFlags, ReportRow, Visibility};
-pub use keys::{KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
+pub use keys::{KeySeat, KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
 
 use crate::config::Config;
 use crate::error::AppError;

@@ -6,6 +6,7 @@ use crate::auth::Role;
 use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
 use crate::protocol::ServerMsg;
+use crate::store::KeySeat;
 
 /// Longest label (bytes).
 const MAX_LABEL_BYTES: usize = 64;
@@ -26,14 +27,14 @@ fn check_label(label: &str) -> Result<(), AppError> {
 }
 
 /// `create_stream_key`: mint a key for the host's room; the reply is the only time it is shown.
-pub async fn create(ctx: &Ctx<'_>, label: Option<String>) -> Result<ServerMsg, AppError> {
+pub async fn create(ctx: &Ctx<'_>, label: Option<String>, seat: KeySeat) -> Result<ServerMsg, AppError> {
     require_host(ctx)?;
     let label = label.unwrap_or_default();
     check_label(&label)?;
     let app = ctx.app;
     let minted = app
         .store
-        .mint_stream_key(&ctx.claims.room, &label)
+        .mint_stream_key(&ctx.claims.room, &label, seat)
         .await
         .map_err(|e| AppError { message: "could not store the stream key".into(), ..e })?;
     tracing::info!(room = %ctx.claims.room, id = %minted.view.id, "stream key minted");
@@ -42,6 +43,7 @@ pub async fn create(ctx: &Ctx<'_>, label: Option<String>) -> Result<ServerMsg, A
         key: minted.key,
         server_url: app.studio.server_url(&app.config.rtmp),
         label: minted.view.label,
+        seat: minted.view.seat,
     })
 }
 
