@@ -60,6 +60,9 @@ pub enum SfuEvent {
     /// Dynacast: of this simulcast track the participant publishes, layers above this one are
     /// not wanted by anybody now; the client should pause them (and resume them when this rises).
     LayersWanted(TrackId, u8),
+    /// To a viewer: its video is paused because its path cannot carry the lowest layer
+    /// (`true`: audio only now), or resumed (`false`).
+    AudioOnly(bool),
 }
 
 /// One subscribed track as the SFU forwards it (also the wire form in the `stats` message).

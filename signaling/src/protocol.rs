@@ -516,6 +516,12 @@ pub enum ServerMsg {
     RemovedFromStage {
         by_host: bool,
     },
+    /// To a viewer: video paused because your connection cannot carry the lowest layer (`active`:
+    /// audio only now), or back (`active: false`). `reason`: `bandwidth`.
+    AudioOnly {
+        active: bool,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

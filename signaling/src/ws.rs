@@ -276,6 +276,7 @@ impl Connection<'_> {
                 },
             },
             SfuEvent::LayersWanted(track, max_layer) => ServerMsg::Layers { track, max_layer },
+            SfuEvent::AudioOnly(active) => ServerMsg::AudioOnly { active, reason: "bandwidth".into() },
             SfuEvent::Connection(role, state) => ServerMsg::ConnectionState { target: Target::from(role), state },
             SfuEvent::SessionClosed(role, reason) => {
                 // Tell the client: it must start that connection afresh (a new publish offer,
