@@ -63,6 +63,8 @@ pub struct Claims {
     pub room: String,
     pub role: Role,
     pub exp: u64,
+    /// The live profile a host's token asks for (`room.profiles`); checked when the host joins.
+    pub profile: Option<String>,
 }
 
 /// The wire form of the claims.
@@ -78,6 +80,8 @@ struct RawClaims {
     nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile: Option<String>,
 }
 
 pub fn parse_algorithm(name: &str) -> anyhow::Result<Algorithm> {
@@ -114,6 +118,19 @@ impl Authenticator {
 
     /// A token valid from now for `ttl_secs`.
     pub fn mint(&self, room: &str, identity: &str, name: Option<&str>, role: Role, ttl_secs: u64) -> Result<String, AppError> {
+        self.mint_with_profile(room, identity, name, role, ttl_secs, None)
+    }
+
+    /// A token that also names the live profile (for a host: the live it starts uses it).
+    pub fn mint_with_profile(
+        &self,
+        room: &str,
+        identity: &str,
+        name: Option<&str>,
+        role: Role,
+        ttl_secs: u64,
+        profile: Option<&str>,
+    ) -> Result<String, AppError> {
         let now = now_secs();
         let role = role.as_str().to_owned();
         let claims = RawClaims {
@@ -124,6 +141,7 @@ impl Authenticator {
             exp: now + ttl_secs,
             nbf: Some(now.saturating_sub(1)),
             iat: Some(now),
+            profile: profile.map(str::to_owned),
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
             .map_err(|e| AppError::internal("could not sign the token", e))
@@ -200,12 +218,18 @@ impl Authenticator {
         {
             return fail(TokenWrongRoom, "the token is for another room");
         }
+        if let Some(p) = &c.profile
+            && (p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return fail(TokenInvalidClaims, "profile must be 1-64 letters, digits, '-' or '_'");
+        }
         Ok(Claims {
             name: c.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| c.sub.clone()),
             identity: c.sub,
             room: c.room,
             role,
             exp: c.exp,
+            profile: c.profile,
         })
     }
 }

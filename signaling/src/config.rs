@@ -25,6 +25,9 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
+    /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
+    /// and `continuity` are kept unless redefined here.
+    pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -204,6 +207,8 @@ pub struct RoomConfig {
     /// When the host drops, the live is held this many seconds for the host's return (0 = not
     /// held: the live goes on without the host, as before).
     pub host_grace_secs: u64,
+    /// The profile of a live whose host's token names none.
+    pub profile: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -235,6 +240,7 @@ impl Default for Config {
             rtmp: RtmpConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
+            profiles: crate::profiles::builtin(),
         }
     }
 }
@@ -275,6 +281,7 @@ impl Default for RoomConfig {
             max_duration_secs: 4 * 3600,
             end_warnings_secs: vec![15 * 60, 5 * 60, 60],
             host_grace_secs: 300,
+            profile: "standard".into(),
         }
     }
 }
@@ -295,6 +302,10 @@ impl Config {
             }
             None => Config::default(),
         };
+        // Profiles named in the file add to (or redefine) the built-in families.
+        for (name, p) in crate::profiles::builtin() {
+            config.profiles.entry(name).or_insert(p);
+        }
         config.apply_env(|k| std::env::var(k).ok())?;
         Ok(config)
     }
@@ -390,6 +401,16 @@ impl Config {
         }
         if self.rtc.layer_up_hold_ms > 60_000 {
             anyhow::bail!("rtc.layer_up_hold_ms must be at most 60000");
+        }
+        for (name, p) in &self.profiles {
+            crate::profiles::validate(name, p)?;
+        }
+        if !self.profiles.contains_key(&self.room.profile) {
+            anyhow::bail!(
+                "room.profile {:?} is not a profile (profiles: {:?})",
+                self.room.profile,
+                self.profiles.keys().collect::<Vec<_>>()
+            );
         }
         if !self.store.url.starts_with("sqlite:") {
             anyhow::bail!("store.url must be sqlite:<path> or sqlite::memory: (PostgreSQL comes with many nodes)");

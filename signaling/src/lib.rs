@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod live;
+pub mod profiles;
 pub mod protocol;
 pub mod store;
 pub mod transport;
@@ -69,6 +70,7 @@ struct TokenQuery {
     identity: String,
     name: Option<String>,
     role: String,
+    profile: Option<String>,
 }
 
 /// Dev mode only: mint a token (the lobby page uses it). Not routed at all in production.
@@ -79,7 +81,10 @@ async fn dev_token(State(app): State<AppState>, Query(q): Query<TokenQuery>) -> 
     if q.room.is_empty() || q.room.len() > auth::MAX_ROOM_BYTES || q.identity.is_empty() || q.identity.len() > auth::MAX_IDENTITY_BYTES {
         return (StatusCode::BAD_REQUEST, "room and identity must be 1-128 bytes").into_response();
     }
-    match app.auth.mint(&q.room, &q.identity, q.name.as_deref(), role, 6 * 3600) {
+    if q.profile.as_ref().is_some_and(|p| !app.config.profiles.contains_key(p)) {
+        return (StatusCode::BAD_REQUEST, "no such live profile").into_response();
+    }
+    match app.auth.mint_with_profile(&q.room, &q.identity, q.name.as_deref(), role, 6 * 3600, q.profile.as_deref()) {
         Ok(t) => axum::Json(serde_json::json!({ "token": t })).into_response(),
         Err(e) => {
             tracing::error!("minting a dev token: {e}");
@@ -122,7 +127,12 @@ impl Server {
         let store = Arc::new(store::Store::open(&config).await?);
         let default_words = Arc::new(live::chat::text::default_blocked_words(&config.chat)?);
         let state = AppState {
-            rooms: Arc::new(room::Rooms::new(config.room.clone(), Arc::new(config.chat.clone()), default_words)),
+            rooms: Arc::new(room::Rooms::new(
+                config.room.clone(),
+                Arc::new(config.chat.clone()),
+                default_words,
+                Arc::new(config.profiles.clone()),
+            )),
             studio: Arc::new(studio::feeds::Studio::default()),
             store,
             config: Arc::new(config),
@@ -131,7 +141,7 @@ impl Server {
             started: Instant::now(),
         };
         let (shutdown, mut rx) = tokio::sync::watch::channel(false);
-        let (rooms, store) = (state.rooms.clone(), state.store.clone());
+        let (rooms, store, sfu) = (state.rooms.clone(), state.store.clone(), state.sfu.clone());
         let mut reaper_rx = rx.clone();
         let window = Duration::from_millis(state.config.chat.reaction_window_ms);
         tokio::spawn(async move {
@@ -140,7 +150,10 @@ impl Server {
             reactions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = every.tick() => rooms.reap(Instant::now(), &store).await,
+                    _ = every.tick() => {
+                        rooms.reap(Instant::now(), &store).await;
+                        rooms.ask_keyframes(Instant::now(), &sfu);
+                    }
                     _ = reactions.tick() => live::chat::flush_reactions(&rooms, &store).await,
                     _ = reaper_rx.changed() => break,
                 }

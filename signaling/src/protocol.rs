@@ -302,6 +302,9 @@ pub struct RoomInfo {
     pub publishers: usize,
     pub max_publishers: usize,
     pub viewers: usize,
+    /// The live's profile (docs/protocol.md §6.3).
+    #[serde(default)]
+    pub profile: String,
 }
 
 /// Messages from the server.
@@ -316,6 +319,8 @@ pub enum ServerMsg {
         tracks: Vec<TrackView>,
         #[serde(default)]
         chat: Box<ChatSnapshot>,
+        /// How the live's media is shaped: publish with `layers`, play with `playout_delay_ms`.
+        profile: Box<crate::profiles::ProfileView>,
     },
     /// Answer to `publish`.
     Answer {

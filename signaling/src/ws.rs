@@ -129,6 +129,7 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         participants: snapshot.participants,
         tracks: snapshot.tracks,
         chat: Box::new(snapshot.chat),
+        profile: Box::new(snapshot.profile),
     };
     let (reason, close_code) = if !send(&mut socket, &reply).await {
         ("connection lost".to_owned(), None)

@@ -12,8 +12,8 @@ use crate::protocol::{ClientMsg, ServerMsg};
 pub enum Outcome {
     /// Nothing to send (a broadcast may follow through the room).
     Done,
-    /// Send this to the client.
-    Reply(ServerMsg),
+    /// Send this to the client (boxed: replies are rare next to `Done`, and `ServerMsg` is large).
+    Reply(Box<ServerMsg>),
     /// The client leaves (`leave`).
     Leave,
 }
@@ -22,12 +22,16 @@ fn done(_: ()) -> Outcome {
     Outcome::Done
 }
 
+fn reply(msg: ServerMsg) -> Outcome {
+    Outcome::Reply(Box::new(msg))
+}
+
 /// Handle one message of a joined participant. An `Err` is a refusal the client is told about;
 /// the connection stays.
 pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError> {
     match msg {
         ClientMsg::Join { .. } => Err(AppError::new(ErrorCode::AlreadyJoined, "already joined")),
-        ClientMsg::Publish { sdp } => media::publish(ctx, sdp).await.map(Outcome::Reply),
+        ClientMsg::Publish { sdp } => media::publish(ctx, sdp).await.map(reply),
         ClientMsg::Answer { sdp } => media::answer(ctx, sdp).await.map(done),
         ClientMsg::Candidate { target, candidate } => media::candidate(ctx, target, candidate).await.map(done),
         ClientMsg::VideoSize { track, width: _, height } => media::video_size(ctx, track, height).map(done),
@@ -35,11 +39,11 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::Mute { track, muted } => controls::mute(ctx, track, muted).map(done),
         ClientMsg::EndRoom => controls::end_room(ctx).map(done),
         ClientMsg::Leave => Ok(Outcome::Leave),
-        ClientMsg::Ping { ts } => Ok(Outcome::Reply(ServerMsg::Pong { ts })),
-        ClientMsg::GetStats => stats::subscriber(ctx).await.map(Outcome::Reply),
-        ClientMsg::CreateStreamKey { label, seat } => studio::keys::create(ctx, label, seat).await.map(Outcome::Reply),
-        ClientMsg::ListStreamKeys => studio::keys::list(ctx).await.map(Outcome::Reply),
-        ClientMsg::RevokeStreamKey { id } => studio::keys::revoke(ctx, id).await.map(Outcome::Reply),
+        ClientMsg::Ping { ts } => Ok(reply(ServerMsg::Pong { ts })),
+        ClientMsg::GetStats => stats::subscriber(ctx).await.map(reply),
+        ClientMsg::CreateStreamKey { label, seat } => studio::keys::create(ctx, label, seat).await.map(reply),
+        ClientMsg::ListStreamKeys => studio::keys::list(ctx).await.map(reply),
+        ClientMsg::RevokeStreamKey { id } => studio::keys::revoke(ctx, id).await.map(reply),
         ClientMsg::Comment { text } => chat::comment(ctx, text).await.map(done),
         ClientMsg::DeleteComment { id } => chat::delete(ctx, id).await.map(done),
         ClientMsg::React { emoji } => chat::react(ctx, &emoji).map(done),
@@ -47,16 +51,16 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::ChatSettings { comments_enabled, slow_mode_secs } => {
             chat::settings(ctx, comments_enabled, slow_mode_secs).await.map(done)
         }
-        ClientMsg::GetBlockedWords => chat::blocked_words(ctx).map(Outcome::Reply),
-        ClientMsg::SetBlockedWords { words } => chat::set_blocked_words(ctx, words).await.map(Outcome::Reply),
-        ClientMsg::Report { comment, reason } => chat::report(ctx, comment, reason).await.map(Outcome::Reply),
-        ClientMsg::GetReports => chat::reports(ctx).await.map(Outcome::Reply),
+        ClientMsg::GetBlockedWords => chat::blocked_words(ctx).map(reply),
+        ClientMsg::SetBlockedWords { words } => chat::set_blocked_words(ctx, words).await.map(reply),
+        ClientMsg::Report { comment, reason } => chat::report(ctx, comment, reason).await.map(reply),
+        ClientMsg::GetReports => chat::reports(ctx).await.map(reply),
         ClientMsg::ResolveReport { id, action } => chat::resolve_report(ctx, id, action).await.map(done),
-        ClientMsg::GetAuditLog => chat::audit_log(ctx).await.map(Outcome::Reply),
-        ClientMsg::RequestStage => invitations::request(ctx).map(Outcome::Reply),
-        ClientMsg::CancelStageRequest => invitations::cancel(ctx).map(Outcome::Reply),
+        ClientMsg::GetAuditLog => chat::audit_log(ctx).await.map(reply),
+        ClientMsg::RequestStage => invitations::request(ctx).map(reply),
+        ClientMsg::CancelStageRequest => invitations::cancel(ctx).map(reply),
         ClientMsg::AnswerStageRequest { participant, accept } => invitations::answer_request(ctx, participant, accept).map(done),
-        ClientMsg::InviteToStage { participant } => invitations::invite(ctx, participant).map(Outcome::Reply),
+        ClientMsg::InviteToStage { participant } => invitations::invite(ctx, participant).map(reply),
         ClientMsg::AnswerStageInvite { accept } => invitations::answer_invite(ctx, accept).map(done),
         ClientMsg::RemoveFromStage { participant } => invitations::remove(ctx, participant).map(done),
         ClientMsg::StepDown => invitations::step_down(ctx).map(done),

@@ -65,6 +65,7 @@ pub async fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppEr
                     KeySeat::Cohost => Role::Cohost,
                 },
                 exp: u64::MAX,
+                profile: None,
             };
             Ok(Guest { claims, kind: ParticipantKind::Studio, stream_key: Some(key) })
         }

@@ -8,6 +8,7 @@ use super::stage::Stage;
 use crate::auth::{Claims, Role};
 use crate::config::{ChatConfig, RoomConfig};
 use crate::error::{AppError, ErrorCode};
+use crate::profiles::{Profile, ProfileView};
 use crate::protocol::{ChatSnapshot, HostState, ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
 use crate::store::Store;
 use dashmap::DashMap;
@@ -46,6 +47,11 @@ pub struct Room {
     held_since: Option<Instant>,
     /// Duration-cap warnings already sent (thresholds, seconds before the end).
     warned: Vec<u64>,
+    /// The live's profile (the host's token's, or `room.profile`), and every profile there is.
+    profile: ProfileView,
+    profiles: Arc<BTreeMap<String, Profile>>,
+    /// When the publishers were last asked for key frames (the profile's interval).
+    keyframes_asked: Instant,
     /// The live's conversation (comments, reactions, moderation).
     pub chat: Conversation,
 }
@@ -60,6 +66,7 @@ pub struct JoinSnapshot {
     /// Tracks to subscribe the newcomer to.
     pub subscribe: Vec<TrackInfo>,
     pub chat: ChatSnapshot,
+    pub profile: ProfileView,
 }
 
 fn view(t: &Track) -> TrackView {
@@ -71,9 +78,13 @@ fn unix_ms() -> u64 {
 }
 
 impl Room {
-    pub fn new(name: String, config: RoomConfig, chat: Conversation) -> Self {
+    pub fn new(name: String, config: RoomConfig, chat: Conversation, profiles: Arc<BTreeMap<String, Profile>>) -> Self {
+        let profile = ProfileView { name: config.profile.clone(), profile: profiles.get(&config.profile).cloned().unwrap_or_default() };
         Self {
             chat,
+            profile,
+            profiles,
+            keyframes_asked: Instant::now(),
             name,
             state: RoomState::Waiting,
             started_at: None,
@@ -97,7 +108,23 @@ impl Room {
             publishers,
             max_publishers: self.stage.max(),
             viewers: self.members.len() - publishers,
+            profile: self.profile.name.clone(),
         }
+    }
+
+    pub fn profile(&self) -> &ProfileView {
+        &self.profile
+    }
+
+    /// The live's video tracks when its profile's key-frame interval has passed since they were
+    /// last asked for key frames.
+    pub fn keyframes_due(&mut self, now: Instant) -> Vec<TrackId> {
+        let every = self.profile.profile.keyframe_interval_secs;
+        if every == 0 || !self.is_live() || now.duration_since(self.keyframes_asked) < Duration::from_secs(every as u64) {
+            return Vec::new();
+        }
+        self.keyframes_asked = now;
+        self.tracks.values().filter(|t| t.info.kind == sfu::MediaKind::Video).map(|t| t.info.id).collect()
     }
 
     pub fn state(&self) -> RoomState {
@@ -242,6 +269,14 @@ impl Room {
         }
         let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role, kind };
         let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
+        if went_live && let Some(name) = &claims.profile {
+            let profile = self
+                .profiles
+                .get(name)
+                .cloned()
+                .ok_or_else(|| AppError::new(ErrorCode::TokenInvalidClaims, format!("no live profile {name:?}")))?;
+            self.profile = ProfileView { name: name.clone(), profile };
+        }
         if went_live {
             self.state = RoomState::Live;
             self.started_at = Some(unix_ms());
@@ -262,6 +297,7 @@ impl Room {
             tracks: self.tracks.values().map(view).collect(),
             subscribe: self.tracks.values().map(|t| t.info.clone()).collect(),
             chat: super::chat::snapshot(&self.chat, &claims.identity, role),
+            profile: self.profile.clone(),
         })
     }
 
@@ -412,6 +448,7 @@ pub struct Rooms {
     config: RoomConfig,
     chat: Arc<ChatConfig>,
     default_words: Arc<Vec<String>>,
+    profiles: Arc<BTreeMap<String, Profile>>,
     /// Held while a room is opened from the store or closed into it, so a room's live is never
     /// created twice or reopened while it is being ended. An async mutex: it is held across the
     /// store's awaits, and no other lock is taken inside it except a room's, briefly.
@@ -425,8 +462,13 @@ pub fn lock(room: &Mutex<Room>) -> std::sync::MutexGuard<'_, Room> {
 }
 
 impl Rooms {
-    pub fn new(config: RoomConfig, chat: Arc<ChatConfig>, default_words: Arc<Vec<String>>) -> Self {
-        Self { map: DashMap::new(), config, chat, default_words, opening: tokio::sync::Mutex::new(()) }
+    pub fn new(
+        config: RoomConfig,
+        chat: Arc<ChatConfig>,
+        default_words: Arc<Vec<String>>,
+        profiles: Arc<BTreeMap<String, Profile>>,
+    ) -> Self {
+        Self { map: DashMap::new(), config, chat, default_words, profiles, opening: tokio::sync::Mutex::new(()) }
     }
 
     /// The room `name`, opened with its live from the store when it is not running (after a
@@ -441,7 +483,7 @@ impl Rooms {
         }
         let live = store.open_live(name, self.chat.history * 4).await?;
         let chat = Conversation::new(live, self.chat.clone(), self.default_words.clone());
-        let room = Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone(), chat)));
+        let room = Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone(), chat, self.profiles.clone())));
         self.map.insert(name.to_owned(), room.clone());
         Ok(room)
     }
@@ -478,6 +520,20 @@ impl Rooms {
         }
     }
 
+    /// Ask for key frames on the video tracks of every live whose profile's interval passed
+    /// (the SFU throttles per track and layer). The SFU is called with no room lock held.
+    pub fn ask_keyframes(&self, now: Instant, sfu: &sfu::Sfu) {
+        for room in self.all() {
+            let due = lock(&room).keyframes_due(now);
+            for track in due {
+                for layer in 0..3u8 {
+                    // q, h, f: a track without simulcast has only layer 0; the others are ignored.
+                    sfu.request_keyframe(track, layer);
+                }
+            }
+        }
+    }
+
     /// Every running room.
     pub fn all(&self) -> Vec<Arc<Mutex<Room>>> {
         self.map.iter().map(|r| r.value().clone()).collect()
@@ -489,12 +545,12 @@ mod tests {
     use super::*;
 
     fn claims(id: &str, role: Role) -> Claims {
-        Claims { identity: id.into(), name: id.into(), room: "r".into(), role, exp: 0 }
+        Claims { identity: id.into(), name: id.into(), room: "r".into(), role, exp: 0, profile: None }
     }
 
     pub(crate) fn test_room() -> Room {
         let chat = Conversation::new(crate::store::LiveState::fresh("l".into()), Arc::new(ChatConfig::default()), Arc::new(Vec::new()));
-        Room::new("r".into(), RoomConfig::default(), chat)
+        Room::new("r".into(), RoomConfig::default(), chat, Arc::new(crate::profiles::builtin()))
     }
 
     #[test]
