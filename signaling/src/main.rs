@@ -49,6 +49,10 @@ enum Command {
         /// Validity: 90s, 30m, 1h, 2d.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// The live profile a host's token starts the live with (interactive, standard,
+        /// continuity, or one from the config).
+        #[arg(long)]
+        profile: Option<String>,
     },
     /// Mint, list or revoke stream keys for studio feeds (RTMP). Works while the server runs:
     /// both use the store (store.url).
@@ -100,10 +104,13 @@ fn main() -> anyhow::Result<()> {
         config.rtc.advertise_ip = ip;
     }
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Token { room, identity, name, role, ttl } => {
+        Command::Token { room, identity, name, role, ttl, profile } => {
             let role = Role::parse(&role).context("role must be host, cohost, moderator or viewer")?;
+            if let Some(p) = &profile {
+                anyhow::ensure!(config.profiles.contains_key(p), "no live profile {p:?} (profiles: {:?})", config.profiles.keys().collect::<Vec<_>>());
+            }
             let auth = Authenticator::new(&config.secret()?, &config.auth.algorithm, config.auth.leeway_secs)?;
-            println!("{}", auth.mint(&room, &identity, name.as_deref(), role, parse_ttl(&ttl)?)?);
+            println!("{}", auth.mint_with_profile(&room, &identity, name.as_deref(), role, parse_ttl(&ttl)?, profile.as_deref())?);
             Ok(())
         }
         Command::StreamKey { room, label, seat, list, revoke } => {
