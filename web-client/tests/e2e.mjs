@@ -51,15 +51,20 @@ function freePort() {
 const port = await freePort();
 const rtmpPort = await freePort();
 const base = `http://127.0.0.1:${port}`;
+// The store (lives, comments, bans, stream keys) in a fresh folder: each run starts clean and
+// nothing is written to the working tree.
+const data = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-e2e-'));
 const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0'], {
   env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
-    ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'onair-e2e-')), 'keys.json') },
+    ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
+    ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}` },
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 let browser;
 const cleanup = async () => {
   try { await browser?.close(); } catch { /* already gone */ }
   server.kill('SIGKILL');
+  fs.rmSync(data, { recursive: true, force: true });
 };
 process.on('uncaughtException', async (e) => { console.error(e); await cleanup(); process.exit(1); });
 
