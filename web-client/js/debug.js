@@ -1,9 +1,11 @@
 // A small hook for tests and debugging (`window.__onair`): the state, inbound and outbound media
 // as getStats() sees them, and the server's view of our session.
 
-import { link, publisher, room, session, subscriber } from './state.js';
+import { chat, link, publisher, room, session, subscriber } from './state.js';
 import { liveTimerRunning } from './ui.js';
 import { handlers, send } from './signal.js';
+import { bursts } from './reactions.js';
+import { openReports } from './moderation.js';
 
 const statsWaiters = []; // serverStats() calls waiting for their `stats` answer, oldest first
 
@@ -12,7 +14,7 @@ handlers.stats = (msg) => { const r = statsWaiters.shift(); if (r) r(msg); };
 window.__onair = {
   // The groups, and under their old flat names the three fields the e2e test reads.
   state: {
-    session, room, link, publisher, subscriber,
+    session, room, link, publisher, subscriber, chat,
     get ws() { return link.ws; },
     get local() { return publisher.local; },
     get timer() { return liveTimerRunning() || null; },
@@ -45,6 +47,10 @@ window.__onair = {
     });
     return out;
   },
+  // The comments as drawn ("Name Badge text"), floats drawn so far, the open reports.
+  comments() { return [...document.querySelectorAll('#comments .comment .body')].map((b) => b.textContent); },
+  bursts() { return bursts.shown; },
+  reports() { return openReports(); },
   joins() { return session.joins; },
   connText() { return document.getElementById('conn-text').textContent; },
 };

@@ -11,6 +11,9 @@ import { wireQuality } from './subscribe.js';
 import { wireUnmute } from './stage.js';
 import { wireStudio } from './studio.js';
 import { wireSession } from './session.js';
+import { wireChat } from './chat.js';
+import { wireModeration } from './moderation.js';
+import './reactions.js';
 import './debug.js';
 
 function decodeClaims(t) {
@@ -53,6 +56,8 @@ if (!token) {
   wireStudio();
   wireQuality();
   wireUnmute();
+  wireChat();
+  wireModeration();
   keepAlive();
   renderControls();
   $('room').hidden = false;

@@ -2,17 +2,23 @@
 // (the live ended, we left, or the join was refused).
 
 import { applyJoined, dropPublishing, endSession, publisher, session } from './state.js';
-import { $, banner, flash, renderControls, renderHeader, setConn, stopLiveTimer } from './ui.js';
+import { $, banner, flash, renderControls, renderHeader, sentence, setConn, stopLiveTimer } from './ui.js';
 import { handlers, send } from './signal.js';
 import { goLive, stopLocal } from './publish.js';
 import { renderStage } from './stage.js';
 import { sendQuality } from './subscribe.js';
+import { chatError, renderChat } from './chat.js';
+import { renderReactions } from './reactions.js';
+import { fetchReports, renderModTools } from './moderation.js';
 
 function renderRoom() {
   $('room').hidden = false;
   renderHeader();
   renderControls();
   renderStage();
+  renderChat();
+  renderReactions();
+  renderModTools();
 }
 
 handlers.joined = async (msg) => {
@@ -21,6 +27,7 @@ handlers.joined = async (msg) => {
   banner('');
   renderRoom();
   sendQuality();
+  fetchReports();
   if (publisher.wantLive) await goLive();
 };
 
@@ -36,7 +43,23 @@ function finish(connText, message) {
   setConn('offline', connText);
   renderHeader();
   renderControls();
+  renderChat();
+  renderReactions();
+  renderModTools();
 }
+
+// Banned from this live: the whole page says so and nothing reconnects (the server closes the
+// socket with 4003 right after `kicked`, and refuses every later join with `banned`).
+function removed(why) {
+  session.ended = true;
+  finish('Removed', '');
+  for (const d of document.querySelectorAll('dialog[open]')) d.close();
+  $('room').hidden = true;
+  $('removed').hidden = false;
+  $('removed-reason').textContent = why;
+}
+
+handlers.kicked = (msg) => removed(sentence(msg.reason || 'you were banned from this live'));
 
 handlers.room_ended = (msg) => {
   session.ended = true;
@@ -45,7 +68,11 @@ handlers.room_ended = (msg) => {
 
 handlers.error = (msg) => {
   console.warn('server error', msg.code, msg.message);
-  if (msg.code.startsWith('token_') || msg.code === 'room_ended') {
+  if (msg.code === 'banned') {
+    removed(`${sentence(msg.message)} You cannot join it again.`);
+  } else if (chatError(msg)) {
+    // shown in the comments panel
+  } else if (msg.code.startsWith('token_') || msg.code === 'room_ended') {
     session.ended = true;
     finish(msg.code === 'room_ended' ? 'Ended' : 'Offline',
       msg.code === 'room_ended' ? 'The live has ended.' : `Cannot join: ${msg.message}`);

@@ -50,6 +50,19 @@ export const subscriber = {
   firstFrameAt: null,
 };
 
+// The live's conversation as the server last described it (comments, settings, our standing).
+export const chat = {
+  comments: [],        // CommentView, oldest first: what this page shows
+  enabled: true,       // comments on for viewers
+  slowSecs: 0,         // slow mode: seconds between a viewer's comments (0 = off)
+  emoji: [],           // the reactions `react` accepts
+  totals: {},          // reactions so far in this live, per emoji
+  timedOutUntil: null, // unix ms while a moderator has timed us out
+};
+
+// Whether a role moderates the conversation (the server decides; this only picks the view).
+export const moderates = (role) => role === 'host' || role === 'moderator';
+
 // Studio feeds (RTMP encoders) come with kind "studio" on their participant object.
 export const isStudio = (p) => p?.kind === 'studio';
 
@@ -66,6 +79,19 @@ export function applyJoined(msg) {
   subscriber.streams.clear();
   subscriber.sentSizes.clear();
   publisher.layersMax = 2;
+  const c = msg.chat ?? {};
+  chat.comments = c.comments ?? [];
+  chat.enabled = c.comments_enabled ?? true;
+  chat.slowSecs = c.slow_mode_secs ?? 0;
+  chat.emoji = c.emoji ?? [];
+  chat.totals = c.reactions ?? {};
+  chat.timedOutUntil = c.timed_out_until ?? null;
+}
+
+// A participant's role changed (made or unmade moderator): ours too, if it is us.
+export function updateParticipant(p) {
+  if (room.participants.has(p.id)) room.participants.set(p.id, p);
+  if (session.me?.id === p.id) session.me = p;
 }
 
 export function removeParticipant(id) {

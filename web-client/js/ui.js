@@ -33,6 +33,9 @@ export function flash(text, ms) {
   setTimeout(() => { if ($('banner').textContent === text && !session.over) banner(''); }, ms);
 }
 
+// A server's message as a sentence: capitalised, with a full stop.
+export const sentence = (s) => (s ? `${s[0].toUpperCase()}${s.slice(1)}${/[.!?]$/.test(s) ? '' : '.'}` : '');
+
 export function initials(name) {
   return (name || '?').split(/\s+/).map((w) => w[0]).join('').slice(0, 2).toUpperCase();
 }
