@@ -19,7 +19,7 @@ const shots = path.join(root, 'target/screenshots');
 fs.mkdirSync(shots, { recursive: true });
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,studio runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,studio runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 
@@ -396,6 +396,169 @@ try {
     await host.setViewportSize({ width: 360, height: 740 });
     await sleep(300);
     await host.screenshot({ path: path.join(shots, 'host-ended-360px.png'), fullPage: true });
+  }
+
+  if (run('chat')) {
+    // The live's conversation: comments, reactions, moderation, in a room of its own. The host
+    // publishes (360p, to spare the CPU) so reactions float over a real video.
+    const talk = 'talk';
+    const joined = (p) => until('joined', () => p.evaluate(() => window.__onair.joins() >= 1), 10_000);
+    const shown = (p) => p.evaluate(() => window.__onair.comments());
+    const item = (p, text) => p.locator('#comments .comment', { hasText: text });
+    const menu = async (p, text, action) => {
+      await item(p, text).locator('.more').click();
+      await item(p, text).locator('.actions').getByRole('button', { name: action }).click();
+    };
+    const say = async (p, text) => { await p.fill('#composer-text', text); await p.press('#composer-text', 'Enter'); };
+    const composer = (p) => p.evaluate(() => ({ disabled: document.getElementById('composer-text').disabled,
+      placeholder: document.getElementById('composer-text').placeholder, note: document.getElementById('composer-note').textContent,
+      mode: document.getElementById('chat-mode').hidden ? '' : document.getElementById('chat-mode').textContent }));
+    const yes = (promise) => promise.then(() => true, () => false);
+
+    const host = await open('talk-host', await token(talk, 'talk-host', 'host', 'Hana Host'), undefined, '&capture=360');
+    await host.click('#go-live');
+    const mod = await open('talk-mod', await token(talk, 'talk-mod', 'moderator', 'Mo Moderator'));
+    const vera = await open('talk-vera', await token(talk, 'talk-vera', 'viewer', 'Vera Viewer'));
+    const vic = await open('talk-vic', await token(talk, 'talk-vic', 'viewer', 'Vic Viewer'), { width: 360, height: 740 });
+    for (const p of [host, mod, vera, vic]) await joined(p);
+
+    // A viewer comments (markup in it stays text) and reacts; the host sees both.
+    const hello = 'Hello from Lisbon <b>not bold</b> 👋';
+    await say(vera, hello);
+    const seen = await yes(until('the comment on the host page', async () => (await shown(host)).some((t) => t === `Vera Viewer ${hello}`), 5000));
+    const bold = await host.evaluate(() => document.querySelectorAll('#comments b').length);
+    const cleared = await vera.inputValue('#composer-text');
+    check('chat: a viewer\'s comment shows on the host\'s page, as text', seen && bold === 0 && cleared === '', JSON.stringify(await shown(host)));
+    const burstsBefore = await host.evaluate(() => window.__onair.bursts());
+    for (const name of ['React: Heart', 'React: Heart', 'React: Fire']) { await vera.getByRole('button', { name }).click(); await sleep(150); }
+    const burst = await until('reactions on the host page', async () => {
+      const r = await host.evaluate(() => ({ bursts: window.__onair.bursts(), floating: document.querySelectorAll('#bursts .float').length,
+        total: document.getElementById('reaction-total').textContent }));
+      return r.bursts > burstsBefore && r.total === '3 reactions' ? r : null;
+    }, 5000).catch((e) => ({ error: e.message }));
+    check('chat: a viewer\'s reactions float over the host\'s stage and add up', !!burst.bursts && burst.floating > 0, JSON.stringify(burst));
+    await host.screenshot({ path: path.join(shots, 'chat-host-reactions.png') });
+
+    // Reports: Vic reports the comment; the host's queue shows it, Dismiss empties it.
+    await menu(vic, hello, 'Report');
+    const queued = await yes(until('the report in the host\'s queue', async () => (await host.textContent('#mod-report-count')) === '1', 5000));
+    await host.click('#mod-reports');
+    const listed = await yes(until('the report listed', () => host.evaluate(() => document.querySelector('#reports li')?.textContent.includes('Reported by Vic Viewer')), 3000));
+    await host.screenshot({ path: path.join(shots, 'chat-host-reports.png') });
+    await host.locator('#reports li').getByRole('button', { name: 'Dismiss' }).click();
+    const dismissed = await yes(until('the queue empty', async () => (await host.textContent('#mod-report-count')) === '0' && !(await host.isVisible('#reports li')), 3000));
+    await host.click('#reports-close');
+    check('chat: a report reaches the host\'s queue and Dismiss clears it', queued && listed && dismissed);
+
+    // A moderator (by token) deletes the comment: it goes from every page.
+    await menu(mod, hello, 'Delete');
+    const gone = await yes(until('the comment gone everywhere', async () => {
+      const lists = await Promise.all([host, vera, vic, mod].map(shown));
+      return lists.every((l) => !l.some((t) => t.includes('Hello from Lisbon')));
+    }, 5000));
+    check('chat: a moderator deletes a comment and it disappears from the viewers\' pages', gone, JSON.stringify(await shown(vera)));
+
+    // The host makes Vic a moderator from the menu: Vic's page gets the toolbar, the badge shows.
+    await say(vic, 'Vic here');
+    await say(vera, 'second try, with a link spam');
+    await until('both comments on the host page', async () => (await shown(host)).length >= 2, 5000).catch(() => {});
+    await menu(host, 'Vic here', 'Make moderator');
+    const appointed = await yes(until('Vic a moderator', async () => await vic.isVisible('#mod-tools')
+      && (await shown(host)).some((t) => t.startsWith('Vic ViewerMod')), 5000));
+    check('chat: the host appoints a moderator from the menu (toolbar on their page, badge on names)', appointed, JSON.stringify(await shown(host)));
+    // ... who deletes Vera's comment on the phone.
+    await menu(vic, 'second try', 'Delete');
+    const gone2 = await yes(until('Vera\'s comment gone', async () => !(await shown(vera)).some((t) => t.includes('second try')), 5000));
+    check('chat: the appointed moderator deletes a viewer\'s comment', gone2);
+
+    // A few comments, then screenshots of a page with comments and the moderator's menu open.
+    await say(host, 'Welcome everyone! Q&A in five minutes.');
+    await say(mod, 'Be kind, keep it on topic please.');
+    await say(vera, 'Can you show the back of the camera? '.repeat(3).trim());
+    await until('comments on the host page', async () => (await shown(host)).length >= 4, 5000).catch(() => {});
+    await item(host, 'back of the camera').locator('.more').click();
+    await sleep(200);
+    await host.screenshot({ path: path.join(shots, 'chat-host-menu.png') });
+    await host.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    await item(host, 'back of the camera').scrollIntoViewIfNeeded();
+    await host.screenshot({ path: path.join(shots, 'chat-host-menu-360px.png'), fullPage: true });
+    const hostPhone = await layout(host);
+    check('chat at 360 px: the panel stacks under the video, nothing over the tiles', hostPhone.tiles === 1 && hostPhone.covering.length === 0 && hostPhone.gapToControls <= 20,
+      JSON.stringify(hostPhone));
+    await host.setViewportSize({ width: 1280, height: 800 });
+    await host.keyboard.press('Escape');
+
+    // Slow mode: after a comment the viewer's composer counts down.
+    await host.selectOption('#mod-slow', '10');
+    await until('slow mode on Vera\'s page', async () => (await composer(vera)).mode === 'Slow mode 10 s', 3000).catch(() => {});
+    // (Posted, the countdown starts from slow_mode_secs; refused because her last comment is
+    // younger than 10 s, from the server's retry_after_ms. Either way it counts down.)
+    await say(vera, 'slow one');
+    const c1 = await until('the countdown', async () => { const c = await composer(vera); return /Slow mode: wait \d+ s/.test(c.note) ? c : null; }, 3000).catch(() => ({}));
+    await sleep(2100);
+    const c2 = await composer(vera);
+    const secs = (c) => Number(/wait (\d+) s/.exec(c.note ?? '')?.[1] ?? NaN);
+    check('chat: slow mode counts down on the viewer\'s composer', secs(c1) >= 8 && secs(c2) <= secs(c1) - 2, `"${c1.note}" -> "${c2.note}"`);
+    await host.selectOption('#mod-slow', '0');
+    const free = await yes(until('slow mode off on Vera\'s page', async () => !(await composer(vera)).note.startsWith('Slow mode'), 3000));
+    check('chat: slow mode off ends the countdown', free, JSON.stringify(await composer(vera)));
+
+    // Comments off shows on every page; viewers' composers close, and open again.
+    await host.click('#mod-comments');
+    const off = await until('comments off everywhere', async () => {
+      const all = await Promise.all([host, mod, vera, vic].map(composer));
+      const viewersClosed = [all[2]].every((c) => c.disabled && c.note === 'Comments are off');
+      return viewersClosed && all.every((c) => c.mode === 'Comments are off') ? all : null;
+    }, 5000).catch((e) => e.message);
+    check('chat: comments off shows on every page, the viewer\'s composer disabled', Array.isArray(off), JSON.stringify(off));
+    await vera.screenshot({ path: path.join(shots, 'chat-comments-off.png') });
+    await vic.screenshot({ path: path.join(shots, 'chat-comments-off-moderator-360px.png'), fullPage: true });
+    await vera.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    await vera.screenshot({ path: path.join(shots, 'chat-comments-off-360px.png'), fullPage: true });
+    await vera.setViewportSize({ width: 1280, height: 800 });
+    await host.click('#mod-comments');
+    const on = await yes(until('comments on again', async () => {
+      const c = await composer(vera);
+      return !c.disabled && c.mode === '' && c.note === '';
+    }, 5000));
+    check('chat: comments back on reopens the viewer\'s composer', on, JSON.stringify(await composer(vera)));
+
+    // A time-out closes Vera's composer with a countdown; ending it early opens it again.
+    await say(vera, 'one more thing');
+    await until('Vera\'s last comment on the host page', async () => (await shown(host)).some((t) => t.includes('one more thing')), 5000).catch(() => {});
+    await menu(mod, 'one more thing', 'Time out 5 min');
+    const timedOut = await until('Vera timed out', async () => { const c = await composer(vera); return c.disabled && /timed out: [45]:\d\d left/.test(c.note) ? c : null; }, 5000).catch(() => null);
+    await menu(mod, 'one more thing', 'End time-out');
+    const back = await yes(until('Vera\'s time-out over', async () => !(await composer(vera)).disabled, 5000));
+    check('chat: a time-out closes the viewer\'s composer with a countdown, and ending it reopens it', !!timedOut && back, JSON.stringify(timedOut ?? await composer(vera)));
+
+    // The host bans Vera: her page says she was removed and stays so; a reload is refused.
+    await menu(host, 'one more thing', 'Ban');
+    await item(host, 'one more thing').getByRole('button', { name: 'Ban Vera Viewer?' }).click();
+    const removed = await yes(until('Vera removed', () => vera.evaluate(() => !document.getElementById('removed').hidden
+      && document.getElementById('removed').textContent.includes('You were removed from this live')
+      && document.getElementById('room').hidden), 5000));
+    await sleep(1500);
+    const after = await vera.evaluate(() => ({ joins: window.__onair.joins(), ws: window.__onair.state.ws?.readyState, conn: window.__onair.connText(),
+      removed: !document.getElementById('removed').hidden }));
+    check('chat: a banned viewer sees "You were removed from this live", and the page does not reconnect', removed && after.joins === 1 && after.ws === 3 && after.removed, JSON.stringify(after));
+    await vera.screenshot({ path: path.join(shots, 'chat-removed.png') });
+    await vera.goto(`${base}/?token=${encodeURIComponent(await token(talk, 'talk-vera', 'viewer', 'Vera Viewer'))}`);
+    const refusedText = await until('the refusal', () => vera.evaluate(() => !document.getElementById('removed').hidden && document.getElementById('removed').textContent), 5000).catch(() => '');
+    check('chat: the banned viewer\'s reload (fresh token) is refused with the same page', /removed from this live/.test(refusedText) && /banned/.test(refusedText), refusedText.replace(/\s+/g, ' ').trim());
+    await vera.screenshot({ path: path.join(shots, 'chat-banned-rejoin.png') });
+
+    // The host's audit log has the ban.
+    await host.click('#mod-audit');
+    const logged = await until('the audit log', async () => {
+      const lines = await host.evaluate(() => [...document.querySelectorAll('#audit li')].map((li) => li.textContent));
+      return lines.some((l) => l.includes('banned')) ? lines : null;
+    }, 5000).catch(() => []);
+    check('chat: the host\'s audit log lists the ban', logged.some((l) => l.includes('You banned Vera Viewer')), JSON.stringify(logged.slice(0, 3)));
+    await host.screenshot({ path: path.join(shots, 'chat-host-audit.png') });
+    for (const p of [host, mod, vera, vic]) await p.context().close();
   }
 
   if (run('studio')) {
