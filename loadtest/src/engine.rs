@@ -72,6 +72,11 @@ pub enum Cmd {
     Close {
         id: u64,
     },
+    /// The delay histogram since the last `Measure` (or the window's start), and the viewers'
+    /// expected and received packet counts so far; the histogram restarts.
+    Measure {
+        reply: Reply<Measure>,
+    },
     /// A publisher sending plain RTP (no WebRTC) to a server's RTP input, e.g. a Janus
     /// streaming mountpoint: one video layer (the top rate) and audio.
     RawPublisher {
@@ -112,6 +117,15 @@ pub struct ViewerResult {
     pub last_layer: Option<u8>,
 }
 
+/// What [`Cmd::Measure`] answers.
+#[derive(Clone, Debug)]
+pub struct Measure {
+    pub delay: Histogram<u64>,
+    /// Packets every viewer's sequence numbers say were sent to it so far, and those received.
+    pub expected: u64,
+    pub received: u64,
+}
+
 /// One second of the run.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Sample {
@@ -131,10 +145,6 @@ pub struct Live {
     pub connected: AtomicU64,
     pub published_packets: AtomicU64,
     pub samples: Mutex<Vec<Sample>>,
-    /// Forwarding delay of every stamped packet received (µs), for the whole run.
-    pub delay: Mutex<Option<Histogram<u64>>>,
-    /// Set when the measured window starts: the delay histogram restarts (ramp excluded).
-    pub window_started: AtomicBool,
     pub stop: AtomicBool,
 }
 
@@ -239,7 +249,7 @@ struct Loop {
     publishers: Vec<u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     buf: Vec<u8>,
-    /// Delay histogram of the current second and of the whole run.
+    /// Delay histogram of the current second and since the last `Measure`.
     second: Histogram<u64>,
     total: Histogram<u64>,
     second_packets: u64,
@@ -248,7 +258,7 @@ struct Loop {
     began: Instant,
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s, 3 significant digits: constant bounds, valid by construction.
     #[allow(clippy::expect_used)]
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid") // cannot fail: constant, valid bounds
@@ -360,11 +370,7 @@ impl Loop {
             self.fire_timers();
             self.publish_media();
             self.sample();
-            if self.live.window_started.swap(false, Ordering::Relaxed) {
-                self.total.reset();
-            }
         }
-        *self.live.delay.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.total.clone());
         let mut results = std::mem::take(&mut self.done);
         for (id, p) in std::mem::take(&mut self.peers) {
             if p.publisher.is_none() {
@@ -554,6 +560,23 @@ impl Loop {
                     });
                 });
                 let _ = reply.send(r);
+            }
+            Cmd::Measure { reply } => {
+                let (mut expected, mut received) = (0u64, 0u64);
+                for p in self.peers.values().filter(|p| p.publisher.is_none()) {
+                    for s in p.streams.values() {
+                        if let Some(base) = s.base {
+                            expected += s.highest - base + 1;
+                            received += s.received;
+                        }
+                    }
+                }
+                for r in self.done.values() {
+                    expected += r.expected;
+                    received += r.expected - r.lost;
+                }
+                let _ = reply.send(Ok(Measure { delay: self.total.clone(), expected, received }));
+                self.total.reset();
             }
             Cmd::Close { id } => {
                 self.publishers.retain(|p| *p != id);

@@ -6,14 +6,16 @@
 //! (ICE, DTLS, SRTP) on the sans-IO engine ([`engine`]). Publishers send three VP8-shaped
 //! simulcast layers and Opus-sized audio; every packet carries its send time ([`payload`]).
 
+pub mod chat;
 pub mod engine;
 pub mod payload;
 pub mod report;
 pub mod server;
 pub mod signal;
 
+use chat::ChatLive;
 use engine::{Engine, PublisherSpec, ViewerResult};
-use signal::{JoinOutcome, Role};
+use signal::{ChatSide, JoinOutcome, Role};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
+pub use chat::ChatLoad;
 pub use report::Report;
 
 /// Where tokens come from.
@@ -72,6 +75,8 @@ pub struct Scenario {
     pub server_pid: Option<u32>,
     /// Called once a second with a progress line.
     pub progress: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    /// Comments and reactions (Onair only); with it, a window without chat is measured first.
+    pub chat: ChatLoad,
 }
 
 impl Scenario {
@@ -128,6 +133,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
             engine.clone(),
             tx,
             stop_rx.clone(),
+            None,
         )));
     }
     if s.publishers > 0 {
@@ -146,6 +152,10 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
         Layer::Low => Some("low".to_string()),
         Layer::High => Some("high".to_string()),
     };
+    let onair = matches!(s.target, Target::Onair);
+    let chatting = onair && s.chat.active();
+    let chat_live = Arc::new(ChatLive::default());
+    let (chat_tx, chat_rx) = watch::channel(false);
     let mut outcomes = Vec::with_capacity(s.viewers);
     let ramp_started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / s.ramp.max(0.1));
@@ -159,7 +169,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
             Target::Onair => {
                 let token = s.token(&format!("lt-viewer-{i}"), signaling::auth::Role::Viewer)?;
                 let role = Role::Viewer { quality: quality.clone() };
-                tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, id, role, engine.clone(), tx, stop_rx.clone())));
+                let chat = chatting.then(|| ChatSide { live: chat_live.clone(), plan: s.chat.plan(i, s.viewers), on: chat_rx.clone() });
+                tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, id, role, engine.clone(), tx, stop_rx.clone(), chat)));
             }
             Target::Janus { ws_url, mountpoint, .. } => {
                 tasks.push(tokio::spawn(signal::janus_viewer(ws_url.clone(), *mountpoint, id, engine.clone(), tx, stop_rx.clone())));
@@ -185,34 +196,30 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stats_url = format!("{}/api/stats", s.url.trim_end_matches('/'));
-    let onair = matches!(s.target, Target::Onair);
-    let window_start = Instant::now();
-    engine.live.window_started.store(true, Ordering::Relaxed);
-    let received0 = engine.live.packets.load(Ordering::Relaxed);
-    let cpu0 = s.server_pid.map(server::ProcSample::take).transpose()?;
-    let me0 = server::ProcSample::take(std::process::id()).ok();
-    let sfu0 = if onair { server::sfu_stats(&stats_url).await.ok() } else { None };
-    let mut next = Instant::now() + Duration::from_secs(1);
-    let end = window_start + s.duration;
-    let mut last_packets = engine.live.packets.load(Ordering::Relaxed);
-    while Instant::now() < end {
-        tokio::time::sleep_until(next.min(end).into()).await;
-        next += Duration::from_secs(1);
-        let p = engine.live.packets.load(Ordering::Relaxed);
-        say(format!(
-            "steady: {}/{} viewers connected, {} packets/s received, {:.0} s left",
-            engine.live.connected.load(Ordering::Relaxed),
-            s.viewers,
-            p - last_packets,
-            end.saturating_duration_since(Instant::now()).as_secs_f64()
-        ));
-        last_packets = p;
+    let stats_url = onair.then_some(stats_url.as_str());
+    let mut phases = Vec::new();
+    if chatting && s.chat.baseline {
+        let w = window(&s, &engine, "media only", stats_url, None).await?;
+        phases.push(report::phase("media only", &w));
     }
-    let window = window_start.elapsed();
-    let cpu1 = s.server_pid.map(server::ProcSample::take).transpose()?;
-    let me1 = server::ProcSample::take(std::process::id()).ok();
-    let received_in_window = engine.live.packets.load(Ordering::Relaxed) - received0;
-    let sfu1 = if onair { server::sfu_stats(&stats_url).await.ok() } else { None };
+    let chat_started = Instant::now();
+    if chatting {
+        let _ = chat_tx.send(true);
+    }
+    let main = window(&s, &engine, if chatting { "media + chat" } else { "steady" }, stats_url, chatting.then_some(&*chat_live)).await?;
+    let mut chat_figures = None;
+    if chatting {
+        let _ = chat_tx.send(false);
+        let chat_for = chat_started.elapsed();
+        // Comments sent at the window's end are still on their way: wait for them (they count
+        // by their send time, so a late one is late, not lost).
+        say("chat load stopped; waiting 3 s for the last deliveries".into());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let baseline = phases.first().cloned();
+        let (figures, phase) = report::chat(&s, &main, &chat_live, chat_for, baseline.as_ref());
+        chat_figures = Some(figures);
+        phases.push(phase);
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -220,9 +227,100 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let live = engine.live.clone();
     let engine = Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("engine still shared after the run"))?;
     let results: Vec<ViewerResult> = engine.finish().into_values().collect();
-    let mut report = report::build(&s, joined, failures, results, &live, window, received_in_window, server_before, cpu0, cpu1, sfu0, sfu1);
-    if let (Some(a), Some(b)) = (me0, me1) {
-        report.harness_cpu_cores = (b.cpu_secs - a.cpu_secs) / b.at.duration_since(a.at).as_secs_f64().max(1e-6);
-    }
+    let mut report = report::build(&s, joined, failures, results, &live, server_before, &main);
+    report.phases = phases;
+    report.chat = chat_figures;
     Ok(report)
+}
+
+/// What one measured window saw.
+pub struct Window {
+    pub took: Duration,
+    /// Packets all viewers received in it.
+    pub received: u64,
+    /// The media engine at its end: the delay histogram of the window, packets expected and
+    /// received so far (and the same at its start, for the window's loss).
+    pub media: engine::Measure,
+    pub media_before: engine::Measure,
+    pub cpu: Option<(server::ProcSample, server::ProcSample)>,
+    pub harness: Option<(server::ProcSample, server::ProcSample)>,
+    pub sfu: (Option<serde_json::Value>, Option<serde_json::Value>),
+    pub chat: Option<(chat::Counts, chat::Counts)>,
+}
+
+async fn measure(engine: &Engine) -> anyhow::Result<engine::Measure> {
+    let (tx, rx) = oneshot::channel();
+    engine.send(engine::Cmd::Measure { reply: tx });
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .map_err(|_| anyhow::anyhow!("the engine did not answer"))?
+        .map_err(|_| anyhow::anyhow!("engine stopped"))?
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Measure `s.duration` of steady state: server CPU, the harness's CPU, packets, delay, loss,
+/// and the chat counters when `chat` is given.
+async fn window(s: &Scenario, engine: &Engine, label: &str, stats_url: Option<&str>, chat: Option<&ChatLive>) -> anyhow::Result<Window> {
+    let say = |line: String| {
+        if let Some(p) = &s.progress {
+            p(line);
+        }
+    };
+    let media_before = measure(engine).await?;
+    let window_start = Instant::now();
+    let received0 = engine.live.packets.load(Ordering::Relaxed);
+    let cpu0 = s.server_pid.map(server::ProcSample::take).transpose()?;
+    let me0 = server::ProcSample::take(std::process::id()).ok();
+    let sfu0 = match stats_url {
+        Some(u) => server::sfu_stats(u).await.ok(),
+        None => None,
+    };
+    let chat0 = chat.map(ChatLive::counts);
+    let mut next = Instant::now() + Duration::from_secs(1);
+    let end = window_start + s.duration;
+    let mut last_packets = engine.live.packets.load(Ordering::Relaxed);
+    let mut last_chat = chat0;
+    while Instant::now() < end {
+        tokio::time::sleep_until(next.min(end).into()).await;
+        next += Duration::from_secs(1);
+        let p = engine.live.packets.load(Ordering::Relaxed);
+        let chat_now = chat.map(ChatLive::counts);
+        let chat_line = match (last_chat, chat_now) {
+            (Some(a), Some(b)) => format!(
+                ", {} comments sent, {} fan-out msgs received",
+                b.comments_sent - a.comments_sent,
+                (b.comments_received + b.reactions_received) - (a.comments_received + a.reactions_received)
+            ),
+            _ => String::new(),
+        };
+        say(format!(
+            "{label}: {}/{} viewers connected, {} packets/s received{chat_line}, {:.0} s left",
+            engine.live.connected.load(Ordering::Relaxed),
+            s.viewers,
+            p - last_packets,
+            end.saturating_duration_since(Instant::now()).as_secs_f64()
+        ));
+        last_packets = p;
+        last_chat = chat_now;
+    }
+    let took = window_start.elapsed();
+    let cpu1 = s.server_pid.map(server::ProcSample::take).transpose()?;
+    let me1 = server::ProcSample::take(std::process::id()).ok();
+    let chat1 = chat.map(ChatLive::counts);
+    let received = engine.live.packets.load(Ordering::Relaxed) - received0;
+    let media = measure(engine).await?;
+    let sfu1 = match stats_url {
+        Some(u) => server::sfu_stats(u).await.ok(),
+        None => None,
+    };
+    Ok(Window {
+        took,
+        received,
+        media,
+        media_before,
+        cpu: cpu0.zip(cpu1),
+        harness: me0.zip(me1),
+        sfu: (sfu0, sfu1),
+        chat: chat0.zip(chat1),
+    })
 }

@@ -33,7 +33,7 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     publishers: usize,
     /// Layer bitrates q,h,f in kbit/s.
-    #[arg(long, default_value = "150,500,1500", value_delimiter = ',', num_args = 3)]
+    #[arg(long, default_value = "150,500,1500", value_delimiter = ',')]
     rates: Vec<u32>,
     /// Seconds between key frames.
     #[arg(long, default_value_t = 2.0)]
@@ -68,6 +68,25 @@ struct Cli {
     /// Allow a target that is not on this machine's loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// Comments per second, all commenting viewers together (0: none). With any chat load the run
+    /// measures a window without chat first, then one with it (--no-baseline: only the second).
+    #[arg(long, default_value_t = 0.0)]
+    comments_per_sec: f64,
+    /// Viewers that comment (default: ⌈rate ÷ 0.5⌉, so none exceeds the server's 1 comment/s).
+    #[arg(long)]
+    comment_senders: Option<usize>,
+    /// Share of the viewers that send bursts of reactions (0..=1).
+    #[arg(long, default_value_t = 0.0)]
+    reacting_share: f64,
+    /// Taps per reaction burst, min,max.
+    #[arg(long, default_value = "5,10", value_delimiter = ',')]
+    burst_taps: Vec<u32>,
+    /// Seconds between one reacting viewer's bursts.
+    #[arg(long, default_value_t = 4.0)]
+    burst_every: f64,
+    /// With chat load, skip the window without chat.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +152,27 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(cli.viewers <= 20_000, "--viewers is capped at 20000");
     anyhow::ensure!(cli.duration > 0.0 && cli.duration <= 3600.0, "--duration must be within (0, 3600] s");
     anyhow::ensure!(cli.ramp > 0.0, "--ramp must be positive");
+    anyhow::ensure!(cli.rates.len() == 3, "--rates takes three kbit/s values, q,h,f");
+    anyhow::ensure!(cli.burst_taps.len() == 2, "--burst-taps takes min,max");
+    anyhow::ensure!((0.0..=1000.0).contains(&cli.comments_per_sec), "--comments-per-sec must be within [0, 1000]");
+    anyhow::ensure!((0.0..=1.0).contains(&cli.reacting_share), "--reacting-share must be within [0, 1]");
+    anyhow::ensure!(cli.burst_every >= 0.05, "--burst-every must be at least 0.05 s");
+    anyhow::ensure!(cli.comment_senders != Some(0), "--comment-senders must be at least 1");
+    let chat = loadtest::ChatLoad {
+        comments_per_sec: cli.comments_per_sec,
+        comment_senders: cli.comment_senders,
+        reacting_share: cli.reacting_share,
+        burst_taps: (cli.burst_taps[0].min(cli.burst_taps[1]), cli.burst_taps[0].max(cli.burst_taps[1])),
+        burst_every: Duration::from_secs_f64(cli.burst_every),
+        baseline: !cli.no_baseline,
+    };
+    let senders = chat.senders(cli.viewers);
+    if senders > 0 && cli.comments_per_sec / senders as f64 > 1.0 {
+        eprintln!(
+            "note: {senders} senders at {:.2} comments/s each: above the server's default 1/s per user, expect rate_limited",
+            cli.comments_per_sec / senders as f64
+        );
+    }
     if !cli.allow_remote && !target_is_loopback(&cli.url)? {
         anyhow::bail!("{} is not on this machine's loopback; pass --allow-remote to load a remote server", cli.url);
     }
@@ -165,6 +205,7 @@ fn main() -> anyhow::Result<()> {
         local_ip: cli.local_ip,
         server_pid,
         progress: Some(Arc::new(move |line| b.set_message(line))),
+        chat,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let report = runtime.block_on(loadtest::run(scenario))?;
@@ -326,6 +367,7 @@ mod compare {
             local_ip: HOST_IP.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             server_pid: Some(pid),
             progress: Some(std::sync::Arc::new(|line: String| eprint!("\r\x1b[2K  {line}"))),
+            chat: loadtest::ChatLoad::default(),
         }
     }
 

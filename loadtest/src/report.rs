@@ -1,12 +1,15 @@
 //! The numbers of a run: built from the engine's per-viewer results, the delay histogram, and
 //! the server's /proc and /api/stats samples; printed as a table, written as JSON and an SVG chart.
 
-use crate::Scenario;
+use crate::chat::ChatLive;
 use crate::engine::{Live, Sample, ViewerResult};
 use crate::server::ProcSample;
+use crate::{Scenario, Window};
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -23,6 +26,148 @@ fn percentiles(mut v: Vec<f64>) -> Option<Percentiles> {
     v.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     Some(Percentiles { p50: at(0.5), p95: at(0.95), p99: at(0.99) })
+}
+
+fn histogram_percentiles(h: &Histogram<u64>) -> Option<Percentiles> {
+    (!h.is_empty()).then(|| Percentiles {
+        p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p95: h.value_at_quantile(0.95) as f64 / 1000.0,
+        p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}
+
+/// One measured window of a run with chat load: first without chat, then with it (same server,
+/// same viewers), so the two rows compare.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub duration_s: f64,
+    /// Forwarding delay over the window (ms).
+    pub delay_ms: Option<Percentiles>,
+    pub delay_max_ms: f64,
+    /// Loss over the window: sequence numbers that came due in it and never arrived (%).
+    pub loss_percent: f64,
+    pub packets_received_per_s: f64,
+    pub server_cpu_cores: Option<f64>,
+    pub server_cpu_us_per_received_packet: Option<f64>,
+    pub harness_cpu_cores: Option<f64>,
+    /// Chat figures of the window (the chat phase only).
+    pub comments_sent_per_s: Option<f64>,
+    pub fanout_per_s: Option<f64>,
+    pub comment_delivery_p99_ms: Option<f64>,
+}
+
+/// The conversation under load.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChatFigures {
+    pub comments_per_sec_asked: f64,
+    pub comment_senders: usize,
+    pub reacting_viewers: usize,
+    /// Seconds the chat load ran (the window, and the few ms around it to start and stop).
+    pub chat_seconds: f64,
+    pub comments_sent: u64,
+    pub comments_sent_per_s: f64,
+    pub taps_sent_per_s: f64,
+    /// Error codes the server answered with (rate_limited and others), and their count.
+    pub errors: BTreeMap<String, u64>,
+    pub rate_limited: u64,
+    /// Comments sent less those answered with an error.
+    pub comments_accepted: u64,
+    /// Viewers listening at the end.
+    pub listening_viewers: u64,
+    /// Accepted comments × listening viewers: what should have arrived.
+    pub deliveries_expected: u64,
+    /// Comments of this harness that viewers received (within 3 s of the load's end).
+    pub deliveries: u64,
+    pub deliveries_missing: u64,
+    /// Other comments viewers received (history, other clients).
+    pub foreign_comments: u64,
+    /// A comment's send → a viewer's receipt (ms), every delivery.
+    pub delivery_ms: Option<Percentiles>,
+    pub delivery_max_ms: f64,
+    /// Chat messages viewers received per second over the window: comments + reactions sums.
+    pub fanout_per_s: f64,
+    pub comment_messages_per_s: f64,
+    pub reactions_messages_per_s: f64,
+    /// Server CPU with chat − without (cores), from the two phases.
+    pub extra_server_cores: Option<f64>,
+    /// That extra CPU per chat message fanned out (µs).
+    pub server_cpu_us_per_fanout_message: Option<f64>,
+}
+
+fn cores(pair: &Option<(ProcSample, ProcSample)>) -> Option<f64> {
+    pair.as_ref().map(|(a, b)| (b.cpu_secs - a.cpu_secs) / b.at.duration_since(a.at).as_secs_f64().max(1e-6))
+}
+
+/// The media figures of one window.
+pub fn phase(name: &str, w: &Window) -> Phase {
+    let secs = w.took.as_secs_f64().max(1e-6);
+    let expected = w.media.expected.saturating_sub(w.media_before.expected);
+    let received = w.media.received.saturating_sub(w.media_before.received);
+    Phase {
+        name: name.to_owned(),
+        duration_s: secs,
+        delay_ms: histogram_percentiles(&w.media.delay),
+        delay_max_ms: w.media.delay.max() as f64 / 1000.0,
+        loss_percent: if expected == 0 { 0.0 } else { expected.saturating_sub(received) as f64 * 100.0 / expected as f64 },
+        packets_received_per_s: w.received as f64 / secs,
+        server_cpu_cores: cores(&w.cpu),
+        server_cpu_us_per_received_packet: w
+            .cpu
+            .as_ref()
+            .filter(|_| w.received > 0)
+            .map(|(a, b)| (b.cpu_secs - a.cpu_secs) * 1e6 / w.received as f64),
+        harness_cpu_cores: cores(&w.harness),
+        ..Default::default()
+    }
+}
+
+/// The chat figures of the chat window `w` (the load ran `chat_for`), and its phase row;
+/// `baseline` is the window without chat, for the server CPU chat costs.
+pub fn chat(s: &Scenario, w: &Window, live: &ChatLive, chat_for: Duration, baseline: Option<&Phase>) -> (ChatFigures, Phase) {
+    let secs = w.took.as_secs_f64().max(1e-6);
+    let on = chat_for.as_secs_f64().max(1e-6);
+    let now = live.counts();
+    let (a, b) = w.chat.unwrap_or_default();
+    let errors = live.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let error_count: u64 = errors.values().sum();
+    let accepted = now.comments_sent.saturating_sub(error_count);
+    let listening = live.listening.load(Ordering::Relaxed);
+    let delivery = live.delivery.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let comment_messages = (b.comments_received - a.comments_received) as f64 / secs;
+    let reactions_messages = (b.reactions_received - a.reactions_received) as f64 / secs;
+    let fanout = comment_messages + reactions_messages;
+    let mut row = phase("media + chat", w);
+    let extra = row.server_cpu_cores.zip(baseline.and_then(|p| p.server_cpu_cores)).map(|(with, without)| with - without);
+    let expected = accepted * listening;
+    let figures = ChatFigures {
+        comments_per_sec_asked: s.chat.comments_per_sec,
+        comment_senders: s.chat.senders(s.viewers),
+        reacting_viewers: s.chat.reactors(s.viewers),
+        chat_seconds: on,
+        comments_sent: now.comments_sent,
+        comments_sent_per_s: now.comments_sent as f64 / on,
+        taps_sent_per_s: now.taps_sent as f64 / on,
+        rate_limited: errors.get("rate_limited").copied().unwrap_or(0),
+        errors,
+        comments_accepted: accepted,
+        listening_viewers: listening,
+        deliveries_expected: expected,
+        deliveries: now.comments_received,
+        deliveries_missing: expected.saturating_sub(now.comments_received),
+        foreign_comments: live.foreign_comments.load(Ordering::Relaxed),
+        delivery_ms: histogram_percentiles(&delivery),
+        delivery_max_ms: delivery.max() as f64 / 1000.0,
+        fanout_per_s: fanout,
+        comment_messages_per_s: comment_messages,
+        reactions_messages_per_s: reactions_messages,
+        extra_server_cores: extra,
+        server_cpu_us_per_fanout_message: extra.filter(|_| fanout > 0.0).map(|e| e * 1e6 / fanout),
+    };
+    row.comments_sent_per_s = Some(figures.comments_sent_per_s);
+    row.fanout_per_s = Some(fanout);
+    row.comment_delivery_p99_ms = figures.delivery_ms.as_ref().map(|p| p.p99);
+    (figures, row)
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -77,24 +222,25 @@ pub struct Report {
     /// The harness's own CPU use over the window (1.0 = one core): near 1.0 on a pinned core
     /// means the harness, not the server, was the limit.
     pub harness_cpu_cores: f64,
+    /// With chat load: the window without chat, then the one with it.
+    pub phases: Vec<Phase>,
+    pub chat: Option<ChatFigures>,
     pub samples: Vec<Sample>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The report of a run; the server and delay figures are those of `w`, the last window.
 pub fn build(
     s: &Scenario,
     joined: usize,
     failures: BTreeMap<String, usize>,
     results: Vec<ViewerResult>,
     live: &Live,
-    window: Duration,
-    received_in_window: u64,
     before: Option<ProcSample>,
-    cpu0: Option<ProcSample>,
-    cpu1: Option<ProcSample>,
-    sfu0: Option<Value>,
-    sfu1: Option<Value>,
+    w: &Window,
 ) -> Report {
+    let (window, received_in_window) = (w.took, w.received);
+    let (cpu0, cpu1) = (w.cpu.map(|c| c.0), w.cpu.map(|c| c.1));
+    let (sfu0, sfu1): (&Option<Value>, &Option<Value>) = (&w.sfu.0, &w.sfu.1);
     let receiving: Vec<&ViewerResult> = results.iter().filter(|r| r.packets > 0).collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let expected: u64 = results.iter().map(|r| r.expected).sum();
@@ -103,9 +249,9 @@ pub fn build(
     for r in &results {
         layers[r.last_layer.map_or(3, |l| (l as usize).min(2))] += 1;
     }
-    let delay = live.delay.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let delay = &w.media.delay;
     let counter = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v[k].as_u64());
-    let delta = |k: &str| Some(counter(&sfu1, k)?.saturating_sub(counter(&sfu0, k)?));
+    let delta = |k: &str| Some(counter(sfu1, k)?.saturating_sub(counter(sfu0, k)?));
     let mut server = ServerFigures { keyframe_requests: delta("keyframe_requests"), plis_sent: delta("plis_sent"), ..Default::default() };
     let secs = window.as_secs_f64().max(1e-6);
     server.packets_received_per_s = received_in_window as f64 / secs;
@@ -149,12 +295,8 @@ pub fn build(
         loss_percent: if expected == 0 { 0.0 } else { lost as f64 * 100.0 / expected as f64 },
         duplicates: results.iter().map(|r| r.duplicates).sum(),
         jitter_ms: if receiving.is_empty() { 0.0 } else { receiving.iter().map(|r| r.jitter_ms).sum::<f64>() / receiving.len() as f64 },
-        delay_ms: delay.as_ref().filter(|h| !h.is_empty()).map(|h| Percentiles {
-            p50: h.value_at_quantile(0.5) as f64 / 1000.0,
-            p95: h.value_at_quantile(0.95) as f64 / 1000.0,
-            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
-        }),
-        delay_max_ms: delay.as_ref().map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0),
+        delay_ms: histogram_percentiles(delay),
+        delay_max_ms: delay.max() as f64 / 1000.0,
         kbit_per_viewer: if receiving.is_empty() {
             0.0
         } else {
@@ -163,7 +305,9 @@ pub fn build(
         packets_received: results.iter().map(|r| r.packets).sum(),
         layer_distribution: layers,
         server,
-        harness_cpu_cores: 0.0,
+        harness_cpu_cores: cores(&w.harness).unwrap_or(0.0),
+        phases: Vec::new(),
+        chat: None,
         samples: live.samples.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }
@@ -209,6 +353,36 @@ impl Report {
         row("server RSS (MiB)", opt(s.rss_mib, 1));
         row("server RSS per viewer (KiB)", opt(s.rss_kib_per_viewer, 1));
         row("harness CPU (cores)", format!("{:.2}", self.harness_cpu_cores));
+        if let Some(c) = &self.chat {
+            let ms = |x: &Option<Percentiles>, max: f64| {
+                x.as_ref().map(|p| format!("{:.1} / {:.1} / {:.1} / {max:.1}", p.p50, p.p95, p.p99)).unwrap_or_else(|| "—".into())
+            };
+            row(
+                "chat: senders, reacting viewers",
+                format!("{} commenting ({:.0}/s asked), {} reacting", c.comment_senders, c.comments_per_sec_asked, c.reacting_viewers),
+            );
+            row("comments sent /s, reaction taps /s", format!("{:.1}, {:.1}", c.comments_sent_per_s, c.taps_sent_per_s));
+            row(
+                "errors (rate_limited / all)",
+                format!(
+                    "{} / {}{}",
+                    c.rate_limited,
+                    c.errors.values().sum::<u64>(),
+                    if c.errors.is_empty() { String::new() } else { format!(" {:?}", c.errors) }
+                ),
+            );
+            row(
+                "comment deliveries (got / expected)",
+                format!("{} / {} ({} missing)", c.deliveries, c.deliveries_expected, c.deliveries_missing),
+            );
+            row("comment delivery p50/p95/p99/max (ms)", ms(&c.delivery_ms, c.delivery_max_ms));
+            row(
+                "chat msgs to viewers /s (comments+reactions)",
+                format!("{:.0} ({:.0} + {:.0})", c.fanout_per_s, c.comment_messages_per_s, c.reactions_messages_per_s),
+            );
+            row("server CPU for chat (cores)", opt(c.extra_server_cores, 3));
+            row("server CPU µs per chat message", opt(c.server_cpu_us_per_fanout_message, 2));
+        }
         row(
             "keyframe requests / PLIs sent",
             format!(
@@ -217,6 +391,35 @@ impl Report {
                 s.plis_sent.map_or("—".into(), |v| v.to_string())
             ),
         );
+        if !self.phases.is_empty() {
+            t.push_str(&self.phase_table());
+        }
+        t
+    }
+
+    /// The windows of a run with chat load, one row each: the same server and viewers without
+    /// chat and with it.
+    pub fn phase_table(&self) -> String {
+        let mut t = String::from(
+            "  window          delay p50/p99/max ms   loss %   recv pkt/s   server cores   µs/pkt   harness cores   comments/s   chat msgs/s   comment p99 ms\n",
+        );
+        for p in &self.phases {
+            let d =
+                p.delay_ms.as_ref().map(|d| format!("{:.1} / {:.1} / {:.0}", d.p50, d.p99, p.delay_max_ms)).unwrap_or_else(|| "—".into());
+            t.push_str(&format!(
+                "  {:<15} {:>20} {:>8.3} {:>12.0} {:>14} {:>8} {:>15} {:>12} {:>13} {:>16}\n",
+                p.name,
+                d,
+                p.loss_percent,
+                p.packets_received_per_s,
+                opt(p.server_cpu_cores, 3),
+                opt(p.server_cpu_us_per_received_packet, 2),
+                opt(p.harness_cpu_cores, 2),
+                opt(p.comments_sent_per_s, 1),
+                opt(p.fanout_per_s, 0),
+                opt(p.comment_delivery_p99_ms, 1),
+            ));
+        }
         t
     }
 

@@ -2,6 +2,7 @@
 //! follow dynacast for publishers. Bounded: every wait has a timeout, and the task ends when the
 //! run's stop signal fires.
 
+use crate::chat::{self, ChatLive, Plan};
 use crate::engine::{Cmd, Engine, PublisherSpec};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -20,6 +21,69 @@ pub enum JoinOutcome {
 pub enum Role {
     Viewer { quality: Option<String> },
     Publisher(PublisherSpec),
+}
+
+/// A viewer's part in the conversation: what it sends while `on` is true, and the counters it
+/// adds what it receives to.
+pub struct ChatSide {
+    pub live: Arc<ChatLive>,
+    pub plan: Plan,
+    pub on: watch::Receiver<bool>,
+}
+
+/// When a viewer next comments and next reacts (nothing while the chat load is off).
+#[derive(Default)]
+struct Pacer {
+    comment: Option<tokio::time::Instant>,
+    react: Option<tokio::time::Instant>,
+    seq: u64,
+}
+
+impl Pacer {
+    /// Start (random phases, so the senders together send evenly) or stop.
+    fn set(&mut self, on: bool, plan: &Plan) {
+        let now = tokio::time::Instant::now();
+        let phase = |every: Duration| now + every.mul_f64(rand::random::<f64>());
+        self.comment = plan.comment_every.filter(|_| on).map(phase);
+        self.react = plan.react.filter(|_| on).map(|(every, _)| phase(every));
+    }
+
+    fn next(&self) -> Option<tokio::time::Instant> {
+        match (self.comment, self.react) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The messages due now; the next times move on by one period (or from now, when the
+    /// harness fell behind by more than one).
+    fn due(&mut self, id: u64, plan: &Plan) -> Vec<Value> {
+        let now = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        let step = |at: &mut tokio::time::Instant, every: Duration| {
+            *at += every;
+            if *at < now {
+                *at = now + every;
+            }
+        };
+        if let (Some(at), Some(every)) = (self.comment.as_mut(), plan.comment_every)
+            && *at <= now
+        {
+            self.seq += 1;
+            out.push(json!({"type":"comment","text":chat::text(id, self.seq)}));
+            step(at, every);
+        }
+        if let (Some(at), Some((every, (lo, hi)))) = (self.react.as_mut(), plan.react)
+            && *at <= now
+        {
+            let taps = rand::random_range(lo.min(hi)..=hi.max(lo));
+            for _ in 0..taps {
+                out.push(json!({"type":"react","emoji":chat::EMOJI[rand::random_range(0..chat::EMOJI.len())]}));
+            }
+            step(at, every);
+        }
+        out
+    }
 }
 
 async fn ask<T>(engine: &Engine, make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd) -> Result<T, String> {
@@ -55,21 +119,50 @@ async fn connect(url: &str, protocol: Option<&'static str>) -> Result<Ws, String
 }
 
 enum Incoming {
+    /// A comment's text (read without building a JSON tree: there are thousands a second).
+    Comment(String),
+    /// A reactions window's sums (only counted).
+    Reactions,
     Json(Value),
     /// Ping, pong, binary, or text that is not JSON.
     Skip,
     Closed,
 }
 
+#[derive(serde::Deserialize)]
+struct CommentMsg {
+    comment: CommentText,
+}
+
+#[derive(serde::Deserialize)]
+struct CommentText {
+    text: String,
+}
+
+/// The server writes `type` first (serde's internally tagged enums do).
+fn chat_message(text: &str) -> Option<Incoming> {
+    if text.starts_with(r#"{"type":"reactions""#) {
+        return Some(Incoming::Reactions);
+    }
+    if text.starts_with(r#"{"type":"comment""#) {
+        return serde_json::from_str::<CommentMsg>(text).ok().map(|m| Incoming::Comment(m.comment.text));
+    }
+    None
+}
+
 fn incoming(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Incoming {
     match msg {
-        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str()).map(Incoming::Json).unwrap_or(Incoming::Skip),
+        Some(Ok(Message::Text(text))) => {
+            chat_message(text.as_str()).unwrap_or_else(|| serde_json::from_str(text.as_str()).map(Incoming::Json).unwrap_or(Incoming::Skip))
+        }
         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Incoming::Closed,
         Some(Ok(_)) => Incoming::Skip,
     }
 }
 
-/// Run one participant until `stop`. Reports the join outcome once on `joined`.
+/// Run one participant until `stop`. Reports the join outcome once on `joined`. With `chat`, it
+/// comments and reacts as its plan says while the chat load is on, and counts what it receives.
+#[allow(clippy::too_many_arguments)]
 pub async fn participant(
     ws_url: String,
     token: String,
@@ -78,6 +171,7 @@ pub async fn participant(
     engine: Arc<Engine>,
     joined: oneshot::Sender<JoinOutcome>,
     mut stop: watch::Receiver<bool>,
+    mut chat: Option<ChatSide>,
 ) {
     let started = Instant::now();
     let mut joined = Some(joined);
@@ -91,18 +185,63 @@ pub async fn participant(
         return report(&mut joined, JoinOutcome::Failed("websocket closed before join".into()));
     }
     let join_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut pacer = Pacer::default();
+    let mut listening = false;
+    let mut chat_ended = chat.is_none();
     loop {
         // Until joined, a deadline; afterwards the run's stop signal ends the wait.
         let deadline = if joined.is_some() { join_deadline } else { tokio::time::Instant::now() + Duration::from_secs(3600) };
+        let next_chat = pacer.next().filter(|_| joined.is_none());
         let msg = tokio::select! {
             m = tokio::time::timeout_at(deadline, stream.next()) => match m {
                 Ok(m) => m,
                 Err(_) => { report(&mut joined, JoinOutcome::Failed("no joined within 10 s".into())); break; }
             },
             _ = stop.changed() => break,
+            changed = async {
+                match chat.as_mut() {
+                    Some(c) => c.on.changed().await.map(|_| *c.on.borrow_and_update()),
+                    None => std::future::pending().await,
+                }
+            }, if !chat_ended => {
+                match (changed, &chat) {
+                    (Ok(on), Some(c)) if joined.is_none() => pacer.set(on, &c.plan),
+                    (Ok(_), _) => {}
+                    (Err(_), _) => {
+                        chat_ended = true;
+                        pacer = Pacer::default();
+                    }
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(next_chat.unwrap_or_else(tokio::time::Instant::now)), if next_chat.is_some() => {
+                if let Some(c) = &chat {
+                    for m in pacer.due(id, &c.plan) {
+                        let comment = m["type"] == "comment";
+                        if sink.send(send(m)).await.is_err() {
+                            break;
+                        }
+                        let counter = if comment { &c.live.comments_sent } else { &c.live.taps_sent };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
         };
         let v = match incoming(msg) {
             Incoming::Json(v) => v,
+            Incoming::Comment(text) => {
+                if let Some(c) = &chat {
+                    c.live.comment(&text);
+                }
+                continue;
+            }
+            Incoming::Reactions => {
+                if let Some(c) = &chat {
+                    c.live.reactions_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                continue;
+            }
             Incoming::Skip => continue,
             Incoming::Closed => {
                 report(&mut joined, JoinOutcome::Failed("websocket closed".into()));
@@ -112,6 +251,14 @@ pub async fn participant(
         match v["type"].as_str().unwrap_or_default() {
             "joined" => {
                 report(&mut joined, JoinOutcome::Joined);
+                if let Some(c) = chat.as_mut()
+                    && !listening
+                {
+                    listening = true;
+                    c.live.listening.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let on = *c.on.borrow_and_update();
+                    pacer.set(on, &c.plan);
+                }
                 match &role {
                     Role::Viewer { quality: Some(q) } => {
                         let _ = sink.send(send(json!({"type":"quality","quality":q}))).await;
@@ -153,11 +300,18 @@ pub async fn participant(
                     report(&mut joined, JoinOutcome::Failed(reason));
                     break;
                 }
-                eprintln!("participant {id}: {reason}");
+                match &chat {
+                    // Counted (rate_limited and the like), not printed: there can be thousands.
+                    Some(c) => c.live.error(v["code"].as_str().unwrap_or("?")),
+                    None => eprintln!("participant {id}: {reason}"),
+                }
             }
             "room_ended" => break,
             _ => {}
         }
+    }
+    if let (Some(c), true) = (&chat, listening) {
+        c.live.listening.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     let _ = sink.send(Message::Text(json!({"type":"leave"}).to_string().into())).await;
     let _ = sink.close().await;
@@ -211,7 +365,7 @@ pub async fn janus_viewer(
         };
         let v = match incoming(msg) {
             Incoming::Json(v) => v,
-            Incoming::Skip => continue,
+            Incoming::Skip | Incoming::Comment(_) | Incoming::Reactions => continue,
             Incoming::Closed => {
                 report(&mut joined, JoinOutcome::Failed("websocket closed".into()));
                 break;
@@ -266,4 +420,29 @@ pub async fn janus_viewer(
     }
     let _ = sink.close().await;
     engine.send(Cmd::Close { id });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_messages_are_read_as_the_server_writes_them() {
+        let comment = signaling::protocol::ServerMsg::Comment {
+            comment: signaling::protocol::CommentView {
+                id: 7,
+                identity: "lt-viewer-3".into(),
+                name: "lt-viewer-3".into(),
+                role: signaling::auth::Role::Viewer,
+                text: "lt 1003 1 1700000000000000".into(),
+                at: 1,
+            },
+        };
+        let json = serde_json::to_string(&comment).unwrap();
+        assert!(matches!(chat_message(&json), Some(Incoming::Comment(t)) if t == "lt 1003 1 1700000000000000"), "{json}");
+        let sums = signaling::protocol::ServerMsg::Reactions { counts: Default::default(), totals: Default::default() };
+        assert!(matches!(chat_message(&serde_json::to_string(&sums).unwrap()), Some(Incoming::Reactions)));
+        assert!(chat_message(r#"{"type":"comment_deleted","id":7}"#).is_none());
+        assert!(chat_message(r#"{"type":"joined"}"#).is_none());
+    }
 }

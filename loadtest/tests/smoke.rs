@@ -32,6 +32,7 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
         local_ip: "127.0.0.1".parse().unwrap(),
         server_pid: None,
         progress: None,
+        chat: loadtest::ChatLoad::default(),
     };
     let report = tokio::time::timeout(Duration::from_secs(90), loadtest::run(scenario)).await.expect("bounded run").expect("run");
     eprintln!("{}", report.table());
@@ -42,5 +43,57 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     assert!(report.packets_received > 20 * 500, "media flowed: {} packets", report.packets_received);
     assert!(report.delay_ms.is_some(), "stamped packets were measured");
     assert_eq!(report.layer_distribution[3], 0, "every viewer got video");
+    server.shutdown().await;
+}
+
+/// Chat load on the same kind of server: 20 viewers, 10 comments/s from 20 senders, 2 viewers
+/// tapping reactions; every accepted comment reaches every viewer, none is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_load_reaches_every_viewer() {
+    let mut config = signaling::config::Config { dev: Some(false), ..Default::default() };
+    config.auth.secret = "loadtest-smoke".into();
+    config.http.bind = "127.0.0.1:0".parse().unwrap();
+    config.rtc.udp_bind = "127.0.0.1:0".parse().unwrap();
+    config.rtc.advertise_ip = "127.0.0.1".parse().unwrap();
+    config.rtc.workers = 1;
+    config.rtmp.enabled = false;
+    config.rtmp.keys_file = String::new();
+    config.store.url = "sqlite::memory:".into();
+    let server = signaling::Server::start(config).await.expect("server starts");
+    let scenario = Scenario {
+        target: loadtest::Target::Onair,
+        url: format!("http://{}", server.http_addr),
+        room: "smoke-chat".into(),
+        tokens: Tokens::Secret("loadtest-smoke".into()),
+        publishers: 1,
+        rates: [150_000, 500_000, 1_500_000],
+        keyframe_every: Duration::from_secs(2),
+        viewers: 20,
+        ramp: 20.0,
+        duration: Duration::from_secs(4),
+        layer: Layer::Auto,
+        local_ip: "127.0.0.1".parse().unwrap(),
+        server_pid: None,
+        progress: None,
+        chat: loadtest::ChatLoad {
+            comments_per_sec: 10.0,
+            reacting_share: 0.1,
+            burst_every: Duration::from_secs(1),
+            baseline: true,
+            ..Default::default()
+        },
+    };
+    let report = tokio::time::timeout(Duration::from_secs(90), loadtest::run(scenario)).await.expect("bounded run").expect("run");
+    eprintln!("{}", report.table());
+    let chat = report.chat.as_ref().expect("chat figures");
+    assert_eq!(report.phases.len(), 2, "a window without chat, then one with it");
+    assert_eq!(chat.comment_senders, 20);
+    assert!(chat.comments_sent >= 20, "comments went out: {}", chat.comments_sent);
+    assert!(chat.errors.is_empty(), "no comment refused: {:?}", chat.errors);
+    assert_eq!(chat.listening_viewers, 20);
+    assert_eq!(chat.deliveries, chat.deliveries_expected, "every comment reached every viewer");
+    assert!(chat.delivery_ms.is_some());
+    assert!(chat.reactions_messages_per_s > 0.0, "reaction sums were fanned out");
+    assert!(report.receiving == 20 && report.loss_percent < 1.0, "media still flowed");
     server.shutdown().await;
 }
