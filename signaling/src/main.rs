@@ -107,7 +107,11 @@ fn main() -> anyhow::Result<()> {
         Command::Token { room, identity, name, role, ttl, profile } => {
             let role = Role::parse(&role).context("role must be host, cohost, moderator or viewer")?;
             if let Some(p) = &profile {
-                anyhow::ensure!(config.profiles.contains_key(p), "no live profile {p:?} (profiles: {:?})", config.profiles.keys().collect::<Vec<_>>());
+                anyhow::ensure!(
+                    config.profiles.contains_key(p),
+                    "no live profile {p:?} (profiles: {:?})",
+                    config.profiles.keys().collect::<Vec<_>>()
+                );
             }
             let auth = Authenticator::new(&config.secret()?, &config.auth.algorithm, config.auth.leeway_secs)?;
             println!("{}", auth.mint_with_profile(&room, &identity, name.as_deref(), role, parse_ttl(&ttl)?, profile.as_deref())?);

@@ -140,6 +140,8 @@ pub enum ClientMsg {
     ResolveReport { id: i64, action: ReportAction },
     /// Host only: the live's audit log, newest first.
     GetAuditLog,
+    /// Host or moderator: who is banned, restricted, timed out or appointed in this live.
+    GetModerationState,
     /// Ask to go on stage (viewers, moderators).
     RequestStage,
     /// Withdraw your request.
@@ -223,6 +225,13 @@ pub struct ReportView {
     pub reporter: String,
     pub reason: String,
     pub at: i64,
+}
+
+/// An identity that may not comment until `until` (unix ms).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TimedOut {
+    pub identity: String,
+    pub until: i64,
 }
 
 /// The conversation as a joining participant finds it.
@@ -391,6 +400,9 @@ pub enum ServerMsg {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// The `type` of the message this refuses (absent for errors not caused by one message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
     },
     /// A new stream key; `key` is never shown again.
     StreamKey {
@@ -476,6 +488,13 @@ pub enum ServerMsg {
     Reports {
         reports: Vec<ReportView>,
     },
+    /// Answer to `get_moderation_state`: identities by standing, sorted.
+    ModerationState {
+        moderators: Vec<String>,
+        banned: Vec<String>,
+        restricted: Vec<String>,
+        timed_out: Vec<TimedOut>,
+    },
     /// Answer to `get_audit_log`: newest first.
     AuditLog {
         entries: Vec<crate::store::AuditEntry>,
@@ -539,7 +558,12 @@ pub enum StudioState {
 
 impl ServerMsg {
     pub fn error(e: &crate::error::AppError) -> Self {
-        ServerMsg::Error { code: e.code, message: e.message.clone(), retry_after_ms: e.retry_after_ms }
+        ServerMsg::Error { code: e.code, message: e.message.clone(), retry_after_ms: e.retry_after_ms, request: None }
+    }
+
+    /// The refusal of one client message of type `request`.
+    pub fn error_for(e: &crate::error::AppError, request: &str) -> Self {
+        ServerMsg::Error { code: e.code, message: e.message.clone(), retry_after_ms: e.retry_after_ms, request: Some(request.to_owned()) }
     }
 }
 

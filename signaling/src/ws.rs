@@ -35,6 +35,13 @@ fn frame_refused() -> AppError {
     AppError::new(ErrorCode::BadMessage, "frame refused: larger than 1 MiB or not valid WebSocket framing")
 }
 
+/// Just the `type` of a client message.
+#[derive(serde::Deserialize)]
+struct MessageType {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
 /// Parse one text frame, enforcing the size limit.
 fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
     if text.len() > max {
@@ -255,7 +262,9 @@ impl Connection<'_> {
                 } else {
                     tracing::debug!(participant = %self.ctx.id, "request refused: {e}");
                 }
-                let _ = send(socket, &ServerMsg::error(&e)).await;
+                // Say which message was refused: it parsed, so its `type` is there.
+                let kind = serde_json::from_str::<MessageType>(text).map(|t| t.kind).unwrap_or_default();
+                let _ = send(socket, &ServerMsg::error_for(&e, &kind)).await;
                 Flow::Continue
             }
         }

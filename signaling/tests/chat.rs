@@ -326,6 +326,30 @@ async fn every_moderation_action_and_what_each_party_sees() {
     host.expect_where("moderation", T, |v| v["entry"]["action"] == "unban").await;
     Chat::join(&server, r, "troll", Role::Viewer).await.expect("unbanned: back in");
 
+    // The standing of every identity, for the moderators' menus; viewers may not ask.
+    host.send(json!({"type": "moderate", "action": "ban", "identity": "ghost"})).await; // not in the room
+    host.expect_where("moderation", T, |v| v["entry"]["target"] == "ghost").await;
+    host.send(json!({"type": "moderate", "action": "restrict", "identity": "obs2"})).await;
+    host.expect_where("moderation", T, |v| v["entry"]["target"] == "obs2").await;
+    pat.send(json!({"type": "moderate", "action": "timeout", "identity": "obs2", "minutes": 2})).await;
+    pat.expect_where("moderation", T, |v| v["entry"]["action"] == "timeout" && v["entry"]["target"] == "obs2").await;
+    pat.send(json!({"type": "get_moderation_state"})).await;
+    let st = pat.expect("moderation_state").await;
+    assert_eq!(
+        (st["moderators"].clone(), st["banned"].clone(), st["restricted"].clone()),
+        (json!(["pat"]), json!(["ghost"]), json!(["obs2"])),
+        "{st}"
+    );
+    assert_eq!(st["timed_out"][0]["identity"], "obs2");
+    let e = obs.refused(json!({"type": "get_moderation_state"}), "not_allowed").await;
+    assert_eq!(e["request"], "get_moderation_state", "the error names the message it refuses");
+    host.send(json!({"type": "moderate", "action": "unban", "identity": "ghost"})).await;
+    host.expect_where("moderation", T, |v| v["entry"]["action"] == "unban" && v["entry"]["target"] == "ghost").await;
+    host.send(json!({"type": "moderate", "action": "unrestrict", "identity": "obs2"})).await;
+    host.expect_where("moderation", T, |v| v["entry"]["action"] == "unrestrict" && v["entry"]["target"] == "obs2").await;
+    pat.send(json!({"type": "moderate", "action": "untimeout", "identity": "obs2"})).await;
+    pat.expect_where("moderation", T, |v| v["entry"]["action"] == "untimeout" && v["entry"]["target"] == "obs2").await;
+
     // Remove the moderator: pat's role goes back to viewer and its powers with it.
     host.send(json!({"type": "moderate", "action": "remove_moderator", "identity": "pat"})).await;
     pat.expect_where("participant_updated", T, |u| u["participant"]["identity"] == "pat" && u["participant"]["role"] == "viewer").await;
@@ -354,6 +378,12 @@ async fn every_moderation_action_and_what_each_party_sees() {
         ("pat", "untimeout", "obs"),
         ("host", "ban", "troll"),
         ("host", "unban", "troll"),
+        ("host", "ban", "ghost"),
+        ("host", "restrict", "obs2"),
+        ("pat", "timeout", "obs2"),
+        ("host", "unban", "ghost"),
+        ("host", "unrestrict", "obs2"),
+        ("pat", "untimeout", "obs2"),
         ("host", "remove_moderator", "pat"),
     ];
     let want: Vec<(String, String, String)> = want.iter().map(|(a, b, c)| ((*a).into(), (*b).into(), (*c).into())).collect();

@@ -15,7 +15,7 @@ use crate::auth::{MAX_IDENTITY_BYTES, Role};
 use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
 use crate::live::room::{Room, Rooms, lock};
-use crate::protocol::{ChatSnapshot, CommentView, ModAction, ParticipantKind, ReportAction, ReportView, ServerMsg};
+use crate::protocol::{ChatSnapshot, CommentView, ModAction, ParticipantKind, ReportAction, ReportView, ServerMsg, TimedOut};
 use crate::store::{AuditEntry, CommentRow, Flag, ReportRow, Store, Visibility, unix_ms};
 use std::time::Instant;
 
@@ -366,6 +366,15 @@ pub async fn resolve_report(ctx: &Ctx<'_>, id: i64, action: ReportAction) -> Res
             Ok(())
         }
     }
+}
+
+/// `get_moderation_state`: the live's bans, restrictions, time-outs and appointed moderators.
+pub fn moderation_state(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
+    let r = lock(ctx.room);
+    staff_only(r.role_of(ctx.id).unwrap_or(Role::Viewer), "see who is moderated")?;
+    let (moderators, banned, restricted, timed_out) = r.chat.standing(unix_ms());
+    let timed_out = timed_out.into_iter().map(|(identity, until)| TimedOut { identity, until }).collect();
+    Ok(ServerMsg::ModerationState { moderators, banned, restricted, timed_out })
 }
 
 /// `get_audit_log`: host only.

@@ -120,6 +120,31 @@ impl Conversation {
         self.flags.entry(identity.to_owned()).or_default().apply(flag);
     }
 
+    /// Every identity with a standing, by kind, sorted: (appointed moderators, banned,
+    /// restricted, timed out until `now_ms` and later).
+    pub fn standing(&self, now_ms: i64) -> (Vec<String>, Vec<String>, Vec<String>, Vec<(String, i64)>) {
+        let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (who, f) in &self.flags {
+            if f.moderator == Some(true) {
+                out.0.push(who.clone());
+            }
+            if f.banned {
+                out.1.push(who.clone());
+            }
+            if f.restricted {
+                out.2.push(who.clone());
+            }
+            if let Some(until) = f.timeout_until.filter(|&u| u > now_ms) {
+                out.3.push((who.clone(), until));
+            }
+        }
+        out.0.sort();
+        out.1.sort();
+        out.2.sort();
+        out.3.sort();
+        out
+    }
+
     pub fn is_banned(&self, identity: &str) -> bool {
         self.flags.get(identity).is_some_and(|f| f.banned)
     }
