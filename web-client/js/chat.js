@@ -7,26 +7,18 @@ import { chat, moderates, room, session } from './state.js';
 import { $, sentence } from './ui.js';
 import { handlers, send } from './signal.js';
 
-const MAX_SHOWN = 200;   // comments kept on the page
-const NEAR_END = 40;     // px: a list scrolled closer than this to its end follows new comments
-const OWNS_ERROR_MS = 3000; // an error this soon after a conversation message is its answer
+const MAX_SHOWN = 200; // comments kept on the page
+const NEAR_END = 40;   // px: a list scrolled closer than this to its end follows new comments
 
 // (comment) -> [{ label, run, danger?, confirm? }], asked each time a menu opens.
 export const commentActions = [];
 
 let openMenu = null;          // id of the comment whose menu is open
-let lastSent = -Infinity;     // performance.now() of our last conversation message
 let pendingText = null;       // what we sent, left in the box until the server shows it
 let waitUntil = 0;            // Date.now() before which the composer waits (slow mode, rate)
 let waitWhy = '';
 let ticker = null;            // ticks the countdowns
 let statusTimer = null;
-
-// Conversation messages go through here: an error that follows soon after is theirs.
-export function sendChat(msg) {
-  lastSent = performance.now();
-  send(msg);
-}
 
 const myRole = () => session.me?.role ?? session.claims?.role;
 export const iModerate = () => moderates(myRole());
@@ -56,9 +48,9 @@ commentActions.push((c) => {
   const mine = c.identity === session.me?.identity;
   const items = [];
   if (mine || (moderates(role) && (c.role !== 'host' || role === 'host'))) {
-    items.push({ label: 'Delete', danger: true, run: () => sendChat({ type: 'delete_comment', id: c.id }) });
+    items.push({ label: 'Delete', danger: true, run: () => send({ type: 'delete_comment', id: c.id }) });
   }
-  if (!mine) items.push({ label: 'Report', run: () => sendChat({ type: 'report', comment: c.id }) });
+  if (!mine) items.push({ label: 'Report', run: () => send({ type: 'report', comment: c.id }) });
   return items;
 });
 
@@ -152,13 +144,15 @@ function appendComment(c) {
   if (follow) list.scrollTop = list.scrollHeight; else $('comments-new').hidden = false;
 }
 
+// Drawn again (a join, a role or a standing changed): where the reader was stays put.
 export function renderComments() {
   const list = $('comments');
   const open = openMenu;
+  const [follow, top] = [nearEnd(list), list.scrollTop];
   openMenu = null;
   list.replaceChildren(...chat.comments.map(commentItem));
-  list.scrollTop = list.scrollHeight;
-  $('comments-new').hidden = true;
+  list.scrollTop = follow ? list.scrollHeight : top;
+  if (follow) $('comments-new').hidden = true;
   if (open !== null) toggleMenu(open);
 }
 
@@ -259,13 +253,14 @@ handlers.chat_status = (msg) => {
 
 handlers.reported = () => status('Reported. A moderator will take a look.');
 
+// The messages of the conversation: a refusal of one of them (`request`) is shown here.
+const REQUESTS = ['comment', 'delete_comment', 'react', 'moderate', 'chat_settings', 'get_blocked_words', 'set_blocked_words',
+  'report', 'get_reports', 'resolve_report', 'get_audit_log', 'get_moderation_state'];
 const COMMENT_CODES = ['bad_comment', 'comment_too_long', 'comments_off', 'slow_mode', 'timed_out'];
-const ANSWER_CODES = ['rate_limited', 'not_allowed', 'not_found', 'bad_message', 'server_busy'];
 
 // An error about the conversation: shown here (true), or not ours (false).
 export function chatError(msg) {
-  const recent = performance.now() - lastSent < OWNS_ERROR_MS;
-  if (!COMMENT_CODES.includes(msg.code) && !(recent && ANSWER_CODES.includes(msg.code))) return false;
+  if (!REQUESTS.includes(msg.request) && !COMMENT_CODES.includes(msg.code)) return false;
   pendingText = null; // the text stays in the box
   switch (msg.code) {
     case 'slow_mode': wait(msg.retry_after_ms ?? chat.slowSecs * 1000, 'Slow mode'); break;
@@ -292,7 +287,7 @@ export function wireChat() {
     if (!text || input.disabled) return;
     if (waitUntil > Date.now()) { renderComposer(); return; }
     pendingText = input.value;
-    sendChat({ type: 'comment', text });
+    send({ type: 'comment', text });
   });
   input.addEventListener('input', () => {
     if ($('composer-note').classList.contains('error')) { $('composer-note').className = 'composer-note'; renderComposer(); }

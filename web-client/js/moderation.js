@@ -5,13 +5,14 @@
 
 import { chat, moderates, session, updateParticipant } from './state.js';
 import { $ } from './ui.js';
-import { handlers } from './signal.js';
-import { commentActions, nameOf, renderChat, renderComposer, roleOf, sendChat, status } from './chat.js';
+import { handlers, send } from './signal.js';
+import { commentActions, nameOf, renderChat, renderComposer, roleOf, status } from './chat.js';
 import { renderStage } from './stage.js';
 
 const reports = new Map();   // open reports (host and moderators), by id
 let audit = [];              // the audit log as last read, newest first (host)
-const standing = new Map();  // identity -> { restricted, timedOut }, as this page saw them set
+// Who stands where in this live (host and moderators), as the server last listed it.
+let standing = { moderators: new Set(), banned: new Set(), restricted: new Set(), timedOut: new Map() };
 
 const myRole = () => session.me?.role;
 const staff = () => moderates(myRole()) && !session.over;
@@ -31,21 +32,24 @@ function describe(e) {
   return `${who} ${VERBS[e.action] ?? e.action}${target}${detail}`;
 }
 
-// The moderators' items: on viewers and co-hosts; the host's also on moderators.
+// The moderators' items: on viewers and co-hosts; the host's also on moderators. Each offers
+// the way back once it is in force (Unban, End time-out, Unrestrict).
 commentActions.push((c) => {
   const role = myRole();
-  if (!staff() || c.identity === session.me?.identity) return [];
-  const author = roleOf(c.identity, c.role);
-  if (author === 'host' || (author === 'moderator' && role !== 'host')) return [];
-  const s = standing.get(c.identity) ?? {};
-  const act = (action, extra = {}) => () => sendChat({ type: 'moderate', action, identity: c.identity, ...extra });
+  const who = c.identity;
+  if (!staff() || who === session.me?.identity) return [];
+  const author = roleOf(who, c.role);
+  const isModerator = author === 'moderator' || standing.moderators.has(who);
+  if (author === 'host' || (isModerator && role !== 'host')) return [];
+  const act = (action, extra = {}) => () => send({ type: 'moderate', action, identity: who, ...extra });
   const items = [
-    { label: 'Ban', danger: true, confirm: `Ban ${c.name}?`, run: act('ban') },
-    s.timedOut ? { label: 'End time-out', run: act('untimeout') } : { label: 'Time out 5 min', run: act('timeout', { minutes: 5 }) },
-    s.restricted ? { label: 'Unrestrict', run: act('unrestrict') } : { label: 'Restrict', run: act('restrict') },
+    standing.banned.has(who) ? { label: 'Unban', run: act('unban') } : { label: 'Ban', danger: true, confirm: `Ban ${c.name}?`, run: act('ban') },
+    (standing.timedOut.get(who) ?? 0) > Date.now() ? { label: 'End time-out', run: act('untimeout') }
+      : { label: 'Time out 5 min', run: act('timeout', { minutes: 5 }) },
+    standing.restricted.has(who) ? { label: 'Unrestrict', run: act('unrestrict') } : { label: 'Restrict', run: act('restrict') },
   ];
-  if (role === 'host' && author === 'moderator') items.push({ label: 'Remove moderator', run: act('remove_moderator') });
-  if (role === 'host' && author === 'viewer') items.push({ label: 'Make moderator', run: act('add_moderator') });
+  if (role === 'host' && isModerator) items.push({ label: 'Remove moderator', run: act('remove_moderator') });
+  else if (role === 'host' && author === 'viewer') items.push({ label: 'Make moderator', run: act('add_moderator') });
   return items;
 });
 
@@ -95,8 +99,8 @@ function renderReports() {
     const row = document.createElement('div');
     row.className = 'row';
     row.append(
-      button('Dismiss', () => sendChat({ type: 'resolve_report', id: r.id, action: 'dismiss' })),
-      button('Delete comment', () => sendChat({ type: 'resolve_report', id: r.id, action: 'delete' }), 'danger'),
+      button('Dismiss', () => send({ type: 'resolve_report', id: r.id, action: 'dismiss' })),
+      button('Delete comment', () => send({ type: 'resolve_report', id: r.id, action: 'delete' }), 'danger'),
     );
     li.append(what, meta, row);
     return li;
@@ -120,7 +124,7 @@ function renderAudit() {
     if (e.action === 'unban') lifted.add(e.target);
     if (e.action === 'ban' && !lifted.has(e.target)) {
       lifted.add(e.target);
-      li.append(button('Unban', () => sendChat({ type: 'moderate', action: 'unban', identity: e.target })));
+      li.append(button('Unban', () => send({ type: 'moderate', action: 'unban', identity: e.target })));
     }
     return li;
   });
@@ -128,11 +132,14 @@ function renderAudit() {
   $('audit-empty').hidden = audit.length > 0;
 }
 
-// After a join, or once we become a moderator: the open reports.
-export function fetchReports() {
+// After a join, or once we become a moderator: the open reports and who stands where.
+export function fetchStaffState() {
   reports.clear();
   renderReports();
-  if (staff()) sendChat({ type: 'get_reports' });
+  if (staff()) {
+    send({ type: 'get_reports' });
+    send({ type: 'get_moderation_state' });
+  }
 }
 
 handlers.chat_settings = (msg) => {
@@ -148,7 +155,7 @@ handlers.participant_updated = (msg) => {
   updateParticipant(p);
   if (p.id === session.me?.id && wasStaff !== staff()) {
     status(staff() ? 'The host made you a moderator of this live.' : 'You are no longer a moderator of this live.');
-    if (staff()) fetchReports();
+    if (staff()) fetchStaffState();
   }
   renderChat(); // badges, and the items each menu offers
   renderModTools();
@@ -157,11 +164,8 @@ handlers.participant_updated = (msg) => {
 
 handlers.moderation = (msg) => {
   const e = msg.entry;
-  const s = standing.get(e.target) ?? {};
-  if (e.action === 'restrict' || e.action === 'unrestrict') s.restricted = e.action === 'restrict';
-  if (e.action === 'timeout' || e.action === 'untimeout') s.timedOut = e.action === 'timeout';
-  if (e.target) standing.set(e.target, s);
   status(describe(e));
+  if (e.target) send({ type: 'get_moderation_state' }); // the menus follow
   if (myRole() === 'host' && $('audit-dialog').open) {
     audit.unshift(e);
     renderAudit();
@@ -176,19 +180,24 @@ handlers.reports = (msg) => {
   renderReports();
 };
 handlers.audit_log = (msg) => { audit = msg.entries; renderAudit(); };
+handlers.moderation_state = (msg) => {
+  standing = { moderators: new Set(msg.moderators), banned: new Set(msg.banned), restricted: new Set(msg.restricted),
+    timedOut: new Map(msg.timed_out.map((t) => [t.identity, t.until])) };
+  renderChat(); // the menus (an open one is drawn again)
+};
 
 // For the test hook: the open reports as this page knows them.
 export const openReports = () => [...reports.values()];
 
 export function wireModeration() {
-  $('mod-comments').addEventListener('click', () => sendChat({ type: 'chat_settings', comments_enabled: !chat.enabled }));
-  $('mod-slow').addEventListener('change', () => sendChat({ type: 'chat_settings', slow_mode_secs: Number($('mod-slow').value) }));
+  $('mod-comments').addEventListener('click', () => send({ type: 'chat_settings', comments_enabled: !chat.enabled }));
+  $('mod-slow').addEventListener('change', () => send({ type: 'chat_settings', slow_mode_secs: Number($('mod-slow').value) }));
   $('mod-reports').addEventListener('click', () => {
-    sendChat({ type: 'get_reports' });
+    send({ type: 'get_reports' });
     $('reports-dialog').showModal();
   });
   $('mod-audit').addEventListener('click', () => {
-    sendChat({ type: 'get_audit_log' });
+    send({ type: 'get_audit_log' });
     $('audit-dialog').showModal();
   });
   $('reports-close').addEventListener('click', () => $('reports-dialog').close());

@@ -9,7 +9,7 @@ import { renderStage } from './stage.js';
 import { sendQuality } from './subscribe.js';
 import { chatError, renderChat } from './chat.js';
 import { renderReactions } from './reactions.js';
-import { fetchReports, renderModTools } from './moderation.js';
+import { fetchStaffState, renderModTools } from './moderation.js';
 
 function renderRoom() {
   $('room').hidden = false;
@@ -27,7 +27,7 @@ handlers.joined = async (msg) => {
   banner('');
   renderRoom();
   sendQuality();
-  fetchReports();
+  fetchStaffState();
   if (publisher.wantLive) await goLive();
 };
 

@@ -549,6 +549,11 @@ try {
     const refusedText = await until('the refusal', () => vera.evaluate(() => !document.getElementById('removed').hidden && document.getElementById('removed').textContent), 5000).catch(() => '');
     check('chat: the banned viewer\'s reload (fresh token) is refused with the same page', /removed from this live/.test(refusedText) && /banned/.test(refusedText), refusedText.replace(/\s+/g, ' ').trim());
     await vera.screenshot({ path: path.join(shots, 'chat-banned-rejoin.png') });
+    // The moderators' menus know the ban (get_moderation_state): Unban instead of Ban.
+    await item(host, 'one more thing').locator('.more').click();
+    const unban = await yes(item(host, 'one more thing').getByRole('button', { name: 'Unban' }).waitFor({ timeout: 3000 }));
+    check('chat: the host\'s menu on a banned viewer\'s comment offers Unban', unban && !(await item(host, 'one more thing').getByRole('button', { name: 'Ban', exact: true }).count()));
+    await host.keyboard.press('Escape');
 
     // The host's audit log has the ban.
     await host.click('#mod-audit');
