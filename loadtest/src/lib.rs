@@ -244,6 +244,8 @@ pub struct Window {
     pub media_before: engine::Measure,
     pub cpu: Option<(server::ProcSample, server::ProcSample)>,
     pub harness: Option<(server::ProcSample, server::ProcSample)>,
+    /// CPU time of the whole machine (s) at the window's start and end.
+    pub machine: Option<(f64, f64)>,
     pub sfu: (Option<serde_json::Value>, Option<serde_json::Value>),
     pub chat: Option<(chat::Counts, chat::Counts)>,
 }
@@ -271,6 +273,7 @@ async fn window(s: &Scenario, engine: &Engine, label: &str, stats_url: Option<&s
     let received0 = engine.live.packets.load(Ordering::Relaxed);
     let cpu0 = s.server_pid.map(server::ProcSample::take).transpose()?;
     let me0 = server::ProcSample::take(std::process::id()).ok();
+    let machine0 = server::machine_busy_secs();
     let sfu0 = match stats_url {
         Some(u) => server::sfu_stats(u).await.ok(),
         None => None,
@@ -306,6 +309,7 @@ async fn window(s: &Scenario, engine: &Engine, label: &str, stats_url: Option<&s
     let took = window_start.elapsed();
     let cpu1 = s.server_pid.map(server::ProcSample::take).transpose()?;
     let me1 = server::ProcSample::take(std::process::id()).ok();
+    let machine1 = server::machine_busy_secs();
     let chat1 = chat.map(ChatLive::counts);
     let received = engine.live.packets.load(Ordering::Relaxed) - received0;
     let media = measure(engine).await?;
@@ -320,6 +324,7 @@ async fn window(s: &Scenario, engine: &Engine, label: &str, stats_url: Option<&s
         media_before,
         cpu: cpu0.zip(cpu1),
         harness: me0.zip(me1),
+        machine: machine0.zip(machine1),
         sfu: (sfu0, sfu1),
         chat: chat0.zip(chat1),
     })

@@ -51,6 +51,9 @@ pub struct Phase {
     pub server_cpu_cores: Option<f64>,
     pub server_cpu_us_per_received_packet: Option<f64>,
     pub harness_cpu_cores: Option<f64>,
+    /// The rest of the machine over the window (cores): every process's CPU less the server's
+    /// and the harness's. Well above zero, the run shared its cores with other work.
+    pub other_cpu_cores: Option<f64>,
     /// Chat figures of the window (the chat phase only).
     pub comments_sent_per_s: Option<f64>,
     pub fanout_per_s: Option<f64>,
@@ -118,6 +121,11 @@ pub fn phase(name: &str, w: &Window) -> Phase {
             .filter(|_| w.received > 0)
             .map(|(a, b)| (b.cpu_secs - a.cpu_secs) * 1e6 / w.received as f64),
         harness_cpu_cores: cores(&w.harness),
+        other_cpu_cores: w
+            .machine
+            .zip(cores(&w.cpu))
+            .zip(cores(&w.harness))
+            .map(|(((a, b), server), harness)| (b - a) / secs - server - harness),
         ..Default::default()
     }
 }
@@ -401,13 +409,13 @@ impl Report {
     /// chat and with it.
     pub fn phase_table(&self) -> String {
         let mut t = String::from(
-            "  window          delay p50/p99/max ms   loss %   recv pkt/s   server cores   µs/pkt   harness cores   comments/s   chat msgs/s   comment p99 ms\n",
+            "  window          delay p50/p99/max ms   loss %   recv pkt/s   server cores   µs/pkt   harness cores   other cores   comments/s   chat msgs/s   comment p99 ms\n",
         );
         for p in &self.phases {
             let d =
                 p.delay_ms.as_ref().map(|d| format!("{:.1} / {:.1} / {:.0}", d.p50, d.p99, p.delay_max_ms)).unwrap_or_else(|| "—".into());
             t.push_str(&format!(
-                "  {:<15} {:>20} {:>8.3} {:>12.0} {:>14} {:>8} {:>15} {:>12} {:>13} {:>16}\n",
+                "  {:<15} {:>20} {:>8.3} {:>12.0} {:>14} {:>8} {:>15} {:>13} {:>12} {:>13} {:>16}\n",
                 p.name,
                 d,
                 p.loss_percent,
@@ -415,6 +423,7 @@ impl Report {
                 opt(p.server_cpu_cores, 3),
                 opt(p.server_cpu_us_per_received_packet, 2),
                 opt(p.harness_cpu_cores, 2),
+                opt(p.other_cpu_cores, 2),
                 opt(p.comments_sent_per_s, 1),
                 opt(p.fanout_per_s, 0),
                 opt(p.comment_delivery_p99_ms, 1),

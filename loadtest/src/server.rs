@@ -31,6 +31,20 @@ impl ProcSample {
     }
 }
 
+/// CPU time every process of this machine has used so far (s), all cores together, from the
+/// first line of /proc/stat: with the server's and the harness's own, it tells how much the
+/// rest of a shared machine took during a window.
+pub fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<f64> = cpu.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let busy = f.get(..8)?.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum::<f64>();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(busy / hz)
+}
+
 /// The process listening on TCP `port` on this machine, if we may see it.
 pub fn pid_listening_on(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
