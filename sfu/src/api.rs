@@ -93,6 +93,8 @@ pub struct SubscriberStats {
     pub bandwidth_bps: Option<u64>,
     /// Transport-wide congestion control feedback packets the viewer has sent.
     pub twcc_feedback: u64,
+    /// Its video is paused by the audio-only fallback (see [`SfuEvent::AudioOnly`]).
+    pub audio_only: bool,
     /// What the estimator sees of the path toward this viewer.
     pub path: Option<PathStats>,
     pub tracks: Vec<TrackStats>,

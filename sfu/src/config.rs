@@ -23,6 +23,10 @@ pub struct SfuConfig {
     pub max_tracks_per_publisher: usize,
     /// How simulcast layers follow each viewer's bandwidth estimate.
     pub layers: crate::forward::selector::LayerPolicy,
+    /// When a viewer whose path cannot carry the lowest layer falls back to audio only, and
+    /// when it returns (the rule itself is on for every viewer unless
+    /// [`Sfu::set_audio_only_fallback`](crate::Sfu::set_audio_only_fallback) turns it off).
+    pub fallback: crate::forward::fallback::FallbackPolicy,
 }
 
 impl Default for SfuConfig {
@@ -36,6 +40,7 @@ impl Default for SfuConfig {
             queue_capacity: 65_536,
             max_tracks_per_publisher: 8,
             layers: Default::default(),
+            fallback: Default::default(),
         }
     }
 }

@@ -192,6 +192,14 @@ impl Sfu {
         self.command(participant, Command::Quality { participant, track, quality }, None)
     }
 
+    /// Whether the viewer falls back to audio only when its path cannot carry the lowest video
+    /// layer ([`SfuEvent::AudioOnly`](crate::SfuEvent::AudioOnly) tells it; thresholds in
+    /// [`SfuConfig::fallback`]). On for every participant unless turned off here; turning it off
+    /// while its video is paused resumes the video at once.
+    pub fn set_audio_only_fallback(&self, participant: ParticipantId, enabled: bool) -> Result<(), SfuError> {
+        self.command(participant, Command::AudioOnlyFallback { participant, enabled }, None)
+    }
+
     /// Current layer, cap and estimate per subscribed track.
     pub async fn subscriber_stats(&self, participant: ParticipantId) -> Result<SubscriberStats, SfuError> {
         self.ask(participant, Command::Stats { participant }, ReplyTo::Stats).await

@@ -23,7 +23,9 @@
 //! [`SfuConfig::pli_throttle`]; its TWCC feedback feeds the estimate toward it (bwe/), which,
 //! with the size the viewer renders at and its quality choice, sets the layers it gets
 //! (forward/selector); what all viewers want sets what publishers send (worker/dynacast); its
-//! NACKs pass a guard (session/feedback) before rtc's responder resends.
+//! NACKs pass a guard (session/feedback) before rtc's responder resends. A viewer whose estimate
+//! cannot carry even the lowest layers gets audio only until probes show room again
+//! (forward/fallback, [`SfuEvent::AudioOnly`]).
 //!
 //! Rules a caller must follow:
 //! - The SFU knows nothing of WebSockets or tokens. Signaling drives it through [`Sfu`] (typed
@@ -93,6 +95,7 @@ pub mod internals {
 pub use api::{CodecInfo, ConnState, EventSink, MediaKind, PathStats, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 pub use config::SfuConfig;
 pub use error::SfuError;
+pub use forward::fallback::FallbackPolicy;
 pub use forward::selector::{LayerPolicy, Quality};
 pub use handle::Sfu;
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};

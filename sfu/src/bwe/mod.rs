@@ -65,6 +65,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const PROBE_ABOVE_CEILING: f64 = 1.25;
 /// A probe succeeds when the viewer received at least this share of the target rate.
 pub const PROBE_SUCCESS: f64 = 0.9;
+/// Loss and queueing delay are evidence about the path only while packets are being sent: for a
+/// viewer whose video is paused, once the newest packet reported left this long ago (it gets no
+/// audio either), they are forgotten, so that they do not keep probes from finding out what the
+/// path carries now (see [`Bwe::forget_stale_evidence`]).
+pub const EVIDENCE_STALE: Duration = Duration::from_secs(1);
 /// Without TWCC feedback for this long, a REMB from the viewer is taken as the estimate.
 pub const REMB_FALLBACK_AFTER: Duration = Duration::from_secs(2);
 
@@ -155,6 +160,8 @@ pub struct Bwe {
     /// Cuts of the estimate so far (stats and tests).
     pub decreases: u64,
     last_feedback: Option<Instant>,
+    /// Departure of the newest packet reported (see [`EVIDENCE_STALE`]).
+    last_departure: Option<Instant>,
     remb_seen: bool,
     /// Latest time seen, for `poll_timeout`.
     now: Instant,
@@ -186,6 +193,7 @@ impl Bwe {
             probes: 0,
             decreases: 0,
             last_feedback: None,
+            last_departure: None,
             remb_seen: false,
             now,
         }
@@ -268,6 +276,7 @@ impl Bwe {
         }
         self.last_feedback = Some(now);
         for r in reports {
+            self.last_departure = Some(self.last_departure.map_or(r.departure, |d| d.max(r.departure)));
             // Sent before the last cut: answered by it (see `evidence_since`).
             let answered = self.evidence_since.is_some_and(|t| r.departure < t);
             // What a probe train and the packets right behind it suffer is the probe's doing:
@@ -422,6 +431,20 @@ impl Bwe {
         let target = step.min(wanted_bps * 1.1).min(self.max_bps);
         let bytes = (target / 8.0 * PROBE_SPAN.as_secs_f64()) as usize;
         Some((bytes, target))
+    }
+
+    /// For a viewer whose video is paused (audio-only fallback): once the newest packet reported
+    /// left more than [`EVIDENCE_STALE`] ago, forget the loss and queueing delay measured before,
+    /// so that probes may go out. With media flowing that never happens (reports keep coming);
+    /// a paused viewer with no audio sends nothing, and the losses of the congestion that paused
+    /// it would otherwise stand forever and keep it paused for good.
+    pub fn forget_stale_evidence(&mut self, now: Instant) {
+        if self.last_departure.is_some_and(|d| now.saturating_duration_since(d) > EVIDENCE_STALE) {
+            self.sent.clear();
+            self.queue_samples.clear();
+            self.queue_us = 0;
+            self.high_rounds = 0;
+        }
     }
 
     /// Hold a probe until the train can be sent (see `NackGuard`).

@@ -332,3 +332,29 @@ fn remb_counts_only_without_twcc() {
     bwe.on_remb(t1 + Duration::from_secs(3), 5_000_000.0);
     assert_eq!(bwe.estimate(), 5_000_000.0);
 }
+
+/// A viewer whose video was paused (audio-only fallback) and that gets nothing else: the losses
+/// of its last packets are the last evidence it has. Once nothing has been sent for
+/// `EVIDENCE_STALE`, the subscriber has them forgotten, and they no longer stop the probes that
+/// must find out whether the path has room again (without it the viewer stayed paused for
+/// good).
+#[test]
+fn old_losses_do_not_stop_probing_once_nothing_is_sent() {
+    let t0 = Instant::now();
+    let ms = |m: u64| t0 + Duration::from_millis(m);
+    let mut bwe = Bwe::new(100_000.0, 50_000.0, 20_000_000.0, t0);
+    // Half a second with one packet in 16 lost: not enough to cut, too much to probe into.
+    for k in 0..5u64 {
+        let fb = reports(t0, ms(100 * k), ms(100 * k + 100), Duration::from_millis(10), Duration::from_millis(20), |i| i % 16 == 3);
+        bwe.on_reports(ms(100 * k + 120), &fb);
+    }
+    assert!(bwe.loss() > LOSS_LOW && bwe.decreases == 0, "loss {}, {} cuts", bwe.loss(), bwe.decreases);
+    assert!(bwe.probe_plan(ms(900), 250_000.0).is_none(), "no probe into fresh losses");
+    // Video paused: nothing more is sent, nothing more reported. Not stale yet 1 s after the
+    // last packet left; then forgotten.
+    bwe.forget_stale_evidence(ms(1400));
+    assert!(bwe.probe_plan(ms(1400), 250_000.0).is_none(), "losses forgotten too soon");
+    let later = ms(500) + EVIDENCE_STALE + Duration::from_millis(100);
+    bwe.forget_stale_evidence(later);
+    assert!(bwe.probe_plan(later, 250_000.0).is_some(), "stale losses kept probes away (loss {})", bwe.loss());
+}

@@ -55,6 +55,9 @@ pub struct Forwarder {
     share_bps: Option<f64>,
     /// The frame being passed or dropped: its timestamp, and whether it is dropped.
     frame: Option<(u32, bool)>,
+    /// Video paused by the audio-only fallback: nothing is forwarded, rates are still measured,
+    /// and the stream starts again at a keyframe when it resumes (see `set_paused`).
+    paused: bool,
 }
 
 /// VP8 temporal layers a stream may have (TID 0..=2).
@@ -95,6 +98,7 @@ impl Forwarder {
             temporal: MAX_TEMPORAL,
             share_bps: None,
             frame: None,
+            paused: false,
         }
     }
 
@@ -171,7 +175,7 @@ impl Forwarder {
 
     /// The layer a keyframe is needed on, if the subscriber waits for one (a start or a switch).
     pub fn wants_keyframe(&self, now: Instant) -> Option<u8> {
-        if !self.is_video() || self.payload_type.is_none() {
+        if !self.is_video() || self.payload_type.is_none() || self.paused {
             return None;
         }
         match (self.current, self.target(now)) {
@@ -235,7 +239,7 @@ impl Forwarder {
         now: Instant,
     ) -> Verdict {
         self.observe(layer, now);
-        if self.payload_type.is_none() {
+        if self.payload_type.is_none() || self.paused {
             return Verdict::Drop;
         }
         if self.current != Some(layer) {
@@ -306,6 +310,11 @@ impl Forwarder {
         self.rates.rates()
     }
 
+    /// What a layer costs (bits/s) once measured; `None` while it has not been.
+    pub fn measured_rate(&self, layer: u8) -> Option<f64> {
+        self.rates.measured(layer)
+    }
+
     /// How the bandwidth cap climbs (the viewer's layer policy).
     pub fn with_bandwidth(mut self, cap: BandwidthCap) -> Self {
         self.bandwidth = cap;
@@ -319,6 +328,23 @@ impl Forwarder {
 
     pub fn set_quality(&mut self, quality: Quality) {
         self.quality = quality;
+    }
+
+    /// Pause (audio-only fallback) or resume this video track. Paused, nothing is forwarded and
+    /// no keyframe is asked for; the munger keeps its place. Resumed, the stream starts again
+    /// like a new one — at the first keyframe of an allowed layer, asked for at once — and the
+    /// munger re-anchors there: sequence numbers continue at the last sent + 1, timestamps jump
+    /// by the time the pause lasted.
+    pub fn set_paused(&mut self, paused: bool) {
+        if !self.is_video() || self.paused == paused {
+            return;
+        }
+        self.paused = paused;
+        self.current = None;
+        self.frame = None;
+        if !paused {
+            self.last_keyframe_request = None;
+        }
     }
 
     /// A packet of `bytes` payload went out.
@@ -416,6 +442,29 @@ mod tests {
         f.max_layer = 0;
         assert_eq!(f.handle(2, 5100, 9999, true, later), Verdict::Drop);
         assert_eq!(f.current, Some(0));
+    }
+
+    #[test]
+    fn a_paused_track_sends_nothing_and_resumes_at_a_keyframe_where_it_stopped() {
+        let t0 = Instant::now();
+        let mut f = video();
+        let Verdict::Send { seq: s0, ts: t0_out } = f.handle(0, 100, 0, true, t0) else { panic!("starts") };
+        f.set_paused(true);
+        // Nothing passes, keyframes included, and none is asked for.
+        for i in 1..60u16 {
+            let at = t0 + Duration::from_millis(33 * i as u64);
+            assert_eq!(f.handle(0, 100 + i, 3000 * i as u32, i % 10 == 0, at), Verdict::Drop);
+            assert_eq!(f.wants_keyframe(at), None);
+        }
+        assert_eq!(f.current(), None);
+        // Resumed 2 s in: a keyframe is wanted (and may be asked for at once); delta frames wait.
+        let at = t0 + Duration::from_secs(2);
+        f.set_paused(false);
+        assert_eq!(f.keyframe_to_ask(at, Duration::from_secs(1)), Some(0));
+        assert_eq!(f.handle(0, 161, 183_000, false, at), Verdict::Drop);
+        let Verdict::Send { seq, ts } = f.handle(0, 162, 186_000, true, at) else { panic!("resumes at the keyframe") };
+        assert_eq!(seq, s0.wrapping_add(1), "sequence numbers continue where they stopped");
+        assert_eq!(ts.wrapping_sub(t0_out), 180_000, "timestamps jump by the pause (2 s at 90 kHz)");
     }
 
     fn vp8t(tid: u8, frame_start: bool) -> Option<Vp8Temporal> {

@@ -262,6 +262,11 @@ impl LayerRates {
         out
     }
 
+    /// A layer's measured rate (bits/s), if a whole window has measured it.
+    pub fn measured(&self, layer: u8) -> Option<f64> {
+        self.measured.get(layer as usize).copied().flatten()
+    }
+
     /// Measured rates, nominal where a layer was never seen.
     pub fn rates(&self) -> [f64; MAX_LAYERS] {
         let mut r = NOMINAL_BPS;

@@ -17,7 +17,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Position in the chain: application-most, like rtc's own `rtcp-processing` example.
@@ -122,6 +122,10 @@ pub struct NackGuard {
     /// Streams whose NACKs the responder answers (video); NACKs for others (audio: nothing is
     /// kept to resend) pass untouched and cost nothing.
     answered: std::collections::HashSet<u32>,
+    /// The viewer's video is paused (audio-only fallback): its NACKs are not answered at all.
+    /// The stream restarts at a keyframe, so repairs of what came before would only load the
+    /// path that could not carry the video in the first place. Probes still go out.
+    video_paused: Arc<AtomicBool>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -138,9 +142,16 @@ impl NackGuard {
             refilled: None,
             refused: Arc::default(),
             answered: Default::default(),
+            video_paused: Arc::default(),
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
+    }
+
+    /// Share the flag that says the viewer's video is paused (see `video_paused`).
+    pub fn with_video_paused(mut self, paused: Arc<AtomicBool>) -> Self {
+        self.video_paused = paused;
+        self
     }
 
     /// Whether `seq` of `ssrc` may be retransmitted now; takes a token if so.
@@ -180,6 +191,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
         {
             let estimate = self.bwe.lock().estimate();
             let pps = (estimate * RTX_SHARE / (8.0 * RTX_PACKET_BYTES)).max(RTX_MIN_PPS);
+            let paused = self.video_paused.load(Ordering::Relaxed);
             let mut kept_packets: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
             for p in packets.drain(..) {
                 let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>().filter(|n| self.answered.contains(&n.media_ssrc)) else {
@@ -190,7 +202,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
                 let seqs: Vec<u16> = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
                 let mut kept = Vec::with_capacity(seqs.len());
                 for &seq in seqs.iter().rev() {
-                    if self.allow(nack.media_ssrc, seq, now, pps) {
+                    if !paused && self.allow(nack.media_ssrc, seq, now, pps) {
                         kept.push(seq);
                     } else {
                         self.refused.fetch_add(1, Ordering::Relaxed);

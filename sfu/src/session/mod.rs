@@ -32,7 +32,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 use subscriber::Subscriber;
 use transport::Transport;
@@ -56,6 +56,7 @@ fn subscriber_interceptors(
     media_engine: &mut MediaEngine,
     feedback: feedback::KeyframeFeedback,
     bwe: crate::bwe::SharedBwe,
+    video_paused: Arc<AtomicBool>,
 ) -> Result<Registry, SfuError> {
     use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
     use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
@@ -79,7 +80,7 @@ fn subscriber_interceptors(
     Ok(Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        .with(Slot::from(feedback::NACK_GUARD_SLOT), feedback::NackGuard::new(bwe.clone()))
+        .with(Slot::from(feedback::NACK_GUARD_SLOT), feedback::NackGuard::new(bwe.clone()).with_video_paused(video_paused))
         .with(crate::bwe::twcc::SLOT, crate::bwe::twcc::TransportCc::new(bwe))
         .with(Slot::from(feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
 }
@@ -131,7 +132,8 @@ impl SessionFactory {
         let twcc_feedback = Arc::new(AtomicU64::new(0));
         let bwe = SharedBwe::new(Bwe::new(self.policy.initial_estimate_bps, MIN_ESTIMATE_BPS, self.policy.max_estimate_bps, now));
         let keyframes = feedback::KeyframeFeedback::with_estimator(bwe.clone(), twcc_feedback.clone());
-        let registry = subscriber_interceptors(&mut media_engine, keyframes, bwe.clone())?;
+        let video_paused = Arc::new(AtomicBool::new(false));
+        let registry = subscriber_interceptors(&mut media_engine, keyframes, bwe.clone(), video_paused.clone())?;
         let link = self.transport(key, media_engine, registry, now)?;
         Ok(Subscriber {
             link,
@@ -141,6 +143,8 @@ impl SessionFactory {
             bwe,
             twcc_feedback,
             policy: self.policy,
+            fallback: Default::default(),
+            video_paused,
         })
     }
 

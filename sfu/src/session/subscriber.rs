@@ -5,6 +5,7 @@
 use crate::api::{CodecInfo, MediaKind};
 use crate::bwe::{PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, SharedBwe};
 use crate::error::SfuError;
+use crate::forward::fallback::{Fallback, FallbackPolicy, Need};
 use crate::forward::forwarder::{Forwarder, Verdict};
 use crate::ids::TrackId;
 use crate::media::codec::Codec;
@@ -16,7 +17,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Recent packets a video subscription keeps to send again as probe traffic.
@@ -47,6 +48,10 @@ pub struct Subscriber {
     /// TWCC feedback packets received from this peer.
     pub(super) twcc_feedback: Arc<AtomicU64>,
     pub(super) policy: crate::forward::selector::LayerPolicy,
+    /// Audio only while the path cannot carry the lowest video layers (forward/fallback).
+    pub(super) fallback: Fallback,
+    /// Shared with the NACK guard: no repairs of a paused video stream.
+    pub(super) video_paused: Arc<AtomicBool>,
 }
 
 impl Subscriber {
@@ -83,9 +88,73 @@ impl Subscriber {
         }
     }
 
+    /// What the viewer's video needs at the least: the lowest layer of each video track (as
+    /// measured; nominal before), plus its audio as measured. `None` without video.
+    fn fallback_need(&self) -> Option<Need> {
+        let mut need = Need { video_bps: 0.0, audio_bps: 0.0 };
+        let mut video = false;
+        for s in self.forwarders.values() {
+            if s.forwarder.is_audio() {
+                // A track never measured (a muted microphone sends nothing) needs nothing.
+                need.audio_bps += s.forwarder.measured_rate(0).unwrap_or(0.0);
+            } else {
+                video = true;
+                need.video_bps += s.forwarder.layer_rates()[0];
+            }
+        }
+        video.then_some(need)
+    }
+
+    /// The audio-only fallback, at an allocation pass: pause or resume the video forwarders when
+    /// the estimate says so. Returns `Some(true)` when video was paused now, `Some(false)` when
+    /// it resumed (its forwarders then wait for keyframes: ask for them at once).
+    pub fn update_fallback(&mut self, policy: &FallbackPolicy, now: Instant) -> Option<bool> {
+        let need = self.fallback_need();
+        let estimate = self.bandwidth_estimate();
+        let change = self.fallback.update(policy, estimate, need, now)?;
+        if change {
+            tracing::info!(
+                participant = %self.link.key.participant,
+                estimate = estimate.map(|e| e as u64),
+                need = need.map(|n| n.enter_below() as u64),
+                "audio only: the path cannot carry the lowest video layer"
+            );
+        } else {
+            tracing::info!(participant = %self.link.key.participant, estimate = estimate.map(|e| e as u64), "video resumed");
+        }
+        self.pause_video(change);
+        Some(change)
+    }
+
+    /// Switch the audio-only fallback on or off for this viewer. Returns `Some(false)` when
+    /// that resumed its video.
+    pub fn set_fallback_enabled(&mut self, enabled: bool) -> Option<bool> {
+        let change = self.fallback.set_enabled(enabled)?;
+        self.pause_video(change);
+        Some(change)
+    }
+
+    /// Whether the viewer's video is paused by the fallback.
+    pub fn audio_only(&self) -> bool {
+        self.fallback.active()
+    }
+
+    fn pause_video(&mut self, paused: bool) {
+        self.video_paused.store(paused, Ordering::Relaxed);
+        for sub in self.forwarders.values_mut() {
+            sub.forwarder.set_paused(paused);
+        }
+    }
+
     /// What the viewer's wanted layers would cost (bits/s), with the headroom a climb needs:
-    /// the rate probing aims for.
-    fn wanted_bps(&self) -> f64 {
+    /// the rate probing aims for. While its video is paused (audio only), what resuming needs
+    /// instead: the estimate must climb there with no video to carry it, by probes alone.
+    fn wanted_bps(&self, fallback: &FallbackPolicy) -> f64 {
+        if self.fallback.active()
+            && let Some(need) = self.fallback_need()
+        {
+            return need.leave_at(fallback.headroom);
+        }
         self.forwarders
             .values()
             .map(|s| {
@@ -104,13 +173,19 @@ impl Subscriber {
     /// packets — what browsers send when they probe. The NACK guard hands rtc's NACK responder
     /// the list with the viewer's next RTCP, and the responder sends them as one train.
     /// Returns whether a probe was arranged.
-    pub fn probe(&mut self, now: Instant) -> bool {
+    ///
+    /// While video is paused (audio only) probing goes on, aimed at what resuming needs: the
+    /// probes resend the last video packets sent before the pause (still in the NACK cache).
+    pub fn probe(&mut self, fallback: &FallbackPolicy, now: Instant) -> bool {
         let bwe = self.bwe.clone();
         if !self.link.connected {
             return false;
         }
-        let wanted = self.wanted_bps();
+        let wanted = self.wanted_bps(fallback);
         let mut bwe = bwe.lock();
+        if self.fallback.active() {
+            bwe.forget_stale_evidence(now);
+        }
         let Some((bytes, target)) = bwe.probe_plan(now, wanted) else {
             return false;
         };
@@ -189,8 +264,10 @@ impl Subscriber {
                 t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
             }
         }
-        let forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate, now)
+        let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate, now)
             .with_bandwidth(crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom));
+        // A track added while the viewer is on audio only waits with the others.
+        forwarder.set_paused(self.fallback.active());
         self.forwarders.insert(
             track,
             Subscription {

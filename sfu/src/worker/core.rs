@@ -33,6 +33,9 @@ pub(crate) struct ParticipantState {
     pub subscriber: Option<Subscriber>,
     /// Tracks this participant publishes through the in-process ingest path.
     pub ingest: Vec<crate::ids::TrackId>,
+    /// Whether its subscriber session falls back to audio only (kept here too: signaling may
+    /// set it before that session exists).
+    pub audio_only_fallback: bool,
 }
 
 impl ParticipantState {
@@ -131,6 +134,10 @@ impl Core {
             }
             Command::Quality { participant, track, quality } => {
                 self.set_quality(participant, track, quality, now);
+                Answer::None
+            }
+            Command::AudioOnlyFallback { participant, enabled } => {
+                self.set_audio_only_fallback(participant, enabled, now);
                 Answer::None
             }
             Command::Stats { participant } => Answer::Stats(self.subscriber_stats(participant)),

@@ -21,6 +21,7 @@ impl Core {
     pub fn allocate(&mut self, now: Instant) {
         let mut any = false;
         let mut waiting = Vec::new();
+        let mut changed = Vec::new();
         for p in self.participants.values_mut() {
             let Some(s) = p.subscriber.as_mut() else { continue };
             any = true;
@@ -28,9 +29,16 @@ impl Core {
                 continue;
             }
             s.allocate_layers(now);
+            if let Some(active) = s.update_fallback(&self.plane.config.fallback, now) {
+                changed.push((s.link.key.participant, active));
+            }
             // Sent with the viewer's next RTCP (see PeerSession::probe).
-            s.probe(now);
+            s.probe(&self.plane.config.fallback, now);
+            // A viewer that just resumed video waits for keyframes: asked for here, at once.
             waiting.extend(Core::keyframe_waits(s, now));
+        }
+        for (participant, active) in changed {
+            self.emit(participant, SfuEvent::AudioOnly(active));
         }
         self.update_demand(now);
         waiting.sort();
@@ -40,6 +48,16 @@ impl Core {
         }
         if any {
             self.timers.set(Timer::Allocate, now + ALLOCATION_INTERVAL);
+        }
+    }
+
+    /// A viewer's video was paused (`true`) or resumed (`false`) outside an allocation pass (the
+    /// rule switched off): tell it, and ask for the keyframes a resumed stream starts from.
+    pub fn audio_only_changed(&mut self, participant: ParticipantId, active: bool, now: Instant) {
+        self.emit(participant, SfuEvent::AudioOnly(active));
+        let waiting = self.subscriber(participant).filter(|s| s.link.connected).map(|s| Core::keyframe_waits(s, now)).unwrap_or_default();
+        for (track, layer) in waiting {
+            self.request_keyframe_from_publisher(track, layer, now);
         }
     }
 

@@ -98,6 +98,12 @@ pub(crate) enum Command {
         track: Option<TrackId>,
         quality: Quality,
     },
+    /// Whether the viewer falls back to audio only when its path cannot carry the lowest
+    /// video layer (on by default).
+    AudioOnlyFallback {
+        participant: ParticipantId,
+        enabled: bool,
+    },
     Stats {
         participant: ParticipantId,
     },

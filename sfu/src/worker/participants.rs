@@ -18,7 +18,8 @@ use std::time::Instant;
 
 impl Core {
     pub fn add_participant(&mut self, participant: ParticipantId) {
-        if self.participants.insert(participant, ParticipantState { publisher: None, subscriber: None, ingest: Vec::new() }).is_none() {
+        let state = ParticipantState { publisher: None, subscriber: None, ingest: Vec::new(), audio_only_fallback: true };
+        if self.participants.insert(participant, state).is_none() {
             self.plane.counters.participants.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -50,7 +51,11 @@ impl Core {
         let state = self.participants.get_mut(&key.participant).ok_or(SfuError::NoSession)?;
         let ufrag = match key.role {
             SessionRole::Publisher => state.publisher.insert(self.plane.factory.publisher(key, now)?).link.ufrag.clone(),
-            SessionRole::Subscriber => state.subscriber.insert(self.plane.factory.subscriber(key, now)?).link.ufrag.clone(),
+            SessionRole::Subscriber => {
+                let s = state.subscriber.insert(self.plane.factory.subscriber(key, now)?);
+                s.set_fallback_enabled(state.audio_only_fallback);
+                s.link.ufrag.clone()
+            }
         };
         self.plane.counters.sessions.fetch_add(1, Ordering::Relaxed);
         self.out.demux.push(DemuxCtl::Register(ufrag, Route { worker: self.idx, session: key }));
@@ -145,7 +150,8 @@ impl Core {
         }
         let offer = session.negotiate(now)?;
         let candidate = session.link.local_candidate.clone();
-        let connected = session.link.connected;
+        // A viewer on audio only asks for no keyframe: its video waits (see `audio_only_changed`).
+        let connected = session.link.connected && !session.audio_only();
         for track in &added {
             if self.router.add_subscriber(track.id, participant) {
                 self.send_interest(track.id, true, now);
@@ -236,6 +242,17 @@ impl Core {
             }
         }
         self.reallocate(key, now);
+    }
+
+    /// Switch the audio-only fallback on or off for a viewer. Off while its video is paused:
+    /// the video resumes at once (from a keyframe) and it is told so.
+    pub fn set_audio_only_fallback(&mut self, participant: ParticipantId, enabled: bool, now: Instant) {
+        let Some(state) = self.participants.get_mut(&participant) else { return };
+        state.audio_only_fallback = enabled;
+        let Some(s) = state.subscriber.as_mut() else { return };
+        if let Some(active) = s.set_fallback_enabled(enabled) {
+            self.audio_only_changed(participant, active, now);
+        }
     }
 
     /// Register tracks whose packets arrive as [`Input::Ingest`](crate::worker::msg::Input)

@@ -106,10 +106,54 @@ struct Encoder {
     pli_at: Vec<Instant>,
 }
 
+/// A bottleneck in front of a client: what the server sends it crosses a link of `rate_bps`
+/// (UDP payload bytes; 0 = unlimited) with a drop-tail queue of at most `queue` of transmission
+/// time, as the integration tests' relay does.
+struct Downlink {
+    rate_bps: u64,
+    queue: Duration,
+    free_at: Option<Instant>,
+    /// (when it leaves the link, datagram), in order.
+    in_flight: std::collections::VecDeque<(Instant, BytesMut)>,
+    dropped: u64,
+}
+
+impl Default for Downlink {
+    fn default() -> Self {
+        Self { rate_bps: 0, queue: Duration::from_millis(100), free_at: None, in_flight: Default::default(), dropped: 0 }
+    }
+}
+
+impl Downlink {
+    fn push(&mut self, now: Instant, data: BytesMut) {
+        let start = self.free_at.map_or(now, |f| f.max(now));
+        if self.rate_bps == 0 {
+            self.in_flight.push_back((start, data));
+            return;
+        }
+        if start.duration_since(now) > self.queue {
+            self.dropped += 1;
+            return;
+        }
+        let done = start + Duration::from_secs_f64(data.len() as f64 * 8.0 / self.rate_bps as f64);
+        self.free_at = Some(done);
+        self.in_flight.push_back((done, data));
+    }
+
+    fn due(&mut self, now: Instant) -> Option<BytesMut> {
+        if self.in_flight.front().is_some_and(|(t, _)| *t <= now) { self.in_flight.pop_front().map(|(_, d)| d) } else { None }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.in_flight.front().map(|(t, _)| *t)
+    }
+}
+
 struct Client {
     id: ParticipantId,
     addr: SocketAddr,
     pc: RTCPeerConnection,
+    downlink: Downlink,
     connected: Option<Instant>,
     encoder: Option<Encoder>,
     /// Video received: (when, ssrc, sequence number, layer, keyframe start).
@@ -151,7 +195,15 @@ impl Sim {
         let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().expect("address");
         let id = ParticipantId::next();
         self.core.command(Command::AddParticipant { participant: id }, self.now);
-        self.clients.push(Client { id, addr, pc: client_pc(addr, self.now), connected: None, encoder: None, video: Vec::new() });
+        self.clients.push(Client {
+            id,
+            addr,
+            pc: client_pc(addr, self.now),
+            downlink: Downlink::default(),
+            connected: None,
+            encoder: None,
+            video: Vec::new(),
+        });
         n
     }
 
@@ -261,7 +313,13 @@ impl Sim {
             for (to, data) in self.core.out.transmit.drain() {
                 busy = true;
                 let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) else { continue };
-                let _ = c.pc.handle_read(TaggedBytesMut { now: self.now, transport: ctx(c.addr, self.server), message: data });
+                c.downlink.push(self.now, data);
+            }
+            for c in &mut self.clients {
+                while let Some(data) = c.downlink.due(self.now) {
+                    busy = true;
+                    let _ = c.pc.handle_read(TaggedBytesMut { now: self.now, transport: ctx(c.addr, self.server), message: data });
+                }
             }
             for i in 0..self.clients.len() {
                 busy |= self.pump_client(i);
@@ -407,6 +465,9 @@ impl Sim {
                 }
                 if let Some(e) = c.encoder.as_ref().filter(|_| c.connected.is_some()) {
                     next = next.min(e.next_frame);
+                }
+                if let Some(t) = c.downlink.next() {
+                    next = next.min(t);
                 }
             }
             self.now = self.now.max(next);
@@ -631,4 +692,125 @@ fn a_viewer_that_has_not_said_its_size_raises_demand_after_the_grace() {
     let after = up.duration_since(joined);
     assert!(after >= crate::forward::forwarder::DEMAND_GRACE, "demand rose {after:?} after joining");
     assert!(after <= crate::forward::forwarder::DEMAND_GRACE + Duration::from_millis(300), "demand rose {after:?} after joining");
+}
+
+/// The audio-only fallback in virtual time, through a real bottleneck: a viewer of the low layer
+/// (about 100 kbit/s) behind a 50 kbit/s link has its video paused `enter` after its estimate
+/// fell below the layer, told once; probes go on meanwhile; when the link is lifted they find
+/// the room, and video resumes `leave_hold` later from a keyframe asked for at once, on the
+/// same SSRC, told once.
+#[test]
+fn a_viewer_that_cannot_carry_the_lowest_layer_gets_audio_only_then_video_again() {
+    let policy = crate::forward::fallback::FallbackPolicy::default();
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(30));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track, Some(180));
+    sim.run_for(Duration::from_secs(3));
+    let vid = sim.clients[v].id;
+    let audio_only = |sim: &Sim| -> Vec<(Instant, bool)> {
+        sim.events_to(v)
+            .filter_map(|(t, e)| match e {
+                SfuEvent::AudioOnly(a) => Some((t, *a)),
+                _ => None,
+            })
+            .collect()
+    };
+    let stats = |sim: &mut Sim| sim.core.subscriber_stats(vid);
+    assert!(!sim.clients[v].video.is_empty(), "video flows before the limit");
+    assert_eq!(audio_only(&sim), vec![], "no fallback on an open path");
+
+    sim.clients[v].downlink.rate_bps = 50_000;
+    let limited = sim.now;
+    sim.run_for(Duration::from_secs(8));
+    let changes = audio_only(&sim);
+    assert_eq!(changes.len(), 1, "told once: {changes:?}");
+    let (entered, active) = changes[0];
+    assert!(active);
+    let took = entered.duration_since(limited);
+    eprintln!("50 kbit/s: audio only {took:?} after the limit; {:?}", stats(&mut sim));
+    assert!(took >= policy.enter && took <= policy.enter + Duration::from_secs(2), "audio only {took:?} after the limit");
+    assert!(stats(&mut sim).audio_only);
+    assert_eq!(stats(&mut sim).tracks[0].layer, None, "no layer forwarded while paused");
+    // Nothing more is forwarded (probes resend the last packets sent before the pause).
+    let forwarded = |sim: &mut Sim| sim.core.subscriber_stats(vid).tracks[0].packets;
+    let (forwarded_paused, probes_paused) = (forwarded(&mut sim), stats(&mut sim).path.map_or(0, |p| p.probes));
+    let seen: std::collections::HashSet<u16> = sim.clients[v].video.iter().map(|x| x.2).collect();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(forwarded(&mut sim), forwarded_paused, "no video forwarded while audio only");
+    let probes_later = stats(&mut sim).path.map_or(0, |p| p.probes);
+    assert!(probes_later > probes_paused, "probing goes on while video is paused ({probes_paused} → {probes_later})");
+    assert_eq!(audio_only(&sim).len(), 1, "stays audio only while the link is narrow");
+
+    let last_before = sim.clients[v].video.last().map(|x| x.2).expect("video before");
+    sim.clients[v].downlink.rate_bps = 0;
+    let lifted = sim.now;
+    sim.run_for(Duration::from_secs(10));
+    let changes = audio_only(&sim);
+    assert_eq!(changes.len(), 2, "told once more: {changes:?}");
+    let (resumed, active) = changes[1];
+    assert!(!active);
+    let took = resumed.duration_since(lifted);
+    eprintln!("limit lifted: video again {took:?} after; {:?}", stats(&mut sim));
+    assert!(took >= policy.leave_hold && took <= Duration::from_secs(8), "video resumed {took:?} after the limit was lifted");
+    let video = &sim.clients[v].video;
+    let first = video.iter().find(|x| x.0 >= resumed && !seen.contains(&x.2) && x.4).expect("video flows again");
+    assert!(first.4, "the resumed stream starts at a keyframe");
+    assert!(
+        first.0.duration_since(resumed) <= Duration::from_millis(100),
+        "first frame {:?} after resuming",
+        first.0.duration_since(resumed)
+    );
+    let ssrcs: std::collections::HashSet<u32> = video.iter().map(|x| x.1).collect();
+    assert_eq!(ssrcs.len(), 1, "one SSRC across the pause");
+    // Sequence numbers go on from where they stopped (the tail lost in the queue aside).
+    let gap = first.2.wrapping_sub(last_before);
+    assert!((1..40).contains(&gap), "sequence numbers continue across the pause (+{gap})");
+    // From there on one stream. Late repairs of packets lost before the pause, and a probe's
+    // copies of packets the viewer has, are not part of it.
+    let mut once = std::collections::HashSet::new();
+    let after: Vec<_> =
+        video.iter().filter(|x| x.0 >= first.0 && x.2.wrapping_sub(first.2) < 0x8000 && once.insert(x.2)).cloned().collect();
+    assert!(after.len() > 100, "video flows after resuming ({} packets)", after.len());
+    assert_contiguous(&after);
+    assert!(!stats(&mut sim).audio_only);
+}
+
+/// Switched off for a viewer, the rule never pauses it; switched off while paused, video
+/// resumes at once.
+#[test]
+fn the_fallback_can_be_switched_off_per_viewer() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(30));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    let a = sim.subscriber(track.clone(), Some(180));
+    let b = sim.subscriber(track, Some(180));
+    let (aid, bid) = (sim.clients[a].id, sim.clients[b].id);
+    sim.core.command(Command::AudioOnlyFallback { participant: bid, enabled: false }, sim.now);
+    sim.run_for(Duration::from_secs(3));
+    sim.clients[a].downlink.rate_bps = 50_000;
+    sim.clients[b].downlink.rate_bps = 50_000;
+    sim.run_for(Duration::from_secs(8));
+    let told = |sim: &Sim, id: ParticipantId| -> Vec<bool> {
+        sim.events
+            .iter()
+            .filter(|(_, p, _)| *p == id)
+            .filter_map(|(_, _, e)| if let SfuEvent::AudioOnly(x) = e { Some(*x) } else { None })
+            .collect()
+    };
+    assert_eq!(told(&sim, aid), vec![true]);
+    assert_eq!(told(&sim, bid), Vec::<bool>::new(), "switched off: never paused");
+    let b_before = sim.clients[b].video.len();
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.clients[b].video.len() > b_before, "its video keeps flowing");
+    // Off while paused: resumed at once, from a keyframe.
+    let off = sim.now;
+    let a_before = sim.clients[a].video.len();
+    sim.core.command(Command::AudioOnlyFallback { participant: aid, enabled: false }, off);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(told(&sim, aid), vec![true, false]);
+    let first = sim.clients[a].video[a_before..].iter().find(|x| x.4).expect("a keyframe after resuming");
+    assert!(first.0.duration_since(off) <= Duration::from_millis(200), "{:?}", first.0.duration_since(off));
 }

@@ -11,6 +11,7 @@ impl Core {
         SubscriberStats {
             bandwidth_bps: s.bandwidth_estimate().map(|b| b as u64),
             twcc_feedback: s.twcc_feedback(),
+            audio_only: s.audio_only(),
             path: s.path_stats().map(|(q, loss, probes)| PathStats { queue_delay_ms: q.as_secs_f64() * 1000.0, loss, probes }),
             tracks: s.forwarders.values().map(|sub| sub.forwarder.stats()).collect(),
         }
