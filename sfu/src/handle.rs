@@ -242,6 +242,13 @@ impl Sfu {
         self.command(participant, Command::StopPublishing { participant }, None)
     }
 
+    /// Ask the publisher of `track` for a keyframe of every layer it sends (throttled per layer).
+    pub fn request_keyframes(&self, track: TrackId) {
+        if let Some(w) = self.shared.plane.owner(track) {
+            let _ = self.control(w, WorkerMsg::Input(Input::KeyframeRequest(track, crate::worker::keyframes::ALL_LAYERS)));
+        }
+    }
+
     /// Ask the publisher of `track` for a keyframe of `layer` (throttled).
     pub fn request_keyframe(&self, track: TrackId, layer: u8) {
         if let Some(w) = self.shared.plane.owner(track) {

@@ -540,6 +540,10 @@ pub enum ServerMsg {
     RemovedFromStage {
         by_host: bool,
     },
+    /// The host made the room live with another profile than the one you joined with.
+    LiveProfile {
+        profile: Box<crate::profiles::ProfileView>,
+    },
     /// To a viewer: video paused because your connection cannot carry the lowest layer (`active`:
     /// audio only now), or back (`active: false`). `reason`: `bandwidth`.
     AudioOnly {

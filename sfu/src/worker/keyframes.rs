@@ -11,6 +11,10 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// The layer that means "every layer the track has" in a keyframe request (a live profile's
+/// key-frame interval asks for all of them, one PLI each).
+pub(crate) const ALL_LAYERS: u8 = u8::MAX;
+
 /// A video subscriber still waiting for its first keyframe asks again this often.
 pub(crate) const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 
@@ -35,6 +39,20 @@ impl Core {
     /// Throttled PLI toward the publisher of `track` (which lives on this worker), for the
     /// encoding of `layer` (or the nearest one it sends).
     pub fn keyframe_request(&mut self, track: TrackId, layer: u8, now: Instant) {
+        if layer == ALL_LAYERS {
+            let Some(publisher) = self.router.published.get(&track).map(|p| p.publisher) else { return };
+            let layers: Vec<u8> = self
+                .participants
+                .get(&publisher)
+                .and_then(|p| p.publisher.as_ref())
+                .and_then(|s| s.published.values().find(|t| t.id == track))
+                .map(|t| t.layers.iter().map(|l| l.layer).collect())
+                .unwrap_or_default();
+            for l in layers {
+                self.keyframe_request(track, l, now);
+            }
+            return;
+        }
         let throttle = self.plane.config.pli_throttle;
         let Some(publisher) = self.router.published.get(&track).map(|p| p.publisher) else { return };
         let key = SessionKey { participant: publisher, role: SessionRole::Publisher };

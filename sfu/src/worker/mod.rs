@@ -15,7 +15,7 @@
 
 pub(crate) mod core;
 mod dynacast;
-mod keyframes;
+pub(crate) mod keyframes;
 mod liveness;
 pub(crate) mod msg;
 mod participants;

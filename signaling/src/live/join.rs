@@ -107,6 +107,15 @@ pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, eve
         lock(&room).leave(id, "server busy");
         return Err(e.into());
     }
+    // The live's profile says whether a viewer short of bandwidth falls back to audio only (the
+    // SFU's default is on); a profile set by this join applies to those who came before too.
+    let fallback = snapshot.profile.profile.audio_only_fallback;
+    let everyone = std::iter::once(id).chain(snapshot.earlier.iter().copied());
+    for p in everyone.filter(|p| !fallback || *p != id) {
+        if let Err(e) = app.sfu.set_audio_only_fallback(p, fallback) {
+            tracing::warn!(participant = %p, "audio-only fallback: {e}");
+        }
+    }
     Ok(Joined { id, room, snapshot })
 }
 

@@ -67,6 +67,8 @@ pub struct JoinSnapshot {
     pub subscribe: Vec<TrackInfo>,
     pub chat: ChatSnapshot,
     pub profile: ProfileView,
+    /// When this join set the live's profile: the members who joined under the default one.
+    pub earlier: Vec<ParticipantId>,
 }
 
 fn view(t: &Track) -> TrackView {
@@ -120,7 +122,10 @@ impl Room {
     /// last asked for key frames.
     pub fn keyframes_due(&mut self, now: Instant) -> Vec<TrackId> {
         let every = self.profile.profile.keyframe_interval_secs;
-        if every == 0 || !self.is_live() || now.duration_since(self.keyframes_asked) < Duration::from_secs(every as u64) {
+        // The caller ticks every second, give or take: a quarter second of slack keeps a 1 s tick
+        // from skipping every other interval.
+        let slack = Duration::from_millis(250);
+        if every == 0 || !self.is_live() || now.duration_since(self.keyframes_asked) + slack < Duration::from_secs(every as u64) {
             return Vec::new();
         }
         self.keyframes_asked = now;
@@ -269,13 +274,18 @@ impl Room {
         }
         let me = ParticipantInfo { id, identity: claims.identity.clone(), name: claims.name.clone(), role, kind };
         let went_live = claims.role == Role::Host && self.state == RoomState::Waiting;
-        if went_live && let Some(name) = &claims.profile {
+        let mut profile_changed = false;
+        if went_live
+            && let Some(name) = &claims.profile
+            && *name != self.profile.name
+        {
             let profile = self
                 .profiles
                 .get(name)
                 .cloned()
                 .ok_or_else(|| AppError::new(ErrorCode::TokenInvalidClaims, format!("no live profile {name:?}")))?;
             self.profile = ProfileView { name: name.clone(), profile };
+            profile_changed = true;
         }
         if went_live {
             self.state = RoomState::Live;
@@ -285,6 +295,10 @@ impl Room {
         self.members.insert(id, Member { info: me.clone(), token_role: claims.role, outbox });
         self.empty_since = None;
         self.broadcast(ServerMsg::ParticipantJoined { participant: me.clone() }, Some(id));
+        if profile_changed {
+            // Those who came before the host joined with the default profile.
+            self.broadcast(ServerMsg::LiveProfile { profile: Box::new(self.profile.clone()) }, Some(id));
+        }
         if resumed {
             tracing::info!(room = %self.name, "the host is back: the live resumes");
             self.broadcast(ServerMsg::HostStatus { state: HostState::Back, grace_secs: None }, Some(id));
@@ -298,6 +312,7 @@ impl Room {
             subscribe: self.tracks.values().map(|t| t.info.clone()).collect(),
             chat: super::chat::snapshot(&self.chat, &claims.identity, role),
             profile: self.profile.clone(),
+            earlier: if profile_changed { self.members.keys().copied().filter(|m| *m != id).collect() } else { Vec::new() },
         })
     }
 
@@ -526,10 +541,7 @@ impl Rooms {
         for room in self.all() {
             let due = lock(&room).keyframes_due(now);
             for track in due {
-                for layer in 0..3u8 {
-                    // q, h, f: a track without simulcast has only layer 0; the others are ignored.
-                    sfu.request_keyframe(track, layer);
-                }
+                sfu.request_keyframes(track);
             }
         }
     }

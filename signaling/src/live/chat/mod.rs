@@ -372,9 +372,9 @@ pub async fn resolve_report(ctx: &Ctx<'_>, id: i64, action: ReportAction) -> Res
 pub fn moderation_state(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
     let r = lock(ctx.room);
     staff_only(r.role_of(ctx.id).unwrap_or(Role::Viewer), "see who is moderated")?;
-    let (moderators, banned, restricted, timed_out) = r.chat.standing(unix_ms());
-    let timed_out = timed_out.into_iter().map(|(identity, until)| TimedOut { identity, until }).collect();
-    Ok(ServerMsg::ModerationState { moderators, banned, restricted, timed_out })
+    let s = r.chat.standing(unix_ms());
+    let timed_out = s.timed_out.into_iter().map(|(identity, until)| TimedOut { identity, until }).collect();
+    Ok(ServerMsg::ModerationState { moderators: s.moderators, banned: s.banned, restricted: s.restricted, timed_out })
 }
 
 /// `get_audit_log`: host only.

@@ -71,6 +71,17 @@ pub struct Conversation {
     pace: HashMap<String, Pace>,
 }
 
+/// Identities by standing in one live.
+#[derive(Debug, Default)]
+pub struct Standing {
+    /// Appointed by the host.
+    pub moderators: Vec<String>,
+    pub banned: Vec<String>,
+    pub restricted: Vec<String>,
+    /// (identity, until unix ms).
+    pub timed_out: Vec<(String, i64)>,
+}
+
 /// Whether a role moderates by itself (the host always; a moderator unless demoted).
 pub fn moderates(role: Role) -> bool {
     matches!(role, Role::Host | Role::Moderator)
@@ -120,28 +131,27 @@ impl Conversation {
         self.flags.entry(identity.to_owned()).or_default().apply(flag);
     }
 
-    /// Every identity with a standing, by kind, sorted: (appointed moderators, banned,
-    /// restricted, timed out until `now_ms` and later).
-    pub fn standing(&self, now_ms: i64) -> (Vec<String>, Vec<String>, Vec<String>, Vec<(String, i64)>) {
-        let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    /// Every identity with a standing, by kind, sorted (time-outs still running at `now_ms`).
+    pub fn standing(&self, now_ms: i64) -> Standing {
+        let mut out = Standing::default();
         for (who, f) in &self.flags {
             if f.moderator == Some(true) {
-                out.0.push(who.clone());
+                out.moderators.push(who.clone());
             }
             if f.banned {
-                out.1.push(who.clone());
+                out.banned.push(who.clone());
             }
             if f.restricted {
-                out.2.push(who.clone());
+                out.restricted.push(who.clone());
             }
             if let Some(until) = f.timeout_until.filter(|&u| u > now_ms) {
-                out.3.push((who.clone(), until));
+                out.timed_out.push((who.clone(), until));
             }
         }
-        out.0.sort();
-        out.1.sort();
-        out.2.sort();
-        out.3.sort();
+        out.moderators.sort();
+        out.banned.sort();
+        out.restricted.sort();
+        out.timed_out.sort();
         out
     }
 
