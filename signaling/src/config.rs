@@ -62,6 +62,9 @@ pub struct ChatConfig {
     pub user_reactions_per_sec: u32,
     /// Reactions are added up per room and sent every this many milliseconds.
     pub reaction_window_ms: u64,
+    /// Comments (and deletions) are sent to a room's members every this many milliseconds, all
+    /// that came in together: each viewer's connection then wakes and writes once for several.
+    pub fanout_ms: u64,
     /// Longest slow mode a moderator may set, in seconds.
     pub max_slow_mode_secs: u32,
     /// Longest time-out, in minutes.
@@ -84,6 +87,7 @@ impl Default for ChatConfig {
             room_comment_burst: 200,
             user_reactions_per_sec: 20,
             reaction_window_ms: 250,
+            fanout_ms: 100,
             max_slow_mode_secs: 300,
             max_timeout_minutes: 24 * 60,
             max_open_reports: 1000,
@@ -424,6 +428,9 @@ impl Config {
             || chat.room_comment_burst == 0
         {
             anyhow::bail!("chat: comment rates and bursts must be positive");
+        }
+        if !(1..=1000).contains(&chat.fanout_ms) {
+            anyhow::bail!("chat.fanout_ms must be 1..=1000");
         }
         if !(50..=5000).contains(&chat.reaction_window_ms) || chat.user_reactions_per_sec == 0 || chat.max_timeout_minutes == 0 {
             anyhow::bail!("chat: reaction_window_ms 50..=5000, user_reactions_per_sec and max_timeout_minutes ≥ 1");

@@ -143,11 +143,25 @@ impl Server {
         let (shutdown, mut rx) = tokio::sync::watch::channel(false);
         let (rooms, store, sfu) = (state.rooms.clone(), state.store.clone(), state.sfu.clone());
         let mut reaper_rx = rx.clone();
+        // The conversation's fan-out on its own task: the store's awaits below never delay it.
+        let (fanout_rooms, mut fanout_rx) = (state.rooms.clone(), rx.clone());
+        let fanout_every = Duration::from_millis(state.config.chat.fanout_ms);
+        tokio::spawn(async move {
+            let mut fanout = tokio::time::interval(fanout_every);
+            fanout.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = fanout.tick() => fanout_rooms.flush_chat(),
+                    _ = fanout_rx.changed() => break,
+                }
+            }
+        });
         let window = Duration::from_millis(state.config.chat.reaction_window_ms);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             let mut reactions = tokio::time::interval(window);
             reactions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
             loop {
                 tokio::select! {
                     _ = every.tick() => {
@@ -195,6 +209,7 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
         // The last reaction window is kept too.
         live::chat::flush_reactions(&self.state.rooms, &self.state.store).await;
+        self.state.rooms.flush_chat();
         self.state.store.close().await;
         let sfu = self.state.sfu.clone();
         let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;

@@ -8,6 +8,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
 use crate::live::dispatch::{Outcome, dispatch};
 use crate::live::join::{self, Pass, Seat};
+use crate::live::room::Out;
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::transport::limits::{Admit, Heartbeat, Limits};
 use crate::transport::websocket::{
@@ -19,6 +20,8 @@ use tokio::sync::mpsc;
 
 /// Room broadcasts and SFU events queued for one connection.
 const QUEUE: usize = 512;
+/// Queued room messages written with one flush, at most.
+const BATCH: usize = 64;
 
 async fn send(socket: &mut Socket, msg: &ServerMsg) -> bool {
     socket.send_json(msg).await
@@ -116,7 +119,7 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
             return;
         }
     };
-    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(QUEUE);
     let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(QUEUE);
     let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx).await {
         Ok(j) => j,
@@ -174,7 +177,7 @@ impl Connection<'_> {
     async fn serve(
         &mut self,
         socket: &mut Socket,
-        out_rx: &mut mpsc::Receiver<ServerMsg>,
+        out_rx: &mut mpsc::Receiver<Out>,
         ev_rx: &mut mpsc::Receiver<SfuEvent>,
     ) -> (String, Option<u16>) {
         let mut heartbeat = Heartbeat::new(Duration::from_secs(self.ctx.app.config.limits.idle_timeout_secs), Instant::now());
@@ -197,13 +200,25 @@ impl Connection<'_> {
                         }
                     }
                 }
-                Some(msg) = out_rx.recv() => {
-                    let close = match &msg {
-                        ServerMsg::RoomEnded { .. } => Some((CLOSE_NORMAL, "room ended")),
-                        ServerMsg::Kicked { .. } => Some((CLOSE_KICKED, "banned")),
-                        _ => None,
-                    };
-                    if !send(socket, &msg).await { return ("connection lost".into(), None); }
+                Some(first) = out_rx.recv() => {
+                    // Write out everything already queued (a fan-out tick's comments, say) with
+                    // one flush: one wake-up and one write for the lot.
+                    let mut next = Some(first);
+                    let mut close = None;
+                    let mut sent = 0;
+                    while let Some(out) = next.take() {
+                        close = match &*out.msg {
+                            ServerMsg::RoomEnded { .. } => Some((CLOSE_NORMAL, "room ended")),
+                            ServerMsg::Kicked { .. } => Some((CLOSE_KICKED, "banned")),
+                            _ => None,
+                        };
+                        if !socket.feed(out.text).await { return ("connection lost".into(), None); }
+                        sent += 1;
+                        if close.is_none() && sent < BATCH {
+                            next = out_rx.try_recv().ok();
+                        }
+                    }
+                    if !socket.flush().await { return ("connection lost".into(), None); }
                     match close {
                         Some((code, reason)) => Flow::Close(code, reason.into()),
                         None => Flow::Continue,

@@ -11,6 +11,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::profiles::{Profile, ProfileView};
 use crate::protocol::{ChatSnapshot, HostState, ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
 use crate::store::Store;
+use crate::transport::websocket::Text;
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -18,8 +19,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+/// One message on its way to members: the message itself (for whoever looks at it: the
+/// connection closes after `room_ended`, a studio feed ends) and its JSON text, made once
+/// however many members get it.
+#[derive(Clone, Debug)]
+pub struct Out {
+    pub msg: Arc<ServerMsg>,
+    pub text: Text,
+}
+
+impl Out {
+    /// Serialise `msg` once. `None` (logged) only if it does not serialise, which would be a bug.
+    pub fn new(msg: ServerMsg) -> Option<Out> {
+        match serde_json::to_string(&msg) {
+            Ok(text) => Some(Out { msg: Arc::new(msg), text: text.into() }),
+            Err(e) => {
+                tracing::error!("serialising a message: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// Outgoing queue of one member's WebSocket.
-pub type Outbox = mpsc::Sender<ServerMsg>;
+pub type Outbox = mpsc::Sender<Out>;
 
 struct Member {
     info: ParticipantInfo,
@@ -54,6 +77,8 @@ pub struct Room {
     keyframes_asked: Instant,
     /// The live's conversation (comments, reactions, moderation).
     pub chat: Conversation,
+    /// Conversation messages waiting for the next fan-out tick.
+    chat_queue: Vec<Out>,
 }
 
 /// What a joining participant learns.
@@ -84,6 +109,7 @@ impl Room {
         let profile = ProfileView { name: config.profile.clone(), profile: profiles.get(&config.profile).cloned().unwrap_or_default() };
         Self {
             chat,
+            chat_queue: Vec::new(),
             profile,
             profiles,
             keyframes_asked: Instant::now(),
@@ -144,15 +170,23 @@ impl Room {
         self.members.is_empty()
     }
 
-    fn broadcast(&self, msg: ServerMsg, except: Option<ParticipantId>) {
+    /// Send `msg` (serialised once) to the members `to` picks. A full outbox drops it for that
+    /// member only: one slow client never stalls a room.
+    fn send_where(&self, msg: ServerMsg, to: impl Fn(&Member) -> bool) {
+        let Some(out) = Out::new(msg) else { return };
+        self.send_out(&out, to);
+    }
+
+    fn send_out(&self, out: &Out, to: impl Fn(&Member) -> bool) {
         for (id, m) in &self.members {
-            if Some(*id) == except {
-                continue;
-            }
-            if m.outbox.try_send(msg.clone()).is_err() {
+            if to(m) && m.outbox.try_send(out.clone()).is_err() {
                 tracing::warn!(room = %self.name, participant = %id, "outbox full or closed; message dropped");
             }
         }
+    }
+
+    fn broadcast(&self, msg: ServerMsg, except: Option<ParticipantId>) {
+        self.send_where(msg, |m| Some(m.info.id) != except);
     }
 
     /// Send to every member.
@@ -160,11 +194,25 @@ impl Room {
         self.broadcast(msg, None);
     }
 
+    /// Queue a message of the conversation for everyone: the room's chat queue goes out every
+    /// `chat.fanout_ms` (`flush_chat`), so each member's connection wakes and writes once for
+    /// several comments instead of once per comment. Order within the queue is kept.
+    pub fn queue_chat(&mut self, msg: ServerMsg) {
+        if let Some(out) = Out::new(msg) {
+            self.chat_queue.push(out);
+        }
+    }
+
+    /// Send the queued conversation messages to every member, in order.
+    pub fn flush_chat(&mut self) {
+        for out in std::mem::take(&mut self.chat_queue) {
+            self.send_out(&out, |_| true);
+        }
+    }
+
     /// Send to the members with this role (studio notices go to hosts).
     pub fn send_to_role(&self, role: Role, msg: ServerMsg) {
-        for m in self.members.values().filter(|m| m.info.role == role) {
-            let _ = m.outbox.try_send(msg.clone());
-        }
+        self.send_where(msg, |m| m.info.role == role);
     }
 
     pub fn role_of(&self, id: ParticipantId) -> Option<Role> {
@@ -182,23 +230,17 @@ impl Room {
 
     /// Send to every connection of `identity`.
     pub fn send_to_identity(&self, identity: &str, msg: &ServerMsg) {
-        for m in self.members.values().filter(|m| m.info.identity == identity) {
-            let _ = m.outbox.try_send(msg.clone());
-        }
+        self.send_where(msg.clone(), |m| m.info.identity == identity);
     }
 
     /// Send to the host and everyone seated on stage.
     pub fn send_to_stage(&self, msg: ServerMsg) {
-        for m in self.members.values().filter(|m| m.info.role == Role::Host || self.stage.is_seated(m.info.id)) {
-            let _ = m.outbox.try_send(msg.clone());
-        }
+        self.send_where(msg, |m| m.info.role == Role::Host || self.stage.is_seated(m.info.id));
     }
 
     /// Send to the host and the moderators.
     pub fn send_to_staff(&self, msg: &ServerMsg) {
-        for m in self.members.values().filter(|m| super::chat::moderates(m.info.role)) {
-            let _ = m.outbox.try_send(msg.clone());
-        }
+        self.send_where(msg.clone(), |m| super::chat::moderates(m.info.role));
     }
 
     /// Re-derive the role of every connection of `identity` (its token's, then the stage's
@@ -223,9 +265,7 @@ impl Room {
 
     /// Send to one member.
     pub fn send_to(&self, id: ParticipantId, msg: ServerMsg) {
-        if let Some(m) = self.members.get(&id) {
-            let _ = m.outbox.try_send(msg);
-        }
+        self.send_where(msg, |m| m.info.id == id);
     }
 
     /// Whether the stage is open: live, or held for its host.
@@ -251,9 +291,7 @@ impl Room {
         let requests: Vec<ParticipantInfo> =
             self.stage.requests().iter().filter_map(|id| self.members.get(id).map(|m| m.info.clone())).collect();
         let msg = ServerMsg::StageRequests { requests, moderators_manage: self.stage.moderators_manage };
-        for m in self.members.values().filter(|m| self.manages_stage(m.info.role)) {
-            let _ = m.outbox.try_send(msg.clone());
-        }
+        self.send_where(msg, |m| self.manages_stage(m.info.role));
     }
     /// Enter the room. The host's arrival makes a waiting room live.
     pub fn join(&mut self, id: ParticipantId, claims: &Claims, kind: ParticipantKind, outbox: Outbox) -> Result<JoinSnapshot, AppError> {
@@ -464,6 +502,8 @@ pub struct Rooms {
     chat: Arc<ChatConfig>,
     default_words: Arc<Vec<String>>,
     profiles: Arc<BTreeMap<String, Profile>>,
+    /// Rooms whose chat queue has messages for the next fan-out tick.
+    chat_dirty: Mutex<std::collections::HashSet<String>>,
     /// Held while a room is opened from the store or closed into it, so a room's live is never
     /// created twice or reopened while it is being ended. An async mutex: it is held across the
     /// store's awaits, and no other lock is taken inside it except a room's, briefly.
@@ -483,7 +523,15 @@ impl Rooms {
         default_words: Arc<Vec<String>>,
         profiles: Arc<BTreeMap<String, Profile>>,
     ) -> Self {
-        Self { map: DashMap::new(), config, chat, default_words, profiles, opening: tokio::sync::Mutex::new(()) }
+        Self {
+            map: DashMap::new(),
+            config,
+            chat,
+            default_words,
+            profiles,
+            chat_dirty: Mutex::new(Default::default()),
+            opening: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The room `name`, opened with its live from the store when it is not running (after a
@@ -546,6 +594,22 @@ impl Rooms {
         }
     }
 
+    /// `room` queued conversation messages: send them at the next fan-out tick. Called with no
+    /// room lock held (this set's lock is taken alone).
+    pub fn mark_chat(&self, room: &str) {
+        self.chat_dirty.lock().unwrap_or_else(|p| p.into_inner()).insert(room.to_owned());
+    }
+
+    /// The fan-out tick: every room that queued conversation messages sends them.
+    pub fn flush_chat(&self) {
+        let dirty = std::mem::take(&mut *self.chat_dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        for name in dirty {
+            if let Some(room) = self.get(&name) {
+                lock(&room).flush_chat();
+            }
+        }
+    }
+
     /// Every running room.
     pub fn all(&self) -> Vec<Arc<Mutex<Room>>> {
         self.map.iter().map(|r| r.value().clone()).collect()
@@ -604,7 +668,8 @@ mod tests {
         let me = room.join(host, &claims("h", Role::Host), ParticipantKind::User, host_tx).unwrap().me;
         assert_eq!(me.kind, ParticipantKind::User);
         room.join(feed, &claims("studio:k1", Role::Cohost), ParticipantKind::Studio, tx.clone()).unwrap();
-        let Ok(ServerMsg::ParticipantJoined { participant }) = host_rx.try_recv() else { panic!("participant_joined first") };
+        let first = host_rx.try_recv().map(|o| (*o.msg).clone());
+        let Ok(ServerMsg::ParticipantJoined { participant }) = first else { panic!("participant_joined first") };
         assert_eq!((participant.identity.as_str(), participant.kind), ("studio:k1", ParticipantKind::Studio));
         let late = room.join(ParticipantId::next(), &claims("v", Role::Viewer), ParticipantKind::User, tx).unwrap();
         let kinds: BTreeMap<String, ParticipantKind> = late.participants.into_iter().map(|p| (p.identity, p.kind)).collect();

@@ -44,6 +44,9 @@ pub const LINGER_BYTES: usize = 4 * HARD_MESSAGE_CAP;
 
 type Stream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// A text message ready to send, cheap to clone (one serialisation, many connections).
+pub type Text = Utf8Bytes;
+
 /// One upgraded WebSocket connection.
 pub struct Socket {
     inner: Stream,
@@ -83,6 +86,16 @@ impl Socket {
                 false
             }
         }
+    }
+
+    /// Queue a text message without writing it out yet; `flush` writes everything queued in
+    /// one go. False when the connection is gone.
+    pub async fn feed(&mut self, text: Text) -> bool {
+        self.inner.feed(Message::Text(text)).await.is_ok()
+    }
+
+    pub async fn flush(&mut self) -> bool {
+        self.inner.flush().await.is_ok()
     }
 
     pub async fn ping(&mut self) -> bool {

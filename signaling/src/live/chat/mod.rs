@@ -107,16 +107,22 @@ pub async fn comment(ctx: &Ctx<'_>, raw: String) -> Result<(), AppError> {
         (row, r.chat.live_id.clone())
     };
     ctx.app.store.add_comment(&live, &row).await?;
-    let mut r = lock(ctx.room);
-    let msg = ServerMsg::Comment { comment: view(&row) };
-    if row.visibility == Visibility::Public {
-        r.broadcast_all(msg);
-    } else {
-        // Shadowed: its author sees it as sent, nobody else sees anything.
-        tracing::debug!(room = %r.name, identity = %row.identity, visibility = ?row.visibility, "comment hidden");
-        r.send_to_identity(&row.identity, &msg);
+    let public = row.visibility == Visibility::Public;
+    {
+        let mut r = lock(ctx.room);
+        let msg = ServerMsg::Comment { comment: view(&row) };
+        if public {
+            r.queue_chat(msg);
+        } else {
+            // Shadowed: its author sees it as sent, nobody else sees anything.
+            tracing::debug!(room = %r.name, identity = %row.identity, visibility = ?row.visibility, "comment hidden");
+            r.send_to_identity(&row.identity, &msg);
+        }
+        r.chat.push(row);
     }
-    r.chat.push(row);
+    if public {
+        ctx.app.rooms.mark_chat(&ctx.claims.room);
+    }
     Ok(())
 }
 
@@ -136,12 +142,16 @@ async fn remove_comment(ctx: &Ctx<'_>, live: &str, id: i64) -> Result<(), AppErr
         // Someone deleted it a moment ago: they told everyone.
         return Err(AppError::new(ErrorCode::NotFound, "no such comment"));
     }
-    let mut r = lock(ctx.room);
-    r.chat.remove(id);
-    r.broadcast_all(ServerMsg::CommentDeleted { id });
-    for report in r.chat.close_reports(None, Some(id)) {
-        r.send_to_staff(&ServerMsg::ReportResolved { id: report.id, resolution: "deleted".into() });
+    {
+        let mut r = lock(ctx.room);
+        r.chat.remove(id);
+        // Through the chat queue, so it cannot overtake the comment it deletes.
+        r.queue_chat(ServerMsg::CommentDeleted { id });
+        for report in r.chat.close_reports(None, Some(id)) {
+            r.send_to_staff(&ServerMsg::ReportResolved { id: report.id, resolution: "deleted".into() });
+        }
     }
+    ctx.app.rooms.mark_chat(&ctx.claims.room);
     Ok(())
 }
 
@@ -386,17 +396,22 @@ pub async fn audit_log(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
     Ok(ServerMsg::AuditLog { entries: ctx.app.store.audit_log(&live, AUDIT_PAGE).await? })
 }
 
-/// One reaction window for every room: send each room's sums (if any) to its members, then
-/// add them to the live's totals in the store.
+/// One reaction window for every room: queue each room's sums (if any) for its members (the
+/// next fan-out tick sends them with the comments), then add them to the live's totals in the
+/// store.
 pub async fn flush_reactions(rooms: &Rooms, store: &Store) {
     let mut sums = Vec::new();
     for room in rooms.all() {
-        let mut r = lock(&room);
-        if let Some(counts) = r.chat.take_window() {
+        let name = {
+            let mut r = lock(&room);
+            let Some(counts) = r.chat.take_window() else { continue };
             let totals = r.chat.totals().clone();
             sums.push((r.chat.live_id.clone(), counts.iter().map(|(e, n)| (e.clone(), *n)).collect::<Vec<_>>()));
-            r.broadcast_all(ServerMsg::Reactions { counts, totals });
-        }
+            // With the comments of the next fan-out tick: one write per viewer for both.
+            r.queue_chat(ServerMsg::Reactions { counts, totals });
+            r.name.clone()
+        };
+        rooms.mark_chat(&name);
     }
     for (live, counts) in sums {
         if let Err(e) = store.add_reactions(&live, &counts).await {

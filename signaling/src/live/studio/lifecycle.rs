@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::live::join;
-use crate::live::room::{Room, lock};
+use crate::live::room::{Out, Room, lock};
 use crate::live::studio::feeds::{Feed, plock};
 use crate::protocol::{ServerMsg, StudioState};
 use std::sync::atomic::Ordering;
@@ -38,10 +38,10 @@ pub(super) async fn feed_events(app: AppState, room: Arc<Mutex<Room>>, mut rx: m
 }
 
 /// What the room sends the feed's "member": only the end of the room or a revocation matters.
-pub(super) async fn feed_outbox(app: AppState, feed: Arc<Feed>, mut rx: mpsc::Receiver<ServerMsg>) {
-    while let Some(msg) = rx.recv().await {
-        if let ServerMsg::RoomEnded { reason } = msg {
-            end_feed(&app, &feed, &reason);
+pub(super) async fn feed_outbox(app: AppState, feed: Arc<Feed>, mut rx: mpsc::Receiver<Out>) {
+    while let Some(out) = rx.recv().await {
+        if let ServerMsg::RoomEnded { reason } = &*out.msg {
+            end_feed(&app, &feed, reason);
             return;
         }
     }

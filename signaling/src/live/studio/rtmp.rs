@@ -371,7 +371,7 @@ impl Connection {
     /// First publish with this key: join the room as a co-host, take a seat, open the tracks.
     async fn open_feed(&mut self, guest: &Guest, key: &KeyView) -> Result<Arc<Feed>, AppError> {
         let app = &self.app;
-        let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(256);
+        let (out_tx, out_rx) = mpsc::channel::<crate::live::room::Out>(256);
         let (ev_tx, ev_rx) = mpsc::channel::<sfu::SfuEvent>(64);
         let media_plane = |e: AppError| AppError { message: format!("media plane: {}", e.message), ..e };
         let Joined { id: participant, room, .. } = join::join(app, guest, Seat::Now, out_tx, ev_tx).await.map_err(|e| match e.code {
