@@ -9,6 +9,28 @@ use signaling::auth::Role;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// The tests that shape a viewer's path run one at a time. The relay is a userspace task: on a
+/// machine whose two cores serve four test servers at once (and whatever else runs there) it
+/// falls behind, and datagrams it reads late look to it like a queue overflow and are dropped —
+/// loss the path does not have, which the estimator rightly answers with cuts. Seen with all
+/// four tests side by side: the temporal test's 800 kbit/s path lost 18–47 % while the server
+/// sent it under 630 kbit/s, and its viewer fell to the middle layer (3 runs in 8; 0 in 3 with
+/// the fallback test left out). One at a time it still happens when the machine is loaded far
+/// beyond its cores (load average 6–12 from other work: 2 runs in 10, each with a queueing delay
+/// the 100 ms relay queue cannot hold, 190–240 ms: the relay or the client stalled).
+static SHAPED_PATH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The layer tests below check layer choices on paths that carry the low layer (400 and
+/// 800 kbit/s); the audio-only fallback is not theirs to test. On those paths it never fires
+/// unless a stall of the harness (above) cuts the estimate under the low layer and keeps it
+/// there for 3 s — seen once in 10 loaded runs (400 kbit/s path, estimate 132 kbit/s after a
+/// 193 ms queueing delay): the viewer then went audio only, and the layer checks read that as
+/// a failure. So their viewers have it off, as a profile without the fallback would.
+fn without_fallback(server: &signaling::Server, viewer: &Client) {
+    let id = viewer.id.parse::<sfu::ParticipantId>().expect("a participant id");
+    server.sfu().set_audio_only_fallback(id, false).expect("the viewer is known to the SFU");
+}
+
 async fn layer(c: &mut Client) -> Option<u64> {
     c.send(json!({"type": "get_stats"}));
     let s: Value = c.wait_for("stats", Duration::from_secs(2)).await?;
@@ -89,11 +111,13 @@ async fn viewers_get_the_layer_they_ask_for_and_dynacast_follows() {
 /// within 10 s. Its stream stays one continuous stream throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_narrow_path_settles_low_and_climbs_back_when_it_widens() {
+    let _one_at_a_time = SHAPED_PATH.lock().await;
     let server = start_server().await;
     let mut host = join(&server, &token(&server, "narrow", "host", Role::Host)).await.unwrap();
     host.publish_simulcast([150_000, 500_000, 1_200_000]).await.expect("simulcast publish");
     let relay = ShapedRelay::start(server.sfu().local_addr(), Duration::from_millis(100)).await;
     let mut viewer = join_via(&server, &token(&server, "narrow", "viewer", Role::Viewer), Some(relay.addr)).await.unwrap();
+    without_fallback(&server, &viewer);
     let t = layer_within(&mut viewer, 2, Duration::from_secs(10)).await;
     eprintln!("unlimited: top layer after {t:?}");
     assert!(t.is_some(), "an unconstrained viewer gets the top layer");
@@ -163,11 +187,13 @@ async fn a_narrow_path_settles_low_and_climbs_back_when_it_widens() {
 /// gets its full frame rate back when the path widens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn temporal_layers_are_dropped_before_a_spatial_layer() {
+    let _one_at_a_time = SHAPED_PATH.lock().await;
     let server = start_server().await;
     let mut host = join(&server, &token(&server, "temporal", "host", Role::Host)).await.unwrap();
     host.publish_simulcast_with([150_000, 500_000, 1_200_000], true).await.expect("simulcast publish");
     let relay = ShapedRelay::start(server.sfu().local_addr(), Duration::from_millis(100)).await;
     let mut viewer = join_via(&server, &token(&server, "temporal", "viewer", Role::Viewer), Some(relay.addr)).await.unwrap();
+    without_fallback(&server, &viewer);
     assert!(layer_within(&mut viewer, 2, Duration::from_secs(10)).await.is_some(), "top layer first");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -242,6 +268,89 @@ async fn temporal_layers_are_dropped_before_a_spatial_layer() {
     assert!(full.is_some(), "full frame rate again within 10 s");
     drop(relay);
     viewer.close().await;
+    host.close().await;
+    server.shutdown().await;
+}
+
+/// Issue 12's fallback rule: a viewer whose path cannot carry even the lowest layer (60 kbit/s;
+/// the low layer is 150 kbit/s) is told `audio_only` (active) within 5 s; its video stops and its
+/// audio keeps flowing. When the limit is lifted it is told `audio_only` (inactive) within 10 s,
+/// and video flows again, from a keyframe, on the same SSRC. The host publishes three layers,
+/// a co-host a 24 kbit/s voice track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_path_below_the_lowest_layer_falls_back_to_audio_only_and_back() {
+    let _one_at_a_time = SHAPED_PATH.lock().await;
+    let server = start_server().await;
+    let mut host = join(&server, &token(&server, "fallback", "host", Role::Host)).await.unwrap();
+    host.publish_simulcast([150_000, 500_000, 1_200_000]).await.expect("simulcast publish");
+    let mut voice = join(&server, &token(&server, "fallback", "voice", Role::Cohost)).await.unwrap();
+    voice.publish_audio(60).await.expect("audio publish");
+    let relay = ShapedRelay::start(server.sfu().local_addr(), Duration::from_millis(100)).await;
+    let mut viewer = join_via(&server, &token(&server, "fallback", "viewer", Role::Viewer), Some(relay.addr)).await.unwrap();
+    // (video packets, audio packets) the viewer has received.
+    let counts = |v: &Client| {
+        let m = v.media_snapshot();
+        let kind = |k: &str| m.values().filter(|t| t.kind == k).map(|t| t.packets).sum::<u64>();
+        (kind("video"), kind("audio"))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (v, a) = counts(&viewer);
+            v > 100 && a > 50
+        })
+        .await,
+        "video and audio reach the viewer: {:?}",
+        counts(&viewer)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    relay.set_rate(60_000);
+    let limited = Instant::now();
+    let ev = viewer.wait_for("audio_only", Duration::from_secs(5)).await;
+    let to_fallback = limited.elapsed();
+    eprintln!("60 kbit/s: audio_only {ev:?} after {to_fallback:?}");
+    let ev = ev.expect("audio_only within 5 s of the limit");
+    assert_eq!((ev["active"].as_bool(), ev["reason"].as_str()), (Some(true), Some("bandwidth")));
+    // What was queued at the bottleneck drains within its 100 ms; then, over 3 s, no new
+    // video. (A probe resends the last packets sent before the pause: the one or two of them
+    // the bottleneck dropped then arrive late, so a handful is allowed.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (v0, a0) = counts(&viewer);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (v1, a1) = counts(&viewer);
+    eprintln!("audio only, over 3 s: {} video packets, {} audio packets", v1 - v0, a1 - a0);
+    assert!(v1 - v0 <= 4, "video stops while audio only ({} packets in 3 s)", v1 - v0);
+    // Not all of it: a probe train fills the 60 kbit/s link for a moment (133–150 of 150 in
+    // unloaded runs; 105 in one where the harness stalled).
+    assert!(a1 - a0 >= 75, "audio keeps flowing ({} of 150 packets in 3 s)", a1 - a0);
+
+    relay.set_rate(0);
+    let lifted = Instant::now();
+    let ev = viewer.wait_for("audio_only", Duration::from_secs(10)).await;
+    let to_recovery = lifted.elapsed();
+    eprintln!("limit lifted: audio_only {ev:?} after {to_recovery:?}");
+    let ev = ev.expect("audio_only (inactive) within 10 s of lifting the limit");
+    assert_eq!(ev["active"].as_bool(), Some(false));
+    let resumed = Instant::now();
+    assert!(eventually(Duration::from_secs(3), || counts(&viewer).0 > v1 + 50).await, "video flows again: {:?}", counts(&viewer));
+    eprintln!("video again {:?} after the notice", resumed.elapsed());
+    // The resumed stream starts at a keyframe. Its timestamps jump by the pause (over 3 s);
+    // packets lost at the bottleneck just before the pause, repaired now, do not.
+    let video = viewer.media_snapshot().into_values().find(|t| t.kind == "video").unwrap();
+    let before = video.raw.iter().filter(|p| p.at < lifted).map(|p| p.ts).max_by_key(|ts| ts.wrapping_sub(video.raw[0].ts)).unwrap();
+    let first = video
+        .raw
+        .iter()
+        .find(|p| p.at >= lifted && p.ts.wrapping_sub(before) > 90_000 && p.ts.wrapping_sub(before) < 1 << 31)
+        .expect("new video");
+    assert!(sfu::client::vp8_is_keyframe(&first.payload), "the resumed stream starts at a keyframe");
+    for m in viewer.media_snapshot().values() {
+        assert_eq!(m.ssrcs.len(), 1, "one SSRC per track across the pause");
+    }
+    eprintln!("figures: fallback {to_fallback:?} after the limit, recovery {to_recovery:?} after lifting it");
+    drop(relay);
+    viewer.close().await;
+    voice.close().await;
     host.close().await;
     server.shutdown().await;
 }

@@ -999,3 +999,61 @@ impl Drop for Watchdog {
         self.0.store(end, Ordering::SeqCst);
     }
 }
+
+impl Client {
+    /// Publish one synthetic Opus track alone (50 packets/s of `payload_bytes` each: 60 bytes is
+    /// about what a 24 kbit/s voice encoder sends). Payloads carry a counter, not the
+    /// [`payload`] pattern, so receivers count them as packets (and as `corrupt`).
+    pub async fn publish_audio(&mut self, payload_bytes: usize) -> Result<(), Value> {
+        let connected = self.pub_connected.clone();
+        let pc =
+            build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true)
+                .await;
+        let ssrc = rand::random::<u32>();
+        let codec = RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.into(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        };
+        let audio = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "stream-voice".into(),
+            format!("voice-{ssrc}"),
+            "voice".into(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec,
+                active: true,
+                ..Default::default()
+            }],
+        )));
+        pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.unwrap();
+        self.offer_to_publish(pc).await?;
+        let (stop, sent) = (self.stop.clone(), self.sent_packets.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let (mut seq, mut ts, mut counter) = (rand::random::<u16>(), rand::random::<u32>(), 0u32);
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                tick.tick().await;
+                counter += 1;
+                let mut body = counter.to_be_bytes().to_vec();
+                body.resize(payload_bytes.max(4), 0x5a);
+                let mut p = rtc::rtp::Packet { header: Default::default(), payload: body.into() };
+                p.header.version = 2;
+                p.header.payload_type = OPUS_PT;
+                p.header.ssrc = ssrc;
+                p.header.sequence_number = seq;
+                p.header.timestamp = ts;
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(960);
+                if audio.write_rtp(p).await.is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+        Ok(())
+    }
+}
