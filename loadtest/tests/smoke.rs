@@ -5,8 +5,8 @@
 use loadtest::{Layer, Scenario, Tokens};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_publisher_twenty_viewers_ten_seconds() {
+/// A server on loopback with a secret, one media worker, no RTMP, the store in memory.
+async fn start() -> signaling::Server {
     let mut config = signaling::config::Config { dev: Some(false), ..Default::default() };
     config.auth.secret = "loadtest-smoke".into();
     config.http.bind = "127.0.0.1:0".parse().unwrap();
@@ -16,24 +16,34 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     config.rtmp.enabled = false;
     config.rtmp.keys_file = String::new();
     config.store.url = "sqlite::memory:".into();
-    let server = signaling::Server::start(config).await.expect("server starts");
-    let scenario = Scenario {
+    signaling::Server::start(config).await.expect("server starts")
+}
+
+/// One simulcast publisher and 20 viewers in `room` for `duration`, with `chat` load.
+fn scenario(server: &signaling::Server, room: &str, duration: Duration, chat: loadtest::ChatLoad) -> Scenario {
+    Scenario {
         target: loadtest::Target::Onair,
         url: format!("http://{}", server.http_addr),
-        room: "smoke".into(),
+        room: room.into(),
         tokens: Tokens::Secret("loadtest-smoke".into()),
         publishers: 1,
         rates: [150_000, 500_000, 1_500_000],
         keyframe_every: Duration::from_secs(2),
         viewers: 20,
         ramp: 20.0,
-        duration: Duration::from_secs(10),
+        duration,
         layer: Layer::Auto,
         local_ip: "127.0.0.1".parse().unwrap(),
         server_pid: None,
         progress: None,
-        chat: loadtest::ChatLoad::default(),
-    };
+        chat,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publisher_twenty_viewers_ten_seconds() {
+    let server = start().await;
+    let scenario = scenario(&server, "smoke", Duration::from_secs(10), loadtest::ChatLoad::default());
     let report = tokio::time::timeout(Duration::from_secs(90), loadtest::run(scenario)).await.expect("bounded run").expect("run");
     eprintln!("{}", report.table());
     assert_eq!(report.failed, 0, "join failures: {:?}", report.failures);
@@ -50,39 +60,15 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
 /// tapping reactions; every accepted comment reaches every viewer, none is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_load_reaches_every_viewer() {
-    let mut config = signaling::config::Config { dev: Some(false), ..Default::default() };
-    config.auth.secret = "loadtest-smoke".into();
-    config.http.bind = "127.0.0.1:0".parse().unwrap();
-    config.rtc.udp_bind = "127.0.0.1:0".parse().unwrap();
-    config.rtc.advertise_ip = "127.0.0.1".parse().unwrap();
-    config.rtc.workers = 1;
-    config.rtmp.enabled = false;
-    config.rtmp.keys_file = String::new();
-    config.store.url = "sqlite::memory:".into();
-    let server = signaling::Server::start(config).await.expect("server starts");
-    let scenario = Scenario {
-        target: loadtest::Target::Onair,
-        url: format!("http://{}", server.http_addr),
-        room: "smoke-chat".into(),
-        tokens: Tokens::Secret("loadtest-smoke".into()),
-        publishers: 1,
-        rates: [150_000, 500_000, 1_500_000],
-        keyframe_every: Duration::from_secs(2),
-        viewers: 20,
-        ramp: 20.0,
-        duration: Duration::from_secs(4),
-        layer: Layer::Auto,
-        local_ip: "127.0.0.1".parse().unwrap(),
-        server_pid: None,
-        progress: None,
-        chat: loadtest::ChatLoad {
-            comments_per_sec: 10.0,
-            reacting_share: 0.1,
-            burst_every: Duration::from_secs(1),
-            baseline: true,
-            ..Default::default()
-        },
+    let server = start().await;
+    let chat = loadtest::ChatLoad {
+        comments_per_sec: 10.0,
+        reacting_share: 0.1,
+        burst_every: Duration::from_secs(1),
+        baseline: true,
+        ..Default::default()
     };
+    let scenario = scenario(&server, "smoke-chat", Duration::from_secs(4), chat);
     let report = tokio::time::timeout(Duration::from_secs(90), loadtest::run(scenario)).await.expect("bounded run").expect("run");
     eprintln!("{}", report.table());
     let chat = report.chat.as_ref().expect("chat figures");
