@@ -182,6 +182,12 @@ pub struct RtcConfig {
     pub layer_up_hold_ms: u64,
     /// A layer fits for climbing when its rate × this ≤ the viewer's budget (≥ 1.0).
     pub layer_up_headroom: f64,
+    /// Audio-only fallback (live profiles with `audio_only_fallback`): a viewer's video pauses
+    /// after its estimate stayed below its lowest layers this long, in ms…
+    pub fallback_enter_ms: u64,
+    /// …and resumes after the estimate showed room for them × `fallback_headroom` this long.
+    pub fallback_leave_ms: u64,
+    pub fallback_headroom: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -266,6 +272,9 @@ impl Default for RtcConfig {
             max_estimate_kbps: 50_000,
             layer_up_hold_ms: 2_000,
             layer_up_headroom: 1.25,
+            fallback_enter_ms: 3_000,
+            fallback_leave_ms: 2_000,
+            fallback_headroom: 1.25,
         }
     }
 }
@@ -403,6 +412,12 @@ impl Config {
         if !(1.0..=4.0).contains(&self.rtc.layer_up_headroom) {
             anyhow::bail!("rtc.layer_up_headroom must be 1.0..=4.0");
         }
+        if !(500..=60_000).contains(&self.rtc.fallback_enter_ms)
+            || !(500..=60_000).contains(&self.rtc.fallback_leave_ms)
+            || !(1.0..=4.0).contains(&self.rtc.fallback_headroom)
+        {
+            anyhow::bail!("rtc.fallback_enter_ms and fallback_leave_ms must be 500..=60000, fallback_headroom 1.0..=4.0");
+        }
         if self.rtc.layer_up_hold_ms > 60_000 {
             anyhow::bail!("rtc.layer_up_hold_ms must be at most 60000");
         }
@@ -451,6 +466,11 @@ impl Config {
                 initial_estimate_bps: self.rtc.initial_estimate_kbps as f64 * 1000.0,
                 max_estimate_bps: self.rtc.max_estimate_kbps as f64 * 1000.0,
             },
+            fallback: sfu::FallbackPolicy {
+                enter: Duration::from_millis(self.rtc.fallback_enter_ms),
+                leave_hold: Duration::from_millis(self.rtc.fallback_leave_ms),
+                headroom: self.rtc.fallback_headroom,
+            },
             ..sfu::SfuConfig::default()
         }
     }
@@ -485,7 +505,15 @@ mod tests {
         assert_eq!(l.up_hold, Duration::from_millis(500));
         assert_eq!(l.up_headroom, 1.5);
         assert_eq!(l.max_estimate_bps, 50_000_000.0);
-        for bad in ["layer_up_headroom = 0.5", "initial_estimate_kbps = 60000", "max_estimate_kbps = 10", "layer_up_hold_ms = 600000"] {
+        assert_eq!(c.sfu_config().fallback, sfu::FallbackPolicy::default(), "the defaults are the SFU's");
+        for bad in [
+            "layer_up_headroom = 0.5",
+            "initial_estimate_kbps = 60000",
+            "max_estimate_kbps = 10",
+            "layer_up_hold_ms = 600000",
+            "fallback_enter_ms = 100",
+            "fallback_headroom = 0.9",
+        ] {
             let c: Config = toml::from_str(&format!("[rtc]\n{bad}\n")).unwrap();
             assert!(c.validate().is_err(), "{bad} is refused");
         }
