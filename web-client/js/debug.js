@@ -1,7 +1,7 @@
 // A small hook for tests and debugging (`window.__onair`): the state, inbound and outbound media
 // as getStats() sees them, and the server's view of our session.
 
-import { chat, link, publisher, room, session, subscriber } from './state.js';
+import { chat, link, notices, publisher, room, session, stageMoves, subscriber } from './state.js';
 import { liveTimerRunning } from './ui.js';
 import { handlers, send } from './signal.js';
 import { bursts } from './reactions.js';
@@ -14,7 +14,7 @@ handlers.stats = (msg) => { const r = statsWaiters.shift(); if (r) r(msg); };
 window.__onair = {
   // The groups, and under their old flat names the three fields the e2e test reads.
   state: {
-    session, room, link, publisher, subscriber, chat,
+    session, room, link, publisher, subscriber, chat, stageMoves, notices,
     get ws() { return link.ws; },
     get local() { return publisher.local; },
     get timer() { return liveTimerRunning() || null; },
@@ -52,5 +52,15 @@ window.__onair = {
   bursts() { return bursts.shown; },
   reports() { return openReports(); },
   joins() { return session.joins; },
+  // The live's profile name, and the encodings our video sender uses (RTCRtpSender.getParameters).
+  profile() { return room.profile?.name ?? null; },
+  encodings() {
+    const s = publisher.pc?.getSenders().find((x) => x.track?.kind === 'video');
+    return s ? s.getParameters().encodings.map((e) => ({ rid: e.rid, scaleResolutionDownBy: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate, maxFramerate: e.maxFramerate })) : [];
+  },
+  jitterTargets() { return (subscriber.pc?.getReceivers() ?? []).map((r) => r.jitterBufferTarget ?? null); },
+  // Hand the page a server message as if it came over the socket (screenshots of states the
+  // test cannot cause on loopback, such as audio only).
+  inject(msg) { return handlers[msg.type]?.(msg); },
   connText() { return document.getElementById('conn-text').textContent; },
 };

@@ -8,7 +8,7 @@ import { $, banner, renderControls } from './ui.js';
 import { connect, keepAlive } from './signal.js';
 import { startPreview, wirePublishing } from './publish.js';
 import { wireQuality } from './subscribe.js';
-import { wireUnmute } from './stage.js';
+import { wireStagePanel, wireUnmute } from './stage.js';
 import { wireStudio } from './studio.js';
 import { wireSession } from './session.js';
 import { wireChat } from './chat.js';
@@ -56,6 +56,7 @@ if (!token) {
   wireStudio();
   wireQuality();
   wireUnmute();
+  wireStagePanel();
   wireChat();
   wireModeration();
   keepAlive();

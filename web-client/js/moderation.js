@@ -4,10 +4,10 @@
 // §13.3); the page offers what the role may do and shows what the server answered.
 
 import { chat, moderates, session, updateParticipant } from './state.js';
-import { $ } from './ui.js';
+import { $, renderControls } from './ui.js';
 import { handlers, send } from './signal.js';
 import { commentActions, nameOf, renderChat, renderComposer, roleOf, status } from './chat.js';
-import { renderStage } from './stage.js';
+import { renderStage, renderStagePanel } from './stage.js';
 
 const reports = new Map();   // open reports (host and moderators), by id
 let audit = [];              // the audit log as last read, newest first (host)
@@ -160,6 +160,8 @@ handlers.participant_updated = (msg) => {
   renderChat(); // badges, and the items each menu offers
   renderModTools();
   renderStage();
+  renderStagePanel(); // on stage now, or a viewer again: the host's invite list follows
+  renderControls();   // a seat makes us a co-host (stage_granted follows), off stage a viewer
 };
 
 handlers.moderation = (msg) => {

@@ -1,17 +1,27 @@
 // The publisher side: our camera and microphone, the preview, and the peer connection that sends
 // them (we offer, the server answers).
 
-import { closePeers, publisher, room, session } from './state.js';
-import { $, banner, renderControls } from './ui.js';
+import { closePeers, publisher, room, session, stageMoves, stopPublishing } from './state.js';
+import { $, banner, flash, renderControls, sentence } from './ui.js';
 import { handlers, restart, send } from './signal.js';
 import { renderStage } from './stage.js';
 
-// Simulcast layers (LiveKit's rid names, which the SFU understands): quarter, half, full.
+// Simulcast layers (LiveKit's rid names, which the SFU understands): quarter, half, full. The
+// live's profile sets them (joined.profile.layers); this ladder is for a server that sends none.
 const SIMULCAST = [
   { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
+const RIDS = ['q', 'h', 'f']; // the layer numbers of `layers.max_layer`
+
+// Our simulcast encodings: the profile's layers (lowest first), else the ladder above.
+export function encodings() {
+  const layers = room.profile?.layers;
+  if (!layers?.length) return SIMULCAST;
+  return layers.map((l) => ({ rid: l.rid, scaleResolutionDownBy: l.scale_resolution_down_by,
+    maxBitrate: l.max_bitrate_kbps * 1000, maxFramerate: l.max_framerate }));
+}
 
 // Capture size: 720p by default (three simulcast layers: 180p, 360p, 720p). `?capture=360` asks
 // for 640x360 (browsers then send two layers), for weak machines and tests.
@@ -91,7 +101,7 @@ export async function goLive() {
   if (audio) pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
   if (video) {
     try {
-      pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings: SIMULCAST });
+      pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings: encodings() });
     } catch {
       pc.addTransceiver(video, { direction: 'sendonly', streams: [stream] });
     }
@@ -111,7 +121,7 @@ async function applyLayers() {
   if (!p.encodings || p.encodings.length < 2) return;
   let changed = false;
   for (const e of p.encodings) {
-    const idx = SIMULCAST.findIndex((x) => x.rid === e.rid);
+    const idx = RIDS.indexOf(e.rid);
     const active = idx < 0 || idx <= publisher.layersMax;
     if (e.active !== active) { e.active = active; changed = true; }
   }
@@ -149,7 +159,67 @@ function toggle(kind) {
   renderStage();
 }
 
+// Onto the stage without a co-host token (docs/protocol.md §6.1): our request, the host's
+// invitation, the seat (we go live in place, on this socket) and the way off it.
+handlers.stage_request = (msg) => {
+  stageMoves.request = msg.state === 'pending' || msg.state === 'declined' ? { state: msg.state, position: msg.position } : null;
+  renderControls();
+};
+
+handlers.stage_invite = (msg) => {
+  stageMoves.invite = msg.from;
+  $('invite-title').textContent = `${msg.from?.name ?? 'The host'} invites you on stage`;
+  if (!$('invite-dialog').open) $('invite-dialog').showModal();
+};
+
+function answerInvite(accept) {
+  send({ type: 'answer_stage_invite', accept });
+  stageMoves.invite = null;
+  $('invite-dialog').close();
+}
+
+// A seat is ours (participant_updated has made us a co-host): camera and mic, then publish.
+handlers.stage_granted = async () => {
+  stageMoves.granted = true;
+  stageMoves.request = null;
+  stageMoves.invite = null;
+  if ($('invite-dialog').open) $('invite-dialog').close();
+  renderControls();
+  try {
+    await goLive();
+  } catch (e) {
+    // No camera: give the seat back rather than hold it empty.
+    if (!session.over) banner(`Could not start camera: ${e.message}`);
+    send({ type: 'step_down' });
+  }
+};
+
+// Off stage (the host took us off, or we stepped down): the publisher connection and the camera
+// stop, we keep watching.
+handlers.removed_from_stage = (msg) => {
+  stopPublishing();
+  renderStage();
+  renderControls();
+  flash(msg.by_host ? 'The host took you off stage. You are watching again.' : 'You left the stage. You are watching again.', 6000);
+};
+
+// A refused stage move of ours (a request, an answer to an invitation, stepping down).
+export function ownStageError(msg) {
+  if (!['request_stage', 'cancel_stage_request', 'answer_stage_invite', 'step_down'].includes(msg.request)) return false;
+  if (msg.request === 'answer_stage_invite' && msg.code === 'stage_full') flash('The stage filled up before you answered.', 6000);
+  else flash(sentence(msg.message), 6000);
+  if (msg.request === 'cancel_stage_request' || msg.request === 'request_stage') stageMoves.request = null;
+  renderControls();
+  return true;
+}
+
 export function wirePublishing() {
+  $('ask-stage').addEventListener('click', () => send({ type: 'request_stage' }));
+  $('cancel-request').addEventListener('click', () => send({ type: 'cancel_stage_request' }));
+  $('step-down').addEventListener('click', () => send({ type: 'step_down' }));
+  $('invite-accept').addEventListener('click', () => answerInvite(true));
+  $('invite-decline').addEventListener('click', () => answerInvite(false));
+  $('invite-dialog').addEventListener('cancel', (e) => { e.preventDefault(); answerInvite(false); });
   $('go-live').addEventListener('click', () => goLive().catch((e) => { if (!session.over) banner(`Could not start camera: ${e.message}`); }));
   $('toggle-mic').addEventListener('click', () => toggle('audio'));
   $('toggle-cam').addEventListener('click', () => toggle('video'));

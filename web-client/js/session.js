@@ -1,11 +1,11 @@
 // The session as a whole: joining (and joining again after a reconnect), leaving, and the end
 // (the live ended, we left, or the join was refused).
 
-import { applyJoined, dropPublishing, endSession, publisher, session } from './state.js';
-import { $, banner, flash, renderControls, renderHeader, sentence, setConn, stopLiveTimer } from './ui.js';
+import { applyJoined, canPublish, dropPublishing, endSession, notices, publisher, session, stopPublishing } from './state.js';
+import { $, banner, flash, renderControls, renderHeader, renderNotices, sentence, setConn, stopLiveTimer } from './ui.js';
 import { handlers, send } from './signal.js';
-import { goLive, stopLocal } from './publish.js';
-import { renderStage } from './stage.js';
+import { goLive, ownStageError, stopLocal } from './publish.js';
+import { renderStage, renderStagePanel, stageError } from './stage.js';
 import { sendQuality } from './subscribe.js';
 import { chatError, renderChat } from './chat.js';
 import { renderReactions } from './reactions.js';
@@ -19,16 +19,39 @@ function renderRoom() {
   renderChat();
   renderReactions();
   renderModTools();
+  renderStagePanel();
+  renderNotices();
 }
 
 handlers.joined = async (msg) => {
+  // A seat the host gave us belonged to the old connection: after a reconnect we are a viewer
+  // again (the server forgot it), so the camera stops instead of asking to publish.
+  const lostSeat = publisher.wantLive && !canPublish(msg.participant.role);
   applyJoined(msg);
   setConn('live', 'Connected');
   banner('');
+  if ($('invite-dialog').open) $('invite-dialog').close(); // an invitation of the old connection
+  if (lostSeat) stopPublishing();
   renderRoom();
   sendQuality();
   fetchStaffState();
-  if (publisher.wantLive) await goLive();
+  if (lostSeat) flash('The connection dropped and your seat on stage went with it. Ask to join again.', 8000);
+  else if (publisher.wantLive) await goLive();
+};
+
+// The host dropped: the live is held for them (every page shows it, with the grace left), and
+// comes back when they rejoin (docs/protocol.md §6.2).
+handlers.host_status = (msg) => {
+  if (msg.state === 'reconnecting') notices.heldUntil = msg.grace_secs ? Date.now() + msg.grace_secs * 1000 : null;
+  else notices.heldUntil = undefined;
+  renderNotices();
+  if (msg.state === 'back') flash('The host is back.', 4000);
+};
+
+// The duration cap nears (host and co-hosts).
+handlers.room_warning = (msg) => {
+  notices.warning = msg;
+  renderNotices();
 };
 
 // The session is over for good (the live ended, we left, or the join was refused): stop the camera,
@@ -39,6 +62,7 @@ function finish(connText, message) {
   stopLiveTimer();
   $('unmute').hidden = true;
   stopLocal(); // closes both peer connections and renders the (now empty) stage
+  if ($('invite-dialog').open) $('invite-dialog').close();
   banner(message);
   setConn('offline', connText);
   renderHeader();
@@ -46,6 +70,8 @@ function finish(connText, message) {
   renderChat();
   renderReactions();
   renderModTools();
+  renderStagePanel();
+  renderNotices();
 }
 
 // Banned from this live: the whole page says so and nothing reconnects (the server closes the
@@ -72,15 +98,19 @@ handlers.error = (msg) => {
     removed(`${sentence(msg.message)} You cannot join it again.`);
   } else if (chatError(msg)) {
     // shown in the comments panel
+  } else if (stageError(msg) || ownStageError(msg)) {
+    // shown in the stage panel, or as a notice
   } else if (msg.code.startsWith('token_') || msg.code === 'room_ended') {
     session.ended = true;
     finish(msg.code === 'room_ended' ? 'Ended' : 'Offline',
       msg.code === 'room_ended' ? 'The live has ended.' : `Cannot join: ${msg.message}`);
-  } else if (msg.code === 'stage_full' || msg.code === 'room_not_live' || msg.code === 'not_allowed') {
+  } else if ((msg.request === 'publish' || !msg.request) && ['stage_full', 'room_not_live', 'not_allowed'].includes(msg.code)) {
     dropPublishing();
     flash(msg.message, 4000);
     renderControls();
     renderStage(); // no seat after all: our camera goes back to the preview below the stage
+  } else if (msg.request) {
+    flash(sentence(msg.message), 6000);
   }
 };
 

@@ -1,7 +1,7 @@
 // The signaling WebSocket: connect and join, send, hand each server message to the module that
 // owns it, and start over when the socket or the path to the server goes away.
 
-import { closePeers, link, session, token } from './state.js';
+import { closePeers, link, publisher, session, token } from './state.js';
 import { setConn } from './ui.js';
 
 // Server message type -> handler. Each module registers the messages it owns when it loads
@@ -58,6 +58,8 @@ export function restart(why) {
 handlers.pong = () => { link.lastPong = Date.now(); };
 
 handlers.connection_state = (msg) => {
+  // Off stage, the server closes our publisher connection: that one is not a loss.
+  if (msg.target === 'publisher' && !publisher.wantLive) return;
   if ((msg.state === 'failed' || msg.state === 'closed') && !session.leaving) restart('media connection lost');
 };
 

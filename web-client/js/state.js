@@ -20,6 +20,26 @@ export const room = {
   participants: new Map(), // participant id -> ParticipantInfo
   tracks: new Map(),       // track id -> TrackView
   studioFeeds: new Map(),  // studio feed participant id -> 'live' | 'reconnecting'
+  profile: null,           // the live's profile (joined.profile, live_profile): layers, playout delay
+};
+
+// The way onto the stage without a co-host token (docs/protocol.md §6.1).
+export const stageMoves = {
+  request: null,            // our request: { state: 'pending' | 'declined', position }
+  granted: false,           // the host gave us a seat (a request or an invitation): we publish into it
+  invite: null,             // ParticipantInfo of the host whose invitation waits for our answer
+  queue: [],                // the requests, oldest first (host; moderators when allowed)
+  managing: false,          // we receive the queue
+  moderatorsManage: false,  // the host lets moderators answer requests
+  invites: new Map(),       // host: participant id -> 'sent' | 'accepted' | 'declined' | 'failed'
+};
+
+// What the live says about itself: held for its host (§6.2), the duration cap's warning, and our
+// video paused for bandwidth (§6.3).
+export const notices = {
+  heldUntil: undefined, // held: until when (unix ms), null if not known; undefined when not held
+  warning: null,        // the last room_warning
+  audioOnly: false,
 };
 
 // The signaling socket and its recovery.
@@ -86,7 +106,16 @@ export function applyJoined(msg) {
   chat.emoji = c.emoji ?? [];
   chat.totals = c.reactions ?? {};
   chat.timedOutUntil = c.timed_out_until ?? null;
+  room.profile = msg.profile ?? null;
+  // A new connection: requests, invitations and seats of the old one are gone (the server forgot them).
+  Object.assign(stageMoves, { request: null, granted: false, invite: null, queue: [], managing: false });
+  stageMoves.invites.clear();
+  notices.audioOnly = false;
+  notices.heldUntil = msg.room.state === 'held' ? (notices.heldUntil ?? null) : undefined;
 }
+
+// Roles that publish (the token's, or a viewer the host brought on stage).
+export const canPublish = (role) => role === 'host' || role === 'cohost';
 
 // A participant's role changed (made or unmade moderator): ours too, if it is us.
 export function updateParticipant(p) {
@@ -112,6 +141,16 @@ export function closePeers() {
   publisher.live = false;
 }
 
+// Off stage (taken off, stepped down, or the seat lost with the connection): the publisher
+// connection and the camera stop; the subscriber connection goes on.
+export function stopPublishing() {
+  publisher.wantLive = false;
+  publisher.live = false;
+  stageMoves.granted = false;
+  if (publisher.pc) { publisher.pc.close(); publisher.pc = null; }
+  if (publisher.local) { publisher.local.getTracks().forEach((t) => t.stop()); publisher.local = null; }
+}
+
 // The server refused to put us on stage: stop asking, keep the camera.
 export function dropPublishing() {
   publisher.wantLive = false;
@@ -127,4 +166,6 @@ export function endSession(connText) {
   room.tracks.clear();
   room.studioFeeds.clear();
   subscriber.streams.clear();
+  Object.assign(stageMoves, { request: null, granted: false, invite: null, queue: [], managing: false });
+  Object.assign(notices, { heldUntil: undefined, warning: null, audioOnly: false });
 }

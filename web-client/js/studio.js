@@ -13,7 +13,7 @@ function renderKeys() {
   list.replaceChildren();
   for (const k of streamKeys) {
     const li = document.createElement('li');
-    li.textContent = `${k.label} · ${k.id}${k.revoked_at ? ' · revoked' : ''}`;
+    li.textContent = `${k.label} · ${k.id}${k.seat === 'host' ? ' · host seat' : ''}${k.revoked_at ? ' · revoked' : ''}`;
     if (!k.revoked_at) {
       const b = document.createElement('button');
       b.textContent = 'Revoke';
@@ -44,6 +44,11 @@ export function wireStudio() {
     send({ type: 'list_stream_keys' });
     $('studio-dialog').showModal();
   });
-  $('studio-create').addEventListener('click', () => send({ type: 'create_stream_key', label: $('studio-label').value.trim() }));
+  $('studio-create').addEventListener('click', () => {
+    // Co-host seat (default): the feed joins the host's live. Host seat: the encoder starts the
+    // live by itself, and its drop holds the live like the host's browser would.
+    const seat = document.querySelector('input[name="studio-seat"]:checked')?.value ?? 'cohost';
+    send({ type: 'create_stream_key', label: $('studio-label').value.trim(), seat });
+  });
   $('studio-close').addEventListener('click', () => $('studio-dialog').close());
 }
