@@ -209,3 +209,44 @@ async fn the_duration_cap_warns_the_stage_then_ends_the_live() {
     assert!(!viewer.seen.iter().any(|m| m["type"] == "room_warning"), "warnings go to the stage, not the audience");
     server.shutdown().await;
 }
+
+/// The queue keeps everyone current: places in line move up, a host joining sees the waiting
+/// requests, moderators answer only while the host lets them and hear when that changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_keeps_places_hosts_and_moderators_current() {
+    let server = start_server().await;
+    let r = "queue";
+    let mut host = Chat::join(&server, r, "host", Role::Host).await.unwrap();
+    let mut m = Chat::join(&server, r, "mod", Role::Moderator).await.unwrap();
+    let mut a = Chat::join(&server, r, "a", Role::Viewer).await.unwrap();
+    let mut b = Chat::join(&server, r, "b", Role::Viewer).await.unwrap();
+    a.send(json!({"type": "request_stage"})).await;
+    assert_eq!(a.expect("stage_request").await["position"], 1);
+    b.send(json!({"type": "request_stage"})).await;
+    assert_eq!(b.expect("stage_request").await["position"], 2);
+    a.send(json!({"type": "cancel_stage_request"})).await;
+    a.expect_where("stage_request", T, |v| v["state"] == "cancelled").await;
+    let moved = b.expect("stage_request").await;
+    assert_eq!((moved["state"].as_str(), moved["position"].as_u64()), (Some("pending"), Some(1)), "b moves up");
+    // A second host connection (a reload) sees the waiting request at once.
+    let mut host2 = Chat::join(&server, r, "host", Role::Host).await.unwrap();
+    let q = host2.expect("stage_requests").await;
+    assert_eq!(q["requests"][0]["identity"], "b");
+    // Moderators: refused, then allowed (they get the queue), then no longer (they are told).
+    let b_id = b.joined["participant"]["id"].clone();
+    m.refused(json!({"type": "answer_stage_request", "participant": b_id, "accept": false}), "not_allowed").await;
+    m.refused(json!({"type": "stage_settings", "moderators_manage": true}), "not_allowed").await;
+    host.send(json!({"type": "stage_settings", "moderators_manage": true})).await;
+    let q = m.expect_where("stage_requests", T, |v| v["moderators_manage"] == true).await;
+    assert_eq!(q["requests"][0]["identity"], "b");
+    host.send(json!({"type": "stage_settings", "moderators_manage": false})).await;
+    m.expect_where("stage_requests", T, |v| v["moderators_manage"] == false).await;
+    m.refused(json!({"type": "answer_stage_request", "participant": b_id, "accept": true}), "not_allowed").await;
+    host.send(json!({"type": "stage_settings", "moderators_manage": true})).await;
+    m.expect_where("stage_requests", T, |v| v["moderators_manage"] == true).await;
+    m.send(json!({"type": "answer_stage_request", "participant": b_id, "accept": false})).await;
+    b.expect_where("stage_request", T, |v| v["state"] == "declined").await;
+    let empty = host2.expect_where("stage_requests", T, |v| v["requests"].as_array().is_some_and(Vec::is_empty)).await;
+    assert_eq!(empty["moderators_manage"], true);
+    server.shutdown().await;
+}

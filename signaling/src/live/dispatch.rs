@@ -58,7 +58,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::ResolveReport { id, action } => chat::resolve_report(ctx, id, action).await.map(done),
         ClientMsg::GetAuditLog => chat::audit_log(ctx).await.map(reply),
         ClientMsg::GetModerationState => chat::moderation_state(ctx).map(reply),
-        ClientMsg::RequestStage => invitations::request(ctx).map(reply),
+        ClientMsg::RequestStage => invitations::request(ctx).map(done),
         ClientMsg::CancelStageRequest => invitations::cancel(ctx).map(reply),
         ClientMsg::AnswerStageRequest { participant, accept } => invitations::answer_request(ctx, participant, accept).map(done),
         ClientMsg::InviteToStage { participant } => invitations::invite(ctx, participant).map(reply),

@@ -15,16 +15,17 @@ fn not_in_room() -> AppError {
     AppError::new(ErrorCode::NotFound, "not in this room")
 }
 
-/// `request_stage`: queue a request; the reply says its place.
-pub fn request(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
+/// `request_stage`: queue a request; the requester hears its place (`stage_request`).
+pub fn request(ctx: &Ctx<'_>) -> Result<(), AppError> {
     let mut r = lock(ctx.room);
     let role = r.role_of(ctx.id).ok_or_else(not_in_room)?;
     if !r.is_live() {
         return Err(AppError::new(ErrorCode::RoomNotLive, "the host has not started the live yet"));
     }
-    let position = r.stage_mut().request(ctx.id, role)?;
+    r.stage_mut().request(ctx.id, role)?;
+    // Everyone waiting (the requester included) hears its place.
     r.send_stage_queue();
-    Ok(ServerMsg::StageRequest { state: "pending".into(), position: Some(position) })
+    Ok(())
 }
 
 /// `cancel_stage_request`.
@@ -167,6 +168,6 @@ pub fn settings(ctx: &Ctx<'_>, moderators_manage: bool) -> Result<(), AppError> 
         return Err(AppError::new(ErrorCode::NotAllowed, "only the host changes who answers stage requests"));
     }
     r.stage_mut().moderators_manage = moderators_manage;
-    r.send_stage_queue();
+    r.send_stage_queue_to_staff();
     Ok(())
 }

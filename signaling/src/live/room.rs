@@ -286,13 +286,27 @@ impl Room {
         role == Role::Host || (role == Role::Moderator && self.stage.moderators_manage)
     }
 
-    /// The request queue, to everyone who answers it.
-    pub fn send_stage_queue(&self) {
+    fn stage_queue(&self) -> ServerMsg {
         let requests: Vec<ParticipantInfo> =
             self.stage.requests().iter().filter_map(|id| self.members.get(id).map(|m| m.info.clone())).collect();
-        let msg = ServerMsg::StageRequests { requests, moderators_manage: self.stage.moderators_manage };
-        self.send_where(msg, |m| self.manages_stage(m.info.role));
+        ServerMsg::StageRequests { requests, moderators_manage: self.stage.moderators_manage }
     }
+
+    /// After any change to the queue: the queue to everyone who answers it, and each requester
+    /// its place in line.
+    pub fn send_stage_queue(&self) {
+        self.send_where(self.stage_queue(), |m| self.manages_stage(m.info.role));
+        for (at, id) in self.stage.requests().iter().enumerate() {
+            self.send_to(*id, ServerMsg::StageRequest { state: "pending".into(), position: Some(at + 1) });
+        }
+    }
+
+    /// The queue to the host and every moderator, whether they answer it or not (after the host
+    /// changed who may: `moderators_manage` tells a moderator its list is no longer its own).
+    pub fn send_stage_queue_to_staff(&self) {
+        self.send_where(self.stage_queue(), |m| super::chat::moderates(m.info.role));
+    }
+
     /// Enter the room. The host's arrival makes a waiting room live.
     pub fn join(&mut self, id: ParticipantId, claims: &Claims, kind: ParticipantKind, outbox: Outbox) -> Result<JoinSnapshot, AppError> {
         if self.state == RoomState::Ended {
@@ -342,6 +356,10 @@ impl Room {
             self.broadcast(ServerMsg::HostStatus { state: HostState::Back, grace_secs: None }, Some(id));
         }
         self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, Some(id));
+        if self.manages_stage(role) && !self.stage.requests().is_empty() {
+            // A host or moderator (re)joining sees the requests already waiting.
+            self.send_to(id, self.stage_queue());
+        }
         Ok(JoinSnapshot {
             me,
             room: self.info(),
