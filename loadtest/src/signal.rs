@@ -436,6 +436,7 @@ mod tests {
                 role: signaling::auth::Role::Viewer,
                 text: "lt 1003 1 1700000000000000".into(),
                 at: 1,
+                badge: None,
             },
         };
         let json = serde_json::to_string(&comment).unwrap();

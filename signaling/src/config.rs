@@ -25,6 +25,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
+    pub api: ApiConfig,
+    pub commerce: CommerceConfig,
     /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
     /// and `continuity` are kept unless redefined here.
     pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
@@ -92,6 +94,61 @@ impl Default for ChatConfig {
             max_timeout_minutes: 24 * 60,
             max_open_reports: 1000,
             blocked_words_file: String::new(),
+        }
+    }
+}
+
+/// The server API under `/api/v1` (docs/api.md): what the platform's backend calls.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The bearer key of the server API (`Authorization: Bearer <key>`), at least 16 bytes.
+    /// Empty: only room tokens of hosts and moderators reach the API (their own room's routes).
+    pub key: String,
+}
+
+/// A supporter badge's tier (docs/api.md, payments).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub name: String,
+    /// The price in the currency's minor unit (cents).
+    pub price_minor: i64,
+}
+
+/// Supporter badges and product pins (issue #15).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommerceConfig {
+    /// The three badge tiers, cheapest first.
+    pub tiers: Vec<TierConfig>,
+    /// ISO 4217 code of the tiers' prices.
+    pub currency: String,
+    /// The HMAC-SHA256 secret of the payment webhook (`POST /api/v1/payments`). Empty: the
+    /// webhook answers 503 and no badge can be granted.
+    pub webhook_secret: String,
+    /// How far a webhook's signed timestamp may be from our clock, in seconds (replays older
+    /// than this are refused; newer ones are caught by the payment id).
+    pub webhook_tolerance_secs: u64,
+    /// Products one room's catalog holds.
+    pub max_products: usize,
+    /// Largest product image upload, in bytes.
+    pub max_image_bytes: usize,
+}
+
+impl Default for CommerceConfig {
+    fn default() -> Self {
+        Self {
+            tiers: vec![
+                TierConfig { name: "Supporter".into(), price_minor: 99 },
+                TierConfig { name: "Fan".into(), price_minor: 299 },
+                TierConfig { name: "Superfan".into(), price_minor: 499 },
+            ],
+            currency: "USD".into(),
+            webhook_secret: String::new(),
+            webhook_tolerance_secs: 300,
+            max_products: 100,
+            max_image_bytes: 512 * 1024,
         }
     }
 }
@@ -250,6 +307,8 @@ impl Default for Config {
             rtmp: RtmpConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
+            api: ApiConfig::default(),
+            commerce: CommerceConfig::default(),
             profiles: crate::profiles::builtin(),
         }
     }
@@ -364,6 +423,12 @@ impl Config {
         if let Some(v) = get("ONAIR_STORE_URL") {
             self.store.url = v;
         }
+        if let Some(v) = get("ONAIR_API_KEY") {
+            self.api.key = v;
+        }
+        if let Some(v) = get("ONAIR_COMMERCE_WEBHOOK_SECRET") {
+            self.commerce.webhook_secret = v;
+        }
         if let Some(v) = get("ONAIR_ROOM_EMPTY_TIMEOUT_SECS") {
             self.room.empty_timeout_secs = parse("ONAIR_ROOM_EMPTY_TIMEOUT_SECS", v)?;
         }
@@ -449,6 +514,25 @@ impl Config {
         }
         if !(50..=5000).contains(&chat.reaction_window_ms) || chat.user_reactions_per_sec == 0 || chat.max_timeout_minutes == 0 {
             anyhow::bail!("chat: reaction_window_ms 50..=5000, user_reactions_per_sec and max_timeout_minutes ≥ 1");
+        }
+        if !self.api.key.is_empty() && self.api.key.len() < 16 {
+            anyhow::bail!("api.key must be at least 16 bytes (or empty: no server key)");
+        }
+        let c = &self.commerce;
+        if c.tiers.len() != 3 || c.tiers.iter().any(|t| t.name.trim().is_empty() || t.name.chars().count() > 32 || t.price_minor <= 0) {
+            anyhow::bail!("commerce.tiers: exactly three tiers, each a name of 1-32 characters and a positive price_minor");
+        }
+        if !crate::live::commerce::catalog::is_currency(&c.currency) {
+            anyhow::bail!("commerce.currency must be an ISO 4217 code such as USD");
+        }
+        if !c.webhook_secret.is_empty() && c.webhook_secret.len() < 16 {
+            anyhow::bail!("commerce.webhook_secret must be at least 16 bytes (or empty: payments off)");
+        }
+        if !(10..=3600).contains(&c.webhook_tolerance_secs)
+            || !(1..=10_000).contains(&c.max_products)
+            || !(1024..=16 * 1024 * 1024).contains(&c.max_image_bytes)
+        {
+            anyhow::bail!("commerce: webhook_tolerance_secs 10..=3600, max_products 1..=10000, max_image_bytes 1024..=16777216");
         }
         self.secret()?;
         Ok(())

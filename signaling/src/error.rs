@@ -76,6 +76,20 @@ pub enum ErrorCode {
     TimedOut,
     /// Banned from this live: kicked, and refused on every rejoin.
     Banned,
+    /// A webhook's signature does not verify (HTTP API only).
+    BadSignature,
+    /// A webhook's signed timestamp is too far from the server's clock (HTTP API only).
+    StaleTimestamp,
+    /// The request contradicts what is stored (a payment id reused for another payment).
+    Conflict,
+    /// No such badge tier.
+    UnknownTier,
+    /// A URL that is not http(s), or malformed.
+    BadUrl,
+    /// An upload that is not a PNG, JPEG, WebP or GIF image, or too large.
+    BadImage,
+    /// The server is not configured for this (the payment webhook without a secret).
+    NotConfigured,
 }
 
 impl ErrorCode {
@@ -116,6 +130,33 @@ impl ErrorCode {
             SlowMode => "slow_mode",
             TimedOut => "timed_out",
             Banned => "banned",
+            BadSignature => "bad_signature",
+            StaleTimestamp => "stale_timestamp",
+            Conflict => "conflict",
+            UnknownTier => "unknown_tier",
+            BadUrl => "bad_url",
+            BadImage => "bad_image",
+            NotConfigured => "not_configured",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The HTTP status of this refusal in the server API (docs/api.md).
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            TokenMissing | TokenMalformed | TokenBadSignature | TokenAlgorithm | TokenExpired | TokenNotYetValid | TokenInvalidClaims
+            | TokenInvalidRole | BadSignature | StaleTimestamp => 401,
+            NotAllowed | TokenWrongRoom | Banned => 403,
+            NotFound | RoomNotLive => 404,
+            Conflict | RoomEnded | StageFull | StreamKeyInUse => 409,
+            MessageTooLarge => 413,
+            UnknownTier | BadUrl | BadImage | BadComment | CommentTooLong => 422,
+            RateLimited | SlowMode | TimedOut => 429,
+            Internal => 500,
+            ServerBusy | RoomFull | NotConfigured => 503,
+            _ => 400,
         }
     }
 }
@@ -222,6 +263,13 @@ mod tests {
             (SlowMode, "slow_mode"),
             (TimedOut, "timed_out"),
             (Banned, "banned"),
+            (BadSignature, "bad_signature"),
+            (StaleTimestamp, "stale_timestamp"),
+            (Conflict, "conflict"),
+            (UnknownTier, "unknown_tier"),
+            (BadUrl, "bad_url"),
+            (BadImage, "bad_image"),
+            (NotConfigured, "not_configured"),
         ];
         for (code, wire) in all {
             assert_eq!(code.as_str(), wire);

@@ -14,6 +14,7 @@
 //!
 //! Errors are one type, [`error::AppError`]; docs/architecture.md §2 maps every module.
 
+pub mod api;
 pub mod app;
 pub mod assets;
 pub mod auth;
@@ -103,7 +104,7 @@ pub fn app(state: AppState) -> Router {
     if state.config.dev_mode() {
         router = router.route("/api/dev/token", get(dev_token));
     }
-    router.merge(assets::router()).with_state(state)
+    router.merge(api::router()).merge(assets::router()).with_state(state)
 }
 
 /// A running server (HTTP + media plane).
@@ -132,6 +133,7 @@ impl Server {
                 Arc::new(config.chat.clone()),
                 default_words,
                 Arc::new(config.profiles.clone()),
+                Arc::new(config.commerce.clone()),
             )),
             studio: Arc::new(studio::feeds::Studio::default()),
             store,
@@ -168,7 +170,10 @@ impl Server {
                         rooms.reap(Instant::now(), &store).await;
                         rooms.ask_keyframes(Instant::now(), &sfu);
                     }
-                    _ = reactions.tick() => live::chat::flush_reactions(&rooms, &store).await,
+                    _ = reactions.tick() => {
+                        live::chat::flush_reactions(&rooms, &store).await;
+                        live::commerce::flush_counters(&rooms, &store).await;
+                    }
                     _ = reaper_rx.changed() => break,
                 }
             }
@@ -209,6 +214,7 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
         // The last reaction window is kept too.
         live::chat::flush_reactions(&self.state.rooms, &self.state.store).await;
+        live::commerce::flush_counters(&self.state.rooms, &self.state.store).await;
         self.state.rooms.flush_chat();
         self.state.store.close().await;
         let sfu = self.state.sfu.clone();

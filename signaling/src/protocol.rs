@@ -158,6 +158,14 @@ pub enum ClientMsg {
     StepDown,
     /// Host: whether moderators may answer requests.
     StageSettings { moderators_manage: bool },
+    /// Host or moderator: pin a product of the room's catalog for everyone (docs/protocol.md §14).
+    PinProduct { product: String },
+    /// Host or moderator: take the pinned product down.
+    UnpinProduct,
+    /// A tap on the pinned product's checkout button (counted).
+    ProductClick { product: String },
+    /// Host or moderator: this live's supporters and totals.
+    GetSupporters,
 }
 
 /// What a moderator does to an identity.
@@ -214,6 +222,63 @@ pub struct CommentView {
     pub text: String,
     /// Unix milliseconds.
     pub at: i64,
+    /// The author's supporter badge in this live, if they bought one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<BadgeView>,
+}
+
+/// A supporter badge: its tier (1..=3) and the tier's name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BadgeView {
+    pub tier: u8,
+    pub name: String,
+}
+
+/// A badge tier as clients see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TierView {
+    pub tier: u8,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+/// A product as every page shows it (prices in the currency's minor unit).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProductView {
+    pub id: String,
+    pub title: String,
+    pub price_minor: i64,
+    pub currency: String,
+    /// http(s) URL, or `/media/products/<id>?v=<n>` for an uploaded image, or empty.
+    pub image_url: String,
+    pub checkout_url: String,
+}
+
+/// One payment as the host's supporters panel lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SupporterView {
+    pub payment: String,
+    pub identity: String,
+    pub name: String,
+    pub tier: u8,
+    pub tier_name: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// When the payment reached us (unix ms).
+    pub at: i64,
+}
+
+/// A live's support so far (refunds taken out).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SupportTotals {
+    pub payments: u64,
+    /// Distinct identities.
+    pub supporters: u64,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// Payments per tier, tier 1 first.
+    pub by_tier: [u64; 3],
 }
 
 /// A report as moderators see it (`comment` is null when it is gone).
@@ -251,6 +316,15 @@ pub struct ChatSnapshot {
     /// Open reports (host and moderators only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_reports: Option<usize>,
+    /// The live's id (the server API's `/api/v1/lives/{id}`).
+    #[serde(default)]
+    pub live_id: String,
+    /// The product pinned now.
+    #[serde(default)]
+    pub pinned_product: Option<ProductView>,
+    /// The supporter badge tiers, cheapest first.
+    #[serde(default)]
+    pub tiers: Vec<TierView>,
 }
 
 /// How a participant came in: a browser (or any WebSocket client) with a token, or a studio
@@ -550,6 +624,37 @@ pub enum ServerMsg {
         active: bool,
         reason: String,
     },
+    /// To everyone: a product is pinned (again, when the pinned product was edited).
+    ProductPinned {
+        product: ProductView,
+    },
+    /// To everyone: the pinned product was taken down.
+    ProductUnpinned {
+        product: String,
+    },
+    /// To everyone: an identity's supporter badge now (null: a refund took it away).
+    Badge {
+        identity: String,
+        badge: Option<BadgeView>,
+    },
+    /// To the host and moderators: a new payment.
+    Supporter {
+        supporter: SupporterView,
+        totals: SupportTotals,
+    },
+    /// To the host and moderators: a payment was refunded.
+    SupporterRefunded {
+        payment: String,
+        identity: String,
+        totals: SupportTotals,
+    },
+    /// Answer to `get_supporters`: the payments in the order they came, and the totals.
+    Supporters {
+        supporters: Vec<SupporterView>,
+        totals: SupportTotals,
+    },
+    /// To the host and moderators: the room's product catalog changed (fetch it again).
+    ProductsChanged,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
-use crate::live::{chat, controls, invitations, media, stats, studio};
+use crate::live::{chat, commerce, controls, invitations, media, stats, studio};
 use crate::protocol::{ClientMsg, ServerMsg};
 
 /// What the connection does after a message was handled.
@@ -66,5 +66,9 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::RemoveFromStage { participant } => invitations::remove(ctx, participant).map(done),
         ClientMsg::StepDown => invitations::step_down(ctx).map(done),
         ClientMsg::StageSettings { moderators_manage } => invitations::settings(ctx, moderators_manage).map(done),
+        ClientMsg::PinProduct { product } => commerce::pin(ctx, product).await.map(done),
+        ClientMsg::UnpinProduct => commerce::unpin(ctx).await.map(done),
+        ClientMsg::ProductClick { product } => commerce::click(ctx, &product).map(done),
+        ClientMsg::GetSupporters => commerce::supporters(ctx).map(reply),
     }
 }

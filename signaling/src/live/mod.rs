@@ -13,11 +13,13 @@
 //! | [`stats`] | `get_stats`, and `/api/stats` |
 //! | [`studio`] | studio feeds over RTMP, and the stream-key messages |
 //! | [`chat`] | the conversation: comments, reactions, moderation, reports, the audit log |
+//! | [`commerce`] | supporter badges from the payment webhook, the supporters panel, product pins and their counters |
 //!
 //! Features talk to the media plane through the `sfu::Sfu` handle and to persistence through
 //! [`crate::store::Store`]; none of them touches a socket of a browser.
 
 pub mod chat;
+pub mod commerce;
 pub mod controls;
 pub mod ctx;
 pub mod dispatch;

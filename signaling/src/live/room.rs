@@ -4,9 +4,10 @@
 //! never stalls a room.
 
 use super::chat::Conversation;
+use super::commerce::Commerce;
 use super::stage::Stage;
 use crate::auth::{Claims, Role};
-use crate::config::{ChatConfig, RoomConfig};
+use crate::config::{ChatConfig, CommerceConfig, RoomConfig};
 use crate::error::{AppError, ErrorCode};
 use crate::profiles::{Profile, ProfileView};
 use crate::protocol::{ChatSnapshot, HostState, ParticipantInfo, ParticipantKind, RoomInfo, RoomState, ServerMsg, TrackView};
@@ -79,6 +80,8 @@ pub struct Room {
     pub chat: Conversation,
     /// Conversation messages waiting for the next fan-out tick.
     chat_queue: Vec<Out>,
+    /// The live's supporters and pinned product.
+    pub commerce: Commerce,
 }
 
 /// What a joining participant learns.
@@ -105,10 +108,11 @@ fn unix_ms() -> u64 {
 }
 
 impl Room {
-    pub fn new(name: String, config: RoomConfig, chat: Conversation, profiles: Arc<BTreeMap<String, Profile>>) -> Self {
+    pub fn new(name: String, config: RoomConfig, chat: Conversation, commerce: Commerce, profiles: Arc<BTreeMap<String, Profile>>) -> Self {
         let profile = ProfileView { name: config.profile.clone(), profile: profiles.get(&config.profile).cloned().unwrap_or_default() };
         Self {
             chat,
+            commerce,
             chat_queue: Vec::new(),
             profile,
             profiles,
@@ -345,6 +349,10 @@ impl Room {
             self.started = Some(Instant::now());
         }
         self.members.insert(id, Member { info: me.clone(), token_role: claims.role, outbox });
+        if kind == ParticipantKind::User {
+            // The pinned product's card is on this page now.
+            self.commerce.viewed(1);
+        }
         self.empty_since = None;
         self.broadcast(ServerMsg::ParticipantJoined { participant: me.clone() }, Some(id));
         if profile_changed {
@@ -366,10 +374,15 @@ impl Room {
             participants: self.members.values().filter(|m| m.info.id != id).map(|m| m.info.clone()).collect(),
             tracks: self.tracks.values().map(view).collect(),
             subscribe: self.tracks.values().map(|t| t.info.clone()).collect(),
-            chat: super::chat::snapshot(&self.chat, &claims.identity, role),
+            chat: super::chat::snapshot(&self.chat, &self.commerce, &claims.identity, role),
             profile: self.profile.clone(),
             earlier: if profile_changed { self.members.keys().copied().filter(|m| *m != id).collect() } else { Vec::new() },
         })
+    }
+
+    /// Members with a page (not studio feeds): who sees a pinned product.
+    pub fn audience(&self) -> u64 {
+        self.members.values().filter(|m| m.info.kind == ParticipantKind::User).count() as u64
     }
 
     /// How many members hold a seat on stage.
@@ -520,6 +533,7 @@ pub struct Rooms {
     chat: Arc<ChatConfig>,
     default_words: Arc<Vec<String>>,
     profiles: Arc<BTreeMap<String, Profile>>,
+    commerce: Arc<CommerceConfig>,
     /// Rooms whose chat queue has messages for the next fan-out tick.
     chat_dirty: Mutex<std::collections::HashSet<String>>,
     /// Held while a room is opened from the store or closed into it, so a room's live is never
@@ -540,8 +554,10 @@ impl Rooms {
         chat: Arc<ChatConfig>,
         default_words: Arc<Vec<String>>,
         profiles: Arc<BTreeMap<String, Profile>>,
+        commerce: Arc<CommerceConfig>,
     ) -> Self {
         Self {
+            commerce,
             map: DashMap::new(),
             config,
             chat,
@@ -563,8 +579,11 @@ impl Rooms {
             return Ok(room);
         }
         let live = store.open_live(name, self.chat.history * 4).await?;
+        let payments = store.payments_of(&live.id).await?;
+        let pinned = store.pinned(&live.id, name).await?.map(|p| crate::live::commerce::catalog::view(&p));
+        let commerce = Commerce::new(self.commerce.clone(), payments, pinned);
         let chat = Conversation::new(live, self.chat.clone(), self.default_words.clone());
-        let room = Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone(), chat, self.profiles.clone())));
+        let room = Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone(), chat, commerce, self.profiles.clone())));
         self.map.insert(name.to_owned(), room.clone());
         Ok(room)
     }
@@ -644,7 +663,8 @@ mod tests {
 
     pub(crate) fn test_room() -> Room {
         let chat = Conversation::new(crate::store::LiveState::fresh("l".into()), Arc::new(ChatConfig::default()), Arc::new(Vec::new()));
-        Room::new("r".into(), RoomConfig::default(), chat, Arc::new(crate::profiles::builtin()))
+        let commerce = Commerce::new(Arc::new(crate::config::CommerceConfig::default()), Vec::new(), None);
+        Room::new("r".into(), RoomConfig::default(), chat, commerce, Arc::new(crate::profiles::builtin()))
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! lock (docs/architecture.md §6.1).
 
 mod chat;
+mod commerce;
 mod keys;
 mod legacy_keys;
 
 pub use chat::{AuditEntry, CommentRow, Flag, LiveState, MemberFlags, ReportRow, Visibility};
+pub use commerce::{LiveRow, PaymentRow, ProductRow, Recorded, Refunded};
 pub use keys::{KeySeat, KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
 
 use crate::config::Config;

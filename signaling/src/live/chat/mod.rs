@@ -13,9 +13,10 @@ pub use state::{Conversation, EMOJI, moderates};
 
 use crate::auth::{MAX_IDENTITY_BYTES, Role};
 use crate::error::{AppError, ErrorCode};
+use crate::live::commerce::Commerce;
 use crate::live::ctx::Ctx;
 use crate::live::room::{Room, Rooms, lock};
-use crate::protocol::{ChatSnapshot, CommentView, ModAction, ParticipantKind, ReportAction, ReportView, ServerMsg, TimedOut};
+use crate::protocol::{BadgeView, ChatSnapshot, CommentView, ModAction, ParticipantKind, ReportAction, ReportView, ServerMsg, TimedOut};
 use crate::store::{AuditEntry, CommentRow, Flag, ReportRow, Store, Visibility, unix_ms};
 use std::time::Instant;
 
@@ -24,8 +25,9 @@ const MAX_REASON_CHARS: usize = 200;
 /// Audit-log lines one `get_audit_log` returns.
 const AUDIT_PAGE: usize = 500;
 
-pub fn view(row: &CommentRow) -> CommentView {
+pub fn view(row: &CommentRow, badge: Option<BadgeView>) -> CommentView {
     CommentView {
+        badge,
         id: row.id,
         identity: row.identity.clone(),
         name: row.name.clone(),
@@ -36,11 +38,14 @@ pub fn view(row: &CommentRow) -> CommentView {
 }
 
 /// What a participant joining as `identity` with `role` finds.
-pub fn snapshot(chat: &Conversation, identity: &str, role: Role) -> ChatSnapshot {
+pub fn snapshot(chat: &Conversation, commerce: &Commerce, identity: &str, role: Role) -> ChatSnapshot {
     let (comments_enabled, slow_mode_secs) = chat.settings();
     let now = unix_ms();
     ChatSnapshot {
-        comments: chat.history_for(identity).into_iter().map(view).collect(),
+        live_id: chat.live_id.clone(),
+        pinned_product: commerce.pinned().cloned(),
+        tiers: commerce.tiers(),
+        comments: chat.history_for(identity).into_iter().map(|c| view(c, commerce.badge(&c.identity))).collect(),
         comments_enabled,
         slow_mode_secs,
         reactions: chat.totals().clone(),
@@ -110,7 +115,7 @@ pub async fn comment(ctx: &Ctx<'_>, raw: String) -> Result<(), AppError> {
     let public = row.visibility == Visibility::Public;
     {
         let mut r = lock(ctx.room);
-        let msg = ServerMsg::Comment { comment: view(&row) };
+        let msg = ServerMsg::Comment { comment: view(&row, r.commerce.badge(&row.identity)) };
         if public {
             r.queue_chat(msg);
         } else {
@@ -308,7 +313,7 @@ pub async fn set_blocked_words(ctx: &Ctx<'_>, words: Vec<String>) -> Result<Serv
 fn report_view(r: &ReportRow, comment: Option<&CommentRow>) -> ReportView {
     ReportView {
         id: r.id,
-        comment: comment.map(view),
+        comment: comment.map(|c| view(c, None)),
         comment_id: r.comment,
         reporter: r.reporter.clone(),
         reason: r.reason.clone(),

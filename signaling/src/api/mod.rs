@@ -1,0 +1,122 @@
+//! The server API under `/api/v1` (docs/api.md): JSON over HTTP for the platform's backend
+//! (the API key), the host's page (its room token), and the payment provider (a signed webhook).
+//! Handlers here are HTTP plumbing only: they authenticate, read the body within its limit and
+//! call the feature (`live::commerce`), which does the work.
+
+pub mod lives;
+pub mod payments;
+pub mod products;
+
+use crate::app::AppState;
+use crate::auth::Role;
+use crate::error::{AppError, ErrorCode};
+use crate::live::chat::moderates;
+use crate::live::room::lock;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use subtle::ConstantTimeEq;
+
+/// Largest JSON body of the API.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/payments", post(payments::webhook))
+        .route("/api/v1/rooms/{room}/products", get(products::list).post(products::create))
+        .route("/api/v1/rooms/{room}/products/{id}", get(products::get).patch(products::update).delete(products::delete))
+        .route("/api/v1/rooms/{room}/products/{id}/image", put(products::upload_image))
+        .route("/api/v1/lives/{live}/supporters", get(lives::supporters))
+        .route("/media/products/{id}", get(products::image))
+}
+
+/// An API refusal: the status of its code and `{"error": {"code", "message"}}`.
+pub struct ApiError(pub AppError);
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        if e.code == ErrorCode::Internal {
+            tracing::error!("server API: {e}");
+        } else {
+            tracing::debug!("server API refused: {e}");
+        }
+        let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut error = serde_json::json!({ "code": e.code, "message": e.message });
+        if let Some(ms) = e.retry_after_ms {
+            error["retry_after_ms"] = ms.into();
+        }
+        let mut res = (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Who is calling.
+#[derive(Debug, PartialEq)]
+pub enum Caller {
+    /// The platform's backend, with the API key: every room.
+    Server,
+    /// A host or moderator of the room, with their room token.
+    Staff { identity: String },
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| AppError::new(ErrorCode::TokenMissing, "Authorization: Bearer <API key or room token> is required"))?;
+    let value = value.to_str().map_err(|_| AppError::new(ErrorCode::TokenMalformed, "the Authorization header is not text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(AppError::new(ErrorCode::TokenMalformed, "the Authorization header must be `Bearer <token>`")),
+    }
+}
+
+/// The API key, or a room token of a host or moderator of `room` (a moderator appointed
+/// during the live counts; one whose moderation was taken away does not).
+pub fn authorize(app: &AppState, headers: &HeaderMap, room: &str) -> Result<Caller, AppError> {
+    let token = bearer(headers)?;
+    let key = app.config.api.key.as_bytes();
+    if !key.is_empty() && bool::from(token.as_bytes().ct_eq(key)) {
+        return Ok(Caller::Server);
+    }
+    let claims = app.auth.verify(token, Some(room))?;
+    let role = match app.rooms.get(room) {
+        Some(r) => lock(&r).chat.effective_role(&claims.identity, claims.role),
+        None => claims.role,
+    };
+    if moderates(role) || role == Role::Host {
+        Ok(Caller::Staff { identity: claims.identity })
+    } else {
+        Err(AppError::new(ErrorCode::NotAllowed, "only the server key, the host and moderators may do this"))
+    }
+}
+
+/// Read a request body of at most `limit` bytes.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, AppError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| AppError::new(ErrorCode::MessageTooLarge, format!("the body is larger than {limit} bytes, or was cut off")))
+}
+
+/// Parse a JSON body of at most [`MAX_JSON_BYTES`].
+pub async fn json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, AppError> {
+    let bytes = read_body(body, MAX_JSON_BYTES).await?;
+    serde_json::from_slice(&bytes).map_err(|e| AppError::new(ErrorCode::BadMessage, format!("the body is not the JSON expected: {e}")))
+}
+
+pub fn ok<T: serde::Serialize>(status: StatusCode, body: &T) -> ApiResult {
+    Ok((status, axum::Json(body)).into_response())
+}

@@ -1,0 +1,33 @@
+//! `POST /api/v1/payments`: the payment provider's webhook (docs/api.md "Payments").
+
+use super::{ApiResult, MAX_JSON_BYTES, ok, read_body};
+use crate::app::AppState;
+use crate::error::{AppError, ErrorCode};
+use crate::live::commerce::{EventOutcome, on_event, payments};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+pub async fn webhook(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    let secret = app.config.commerce.webhook_secret.as_bytes();
+    if secret.is_empty() {
+        return Err(AppError::new(ErrorCode::NotConfigured, "payments are off: commerce.webhook_secret is not set").into());
+    }
+    let body = read_body(body, MAX_JSON_BYTES).await?;
+    let signature = headers.get(payments::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let now = crate::store::unix_ms() / 1000;
+    payments::verify(secret, signature, &body, now, app.config.commerce.webhook_tolerance_secs)?;
+    let event = payments::parse(&body)?;
+    let outcome = on_event(&app, event).await?;
+    tracing::info!(?outcome, "payment webhook");
+    match outcome {
+        EventOutcome::Granted { payment, live_id, badge } => {
+            ok(StatusCode::CREATED, &serde_json::json!({ "status": "granted", "payment": payment, "live_id": live_id, "badge": badge }))
+        }
+        EventOutcome::Refunded { payment, live_id, identity, badge } => ok(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "refunded", "payment": payment, "live_id": live_id, "identity": identity, "badge": badge }),
+        ),
+        EventOutcome::Duplicate { id } => ok(StatusCode::OK, &serde_json::json!({ "status": "duplicate", "id": id })),
+    }
+}
