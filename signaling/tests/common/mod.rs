@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chat_client;
+pub mod http;
 
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::Registry;
