@@ -581,6 +581,29 @@ mod tests {
     }
 
     #[test]
+    fn commerce_as_docs_api_shows_it_and_its_edges() {
+        let doc = "[api]\nkey = \"0123456789abcdef\"\n[commerce]\ncurrency = \"EUR\"\nwebhook_secret = \"a-long-random-secret\"\n\
+                   tiers = [\n  { name = \"Supporter\", price_minor = 99 },\n  { name = \"Fan\", price_minor = 299 },\n  { name = \"Superfan\", price_minor = 499 },\n]\n";
+        let c: Config = toml::from_str(doc).unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.commerce.tiers[2].name.as_str(), c.commerce.tiers[2].price_minor), ("Superfan", 499));
+        for bad in [
+            "[api]\nkey = \"short\"",
+            "[commerce]\ncurrency = \"euro\"",
+            "[commerce]\nwebhook_secret = \"short\"",
+            "[commerce]\ntiers = [{ name = \"One\", price_minor = 1 }]",
+            "[commerce]\ntiers = [{ name = \"A\", price_minor = 1 }, { name = \"\", price_minor = 2 }, { name = \"C\", price_minor = 3 }]",
+            "[commerce]\ntiers = [{ name = \"A\", price_minor = 0 }, { name = \"B\", price_minor = 2 }, { name = \"C\", price_minor = 3 }]",
+            "[commerce]\nwebhook_tolerance_secs = 5",
+            "[commerce]\nmax_image_bytes = 10",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[commerce]\ntiers = [{ name = \"A\", price = 1 }]").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
     fn layer_knobs_reach_the_sfu_and_are_bounded() {
         let c: Config = toml::from_str("[rtc]\ninitial_estimate_kbps = 800\nlayer_up_hold_ms = 500\nlayer_up_headroom = 1.5\n").unwrap();
         c.validate().unwrap();
