@@ -124,6 +124,7 @@ pub struct SfuStats {
     pub demux_sessions: usize,
     pub demux_addresses: usize,
     pub datagrams_in: u64,
+    pub bytes_in: u64,
     pub datagrams_dropped: u64,
     pub rtp_in: u64,
     pub rtp_out: u64,
@@ -131,4 +132,11 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     pub plis_sent: u64,
     pub session_errors: u64,
+    /// NACKed packets viewers asked for, and those resent.
+    pub nacked: u64,
+    pub retransmitted: u64,
+    pub firs_received: u64,
+    pub layer_switches: u64,
+    /// Arrival to hand-off to the socket, per forwarded packet.
+    pub forwarding_delay: crate::metrics::DelaySnapshot,
 }

@@ -72,6 +72,7 @@ impl Sfu {
             workers: n,
             tracks: DashMap::new(),
             counters: Counters::default(),
+            delays: Default::default(),
         });
         let mut threads = Vec::new();
         for (i, q) in queues.into_iter().enumerate() {
@@ -273,6 +274,18 @@ impl Sfu {
             keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
             plis_sent: c.plis_sent.load(Ordering::Relaxed),
             session_errors: c.session_errors.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            nacked: crate::metrics::NACKED.load(Ordering::Relaxed),
+            retransmitted: crate::metrics::RETRANSMITTED.load(Ordering::Relaxed),
+            firs_received: crate::metrics::FIRS_RECEIVED.load(Ordering::Relaxed),
+            layer_switches: crate::metrics::LAYER_SWITCHES.load(Ordering::Relaxed),
+            forwarding_delay: {
+                let mut s = crate::metrics::DelaySnapshot::default();
+                for h in self.shared.plane.delays.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    h.add_to(&mut s);
+                }
+                s
+            },
         }
     }
 

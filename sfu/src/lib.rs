@@ -70,6 +70,7 @@ mod handle;
 mod ids;
 pub mod ingest;
 mod media;
+pub mod metrics;
 mod net;
 mod session;
 mod worker;

@@ -254,6 +254,9 @@ impl Forwarder {
             }
             let gap = self.last_sent.map(|t| (now.duration_since(t).as_secs_f64() * self.clock_rate as f64) as u32).unwrap_or(1);
             self.munger.anchor(seq, ts, gap);
+            if self.current.is_some() {
+                crate::metrics::LAYER_SWITCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             self.current = Some(layer);
             self.frame = None;
         }

@@ -48,6 +48,7 @@ impl RecvLoop {
                 }
             };
             c.datagrams_in.fetch_add(1, Ordering::Relaxed);
+            c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             if n == 0 || n > MAX_DATAGRAM {
                 c.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -200,6 +200,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
                 };
                 // Newest first: when the budget is short, the losses a receiver can still use win.
                 let seqs: Vec<u16> = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
+                crate::metrics::NACKED.fetch_add(seqs.len() as u64, Ordering::Relaxed);
                 let mut kept = Vec::with_capacity(seqs.len());
                 for &seq in seqs.iter().rev() {
                     if !paused && self.allow(nack.media_ssrc, seq, now, pps) {
@@ -210,6 +211,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
                     }
                 }
                 kept.reverse();
+                crate::metrics::RETRANSMITTED.fetch_add(kept.len() as u64, Ordering::Relaxed);
                 if !kept.is_empty() {
                     kept_packets.push(Box::new(TransportLayerNack {
                         sender_ssrc: nack.sender_ssrc,

@@ -76,6 +76,9 @@ impl Subscriber {
     /// its rate taken off the top), then the rest of the estimate split over the video tracks.
     pub fn allocate_layers(&mut self, now: Instant) {
         let estimate = self.bandwidth_estimate();
+        if let Some(e) = estimate {
+            crate::metrics::ESTIMATES.record(e);
+        }
         let audio: f64 = self.forwarders.values().filter(|s| s.forwarder.is_audio()).map(|s| s.forwarder.layer_rates()[0]).sum();
         let mut video: Vec<&mut Subscription> = self.forwarders.values_mut().filter(|s| !s.forwarder.is_audio()).collect();
         let shares = estimate.map(|e| {

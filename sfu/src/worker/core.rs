@@ -69,11 +69,16 @@ pub(crate) struct Core {
     /// Dynacast: the demand this worker last reported per track.
     pub demand_sent: HashMap<crate::ids::TrackId, u8>,
     pub out: Outputs,
+    /// This worker's forwarding delays (registered in `plane.delays`).
+    pub delay: Arc<crate::metrics::DelayHistogram>,
 }
 
 impl Core {
     pub fn new(idx: usize, plane: Arc<Plane>) -> Core {
+        let delay = Arc::new(crate::metrics::DelayHistogram::default());
+        plane.delays.lock().unwrap_or_else(|p| p.into_inner()).push(delay.clone());
         Core {
+            delay,
             idx,
             plane,
             participants: HashMap::new(),

@@ -18,6 +18,8 @@ pub(crate) struct Plane {
     /// The worker that owns each published track (its publisher's worker).
     pub tracks: DashMap<TrackId, usize>,
     pub counters: Counters,
+    /// Each worker's forwarding-delay histogram (a worker writes only its own).
+    pub delays: std::sync::Mutex<Vec<std::sync::Arc<crate::metrics::DelayHistogram>>>,
 }
 
 impl Plane {
@@ -35,6 +37,7 @@ pub(crate) struct Counters {
     pub demux_sessions: AtomicUsize,
     pub demux_addresses: AtomicUsize,
     pub datagrams_in: AtomicU64,
+    pub bytes_in: AtomicU64,
     pub datagrams_dropped: AtomicU64,
     pub rtp_in: AtomicU64,
     pub rtp_out: AtomicU64,

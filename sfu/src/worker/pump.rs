@@ -69,6 +69,9 @@ impl Core {
                     RTCMessage::RtcpPacket(track_id, packets) if forwarders.is_some() => {
                         let wants_keyframe =
                             packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
+                        if packets.iter().any(|p| p.as_any().is::<FullIntraRequest>()) {
+                            crate::metrics::FIRS_RECEIVED.fetch_add(1, Ordering::Relaxed);
+                        }
                         if wants_keyframe && let Ok(track) = track_id.parse::<TrackId>() {
                             // The viewer's decoder wants a keyframe of what it is fed.
                             let layer = forwarders.and_then(|f| f.get(&track)).and_then(|s| s.forwarder.current()).unwrap_or(0);

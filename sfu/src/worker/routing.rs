@@ -47,7 +47,10 @@ impl Core {
             drain_writes(&mut self.out.transmit, &mut session.link);
             Core::reschedule(&mut self.timers, &mut session.link);
         }
-        self.plane.counters.rtp_out.fetch_add(forwarded, Ordering::Relaxed);
+        if forwarded > 0 {
+            self.plane.counters.rtp_out.fetch_add(forwarded, Ordering::Relaxed);
+            self.delay.record(now.saturating_duration_since(pkt.received).as_micros() as u64);
+        }
     }
 
     /// A track published here is gone: tell its publisher and every worker.

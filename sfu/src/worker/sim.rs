@@ -182,6 +182,7 @@ impl Sim {
             workers: 1,
             tracks: DashMap::new(),
             counters: Counters::default(),
+            delays: Default::default(),
         };
         Sim { t0, now: t0, core: Core::new(0, Arc::new(plane)), server, clients: Vec::new(), events: Vec::new() }
     }
