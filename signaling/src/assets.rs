@@ -98,7 +98,8 @@ mod tests {
                 let path = entry.expect("a directory entry").path();
                 let rel = path.strip_prefix(&root).expect("under root").to_string_lossy().replace('\\', "/");
                 if path.is_dir() {
-                    if rel != "tests" && rel != "node_modules" {
+                    // admin/: the dashboard, served by the admin listener (observe::admin), not here.
+                    if rel != "tests" && rel != "node_modules" && rel != "admin" {
                         dirs.push(path);
                     }
                 } else if [".js", ".html", ".css"].iter().any(|ext| rel.ends_with(ext)) {

@@ -27,6 +27,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub api: ApiConfig,
     pub commerce: CommerceConfig,
+    pub admin: AdminConfig,
     /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
     /// and `continuity` are kept unless redefined here.
     pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
@@ -94,6 +95,33 @@ impl Default for ChatConfig {
             max_timeout_minutes: 24 * 60,
             max_open_reports: 1000,
             blocked_words_file: String::new(),
+        }
+    }
+}
+
+/// The admin listener: `/metrics`, and the operator dashboard behind `token` (docs/operations.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Keep it on loopback or a cluster-internal address: it is not for the public.
+    pub bind: SocketAddr,
+    /// The dashboard's credential (`Authorization: Bearer`), at least 16 bytes. Empty: the
+    /// dashboard is open in dev mode and refused otherwise; `/metrics` never asks.
+    pub token: String,
+    /// OTLP trace export (docs/operations.md "Traces"): an `http://host:4318` collector base URL.
+    /// Empty: `OTEL_EXPORTER_OTLP_ENDPOINT` when set, else no export.
+    pub otlp_endpoint: String,
+    /// Share of traces kept (0..=1).
+    pub trace_sample_ratio: f64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7881),
+            token: String::new(),
+            otlp_endpoint: String::new(),
+            trace_sample_ratio: 0.1,
         }
     }
 }
@@ -308,6 +336,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
             api: ApiConfig::default(),
+            admin: AdminConfig::default(),
             commerce: CommerceConfig::default(),
             profiles: crate::profiles::builtin(),
         }
@@ -423,6 +452,12 @@ impl Config {
         if let Some(v) = get("ONAIR_STORE_URL") {
             self.store.url = v;
         }
+        if let Some(v) = get("ONAIR_ADMIN_BIND") {
+            self.admin.bind = parse("ONAIR_ADMIN_BIND", v)?;
+        }
+        if let Some(v) = get("ONAIR_ADMIN_TOKEN") {
+            self.admin.token = v;
+        }
         if let Some(v) = get("ONAIR_API_KEY") {
             self.api.key = v;
         }
@@ -514,6 +549,12 @@ impl Config {
         }
         if !(50..=5000).contains(&chat.reaction_window_ms) || chat.user_reactions_per_sec == 0 || chat.max_timeout_minutes == 0 {
             anyhow::bail!("chat: reaction_window_ms 50..=5000, user_reactions_per_sec and max_timeout_minutes ≥ 1");
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            anyhow::bail!("admin.token must be at least 16 bytes (or empty)");
+        }
+        if !(0.0..=1.0).contains(&self.admin.trace_sample_ratio) {
+            anyhow::bail!("admin.trace_sample_ratio must be 0..=1");
         }
         if !self.api.key.is_empty() && self.api.key.len() < 16 {
             anyhow::bail!("api.key must be at least 16 bytes (or empty: no server key)");

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod live;
+pub mod observe;
 pub mod profiles;
 pub mod protocol;
 pub mod store;
@@ -112,6 +113,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     /// The RTMP listener, when enabled.
     pub rtmp_addr: Option<SocketAddr>,
+    /// The admin listener (`/metrics`, the dashboard), unless its address was taken.
+    pub admin_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -191,6 +194,27 @@ impl Server {
         } else {
             None
         };
+        observe::install();
+        // Like RTMP: a taken admin port leaves the dashboard off, loudly, and the lives running.
+        let admin_addr = match tokio::net::TcpListener::bind(state.config.admin.bind).await {
+            Ok(l) => {
+                let addr = l.local_addr().ok();
+                let (admin, mut stop) = (observe::admin::router(state.clone()), rx.clone());
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = stop.changed().await;
+                    };
+                    if let Err(e) = axum::serve(l, admin).with_graceful_shutdown(stop).await {
+                        tracing::error!("admin listener: {e}");
+                    }
+                });
+                addr
+            }
+            Err(e) => {
+                tracing::error!(bind = %state.config.admin.bind, "the admin listener (metrics, dashboard) is off: {e}");
+                None
+            }
+        };
         let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let stop = async move {
@@ -201,7 +225,7 @@ impl Server {
             }
         });
         tracing::info!(%http_addr, "signaling listening (HTTP/WebSocket)");
-        Ok(Server { http_addr, rtmp_addr, state, shutdown, task })
+        Ok(Server { http_addr, rtmp_addr, admin_addr, state, shutdown, task })
     }
 
     pub fn sfu(&self) -> &sfu::Sfu {

@@ -23,6 +23,9 @@ struct Cli {
     /// UDP media listen address.
     #[arg(long)]
     udp_bind: Option<SocketAddr>,
+    /// Admin listener (`/metrics`, the dashboard) address.
+    #[arg(long)]
+    admin_bind: Option<SocketAddr>,
     /// Address advertised to clients in ICE candidates.
     #[arg(long)]
     advertise_ip: Option<IpAddr>,
@@ -100,6 +103,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(b) = cli.udp_bind {
         config.rtc.udp_bind = b;
     }
+    if let Some(b) = cli.admin_bind {
+        config.admin.bind = b;
+    }
     if let Some(ip) = cli.advertise_ip {
         config.rtc.advertise_ip = ip;
     }
@@ -159,10 +165,7 @@ async fn stream_key(
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
-        .context("bad log filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let traces = signaling::observe::traces::init(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let dev = config.dev_mode();
@@ -179,6 +182,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             println!("  Go live as host:  {base}/?token={host}");
             println!("  Watch as viewer:  {base}/?token={viewer}");
             println!("  Mint more tokens: cargo run --release -- token --room demo --identity guest --role cohost");
+            if let Some(admin) = server.admin_addr {
+                println!("  Dashboard:        http://{admin}/admin   (metrics: http://{admin}/metrics)");
+            }
             if let Some(rtmp) = server.rtmp_addr {
                 println!(
                     "  Studio feed:      cargo run --release -- stream-key --room demo   (OBS server {}, RTMP on {rtmp})",
@@ -191,5 +197,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         server.shutdown().await;
         anyhow::Ok(())
-    })
+    })?;
+    // The exporter's last batch, off the runtime (its HTTP client blocks).
+    traces.shutdown();
+    Ok(())
 }

@@ -166,6 +166,85 @@ pub enum ClientMsg {
     ProductClick { product: String },
     /// Host or moderator: this live's supporters and totals.
     GetSupporters,
+    /// The player's QoE, cumulative since the page joined (docs/protocol.md §15), every ~10 s.
+    Qoe {
+        #[serde(default)]
+        client: Option<String>,
+        #[serde(default)]
+        first_frame_ms: Option<u64>,
+        #[serde(default)]
+        frames_decoded: u64,
+        #[serde(default)]
+        freezes: u64,
+        #[serde(default)]
+        freeze_ms: u64,
+        /// Freezes that ended since the last report: how long each lasted.
+        #[serde(default)]
+        recoveries_ms: Vec<u64>,
+        #[serde(default)]
+        layer: Option<String>,
+        #[serde(default)]
+        concealed_ms: u64,
+        #[serde(default)]
+        connection_changes: u64,
+        watch_ms: u64,
+    },
+    /// *Report a problem*: one of the tags, a sentence, and the page's context.
+    ReportProblem {
+        tag: String,
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        context: Option<serde_json::Value>,
+    },
+}
+
+impl ClientMsg {
+    /// The message's `type`, as a static string (metrics labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Join { .. } => "join",
+            ClientMsg::Publish { .. } => "publish",
+            ClientMsg::Answer { .. } => "answer",
+            ClientMsg::Candidate { .. } => "candidate",
+            ClientMsg::Mute { .. } => "mute",
+            ClientMsg::Leave => "leave",
+            ClientMsg::EndRoom => "end_room",
+            ClientMsg::Ping { .. } => "ping",
+            ClientMsg::VideoSize { .. } => "video_size",
+            ClientMsg::Quality { .. } => "quality",
+            ClientMsg::GetStats => "get_stats",
+            ClientMsg::CreateStreamKey { .. } => "create_stream_key",
+            ClientMsg::ListStreamKeys => "list_stream_keys",
+            ClientMsg::RevokeStreamKey { .. } => "revoke_stream_key",
+            ClientMsg::Comment { .. } => "comment",
+            ClientMsg::DeleteComment { .. } => "delete_comment",
+            ClientMsg::React { .. } => "react",
+            ClientMsg::Moderate { .. } => "moderate",
+            ClientMsg::ChatSettings { .. } => "chat_settings",
+            ClientMsg::GetBlockedWords => "get_blocked_words",
+            ClientMsg::SetBlockedWords { .. } => "set_blocked_words",
+            ClientMsg::Report { .. } => "report",
+            ClientMsg::GetReports => "get_reports",
+            ClientMsg::ResolveReport { .. } => "resolve_report",
+            ClientMsg::GetAuditLog => "get_audit_log",
+            ClientMsg::GetModerationState => "get_moderation_state",
+            ClientMsg::RequestStage => "request_stage",
+            ClientMsg::CancelStageRequest => "cancel_stage_request",
+            ClientMsg::AnswerStageRequest { .. } => "answer_stage_request",
+            ClientMsg::InviteToStage { .. } => "invite_to_stage",
+            ClientMsg::AnswerStageInvite { .. } => "answer_stage_invite",
+            ClientMsg::RemoveFromStage { .. } => "remove_from_stage",
+            ClientMsg::StepDown => "step_down",
+            ClientMsg::StageSettings { .. } => "stage_settings",
+            ClientMsg::PinProduct { .. } => "pin_product",
+            ClientMsg::UnpinProduct => "unpin_product",
+            ClientMsg::ProductClick { .. } => "product_click",
+            ClientMsg::GetSupporters => "get_supporters",
+            ClientMsg::Qoe { .. } => "qoe",
+            ClientMsg::ReportProblem { .. } => "report_problem",
+        }
+    }
 }
 
 /// What a moderator does to an identity.
@@ -655,6 +734,10 @@ pub enum ServerMsg {
     },
     /// To the host and moderators: the room's product catalog changed (fetch it again).
     ProductsChanged,
+    /// Your problem report was received.
+    ProblemReported {
+        id: i64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -680,6 +763,28 @@ impl ServerMsg {
 mod tests {
     use super::*;
     use crate::error::AppError;
+
+    #[test]
+    fn a_message_kind_is_its_wire_type() {
+        for wire in [
+            r#"{"type":"leave"}"#,
+            r#"{"type":"end_room"}"#,
+            r#"{"type":"comment","text":"x"}"#,
+            r#"{"type":"get_supporters"}"#,
+            r#"{"type":"pin_product","product":"p"}"#,
+            r#"{"type":"stage_settings","moderators_manage":true}"#,
+            r#"{"type":"qoe","watch_ms":1}"#,
+            r#"{"type":"report_problem","tag":"audio"}"#,
+            r#"{"type":"ping","ts":1}"#,
+        ] {
+            let msg: Result<ClientMsg, _> = serde_json::from_str(wire);
+            let v: serde_json::Value = serde_json::from_str(wire).unwrap_or_default();
+            match msg {
+                Ok(m) => assert_eq!(Some(m.kind()), v["type"].as_str(), "{wire}"),
+                Err(e) => panic!("{wire}: {e}"),
+            }
+        }
+    }
 
     #[test]
     fn participants_say_their_kind() {

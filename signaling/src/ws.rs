@@ -17,6 +17,7 @@ use crate::transport::websocket::{
 use sfu::SfuEvent;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Room broadcasts and SFU events queued for one connection.
 const QUEUE: usize = 512;
@@ -105,15 +106,24 @@ async fn wait_for_join(
 
 /// The whole life of one connection.
 pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, url_room: Option<String>, peer: String) {
-    let guest = match wait_for_join(&mut socket, &app, url_token, url_room).await {
-        Ok((token, room)) => {
-            join::authenticate(&app, Pass::Token { token: &token, room: room.as_deref() }).await.map_err(|e| (e, CLOSE_AUTH))
+    // The join's trace: from the socket's first message to `joined` sent (docs/operations.md).
+    let span =
+        tracing::info_span!("join", %peer, room = tracing::field::Empty, identity = tracing::field::Empty, outcome = tracing::field::Empty);
+    let guest = async {
+        match wait_for_join(&mut socket, &app, url_token, url_room).await {
+            Ok((token, room)) => {
+                join::authenticate(&app, Pass::Token { token: &token, room: room.as_deref() }).await.map_err(|e| (e, CLOSE_AUTH))
+            }
+            Err(refusal) => Err(refusal),
         }
-        Err(refusal) => Err(refusal),
-    };
+    }
+    .instrument(span.clone())
+    .await;
     let guest = match guest {
         Ok(g) => g,
         Err((e, code)) => {
+            span.record("outcome", e.code.as_str());
+            metrics::counter!("onair_joins_total", "stage" => "failed", "reason" => e.code.as_str()).increment(1);
             tracing::info!(%peer, code = %e.code, "join refused: {}", e.message);
             refuse(socket, e, code).await;
             return;
@@ -121,14 +131,19 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
     };
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(QUEUE);
     let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(QUEUE);
-    let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx).await {
+    span.record("room", guest.claims.room.as_str());
+    span.record("identity", guest.claims.identity.as_str());
+    let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx).instrument(span.clone()).await {
         Ok(j) => j,
         Err(e) => {
+            span.record("outcome", e.code.as_str());
+            metrics::counter!("onair_joins_total", "stage" => "failed", "reason" => e.code.as_str()).increment(1);
             tracing::info!(%peer, room = %guest.claims.room, code = %e.code, "join refused: {}", e.message);
             refuse(socket, e, CLOSE_POLICY).await;
             return;
         }
     };
+    metrics::counter!("onair_joins_total", "stage" => "signal_connected", "reason" => "").increment(1);
     let (id, room, snapshot) = (joined.id, joined.room, joined.snapshot);
     let claims = &guest.claims;
     tracing::info!(%peer, participant = %id, identity = %claims.identity, room = %claims.room, role = ?claims.role, "joined");
@@ -141,7 +156,10 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         chat: Box::new(snapshot.chat),
         profile: Box::new(snapshot.profile),
     };
-    let (reason, close_code) = if !send(&mut socket, &reply).await {
+    let sent = send(&mut socket, &reply).instrument(span.clone()).await;
+    span.record("outcome", if sent { "joined" } else { "connection_lost" });
+    drop(span);
+    let (reason, close_code) = if !sent {
         ("connection lost".to_owned(), None)
     } else {
         if let Err(e) = app.sfu.subscribe_all(id, snapshot.subscribe) {
@@ -262,8 +280,12 @@ impl Connection<'_> {
         }
         let msg = match parse(text, self.ctx.app.config.limits.max_message_bytes) {
             Ok(m) => m,
-            Err(e) => return self.on_bad(socket, e).await,
+            Err(e) => {
+                metrics::counter!("onair_ws_messages_total", "type" => "invalid").increment(1);
+                return self.on_bad(socket, e).await;
+            }
         };
+        metrics::counter!("onair_ws_messages_total", "type" => msg.kind()).increment(1);
         match dispatch(&self.ctx, msg).await {
             Ok(Outcome::Done) => Flow::Continue,
             Ok(Outcome::Reply(reply)) => {
@@ -302,7 +324,12 @@ impl Connection<'_> {
             },
             SfuEvent::LayersWanted(track, max_layer) => ServerMsg::Layers { track, max_layer },
             SfuEvent::AudioOnly(active) => ServerMsg::AudioOnly { active, reason: "bandwidth".into() },
-            SfuEvent::Connection(role, state) => ServerMsg::ConnectionState { target: Target::from(role), state },
+            SfuEvent::Connection(role, state) => {
+                if role == sfu::SessionRole::Subscriber && state == sfu::ConnState::Connected {
+                    metrics::counter!("onair_joins_total", "stage" => "media_connected", "reason" => "").increment(1);
+                }
+                ServerMsg::ConnectionState { target: Target::from(role), state }
+            }
             SfuEvent::SessionClosed(role, reason) => {
                 // Tell the client: it must start that connection afresh (a new publish offer,
                 // or a new subscriber connection for the next server offer).

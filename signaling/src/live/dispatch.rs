@@ -4,7 +4,7 @@
 
 use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
-use crate::live::{chat, commerce, controls, invitations, media, stats, studio};
+use crate::live::{chat, commerce, controls, invitations, media, qoe, stats, studio};
 use crate::protocol::{ClientMsg, ServerMsg};
 
 /// What the connection does after a message was handled.
@@ -70,5 +70,31 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::UnpinProduct => commerce::unpin(ctx).await.map(done),
         ClientMsg::ProductClick { product } => commerce::click(ctx, &product).map(done),
         ClientMsg::GetSupporters => commerce::supporters(ctx).map(reply),
+        ClientMsg::Qoe {
+            client,
+            first_frame_ms,
+            frames_decoded,
+            freezes,
+            freeze_ms,
+            recoveries_ms,
+            layer,
+            concealed_ms,
+            connection_changes,
+            watch_ms,
+        } => {
+            let report = qoe::QoeReport {
+                first_frame_ms,
+                frames_decoded,
+                freezes,
+                freeze_ms,
+                recoveries_ms,
+                layer,
+                concealed_ms,
+                connection_changes,
+                watch_ms,
+            };
+            qoe::report(ctx, qoe::Client::parse(client.as_deref()), report).map(done)
+        }
+        ClientMsg::ReportProblem { tag, text, context } => qoe::problem(ctx, tag, text, context).await.map(reply),
     }
 }

@@ -48,6 +48,7 @@ pub fn studio_identity(key_id: &str) -> String {
 }
 
 /// Check a pass. A token's errors are its `token_*` codes; a key's, `bad_stream_key`.
+#[tracing::instrument(name = "authenticate", level = "info", skip_all, err(level = "info"))]
 pub async fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppError> {
     match pass {
         Pass::Token { token, room } => Ok(Guest { claims: app.auth.verify(token, room)?, kind: ParticipantKind::User, stream_key: None }),
@@ -89,6 +90,7 @@ pub struct Joined {
 
 /// Enter `guest`'s room: place (and seat) in the room, then the SFU. The room's broadcasts go
 /// to `outbox`, the SFU's events about this participant to `events`.
+#[tracing::instrument(name = "join.room", level = "info", skip_all, fields(room = %guest.claims.room, role = ?guest.claims.role), err(level = "info"))]
 pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: mpsc::Sender<SfuEvent>) -> Result<Joined, AppError> {
     let id = ParticipantId::next();
     let room = app.rooms.open(&guest.claims.room, &app.store).await?;

@@ -14,6 +14,7 @@ const MAX_CANDIDATE_BYTES: usize = 1024;
 const MAX_VIDEO_HEIGHT: u32 = 16_384;
 
 /// `publish`: take (or keep) a seat, then apply the offer; the reply is the SFU's answer.
+#[tracing::instrument(name = "publish", level = "info", skip_all, fields(room = %ctx.claims.room, participant = %ctx.id), err(level = "info"))]
 pub async fn publish(ctx: &Ctx<'_>, sdp: String) -> Result<ServerMsg, AppError> {
     let newly_seated = lock(ctx.room).reserve_seat(ctx.id)?;
     match ctx.app.sfu.publish(ctx.id, sdp).await {
@@ -29,6 +30,7 @@ pub async fn publish(ctx: &Ctx<'_>, sdp: String) -> Result<ServerMsg, AppError> 
 }
 
 /// `answer`: the client's answer to the server's latest subscriber offer.
+#[tracing::instrument(name = "negotiate.answer", level = "info", skip_all, fields(room = %ctx.claims.room, participant = %ctx.id), err(level = "info"))]
 pub async fn answer(ctx: &Ctx<'_>, sdp: String) -> Result<(), AppError> {
     Ok(ctx.app.sfu.subscriber_answer(ctx.id, sdp).await?)
 }

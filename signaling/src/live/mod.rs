@@ -13,6 +13,7 @@
 //! | [`stats`] | `get_stats`, and `/api/stats` |
 //! | [`studio`] | studio feeds over RTMP, and the stream-key messages |
 //! | [`chat`] | the conversation: comments, reactions, moderation, reports, the audit log |
+//! | [`qoe`] | players' QoE reports, the live's KPIs, *Report a problem* |
 //! | [`commerce`] | supporter badges from the payment webhook, the supporters panel, product pins and their counters |
 //!
 //! Features talk to the media plane through the `sfu::Sfu` handle and to persistence through
@@ -26,6 +27,7 @@ pub mod dispatch;
 pub mod invitations;
 pub mod join;
 pub mod media;
+pub mod qoe;
 pub mod room;
 pub mod stage;
 pub mod stats;

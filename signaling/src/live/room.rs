@@ -5,6 +5,7 @@
 
 use super::chat::Conversation;
 use super::commerce::Commerce;
+use super::qoe::LiveQoe;
 use super::stage::Stage;
 use crate::auth::{Claims, Role};
 use crate::config::{ChatConfig, CommerceConfig, RoomConfig};
@@ -82,6 +83,8 @@ pub struct Room {
     chat_queue: Vec<Out>,
     /// The live's supporters and pinned product.
     pub commerce: Commerce,
+    /// The players' QoE reports and the KPIs they make.
+    pub qoe: LiveQoe,
 }
 
 /// What a joining participant learns.
@@ -113,6 +116,7 @@ impl Room {
         Self {
             chat,
             commerce,
+            qoe: LiveQoe::default(),
             chat_queue: Vec::new(),
             profile,
             profiles,
@@ -380,6 +384,23 @@ impl Room {
         })
     }
 
+    /// Who holds a seat on stage now.
+    pub fn on_stage(&self) -> Vec<&ParticipantInfo> {
+        self.stage.seated().filter_map(|id| self.members.get(&id).map(|m| &m.info)).collect()
+    }
+
+    /// How many members have each role now.
+    pub fn role_counts(&self) -> Vec<(Role, u64)> {
+        let mut counts: Vec<(Role, u64)> = Vec::new();
+        for m in self.members.values() {
+            match counts.iter_mut().find(|(r, _)| *r == m.info.role) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((m.info.role, 1)),
+            }
+        }
+        counts
+    }
+
     /// Members with a page (not studio feeds): who sees a pinned product.
     pub fn audience(&self) -> u64 {
         self.members.values().filter(|m| m.info.kind == ParticipantKind::User).count() as u64
@@ -456,6 +477,7 @@ impl Room {
             // Hold the live: viewers stay, the host's rejoin resumes it (docs/protocol.md §6.2).
             self.state = RoomState::Held;
             self.held_since = Some(Instant::now());
+            metrics::counter!("onair_publishers_lost_total").increment(1);
             tracing::info!(room = %self.name, grace_secs = self.config.host_grace_secs, "the host dropped: the live is held");
             self.broadcast(ServerMsg::HostStatus { state: HostState::Reconnecting, grace_secs: Some(self.config.host_grace_secs) }, None);
         }
@@ -578,7 +600,8 @@ impl Rooms {
         if let Some(room) = self.get(name) {
             return Ok(room);
         }
-        let live = store.open_live(name, self.chat.history * 4).await?;
+        let span = tracing::info_span!("room.open", room = %name);
+        let live = tracing::Instrument::instrument(store.open_live(name, self.chat.history * 4), span).await?;
         let payments = store.payments_of(&live.id).await?;
         let pinned = store.pinned(&live.id, name).await?.map(|p| crate::live::commerce::catalog::view(&p));
         let commerce = Commerce::new(self.commerce.clone(), payments, pinned);
@@ -609,11 +632,15 @@ impl Rooms {
             let drop = r.reap_check(now);
             if drop {
                 tracing::info!(room = %name, live = %r.chat.live_id, "room closed");
-                closed.push(r.chat.live_id.clone());
+                let kpis = serde_json::to_value(r.qoe.kpis()).unwrap_or_default();
+                closed.push((r.chat.live_id.clone(), r.profile().name.clone(), kpis));
             }
             !drop
         });
-        for live in closed {
+        for (live, profile, kpis) in closed {
+            if let Err(e) = store.save_kpis(&live, &profile, &kpis).await {
+                tracing::error!(%live, "keeping the live's KPIs: {e}");
+            }
             if let Err(e) = store.end_live(&live).await {
                 tracing::error!(%live, "ending the live in the store: {e}");
             }

@@ -12,10 +12,12 @@ mod chat;
 mod commerce;
 mod keys;
 mod legacy_keys;
+mod qoe;
 
 pub use chat::{AuditEntry, CommentRow, Flag, LiveState, MemberFlags, ReportRow, Visibility};
 pub use commerce::{LiveRow, PaymentRow, ProductRow, Recorded, Refunded};
 pub use keys::{KeySeat, KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
+pub use qoe::{PastLive, ProblemRow};
 
 use crate::config::Config;
 use crate::error::AppError;

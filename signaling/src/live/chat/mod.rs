@@ -87,6 +87,7 @@ async fn audit(ctx: &Ctx<'_>, live: &str, action: &str, target: &str, detail: St
         at: unix_ms(),
     };
     store.audit(live, &entry).await?;
+    metrics::counter!("onair_moderation_actions_total", "action" => action.to_owned()).increment(1);
     lock(ctx.room).send_to_staff(&ServerMsg::Moderation { entry });
     Ok(())
 }
@@ -112,6 +113,12 @@ pub async fn comment(ctx: &Ctx<'_>, raw: String) -> Result<(), AppError> {
         (row, r.chat.live_id.clone())
     };
     ctx.app.store.add_comment(&live, &row).await?;
+    let visibility = match row.visibility {
+        Visibility::Public => "public",
+        Visibility::Restricted => "restricted",
+        Visibility::Blocked => "blocked",
+    };
+    metrics::counter!("onair_comments_total", "visibility" => visibility).increment(1);
     let public = row.visibility == Visibility::Public;
     {
         let mut r = lock(ctx.room);
@@ -187,7 +194,9 @@ pub fn react(ctx: &Ctx<'_>, emoji: &str) -> Result<(), AppError> {
     if r.chat.is_banned(&ctx.claims.identity) {
         return Err(AppError::new(ErrorCode::Banned, "you are banned from this live"));
     }
-    r.chat.react(&ctx.claims.identity, emoji, Instant::now());
+    if r.chat.react(&ctx.claims.identity, emoji, Instant::now()) {
+        metrics::counter!("onair_reactions_total").increment(1);
+    }
     Ok(())
 }
 

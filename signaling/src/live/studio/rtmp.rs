@@ -82,6 +82,7 @@ impl Connection {
         }
     }
 
+    #[tracing::instrument(name = "studio.feed", level = "info", skip_all, fields(peer = %self.peer))]
     pub(super) async fn run(mut self) -> String {
         let reason = self.serve().await;
         self.release();

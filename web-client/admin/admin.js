@@ -1,0 +1,1 @@
+// The operator dashboard (written next).
