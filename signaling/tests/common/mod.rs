@@ -51,6 +51,7 @@ pub fn test_config() -> Config {
     c.rtc.advertise_ip = "127.0.0.1".parse().unwrap();
     c.rtc.workers = 2;
     c.rtmp.bind = "127.0.0.1:0".parse().unwrap();
+    c.admin.bind = "127.0.0.1:0".parse().unwrap();
     c.rtmp.keys_file = String::new(); // nothing to import
     c.store.url = "sqlite::memory:".into();
     c
