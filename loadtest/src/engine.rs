@@ -77,6 +77,11 @@ pub enum Cmd {
     Measure {
         reply: Reply<Measure>,
     },
+    /// Viewer `id`'s QoE report now (its freezes since the last report drained).
+    Qoe {
+        id: u64,
+        reply: Reply<QoeNow>,
+    },
     /// A publisher sending plain RTP (no WebRTC) to a server's RTP input, e.g. a Janus
     /// streaming mountpoint: one video layer (the top rate) and audio.
     RawPublisher {
@@ -115,6 +120,67 @@ pub struct ViewerResult {
     pub layers: [u64; 3],
     /// The layer of the last video packet.
     pub last_layer: Option<u8>,
+    /// What a player would report (docs/operations.md "KPIs"), from the frames' arrival.
+    pub qoe: Qoe,
+    /// A publisher's peer (not a viewer).
+    pub publisher: bool,
+    /// How long the viewer was there (WebSocket connect → close).
+    pub watch: Duration,
+}
+
+/// A viewer's QoE as a player reports it, measured on whole frames (a frame is complete at its
+/// marker bit). A freeze is a gap between frames longer than max(3 × the mean frame interval,
+/// the mean + 150 ms) — the definition Chromium's `freezeCount` uses.
+#[derive(Clone, Debug, Default)]
+pub struct Qoe {
+    pub frames: u64,
+    pub freezes: u64,
+    pub freeze_ms: u64,
+    /// Freezes that ended and were not reported yet: how long each lasted.
+    pub recoveries_ms: Vec<u64>,
+    /// Every freeze's length, for the run's own figures.
+    pub all_recoveries_ms: Vec<u64>,
+    last_frame: Option<Instant>,
+    mean_interval_ms: f64,
+}
+
+impl Qoe {
+    /// A complete frame arrived at `now`.
+    pub fn frame(&mut self, now: Instant) {
+        if let Some(last) = self.last_frame {
+            let gap = now.saturating_duration_since(last).as_secs_f64() * 1000.0;
+            if self.frames >= 10 {
+                let limit = (3.0 * self.mean_interval_ms).max(self.mean_interval_ms + 150.0);
+                if gap > limit {
+                    self.freezes += 1;
+                    self.freeze_ms += gap as u64;
+                    if self.recoveries_ms.len() < 20 {
+                        self.recoveries_ms.push(gap as u64);
+                    }
+                    self.all_recoveries_ms.push(gap as u64);
+                }
+            }
+            // A freeze does not move the mean (Chromium keeps it over regular frames).
+            if self.frames < 10 || gap <= (3.0 * self.mean_interval_ms).max(self.mean_interval_ms + 150.0) {
+                self.mean_interval_ms =
+                    if self.mean_interval_ms == 0.0 { gap } else { self.mean_interval_ms + (gap - self.mean_interval_ms) / 16.0 };
+            }
+        }
+        self.frames += 1;
+        self.last_frame = Some(now);
+    }
+}
+
+/// What [`Cmd::Qoe`] answers: the report to send now (recoveries drained).
+#[derive(Clone, Debug, Default)]
+pub struct QoeNow {
+    pub first_frame_ms: Option<u64>,
+    pub frames: u64,
+    pub freezes: u64,
+    pub freeze_ms: u64,
+    pub recoveries_ms: Vec<u64>,
+    pub layer: Option<u8>,
+    pub watch_ms: u64,
 }
 
 /// What [`Cmd::Measure`] answers.
@@ -305,6 +371,8 @@ fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
 /// A viewer's final figures: loss from sequence gaps, jitter averaged over its streams.
 fn finalize(mut p: Peer) -> ViewerResult {
     p.result.connected = p.connected && !p.failed;
+    p.result.publisher = p.publisher.is_some();
+    p.result.watch = p.started.elapsed();
     let (mut expected, mut lost, mut jitter) = (0u64, 0u64, 0f64);
     for s in p.streams.values() {
         if let Some(base) = s.base {
@@ -561,6 +629,24 @@ impl Loop {
                 });
                 let _ = reply.send(r);
             }
+            Cmd::Qoe { id, reply } => {
+                let r = match self.peers.get_mut(&id) {
+                    Some(p) => {
+                        let r = &mut p.result;
+                        Ok(QoeNow {
+                            first_frame_ms: r.first_keyframe.map(|d| d.as_millis() as u64),
+                            frames: r.qoe.frames,
+                            freezes: r.qoe.freezes,
+                            freeze_ms: r.qoe.freeze_ms,
+                            recoveries_ms: std::mem::take(&mut r.qoe.recoveries_ms),
+                            layer: r.last_layer,
+                            watch_ms: now.saturating_duration_since(p.started).as_millis() as u64,
+                        })
+                    }
+                    None => Err("no such viewer".to_string()),
+                };
+                let _ = reply.send(r);
+            }
             Cmd::Measure { reply } => {
                 let (mut expected, mut received) = (0u64, 0u64);
                 for p in self.peers.values().filter(|p| p.publisher.is_none()) {
@@ -699,6 +785,10 @@ impl Loop {
                             r.last_layer = Some(layer);
                             if keyframe {
                                 r.first_keyframe.get_or_insert(elapsed);
+                            }
+                            // A frame is whole at its marker; before the first keyframe, none shows.
+                            if packet.header.marker && r.first_keyframe.is_some() {
+                                r.qoe.frame(now);
                             }
                         }
                     }

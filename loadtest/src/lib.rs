@@ -8,6 +8,7 @@
 
 pub mod chat;
 pub mod engine;
+pub mod kpis;
 pub mod payload;
 pub mod report;
 pub mod server;
@@ -77,6 +78,9 @@ pub struct Scenario {
     pub progress: Option<Arc<dyn Fn(String) + Send + Sync>>,
     /// Comments and reactions (Onair only); with it, a window without chat is measured first.
     pub chat: ChatLoad,
+    /// Onair's admin listener (`http://host:7881`) and its token: the server's KPIs are read
+    /// there after the run and printed beside the viewers' own.
+    pub admin: Option<(String, Option<String>)>,
 }
 
 impl Scenario {
@@ -227,7 +231,19 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let live = engine.live.clone();
     let engine = Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("engine still shared after the run"))?;
     let results: Vec<ViewerResult> = engine.finish().into_values().collect();
+    let own = kpis::from_viewers(&results);
+    let mut server_kpis = None;
+    if let Some((url, token)) = &s.admin {
+        // The viewers' last reports were sent as they left: give the server a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match server::admin_overview(url, token.as_deref()).await {
+            Ok(o) => server_kpis = kpis::from_overview(&o, &s.room),
+            Err(e) => say(format!("the server's KPIs could not be read: {e}")),
+        }
+    }
     let mut report = report::build(&s, joined, failures, results, &live, server_before, &main);
+    report.kpis = Some(own);
+    report.server_kpis = server_kpis;
     report.phases = phases;
     report.chat = chat_figures;
     Ok(report)

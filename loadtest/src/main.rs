@@ -29,6 +29,13 @@ struct Cli {
     /// One token for every viewer instead of minting (publishers need --secret).
     #[arg(long)]
     token: Option<String>,
+    /// Onair's admin listener, e.g. http://127.0.0.1:7881: the server's KPIs of this run are
+    /// read there and printed beside the viewers' own.
+    #[arg(long)]
+    admin_url: Option<String>,
+    /// The admin token (`admin.token`), when the server has one.
+    #[arg(long, env = "ONAIR_ADMIN_TOKEN")]
+    admin_token: Option<String>,
     /// Synthetic simulcast publishers (the first is the host).
     #[arg(long, default_value_t = 1)]
     publishers: usize,
@@ -206,6 +213,7 @@ fn main() -> anyhow::Result<()> {
         server_pid,
         progress: Some(Arc::new(move |line| b.set_message(line))),
         chat,
+        admin: cli.admin_url.clone().map(|u| (u, cli.admin_token.clone())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let report = runtime.block_on(loadtest::run(scenario))?;
@@ -368,6 +376,7 @@ mod compare {
             server_pid: Some(pid),
             progress: Some(std::sync::Arc::new(|line: String| eprint!("\r\x1b[2K  {line}"))),
             chat: loadtest::ChatLoad::default(),
+            admin: None,
         }
     }
 

@@ -233,6 +233,10 @@ pub struct Report {
     /// With chat load: the window without chat, then the one with it.
     pub phases: Vec<Phase>,
     pub chat: Option<ChatFigures>,
+    /// The seed KPIs from the viewers' own measurements, and as the server added up their
+    /// reports (`--admin-url`).
+    pub kpis: Option<crate::kpis::Kpis>,
+    pub server_kpis: Option<crate::kpis::Kpis>,
     pub samples: Vec<Sample>,
 }
 
@@ -316,6 +320,8 @@ pub fn build(
         harness_cpu_cores: cores(&w.harness).unwrap_or(0.0),
         phases: Vec::new(),
         chat: None,
+        kpis: None,
+        server_kpis: None,
         samples: live.samples.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }
@@ -358,6 +364,11 @@ impl Report {
         row("packets received by viewers /s", format!("{:.0}", s.packets_received_per_s));
         row("server CPU µs per received packet", opt(s.cpu_us_per_received_packet, 2));
         row("server CPU (cores)", opt(s.cpu_cores, 2));
+        if let Some(k) = &self.kpis {
+            for (label, value) in crate::kpis::rows(k, self.server_kpis.as_ref()) {
+                row(&label, value);
+            }
+        }
         row("server RSS (MiB)", opt(s.rss_mib, 1));
         row("server RSS per viewer (KiB)", opt(s.rss_kib_per_viewer, 1));
         row("harness CPU (cores)", format!("{:.2}", self.harness_cpu_cores));

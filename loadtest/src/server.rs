@@ -76,6 +76,20 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
     None
 }
 
+/// `GET /admin/api/overview` of an Onair admin listener (`http://host:port`), with its token.
+pub async fn admin_overview(url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+    let host = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("the admin URL must be http://host:port"))?.trim_end_matches('/');
+    let mut s = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(host)).await??;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET /admin/api/overview HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").as_bytes()).await?;
+    let mut body = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut body)).await??;
+    let text = String::from_utf8_lossy(&body);
+    let (head, json) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    anyhow::ensure!(head.contains(" 200 "), "{}", head.lines().next().unwrap_or("no status"));
+    Ok(serde_json::from_str(json)?)
+}
+
 /// `GET /api/stats` → its `sfu` object (a minimal HTTP/1.0 client: no extra dependency).
 pub async fn sfu_stats(url: &str) -> anyhow::Result<Value> {
     let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("stats need an http:// URL"))?;

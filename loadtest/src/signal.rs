@@ -188,6 +188,10 @@ pub async fn participant(
     let mut pacer = Pacer::default();
     let mut listening = false;
     let mut chat_ended = chat.is_none();
+    let viewer = matches!(role, Role::Viewer { .. });
+    // QoE every 10 s once joined (docs/protocol.md §15), like the page.
+    let mut qoe_at: Option<tokio::time::Instant> = None;
+    let mut qoe_sent: Option<tokio::time::Instant> = None;
     loop {
         // Until joined, a deadline; afterwards the run's stop signal ends the wait.
         let deadline = if joined.is_some() { join_deadline } else { tokio::time::Instant::now() + Duration::from_secs(3600) };
@@ -198,6 +202,15 @@ pub async fn participant(
                 Err(_) => { report(&mut joined, JoinOutcome::Failed("no joined within 10 s".into())); break; }
             },
             _ = stop.changed() => break,
+            _ = tokio::time::sleep_until(qoe_at.unwrap_or_else(tokio::time::Instant::now)), if qoe_at.is_some() => {
+                if let Some(report) = qoe_report(&engine, id).await
+                    && sink.send(send(report)).await.is_ok()
+                {
+                    qoe_sent = Some(tokio::time::Instant::now());
+                }
+                qoe_at = Some(tokio::time::Instant::now() + QOE_EVERY);
+                continue;
+            }
             changed = async {
                 match chat.as_mut() {
                     Some(c) => c.on.changed().await.map(|_| *c.on.borrow_and_update()),
@@ -251,6 +264,9 @@ pub async fn participant(
         match v["type"].as_str().unwrap_or_default() {
             "joined" => {
                 report(&mut joined, JoinOutcome::Joined);
+                if viewer {
+                    qoe_at = Some(tokio::time::Instant::now() + QOE_EVERY);
+                }
                 if let Some(c) = chat.as_mut()
                     && !listening
                 {
@@ -313,9 +329,38 @@ pub async fn participant(
     if let (Some(c), true) = (&chat, listening) {
         c.live.listening.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+    // The last report before leaving, so the server's KPIs cover the whole run (the server
+    // takes one report every 2 s: wait out the rest of that).
+    if qoe_at.is_some() {
+        if let Some(sent) = qoe_sent {
+            tokio::time::sleep_until(sent + Duration::from_millis(2_050)).await;
+        }
+        if let Some(report) = qoe_report(&engine, id).await {
+            let _ = sink.send(send(report)).await;
+        }
+    }
     let _ = sink.send(Message::Text(json!({"type":"leave"}).to_string().into())).await;
     let _ = sink.close().await;
     engine.send(Cmd::Close { id });
+}
+
+/// How often a viewer reports its QoE.
+pub const QOE_EVERY: Duration = Duration::from_secs(10);
+
+/// Viewer `id`'s `qoe` message now, from the engine's frames.
+async fn qoe_report(engine: &Engine, id: u64) -> Option<Value> {
+    let q = ask(engine, |reply| Cmd::Qoe { id, reply }).await.ok()?;
+    Some(json!({
+        "type": "qoe",
+        "client": "loadtest",
+        "first_frame_ms": q.first_frame_ms,
+        "frames_decoded": q.frames,
+        "freezes": q.freezes,
+        "freeze_ms": q.freeze_ms,
+        "recoveries_ms": q.recoveries_ms,
+        "layer": q.layer.map(|l| ["q", "h", "f"][usize::from(l.min(2))]),
+        "watch_ms": q.watch_ms,
+    }))
 }
 
 /// A viewer of a Janus streaming mountpoint, over Janus's WebSocket API: create a session,

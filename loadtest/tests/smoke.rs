@@ -6,6 +6,8 @@ use loadtest::{Layer, Scenario, Tokens};
 use std::time::Duration;
 
 /// A server on loopback with a secret, one media worker, no RTMP, the store in memory.
+const ADMIN_TOKEN: &str = "loadtest-admin-token-0123";
+
 async fn start() -> signaling::Server {
     let mut config = signaling::config::Config { dev: Some(false), ..Default::default() };
     config.auth.secret = "loadtest-smoke".into();
@@ -13,6 +15,8 @@ async fn start() -> signaling::Server {
     config.rtc.udp_bind = "127.0.0.1:0".parse().unwrap();
     config.rtc.advertise_ip = "127.0.0.1".parse().unwrap();
     config.rtc.workers = 1;
+    config.admin.bind = "127.0.0.1:0".parse().unwrap();
+    config.admin.token = ADMIN_TOKEN.into();
     config.rtmp.enabled = false;
     config.rtmp.keys_file = String::new();
     config.store.url = "sqlite::memory:".into();
@@ -37,6 +41,7 @@ fn scenario(server: &signaling::Server, room: &str, duration: Duration, chat: lo
         server_pid: None,
         progress: None,
         chat,
+        admin: server.admin_addr.map(|a| (format!("http://{a}"), Some(ADMIN_TOKEN.to_owned()))),
     }
 }
 
@@ -53,6 +58,14 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     assert!(report.packets_received > 20 * 500, "media flowed: {} packets", report.packets_received);
     assert!(report.delay_ms.is_some(), "stamped packets were measured");
     assert_eq!(report.layer_distribution[3], 0, "every viewer got video");
+    // The KPIs by two roads: the viewers' own, and Onair's sum of their qoe reports.
+    let own = report.kpis.clone().expect("the viewers' KPIs");
+    let server_side = report.server_kpis.clone().expect("the server's KPIs from its admin listener");
+    assert_eq!(own.viewers, 20);
+    assert_eq!(own.startup_reliability, Some(1.0), "every viewer started within 2 s: {own:?}");
+    if let Err(off) = own.agrees(&server_side) {
+        panic!("the viewers' and the server's KPIs disagree: {off:?}\nown {own:?}\nserver {server_side:?}");
+    }
     server.shutdown().await;
 }
 
