@@ -3,7 +3,20 @@
 //! `/metrics`); written with relaxed atomics, never with a lock, and only where the event
 //! happens (a NACK, a batch of forwarded copies), never per byte.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Whether the per-packet figures (forwarding delay, bytes in) are kept. On by default; off only
+/// to measure what they cost (docs/benchmarks.md, "Metrics on the hot path").
+static PER_PACKET: AtomicBool = AtomicBool::new(true);
+
+pub fn set_per_packet(on: bool) {
+    PER_PACKET.store(on, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn per_packet() -> bool {
+    PER_PACKET.load(Ordering::Relaxed)
+}
 
 /// Packets viewers asked again (NACKed sequence numbers that reached the guard).
 pub static NACKED: AtomicU64 = AtomicU64::new(0);

@@ -113,6 +113,9 @@ pub struct AdminConfig {
     pub otlp_endpoint: String,
     /// Share of traces kept (0..=1).
     pub trace_sample_ratio: f64,
+    /// Keep the media plane's per-packet figures (forwarding delay, bytes in). Off only to
+    /// measure their cost (`ONAIR_MEDIA_METRICS=false`).
+    pub media_metrics: bool,
 }
 
 impl Default for AdminConfig {
@@ -122,6 +125,7 @@ impl Default for AdminConfig {
             token: String::new(),
             otlp_endpoint: String::new(),
             trace_sample_ratio: 0.1,
+            media_metrics: true,
         }
     }
 }
@@ -454,6 +458,9 @@ impl Config {
         }
         if let Some(v) = get("ONAIR_ADMIN_BIND") {
             self.admin.bind = parse("ONAIR_ADMIN_BIND", v)?;
+        }
+        if let Some(v) = get("ONAIR_MEDIA_METRICS") {
+            self.admin.media_metrics = parse("ONAIR_MEDIA_METRICS", v)?;
         }
         if let Some(v) = get("ONAIR_ADMIN_TOKEN") {
             self.admin.token = v;

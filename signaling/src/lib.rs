@@ -195,6 +195,7 @@ impl Server {
             None
         };
         observe::install();
+        sfu::metrics::set_per_packet(state.config.admin.media_metrics);
         // Like RTMP: a taken admin port leaves the dashboard off, loudly, and the lives running.
         let admin_addr = match tokio::net::TcpListener::bind(state.config.admin.bind).await {
             Ok(l) => {

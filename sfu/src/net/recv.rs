@@ -48,7 +48,9 @@ impl RecvLoop {
                 }
             };
             c.datagrams_in.fetch_add(1, Ordering::Relaxed);
-            c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            if crate::metrics::per_packet() {
+                c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
             if n == 0 || n > MAX_DATAGRAM {
                 c.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;

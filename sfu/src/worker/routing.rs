@@ -49,7 +49,9 @@ impl Core {
         }
         if forwarded > 0 {
             self.plane.counters.rtp_out.fetch_add(forwarded, Ordering::Relaxed);
-            self.delay.record(now.saturating_duration_since(pkt.received).as_micros() as u64);
+            if crate::metrics::per_packet() {
+                self.delay.record(now.saturating_duration_since(pkt.received).as_micros() as u64);
+            }
         }
     }
 
