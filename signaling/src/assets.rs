@@ -41,6 +41,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("js/debug.js", JS),
     asset!("js/chat.js", JS),
     asset!("js/reactions.js", JS),
+    asset!("js/qoe.js", JS),
     asset!("js/moderation.js", JS),
 ];
 

@@ -13,6 +13,7 @@ import { wireStudio } from './studio.js';
 import { wireSession } from './session.js';
 import { wireChat } from './chat.js';
 import { wireModeration } from './moderation.js';
+import { wireQoe } from './qoe.js';
 import './reactions.js';
 import './debug.js';
 
@@ -59,6 +60,7 @@ if (!token) {
   wireStagePanel();
   wireChat();
   wireModeration();
+  wireQoe();
   keepAlive();
   renderControls();
   $('room').hidden = false;
