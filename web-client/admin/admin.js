@@ -137,7 +137,7 @@ function cohortTable(cohorts) {
       el('td', {}, ms(c.first_frame_p95_ms)), el('td', {}, pct(c.freeze_ratio, 2)), el('td', {}, ms(c.recovery_p95_ms))));
   }
   t.append(body);
-  return t;
+  return el('div', { class: 'scroll' }, t);
 }
 
 function renderNode(n) {

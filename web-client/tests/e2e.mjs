@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { observability } from './observability.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
@@ -50,14 +51,16 @@ function freePort() {
 
 const port = await freePort();
 const rtmpPort = await freePort();
+const adminPort = await freePort();
+const admin = { base: `http://127.0.0.1:${adminPort}`, token: 'e2e-admin-token-0123456789' };
 const base = `http://127.0.0.1:${port}`;
 // The store (lives, comments, bans, stream keys) in a fresh folder: each run starts clean and
 // nothing is written to the working tree.
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-e2e-'));
-const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0'], {
+const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0', '--admin-bind', `127.0.0.1:${adminPort}`], {
   env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
     ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
-    ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}` },
+    ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ADMIN_TOKEN: admin.token },
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 let browser;
@@ -881,6 +884,10 @@ try {
       bf.kill('SIGKILL');
       for (const p of [sHost, sViewer]) await p.context().close();
     }
+  }
+  if (run('observability')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await observability({ browser, open, token, check, until, sleep, shot, admin, decoding });
   }
 } catch (e) {
   check('browser scenario ran to the end', false, e.message);

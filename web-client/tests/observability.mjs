@@ -16,7 +16,8 @@ export async function observability(h) {
   const host = await open('obs-host', await token(room, 'obs-host', 'host', 'Host'));
   await host.click('#go-live');
   const viewer = await open('obs-viewer', await token(room, 'obs-viewer', 'viewer', 'Viewer'));
-  await decoding(viewer, 1);
+  await until('the viewer decoding the host', () => decoding(viewer, 1), 20_000);
+  await until('the first frame shown', () => viewer.evaluate(() => window.__onair.firstFrameAt() !== null), 10_000);
 
   // A report now (the page sends one every 10 s; the hook saves the wait).
   await viewer.evaluate(() => window.__onairQoe.report());
@@ -84,14 +85,16 @@ export async function observability(h) {
     await sleep(2500); // two polls: the charts have a line
     const shown = await dash.evaluate((room) => {
       const card = document.querySelector(`.live[data-room="${room}"]`);
-      return card ? { text: card.innerText, alerts: [...card.querySelectorAll('.alerts li')].map((a) => a.dataset.code) } : null;
+      return card ? { text: card.innerText, alerts: [...card.querySelectorAll('.alerts li')].map((a) => a.dataset.code),
+        bad: [...card.querySelectorAll('.kpis .bad span')].map((s) => s.textContent) } : null;
     }, room);
     const overflow = await dash.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     await shot(dash, `dashboard-${name}.png`, { fullPage: true });
     if (name === 'desktop') {
-      check('the dashboard shows the live with its KPIs and the freeze alert',
-        !!shown && shown.text.includes('freeze ratio') && shown.text.includes('startup reliability') && shown.alerts.includes('freeze_ratio'),
-        shown ? `alerts ${shown.alerts.join(', ')}` : 'no card');
+      // (The freeze alert itself waits for 30 s of watching; the KPI is marked over its target at once.)
+      check('the dashboard shows the live with its KPIs, the freeze ratio marked over its target',
+        !!shown && shown.text.includes('startup reliability') && shown.bad.includes('freeze ratio'),
+        shown ? `over target: ${shown.bad.join(', ')}` : 'no card');
       const tags = await dash.evaluate(() => [...document.querySelectorAll('#problem-list li')].map((li) => li.dataset.tag));
       check('the dashboard lists the problem report by tag', tags.includes('buffering'));
     } else {
