@@ -183,6 +183,7 @@ fn main() {
         "K", "forwarded", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)"
     );
     let ks: &[usize] = if quick { &[1, 4] } else { &[1, 10, 50] };
+    let mut k1_us = None;
     for &k in ks {
         let total = if quick { 2_000 } else { 200_000 };
         let n = (total / k).max(100);
@@ -194,6 +195,51 @@ fn main() {
         assert!(fwd_a > 0 && fwd_b > 0 && fwd_c > 0 && dg_b >= fwd_b && dg_c >= fwd_c, "packets were forwarded");
         let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;
         println!("{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}", k, fwd_a + fwd_b + fwd_c, us(cpu_a, fwd_a), us(cpu_b, fwd_b), us(cpu_c, fwd_c));
+        if k == 1 {
+            k1_us = Some(us(cpu_c, fwd_c));
+        }
     }
     drop(sink);
+    metrics_cost(if quick { 100_000 } else { 10_000_000 }, k1_us);
+}
+
+/// What the media plane's per-packet metrics add (docs/benchmarks.md, "Metrics on the hot path"):
+/// per packet a worker forwards, one delay computed from the time it already holds and recorded
+/// in its own histogram; per datagram received, one relaxed add beside the datagram count. Timed
+/// on and off (`sfu::metrics::set_per_packet`), and set against the forwarding cost of one copy
+/// (K = 1, with sendmmsg), the worst case: with more viewers a packet's record is shared by more
+/// copies.
+fn metrics_cost(n: u64, k1_us: Option<f64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let hist = sfu::metrics::DelayHistogram::default();
+    let bytes_in = AtomicU64::new(0);
+    let received = Instant::now();
+    let mut time = |on: bool| {
+        sfu::metrics::set_per_packet(on);
+        let t0 = thread_cpu();
+        for i in 0..n {
+            let now = received + Duration::from_micros(i % 20_000);
+            if sfu::metrics::per_packet() {
+                hist.record(now.saturating_duration_since(received).as_micros() as u64);
+                bytes_in.fetch_add(1_100, Ordering::Relaxed);
+            }
+            std::hint::black_box(&now);
+        }
+        (thread_cpu() - t0).as_secs_f64() * 1e9 / n as f64
+    };
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        on.push(time(true));
+        off.push(time(false));
+    }
+    sfu::metrics::set_per_packet(true);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let cost = (median(&mut on) - median(&mut off)).max(0.0);
+    match k1_us {
+        Some(us) => println!("per-packet metrics: {cost:.1} ns per packet (median of 5, on − off) = {:.3} % of one forwarded copy ({us:.3} µs at K = 1)", cost / (us * 1000.0) * 100.0),
+        None => println!("per-packet metrics: {cost:.1} ns per packet (median of 5, on − off)"),
+    }
 }
