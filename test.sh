@@ -4,6 +4,7 @@
 #   - every unit and integration test of the workspace (real WebRTC peers on loopback, real
 #     ffmpeg pushing RTMP),
 #   - a smoke run of the forwarding-path benchmark (it must still build and forward),
+#   - promtool on deploy/prometheus/: the alert rules, the scrape config, the rules' unit tests,
 #   - the browser end-to-end test in headless Chromium (web-client/tests/e2e.mjs).
 # Usage: ./test.sh            (CI: .ci/run calls this)
 set -euo pipefail
@@ -15,12 +16,17 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 # Studio-feed tests push real RTMP with ffmpeg (libx264 + AAC) and check with ffprobe.
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing: ${need_apt[*]}"
+# promtool (Debian ships it in `prometheus`) checks deploy/prometheus/ and the /metrics exposition.
+# Without recommends: the node exporter and its friends are not wanted.
+need_apt_lean=()
+command -v promtool >/dev/null || need_apt_lean+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_apt_lean[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]} ${need_apt_lean[*]}"
   export DEBIAN_FRONTEND=noninteractive
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
   $sudo_ apt-get update -qq
-  $sudo_ apt-get install -y -qq "${need_apt[@]}"
+  [ ${#need_apt[@]} -eq 0 ] || $sudo_ apt-get install -y -qq "${need_apt[@]}"
+  [ ${#need_apt_lean[@]} -eq 0 ] || $sudo_ apt-get install -y -qq --no-install-recommends "${need_apt_lean[@]}"
 fi
 # npm packages of the browser test, from the committed lockfile.
 if [ ! -d web-client/node_modules/playwright-core ]; then
@@ -40,6 +46,12 @@ fi
 cargo test --workspace --locked
 cargo test --locked -p onair-sfu --bench forward -- --quick
 echo "bench smoke: ok"
+
+# Prometheus files (deploy/prometheus/): the rules parse, the scrape config loads them, and the
+# rules' unit tests (synthetic series in, alerts out) pass.
+promtool check rules deploy/prometheus/alerts.yml
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/alerts_test.yml
 
 # Browser end to end: real Chromium pages against the real binary (screenshots in target/screenshots/).
 cargo build --locked -p onair
