@@ -194,7 +194,9 @@ impl Server {
         } else {
             None
         };
-        observe::install();
+        if observe::install().is_some() {
+            observe::register_series(state.config.profiles.keys().cloned());
+        }
         sfu::metrics::set_per_packet(state.config.admin.media_metrics);
         // Like RTMP: a taken admin port leaves the dashboard off, loudly, and the lives running.
         let admin_addr = match tokio::net::TcpListener::bind(state.config.admin.bind).await {

@@ -250,5 +250,11 @@ async fn qoe_reports_become_the_lives_kpis_and_problem_reports_land() {
         m.keys().filter(|k| k.contains("qoe")).collect::<Vec<_>>()
     );
     assert!(get(&m, "onair_problem_reports_total{tag=buffering}") >= 1.0);
+    // In seconds: 3 s frozen of 52 s watched (30 + 10 + 12), the same ratio as the KPI.
+    assert_eq!(get(&m, "onair_qoe_freeze_seconds_total{client=browser,profile=standard}"), 3.0);
+    assert_eq!(get(&m, "onair_qoe_watch_seconds_total{client=browser,profile=standard}"), 52.0);
+    // Registered at 0 from the start: the alerts see the first increment of every series.
+    assert!(m.contains_key("onair_qoe_startups_total{client=loadtest,outcome=ok,profile=continuity}"));
+    assert!(m.contains_key("onair_publishers_lost_total"));
     server.shutdown().await;
 }

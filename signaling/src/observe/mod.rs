@@ -16,6 +16,10 @@ use std::sync::OnceLock;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Milliseconds of freezing and watching not yet counted as whole seconds, per series.
+static CARRY: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String, Client), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// Seconds buckets of the QoE histograms.
 const FIRST_FRAME_BUCKETS: [f64; 10] = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
 const RECOVERY_BUCKETS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0];
@@ -69,6 +73,31 @@ fn describe() {
     describe_gauge!("onair_rooms", "Rooms open on this node");
 }
 
+/// Make the counters alerts watch exist at 0 from the start (a series that appears already at 1
+/// is a step `increase()` cannot see): every live profile × client × outcome, hosts lost, joins
+/// by stage, problem tags.
+pub fn register_series(profiles: impl Iterator<Item = String>) {
+    metrics::counter!("onair_publishers_lost_total").increment(0);
+    for stage in ["signal_connected", "media_connected", "first_frame"] {
+        metrics::counter!("onair_joins_total", "stage" => stage, "reason" => "").increment(0);
+    }
+    for tag in crate::live::qoe::PROBLEM_TAGS {
+        metrics::counter!("onair_problem_reports_total", "tag" => tag).increment(0);
+    }
+    for profile in profiles {
+        for client in [Client::Browser, Client::Loadtest, Client::Other] {
+            for outcome in ["ok", "slow", "failed"] {
+                metrics::counter!("onair_qoe_startups_total", "profile" => profile.clone(), "client" => client.as_str(), "outcome" => outcome)
+                    .increment(0);
+            }
+            let labels = [("profile", profile.clone()), ("client", client.as_str().to_owned())];
+            for name in ["onair_qoe_freezes_total", "onair_qoe_freeze_seconds_total", "onair_qoe_watch_seconds_total"] {
+                metrics::counter!(name, &labels).increment(0);
+            }
+        }
+    }
+}
+
 /// A QoE report's additions.
 pub fn qoe(profile: &str, client: Client, d: &Delta) {
     let labels = [("profile", profile.to_owned()), ("client", client.as_str().to_owned())];
@@ -83,11 +112,19 @@ pub fn qoe(profile: &str, client: Client, d: &Delta) {
     if d.freezes > 0 {
         metrics::counter!("onair_qoe_freezes_total", &labels).increment(d.freezes);
     }
-    if d.freeze_ms > 0 {
-        metrics::counter!("onair_qoe_freeze_seconds_total", &labels).increment(d.freeze_ms);
-    }
-    if d.watch_ms > 0 {
-        metrics::counter!("onair_qoe_watch_seconds_total", &labels).increment(d.watch_ms);
+    // Prometheus counts in seconds and the facade's counters are whole numbers: milliseconds
+    // are carried per series until they make a second, so the totals are exact to within one.
+    for (name, ms) in [("onair_qoe_freeze_seconds_total", d.freeze_ms), ("onair_qoe_watch_seconds_total", d.watch_ms)] {
+        let secs = {
+            let mut carry = CARRY.lock().unwrap_or_else(|p| p.into_inner());
+            let left = carry.entry((name, profile.to_owned(), client)).or_default();
+            *left += ms;
+            let whole = *left / 1000;
+            *left %= 1000;
+            whole
+        };
+        // Registered at the first report (at 0), so Prometheus sees the series start.
+        metrics::counter!(name, &labels).increment(secs);
     }
     for &r in &d.recoveries_ms {
         metrics::histogram!("onair_qoe_recovery_seconds", &labels).record(r as f64 / 1000.0);
