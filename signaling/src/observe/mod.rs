@@ -71,6 +71,8 @@ fn describe() {
     describe_histogram!("onair_qoe_first_frame_seconds", "Join to first decoded frame, as players reported it");
     describe_histogram!("onair_qoe_recovery_seconds", "Freeze to video back, as players reported it");
     describe_gauge!("onair_rooms", "Rooms open on this node");
+    describe_gauge!("onair_lives_on_air", "Rooms live or held now");
+    describe_gauge!("onair_participants", "Members of the rooms by role");
 }
 
 /// Make the counters alerts watch exist at 0 from the start (a series that appears already at 1
