@@ -19,4 +19,6 @@ pub struct AppState {
     /// Persistence (stream keys today).
     pub store: Arc<Store>,
     pub started: Instant,
+    /// Set when the node started draining (SIGTERM): no new participants.
+    pub draining: Arc<std::sync::OnceLock<Instant>>,
 }

@@ -28,6 +28,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub commerce: CommerceConfig,
     pub admin: AdminConfig,
+    pub drain: DrainConfig,
     /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
     /// and `continuity` are kept unless redefined here.
     pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
@@ -96,6 +97,22 @@ impl Default for ChatConfig {
             max_open_reports: 1000,
             blocked_words_file: String::new(),
         }
+    }
+}
+
+/// Shutting down gently (docs/operations.md "Draining a node"): on SIGTERM the node takes no new
+/// participants, tells everyone, and lets its lives run to their end for at most `max_secs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// The longest a drain waits for the lives to end (default 4 h 5 min: the duration cap and
+    /// a margin). A second SIGTERM ends it at once.
+    pub max_secs: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self { max_secs: 4 * 3600 + 300 }
     }
 }
 
@@ -341,6 +358,7 @@ impl Default for Config {
             chat: ChatConfig::default(),
             api: ApiConfig::default(),
             admin: AdminConfig::default(),
+            drain: DrainConfig::default(),
             commerce: CommerceConfig::default(),
             profiles: crate::profiles::builtin(),
         }
@@ -458,6 +476,9 @@ impl Config {
         }
         if let Some(v) = get("ONAIR_ADMIN_BIND") {
             self.admin.bind = parse("ONAIR_ADMIN_BIND", v)?;
+        }
+        if let Some(v) = get("ONAIR_DRAIN_MAX_SECS") {
+            self.drain.max_secs = parse("ONAIR_DRAIN_MAX_SECS", v)?;
         }
         if let Some(v) = get("ONAIR_MEDIA_METRICS") {
             self.admin.media_metrics = parse("ONAIR_MEDIA_METRICS", v)?;

@@ -90,6 +90,9 @@ pub enum ErrorCode {
     BadImage,
     /// The server is not configured for this (the payment webhook without a secret).
     NotConfigured,
+    /// The node is draining (shutting down): it takes no new participants; try another node
+    /// or later. Sent at join, with close code 1012.
+    Draining,
 }
 
 impl ErrorCode {
@@ -137,6 +140,7 @@ impl ErrorCode {
             BadUrl => "bad_url",
             BadImage => "bad_image",
             NotConfigured => "not_configured",
+            Draining => "draining",
         }
     }
 }
@@ -155,7 +159,7 @@ impl ErrorCode {
             UnknownTier | BadUrl | BadImage | BadComment | CommentTooLong => 422,
             RateLimited | SlowMode | TimedOut => 429,
             Internal => 500,
-            ServerBusy | RoomFull | NotConfigured => 503,
+            ServerBusy | RoomFull | NotConfigured | Draining => 503,
             _ => 400,
         }
     }
@@ -270,6 +274,7 @@ mod tests {
             (BadUrl, "bad_url"),
             (BadImage, "bad_image"),
             (NotConfigured, "not_configured"),
+            (Draining, "draining"),
         ];
         for (code, wire) in all {
             assert_eq!(code.as_str(), wire);

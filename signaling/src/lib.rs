@@ -58,8 +58,14 @@ async fn ws_handler(
     transport::websocket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
 }
 
+/// Liveness: the process answers.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: whether to send this node new participants (503 while draining).
+async fn readyz(State(app): State<AppState>) -> Response {
+    if app.draining.get().is_some() { (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response() } else { "ready".into_response() }
 }
 
 async fn stats(State(app): State<AppState>) -> Response {
@@ -101,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(ws_handler))
         .route("/rtc", get(ws_handler))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/stats", get(stats));
     if state.config.dev_mode() {
         router = router.route("/api/dev/token", get(dev_token));
@@ -144,6 +151,7 @@ impl Server {
             auth,
             sfu,
             started: Instant::now(),
+            draining: Arc::new(std::sync::OnceLock::new()),
         };
         let (shutdown, mut rx) = tokio::sync::watch::channel(false);
         let (rooms, store, sfu) = (state.rooms.clone(), state.store.clone(), state.sfu.clone());
@@ -229,6 +237,38 @@ impl Server {
         });
         tracing::info!(%http_addr, "signaling listening (HTTP/WebSocket)");
         Ok(Server { http_addr, rtmp_addr, admin_addr, state, shutdown, task })
+    }
+
+    /// Start draining (the first SIGTERM): refuse new participants, tell every member how long
+    /// the node stays at most. Returns false when it was draining already.
+    pub fn drain(&self) -> bool {
+        if self.state.draining.set(Instant::now()).is_err() {
+            return false;
+        }
+        let ends_in_secs = self.state.config.drain.max_secs;
+        let rooms = self.state.rooms.all();
+        tracing::info!(
+            rooms = rooms.len(),
+            max_secs = ends_in_secs,
+            "draining: no new participants; the lives on this node run to their end"
+        );
+        for room in rooms {
+            live::room::lock(&room).broadcast_all(protocol::ServerMsg::ServerDraining { ends_in_secs });
+        }
+        true
+    }
+
+    /// How many lives still run here (rooms with members that have not ended).
+    pub fn lives_running(&self) -> usize {
+        self.state
+            .rooms
+            .all()
+            .iter()
+            .filter(|r| {
+                let r = live::room::lock(r);
+                r.state() != protocol::RoomState::Ended && !r.is_empty()
+            })
+            .count()
     }
 
     pub fn sfu(&self) -> &sfu::Sfu {

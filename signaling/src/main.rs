@@ -7,6 +7,7 @@ use signaling::config::Config;
 use signaling::store::{KeySeat, Store};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "onair", version, about = "Onair Live Rooms server")]
@@ -164,6 +165,40 @@ async fn stream_key(
     Ok(())
 }
 
+/// Wait for the end: Ctrl-C stops at once (gently: the store and the media plane close); SIGTERM
+/// (an orchestrator's stop) drains first — no new participants, everyone told, the lives run to
+/// their end or `drain.max_secs` — and a second SIGTERM (or Ctrl-C) ends the wait.
+async fn stop(server: &signaling::Server) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => return Ok(r?),
+        _ = term.recv() => {}
+    }
+    server.drain();
+    let max = Duration::from_secs(server.state.config.drain.max_secs);
+    let began = Instant::now();
+    loop {
+        let running = server.lives_running();
+        if running == 0 {
+            tracing::info!("drained: no live left on this node");
+            return Ok(());
+        }
+        if began.elapsed() >= max {
+            tracing::warn!(lives = running, "drain.max_secs passed: stopping with lives still on");
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = term.recv() => {
+                tracing::info!(lives = running, "second SIGTERM: stopping now");
+                return Ok(());
+            }
+            r = tokio::signal::ctrl_c() => return Ok(r?),
+        }
+    }
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     let traces = signaling::observe::traces::init(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -193,7 +228,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             }
             println!();
         }
-        tokio::signal::ctrl_c().await?;
+        stop(&server).await?;
         tracing::info!("shutting down");
         server.shutdown().await;
         anyhow::Ok(())

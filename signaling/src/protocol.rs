@@ -738,6 +738,11 @@ pub enum ServerMsg {
     ProblemReported {
         id: i64,
     },
+    /// The node is shutting down: lives on it go on until they end or `ends_in_secs` passes; new
+    /// participants are refused (`draining`). A page keeps watching.
+    ServerDraining {
+        ends_in_secs: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

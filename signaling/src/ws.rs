@@ -12,7 +12,7 @@ use crate::live::room::Out;
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::transport::limits::{Admit, Heartbeat, Limits};
 use crate::transport::websocket::{
-    CLOSE_AUTH, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message,
+    CLOSE_AUTH, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message,
 };
 use sfu::SfuEvent;
 use std::time::{Duration, Instant};
@@ -129,6 +129,13 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
             return;
         }
     };
+    if app.draining.get().is_some() {
+        let e = AppError::new(ErrorCode::Draining, "this server is shutting down: join again in a moment (or on another server)");
+        metrics::counter!("onair_joins_total", "stage" => "failed", "reason" => e.code.as_str()).increment(1);
+        tracing::info!(%peer, "join refused: draining");
+        refuse(socket, e, CLOSE_RESTART).await;
+        return;
+    }
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(QUEUE);
     let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(QUEUE);
     span.record("room", guest.claims.room.as_str());

@@ -2,7 +2,7 @@
 // owns it, and start over when the socket or the path to the server goes away.
 
 import { closePeers, link, publisher, session, token } from './state.js';
-import { setConn } from './ui.js';
+import { flash, setConn } from './ui.js';
 
 // Server message type -> handler. Each module registers the messages it owns when it loads
 // (`handlers[type] = fn`); a handler may be async.
@@ -56,6 +56,9 @@ export function restart(why) {
 }
 
 handlers.pong = () => { link.lastPong = Date.now(); };
+
+// The server is being stopped (docs/protocol.md, server_draining): this live goes on until it ends.
+handlers.server_draining = () => flash('The server is being restarted after this live; keep watching.', 8000);
 
 handlers.connection_state = (msg) => {
   // Off stage, the server closes our publisher connection: that one is not a loss.

@@ -27,6 +27,8 @@ pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// The node is draining: come back (to another node, or later).
+pub const CLOSE_RESTART: u16 = 1012;
 /// Join or authentication refused; the preceding `error` message has the reason.
 pub const CLOSE_AUTH: u16 = 4001;
 /// Removed by a moderator (banned from the live).
