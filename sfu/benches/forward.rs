@@ -239,7 +239,10 @@ fn metrics_cost(n: u64, k1_us: Option<f64>) {
     };
     let cost = (median(&mut on) - median(&mut off)).max(0.0);
     match k1_us {
-        Some(us) => println!("per-packet metrics: {cost:.1} ns per packet (median of 5, on − off) = {:.3} % of one forwarded copy ({us:.3} µs at K = 1)", cost / (us * 1000.0) * 100.0),
+        Some(us) => println!(
+            "per-packet metrics: {cost:.1} ns per packet (median of 5, on − off) = {:.3} % of one forwarded copy ({us:.3} µs at K = 1)",
+            cost / (us * 1000.0) * 100.0
+        ),
         None => println!("per-packet metrics: {cost:.1} ns per packet (median of 5, on − off)"),
     }
 }
