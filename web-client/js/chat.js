@@ -1,7 +1,8 @@
 // The conversation: the comment list (the history from `joined`, then live), the composer, and
 // what the server says about our standing (comments off, slow mode, timed out). Each comment has
 // a menu; its items come from `commentActions`, where each module adds the ones it owns (this one
-// Delete and Report, moderation.js the moderators' actions). User text goes in as textContent only.
+// Delete and Report, moderation.js the moderators' actions). Authors who paid in this live carry
+// their supporter badge (docs/protocol.md §14.2). User text goes in as textContent only.
 
 import { chat, moderates, room, session } from './state.js';
 import { $, sentence } from './ui.js';
@@ -54,6 +55,21 @@ commentActions.push((c) => {
   return items;
 });
 
+// A supporter's badge: a heart and the tier's name ("♥ Fan"), coloured by tier. Also used by the
+// host's Supporters panel (commerce.js).
+export function supporterBadge(badge) {
+  const b = document.createElement('span');
+  b.className = `supporter-badge tier-${Math.min(Math.max(Number(badge.tier) || 1, 1), 3)}`;
+  b.setAttribute('role', 'img');
+  b.setAttribute('aria-label', `Supporter badge: ${badge.name}`);
+  b.textContent = `♥ ${badge.name}`;
+  return b;
+}
+
+// The badge to show on a comment: the latest `badge` message about its author, else the one the
+// comment came with.
+const badgeOf = (c) => (chat.badges.has(c.identity) ? chat.badges.get(c.identity) : c.badge ?? null);
+
 function actionsFor(c) {
   if (!session.me || session.over) return [];
   return commentActions.flatMap((f) => f(c));
@@ -74,6 +90,8 @@ function commentItem(c) {
     badge.textContent = role === 'host' ? 'Host' : 'Mod';
     who.append(badge);
   }
+  const paid = badgeOf(c);
+  if (paid) who.append(supporterBadge(paid));
   const text = document.createElement('span');
   text.className = 'text';
   text.textContent = c.text;
@@ -228,6 +246,7 @@ export function renderChat() {
 handlers.comment = (msg) => {
   const c = msg.comment;
   if (chat.comments.some((x) => x.id === c.id)) return;
+  if (c.badge) setBadge(c.identity, c.badge); // the newest word on its author's badge
   chat.comments.push(c);
   if (chat.comments.length > MAX_SHOWN) chat.comments.shift();
   appendComment(c);
@@ -239,6 +258,21 @@ handlers.comment = (msg) => {
   pendingText = null;
   if (chat.slowSecs > 0 && !iModerate()) wait(chat.slowSecs * 1000, 'Slow mode');
 };
+
+// An author's badge changed (a payment, or a refund: null). Every comment of theirs on the page
+// shows the new one, and so do their later comments, whether or not they carry it.
+function setBadge(identity, badge) {
+  chat.badges.set(identity, badge);
+  for (const c of chat.comments) {
+    if (c.identity !== identity) continue;
+    const who = itemOf(c.id)?.querySelector('.who');
+    if (!who) continue;
+    who.querySelector('.supporter-badge')?.remove();
+    if (badge) who.append(supporterBadge(badge));
+  }
+}
+
+handlers.badge = (msg) => setBadge(msg.identity, msg.badge ?? null);
 
 handlers.comment_deleted = (msg) => {
   chat.comments = chat.comments.filter((c) => c.id !== msg.id);

@@ -13,6 +13,7 @@ import { wireStudio } from './studio.js';
 import { wireSession } from './session.js';
 import { wireChat } from './chat.js';
 import { wireModeration } from './moderation.js';
+import { wireCommerce } from './commerce.js';
 import { wireQoe } from './qoe.js';
 import './reactions.js';
 import './debug.js';
@@ -60,6 +61,7 @@ if (!token) {
   wireStagePanel();
   wireChat();
   wireModeration();
+  wireCommerce();
   wireQoe();
   keepAlive();
   renderControls();

@@ -10,6 +10,7 @@ import { sendQuality } from './subscribe.js';
 import { chatError, renderChat } from './chat.js';
 import { renderReactions } from './reactions.js';
 import { fetchStaffState, renderModTools } from './moderation.js';
+import { commerceError, fetchCommerce, renderCommerce } from './commerce.js';
 
 function renderRoom() {
   $('room').hidden = false;
@@ -21,6 +22,7 @@ function renderRoom() {
   renderModTools();
   renderStagePanel();
   renderNotices();
+  renderCommerce();
 }
 
 handlers.joined = async (msg) => {
@@ -35,6 +37,7 @@ handlers.joined = async (msg) => {
   renderRoom();
   sendQuality();
   fetchStaffState();
+  fetchCommerce();
   if (lostSeat) flash('The connection dropped and your seat on stage went with it. Ask to join again.', 8000);
   else if (publisher.wantLive) await goLive();
 };
@@ -72,6 +75,7 @@ function finish(connText, message) {
   renderModTools();
   renderStagePanel();
   renderNotices();
+  renderCommerce();
 }
 
 // Banned from this live: the whole page says so and nothing reconnects (the server closes the
@@ -98,6 +102,8 @@ handlers.error = (msg) => {
     removed(`${sentence(msg.message)} You cannot join it again.`);
   } else if (chatError(msg)) {
     // shown in the comments panel
+  } else if (commerceError(msg)) {
+    // shown in the Shop panel
   } else if (stageError(msg) || ownStageError(msg)) {
     // shown in the stage panel, or as a notice
   } else if (msg.code.startsWith('token_') || msg.code === 'room_ended') {

@@ -78,6 +78,14 @@ export const chat = {
   emoji: [],           // the reactions `react` accepts
   totals: {},          // reactions so far in this live, per emoji
   timedOutUntil: null, // unix ms while a moderator has timed us out
+  badges: new Map(),   // identity -> supporter badge ({tier, name}, or null once refunded) from `badge` messages
+};
+
+// The live's shop and supporters as the server last described them (docs/protocol.md §14).
+export const commerce = {
+  liveId: null,   // the live's id (the API's /api/v1/lives/{id})
+  pinned: null,   // the pinned ProductView every page shows as a card, or null
+  tiers: [],      // the badge tiers, cheapest first: [{ tier, name, price_minor, currency }]
 };
 
 // Whether a role moderates the conversation (the server decides; this only picks the view).
@@ -106,6 +114,10 @@ export function applyJoined(msg) {
   chat.emoji = c.emoji ?? [];
   chat.totals = c.reactions ?? {};
   chat.timedOutUntil = c.timed_out_until ?? null;
+  chat.badges.clear(); // the history carries each author's badge as it stands now
+  commerce.liveId = c.live_id ?? null;
+  commerce.pinned = c.pinned_product ?? null;
+  commerce.tiers = c.tiers ?? [];
   room.profile = msg.profile ?? null;
   // A new connection: requests, invitations and seats of the old one are gone (the server forgot them).
   Object.assign(stageMoves, { request: null, granted: false, invite: null, queue: [], managing: false });
@@ -168,4 +180,5 @@ export function endSession(connText) {
   subscriber.streams.clear();
   Object.assign(stageMoves, { request: null, granted: false, invite: null, queue: [], managing: false });
   Object.assign(notices, { heldUntil: undefined, warning: null, audioOnly: false });
+  commerce.pinned = null;
 }
