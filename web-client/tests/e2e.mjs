@@ -7,6 +7,7 @@
 
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -20,7 +21,7 @@ const shots = path.join(root, 'target/screenshots');
 fs.mkdirSync(shots, { recursive: true });
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,chat,stage,studio runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 
@@ -54,13 +55,17 @@ const rtmpPort = await freePort();
 const adminPort = await freePort();
 const admin = { base: `http://127.0.0.1:${adminPort}`, token: 'e2e-admin-token-0123456789' };
 const base = `http://127.0.0.1:${port}`;
+// The server API's key and the payment webhook's secret (the commerce scenario).
+const API_KEY = 'e2e-api-key-0123456789abcdef';
+const WEBHOOK_SECRET = 'e2e-webhook-secret-0123456789';
 // The store (lives, comments, bans, stream keys) in a fresh folder: each run starts clean and
 // nothing is written to the working tree.
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-e2e-'));
 const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0', '--admin-bind', `127.0.0.1:${adminPort}`], {
   env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
     ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
-    ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ADMIN_TOKEN: admin.token },
+    ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ADMIN_TOKEN: admin.token,
+    ONAIR_API_KEY: API_KEY, ONAIR_COMMERCE_WEBHOOK_SECRET: WEBHOOK_SECRET },
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 let browser;
@@ -884,6 +889,223 @@ try {
       bf.kill('SIGKILL');
       for (const p of [sHost, sViewer]) await p.context().close();
     }
+  }
+  if (run('commerce')) {
+    // Supporters and the shop (issue 15), in a room of its own: a signed payment webhook gives a
+    // viewer the tier 2 badge, which every page shows on their comments (one written before the
+    // payment too); the host's Supporters panel lists them; the host adds a product in the Shop
+    // panel (a javascript: checkout URL is refused in the form first) and pins it: both viewers
+    // show the card within 1 s of the click; Buy opens the checkout in a new tab and the click is
+    // counted; unpinning takes the card down; a refund takes the badge back.
+    const room = 'shop';
+    const yes = (promise) => promise.then(() => true, () => false);
+    const joined = (p) => until('joined', () => p.evaluate(() => window.__onair.joins() >= 1), 10_000);
+    const say = async (p, text) => { await p.fill('#composer-text', text); await p.press('#composer-text', 'Enter'); };
+    const shot = (p, name, full = false) => p.screenshot({ path: path.join(shots, `${name}.png`), fullPage: full });
+    // The supporter badge on the comment that says `text`: "♥ Fan|Supporter badge: Fan|supporter-badge tier-2".
+    const badgeOn = (p, text) => p.evaluate((t) => {
+      const li = [...document.querySelectorAll('#comments .comment')].find((c) => c.querySelector('.text')?.textContent === t);
+      if (!li) return 'no comment';
+      const b = li.querySelector('.who .supporter-badge');
+      return b ? `${b.textContent}|${b.getAttribute('aria-label')}|${b.className}` : 'no badge';
+    }, text);
+    const card = (p) => p.evaluate(() => {
+      const c = document.getElementById('product-card');
+      if (c.hidden) return null;
+      const img = document.getElementById('product-image');
+      return { title: document.getElementById('product-title').textContent, price: document.getElementById('product-price').textContent,
+        href: document.getElementById('product-buy').href, image: !img.hidden && img.complete && img.naturalWidth > 0 };
+    });
+    // The card against the tiles: over a tile's name label? below the last tile? wider than the page?
+    const cardLayout = (p) => p.evaluate(() => {
+      const r = (el) => el.getBoundingClientRect();
+      const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+      const c = r(document.getElementById('product-card'));
+      const tiles = [...document.querySelectorAll('#stage .tile')].map(r);
+      return { coversName: [...document.querySelectorAll('#stage .tile .name')].some((n) => hit(r(n), c)),
+        belowTiles: tiles.every((t) => c.top >= t.bottom - 1), overflowX: document.documentElement.scrollWidth > window.innerWidth,
+        card: `${Math.round(c.width)}x${Math.round(c.height)} at ${Math.round(c.left)},${Math.round(c.top)}` };
+    });
+    const webhook = async (event, secret = WEBHOOK_SECRET) => {
+      const body = JSON.stringify(event);
+      const t = Math.floor(Date.now() / 1000);
+      const v1 = createHmac('sha256', secret).update(`${t}.${body}`).digest('hex');
+      const r = await fetch(`${base}/api/v1/payments`, { method: 'POST', body,
+        headers: { 'Content-Type': 'application/json', 'Onair-Signature': `t=${t},v1=${v1}` } });
+      return { status: r.status, body: await r.json().catch(() => null) };
+    };
+    const listed = async () => {
+      const r = await fetch(`${base}/api/v1/rooms/${room}/products`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+      return (await r.json()).products ?? [];
+    };
+
+    const host = await open('shop-host', await token(room, 'shop-host', 'host', 'Hana Host'), undefined, '&capture=360');
+    await host.click('#go-live');
+    await until('the host on stage', async () => (await tiles(host)).length === 1, 10_000);
+    const vera = await open('shop-vera', await token(room, 'shop-vera', 'viewer', 'Vera Viewer'));
+    const vic = await open('shop-vic', await token(room, 'shop-vic', 'viewer', 'Vic Viewer'), { width: 360, height: 740 });
+    const pages = [host, vera, vic];
+    for (const p of pages) await joined(p);
+    const staffOnly = await vera.evaluate(() => document.getElementById('commerce-tools').hidden);
+    const staffSees = await host.evaluate(() => !document.getElementById('commerce-tools').hidden);
+    check('commerce: the Shop and Supporters buttons show for the host, not for viewers', staffOnly && staffSees);
+
+    // Vera comments, then pays (tier 2, "Fan"): the comment already shown gets the badge on every
+    // page (the `badge` message), and her next comment carries it.
+    await say(vera, 'Hi from the front row');
+    await until('the first comment everywhere', async () => (await Promise.all(pages.map((p) => badgeOn(p, 'Hi from the front row')))).every((b) => b === 'no badge'), 5000).catch(() => {});
+    const forged = await webhook({ type: 'payment', id: 'pay_e2e_0', room, identity: 'shop-vera', tier: 3 }, 'not-the-secret');
+    check('commerce: a payment signed with another secret is refused (401 bad_signature)', forged.status === 401 && forged.body?.error?.code === 'bad_signature', JSON.stringify(forged));
+    const paid = await webhook({ type: 'payment', id: 'pay_e2e_1', room, identity: 'shop-vera', name: 'Vera Viewer', tier: 2, amount_minor: 299, currency: 'USD' });
+    check('commerce: a signed payment webhook grants viewer 1 the tier 2 badge (201 granted)', paid.status === 201 && paid.body?.status === 'granted' && paid.body?.badge?.name === 'Fan', JSON.stringify(paid));
+    const want = '♥ Fan|Supporter badge: Fan|supporter-badge tier-2';
+    const earlier = await until('the badge on the earlier comment', async () => {
+      const b = await Promise.all(pages.map((p) => badgeOn(p, 'Hi from the front row')));
+      return b.every((x) => x === want) ? b : null;
+    }, 5000).catch((e) => e.message);
+    check('commerce: the payment puts "♥ Fan" on the comment she wrote before, on all three pages', Array.isArray(earlier), JSON.stringify(earlier));
+    await say(vera, 'Take my money!');
+    const later = await until('the badge on the new comment', async () => {
+      const b = await Promise.all(pages.map((p) => badgeOn(p, 'Take my money!')));
+      return b.every((x) => x === want) ? b : null;
+    }, 5000).catch((e) => e.message);
+    check('commerce: her new comment shows "♥ Fan" (tier 2 colours, aria-label) on all three pages', Array.isArray(later), JSON.stringify(later));
+    await say(vic, 'No badge here');
+    await until('Vic\'s comment', async () => (await badgeOn(host, 'No badge here')) === 'no badge', 5000).catch(() => {});
+
+    // The host's Supporters panel: Vera, Fan, $2.99, the time; the totals.
+    const attention = await host.evaluate(() => document.getElementById('supporters-count').className.includes('attention')
+      && document.getElementById('supporters-count').textContent);
+    await host.click('#supporters-toggle');
+    const supporters = await until('Vera in the Supporters panel', () => host.evaluate(() => {
+      const li = document.querySelector('#supporters-list li');
+      return li && li.textContent.includes('Vera Viewer') ? { line: li.textContent, totals: document.getElementById('supporters-totals').textContent } : null;
+    }), 5000).catch((e) => ({ error: e.message }));
+    check('commerce: the host\'s Supporters panel lists viewer 1 with tier, amount and time, and the totals',
+      /Vera Viewer♥ Fan\$2\.99 · \d\d:\d\d/.test(supporters.line ?? '') && /^1 supporter, 1 payment: \$2\.99\. Supporter\s0 · Fan\s1 · Superfan\s0$/.test(supporters.totals ?? '') && attention === '1',
+      `${JSON.stringify(supporters)} count while closed: ${attention}`);
+    await shot(host, 'commerce-host-supporters');
+
+    // The Shop panel: a javascript: checkout URL is refused with the server's reason next to the field.
+    await host.click('#shop-toggle');
+    await host.click('#shop-new');
+    const png = Buffer.from(await host.evaluate(async () => {
+      const c = new OffscreenCanvas(96, 96);
+      const g = c.getContext('2d');
+      g.fillStyle = '#6d3bbf'; g.fillRect(0, 0, 96, 96);
+      g.fillStyle = '#fff'; g.fillRect(24, 30, 40, 46); g.fillRect(62, 40, 12, 24);
+      const b = await c.convertToBlob({ type: 'image/png' });
+      return [...new Uint8Array(await b.arrayBuffer())];
+    }));
+    const checkout = `${base}/healthz?checkout=sku1`;
+    await host.fill('#shop-title', 'Onair mug');
+    await host.fill('#shop-price', '19.99');
+    await host.fill('#shop-currency', 'EUR');
+    await host.setInputFiles('#shop-image-file', { name: 'mug.png', mimeType: 'image/png', buffer: png });
+    await host.fill('#shop-checkout', 'javascript:alert(document.cookie)');
+    await host.click('#shop-submit');
+    const refusal = await until('the refusal in the form', () => host.evaluate(() => {
+      const e = document.getElementById('shop-form-error');
+      return !e.hidden && e.textContent ? { text: e.textContent, invalid: document.getElementById('shop-checkout').getAttribute('aria-invalid'),
+        visible: e.getBoundingClientRect().height > 0 } : null;
+    }), 5000).catch((e) => ({ error: e.message }));
+    const none = (await listed()).length === 0;
+    check('commerce: a javascript: checkout URL typed into the form is refused with a visible error at the field (bad_url), nothing added',
+      /^Checkout URL: .*http/.test(refusal.text ?? '') && refusal.invalid === 'true' && refusal.visible && none, JSON.stringify(refusal));
+    await shot(host, 'commerce-host-form-error');
+    await host.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    await shot(host, 'commerce-host-form-error-360px');
+    await host.setViewportSize({ width: 1280, height: 800 });
+
+    // Corrected: the product is added with its uploaded image and listed.
+    await host.fill('#shop-checkout', checkout);
+    await host.click('#shop-submit');
+    const added = await until('the product in the list', () => host.evaluate(() => {
+      const li = document.querySelector('#shop-list li');
+      const img = li?.querySelector('img.thumb');
+      return li && img?.complete && img.naturalWidth > 0 ? li.textContent : null;
+    }), 5000).catch((e) => e.message);
+    const stored = (await listed())[0];
+    const closed = await host.evaluate(() => !document.getElementById('product-dialog').open);
+    check('commerce: the host adds a product through the form (image uploaded, price from 19.99 EUR; the dialog closes)',
+      closed && /Onair mug/.test(added) && /€19\.99/.test(added) && stored?.price_minor === 1999 && stored?.currency === 'EUR' && /^\/media\/products\//.test(stored?.image_url ?? '') && stored?.checkout_url === checkout,
+      `${added} ${JSON.stringify(stored)}`);
+
+    // Pin: both viewers show the card within 1 s of the click (timed inside the pages).
+    await Promise.all([vera, vic].map((p) => p.evaluate(() => {
+      window.__cardAt = null;
+      const c = document.getElementById('product-card');
+      new MutationObserver(() => { if (!c.hidden && window.__cardAt === null) window.__cardAt = Date.now(); }).observe(c, { attributes: true });
+    })));
+    await host.evaluate(() => document.addEventListener('click', (e) => { if (e.target.closest?.('#shop-list button')) window.__pinAt = Date.now(); }, { capture: true, once: true }));
+    await host.locator('#shop-list li', { hasText: 'Onair mug' }).getByRole('button', { name: 'Pin Onair mug', exact: true }).click();
+    const shownAt = await until('the card on both viewers', async () => {
+      const at = await Promise.all([vera, vic].map((p) => p.evaluate(() => window.__cardAt)));
+      return at.every((x) => x !== null) ? at : null;
+    }, 5000).catch(() => [null, null]);
+    const pinAt = await host.evaluate(() => window.__pinAt);
+    const latency = shownAt.map((x) => (x === null ? null : x - pinAt));
+    console.log(`pin click -> card shown (ms): viewer 1 ${latency[0]}, viewer 2 (360 px) ${latency[1]}`);
+    check('commerce: the pinned card appears on both viewer pages within 1 s of the Pin click', latency.every((l) => l !== null && l <= 1000), `${latency.join(' ms, ')} ms`);
+    // (The image may still be on its way when the card shows.)
+    const cards = await until('the cards with their image', async () => {
+      const c = await Promise.all([vera, vic].map(card));
+      return c.every((x) => x?.image) ? c : null;
+    }, 3000).catch(() => Promise.all([vera, vic].map(card)));
+    check('commerce: the card shows the image, title, price (€19.99) and a Buy link to the checkout',
+      cards.every((c) => c && c.title === 'Onair mug' && c.price === '€19.99' && c.href === checkout && c.image), JSON.stringify(cards));
+    const deskLayout = await cardLayout(vera);
+    const phoneLayout = await cardLayout(vic);
+    check('commerce: on the desktop the card covers no tile name; at 360 px it sits below the tiles, nothing wider than the screen',
+      !deskLayout.coversName && !deskLayout.overflowX && phoneLayout.belowTiles && !phoneLayout.overflowX, JSON.stringify({ deskLayout, phoneLayout }));
+
+    // Buy on viewer 1: the checkout opens in a new tab (without a way back to the opener), and the
+    // click is counted.
+    const [popup] = await Promise.all([vera.context().waitForEvent('page', { timeout: 5000 }), vera.click('#product-buy')]);
+    await popup.waitForLoadState('load').catch(() => {});
+    const opener = await popup.evaluate(() => window.opener === null).catch(() => null);
+    check('commerce: Buy opens the checkout URL in a new tab, without window.opener', popup.url() === checkout && opener === true, `${popup.url()} opener null: ${opener}`);
+    await popup.close();
+    const t0 = Date.now();
+    const clicks = await until('the click counted', async () => { const p = (await listed())[0]; return p?.clicks >= 1 ? p : null; }, 1500).catch(() => null);
+    check('commerce: the click is counted (the API lists clicks >= 1 within 1.5 s)', !!clicks, clicks ? `clicks ${clicks.clicks}, views ${clicks.views}, after ${Date.now() - t0} ms` : JSON.stringify((await listed())[0]));
+    const hostCounts = await until('the counters in the Shop panel', () => host.evaluate(() => {
+      const m = document.querySelector('#shop-list li .meta')?.textContent ?? '';
+      return / 1 click$/.test(m) ? m : null;
+    }), 7000).catch(() => null);
+    check('commerce: the host\'s Shop panel shows the views and the click', !!hostCounts, hostCounts ?? '');
+
+    await sleep(300);
+    await shot(host, 'commerce-host');
+    await shot(vera, 'commerce-viewer');
+    await shot(vic, 'commerce-viewer-360px', true);
+    await vic.locator('#comments .comment', { hasText: 'Take my money' }).scrollIntoViewIfNeeded();
+    await shot(vic, 'commerce-viewer-360px-comments');
+    await host.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    await shot(host, 'commerce-host-360px', true);
+    await host.setViewportSize({ width: 1280, height: 800 });
+    await sleep(300);
+
+    // Unpin: the card goes from both viewers.
+    await host.getByRole('button', { name: 'Unpin Onair mug', exact: true }).click();
+    const gone = await yes(until('no card on the viewers', async () => (await Promise.all([vera, vic].map(card))).every((c) => c === null), 3000));
+    check('commerce: Unpin takes the card down on both viewer pages', gone);
+
+    // A refund takes the badge back everywhere; the host's panel marks the payment refunded.
+    const refunded = await webhook({ type: 'refund', id: 're_e2e_1', payment: 'pay_e2e_1' });
+    const noBadge = await until('the badge gone', async () => {
+      const b = await Promise.all(pages.map((p) => badgeOn(p, 'Take my money!')));
+      return b.every((x) => x === 'no badge') ? b : null;
+    }, 5000).catch((e) => e.message);
+    const marked = await until('refunded in the panel', () => host.evaluate(() => {
+      const li = document.querySelector('#supporters-list li.refunded');
+      return li ? `${li.textContent} / ${document.getElementById('supporters-count').textContent}` : null;
+    }), 5000).catch(() => null);
+    check('commerce: a refund takes the badge off her comments on all pages and marks the payment refunded for the host',
+      refunded.status === 200 && Array.isArray(noBadge) && /refunded/.test(marked ?? '') && / \/ 0$/.test(marked ?? ''), `${refunded.status} ${JSON.stringify(noBadge)} ${marked}`);
+    for (const p of pages) await p.context().close();
   }
   if (run('observability')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
