@@ -7,10 +7,7 @@ use crate::engine::ViewerResult;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Startup within this is good.
-const STARTUP_TARGET_MS: u64 = 2_000;
-/// No frame after watching this long: a failed startup.
-const STARTUP_GIVE_UP_MS: u64 = 10_000;
+use signaling::live::qoe::state::{STARTUP_GIVE_UP_MS, STARTUP_TARGET_MS, quantile};
 /// Freeze ratios may differ by this much (absolute): the viewers' watch time runs to their
 /// close, the server's to their last report, a few milliseconds earlier.
 pub const RATIO_BOUND: f64 = 0.005;
@@ -30,16 +27,6 @@ pub struct Kpis {
     pub recovery_p50_ms: Option<u64>,
     pub recovery_p95_ms: Option<u64>,
     pub watch_secs: f64,
-}
-
-/// The same quantile rule as the server's (`ceil(q·n)`-th smallest).
-fn quantile(mut v: Vec<u64>, q: f64) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    Some(v[i])
 }
 
 /// The viewers' own KPIs.

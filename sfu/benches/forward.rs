@@ -214,7 +214,7 @@ fn metrics_cost(n: u64, k1_us: Option<f64>) {
     let hist = sfu::metrics::DelayHistogram::default();
     let bytes_in = AtomicU64::new(0);
     let received = Instant::now();
-    let mut time = |on: bool| {
+    let time = |on: bool| {
         sfu::metrics::set_per_packet(on);
         let t0 = thread_cpu();
         for i in 0..n {

@@ -48,8 +48,8 @@ function push(list, v) {
   if (list.length > HISTORY) list.shift();
 }
 
-// A line chart of up to two series on one canvas; each series with its own scale and label.
-function lineChart(canvas, series) {
+// A canvas sized to its box at the screen's pixel density, cleared: its context and CSS size.
+function prepare(canvas) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || canvas.width, h = canvas.clientHeight || canvas.height;
   canvas.width = w * dpr;
@@ -57,6 +57,12 @@ function lineChart(canvas, series) {
   const c = canvas.getContext('2d');
   c.scale(dpr, dpr);
   c.clearRect(0, 0, w, h);
+  return { c, w, h };
+}
+
+// A line chart of up to two series on one canvas; each series with its own scale and label.
+function lineChart(canvas, series) {
+  const { c, w, h } = prepare(canvas);
   c.strokeStyle = '#2a2f3a';
   c.lineWidth = 1;
   for (let i = 1; i < 4; i++) {
@@ -85,13 +91,7 @@ function lineChart(canvas, series) {
 }
 
 function barChart(canvas, bars) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || canvas.width, h = canvas.clientHeight || canvas.height;
-  canvas.width = w * dpr;
-  canvas.height = h * dpr;
-  const c = canvas.getContext('2d');
-  c.scale(dpr, dpr);
-  c.clearRect(0, 0, w, h);
+  const { c, w, h } = prepare(canvas);
   const max = Math.max(1, ...bars.map((b) => b.value));
   const slot = w / bars.length;
   c.font = '12px system-ui, sans-serif';

@@ -154,7 +154,8 @@ pub struct Kpis {
     pub cohorts: Vec<Kpis>,
 }
 
-fn quantile(mut v: Vec<u64>, q: f64) -> Option<u64> {
+/// The `ceil(q·n)`-th smallest value (the KPIs' percentile rule; the loadtest uses it too).
+pub fn quantile(mut v: Vec<u64>, q: f64) -> Option<u64> {
     if v.is_empty() {
         return None;
     }
