@@ -6,6 +6,7 @@
 pub mod lives;
 pub mod payments;
 pub mod products;
+pub mod rooms;
 
 use crate::app::AppState;
 use crate::auth::Role;
@@ -29,6 +30,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/rooms/{room}/products/{id}", get(products::get).patch(products::update).delete(products::delete))
         .route("/api/v1/rooms/{room}/products/{id}/image", put(products::upload_image))
         .route("/api/v1/lives/{live}/supporters", get(lives::supporters))
+        .route("/api/v1/tokens", post(rooms::mint_token))
+        .route("/api/v1/rooms", get(rooms::list))
+        .route("/api/v1/rooms/{room}/end", post(rooms::end))
+        .route("/api/v1/rooms/{room}/stream-keys", get(rooms::keys).post(rooms::create_key))
+        .route("/api/v1/rooms/{room}/stream-keys/{id}", axum::routing::delete(rooms::revoke_key))
         .route("/media/products/{id}", get(products::image))
 }
 
@@ -70,7 +76,24 @@ pub enum Caller {
     /// The platform's backend, with the API key: every room.
     Server,
     /// A host or moderator of the room, with their room token.
-    Staff { identity: String },
+    Staff { identity: String, role: Role },
+}
+
+impl Caller {
+    /// The API key, or the room's host (not a moderator): for the live's own controls.
+    pub fn require_host(&self, what: &str) -> Result<(), AppError> {
+        match self {
+            Caller::Server | Caller::Staff { role: Role::Host, .. } => Ok(()),
+            Caller::Staff { .. } => Err(AppError::new(ErrorCode::NotAllowed, format!("only the server key and the host {what}"))),
+        }
+    }
+
+    pub fn require_server(&self, what: &str) -> Result<(), AppError> {
+        match self {
+            Caller::Server => Ok(()),
+            Caller::Staff { .. } => Err(AppError::new(ErrorCode::NotAllowed, format!("only the server key {what}"))),
+        }
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
@@ -98,9 +121,20 @@ pub fn authorize(app: &AppState, headers: &HeaderMap, room: &str) -> Result<Call
         None => claims.role,
     };
     if moderates(role) || role == Role::Host {
-        Ok(Caller::Staff { identity: claims.identity })
+        Ok(Caller::Staff { identity: claims.identity, role })
     } else {
         Err(AppError::new(ErrorCode::NotAllowed, "only the server key, the host and moderators may do this"))
+    }
+}
+
+/// The API key and nothing else (`what`: the refusal's words).
+pub fn authorize_server(app: &AppState, headers: &HeaderMap, what: &str) -> Result<(), AppError> {
+    let token = bearer(headers)?;
+    let key = app.config.api.key.as_bytes();
+    if !key.is_empty() && bool::from(token.as_bytes().ct_eq(key)) {
+        Ok(())
+    } else {
+        Err(AppError::new(ErrorCode::NotAllowed, format!("only the server key {what}")))
     }
 }
 
