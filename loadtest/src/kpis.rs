@@ -1,10 +1,9 @@
 //! The seed KPIs twice: from the viewers' own measurements (frames as they arrived) and from the
 //! server (the same viewers' `qoe` reports, added up by Onair, read from its admin API), side by
 //! side. They are the same numbers by two roads, so they must agree: counts exactly, ratios within
-//! [`RATIO_BOUND`], percentiles within [`PERCENTILE_BOUND_MS`] (see [`Kpis::agrees`]).
+//! [`RATIO_BOUND`], percentiles within [`PERCENTILE_BOUND_MS`] (see [`agree`]).
 
 use crate::engine::ViewerResult;
-use serde::Serialize;
 use serde_json::Value;
 
 use signaling::live::qoe::state::{STARTUP_GIVE_UP_MS, STARTUP_TARGET_MS, quantile};
@@ -15,19 +14,8 @@ pub const RATIO_BOUND: f64 = 0.005;
 /// milliseconds from the reports).
 pub const PERCENTILE_BOUND_MS: u64 = 1;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Kpis {
-    pub viewers: u64,
-    pub startups: u64,
-    pub startup_reliability: Option<f64>,
-    pub first_frame_p50_ms: Option<u64>,
-    pub first_frame_p95_ms: Option<u64>,
-    pub freeze_ratio: Option<f64>,
-    pub freezes: u64,
-    pub recovery_p50_ms: Option<u64>,
-    pub recovery_p95_ms: Option<u64>,
-    pub watch_secs: f64,
-}
+/// The server's own KPI type: both roads fill the same fields.
+pub use signaling::live::qoe::Kpis;
 
 /// The viewers' own KPIs.
 pub fn from_viewers(results: &[ViewerResult]) -> Kpis {
@@ -59,6 +47,7 @@ pub fn from_viewers(results: &[ViewerResult]) -> Kpis {
     k.recovery_p50_ms = quantile(recoveries.clone(), 0.5);
     k.recovery_p95_ms = quantile(recoveries, 0.95);
     k.freeze_ratio = (watch_ms > 0).then(|| freeze_ms as f64 / watch_ms as f64);
+    k.freezes_per_viewer_hour = (watch_ms > 0).then(|| k.freezes as f64 / (watch_ms as f64 / 3_600_000.0));
     k.watch_secs = watch_ms as f64 / 1000.0;
     k
 }
@@ -80,39 +69,39 @@ pub fn from_overview(overview: &Value, room: &str) -> Option<Kpis> {
         recovery_p50_ms: u("recovery_p50_ms"),
         recovery_p95_ms: u("recovery_p95_ms"),
         watch_secs: c["watch_secs"].as_f64().unwrap_or(0.0),
+        freezes_per_viewer_hour: c["freezes_per_viewer_hour"].as_f64(),
+        ..Kpis::default()
     })
 }
 
-impl Kpis {
-    /// Whether `server` agrees with these (the viewers'), and where not.
-    pub fn agrees(&self, server: &Kpis) -> Result<(), Vec<String>> {
-        let mut off = Vec::new();
-        let mut same = |what: &str, a: u64, b: u64| {
-            if a != b {
-                off.push(format!("{what}: {a} vs {b}"));
-            }
-        };
-        same("viewers", self.viewers, server.viewers);
-        same("startups", self.startups, server.startups);
-        same("freezes", self.freezes, server.freezes);
-        let ratio = |what: &str, a: Option<f64>, b: Option<f64>, off: &mut Vec<String>| match (a, b) {
-            (Some(a), Some(b)) if (a - b).abs() <= RATIO_BOUND => {}
-            (None, None) => {}
-            (a, b) => off.push(format!("{what}: {a:?} vs {b:?}")),
-        };
-        ratio("startup reliability", self.startup_reliability, server.startup_reliability, &mut off);
-        ratio("freeze ratio", self.freeze_ratio, server.freeze_ratio, &mut off);
-        let ms = |what: &str, a: Option<u64>, b: Option<u64>, off: &mut Vec<String>| match (a, b) {
-            (Some(a), Some(b)) if a.abs_diff(b) <= PERCENTILE_BOUND_MS => {}
-            (None, None) => {}
-            (a, b) => off.push(format!("{what}: {a:?} vs {b:?}")),
-        };
-        ms("first frame p50", self.first_frame_p50_ms, server.first_frame_p50_ms, &mut off);
-        ms("first frame p95", self.first_frame_p95_ms, server.first_frame_p95_ms, &mut off);
-        ms("recovery p50", self.recovery_p50_ms, server.recovery_p50_ms, &mut off);
-        ms("recovery p95", self.recovery_p95_ms, server.recovery_p95_ms, &mut off);
-        if off.is_empty() { Ok(()) } else { Err(off) }
-    }
+/// Whether `server` agrees with `own` (the viewers'), and where not.
+pub fn agree(own: &Kpis, server: &Kpis) -> Result<(), Vec<String>> {
+    let mut off = Vec::new();
+    let mut same = |what: &str, a: u64, b: u64| {
+        if a != b {
+            off.push(format!("{what}: {a} vs {b}"));
+        }
+    };
+    same("viewers", own.viewers, server.viewers);
+    same("startups", own.startups, server.startups);
+    same("freezes", own.freezes, server.freezes);
+    let ratio = |what: &str, a: Option<f64>, b: Option<f64>, off: &mut Vec<String>| match (a, b) {
+        (Some(a), Some(b)) if (a - b).abs() <= RATIO_BOUND => {}
+        (None, None) => {}
+        (a, b) => off.push(format!("{what}: {a:?} vs {b:?}")),
+    };
+    ratio("startup reliability", own.startup_reliability, server.startup_reliability, &mut off);
+    ratio("freeze ratio", own.freeze_ratio, server.freeze_ratio, &mut off);
+    let ms = |what: &str, a: Option<u64>, b: Option<u64>, off: &mut Vec<String>| match (a, b) {
+        (Some(a), Some(b)) if a.abs_diff(b) <= PERCENTILE_BOUND_MS => {}
+        (None, None) => {}
+        (a, b) => off.push(format!("{what}: {a:?} vs {b:?}")),
+    };
+    ms("first frame p50", own.first_frame_p50_ms, server.first_frame_p50_ms, &mut off);
+    ms("first frame p95", own.first_frame_p95_ms, server.first_frame_p95_ms, &mut off);
+    ms("recovery p50", own.recovery_p50_ms, server.recovery_p50_ms, &mut off);
+    ms("recovery p95", own.recovery_p95_ms, server.recovery_p95_ms, &mut off);
+    if off.is_empty() { Ok(()) } else { Err(off) }
 }
 
 /// Rows for the report's table: the viewers' figure / the server's.
@@ -129,7 +118,7 @@ pub fn rows(viewers: &Kpis, server: Option<&Kpis>) -> Vec<(String, String)> {
         ("recovery p50, p95 ms (own / server)".into(), both(&|k| format!("{}, {}", ms(k.recovery_p50_ms), ms(k.recovery_p95_ms)))),
     ];
     if let Some(s) = server {
-        let verdict = match viewers.agrees(s) {
+        let verdict = match agree(viewers, s) {
             Ok(()) => format!("agree (counts equal, ratios ±{RATIO_BOUND}, percentiles ±{PERCENTILE_BOUND_MS} ms)"),
             Err(off) => format!("DISAGREE: {}", off.join("; ")),
         };
@@ -172,10 +161,10 @@ mod tests {
         let a = Kpis { viewers: 3, startups: 3, startup_reliability: Some(1.0), freeze_ratio: Some(0.010), freezes: 2, ..Kpis::default() };
         let mut b = a.clone();
         b.freeze_ratio = Some(0.012);
-        assert!(a.agrees(&b).is_ok());
+        assert!(agree(&a, &b).is_ok());
         b.freezes = 3;
         b.freeze_ratio = Some(0.02);
-        let off = a.agrees(&b).err().unwrap_or_default();
+        let off = agree(&a, &b).err().unwrap_or_default();
         assert_eq!(off.len(), 2, "{off:?}");
     }
 }

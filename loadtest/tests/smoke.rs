@@ -63,7 +63,7 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     let server_side = report.server_kpis.clone().expect("the server's KPIs from its admin listener");
     assert_eq!(own.viewers, 20);
     assert_eq!(own.startup_reliability, Some(1.0), "every viewer started within 2 s: {own:?}");
-    if let Err(off) = own.agrees(&server_side) {
+    if let Err(off) = loadtest::kpis::agree(&own, &server_side) {
         panic!("the viewers' and the server's KPIs disagree: {off:?}\nown {own:?}\nserver {server_side:?}");
     }
     server.shutdown().await;
