@@ -43,7 +43,7 @@ fn server_starts_with_embedded_defaults_and_prints_a_link() {
     let cwd = scratch("defaults");
     let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
         .current_dir(&cwd)
-        .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0"])
+        .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
         .env_remove("ONAIR_AUTH_SECRET")
         .env("RUST_LOG", "warn")
         .env("ONAIR_RTMP_BIND", "127.0.0.1:0")
@@ -131,7 +131,7 @@ fn a_taken_rtmp_port_turns_studio_feeds_off_but_the_server_runs() {
     let cwd = scratch("rtmp-taken");
     let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
         .current_dir(&cwd)
-        .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0"])
+        .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
         .env_remove("ONAIR_AUTH_SECRET")
         .env("RUST_LOG", "error")
         .env("ONAIR_RTMP_BIND", rtmp.to_string())

@@ -64,6 +64,8 @@ const data = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-e2e-'));
 const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0', '--admin-bind', `127.0.0.1:${adminPort}`], {
   env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
     ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
+    // Pages answer the server's pings at once: a silent connection is found gone within 15–20 s.
+    ONAIR_IDLE_TIMEOUT_SECS: '15',
     ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ADMIN_TOKEN: admin.token,
     ONAIR_API_KEY: API_KEY, ONAIR_COMMERCE_WEBHOOK_SECRET: WEBHOOK_SECRET },
   stdio: ['ignore', 'ignore', 'inherit'],
@@ -715,8 +717,10 @@ try {
 
     // The host's network drops: everyone sees "The host is reconnecting…" and stays, the co-hosts'
     // video keeps playing; the network returns, the host rejoins and the notice goes.
+    // (Chromium's offline emulation sometimes holds the page's close frame: the server then finds
+    // the host gone by its silence, 15–20 s after the drop.)
     await host.context().setOffline(true);
-    const held = await until('the held notice', async () => { const s = await state(wes); return /The host is reconnecting… The live waits for [45]:\d\d/.test(s.held) ? s : null; }, 15_000).catch((e) => ({ error: e.message }));
+    const held = await until('the held notice', async () => { const s = await state(wes); return /The host is reconnecting… The live waits for [45]:\d\d/.test(s.held) ? s : null; }, 30_000).catch((e) => ({ error: e.message }));
     // Frames each co-host's tile has shown (the host's tile is gone meanwhile).
     const frames = () => wes.evaluate(() => Object.fromEntries([...document.querySelectorAll('#stage .tile')]
       .map((t) => [t.querySelector('.name').textContent, t.querySelector('video').getVideoPlaybackQuality().totalVideoFrames])));
