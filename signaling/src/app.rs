@@ -18,6 +18,8 @@ pub struct AppState {
     pub studio: Arc<Studio>,
     /// Persistence (stream keys today).
     pub store: Arc<Store>,
+    /// Outgoing webhooks (off when `webhooks.url` is empty).
+    pub hooks: crate::hooks::Hooks,
     pub started: Instant,
     /// Set when the node started draining (SIGTERM): no new participants.
     pub draining: Arc<std::sync::OnceLock<Instant>>,

@@ -28,6 +28,8 @@ const CSS: &str = "text/css; charset=utf-8";
 /// Every file of the page. `index.html` is also served at `/`.
 pub static ASSETS: &[Asset] = &[
     asset!("index.html", HTML),
+    asset!("upcoming.html", HTML),
+    asset!("js/upcoming.js", JS),
     asset!("style.css", CSS),
     asset!("js/main.js", JS),
     asset!("js/state.js", JS),
@@ -59,6 +61,14 @@ pub fn find(path: &str) -> Option<&'static Asset> {
 
 async fn index() -> Response {
     match find("index.html") {
+        Some(a) => respond(a.content_type, a.body),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A page of the table by name (routes that serve one page at many paths).
+pub fn page(name: &str) -> Response {
+    match find(name) {
         Some(a) => respond(a.content_type, a.body),
         None => StatusCode::NOT_FOUND.into_response(),
     }

@@ -29,6 +29,8 @@ pub struct Config {
     pub commerce: CommerceConfig,
     pub admin: AdminConfig,
     pub drain: DrainConfig,
+    pub schedule: ScheduleConfig,
+    pub webhooks: WebhooksConfig,
     /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
     /// and `continuity` are kept unless redefined here.
     pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
@@ -202,6 +204,83 @@ impl Default for CommerceConfig {
     }
 }
 
+/// Scheduled lives (docs/api.md "Scheduled lives").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// How far ahead a live may be scheduled, in days.
+    pub max_days_ahead: u32,
+    /// Upcoming (not started, not cancelled) lives one room may have.
+    pub max_per_room: usize,
+    /// Largest banner image upload, in bytes.
+    pub max_banner_bytes: usize,
+    /// Minutes before the start when subscribers get the early reminder.
+    pub reminder_minutes: u32,
+    /// A scheduled live links to the room's live when its host goes live this many minutes
+    /// before its start, or up to `late_minutes` after it (or at any time through `start`).
+    pub early_minutes: u32,
+    pub late_minutes: u32,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            max_days_ahead: 90,
+            max_per_room: 50,
+            max_banner_bytes: 2 * 1024 * 1024,
+            reminder_minutes: 15,
+            early_minutes: 30,
+            late_minutes: 120,
+        }
+    }
+}
+
+/// Outgoing webhooks (docs/api.md "Webhooks"), signed as Standard Webhooks do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where events are POSTed (`http://` or `https://`). Empty: no webhooks.
+    pub url: String,
+    /// The signing secret: `whsec_<base64>` as Standard Webhooks libraries expect, or any
+    /// text of at least 24 bytes (its UTF-8 bytes are the key).
+    pub secret: String,
+    /// The events sent. Default: every event but `participant_joined`/`participant_left`.
+    pub events: Vec<String>,
+    /// Delays before each retry of a failed delivery, in seconds (its length + 1 attempts).
+    pub retry_delays_secs: Vec<f64>,
+    /// How long one attempt may take, in seconds.
+    pub timeout_secs: u64,
+    /// Days the delivery log keeps a finished delivery.
+    pub log_days: u32,
+}
+
+/// Every webhook event there is.
+pub const WEBHOOK_EVENTS: [&str; 10] = [
+    "live_scheduled",
+    "live_updated",
+    "live_cancelled",
+    "live_reminder",
+    "live_started",
+    "live_ended",
+    "recording_ready",
+    "participant_joined",
+    "participant_left",
+    "test",
+];
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret: String::new(),
+            events: WEBHOOK_EVENTS.iter().filter(|e| !e.starts_with("participant_")).map(|e| e.to_string()).collect(),
+            retry_delays_secs: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0, 21600.0],
+            timeout_secs: 10,
+            log_days: 30,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtmpConfig {
@@ -360,6 +439,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             drain: DrainConfig::default(),
             commerce: CommerceConfig::default(),
+            schedule: ScheduleConfig::default(),
+            webhooks: WebhooksConfig::default(),
             profiles: crate::profiles::builtin(),
         }
     }
@@ -495,6 +576,12 @@ impl Config {
         if let Some(v) = get("ONAIR_COMMERCE_WEBHOOK_SECRET") {
             self.commerce.webhook_secret = v;
         }
+        if let Some(v) = get("ONAIR_WEBHOOK_URL") {
+            self.webhooks.url = v;
+        }
+        if let Some(v) = get("ONAIR_WEBHOOK_SECRET") {
+            self.webhooks.secret = v;
+        }
         if let Some(v) = get("ONAIR_ROOM_EMPTY_TIMEOUT_SECS") {
             self.room.empty_timeout_secs = parse("ONAIR_ROOM_EMPTY_TIMEOUT_SECS", v)?;
         }
@@ -606,6 +693,19 @@ impl Config {
         {
             anyhow::bail!("commerce: webhook_tolerance_secs 10..=3600, max_products 1..=10000, max_image_bytes 1024..=16777216");
         }
+        let sc = &self.schedule;
+        if !(1..=366).contains(&sc.max_days_ahead)
+            || !(1..=1000).contains(&sc.max_per_room)
+            || !(1024..=16 * 1024 * 1024).contains(&sc.max_banner_bytes)
+            || !(1..=24 * 60).contains(&sc.reminder_minutes)
+            || sc.early_minutes > 24 * 60
+            || sc.late_minutes > 24 * 60
+        {
+            anyhow::bail!(
+                "schedule: max_days_ahead 1..=366, max_per_room 1..=1000, max_banner_bytes 1024..=16777216, reminder_minutes 1..=1440, early/late_minutes ≤ 1440"
+            );
+        }
+        crate::hooks::validate(&self.webhooks)?;
         self.secret()?;
         Ok(())
     }

@@ -90,6 +90,8 @@ pub enum ErrorCode {
     BadImage,
     /// The server is not configured for this (the payment webhook without a secret).
     NotConfigured,
+    /// A scheduled start in the past, or further ahead than `schedule.max_days_ahead`.
+    BadTime,
     /// The node is draining (shutting down): it takes no new participants; try another node
     /// or later. Sent at join, with close code 1012.
     Draining,
@@ -140,6 +142,7 @@ impl ErrorCode {
             BadUrl => "bad_url",
             BadImage => "bad_image",
             NotConfigured => "not_configured",
+            BadTime => "bad_time",
             Draining => "draining",
         }
     }
@@ -156,7 +159,7 @@ impl ErrorCode {
             NotFound | RoomNotLive => 404,
             Conflict | RoomEnded | StageFull | StreamKeyInUse => 409,
             MessageTooLarge => 413,
-            UnknownTier | BadUrl | BadImage | BadComment | CommentTooLong => 422,
+            UnknownTier | BadUrl | BadImage | BadComment | CommentTooLong | BadTime => 422,
             RateLimited | SlowMode | TimedOut => 429,
             Internal => 500,
             ServerBusy | RoomFull | NotConfigured | Draining => 503,

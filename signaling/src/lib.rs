@@ -20,6 +20,7 @@ pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod hooks;
 pub mod live;
 pub mod observe;
 pub mod profiles;
@@ -137,7 +138,10 @@ impl Server {
         let http_addr = listener.local_addr()?;
         let store = Arc::new(store::Store::open(&config).await?);
         let default_words = Arc::new(live::chat::text::default_blocked_words(&config.chat)?);
+        let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+        let hooks = hooks::Hooks::start(&config.webhooks, store.clone(), rx.clone());
         let state = AppState {
+            hooks,
             rooms: Arc::new(room::Rooms::new(
                 config.room.clone(),
                 Arc::new(config.chat.clone()),
@@ -153,8 +157,7 @@ impl Server {
             started: Instant::now(),
             draining: Arc::new(std::sync::OnceLock::new()),
         };
-        let (shutdown, mut rx) = tokio::sync::watch::channel(false);
-        let (rooms, store, sfu) = (state.rooms.clone(), state.store.clone(), state.sfu.clone());
+        let (rooms, store, sfu, app_state) = (state.rooms.clone(), state.store.clone(), state.sfu.clone(), state.clone());
         let mut reaper_rx = rx.clone();
         // The conversation's fan-out on its own task: the store's awaits below never delay it.
         let (fanout_rooms, mut fanout_rx) = (state.rooms.clone(), rx.clone());
@@ -178,8 +181,11 @@ impl Server {
             loop {
                 tokio::select! {
                     _ = every.tick() => {
-                        rooms.reap(Instant::now(), &store).await;
+                        for closed in rooms.reap(Instant::now(), &store).await {
+                            live::schedule::on_ended(&app_state, &closed.room, &closed.live_id, &closed.profile).await;
+                        }
                         rooms.ask_keyframes(Instant::now(), &sfu);
+                        live::schedule::tick(&app_state).await;
                     }
                     _ = reactions.tick() => {
                         live::chat::flush_reactions(&rooms, &store).await;
@@ -283,6 +289,8 @@ impl Server {
         live::chat::flush_reactions(&self.state.rooms, &self.state.store).await;
         live::commerce::flush_counters(&self.state.rooms, &self.state.store).await;
         self.state.rooms.flush_chat();
+        // Webhook events emitted so far are stored for the next start to deliver.
+        self.state.hooks.flush().await;
         self.state.store.close().await;
         let sfu = self.state.sfu.clone();
         let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;

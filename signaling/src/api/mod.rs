@@ -7,6 +7,8 @@ pub mod lives;
 pub mod payments;
 pub mod products;
 pub mod rooms;
+pub mod schedule;
+pub mod webhooks;
 
 use crate::app::AppState;
 use crate::auth::Role;
@@ -35,7 +37,19 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/rooms/{room}/end", post(rooms::end))
         .route("/api/v1/rooms/{room}/stream-keys", get(rooms::keys).post(rooms::create_key))
         .route("/api/v1/rooms/{room}/stream-keys/{id}", axum::routing::delete(rooms::revoke_key))
+        .route("/api/v1/schedules", get(schedule::list).post(schedule::create))
+        .route("/api/v1/schedules/{id}", get(schedule::get).patch(schedule::update).delete(schedule::cancel))
+        .route("/api/v1/schedules/{id}/start", post(schedule::start))
+        .route("/api/v1/schedules/{id}/banner", put(schedule::upload_banner))
+        .route("/api/v1/schedules/{id}/reminder", post(schedule::remind).delete(schedule::unremind))
+        .route("/api/v1/webhooks/deliveries", get(webhooks::list))
+        .route("/api/v1/webhooks/deliveries/{id}", get(webhooks::get))
+        .route("/api/v1/webhooks/deliveries/{id}/retry", post(webhooks::retry))
+        .route("/api/v1/webhooks/test", post(webhooks::test))
         .route("/media/products/{id}", get(products::image))
+        .route("/media/schedules/{id}/banner", get(schedule::banner))
+        .route("/upcoming/{id}", get(|| async { crate::assets::page("upcoming.html") }))
+        .route("/upcoming/{id}/calendar.ics", get(schedule::calendar))
 }
 
 /// An API refusal: the status of its code and `{"error": {"code", "message"}}`.
@@ -96,7 +110,7 @@ impl Caller {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| AppError::new(ErrorCode::TokenMissing, "Authorization: Bearer <API key or room token> is required"))?;

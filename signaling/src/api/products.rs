@@ -35,7 +35,8 @@ struct Listed {
 }
 
 /// Apply `input` to `p`, checking every field given.
-fn apply(p: &mut ProductRow, input: ProductInput) -> Result<(), AppError> {
+#[doc(hidden)] // public for the fuzz target `api_bodies` (fuzz/)
+pub fn apply(p: &mut ProductRow, input: ProductInput) -> Result<(), AppError> {
     if let Some(t) = input.title {
         p.title = catalog::title(&t)?;
     }
@@ -155,15 +156,7 @@ pub async fn upload_image(
 ) -> ApiResult {
     authorize(&app, &headers, &room)?;
     let mut p = find(&app, &room, &id).await?;
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let declared = declared_type(&headers);
     let max = app.config.commerce.max_image_bytes;
     let bytes = read_body(body, max).await?;
     let sniffed = catalog::sniff_image(&bytes)
@@ -181,18 +174,28 @@ pub async fn upload_image(
 /// `GET /media/products/{id}`: an uploaded image, cached for good (its URL names its version).
 pub async fn image(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     match app.store.product_image(&id).await {
-        Ok(Some((content_type, bytes))) => {
-            let mut res = bytes.into_response();
-            let h = res.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&content_type) {
-                h.insert(header::CONTENT_TYPE, v);
-            }
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'"));
-            res
-        }
+        Ok(Some((content_type, bytes))) => image_response(&content_type, bytes),
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(e) => super::ApiError(e).into_response(),
     }
+}
+
+/// The media type a request's `Content-Type` declares, lowercase, without parameters.
+pub fn declared_type(headers: &HeaderMap) -> String {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// An uploaded image as its own URL serves it: cached for good (the URL names its version),
+/// never sniffed or run as anything else.
+pub fn image_response(content_type: &str, bytes: Vec<u8>) -> Response {
+    let mut res = bytes.into_response();
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'"));
+    res
 }

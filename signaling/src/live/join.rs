@@ -118,7 +118,24 @@ pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, eve
             tracing::warn!(participant = %p, "audio-only fallback: {e}");
         }
     }
+    if snapshot.went_live {
+        let (app, room, live, profile) = (app.clone(), guest.claims.room.clone(), snapshot.live_id.clone(), snapshot.profile.name.clone());
+        tokio::spawn(async move { super::schedule::on_started(&app, &room, &live, &profile).await });
+    }
+    if app.hooks.wants("participant_joined") {
+        app.hooks.emit("participant_joined", participant_event(&guest.claims.room, &snapshot.live_id, &snapshot.me, None));
+    }
     Ok(Joined { id, room, snapshot })
+}
+
+/// A `participant_joined`/`participant_left` webhook's data.
+fn participant_event(room: &str, live: &str, p: &crate::protocol::ParticipantInfo, reason: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "room": room,
+        "live_id": live,
+        "participant": { "identity": p.identity, "name": p.name, "role": p.role, "kind": p.kind },
+        "reason": reason,
+    })
 }
 
 /// The SFU's word about a participant's own tracks, for its room: a new track is announced and
@@ -145,6 +162,12 @@ pub fn on_track_event(app: &AppState, room: &Mutex<Room>, ev: SfuEvent) -> Optio
 
 /// Leave the room (which tells the others why), then the SFU (which ends the connections).
 pub fn leave(app: &AppState, id: ParticipantId, room: &Mutex<Room>, reason: &str) {
-    lock(room).leave(id, reason);
+    let left = {
+        let mut r = lock(room);
+        r.leave(id, reason).map(|p| (p, r.name.clone(), r.chat.live_id.clone()))
+    };
     app.sfu.remove_participant(id);
+    if let Some((p, name, live)) = left {
+        app.hooks.emit("participant_left", participant_event(&name, &live, &p, Some(reason)));
+    }
 }

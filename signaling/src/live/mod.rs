@@ -14,6 +14,7 @@
 //! | [`studio`] | studio feeds over RTMP, and the stream-key messages |
 //! | [`chat`] | the conversation: comments, reactions, moderation, reports, the audit log |
 //! | [`qoe`] | players' QoE reports, the live's KPIs, *Report a problem* |
+//! | [`schedule`] | lives announced ahead: their rules, calendar file, reminders, the link to the live on air |
 //! | [`commerce`] | supporter badges from the payment webhook, the supporters panel, product pins and their counters |
 //!
 //! Features talk to the media plane through the `sfu::Sfu` handle and to persistence through
@@ -29,6 +30,7 @@ pub mod join;
 pub mod media;
 pub mod qoe;
 pub mod room;
+pub mod schedule;
 pub mod stage;
 pub mod stats;
 pub mod studio;

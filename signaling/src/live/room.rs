@@ -100,6 +100,17 @@ pub struct JoinSnapshot {
     pub profile: ProfileView,
     /// When this join set the live's profile: the members who joined under the default one.
     pub earlier: Vec<ParticipantId>,
+    /// This join (the host's) put a waiting room on air.
+    pub went_live: bool,
+    pub live_id: String,
+}
+
+/// A live whose room was closed.
+#[derive(Debug)]
+pub struct ClosedLive {
+    pub room: String,
+    pub live_id: String,
+    pub profile: String,
 }
 
 fn view(t: &Track) -> TrackView {
@@ -381,6 +392,8 @@ impl Room {
             chat: super::chat::snapshot(&self.chat, &self.commerce, &claims.identity, role),
             profile: self.profile.clone(),
             earlier: if profile_changed { self.members.keys().copied().filter(|m| *m != id).collect() } else { Vec::new() },
+            went_live,
+            live_id: self.chat.live_id.clone(),
         })
     }
 
@@ -461,9 +474,9 @@ impl Room {
         Ok(())
     }
 
-    /// A member left (or was disconnected).
-    pub fn leave(&mut self, id: ParticipantId, reason: &str) {
-        let Some(left) = self.members.remove(&id) else { return };
+    /// A member left (or was disconnected); who it was, if it was here.
+    pub fn leave(&mut self, id: ParticipantId, reason: &str) -> Option<ParticipantInfo> {
+        let left = self.members.remove(&id)?;
         if self.stage.forget(id) {
             self.send_stage_queue();
         }
@@ -487,6 +500,7 @@ impl Room {
         if self.members.is_empty() {
             self.empty_since = Some(Instant::now());
         }
+        Some(left.info)
     }
 
     /// End the room (host only, or the server itself with `by = None`).
@@ -623,8 +637,9 @@ impl Rooms {
         self.map.is_empty()
     }
 
-    /// Drop rooms that ended or stayed empty too long; their lives end in the store.
-    pub async fn reap(&self, now: Instant, store: &Store) {
+    /// Drop rooms that ended or stayed empty too long; their lives end in the store. Returns
+    /// the lives that ended.
+    pub async fn reap(&self, now: Instant, store: &Store) -> Vec<ClosedLive> {
         let _opening = self.opening.lock().await;
         let mut closed = Vec::new();
         self.map.retain(|name, room| {
@@ -633,18 +648,21 @@ impl Rooms {
             if drop {
                 tracing::info!(room = %name, live = %r.chat.live_id, "room closed");
                 let kpis = serde_json::to_value(r.qoe.kpis()).unwrap_or_default();
-                closed.push((r.chat.live_id.clone(), r.profile().name.clone(), kpis));
+                closed.push((name.clone(), r.chat.live_id.clone(), r.profile().name.clone(), kpis));
             }
             !drop
         });
-        for (live, profile, kpis) in closed {
+        let mut ended = Vec::with_capacity(closed.len());
+        for (room, live, profile, kpis) in closed {
             if let Err(e) = store.save_kpis(&live, &profile, &kpis).await {
                 tracing::error!(%live, "keeping the live's KPIs: {e}");
             }
             if let Err(e) = store.end_live(&live).await {
                 tracing::error!(%live, "ending the live in the store: {e}");
             }
+            ended.push(ClosedLive { room, live_id: live, profile });
         }
+        ended
     }
 
     /// Ask for key frames on the video tracks of every live whose profile's interval passed

@@ -13,11 +13,15 @@ mod commerce;
 mod keys;
 mod legacy_keys;
 mod qoe;
+mod schedule;
+mod webhooks;
 
 pub use chat::{AuditEntry, CommentRow, Flag, LiveState, MemberFlags, ReportRow, Visibility};
 pub use commerce::{LiveRow, PaymentRow, ProductRow, Recorded, Refunded};
 pub use keys::{KeySeat, KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};
 pub use qoe::{PastLive, ProblemRow};
+pub use schedule::{DueReminder, ScheduleRow, UPCOMING};
+pub use webhooks::Delivery;
 
 use crate::config::Config;
 use crate::error::AppError;
