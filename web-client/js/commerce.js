@@ -342,10 +342,10 @@ function noteNewSupporter() {
   if ($('supporters-panel').hidden) $('supporters-count').classList.add('attention');
 }
 
-// The two panels share the room below their buttons: one open at a time, each closed again by
-// its own button.
-const PANELS = { 'shop-toggle': 'shop-panel', 'supporters-toggle': 'supporters-panel' };
-function toggle(button, opened) {
+// The panels share the room below their buttons: one open at a time, each closed again by its
+// own button (schedule.js's panel is one of them).
+const PANELS = { 'shop-toggle': 'shop-panel', 'supporters-toggle': 'supporters-panel', 'schedule-toggle': 'schedule-panel' };
+export function toggle(button, opened) {
   const open = $(PANELS[button]).hidden;
   for (const [b, panel] of Object.entries(PANELS)) {
     const mine = b === button && open;

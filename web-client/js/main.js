@@ -15,6 +15,7 @@ import { wireChat } from './chat.js';
 import { wireModeration } from './moderation.js';
 import { wireCommerce } from './commerce.js';
 import { wireQoe } from './qoe.js';
+import { wireSchedule } from './schedule.js';
 import './reactions.js';
 import './debug.js';
 
@@ -63,6 +64,7 @@ if (!token) {
   wireModeration();
   wireCommerce();
   wireQoe();
+  wireSchedule();
   keepAlive();
   renderControls();
   $('room').hidden = false;

@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { observability } from './observability.mjs';
+import { schedule } from './schedule.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
@@ -21,7 +22,7 @@ const shots = path.join(root, 'target/screenshots');
 fs.mkdirSync(shots, { recursive: true });
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability,schedule runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 
@@ -1114,6 +1115,10 @@ try {
   if (run('observability')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
     await observability({ browser, open, token, check, until, sleep, shot, admin, decoding });
+  }
+  if (run('schedule')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await schedule({ browser, open, token, check, until, shot, base, API_KEY });
   }
 } catch (e) {
   check('browser scenario ran to the end', false, e.message);
