@@ -121,9 +121,7 @@ async fn finish(config: &WebhooksConfig, store: &Store, d: &Delivery, outcome: O
 }
 
 fn client(config: &WebhooksConfig) -> Result<reqwest::Client, String> {
-    // reqwest runs rustls with the ring provider the rest of the tree already builds (no second
-    // crypto library); installing it twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    super::tls_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_secs))
         .connect_timeout(Duration::from_secs(config.timeout_secs.min(5)))

@@ -96,6 +96,13 @@ impl Hooks {
     }
 }
 
+/// The process's TLS provider for reqwest: rustls on ring (the crypto rtc already builds). Both
+/// reqwest users need it — the webhooks and the OTLP exporter, whose reqwest is the same crate
+/// with the features unified —, so it is installed before either builds a client. Idempotent.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The message a receiver gets: `{"type", "timestamp", "data"}` (Standard Webhooks' shape).
 pub fn payload(kind: &str, at_ms: i64, data: &Value) -> String {
     serde_json::json!({ "type": kind, "timestamp": rfc3339(at_ms), "data": data }).to_string()

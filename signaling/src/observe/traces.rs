@@ -48,6 +48,7 @@ pub fn init(config: &Config) -> anyhow::Result<Traces> {
         tracing_subscriber::registry().with(log).init();
         return Ok(Traces { provider: None });
     };
+    crate::hooks::tls_provider();
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary);
     if let Some(url) = &endpoint {
         exporter = exporter.with_endpoint(url.clone());
