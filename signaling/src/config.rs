@@ -39,8 +39,9 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The database: `sqlite:<path>` (created with its tables when missing) or `sqlite::memory:`
-    /// (nothing kept). Default: `sqlite:onair-data/onair.db`.
+    /// The database: `sqlite:<path>` (created with its tables when missing), `sqlite::memory:`
+    /// (nothing kept) or `postgres://user:password@host:5432/database` (many nodes share it; the
+    /// tables are created when missing). Default: `sqlite:onair-data/onair.db`.
     pub url: String,
 }
 
@@ -649,8 +650,8 @@ impl Config {
                 self.profiles.keys().collect::<Vec<_>>()
             );
         }
-        if !self.store.url.starts_with("sqlite:") {
-            anyhow::bail!("store.url must be sqlite:<path> or sqlite::memory: (PostgreSQL comes with many nodes)");
+        if crate::store::Backend::of(&self.store.url).is_none() {
+            anyhow::bail!("store.url must be sqlite:<path>, sqlite::memory: or postgres://user:password@host/database");
         }
         let chat = &self.chat;
         if !(1..=5000).contains(&chat.max_comment_chars) || chat.history > 500 || chat.max_slow_mode_secs > 3600 {

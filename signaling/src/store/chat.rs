@@ -6,7 +6,7 @@ use super::{Store, db, unix_ms};
 use crate::error::AppError;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use std::collections::{BTreeMap, HashMap};
 
 /// Who may see a comment.
@@ -138,7 +138,7 @@ impl LiveState {
     }
 }
 
-fn comment(row: &SqliteRow) -> CommentRow {
+fn comment(row: &AnyRow) -> CommentRow {
     CommentRow {
         id: row.get("id"),
         identity: row.get("identity"),
@@ -150,7 +150,7 @@ fn comment(row: &SqliteRow) -> CommentRow {
     }
 }
 
-fn report(row: &SqliteRow) -> ReportRow {
+fn report(row: &AnyRow) -> ReportRow {
     ReportRow {
         id: row.get("id"),
         comment: row.get("comment_id"),
@@ -167,7 +167,7 @@ impl Store {
     /// comments), or a new one.
     pub async fn open_live(&self, room: &str, history: usize) -> Result<LiveState, AppError> {
         let e = "could not open the live";
-        let row = sqlx::query("SELECT id, comments_enabled, slow_mode_secs, blocked_words FROM lives WHERE room = $1 AND ended_at IS NULL ORDER BY created_at DESC LIMIT 1")
+        let row = sqlx::query("SELECT id, CAST(comments_enabled AS INTEGER) AS comments_enabled, slow_mode_secs, blocked_words FROM lives WHERE room = $1 AND ended_at IS NULL ORDER BY created_at DESC LIMIT 1")
             .bind(room)
             .fetch_optional(&self.pool)
             .await
@@ -190,7 +190,7 @@ impl Store {
                 serde_json::from_str::<Vec<String>>(&w).map_err(|err| AppError::internal(e, format!("live {id}: blocked words: {err}")))
             })
             .transpose()?;
-        let members = sqlx::query("SELECT identity, moderator, banned, restricted, timeout_until FROM members WHERE live_id = $1")
+        let members = sqlx::query("SELECT identity, moderator, CAST(banned AS INTEGER) AS banned, CAST(restricted AS INTEGER) AS restricted, timeout_until FROM members WHERE live_id = $1")
             .bind(&id)
             .fetch_all(&self.pool)
             .await
@@ -200,8 +200,8 @@ impl Store {
                 let moderator = r.get::<Option<String>, _>("moderator").map(|m| m == "granted");
                 let flags = MemberFlags {
                     moderator,
-                    banned: r.get("banned"),
-                    restricted: r.get("restricted"),
+                    banned: r.get::<i64, _>("banned") != 0,
+                    restricted: r.get::<i64, _>("restricted") != 0,
                     timeout_until: r.get("timeout_until"),
                 };
                 (r.get::<String, _>("identity"), flags)
@@ -230,7 +230,7 @@ impl Store {
         let open_reports = self.open_reports(&id).await?;
         Ok(LiveState {
             id,
-            comments_enabled: row.get("comments_enabled"),
+            comments_enabled: row.get::<i64, _>("comments_enabled") != 0,
             slow_mode_secs: row.get::<i64, _>("slow_mode_secs") as u32,
             blocked_words,
             members,

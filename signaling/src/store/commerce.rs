@@ -4,7 +4,7 @@
 use super::{Store, db, unix_ms};
 use crate::error::{AppError, ErrorCode};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
 /// One payment that granted a badge (refunded ones are not loaded into a live).
@@ -67,7 +67,7 @@ pub struct LiveRow {
 const PAYMENT_COLUMNS: &str = "id, live_id, room, identity, name, tier, amount_minor, currency, received_at, refunded_at";
 const PRODUCT_COLUMNS: &str = "id, room, title, price_minor, currency, image_url, checkout_url";
 
-fn payment(r: &SqliteRow) -> PaymentRow {
+fn payment(r: &AnyRow) -> PaymentRow {
     PaymentRow {
         id: r.get("id"),
         live_id: r.get("live_id"),
@@ -82,7 +82,7 @@ fn payment(r: &SqliteRow) -> PaymentRow {
     }
 }
 
-fn product(r: &SqliteRow) -> ProductRow {
+fn product(r: &AnyRow) -> ProductRow {
     ProductRow {
         id: r.get("id"),
         room: r.get("room"),

@@ -90,7 +90,7 @@ fn now_secs() -> u64 {
     (unix_ms() / 1000) as u64
 }
 
-fn view(row: &sqlx::sqlite::SqliteRow) -> KeyView {
+fn view(row: &sqlx::any::AnyRow) -> KeyView {
     KeyView {
         id: row.get("id"),
         room: row.get("room"),

@@ -1,9 +1,10 @@
 //! The one boundary to persistence. Features call [`Store`] and get domain types back or an
-//! [`AppError`]; what lies behind it is nobody else's business. Today that is SQLite through
-//! `sqlx` — a file under the data directory by default, created with its tables on first start
-//! (versioned migrations in `signaling/migrations/`). The SQL is kept portable (server-made ids,
-//! BIGINT unix-millisecond times, `ON CONFLICT` upserts) so PostgreSQL can join behind the same
-//! methods for many nodes.
+//! [`AppError`]; what lies behind it is nobody else's business: SQLite — a file under the data
+//! directory by default, created with its tables on first start — or PostgreSQL for many nodes,
+//! both through `sqlx`'s `Any` driver with the same versioned migrations
+//! (`signaling/migrations/`). The SQL is portable: server-made ids, BIGINT unix-millisecond
+//! times, `ON CONFLICT` upserts, `$n` parameters, booleans read as `CAST(… AS INTEGER)` (SQLite
+//! has no boolean type the `Any` driver maps).
 //!
 //! Every method is async and awaits the database: never call one while holding a room or feed
 //! lock (docs/architecture.md §6.1).
@@ -25,18 +26,38 @@ pub use webhooks::Delivery;
 
 use crate::config::Config;
 use crate::error::AppError;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Which database is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a `store.url` names, if any.
+    pub fn of(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
 /// Everything the server keeps across restarts.
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     /// The last id handed out by [`Store::next_id`].
     last_id: AtomicI64,
 }
@@ -50,36 +71,78 @@ pub(crate) fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-impl Store {
-    /// Open the store the configuration names (`store.url`), create it and its tables when
-    /// missing, and import a stream-keys file of an older version (`rtmp.keys_file`).
-    pub async fn open(config: &Config) -> Result<Self, AppError> {
-        let url = config.store.url.trim();
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| AppError::internal("the store's url is not valid", format!("store.url {url:?}: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let memory = opts.get_filename() == Path::new(":memory:");
-        if !memory && let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| AppError::internal("could not create the data directory", format!("{}: {e}", dir.display())))?;
+/// The URL without a password, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
         }
-        // An in-memory database lives as long as its one connection: keep exactly one, forever.
-        let pool = if memory {
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(4)
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Open the store the configuration names (`store.url`: `sqlite:<path>`, `sqlite::memory:`
+    /// or `postgres://…`), create its tables when missing (the same migrations for both), and
+    /// import a stream-keys file of an older version (`rtmp.keys_file`).
+    pub async fn open(config: &Config) -> Result<Self, AppError> {
+        install_default_drivers();
+        let url = config.store.url.trim();
+        let backend = Backend::of(url).ok_or_else(|| {
+            AppError::internal("the store's url is not valid", format!("store.url {:?}: sqlite: or postgres:// expected", redacted(url)))
+        })?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                let memory = path == ":memory:" || path.is_empty();
+                let (path, query) = path.split_once('?').unwrap_or((path, ""));
+                if !memory && let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| AppError::internal("could not create the data directory", format!("{}: {e}", dir.display())))?;
+                }
+                // Created when missing; every connection in WAL mode with foreign keys on.
+                let url = if memory || query.contains("mode=") {
+                    url.to_owned()
+                } else {
+                    format!("sqlite:{path}?mode=rwc{}{query}", if query.is_empty() { "" } else { "&" })
+                };
+                let opts = if memory {
+                    // An in-memory database lives as long as its one connection: keep exactly one.
+                    AnyPoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+                } else {
+                    AnyPoolOptions::new().max_connections(4)
+                };
+                opts.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(db("could not open the store"))?
+            }
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(|e| AppError::internal("could not open the store", format!("{}: {e}", redacted(url))))?,
         };
-        let pool = pool.connect_with(opts).await.map_err(db("could not open the store"))?;
         MIGRATOR.run(&pool).await.map_err(|e| AppError::internal("could not prepare the store", format!("migrations: {e}")))?;
-        let store = Self { pool, last_id: AtomicI64::new(0) };
+        let store = Self { pool, backend, last_id: AtomicI64::new(0) };
         if !config.rtmp.keys_file.is_empty() {
             legacy_keys::import(&store, Path::new(&config.rtmp.keys_file)).await?;
         }
         Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// A new id for a comment, report or audit entry: unix milliseconds × 1024 plus a counter,

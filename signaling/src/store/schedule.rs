@@ -3,7 +3,7 @@
 use super::{Store, db};
 use crate::error::AppError;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 /// A live announced ahead.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +28,7 @@ pub struct ScheduleRow {
 const COLUMNS: &str =
     "id, room, title, description, starts_at, profile, state, live_id, banner_type, banner_version, created_by, created_at, updated_at";
 
-fn schedule(r: &SqliteRow) -> ScheduleRow {
+fn schedule(r: &AnyRow) -> ScheduleRow {
     let banner: Option<String> = r.get("banner_type");
     ScheduleRow {
         id: r.get("id"),
@@ -270,7 +270,7 @@ impl Store {
     pub async fn due_reminders(&self, now: i64, early_ms: i64) -> Result<Vec<DueReminder>, AppError> {
         let e = "could not read due reminders";
         let q = format!(
-            "SELECT {COLUMNS}, reminded_early, reminded_start FROM scheduled_lives WHERE state IN ('scheduled', 'starting') AND ((reminded_early = FALSE AND starts_at <= $1) OR (reminded_start = FALSE AND starts_at <= $2)) ORDER BY starts_at LIMIT 100"
+            "SELECT {COLUMNS} FROM scheduled_lives WHERE state IN ('scheduled', 'starting') AND ((reminded_early = FALSE AND starts_at <= $1) OR (reminded_start = FALSE AND starts_at <= $2)) ORDER BY starts_at LIMIT 100"
         );
         let rows = sqlx::query(&q).bind(now + early_ms).bind(now).fetch_all(&self.pool).await.map_err(db(e))?;
         let mut due = Vec::new();

@@ -4,7 +4,7 @@ use super::{Store, db};
 use crate::error::AppError;
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 /// One message and how its delivery went.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -27,7 +27,7 @@ pub struct Delivery {
 
 const COLUMNS: &str = "id, event, url, payload, state, attempts, next_at, last_status, last_error, created_at, finished_at";
 
-fn delivery(r: &SqliteRow) -> Delivery {
+fn delivery(r: &AnyRow) -> Delivery {
     let state: String = r.get("state");
     Delivery {
         id: r.get("id"),

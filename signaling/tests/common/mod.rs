@@ -4,6 +4,7 @@
 
 pub mod chat_client;
 pub mod http;
+pub mod pg;
 
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::Registry;
