@@ -93,6 +93,22 @@ pub mod internals {
     pub use crate::session::subscriber::Subscriber;
 }
 
+/// What the fuzz targets drive (fuzz/, docs/fuzzing.md): the parsers of untrusted bytes and the
+/// per-packet state that reads them. Not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::bwe::twcc::TransportCc;
+    pub use crate::bwe::{Bwe, SharedBwe};
+    pub use crate::forward::forwarder::{Forwarder, Verdict};
+    pub use crate::forward::munger::RtpMunger;
+    pub use crate::media::codec::{Codec, h264_is_keyframe, vp8_is_keyframe, vp8_keyframe_size, vp8_temporal, vp9_is_keyframe};
+    pub use crate::net::demux::{DemuxTable, Route, binding_request_ufrag, is_binding_success, is_nomination, is_stun};
+    pub use crate::session::feedback::{KeyframeFeedback, NackGuard};
+    pub use crate::session::publisher::Publisher;
+    pub use crate::session::subscriber::with_msid_semantic;
+}
+
 pub use api::{CodecInfo, ConnState, EventSink, MediaKind, PathStats, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
 pub use config::SfuConfig;
 pub use error::SfuError;

@@ -47,7 +47,8 @@ struct MessageType {
 }
 
 /// Parse one text frame, enforcing the size limit.
-fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
+#[doc(hidden)] // public for the fuzz target `signal_decode` (fuzz/)
+pub fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
     if text.len() > max {
         return Err(AppError::new(ErrorCode::MessageTooLarge, format!("messages are limited to {max} bytes")));
     }

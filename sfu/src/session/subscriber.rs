@@ -400,7 +400,7 @@ impl Subscriber {
 /// the `a=msid` lines and cannot tell which stream a track belongs to. Every offer sent carries
 /// it (added to the text sent, not to the local description: rtc refuses a local offer that
 /// differs from the one it made).
-fn with_msid_semantic(sdp: String) -> String {
+pub fn with_msid_semantic(sdp: String) -> String {
     let session_part = sdp.split("\nm=").next().unwrap_or(&sdp);
     if session_part.contains("a=msid-semantic") {
         return sdp;
