@@ -136,6 +136,13 @@ impl ChunkGuard {
             _ => 1,
         };
         let h = &self.header[basic..len];
+        // rml_rtmp gathers one message at a time (one payload buffer for every chunk stream):
+        // a chunk of another stream inside a message would be appended to it, and its length
+        // arithmetic underflows (found by the `rtmp_chunks` fuzz target). Encoders send each
+        // message's chunks together, so interleaving is refused.
+        if csid != self.current && self.streams.get(&self.current).is_some_and(|s| s.remaining != 0) {
+            return Err(Violation::Malformed("chunks of another stream inside a message (interleaving is not supported)"));
+        }
         if !self.streams.contains_key(&csid) {
             if fmt != 0 {
                 return Err(Violation::Malformed("a chunk continues a stream that never started"));
@@ -252,6 +259,26 @@ mod tests {
         assert!(matches!(g.check(&chunk0(6, 0, 9, &[0; 2 << 20])), Err(Violation::MessageSize(..))));
         let mut g = ChunkGuard::new(65_536, 1 << 20);
         assert!(matches!(g.check(&[0x46, 0, 0, 0, 0, 0, 1, 9]), Err(Violation::Malformed(_))));
+    }
+
+    /// Found by the `rtmp_chunks` fuzz target: a message on chunk stream 6 left incomplete, then
+    /// a chunk of stream 4; the parser appended it to the message of stream 6 and underflowed.
+    #[test]
+    fn interleaved_chunk_streams_are_refused() {
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        let mut bytes = chunk0(6, 0, 9, &[0; 300]);
+        bytes.extend(vec![7u8; 128]);
+        bytes.extend(chunk0(4, 0, 8, &[0; 7]));
+        assert!(matches!(g.check(&bytes), Err(Violation::Malformed(_))));
+        // The same two messages one after the other pass.
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        let mut bytes = chunk0(6, 0, 9, &[0; 200]);
+        bytes.extend(vec![7u8; 128]);
+        bytes.push(0xc6);
+        bytes.extend(vec![7u8; 72]);
+        bytes.extend(chunk0(4, 0, 8, &[0; 7]));
+        bytes.extend(vec![7u8; 7]);
+        assert_eq!(g.check(&bytes), Ok(()));
     }
 
     #[test]
