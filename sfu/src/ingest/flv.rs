@@ -70,7 +70,7 @@ pub fn parse_avc_config(rec: &[u8]) -> Result<AvcConfig, IngestError> {
         return Err(IngestError::Malformed("NAL length size 3 is not allowed"));
     }
     let mut at = 6;
-    let read_sets = |count: usize, at: &mut usize| -> Result<Vec<Vec<u8>>, IngestError> {
+    let read_sets = |count: usize, nal_type: u8, at: &mut usize| -> Result<Vec<Vec<u8>>, IngestError> {
         let mut sets = Vec::with_capacity(count.min(32));
         for _ in 0..count {
             let len = rec.get(*at..*at + 2).ok_or(bad.clone())?;
@@ -79,15 +79,21 @@ pub fn parse_avc_config(rec: &[u8]) -> Result<AvcConfig, IngestError> {
                 return Err(IngestError::Malformed("parameter set length out of range"));
             }
             let set = rec.get(*at + 2..*at + 2 + len).ok_or(bad.clone())?;
+            // Sent as they are in front of each IDR: anything but an SPS or PPS here would reach
+            // viewers as a stray NAL unit, or read as an aggregation or fragment header (found by
+            // the `flv_video` fuzz target).
+            if set[0] & 0x1f != nal_type {
+                return Err(IngestError::Malformed("a parameter set of the wrong NAL unit type"));
+            }
             sets.push(set.to_vec());
             *at += 2 + len;
         }
         Ok(sets)
     };
-    let sps = read_sets(usize::from(head[5] & 0x1f), &mut at)?;
+    let sps = read_sets(usize::from(head[5] & 0x1f), 7, &mut at)?;
     let pps_count = usize::from(*rec.get(at).ok_or(bad.clone())?);
     at += 1;
-    let pps = read_sets(pps_count, &mut at)?;
+    let pps = read_sets(pps_count, 8, &mut at)?;
     if sps.is_empty() || pps.is_empty() {
         return Err(IngestError::Malformed("AVC configuration without SPS or PPS"));
     }
@@ -164,6 +170,17 @@ mod tests {
         assert_eq!(c.pps, vec![vec![0x68, 0xee]]);
         for n in 0..rec.len() {
             assert!(parse_avc_config(&rec[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    /// Found by the `flv_video` fuzz target: an "SPS" of NAL type 0 went out in front of an IDR,
+    /// a payload no RTP receiver can read.
+    #[test]
+    fn parameter_sets_must_be_what_they_say() {
+        let rec = |sps: u8, pps: u8| [1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 3, sps, 0x64, 0x00, 1, 0, 2, pps, 0xee];
+        assert!(parse_avc_config(&rec(0x67, 0x68)).is_ok());
+        for (sps, pps) in [(0x60, 0x68), (0x7c, 0x68), (0x68, 0x68), (0x67, 0x67), (0x67, 0x78)] {
+            assert!(parse_avc_config(&rec(sps, pps)).is_err(), "SPS {sps:#x}, PPS {pps:#x} accepted");
         }
     }
 
