@@ -7,6 +7,7 @@ use crate::ingest::error::IngestError;
 use crate::ingest::flv::parse_aac_config;
 use opus_rs::{Application, OpusEncoder};
 use rubato::{FftFixedIn, Resampler};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 use symphonia_codec_aac::AacDecoder;
 use symphonia_core::audio::SampleBuffer;
@@ -86,7 +87,16 @@ impl AacToOpus {
             return Err(IngestError::Malformed("AAC frame size out of range"));
         }
         let packet = Packet::new_from_slice(0, 0, 1024, aac);
-        let decoded = self.decoder.decode(&packet).map_err(|e| IngestError::Decode(format!("AAC: {e}")))?;
+        // symphonia's AAC decoder indexes past its tables on some malformed frames (found by the
+        // `aac_audio` fuzz target): the panic is this frame's error, and the decoder starts over.
+        let decoded = match catch_unwind(AssertUnwindSafe(|| self.decoder.decode(&packet).map(|_| ()))) {
+            Ok(Ok(())) => self.decoder.last_decoded(),
+            Ok(Err(e)) => return Err(IngestError::Decode(format!("AAC: {e}"))),
+            Err(_) => {
+                self.decoder.reset();
+                return Err(IngestError::Decode("AAC: the decoder failed on this frame".into()));
+            }
+        };
         let spec = *decoded.spec();
         let frames = decoded.frames();
         let buf = match &mut self.sample_buf {
@@ -159,5 +169,29 @@ mod tests {
         }
         assert!(t.push(&[], Instant::now()).is_err());
         assert!(t.push(&vec![0; MAX_AAC_FRAME + 1], Instant::now()).is_err());
+    }
+
+    /// Found by the `aac_audio` fuzz target: a real first frame of ffmpeg's, then a frame that
+    /// made symphonia index out of bounds. An error, and the next frames still decode.
+    #[test]
+    fn a_frame_that_panics_the_decoder_is_an_error() {
+        let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0)).collect::<Vec<u8>>();
+        let first = hex(concat!(
+            "de02004c61766335392e33372e3130300042509ffffff804d59e0a8dd40c65b59c26496b96923b648b903a9daea82c651591a",
+            "91ec696024c25df771d5fabe3b1ae44a9ad454894891696d2c0c0c0c8912206366c191224488d9b360c0c89122366cd9b448914a",
+            "6cd9b3689122966873a818cb6b384c92d72d2476c91720000000000000038"
+        ));
+        let bad = hex(concat!(
+            "214a6cfe1f87",
+            "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000000000e1f84d594bb2ca75653ab25d39fe7dbab6cf17aefff4fdfae35cf67cf6fe6afff5f1",
+            "ae35efd71a0bfff6feffffffffffffff2fd0000000000000000e009baf0121794ffffff80025696c424e8c83a120e8c83a110e8579efe",
+            "a7b79f8a8b4b2cb874c9c5eae351611164739ce7b0c8d"
+        ));
+        let mut t = AacToOpus::new(&[0x12, 0x10, 0x56, 0xe5, 0x00]).expect("AAC-LC 44.1 kHz stereo");
+        assert!(t.push(&first, Instant::now()).is_ok());
+        assert!(t.push(&bad, Instant::now()).is_err());
+        assert!(t.push(&first, Instant::now()).is_ok(), "the decoder carries on");
     }
 }
