@@ -85,14 +85,27 @@ impl RtpMunger {
         }
         self.skipped.push_back(ext);
         if ext > self.numbered_ext {
-            self.seq_offset = self.seq_offset.wrapping_add(1);
-            if self.shifts.len() >= MAX_SHIFTS {
-                self.shifts.pop_front();
-                if let Some(&(from, _)) = self.shifts.front() {
-                    self.start_ext = from;
-                }
+            // Every number after `ext` moves down by one — those of shifts made by skips of later
+            // packets too: skips come out of order when packets of a dropped temporal layer are
+            // reordered on the way in (a shift appended after a later one gave two packets the
+            // same number: found by the `rtp_munger` fuzz target). The shifts stay in order.
+            let at = ext + 1;
+            let base = self.offset_at(at).unwrap_or(self.seq_offset);
+            for shift in self.shifts.iter_mut().filter(|(from, _)| *from >= at) {
+                shift.1 = shift.1.wrapping_add(1);
             }
-            self.shifts.push_back((ext + 1, self.seq_offset));
+            if !self.shifts.iter().any(|(from, _)| *from == at) {
+                let mut i = self.shifts.iter().position(|(from, _)| *from > at).unwrap_or(self.shifts.len());
+                if self.shifts.len() >= MAX_SHIFTS {
+                    self.shifts.pop_front();
+                    i = i.saturating_sub(1);
+                    if let Some(&(from, _)) = self.shifts.front() {
+                        self.start_ext = from;
+                    }
+                }
+                self.shifts.insert(i, (at, base.wrapping_add(1)));
+            }
+            self.seq_offset = self.shifts.back().map_or(self.seq_offset, |&(_, offset)| offset);
         }
     }
 
@@ -157,6 +170,22 @@ mod tests {
         let (d, _) = m.rewrite(16, 6000).unwrap();
         assert_eq!(d, 503);
         assert_eq!(m.rewrite(14, 3000), Some((502, 3000)));
+    }
+
+    /// Found by the `rtp_munger` fuzz target: skips arriving out of order (13, then 11) gave 12
+    /// the number 10 had.
+    #[test]
+    fn skips_out_of_order_close_every_gap_without_reusing_a_number() {
+        let mut m = RtpMunger::new(100, 0);
+        m.anchor(10, 0, 1);
+        assert_eq!(m.rewrite(10, 0).map(|r| r.0), Some(100));
+        m.skip(13);
+        m.skip(11);
+        assert_eq!(m.rewrite(12, 0).map(|r| r.0), Some(101));
+        assert_eq!(m.rewrite(14, 0).map(|r| r.0), Some(102));
+        assert_eq!(m.rewrite(15, 0).map(|r| r.0), Some(103));
+        assert_eq!(m.rewrite(10, 0).map(|r| r.0), Some(100), "a retransmission keeps its number");
+        assert_eq!((m.rewrite(11, 0), m.rewrite(13, 0)), (None, None), "skipped packets stay out");
     }
 
     #[test]
