@@ -405,7 +405,9 @@ pub fn with_msid_semantic(sdp: String) -> String {
     if session_part.contains("a=msid-semantic") {
         return sdp;
     }
-    match sdp.find("\r\nm=").map(|i| i + 2).or_else(|| sdp.find("\nm=").map(|i| i + 1)) {
+    // Before the first media section, whatever its line ending (a CRLF search first once put
+    // the line into a media section of a text with a bare LF before it: `sdp_offer` fuzz target).
+    match sdp.find("\nm=").map(|i| i + 1) {
         Some(at) => {
             let mut out = String::with_capacity(sdp.len() + 24);
             out.push_str(&sdp[..at]);
@@ -414,5 +416,22 @@ pub fn with_msid_semantic(sdp: String) -> String {
             out
         }
         None => sdp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_msid_semantic;
+
+    #[test]
+    fn msid_semantic_goes_into_the_session_part() {
+        let crlf = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n".to_owned();
+        assert_eq!(with_msid_semantic(crlf), "v=0\r\ns=-\r\na=msid-semantic:WMS *\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n");
+        // Found by fuzzing: a bare LF before the first m= line, CRLF before a later one.
+        let mixed = "v=0\r\n1 \nm=audio 9 x\r\nc=IN\r\nm=video 9 x\r\n".to_owned();
+        let out = with_msid_semantic(mixed);
+        assert_eq!(out, "v=0\r\n1 \na=msid-semantic:WMS *\r\nm=audio 9 x\r\nc=IN\r\nm=video 9 x\r\n");
+        assert_eq!(with_msid_semantic(out.clone()), out, "once");
+        assert_eq!(with_msid_semantic("v=0\r\n".to_owned()), "v=0\r\n", "no media section, nothing to add");
     }
 }
