@@ -434,6 +434,21 @@ async fn a_restart_keeps_comments_bans_moderators_and_stream_keys() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = test_config();
     config.store.url = format!("sqlite:{}", dir.join("onair.db").display());
+    restart_keeps_the_conversation(config).await;
+    assert!(dir.join("onair.db").exists(), "the database file was created");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same with the store on PostgreSQL (a server the test starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_conversation_on_postgresql() {
+    let pg = common::pg::Pg::start();
+    let mut config = test_config();
+    config.store.url = pg.database("onair_chat_restart").await;
+    restart_keeps_the_conversation(config).await;
+}
+
+async fn restart_keeps_the_conversation(config: signaling::config::Config) {
     let r = "kept";
     let server = signaling::Server::start(config.clone()).await.expect("server");
     let mut host = Chat::join(&server, r, "host", Role::Host).await.unwrap();
@@ -449,7 +464,6 @@ async fn a_restart_keeps_comments_bans_moderators_and_stream_keys() {
     let key = host.expect("stream_key").await["key"].as_str().expect("key").to_owned();
     drop((host, v));
     server.shutdown().await;
-    assert!(dir.join("onair.db").exists(), "the database file was created");
 
     let server = signaling::Server::start(config).await.expect("restart");
     let (e, _) = Chat::join(&server, r, "bad", Role::Viewer).await.err().expect("still banned");
@@ -461,7 +475,6 @@ async fn a_restart_keeps_comments_bans_moderators_and_stream_keys() {
     let k = server.state.store.verify_stream_key(&key).await.expect("the key still verifies");
     assert_eq!((k.room.as_str(), k.label.as_str()), (r, "OBS"));
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The host ending the live ends it in the store too: the room's next live starts clean.
