@@ -5,6 +5,8 @@
 #     ffmpeg pushing RTMP, the store against SQLite and a PostgreSQL server the test starts),
 #   - a smoke run of the forwarding-path benchmark (it must still build and forward),
 #   - promtool on deploy/prometheus/: the alert rules, the scrape config, the rules' unit tests,
+#   - the deploy files: deploy/k8s rendered with Kustomize and validated against Kubernetes'
+#     schemas, deploy/compose.yaml parsed for both profiles (docs/deploy.md),
 #   - the browser end-to-end test in headless Chromium (web-client/tests/e2e.mjs).
 # Usage: ./test.sh            (CI: .ci/run calls this)
 set -euo pipefail
@@ -23,6 +25,9 @@ command -v promtool >/dev/null || need_apt_lean+=(prometheus)
 # The store's tests run against PostgreSQL too: each starts a throwaway cluster on a loopback port
 # with Debian's initdb/pg_ctl (signaling/tests/common/pg.rs) and stops it after; no service runs.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt_lean+=(postgresql)
+# deploy/k8s is checked with kubernetes-validate (PyPI) in a venv under target/, which needs
+# Python's venv module (only where kubectl is there to render the manifests).
+if command -v kubectl >/dev/null && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then need_apt_lean+=(python3-venv); fi
 if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_apt_lean[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]} ${need_apt_lean[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -62,6 +67,46 @@ echo "bench smoke: ok"
 promtool check rules deploy/prometheus/alerts.yml
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/alerts_test.yml
+
+# Deploy files (docs/deploy.md). No container engine is needed, nor used: the image is not built
+# here. The compose file's Prometheus config loads the alert rules (promtool, as above).
+promtool check config deploy/compose.prometheus.yml
+# Kubernetes: the base and the cluster overlay render (kubectl's Kustomize), and every rendered
+# object validates against the OpenAPI schemas of Kubernetes 1.30 and 1.37, offline and strict
+# (unknown fields fail). kubernetes-validate ships the schemas; it is installed once, pinned.
+deploy_venv=target/deploy-check/venv
+if command -v kubectl >/dev/null; then
+  mkdir -p target/deploy-check
+  if ! "$deploy_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx 1.37.0; then
+    rm -rf "$deploy_venv"
+    python3 -m venv "$deploy_venv"
+    "$deploy_venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0 \
+      jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 \
+      attrs==26.1.0 importlib_resources==7.1.0 packaging==26.4 PyYAML==6.0.4 typing_extensions==4.16.0
+  fi
+  for k in deploy/k8s deploy/k8s/overlays/cluster; do
+    rendered="target/deploy-check/$(echo "$k" | tr / -).yaml"
+    kubectl kustomize "$k" > "$rendered"
+    # --quiet prints only problems: an ERROR (exit 1) or a WARN for a kind it has no schema for.
+    problems=$("$deploy_venv/bin/kubernetes-validate" --strict --quiet -k 1.30.0 -k 1.37.0 "$rendered") \
+      && [ -z "$problems" ] || { echo "$problems"; echo "$k: rendered objects do not validate ($rendered)"; exit 1; }
+  done
+  echo "deploy/k8s: rendered and validated"
+else
+  echo "WARNING: kubectl missing, deploy/k8s not rendered nor validated"
+fi
+# Compose: both profiles parse and interpolate (Compose v2; `config` needs no Docker engine).
+if docker compose version >/dev/null 2>&1; then compose=(docker compose)
+elif docker-compose version --short 2>/dev/null | grep -q '^v\?2\.'; then compose=(docker-compose)
+else compose=()
+fi
+if [ ${#compose[@]} -gt 0 ]; then
+  "${compose[@]}" -f deploy/compose.yaml config -q
+  "${compose[@]}" -f deploy/compose.yaml --env-file deploy/compose.cluster.env config -q
+  echo "deploy/compose.yaml: both profiles parse"
+else
+  echo "WARNING: Docker Compose v2 missing, deploy/compose.yaml not checked"
+fi
 
 # Browser end to end: real Chromium pages against the real binary (screenshots in target/screenshots/).
 cargo build --locked -p onair
