@@ -9,6 +9,11 @@ use std::collections::HashMap;
 
 /// Messages of type 1 set the peer's chunk size.
 const SET_CHUNK_SIZE: u8 = 1;
+/// Command messages (AMF3-flagged and AMF0): `connect`, `createStream`, `publish`, …
+const AMF3_COMMAND: u8 = 17;
+const AMF0_COMMAND: u8 = 20;
+/// Longest command message gathered and checked (an encoder's `connect` is under 1 KiB).
+const MAX_COMMAND_BYTES: u32 = 64 * 1024;
 const INITIAL_CHUNK_SIZE: u32 = 128;
 const TIMESTAMP_ESCAPE: u32 = 0x00ff_ffff;
 /// Chunk streams a peer may open (real encoders use fewer than ten).
@@ -181,7 +186,11 @@ impl ChunkGuard {
         }
         if s.remaining == 0 {
             s.remaining = s.length;
-            self.collecting = (s.kind == SET_CHUNK_SIZE).then(Vec::new);
+            let command = matches!(s.kind, AMF3_COMMAND | AMF0_COMMAND);
+            if command && s.length > MAX_COMMAND_BYTES {
+                return Err(Violation::MessageSize(s.length, MAX_COMMAND_BYTES));
+            }
+            self.collecting = (s.kind == SET_CHUNK_SIZE || command).then(Vec::new);
         }
         let payload = s.remaining.min(self.chunk_size);
         s.remaining -= payload;
@@ -200,7 +209,15 @@ impl ChunkGuard {
         if s.remaining != 0 {
             return Ok(());
         }
+        let kind = s.kind;
         if let Some(buf) = self.collecting.take() {
+            if kind != SET_CHUNK_SIZE {
+                return if command_is_whole(kind, &buf) {
+                    Ok(())
+                } else {
+                    Err(Violation::Malformed("a command message without its name, transaction id and object"))
+                };
+            }
             let b = buf.get(..4).ok_or(Violation::Malformed("short SetChunkSize message"))?;
             let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff;
             if size == 0 {
@@ -213,6 +230,17 @@ impl ChunkGuard {
         }
         Ok(())
     }
+}
+
+/// Whether a command message holds the name, transaction id and command object rml_rtmp takes
+/// from it: it drains the first three AMF0 values without counting them, and panics on fewer
+/// (found by the `rtmp_chunks` fuzz target). An AMF3-flagged command may carry AMF0 after a 0.
+fn command_is_whole(kind: u8, payload: &[u8]) -> bool {
+    let body = match payload {
+        [0, rest @ ..] if kind == AMF3_COMMAND => rest,
+        _ => payload,
+    };
+    rml_rtmp::rml_amf0::deserialize(&mut std::io::Cursor::new(body)).is_ok_and(|values| values.len() >= 3)
 }
 
 #[cfg(test)]
@@ -279,6 +307,30 @@ mod tests {
         bytes.extend(chunk0(4, 0, 8, &[0; 7]));
         bytes.extend(vec![7u8; 7]);
         assert_eq!(g.check(&bytes), Ok(()));
+    }
+
+    /// Found by the `rtmp_chunks` fuzz target: a command message with fewer than three AMF0
+    /// values panicked rml_rtmp (`drain(..3)`).
+    #[test]
+    fn command_messages_must_hold_name_transaction_and_object() {
+        use rml_rtmp::rml_amf0::{Amf0Value, serialize};
+        let command = |values: Vec<Amf0Value>| serialize(&values).unwrap_or_default();
+        let connect = command(vec![Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0), Amf0Value::Object(Default::default())]);
+        let short = command(vec![Amf0Value::Utf8String("connect".into())]);
+        for (kind, payload, ok) in [(20, &connect, true), (17, &connect, true), (20, &short, false), (17, &short, false)] {
+            let mut g = ChunkGuard::new(65_536, 1 << 20);
+            let mut bytes = chunk0(3, 0, kind, payload);
+            bytes.extend_from_slice(payload);
+            assert_eq!(g.check(&bytes).is_ok(), ok, "type {kind}, {} bytes", payload.len());
+        }
+        // What ffmpeg sends after the handshake (SetChunkSize, connect), as recorded for the
+        // fuzz seeds (its first byte is the target's split point).
+        let ffmpeg = include_bytes!("../../../fuzz/corpus/rtmp_chunks/ffmpeg_connect");
+        assert_eq!(ChunkGuard::new(65_536, 1 << 20).check(&ffmpeg[1..]), Ok(()));
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        assert!(matches!(g.check(&chunk0(3, 0, 20, &[0; 70_000])), Err(Violation::MessageSize(..))));
+        let mut g = ChunkGuard::new(65_536, 1 << 20);
+        assert!(matches!(g.check(&chunk0(3, 0, 20, &[])), Err(Violation::Malformed(_))), "an empty command");
     }
 
     #[test]
