@@ -4,6 +4,7 @@
 #   - every unit and integration test of the workspace (real WebRTC peers on loopback, real
 #     ffmpeg pushing RTMP, the store against SQLite and a PostgreSQL server the test starts),
 #   - a smoke run of the forwarding-path benchmark (it must still build and forward),
+#   - every fuzz target for 30 s on the stable toolchain (fuzz/fuzz.sh, docs/fuzzing.md),
 #   - promtool on deploy/prometheus/: the alert rules, the scrape config, the rules' unit tests,
 #   - the deploy files: deploy/k8s rendered with Kustomize and validated against Kubernetes'
 #     schemas, deploy/compose.yaml parsed for both profiles (docs/deploy.md),
@@ -18,6 +19,8 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 # Studio-feed tests push real RTMP with ffmpeg (libx264 + AAC) and check with ffprobe.
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+# The fuzz targets link libFuzzer, which libfuzzer-sys compiles from C++.
+command -v g++ >/dev/null || need_apt+=(g++)
 # promtool (Debian ships it in `prometheus`) checks deploy/prometheus/ and the /metrics exposition.
 # Without recommends: the node exporter and its friends are not wanted.
 need_apt_lean=()
@@ -61,6 +64,14 @@ fi
 cargo test --workspace --locked
 cargo test --locked -p onair-sfu --bench forward -- --quick
 echo "bench smoke: ok"
+
+# Fuzzing (docs/fuzzing.md): every fuzz target built on the stable toolchain (libFuzzer with
+# SanitizerCoverage; no nightly flag) and run for 30 s from its committed seeds, two at a time.
+# A crash or a broken invariant fails the run; the input is left in fuzz/artifacts/<target>/.
+fuzz/fuzz.sh build
+FUZZ_PARALLEL=2 fuzz/fuzz.sh smoke 30
+# The instrumented build takes a few GB that nothing after this needs.
+[ "${CI:-}" != true ] || rm -rf fuzz/target
 
 # Prometheus files (deploy/prometheus/): the rules parse, the scrape config loads them, and the
 # rules' unit tests (synthetic series in, alerts out) pass.
