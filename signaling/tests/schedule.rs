@@ -311,8 +311,13 @@ async fn the_schedule_api_and_its_refusals() {
     // links it to the room's live.
     let fourth_path = format!("/api/v1/schedules/{}", fourth["id"].as_str().unwrap());
     assert_eq!(api(&server, "POST", &format!("{fourth_path}/start"), &moderator, None).await.code(), "not_allowed");
+    assert_eq!(api(&server, "PATCH", &fourth_path, &host, Some(json!({"profile": "interactive"}))).await.status, 200);
     assert_eq!(api(&server, "POST", &format!("{fourth_path}/start"), &host, None).await.json()["state"], "starting");
-    let on_air = Chat::join(&server, r, "host", Role::Host).await.unwrap();
+    let mut on_air = Chat::join(&server, r, "host", Role::Host).await.unwrap();
+    assert_eq!(on_air.joined["profile"]["name"], "standard", "the host's token named no profile");
+    // The live takes its schedule's profile: everyone hears it.
+    let adopted = on_air.expect("live_profile").await;
+    assert_eq!(adopted["profile"]["name"], "interactive", "{adopted}");
     let live_id = on_air.joined["chat"]["live_id"].clone();
     let mut linked = Value::Null;
     for _ in 0..100 {
@@ -324,6 +329,8 @@ async fn the_schedule_api_and_its_refusals() {
     }
     assert_eq!((linked["state"].as_str(), &linked["live_id"]), (Some("live"), &live_id), "{linked}");
     assert_eq!(api(&server, "POST", &format!("{fourth_path}/start"), &host, None).await.code(), "conflict");
+    let rooms = api(&server, "GET", "/api/v1/rooms", KEY, None).await.json();
+    assert_eq!(rooms["rooms"][0]["profile"], "interactive");
     server.shutdown().await;
 }
 

@@ -119,8 +119,10 @@ pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, eve
         }
     }
     if snapshot.went_live {
-        let (app, room, live, profile) = (app.clone(), guest.claims.room.clone(), snapshot.live_id.clone(), snapshot.profile.name.clone());
-        tokio::spawn(async move { super::schedule::on_started(&app, &room, &live, &profile).await });
+        let (app, live, profile) = (app.clone(), snapshot.live_id.clone(), snapshot.profile.name.clone());
+        let (name, named) = (guest.claims.room.clone(), guest.claims.profile.is_some());
+        let room = room.clone();
+        tokio::spawn(async move { super::schedule::on_started(&app, &name, &room, &live, &profile, named).await });
     }
     if app.hooks.wants("participant_joined") {
         app.hooks.emit("participant_joined", participant_event(&guest.claims.room, &snapshot.live_id, &snapshot.me, None));

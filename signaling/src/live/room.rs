@@ -397,6 +397,20 @@ impl Room {
         })
     }
 
+    /// The live takes the profile of the scheduled live it became (when the host's token named
+    /// none): everyone hears `live_profile`. Returns whether viewers short of bandwidth fall back
+    /// to audio only under it, and the members to tell the SFU about; `None` when nothing changed.
+    pub fn adopt_profile(&mut self, name: &str) -> Option<(bool, Vec<ParticipantId>)> {
+        if !self.is_live() || self.profile.name == name {
+            return None;
+        }
+        let profile = self.profiles.get(name).cloned()?;
+        self.profile = ProfileView { name: name.to_owned(), profile };
+        self.broadcast(ServerMsg::LiveProfile { profile: Box::new(self.profile.clone()) }, None);
+        self.broadcast(ServerMsg::RoomUpdate { room: self.info() }, None);
+        Some((self.profile.profile.audio_only_fallback, self.members.keys().copied().collect()))
+    }
+
     /// Who holds a seat on stage now.
     pub fn on_stage(&self) -> Vec<&ParticipantInfo> {
         self.stage.seated().filter_map(|id| self.members.get(&id).map(|m| &m.info)).collect()

@@ -157,8 +157,17 @@ pub async fn tick(app: &AppState) {
     }
 }
 
-/// The room's live went on air: link the scheduled live it is, and tell the platform.
-pub async fn on_started(app: &AppState, room: &str, live_id: &str, profile: &str) {
+/// The room's live went on air: link the scheduled live it is — whose profile the live takes
+/// unless the host's token named one (`token_named_profile`) —, and tell the platform.
+pub async fn on_started(
+    app: &AppState,
+    room: &str,
+    running: &std::sync::Mutex<super::room::Room>,
+    live_id: &str,
+    profile: &str,
+    token_named_profile: bool,
+) {
+    let mut profile = profile.to_owned();
     let c = &app.config.schedule;
     let schedule =
         match app.store.link_schedule(room, live_id, unix_ms(), c.early_minutes as i64 * 60_000, c.late_minutes as i64 * 60_000).await {
@@ -170,6 +179,19 @@ pub async fn on_started(app: &AppState, room: &str, live_id: &str, profile: &str
         };
     if let Some(s) = &schedule {
         tracing::info!(%room, live = %live_id, schedule = %s.id, "the scheduled live is on air");
+        if let Some(p) = s.profile.as_deref().filter(|_| !token_named_profile) {
+            // The room's lock is released before the SFU is called (docs/architecture.md §6.1).
+            let adopted = super::room::lock(running).adopt_profile(p);
+            if let Some((fallback, members)) = adopted {
+                tracing::info!(%room, profile = p, "the live takes its schedule's profile");
+                for m in members {
+                    if let Err(e) = app.sfu.set_audio_only_fallback(m, fallback) {
+                        tracing::warn!(participant = %m, "audio-only fallback: {e}");
+                    }
+                }
+                profile = p.to_owned();
+            }
+        }
     }
     app.hooks.emit(
         "live_started",
