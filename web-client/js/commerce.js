@@ -6,7 +6,8 @@
 // The server lets only http(s) URLs into the catalog; the page checks each URL again before it
 // puts one in an href or a src. Product titles and supporters' names go in as textContent only.
 
-import { commerce, moderates, session, token } from './state.js';
+import { commerce, moderates, session } from './state.js';
+import { apiCall } from './api.js';
 import { $, flash, sentence } from './ui.js';
 import { handlers, send } from './signal.js';
 import { supporterBadge } from './chat.js';
@@ -99,32 +100,9 @@ function shopStatus(text, ms = 8000) {
   if (text) statusTimer = setTimeout(() => { $('shop-status').textContent = ''; }, ms);
 }
 
-class ApiError extends Error {
-  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
-}
-
 // One call to the room's catalog (docs/api.md), as this page's host or moderator.
-async function api(method, path = '', body = undefined, contentType = undefined) {
-  const room = encodeURIComponent(session.claims?.room ?? '');
-  const headers = { Authorization: `Bearer ${token}` };
-  let payload = body;
-  if (body !== undefined && contentType === undefined) {
-    headers['Content-Type'] = 'application/json';
-    payload = JSON.stringify(body);
-  } else if (contentType) {
-    headers['Content-Type'] = contentType;
-  }
-  let r;
-  try {
-    r = await fetch(`/api/v1/rooms/${room}/products${path}`, { method, headers, body: payload });
-  } catch {
-    throw new ApiError(0, 'network', 'the server could not be reached');
-  }
-  if (r.status === 204) return null;
-  const data = await r.json().catch(() => null);
-  if (!r.ok) throw new ApiError(r.status, data?.error?.code ?? `http_${r.status}`, data?.error?.message ?? `the server answered ${r.status}`);
-  return data;
-}
+const api = (method, path = '', body = undefined, contentType = undefined) =>
+  apiCall(method, `/api/v1/rooms/${encodeURIComponent(session.claims?.room ?? '')}/products${path}`, body, contentType);
 
 async function loadProducts() {
   if (!staff()) return;

@@ -6,34 +6,13 @@
 import { session, token } from './state.js';
 import { $ } from './ui.js';
 import { toggle } from './commerce.js';
+import { apiCall } from './api.js';
 
 let upcoming = [];
 
 const isHost = () => (session.me?.role ?? session.claims?.role) === 'host' && !!session.me && !session.over;
 
-async function api(method, path, body, contentType) {
-  const headers = { Authorization: `Bearer ${token}` };
-  let payload = body;
-  if (body !== undefined && !contentType) {
-    headers['Content-Type'] = 'application/json';
-    payload = JSON.stringify(body);
-  } else if (contentType) {
-    headers['Content-Type'] = contentType;
-  }
-  let r;
-  try {
-    r = await fetch(`/api/v1/schedules${path}`, { method, headers, body: payload });
-  } catch {
-    throw new Error('the server could not be reached');
-  }
-  const data = await r.json().catch(() => null);
-  if (!r.ok) {
-    const e = new Error(data?.error?.message ?? `the server answered ${r.status}`);
-    e.code = data?.error?.code;
-    throw e;
-  }
-  return data;
-}
+const api = (method, path, body = undefined, contentType = undefined) => apiCall(method, `/api/v1/schedules${path}`, body, contentType);
 
 const status = (text) => { $('schedule-status').textContent = text; };
 
@@ -73,7 +52,7 @@ function item(s) {
         const v = await api('POST', `/${encodeURIComponent(s.id)}/start`);
         status(v.state === 'live' ? `“${s.title}” is this live now.` : `“${s.title}” starts when you go live.`);
       } catch (e) { status(`Could not start it: ${e.message}`); }
-      load();
+      loadSchedule();
     }));
   }
   row.append(button('Cancel', async () => {
@@ -82,26 +61,27 @@ function item(s) {
       await api('DELETE', `/${encodeURIComponent(s.id)}`);
       status(`“${s.title}” was cancelled.`);
     } catch (e) { status(`Could not cancel it: ${e.message}`); }
-    load();
+    loadSchedule();
   }, 'danger'));
   li.append(info, row);
   return li;
 }
 
-function render() {
+export function renderSchedule() {
   $('schedule-toggle').hidden = !isHost();
   $('schedule-count').textContent = String(upcoming.length);
   $('schedule-list').replaceChildren(...upcoming.map(item));
   $('schedule-empty').hidden = upcoming.length > 0;
 }
 
-async function load() {
-  if (!isHost()) return render();
+// After a join (session.js): the room's upcoming lives, for its host.
+export async function loadSchedule() {
+  if (!isHost()) return renderSchedule();
   try {
     const room = encodeURIComponent(session.claims?.room ?? '');
     upcoming = (await api('GET', `?room=${room}`)).schedules ?? [];
   } catch (e) { status(`Could not list scheduled lives: ${e.message}`); }
-  render();
+  renderSchedule();
 }
 
 function formError(text) {
@@ -130,7 +110,7 @@ async function submit(e) {
     $('schedule-form').reset();
     $('schedule-dialog').close();
     if (!file) status(`“${s.title}” is scheduled.`);
-    load();
+    loadSchedule();
   } catch (err) {
     formError(err.message ? `${err.message[0].toUpperCase()}${err.message.slice(1)}.` : 'Refused.');
   } finally {
@@ -139,7 +119,7 @@ async function submit(e) {
 }
 
 export function wireSchedule() {
-  $('schedule-toggle').addEventListener('click', () => toggle('schedule-toggle', load));
+  $('schedule-toggle').addEventListener('click', () => toggle('schedule-toggle', loadSchedule));
   $('schedule-new').addEventListener('click', () => {
     // Tomorrow at this hour, to the minute, in the host's own time zone.
     const d = new Date(Date.now() + 86_400_000);
@@ -152,12 +132,4 @@ export function wireSchedule() {
   $('schedule-cancel').addEventListener('click', () => $('schedule-dialog').close());
   $('schedule-form').addEventListener('submit', submit);
   $('schedule-form').addEventListener('input', () => formError(null));
-  // The toggle shows once the page knows it is the host's (joined; looked for during 2 minutes).
-  let looks = 0;
-  const seen = setInterval(() => {
-    if (session.me || ++looks > 240) {
-      clearInterval(seen);
-      load();
-    }
-  }, 500);
 }

@@ -11,6 +11,7 @@ import { chatError, renderChat } from './chat.js';
 import { renderReactions } from './reactions.js';
 import { fetchStaffState, renderModTools } from './moderation.js';
 import { commerceError, fetchCommerce, renderCommerce } from './commerce.js';
+import { loadSchedule, renderSchedule } from './schedule.js';
 
 function renderRoom() {
   $('room').hidden = false;
@@ -23,6 +24,7 @@ function renderRoom() {
   renderStagePanel();
   renderNotices();
   renderCommerce();
+  renderSchedule();
 }
 
 handlers.joined = async (msg) => {
@@ -38,6 +40,7 @@ handlers.joined = async (msg) => {
   sendQuality();
   fetchStaffState();
   fetchCommerce();
+  loadSchedule();
   if (lostSeat) flash('The connection dropped and your seat on stage went with it. Ask to join again.', 8000);
   else if (publisher.wantLive) await goLive();
 };
@@ -76,6 +79,7 @@ function finish(connText, message) {
   renderStagePanel();
   renderNotices();
   renderCommerce();
+  renderSchedule();
 }
 
 // Banned from this live: the whole page says so and nothing reconnects (the server closes the
