@@ -44,6 +44,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often the rooms' clocks are read (see `Server::start`).
+const ROOM_TICK: Duration = Duration::from_millis(250);
+
 #[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
@@ -157,7 +160,7 @@ impl Server {
             started: Instant::now(),
             draining: Arc::new(std::sync::OnceLock::new()),
         };
-        let (rooms, store, sfu, app_state) = (state.rooms.clone(), state.store.clone(), state.sfu.clone(), state.clone());
+        let (rooms, store, app_state) = (state.rooms.clone(), state.store.clone(), state.clone());
         let mut reaper_rx = rx.clone();
         // The conversation's fan-out on its own task: the store's awaits below never delay it.
         let (fanout_rooms, mut fanout_rx) = (state.rooms.clone(), rx.clone());
@@ -172,21 +175,36 @@ impl Server {
                 }
             }
         });
+        // The rooms' clocks (the duration cap and its warnings, the host's grace, empty rooms,
+        // key frames by profile) on their own task, four times a second: a warning "1 s to go"
+        // has a window of one second, which a 1 s tick late by a millisecond would miss, and the
+        // store's awaits of the other timers must not delay it.
+        let (reap_rooms, reap_state, mut reap_rx) = (state.rooms.clone(), state.clone(), rx.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(ROOM_TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        for closed in reap_rooms.reap(Instant::now(), &reap_state.store).await {
+                            live::schedule::on_ended(&reap_state, &closed.room, &closed.live_id, &closed.profile).await;
+                        }
+                        reap_rooms.ask_keyframes(Instant::now(), &reap_state.sfu);
+                    }
+                    _ = reap_rx.changed() => break,
+                }
+            }
+        });
         let window = Duration::from_millis(state.config.chat.reaction_window_ms);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut reactions = tokio::time::interval(window);
             reactions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
             loop {
                 tokio::select! {
-                    _ = every.tick() => {
-                        for closed in rooms.reap(Instant::now(), &store).await {
-                            live::schedule::on_ended(&app_state, &closed.room, &closed.live_id, &closed.profile).await;
-                        }
-                        rooms.ask_keyframes(Instant::now(), &sfu);
-                        live::schedule::tick(&app_state).await;
-                    }
+                    _ = every.tick() => live::schedule::tick(&app_state).await,
                     _ = reactions.tick() => {
                         live::chat::flush_reactions(&rooms, &store).await;
                         live::commerce::flush_counters(&rooms, &store).await;

@@ -47,7 +47,11 @@ async fn quiet(c: &mut Chat, kind: &str, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     while let Some(v) = next_json(&mut c.ws, deadline.saturating_duration_since(tokio::time::Instant::now())).await {
         assert_ne!(v["type"], kind, "{}: unexpected {v}", c.identity);
+        let closed = v.get("close").is_some();
         c.seen.push(v);
+        if closed {
+            break;
+        }
     }
 }
 

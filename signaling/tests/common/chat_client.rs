@@ -47,6 +47,11 @@ impl Chat {
             if v["type"] == kind && pred(&v) {
                 return v;
             }
+            // A closed socket delivers nothing more: waiting on would read the close again and
+            // again until the deadline (and fill memory with copies of it).
+            if v.get("close").is_some() {
+                panic!("{}: the connection closed ({}) before any {kind}; seen {:?}", self.identity, v["close"], self.seen);
+            }
             self.seen.push(v);
         }
     }
@@ -79,7 +84,11 @@ impl Chat {
     pub async fn saw_comment(&mut self, text: &str, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while let Some(v) = next_json(&mut self.ws, deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+            let closed = v.get("close").is_some();
             self.seen.push(v);
+            if closed {
+                break;
+            }
         }
         self.seen.iter().any(|v| v["type"] == "comment" && v["comment"]["text"] == text)
     }

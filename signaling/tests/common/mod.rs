@@ -784,7 +784,8 @@ pub async fn raw_ws(server: &signaling::Server) -> RawWs {
     tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects").0
 }
 
-/// Next JSON message (skipping pings), or the close frame's code as `{"close": code}`.
+/// Next JSON message (skipping pings), or the close frame's code as `{"close": code}`. Once the
+/// socket is closed every call returns a close again at once: a loop over it stops at the first.
 pub async fn next_json(ws: &mut RawWs, within: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
