@@ -61,15 +61,18 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "WARNING: clippy missing, lint check skipped"
 fi
+# Every cargo step selects the whole workspace: a narrower selection (`-p`) resolves other
+# features for the shared dependencies and compiles them all again (minutes each).
 cargo test --workspace --locked
-cargo test --locked -p onair-sfu --bench forward -- --quick
+cargo test --workspace --locked --bench forward -- --quick
 echo "bench smoke: ok"
 
 # Fuzzing (docs/fuzzing.md): every fuzz target built on the stable toolchain (libFuzzer with
 # SanitizerCoverage; no nightly flag) and run for 30 s from its committed seeds, two at a time.
 # A crash or a broken invariant fails the run; the input is left in fuzz/artifacts/<target>/.
-fuzz/fuzz.sh build
-FUZZ_PARALLEL=2 fuzz/fuzz.sh smoke 30
+# The `ci` profile optimises less than `release` (long runs): a shorter build for a short run.
+FUZZ_PROFILE=ci fuzz/fuzz.sh build
+FUZZ_PROFILE=ci FUZZ_PARALLEL=2 fuzz/fuzz.sh smoke 30
 # The instrumented build takes a few GB that nothing after this needs.
 [ "${CI:-}" != true ] || rm -rf fuzz/target
 
@@ -120,5 +123,8 @@ else
 fi
 
 # Browser end to end: real Chromium pages against the real binary (screenshots in target/screenshots/).
-cargo build --locked -p onair
+# The binary is target/debug/onair, built above by `cargo test --workspace` for the integration
+# tests that start it (tests/binary.rs); `cargo build -p onair` would build it again with other
+# features.
+[ target/debug/onair -nt signaling/src/main.rs ] || { echo "target/debug/onair missing or stale"; exit 1; }
 node web-client/tests/e2e.mjs
