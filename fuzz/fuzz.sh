@@ -16,12 +16,14 @@
 #   fuzz/fuzz.sh list                     the targets
 #
 # Environment: FUZZ_JOBS (cargo -j), FUZZ_NICE (nice level for builds and runs, default 0),
-# FUZZ_PARALLEL (smoke: targets run at once, default 1).
+# FUZZ_PARALLEL (smoke: targets run at once, default 1), FUZZ_PROFILE (cargo profile of the
+# build and of the binaries run, default release; CI's smoke uses `ci`, see Cargo.toml).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 triple=$(rustc -vV | sed -n 's/^host: //p')
-bin_dir="target/$triple/release"
+profile=${FUZZ_PROFILE:-release}
+bin_dir="target/$triple/$profile"
 nice_="nice -n ${FUZZ_NICE:-0}"
 targets() { sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^onair-fuzz$'; }
 
@@ -33,7 +35,7 @@ build() {
   flags+=" -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
   case "$triple" in *-linux-*) flags+=" -Cllvm-args=-sanitizer-coverage-stack-depth" ;; esac
   # --target keeps these flags off build scripts and proc macros.
-  RUSTFLAGS="$flags ${RUSTFLAGS:-}" $nice_ cargo build --release --target "$triple" ${FUZZ_JOBS:+-j "$FUZZ_JOBS"} --bins
+  RUSTFLAGS="$flags ${RUSTFLAGS:-}" $nice_ cargo build --profile "$profile" --target "$triple" ${FUZZ_JOBS:+-j "$FUZZ_JOBS"} --bins
 }
 
 run() {
