@@ -4,6 +4,8 @@
 use crate::ids::{ParticipantId, SessionRole, TrackId};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 /// Audio or video.
@@ -111,9 +113,84 @@ pub struct PathStats {
     pub probes: u64,
 }
 
-/// Where a participant's events go. Workers never block on it: a full sink drops the event
-/// and logs it.
-pub type EventSink = mpsc::Sender<SfuEvent>;
+/// Where a participant's events go ([`event_channel`]). Workers never block on it.
+///
+/// The participant's own tracks coming and going ([`SfuEvent::TrackPublished`],
+/// [`SfuEvent::TrackUnpublished`]) are never dropped: they go on an unbounded queue, whose
+/// length is bounded by the tracks the participant publishes (each one an m-line of an offer
+/// it sent). Every other event goes on a bounded queue; when that is full the event is dropped
+/// and the sink is marked *lagged*, which the reader sees ([`Events::take_lag`]) and answers by
+/// asking for the participant's state again ([`crate::Sfu::resync`]).
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    events: mpsc::Sender<SfuEvent>,
+    tracks: mpsc::UnboundedSender<SfuEvent>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// The reading end of an [`EventSink`].
+#[derive(Debug)]
+pub struct Events {
+    events: mpsc::Receiver<SfuEvent>,
+    tracks: mpsc::UnboundedReceiver<SfuEvent>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// A participant's event queue: `capacity` events besides its track announcements.
+pub fn event_channel(capacity: usize) -> (EventSink, Events) {
+    let (etx, erx) = mpsc::channel(capacity.max(1));
+    let (ttx, trx) = mpsc::unbounded_channel();
+    let lagged = Arc::new(AtomicBool::new(false));
+    (EventSink { events: etx, tracks: ttx, lagged: lagged.clone() }, Events { events: erx, tracks: trx, lagged })
+}
+
+/// What became of one delivered event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// The queue was full: dropped, and the sink is lagged now.
+    Dropped,
+    /// The reader is gone.
+    Closed,
+}
+
+impl EventSink {
+    /// Queue `event` without waiting. While the sink is lagged, events other than track
+    /// announcements are dropped: the resync that follows carries the state they would have.
+    pub fn deliver(&self, event: SfuEvent) -> Delivery {
+        if matches!(event, SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished(_)) {
+            return if self.tracks.send(event).is_ok() { Delivery::Queued } else { Delivery::Closed };
+        }
+        if self.lagged.load(Ordering::Acquire) {
+            return Delivery::Dropped;
+        }
+        match self.events.try_send(event) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged.store(true, Ordering::Release);
+                Delivery::Dropped
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+        }
+    }
+}
+
+impl Events {
+    /// The next event: track announcements first. `None` once every sink is gone.
+    pub async fn recv(&mut self) -> Option<SfuEvent> {
+        tokio::select! {
+            biased;
+            Some(ev) = self.tracks.recv() => Some(ev),
+            ev = self.events.recv() => ev,
+        }
+    }
+
+    /// Whether events were dropped since the last call (and clear the mark). Call it with the
+    /// queue drained, then ask for the state again: what arrives after the call is newer.
+    pub fn take_lag(&self) -> bool {
+        self.lagged.swap(false, Ordering::AcqRel)
+    }
+}
 
 /// Counters for operators and tests.
 #[derive(Clone, Copy, Debug, Default, Serialize)]

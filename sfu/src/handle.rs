@@ -201,6 +201,13 @@ impl Sfu {
         self.command(participant, Command::AudioOnlyFallback { participant, enabled }, None)
     }
 
+    /// The participant's reader missed events ([`crate::api::Events::take_lag`]): send again
+    /// what they carried — a subscriber offer still unanswered, connection states, the audio-only
+    /// state, the layers wanted of its simulcast tracks. Events after this call are newer.
+    pub fn resync(&self, participant: ParticipantId) -> Result<(), SfuError> {
+        self.command(participant, Command::Resync { participant }, None)
+    }
+
     /// Current layer, cap and estimate per subscribed track.
     pub async fn subscriber_stats(&self, participant: ParticipantId) -> Result<SubscriberStats, SfuError> {
         self.ask(participant, Command::Stats { participant }, ReplyTo::Stats).await

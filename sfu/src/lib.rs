@@ -109,7 +109,10 @@ pub mod fuzzing {
     pub use crate::session::subscriber::with_msid_semantic;
 }
 
-pub use api::{CodecInfo, ConnState, EventSink, MediaKind, PathStats, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats};
+pub use api::{
+    CodecInfo, ConnState, Delivery, EventSink, Events, MediaKind, PathStats, SfuEvent, SfuStats, SubscriberStats, TrackInfo, TrackStats,
+    event_channel,
+};
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use forward::fallback::FallbackPolicy;

@@ -420,6 +420,13 @@ pub struct LimitsConfig {
     pub join_timeout_secs: u64,
     /// Seconds of silence (no message, no pong) before a connection is dropped.
     pub idle_timeout_secs: u64,
+    /// Room messages (broadcasts, the conversation) queued for one connection. When they do not
+    /// fit, the rest are dropped and the client gets a `resync` (docs/protocol.md §3.5).
+    pub outbox_messages: usize,
+    /// Resyncs one connection may need within a minute; one more closes it (4008, too slow).
+    pub max_resyncs_per_minute: u32,
+    /// Seconds a write to the client may wait for it to read before the connection is cut.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -493,7 +500,16 @@ impl Default for RoomConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_message_bytes: 64 * 1024, messages_per_second: 50, message_burst: 100, join_timeout_secs: 10, idle_timeout_secs: 60 }
+        Self {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 50,
+            message_burst: 100,
+            join_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            outbox_messages: 512,
+            max_resyncs_per_minute: 3,
+            write_timeout_secs: 10,
+        }
     }
 }
 
@@ -611,6 +627,9 @@ impl Config {
             anyhow::bail!("room.max_publishers must be 1..=4 (the stage holds four)");
         }
         crate::auth::parse_algorithm(&self.auth.algorithm)?;
+        if self.limits.outbox_messages < 16 || self.limits.write_timeout_secs == 0 {
+            anyhow::bail!("limits.outbox_messages must be at least 16 and limits.write_timeout_secs at least 1");
+        }
         if self.limits.max_message_bytes < 1024 {
             anyhow::bail!("limits.max_message_bytes must be at least 1024");
         }

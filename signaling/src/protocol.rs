@@ -484,6 +484,16 @@ pub enum ServerMsg {
         /// How the live's media is shaped: publish with `layers`, play with `playout_delay_ms`.
         profile: Box<crate::profiles::ProfileView>,
     },
+    /// Your connection fell behind and messages for you were dropped: this is the room as it is
+    /// now (the fields of `joined`); replace what you show with it. Messages after it are newer.
+    Resync {
+        participant: ParticipantInfo,
+        room: RoomInfo,
+        participants: Vec<ParticipantInfo>,
+        tracks: Vec<TrackView>,
+        chat: Box<ChatSnapshot>,
+        profile: Box<crate::profiles::ProfileView>,
+    },
     /// Answer to `publish`.
     Answer {
         sdp: String,

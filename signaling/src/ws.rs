@@ -8,18 +8,17 @@ use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
 use crate::live::dispatch::{Outcome, dispatch};
 use crate::live::join::{self, Pass, Seat};
-use crate::live::room::Out;
+use crate::live::room::{self, OutboxReader};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::transport::limits::{Admit, Heartbeat, Limits};
 use crate::transport::websocket::{
-    CLOSE_AUTH, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message,
+    CLOSE_AUTH, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_SLOW, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message,
 };
-use sfu::SfuEvent;
+use sfu::{Events, SfuEvent};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// Room broadcasts and SFU events queued for one connection.
+/// SFU events queued for one connection (besides its track announcements, never dropped).
 const QUEUE: usize = 512;
 /// Queued room messages written with one flush, at most.
 const BATCH: usize = 64;
@@ -137,8 +136,9 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         refuse(socket, e, CLOSE_RESTART).await;
         return;
     }
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(QUEUE);
-    let (ev_tx, mut ev_rx) = mpsc::channel::<SfuEvent>(QUEUE);
+    socket.set_write_timeout(Duration::from_secs(app.config.limits.write_timeout_secs));
+    let (out_tx, mut out_rx) = room::outbox(app.config.limits.outbox_messages);
+    let (ev_tx, mut ev_rx) = sfu::event_channel(QUEUE);
     span.record("room", guest.claims.room.as_str());
     span.record("identity", guest.claims.identity.as_str());
     let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx).instrument(span.clone()).await {
@@ -175,7 +175,7 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         }
         let ctx = Ctx { app: &app, id, room: &room, claims };
         let limits = Limits::new(app.config.limits.messages_per_second, app.config.limits.message_burst, Instant::now());
-        Connection { ctx, limits }.serve(&mut socket, &mut out_rx, &mut ev_rx).await
+        Connection { ctx, limits, resyncs: Vec::new() }.serve(&mut socket, &mut out_rx, &mut ev_rx).await
     };
     tracing::info!(participant = %id, %reason, "left");
     join::leave(&app, id, &room, &reason);
@@ -189,6 +189,8 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
 struct Connection<'a> {
     ctx: Ctx<'a>,
     limits: Limits,
+    /// When this connection needed a resync, within the last minute.
+    resyncs: Vec<Instant>,
 }
 
 /// What to do after handling one input.
@@ -200,12 +202,17 @@ enum Flow {
 impl Connection<'_> {
     /// Relay until the connection ends. Returns why, and the close code to send (none when the
     /// client closed or the connection is gone).
-    async fn serve(
-        &mut self,
-        socket: &mut Socket,
-        out_rx: &mut mpsc::Receiver<Out>,
-        ev_rx: &mut mpsc::Receiver<SfuEvent>,
-    ) -> (String, Option<u16>) {
+    async fn serve(&mut self, socket: &mut Socket, out_rx: &mut OutboxReader, ev_rx: &mut Events) -> (String, Option<u16>) {
+        let (reason, code) = self.relay(socket, out_rx, ev_rx).await;
+        if socket.stalled() {
+            let secs = self.ctx.app.config.limits.write_timeout_secs;
+            metrics::counter!("onair_ws_slow_closes_total", "why" => "stalled").increment(1);
+            return (format!("too slow: the client read nothing for {secs} s"), Some(CLOSE_SLOW));
+        }
+        (reason, code)
+    }
+
+    async fn relay(&mut self, socket: &mut Socket, out_rx: &mut OutboxReader, ev_rx: &mut Events) -> (String, Option<u16>) {
         let mut heartbeat = Heartbeat::new(Duration::from_secs(self.ctx.app.config.limits.idle_timeout_secs), Instant::now());
         let mut ping = tokio::time::interval(heartbeat.ping_interval());
         ping.tick().await;
@@ -241,7 +248,7 @@ impl Connection<'_> {
                         if !socket.feed(out.text).await { return ("connection lost".into(), None); }
                         sent += 1;
                         if close.is_none() && sent < BATCH {
-                            next = out_rx.try_recv().ok();
+                            next = out_rx.try_recv();
                         }
                     }
                     if !socket.flush().await { return ("connection lost".into(), None); }
@@ -262,7 +269,52 @@ impl Connection<'_> {
             if let Flow::Close(code, reason) = flow {
                 return (reason, Some(code));
             }
+            let (room_lag, media_lag) = (out_rx.needs_resync(), ev_rx.take_lag());
+            if (room_lag || media_lag)
+                && let Flow::Close(code, reason) = self.resync(socket, out_rx, room_lag, media_lag).await
+            {
+                return (reason, Some(code));
+            }
         }
+    }
+
+    /// Messages for this client were dropped (its queue was full): send it the room as it is
+    /// now and ask the SFU for its state again — or, when that keeps happening, cut it.
+    async fn resync(&mut self, socket: &mut Socket, out_rx: &OutboxReader, room_lag: bool, media_lag: bool) -> Flow {
+        let now = Instant::now();
+        self.resyncs.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        self.resyncs.push(now);
+        let max = self.ctx.app.config.limits.max_resyncs_per_minute as usize;
+        if self.resyncs.len() > max {
+            metrics::counter!("onair_ws_slow_closes_total", "why" => "resyncs").increment(1);
+            tracing::info!(participant = %self.ctx.id, "too slow: more than {max} resyncs in a minute");
+            return Flow::Close(CLOSE_SLOW, format!("too slow: messages were dropped more than {max} times in a minute"));
+        }
+        metrics::counter!("onair_ws_resyncs_total").increment(1);
+        tracing::info!(participant = %self.ctx.id, "queue overflowed: resync");
+        // The room's part once everything queued before the overflow has been written
+        // (`needs_resync`); the SFU's when its events were dropped (those after are newer).
+        if room_lag {
+            let (msgs, ended) = {
+                let r = room::lock(self.ctx.room);
+                (r.resync(self.ctx.id, out_rx), r.state() == crate::protocol::RoomState::Ended)
+            };
+            let Some(msgs) = msgs else {
+                return Flow::Close(CLOSE_POLICY, "removed from the room".into());
+            };
+            for m in &msgs {
+                if !send(socket, m).await {
+                    return Flow::Close(CLOSE_NORMAL, "connection lost".into());
+                }
+            }
+            if ended {
+                return Flow::Close(CLOSE_NORMAL, "room ended".into());
+            }
+        }
+        if media_lag && let Err(e) = self.ctx.app.sfu.resync(self.ctx.id) {
+            tracing::debug!(participant = %self.ctx.id, "resync of the media sessions: {e}");
+        }
+        Flow::Continue
     }
 
     async fn on_bad(&mut self, socket: &mut Socket, e: AppError) -> Flow {

@@ -313,6 +313,14 @@ impl Subscriber {
         Ok(self.link.pc.local_description().map(|d| with_msid_semantic(d.sdp)))
     }
 
+    /// The offer sent and not answered yet, to send again after the client missed it.
+    pub fn pending_offer(&self) -> Option<String> {
+        if !self.offer_outstanding {
+            return None;
+        }
+        self.link.pc.local_description().map(|d| with_msid_semantic(d.sdp))
+    }
+
     /// apply the client's answer; learn the payload types it accepted.
     pub fn apply_answer(&mut self, now: Instant, sdp: String) -> Result<(), SfuError> {
         if !self.offer_outstanding {

@@ -146,6 +146,10 @@ impl Core {
                 Answer::None
             }
             Command::Stats { participant } => Answer::Stats(self.subscriber_stats(participant)),
+            Command::Resync { participant } => {
+                self.resync(participant);
+                Answer::None
+            }
             Command::OpenIngest { participant, tracks } => Answer::Tracks(self.open_ingest(participant, tracks, now)),
         }
     }

@@ -145,7 +145,7 @@ impl Core {
         self.announce_layers(publisher, track, wanted);
     }
 
-    fn announce_layers(&mut self, publisher: ParticipantId, track: TrackId, max_layer: u8) {
+    pub(crate) fn announce_layers(&mut self, publisher: ParticipantId, track: TrackId, max_layer: u8) {
         // Only simulcast tracks can pause layers.
         let key = SessionKey { participant: publisher, role: SessionRole::Publisher };
         let simulcast = self

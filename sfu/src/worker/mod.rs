@@ -167,11 +167,11 @@ fn flush(core: &mut Core, io: &Io, sinks: &mut Sinks) {
 
 fn deliver(sinks: &Sinks, participant: ParticipantId, event: SfuEvent) {
     let Some(sink) = sinks.get(&participant) else { return };
-    if let Err(e) = sink.try_send(event) {
-        match e {
-            // The participant's signaling session has ended; its removal is on the way.
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => tracing::debug!(%participant, "event dropped: participant gone"),
-            tokio::sync::mpsc::error::TrySendError::Full(_) => tracing::warn!(%participant, "event dropped: queue full"),
-        }
+    match sink.deliver(event) {
+        crate::api::Delivery::Queued => {}
+        // The participant's signaling session has ended; its removal is on the way.
+        crate::api::Delivery::Closed => tracing::debug!(%participant, "event dropped: participant gone"),
+        // Its reader resyncs (`Sfu::resync`).
+        crate::api::Delivery::Dropped => tracing::debug!(%participant, "event dropped: queue full, the participant resyncs"),
     }
 }

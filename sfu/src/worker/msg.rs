@@ -107,6 +107,10 @@ pub(crate) enum Command {
     Stats {
         participant: ParticipantId,
     },
+    /// The participant's reader dropped events (its queue was full): send its state again.
+    Resync {
+        participant: ParticipantId,
+    },
     /// Publish tracks fed by an in-process source (the RTMP bridge) instead of a peer session.
     OpenIngest {
         participant: ParticipantId,

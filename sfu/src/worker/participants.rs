@@ -246,6 +246,46 @@ impl Core {
 
     /// Switch the audio-only fallback on or off for a viewer. Off while its video is paused:
     /// the video resumes at once (from a keyframe) and it is told so.
+    /// Tell the participant again what its reader may have missed while its event queue was
+    /// full ([`crate::Sfu::resync`]): the subscriber offer still waiting for an answer (and our
+    /// candidate), each session's connection state once it has been up, whether its video is
+    /// paused for bandwidth, and the layers wanted of each simulcast track it publishes.
+    pub fn resync(&mut self, participant: ParticipantId) {
+        let Some(state) = self.participants.get(&participant) else { return };
+        let mut events = Vec::new();
+        for (role, link) in [
+            (SessionRole::Publisher, state.publisher.as_ref().map(|s| &s.link)),
+            (SessionRole::Subscriber, state.subscriber.as_ref().map(|s| &s.link)),
+        ] {
+            let Some(link) = link else { continue };
+            if link.connected {
+                events.push(SfuEvent::Connection(role, crate::api::ConnState::Connected));
+            } else if link.ever_connected {
+                events.push(SfuEvent::Connection(role, crate::api::ConnState::Disconnected));
+            }
+        }
+        if let Some(s) = state.subscriber.as_ref() {
+            if let Some(offer) = s.pending_offer() {
+                events.push(SfuEvent::SubscriberOffer(offer));
+                events.push(SfuEvent::LocalCandidate(SessionRole::Subscriber, s.link.local_candidate.clone()));
+            }
+            events.push(SfuEvent::AudioOnly(s.audio_only()));
+        }
+        let announced: Vec<(TrackId, u8)> = self
+            .router
+            .published
+            .iter()
+            .filter(|(_, p)| p.publisher == participant)
+            .filter_map(|(t, p)| p.announced.map(|l| (*t, l)))
+            .collect();
+        for e in events {
+            self.emit(participant, e);
+        }
+        for (track, layer) in announced {
+            self.announce_layers(participant, track, layer);
+        }
+    }
+
     pub fn set_audio_only_fallback(&mut self, participant: ParticipantId, enabled: bool, now: Instant) {
         let Some(state) = self.participants.get_mut(&participant) else { return };
         state.audio_only_fallback = enabled;

@@ -815,3 +815,33 @@ fn the_fallback_can_be_switched_off_per_viewer() {
     let first = sim.clients[a].video[a_before..].iter().find(|x| x.4).expect("a keyframe after resuming");
     assert!(first.0.duration_since(off) <= Duration::from_millis(200), "{:?}", first.0.duration_since(off));
 }
+
+/// A resync (the participant's reader dropped events) tells the state again: the viewer that
+/// is connected hears so and that its video is not paused (no offer: none is waiting for an
+/// answer); the publisher hears its connection state and the layers wanted of its track.
+#[test]
+fn a_resync_tells_each_participant_its_state_again() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(5));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track.clone(), Some(180));
+    sim.run_for(Duration::from_secs(3));
+    let (pid, vid) = (sim.clients[p].id, sim.clients[v].id);
+    let before = sim.events.len();
+    sim.core.command(Command::Resync { participant: vid }, sim.now);
+    sim.core.command(Command::Resync { participant: pid }, sim.now);
+    sim.run_for(Duration::from_millis(1));
+    let told = |who: ParticipantId| -> Vec<String> {
+        sim.events[before..].iter().filter(|(_, p, _)| *p == who).map(|(_, _, e)| format!("{e:?}")).collect()
+    };
+    let to_viewer = told(vid);
+    assert!(to_viewer.contains(&"Connection(Subscriber, Connected)".to_owned()), "{to_viewer:?}");
+    assert!(to_viewer.contains(&"AudioOnly(false)".to_owned()), "{to_viewer:?}");
+    assert!(!to_viewer.iter().any(|e| e.starts_with("SubscriberOffer")), "no offer is outstanding: {to_viewer:?}");
+    let to_publisher = told(pid);
+    assert!(to_publisher.contains(&"Connection(Publisher, Connected)".to_owned()), "{to_publisher:?}");
+    let wanted = sim.layers_wanted(p, track.id);
+    let last = wanted.last().expect("layers were announced before");
+    assert!(to_publisher.contains(&format!("LayersWanted({:?}, {})", track.id, last.1)), "{to_publisher:?}");
+}

@@ -22,7 +22,6 @@ use crate::protocol::ParticipantKind;
 use crate::store::{KeySeat, KeyView, UNKNOWN_KEY};
 use sfu::{ParticipantId, SfuEvent};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
 
 /// What a participant shows at the door.
 pub enum Pass<'a> {
@@ -91,7 +90,7 @@ pub struct Joined {
 /// Enter `guest`'s room: place (and seat) in the room, then the SFU. The room's broadcasts go
 /// to `outbox`, the SFU's events about this participant to `events`.
 #[tracing::instrument(name = "join.room", level = "info", skip_all, fields(room = %guest.claims.room, role = ?guest.claims.role), err(level = "info"))]
-pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: mpsc::Sender<SfuEvent>) -> Result<Joined, AppError> {
+pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: sfu::EventSink) -> Result<Joined, AppError> {
     let id = ParticipantId::next();
     let room = app.rooms.open(&guest.claims.room, &app.store).await?;
     let snapshot = {

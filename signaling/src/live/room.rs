@@ -17,6 +17,7 @@ use crate::transport::websocket::Text;
 use dashmap::DashMap;
 use sfu::{ParticipantId, TrackId, TrackInfo};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -43,8 +44,61 @@ impl Out {
     }
 }
 
-/// Outgoing queue of one member's WebSocket.
-pub type Outbox = mpsc::Sender<Out>;
+/// Outgoing queue of one member's connection ([`outbox`]). Filled with `try_send` under the
+/// room's lock: a full queue drops the message and marks the queue *lagged*; from then on
+/// messages are dropped until the reader, having written out what was queued, takes a fresh
+/// snapshot ([`Room::resync`]) and clears the mark under the same lock. So a member either gets
+/// every message or a resync that stands for the ones it missed — never a silent gap.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    tx: mpsc::Sender<Out>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// The reading end of an [`Outbox`].
+pub struct OutboxReader {
+    rx: mpsc::Receiver<Out>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// A member's queue of `capacity` messages.
+pub fn outbox(capacity: usize) -> (Outbox, OutboxReader) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let lagged = Arc::new(AtomicBool::new(false));
+    (Outbox { tx, lagged: lagged.clone() }, OutboxReader { rx, lagged })
+}
+
+impl Outbox {
+    /// Queue `out`; false when it was dropped (full now, or lagged already, or the reader gone).
+    pub fn push(&self, out: Out) -> bool {
+        if self.lagged.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged.store(true, Ordering::Release);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl OutboxReader {
+    pub async fn recv(&mut self) -> Option<Out> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<Out> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Messages were dropped and everything queued before has been read: time to resync.
+    pub fn needs_resync(&self) -> bool {
+        self.lagged.load(Ordering::Acquire) && self.rx.is_empty()
+    }
+}
 
 struct Member {
     info: ParticipantInfo,
@@ -198,10 +252,40 @@ impl Room {
 
     fn send_out(&self, out: &Out, to: impl Fn(&Member) -> bool) {
         for (id, m) in &self.members {
-            if to(m) && m.outbox.try_send(out.clone()).is_err() {
-                tracing::warn!(room = %self.name, participant = %id, "outbox full or closed; message dropped");
+            if to(m) && !m.outbox.push(out.clone()) {
+                tracing::debug!(room = %self.name, participant = %id, "outbox full or closed; message dropped (a resync follows)");
             }
         }
+    }
+
+    /// What `id` needs to be current again after its outbox overflowed: a `resync` (the room
+    /// as `joined` tells it) and the stage's state that concerns it. Clears the outbox's lag
+    /// mark: called under the room's lock, so every message queued after it is newer than the
+    /// snapshot. `None` when `id` is no longer a member (removed while its messages were lost).
+    pub fn resync(&self, id: ParticipantId, reader: &OutboxReader) -> Option<Vec<ServerMsg>> {
+        let m = self.members.get(&id)?;
+        reader.lagged.store(false, Ordering::Release);
+        let me = m.info.clone();
+        let mut msgs = vec![ServerMsg::Resync {
+            participant: me.clone(),
+            room: self.info(),
+            participants: self.members.values().filter(|o| o.info.id != id).map(|o| o.info.clone()).collect(),
+            tracks: self.tracks.values().map(view).collect(),
+            chat: Box::new(super::chat::snapshot(&self.chat, &self.commerce, &me.identity, me.role)),
+            profile: Box::new(self.profile.clone()),
+        }];
+        if self.manages_stage(me.role) {
+            msgs.push(self.stage_queue());
+        }
+        if let Some(at) = self.stage.requests().iter().position(|r| *r == id) {
+            msgs.push(ServerMsg::StageRequest { state: "pending".into(), position: Some(at + 1) });
+        }
+        if self.stage.is_invited(id)
+            && let Some(host) = self.members.values().find(|o| o.info.role == Role::Host)
+        {
+            msgs.push(ServerMsg::StageInvite { from: host.info.clone() });
+        }
+        Some(msgs)
     }
 
     fn broadcast(&self, msg: ServerMsg, except: Option<ParticipantId>) {
@@ -729,7 +813,7 @@ mod tests {
     #[test]
     fn stage_rules() {
         let mut room = test_room();
-        let (tx, _rx) = mpsc::channel(1024);
+        let (tx, _rx) = outbox(1024);
         let ids: Vec<ParticipantId> = (0..7).map(|_| ParticipantId::next()).collect();
         room.join(ids[0], &claims("c0", Role::Cohost), ParticipantKind::User, tx.clone()).unwrap();
         assert_eq!(room.reserve_seat(ids[0]).unwrap_err().code, ErrorCode::RoomNotLive);
@@ -759,14 +843,14 @@ mod tests {
     #[test]
     fn every_participant_object_carries_its_kind() {
         let mut room = test_room();
-        let (host_tx, mut host_rx) = mpsc::channel(16);
-        let (tx, _rx) = mpsc::channel(16);
+        let (host_tx, mut host_rx) = outbox(16);
+        let (tx, _rx) = outbox(16);
         let (host, feed) = (ParticipantId::next(), ParticipantId::next());
         let me = room.join(host, &claims("h", Role::Host), ParticipantKind::User, host_tx).unwrap().me;
         assert_eq!(me.kind, ParticipantKind::User);
         room.join(feed, &claims("studio:k1", Role::Cohost), ParticipantKind::Studio, tx.clone()).unwrap();
         let first = host_rx.try_recv().map(|o| (*o.msg).clone());
-        let Ok(ServerMsg::ParticipantJoined { participant }) = first else { panic!("participant_joined first") };
+        let Some(ServerMsg::ParticipantJoined { participant }) = first else { panic!("participant_joined first") };
         assert_eq!((participant.identity.as_str(), participant.kind), ("studio:k1", ParticipantKind::Studio));
         let late = room.join(ParticipantId::next(), &claims("v", Role::Viewer), ParticipantKind::User, tx).unwrap();
         let kinds: BTreeMap<String, ParticipantKind> = late.participants.into_iter().map(|p| (p.identity, p.kind)).collect();

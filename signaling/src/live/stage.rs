@@ -96,6 +96,11 @@ impl Stage {
         Ok(self.invites.insert(id))
     }
 
+    /// Whether `id` has an invitation it has not answered.
+    pub fn is_invited(&self, id: ParticipantId) -> bool {
+        self.invites.contains(&id)
+    }
+
     /// Take `id`'s invitation away (answered or withdrawn); true if there was one.
     pub fn take_invite(&mut self, id: ParticipantId) -> bool {
         self.invites.remove(&id)

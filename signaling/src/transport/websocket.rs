@@ -33,11 +33,16 @@ pub const CLOSE_RESTART: u16 = 1012;
 pub const CLOSE_AUTH: u16 = 4001;
 /// Removed by a moderator (banned from the live).
 pub const CLOSE_KICKED: u16 = 4003;
+/// The client did not keep up: it stopped reading for `limits.write_timeout_secs`, or its
+/// messages overflowed more than `limits.max_resyncs_per_minute` times in a minute.
+pub const CLOSE_SLOW: u16 = 4008;
 
 /// Hard cap on one WebSocket frame and message; larger ones are refused by the WebSocket layer
 /// itself (close 1009). The protocol limit (`limits.max_message_bytes`) is enforced below it
 /// with a clean error and the connection stays.
 pub const HARD_MESSAGE_CAP: usize = 1024 * 1024;
+/// How long one write waits for the client to read, unless set (`Socket::set_write_timeout`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the client to hang up.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// How much unread input a closing connection discards before it gives up (a frame of up to
@@ -52,6 +57,10 @@ pub type Text = Utf8Bytes;
 /// One upgraded WebSocket connection.
 pub struct Socket {
     inner: Stream,
+    /// How long one write may wait for the client to read (`limits.write_timeout_secs`).
+    write_timeout: Duration,
+    /// A write gave up after `write_timeout`: the client stopped reading.
+    stalled: bool,
 }
 
 /// Why a `recv` did not give a message.
@@ -73,9 +82,34 @@ impl Socket {
         }
     }
 
-    /// Send one text message; false when the connection is gone.
+    /// Bound every later write by `d` (the default is 10 s).
+    pub fn set_write_timeout(&mut self, d: Duration) {
+        self.write_timeout = d;
+    }
+
+    /// Whether a write gave up because the client did not read for the write timeout. The
+    /// connection is then unusable (a frame may be half written): close it.
+    pub fn stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Run one write under the write timeout; false when it failed or timed out.
+    async fn write<F: Future<Output = Result<(), tungstenite::Error>>>(timeout: Duration, stalled: &mut bool, f: F) -> bool {
+        if *stalled {
+            return false;
+        }
+        match tokio::time::timeout(timeout, f).await {
+            Ok(r) => r.is_ok(),
+            Err(_) => {
+                *stalled = true;
+                false
+            }
+        }
+    }
+
+    /// Send one text message; false when the connection is gone (or the client stopped reading).
     pub async fn send_text(&mut self, text: String) -> bool {
-        self.inner.send(Message::Text(text.into())).await.is_ok()
+        Self::write(self.write_timeout, &mut self.stalled, self.inner.send(Message::Text(text.into()))).await
     }
 
     /// Send `value` as one JSON text message; false when the connection is gone (or, a bug,
@@ -93,15 +127,15 @@ impl Socket {
     /// Queue a text message without writing it out yet; `flush` writes everything queued in
     /// one go. False when the connection is gone.
     pub async fn feed(&mut self, text: Text) -> bool {
-        self.inner.feed(Message::Text(text)).await.is_ok()
+        Self::write(self.write_timeout, &mut self.stalled, self.inner.feed(Message::Text(text))).await
     }
 
     pub async fn flush(&mut self) -> bool {
-        self.inner.flush().await.is_ok()
+        Self::write(self.write_timeout, &mut self.stalled, self.inner.flush()).await
     }
 
     pub async fn ping(&mut self) -> bool {
-        self.inner.send(Message::Ping(Default::default())).await.is_ok()
+        Self::write(self.write_timeout, &mut self.stalled, self.inner.send(Message::Ping(Default::default()))).await
     }
 
     /// The client closed (or vanished): send the reply to its close frame that tungstenite has
@@ -179,7 +213,7 @@ where
         };
         let config = WebSocketConfig::default().max_message_size(Some(HARD_MESSAGE_CAP)).max_frame_size(Some(HARD_MESSAGE_CAP));
         let inner = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        serve(Socket { inner }).await;
+        serve(Socket { inner, write_timeout: DEFAULT_WRITE_TIMEOUT, stalled: false }).await;
     });
     let accept = tungstenite::handshake::derive_accept_key(&key);
     let mut response = Response::new(Body::empty());

@@ -3,12 +3,11 @@
 
 use crate::app::AppState;
 use crate::live::join;
-use crate::live::room::{Out, Room, lock};
+use crate::live::room::{OutboxReader, Room, lock};
 use crate::live::studio::feeds::{Feed, plock};
 use crate::protocol::{ServerMsg, StudioState};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
 
 /// Remove a feed: its tracks, its seat, its room membership.
 pub(super) fn end_feed(app: &AppState, feed: &Arc<Feed>, reason: &str) {
@@ -31,18 +30,31 @@ pub(super) fn end_feed(app: &AppState, feed: &Arc<Feed>, reason: &str) {
 }
 
 /// The SFU's events for a feed's participant: only its own tracks matter.
-pub(super) async fn feed_events(app: AppState, room: Arc<Mutex<Room>>, mut rx: mpsc::Receiver<sfu::SfuEvent>) {
+pub(super) async fn feed_events(app: AppState, room: Arc<Mutex<Room>>, mut rx: sfu::Events) {
     while let Some(ev) = rx.recv().await {
         let _ = join::on_track_event(&app, &room, ev);
     }
 }
 
 /// What the room sends the feed's "member": only the end of the room or a revocation matters.
-pub(super) async fn feed_outbox(app: AppState, feed: Arc<Feed>, mut rx: mpsc::Receiver<Out>) {
+pub(super) async fn feed_outbox(app: AppState, feed: Arc<Feed>, mut rx: OutboxReader) {
     while let Some(out) = rx.recv().await {
         if let ServerMsg::RoomEnded { reason } = &*out.msg {
             end_feed(&app, &feed, reason);
             return;
+        }
+        if rx.needs_resync() {
+            // Messages were dropped (a burst beyond the queue): one of them may have been the
+            // end. The room says whether it ended; the snapshot itself is of no use to a feed.
+            let ended = {
+                let r = lock(&feed.room);
+                let _ = r.resync(feed.participant, &rx);
+                (r.state() == crate::protocol::RoomState::Ended).then(|| "the room ended".to_owned())
+            };
+            if let Some(reason) = ended {
+                end_feed(&app, &feed, &reason);
+                return;
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// How often a live feed logs its bridge delay.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -372,8 +372,8 @@ impl Connection {
     /// First publish with this key: join the room as a co-host, take a seat, open the tracks.
     async fn open_feed(&mut self, guest: &Guest, key: &KeyView) -> Result<Arc<Feed>, AppError> {
         let app = &self.app;
-        let (out_tx, out_rx) = mpsc::channel::<crate::live::room::Out>(256);
-        let (ev_tx, ev_rx) = mpsc::channel::<sfu::SfuEvent>(64);
+        let (out_tx, out_rx) = crate::live::room::outbox(256);
+        let (ev_tx, ev_rx) = sfu::event_channel(64);
         let media_plane = |e: AppError| AppError { message: format!("media plane: {}", e.message), ..e };
         let Joined { id: participant, room, .. } = join::join(app, guest, Seat::Now, out_tx, ev_tx).await.map_err(|e| match e.code {
             ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
