@@ -1,7 +1,7 @@
 // The session as a whole: joining (and joining again after a reconnect), leaving, and the end
 // (the live ended, we left, or the join was refused).
 
-import { applyJoined, canPublish, dropPublishing, endSession, notices, publisher, session, stopPublishing } from './state.js';
+import { applyJoined, applyResync, canPublish, dropPublishing, endSession, notices, publisher, session, stopPublishing } from './state.js';
 import { $, banner, flash, renderControls, renderHeader, renderNotices, sentence, setConn, stopLiveTimer } from './ui.js';
 import { handlers, send } from './signal.js';
 import { goLive, ownStageError, stopLocal } from './publish.js';
@@ -43,6 +43,14 @@ handlers.joined = async (msg) => {
   loadSchedule();
   if (lostSeat) flash('The connection dropped and your seat on stage went with it. Ask to join again.', 8000);
   else if (publisher.wantLive) await goLive();
+};
+
+// Our connection fell behind and missed messages: the room as it is now replaces what we show
+// (the media connections stay as they are; a missed offer comes again from the server).
+handlers.resync = (msg) => {
+  applyResync(msg);
+  renderRoom();
+  fetchStaffState();
 };
 
 // The host dropped: the live is held for them (every page shows it, with the grace left), and

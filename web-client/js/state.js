@@ -126,6 +126,30 @@ export function applyJoined(msg) {
   notices.heldUntil = msg.room.state === 'held' ? (notices.heldUntil ?? null) : undefined;
 }
 
+// The server dropped messages for us (our connection fell behind) and sent the room as it is
+// now (docs/protocol.md, resync). Unlike a join, the connection and its media stay: only what the
+// page shows is replaced. The stage's queue, our request and an invitation come right after.
+export function applyResync(msg) {
+  session.me = msg.participant;
+  room.info = msg.room;
+  room.participants = new Map(msg.participants.map((p) => [p.id, p]));
+  room.participants.set(msg.participant.id, msg.participant);
+  room.tracks = new Map(msg.tracks.map((t) => [t.id, t]));
+  for (const id of [...subscriber.streams.keys()]) if (!room.tracks.has(id)) subscriber.streams.delete(id);
+  const c = msg.chat ?? {};
+  chat.comments = c.comments ?? [];
+  chat.enabled = c.comments_enabled ?? true;
+  chat.slowSecs = c.slow_mode_secs ?? 0;
+  chat.totals = c.reactions ?? {};
+  chat.timedOutUntil = c.timed_out_until ?? null;
+  chat.badges.clear();
+  commerce.pinned = c.pinned_product ?? null;
+  commerce.tiers = c.tiers ?? [];
+  room.profile = msg.profile ?? null;
+  Object.assign(stageMoves, { request: null, invite: null, queue: [] });
+  notices.heldUntil = msg.room.state === 'held' ? (notices.heldUntil ?? null) : undefined;
+}
+
 // Roles that publish (the token's, or a viewer the host brought on stage).
 export const canPublish = (role) => role === 'host' || role === 'cohost';
 
