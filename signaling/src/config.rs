@@ -578,6 +578,9 @@ impl Config {
         if let Some(v) = get("ONAIR_IDLE_TIMEOUT_SECS") {
             self.limits.idle_timeout_secs = parse("ONAIR_IDLE_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = get("ONAIR_OUTBOX_MESSAGES") {
+            self.limits.outbox_messages = parse("ONAIR_OUTBOX_MESSAGES", v)?;
+        }
         if let Some(v) = get("ONAIR_DRAIN_MAX_SECS") {
             self.drain.max_secs = parse("ONAIR_DRAIN_MAX_SECS", v)?;
         }

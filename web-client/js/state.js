@@ -9,6 +9,7 @@ export const session = {
   claims: null,   // the token's claims, read before joining: the role decides the view
   me: null,       // ParticipantInfo, once joined
   joins: 0,       // successful joins (reconnects add one each)
+  resyncs: 0,     // times the server sent the room again after our connection fell behind
   leaving: false, // we pressed Leave
   ended: false,   // the room ended or the join was refused: no more reconnects
   over: null,     // once over, what the connection indicator keeps saying ('Ended', 'Left', 'Offline')
@@ -130,6 +131,7 @@ export function applyJoined(msg) {
 // now (docs/protocol.md, resync). Unlike a join, the connection and its media stay: only what the
 // page shows is replaced. The stage's queue, our request and an invitation come right after.
 export function applyResync(msg) {
+  session.resyncs += 1;
   session.me = msg.participant;
   room.info = msg.room;
   room.participants = new Map(msg.participants.map((p) => [p.id, p]));

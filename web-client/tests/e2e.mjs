@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { observability } from './observability.mjs';
 import { schedule } from './schedule.mjs';
+import { resync } from './resync.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
@@ -22,7 +23,7 @@ const shots = path.join(root, 'target/screenshots');
 fs.mkdirSync(shots, { recursive: true });
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability,schedule runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability,schedule,resync runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 
@@ -1119,6 +1120,10 @@ try {
   if (run('schedule')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
     await schedule({ browser, open, token, check, until, shot, base, API_KEY });
+  }
+  if (run('resync')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await resync({ browser, check, until, shot, bin, freePort });
   }
 } catch (e) {
   check('browser scenario ran to the end', false, e.message);
