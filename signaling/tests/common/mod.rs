@@ -301,59 +301,47 @@ pub struct Client {
     pub offers: Arc<Mutex<Vec<String>>>,
     /// Dynacast: the highest layer the server last asked this publisher for.
     pub simulcast_max_layer: Arc<std::sync::atomic::AtomicU32>,
+    /// The WebSocket's two tasks (writer, reader), and what they share with the client: a
+    /// resume replaces them (`Client::resume`).
+    wire: Wire,
+    ws_tasks: Vec<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Join with a token; returns the server's `error` message on refusal.
-pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Value> {
-    join_via(server, token, None).await
+type WsSink = futures_util::stream::SplitSink<RawWs, Message>;
+type WsStream = futures_util::stream::SplitStream<RawWs>;
+
+/// What a client's WebSocket tasks need: the queue of messages to send (kept when the socket is
+/// replaced), where events go, and the subscriber connection that answers offers.
+#[derive(Clone)]
+struct Wire {
+    out_rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>,
+    out: mpsc::UnboundedSender<String>,
+    ev_tx: mpsc::UnboundedSender<Value>,
+    sub_pc: Arc<dyn PeerConnection>,
+    pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>>,
+    last_offer: Arc<Mutex<Option<String>>>,
+    offers: Arc<Mutex<Vec<String>>>,
+    simulcast_max_layer: Arc<AtomicU32>,
+    relay: Option<std::net::SocketAddr>,
+    media_port: u16,
 }
 
-/// Join, with the subscriber connection's media going through `relay` (a UDP address standing in
-/// for the server's media port) instead of straight to the server.
-pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std::net::SocketAddr>) -> Result<Client, Value> {
-    let media_port = server.sfu().local_addr().port();
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects");
-    let (mut sink, mut stream) = ws.split();
-    sink.send(Message::Text(json!({"type":"join","token":token,"protocol":1}).to_string().into())).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("reply to join");
-    let joined: Value = match first {
-        Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("unexpected reply to join: {other:?}"),
-    };
-    if joined["type"] != "joined" {
-        return Err(joined);
-    }
-    let id = joined["participant"]["id"].as_str().unwrap().to_owned();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Value>();
-    let media = Arc::new(Mutex::new(HashMap::new()));
-    let sub_connected = Arc::new(AtomicBool::new(false));
-    let sub_pc =
-        build_pc(Handler { target: "subscriber", out: out_tx.clone(), media: media.clone(), connected: sub_connected.clone() }, false)
-            .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::new(Mutex::new(None));
-    let last_offer: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let offers: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let simulcast_max_layer = Arc::new(AtomicU32::new(2));
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(async move {
-        while let Some(text) = out_rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
+impl Wire {
+    /// The writer (queued messages out) and the reader (offers answered, events passed on).
+    fn spawn(&self, mut sink: WsSink, mut stream: WsStream) -> Vec<tokio::task::JoinHandle<()>> {
+        let out_rx = self.out_rx.clone();
+        let writer = tokio::spawn(async move {
+            let mut out_rx = out_rx.lock().await;
+            while let Some(text) = out_rx.recv().await {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
             }
-        }
-        let _ = sink.close().await;
-    }));
-    {
-        let sub_pc = sub_pc.clone();
-        let out = out_tx.clone();
-        let pub_answer = pub_answer.clone();
-        let last_offer = last_offer.clone();
-        let offers = offers.clone();
-        let simulcast_max_layer = simulcast_max_layer.clone();
-        tasks.push(tokio::spawn(async move {
+            let _ = sink.close().await;
+        });
+        let Wire { out, ev_tx, sub_pc, pub_answer, last_offer, offers, simulcast_max_layer, relay, media_port, .. } = self.clone();
+        let reader = tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let Message::Text(t) = msg else { continue };
                 let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
@@ -402,11 +390,64 @@ pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std
                     }
                 }
             }
-        }));
+        });
+        vec![writer, reader]
     }
+}
+
+/// Join with a token; returns the server's `error` message on refusal.
+pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Value> {
+    join_via(server, token, None).await
+}
+
+/// Join, with the subscriber connection's media going through `relay` (a UDP address standing in
+/// for the server's media port) instead of straight to the server.
+pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std::net::SocketAddr>) -> Result<Client, Value> {
+    let media_port = server.sfu().local_addr().port();
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects");
+    let (mut sink, mut stream) = ws.split();
+    sink.send(Message::Text(json!({"type":"join","token":token,"protocol":1}).to_string().into())).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("reply to join");
+    let joined: Value = match first {
+        Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("unexpected reply to join: {other:?}"),
+    };
+    if joined["type"] != "joined" {
+        return Err(joined);
+    }
+    let id = joined["participant"]["id"].as_str().unwrap().to_owned();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<String>();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Value>();
+    let media = Arc::new(Mutex::new(HashMap::new()));
+    let sub_connected = Arc::new(AtomicBool::new(false));
+    let sub_pc =
+        build_pc(Handler { target: "subscriber", out: out_tx.clone(), media: media.clone(), connected: sub_connected.clone() }, false)
+            .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pub_answer: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::new(Mutex::new(None));
+    let last_offer: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let offers: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let simulcast_max_layer = Arc::new(AtomicU32::new(2));
+    let out_rx = Arc::new(tokio::sync::Mutex::new(out_rx));
+    let wire = Wire {
+        out_rx,
+        out: out_tx.clone(),
+        ev_tx,
+        sub_pc: sub_pc.clone(),
+        pub_answer: pub_answer.clone(),
+        last_offer: last_offer.clone(),
+        offers: offers.clone(),
+        simulcast_max_layer: simulcast_max_layer.clone(),
+        relay,
+        media_port,
+    };
+    let ws_tasks = wire.spawn(sink, stream);
+    let tasks = Vec::new();
     Ok(Client {
         id,
         joined,
+        wire,
+        ws_tasks,
         out: out_tx,
         events: ev_rx,
         media,
@@ -742,7 +783,7 @@ impl Client {
     /// The network goes away: the WebSocket and the peer connections stop without `leave`.
     pub async fn cut(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks.drain(..) {
+        for t in self.tasks.drain(..).chain(self.ws_tasks.drain(..)) {
             t.abort();
         }
         if let Some(pc) = self.pub_pc.take() {
@@ -759,9 +800,40 @@ impl Client {
             let _ = pc.close().await;
         }
         let _ = self.sub_pc.close().await;
-        for t in self.tasks.drain(..) {
+        for t in self.tasks.drain(..).chain(self.ws_tasks.drain(..)) {
             t.abort();
         }
+    }
+
+    /// The WebSocket dies (its TCP connection just ends: no close frame, no `leave`); the peer
+    /// connections stay.
+    pub fn kill_ws(&mut self) {
+        for t in self.ws_tasks.drain(..) {
+            t.abort();
+        }
+    }
+
+    /// The WebSocket dies (its TCP connection just ends: no close frame, no `leave`); the peer
+    /// connections stay. Then a new WebSocket joins with `token` and this client's resume
+    /// token. Returns the server's reply (`joined`, with `resumed` when it took this participant
+    /// over); the client goes on with the new socket either way.
+    pub async fn kill_ws_and_resume(&mut self, server: &signaling::Server, token: &str, pause: Duration) -> Value {
+        self.kill_ws();
+        tokio::time::sleep(pause).await;
+        let resume = self.joined["resume_token"].clone();
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects");
+        let (mut sink, mut stream) = ws.split();
+        sink.send(Message::Text(json!({"type":"join","token":token,"protocol":1,"resume":resume}).to_string().into())).await.unwrap();
+        let reply: Value = match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("reply to join") {
+            Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("unexpected reply to join: {other:?}"),
+        };
+        if reply["type"] == "joined" {
+            self.id = reply["participant"]["id"].as_str().unwrap_or_default().to_owned();
+            self.joined = reply.clone();
+        }
+        self.ws_tasks = self.wire.spawn(sink, stream);
+        reply
     }
 }
 
