@@ -118,6 +118,14 @@ impl Sfu {
         Ok(())
     }
 
+    /// The participant's signaling connection was replaced (a resumed session): its events go
+    /// to `events` from now on. Its sessions, tracks and subscriptions are untouched; call
+    /// [`Sfu::resync`] after to hear what the old sink missed.
+    pub fn attach(&self, participant: ParticipantId, events: EventSink) -> Result<(), SfuError> {
+        let worker = *self.shared.participants.get(&participant).ok_or(SfuError::NoSession)?;
+        self.control(worker, WorkerMsg::Attach(participant, events))
+    }
+
     /// A message on a worker's control queue. The queue itself never drops; signaling is told
     /// `Busy` when a worker has fallen this far behind, rather than piling up more.
     fn control(&self, worker: usize, msg: WorkerMsg) -> Result<(), SfuError> {

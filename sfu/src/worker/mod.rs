@@ -116,6 +116,11 @@ fn handle(core: &mut Core, msg: WorkerMsg, io: &Io, sinks: &mut Sinks) {
             sinks.insert(participant, events);
             core.command(Command::AddParticipant { participant }, now);
         }
+        WorkerMsg::Attach(participant, events) => {
+            if let Some(sink) = sinks.get_mut(&participant) {
+                *sink = events;
+            }
+        }
         WorkerMsg::Command(cmd, reply) => {
             let leaving = match &cmd {
                 Command::RemoveParticipant { participant } => Some(*participant),

@@ -161,4 +161,7 @@ pub(crate) enum WorkerMsg {
     Command(Command, Option<ReplyTo>),
     /// A participant arrives; its events go to this sink (kept by the thread, not the core).
     Join(ParticipantId, EventSink),
+    /// A participant already here continues on a new signaling connection: its events go to
+    /// this sink from now on (a resumed session, `Sfu::attach`).
+    Attach(ParticipantId, EventSink),
 }
