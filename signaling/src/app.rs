@@ -21,6 +21,8 @@ pub struct AppState {
     /// Outgoing webhooks (off when `webhooks.url` is empty).
     pub hooks: crate::hooks::Hooks,
     pub started: Instant,
+    /// Participants whose connection dropped, waiting for a resume (and the live ones' tokens).
+    pub resumes: Arc<crate::live::resume::Resumes>,
     /// Set when the node started draining (SIGTERM): no new participants.
     pub draining: Arc<std::sync::OnceLock<Instant>>,
 }

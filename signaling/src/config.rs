@@ -427,6 +427,9 @@ pub struct LimitsConfig {
     pub max_resyncs_per_minute: u32,
     /// Seconds a write to the client may wait for it to read before the connection is cut.
     pub write_timeout_secs: u64,
+    /// Seconds a participant whose connection dropped (without `leave`) keeps its place for a
+    /// resume (`join.resume`); 0 turns resuming off (a drop leaves at once).
+    pub resume_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -509,6 +512,7 @@ impl Default for LimitsConfig {
             outbox_messages: 512,
             max_resyncs_per_minute: 3,
             write_timeout_secs: 10,
+            resume_grace_secs: 15,
         }
     }
 }
@@ -578,6 +582,9 @@ impl Config {
         if let Some(v) = get("ONAIR_IDLE_TIMEOUT_SECS") {
             self.limits.idle_timeout_secs = parse("ONAIR_IDLE_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = get("ONAIR_RESUME_GRACE_SECS") {
+            self.limits.resume_grace_secs = parse("ONAIR_RESUME_GRACE_SECS", v)?;
+        }
         if let Some(v) = get("ONAIR_OUTBOX_MESSAGES") {
             self.limits.outbox_messages = parse("ONAIR_OUTBOX_MESSAGES", v)?;
         }
@@ -630,6 +637,9 @@ impl Config {
             anyhow::bail!("room.max_publishers must be 1..=4 (the stage holds four)");
         }
         crate::auth::parse_algorithm(&self.auth.algorithm)?;
+        if self.limits.resume_grace_secs > 600 {
+            anyhow::bail!("limits.resume_grace_secs must be at most 600");
+        }
         if self.limits.outbox_messages < 16 || self.limits.write_timeout_secs == 0 {
             anyhow::bail!("limits.outbox_messages must be at least 16 and limits.write_timeout_secs at least 1");
         }

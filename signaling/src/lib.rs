@@ -158,6 +158,7 @@ impl Server {
             auth,
             sfu,
             started: Instant::now(),
+            resumes: Arc::default(),
             draining: Arc::new(std::sync::OnceLock::new()),
         };
         let (rooms, store, app_state) = (state.rooms.clone(), state.store.clone(), state.clone());

@@ -59,6 +59,9 @@ pub enum ClientMsg {
         room: Option<String>,
         #[serde(default)]
         protocol: Option<u32>,
+        /// The `resume_token` of an earlier `joined`, to continue as that participant (§3.5).
+        #[serde(default)]
+        resume: Option<String>,
     },
     /// An SDP offer for the publisher connection (first publish or renegotiation).
     Publish { sdp: String },
@@ -483,6 +486,14 @@ pub enum ServerMsg {
         chat: Box<ChatSnapshot>,
         /// How the live's media is shaped: publish with `layers`, play with `playout_delay_ms`.
         profile: Box<crate::profiles::ProfileView>,
+        /// Send it in `join.resume` on a new connection after this one drops, within
+        /// `limits.resume_grace_secs`, to continue as the same participant (§3.5).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+        /// This join took over a participant (`join.resume`): the same id, seat, tracks,
+        /// subscriptions and peer connections; only the WebSocket is new.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// Your connection fell behind and messages for you were dropped: this is the room as it is
     /// now (the fields of `joined`); replace what you show with it. Messages after it are newer.

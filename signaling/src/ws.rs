@@ -8,11 +8,13 @@ use crate::error::{AppError, ErrorCode};
 use crate::live::ctx::Ctx;
 use crate::live::dispatch::{Outcome, dispatch};
 use crate::live::join::{self, Pass, Seat};
+use crate::live::resume::{self, Parked};
 use crate::live::room::{self, OutboxReader};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::transport::limits::{Admit, Heartbeat, Limits};
 use crate::transport::websocket::{
-    CLOSE_AUTH, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_SLOW, CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message,
+    CLOSE_AUTH, CLOSE_CLIENT_RECONNECTING, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_SLOW, CLOSE_TOO_BIG, Recv,
+    Socket, WsMessage as Message,
 };
 use sfu::{Events, SfuEvent};
 use std::time::{Duration, Instant};
@@ -57,7 +59,14 @@ pub fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
     })
 }
 
-/// Wait for `join` and return the token and room it names (or the URL's). A refusal comes with
+/// What `join` asked for: the token, the room (or the URL's), and a resume token.
+struct JoinAsk {
+    token: String,
+    room: Option<String>,
+    resume: Option<String>,
+}
+
+/// Wait for `join` and return what it asks for. A refusal comes with
 /// the close code to send: 1009 for a message or frame too large (or framing the WebSocket
 /// layer refused), 4001 for everything else.
 async fn wait_for_join(
@@ -65,7 +74,7 @@ async fn wait_for_join(
     app: &AppState,
     url_token: Option<String>,
     url_room: Option<String>,
-) -> Result<(String, Option<String>), (AppError, u16)> {
+) -> Result<JoinAsk, (AppError, u16)> {
     let auth = |e: AppError| (e, CLOSE_AUTH);
     let max = app.config.limits.max_message_bytes;
     let deadline = Duration::from_secs(app.config.limits.join_timeout_secs);
@@ -86,14 +95,14 @@ async fn wait_for_join(
                     tracing::debug!("websocket error before join: {e}");
                     return Err((frame_refused(), CLOSE_TOO_BIG));
                 }
-                Recv::Closed => return Err(auth(AppError::new(ErrorCode::NotJoined, "connection closed before join"))),
+                Recv::Closed(_) | Recv::Gone => return Err(auth(AppError::new(ErrorCode::NotJoined, "connection closed before join"))),
             }
         }
     };
     let msg = tokio::time::timeout(deadline, wait)
         .await
         .map_err(|_| auth(AppError::new(ErrorCode::NotJoined, "send join within the join timeout")))??;
-    let ClientMsg::Join { token, room, protocol } = msg else {
+    let ClientMsg::Join { token, room, protocol, resume } = msg else {
         return Err(auth(AppError::new(ErrorCode::NotJoined, "the first message must be join")));
     };
     if let Some(v) = protocol
@@ -101,7 +110,9 @@ async fn wait_for_join(
     {
         return Err(auth(AppError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol {PROTOCOL_VERSION}"))));
     }
-    Ok((token.or(url_token).unwrap_or_default(), room.or(url_room)))
+    // A resume token is 32 hex digits; anything else is no resume (and a fresh join).
+    let resume = resume.filter(|r| r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+    Ok(JoinAsk { token: token.or(url_token).unwrap_or_default(), room: room.or(url_room), resume })
 }
 
 /// The whole life of one connection.
@@ -111,15 +122,16 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         tracing::info_span!("join", %peer, room = tracing::field::Empty, identity = tracing::field::Empty, outcome = tracing::field::Empty);
     let guest = async {
         match wait_for_join(&mut socket, &app, url_token, url_room).await {
-            Ok((token, room)) => {
-                join::authenticate(&app, Pass::Token { token: &token, room: room.as_deref() }).await.map_err(|e| (e, CLOSE_AUTH))
-            }
+            Ok(ask) => join::authenticate(&app, Pass::Token { token: &ask.token, room: ask.room.as_deref() })
+                .await
+                .map(|g| (g, ask.resume))
+                .map_err(|e| (e, CLOSE_AUTH)),
             Err(refusal) => Err(refusal),
         }
     }
     .instrument(span.clone())
     .await;
-    let guest = match guest {
+    let (guest, resume) = match guest {
         Ok(g) => g,
         Err((e, code)) => {
             span.record("outcome", e.code.as_str());
@@ -141,48 +153,166 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
     let (ev_tx, mut ev_rx) = sfu::event_channel(QUEUE);
     span.record("room", guest.claims.room.as_str());
     span.record("identity", guest.claims.identity.as_str());
-    let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx).instrument(span.clone()).await {
-        Ok(j) => j,
-        Err(e) => {
-            span.record("outcome", e.code.as_str());
-            metrics::counter!("onair_joins_total", "stage" => "failed", "reason" => e.code.as_str()).increment(1);
-            tracing::info!(%peer, room = %guest.claims.room, code = %e.code, "join refused: {}", e.message);
-            refuse(socket, e, CLOSE_POLICY).await;
-            return;
+    let resume_token = resume::new_token();
+    // A resume takes the participant over, as it is; otherwise (no token, an unknown or expired
+    // one, or the participant gone meanwhile) this is a fresh join.
+    let resumed = match &resume {
+        Some(r) if app.config.limits.resume_grace_secs > 0 => take_over(&app, r, &guest, out_tx.clone(), ev_tx.clone()).await,
+        _ => None,
+    };
+    let (id, room, claims, reply, subscribe) = match resumed {
+        Some(t) => {
+            metrics::counter!("onair_resumes_total", "outcome" => "resumed").increment(1);
+            tracing::info!(%peer, participant = %t.parked.id, identity = %t.parked.claims.identity, "resumed");
+            let Some(ServerMsg::Resync { participant, room, participants, tracks, chat, profile }) = t.msgs.first().cloned() else {
+                unreachable!("Room::state_for starts with a resync")
+            };
+            let reply = ServerMsg::Joined {
+                protocol: PROTOCOL_VERSION,
+                participant,
+                room,
+                participants,
+                tracks,
+                chat,
+                profile,
+                resume_token: Some(resume_token.clone()),
+                resumed: true,
+            };
+            let mut after = t.msgs;
+            after.remove(0);
+            (t.parked.id, t.parked.room, t.parked.claims, reply, Err(after))
+        }
+        None => {
+            if resume.is_some() {
+                metrics::counter!("onair_resumes_total", "outcome" => "joined_afresh").increment(1);
+            }
+            let joined = match join::join(&app, &guest, Seat::Later, out_tx, ev_tx).instrument(span.clone()).await {
+                Ok(j) => j,
+                Err(e) => {
+                    span.record("outcome", e.code.as_str());
+                    metrics::counter!("onair_joins_total", "stage" => "failed", "reason" => e.code.as_str()).increment(1);
+                    tracing::info!(%peer, room = %guest.claims.room, code = %e.code, "join refused: {}", e.message);
+                    refuse(socket, e, CLOSE_POLICY).await;
+                    return;
+                }
+            };
+            let (id, snapshot) = (joined.id, joined.snapshot);
+            tracing::info!(%peer, participant = %id, identity = %guest.claims.identity, room = %guest.claims.room, role = ?guest.claims.role, "joined");
+            let reply = ServerMsg::Joined {
+                protocol: PROTOCOL_VERSION,
+                participant: snapshot.me,
+                room: snapshot.room,
+                participants: snapshot.participants,
+                tracks: snapshot.tracks,
+                chat: Box::new(snapshot.chat),
+                profile: Box::new(snapshot.profile),
+                resume_token: (app.config.limits.resume_grace_secs > 0).then(|| resume_token.clone()),
+                resumed: false,
+            };
+            (id, joined.room, guest.claims.clone(), reply, Ok(snapshot.subscribe))
         }
     };
     metrics::counter!("onair_joins_total", "stage" => "signal_connected", "reason" => "").increment(1);
-    let (id, room, snapshot) = (joined.id, joined.room, joined.snapshot);
-    let claims = &guest.claims;
-    tracing::info!(%peer, participant = %id, identity = %claims.identity, room = %claims.room, role = ?claims.role, "joined");
-    let reply = ServerMsg::Joined {
-        protocol: PROTOCOL_VERSION,
-        participant: snapshot.me,
-        room: snapshot.room,
-        participants: snapshot.participants,
-        tracks: snapshot.tracks,
-        chat: Box::new(snapshot.chat),
-        profile: Box::new(snapshot.profile),
-    };
-    let sent = send(&mut socket, &reply).instrument(span.clone()).await;
+    let stop = app.resumes.serve(&resume_token, &claims);
+    let mut sent = send(&mut socket, &reply).instrument(span.clone()).await;
     span.record("outcome", if sent { "joined" } else { "connection_lost" });
     drop(span);
-    let (reason, close_code) = if !sent {
-        ("connection lost".to_owned(), None)
-    } else {
-        if let Err(e) = app.sfu.subscribe_all(id, snapshot.subscribe) {
-            tracing::warn!(participant = %id, "subscribe on join: {e}");
+    match subscribe {
+        // A fresh participant is subscribed to every track in the room.
+        Ok(tracks) => {
+            if let Err(e) = app.sfu.subscribe_all(id, tracks) {
+                tracing::warn!(participant = %id, "subscribe on join: {e}");
+            }
         }
-        let ctx = Ctx { app: &app, id, room: &room, claims };
+        // A resumed one keeps its subscriptions; it hears the stage's state that concerns it.
+        Err(after) => {
+            for m in &after {
+                sent = sent && send(&mut socket, m).await;
+            }
+        }
+    }
+    let end = if !sent {
+        End::lost("connection lost")
+    } else {
+        let ctx = Ctx { app: &app, id, room: &room, claims: &claims };
         let limits = Limits::new(app.config.limits.messages_per_second, app.config.limits.message_burst, Instant::now());
-        Connection { ctx, limits, resyncs: Vec::new() }.serve(&mut socket, &mut out_rx, &mut ev_rx).await
+        Connection { ctx, limits, resyncs: Vec::new() }.serve(&mut socket, &mut out_rx, &mut ev_rx, &stop).await
     };
-    tracing::info!(participant = %id, %reason, "left");
-    join::leave(&app, id, &room, &reason);
+    let grace = app.config.limits.resume_grace_secs;
+    if end.resumable && grace > 0 {
+        tracing::info!(participant = %id, reason = %end.reason, "connection dropped: the participant waits {grace} s for a resume");
+        app.resumes.park(&resume_token, Parked { id, room: room.clone(), claims: claims.clone() });
+        room::lock(&room).connection_away(id, grace);
+        let (app, token) = (app.clone(), resume_token.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(grace)).await;
+            if let Some(p) = app.resumes.expire(&token) {
+                metrics::counter!("onair_resumes_total", "outcome" => "expired").increment(1);
+                tracing::info!(participant = %p.id, "not resumed within {grace} s: left");
+                join::leave(&app, p.id, &p.room, &format!("connection lost (not back within {grace} s)"));
+            }
+        });
+    } else {
+        app.resumes.forget(&resume_token);
+        tracing::info!(participant = %id, reason = %end.reason, "left");
+        join::leave(&app, id, &room, &end.reason);
+    }
     // Closed last: the linger (up to two seconds) must not keep the seat or the tracks.
-    match close_code {
-        Some(code) => socket.close(code, &reason).await,
+    match end.close {
+        Some(code) => socket.close(code, &end.reason).await,
         None => socket.finish().await,
+    }
+}
+
+/// A participant taken over by a resume, and what it needs to hear to be current.
+struct TakenOver {
+    parked: Parked,
+    msgs: Vec<ServerMsg>,
+}
+
+/// Take the participant of resume token `r` for this connection: its room messages go to
+/// `outbox`, its SFU events to `events` from now on, and the SFU tells its state again.
+async fn take_over(app: &AppState, r: &str, guest: &join::Guest, outbox: room::Outbox, events: sfu::EventSink) -> Option<TakenOver> {
+    let parked = app.resumes.take(r, &guest.claims).await?;
+    let msgs = {
+        let mut r = room::lock(&parked.room);
+        let msgs = r.reattach(parked.id, outbox);
+        if msgs.is_some() {
+            r.connection_back(parked.id);
+        }
+        msgs
+    };
+    let Some(msgs) = msgs.filter(|m| matches!(m.first(), Some(ServerMsg::Resync { .. }))) else {
+        // Gone from the room meanwhile, banned, or the live ended: the rest of it goes too (a
+        // fresh join says why).
+        join::leave(app, parked.id, &parked.room, "not resumed: no longer in the room");
+        return None;
+    };
+    if let Err(e) = app.sfu.attach(parked.id, events).and_then(|()| app.sfu.resync(parked.id)) {
+        tracing::warn!(participant = %parked.id, "resume: the media plane lost the participant: {e}");
+        join::leave(app, parked.id, &parked.room, "not resumed: media sessions gone");
+        return None;
+    }
+    Some(TakenOver { parked, msgs })
+}
+
+/// How a connection ended: why, the close code to send (none when the client closed or the
+/// connection is gone), and whether its participant waits for a resume.
+struct End {
+    reason: String,
+    close: Option<u16>,
+    resumable: bool,
+}
+
+impl End {
+    /// The connection went away without `leave`: the participant may come back.
+    fn lost(reason: &str) -> End {
+        End { reason: reason.into(), close: None, resumable: true }
+    }
+
+    /// Ended on purpose (left, removed, refused, too slow): the participant leaves.
+    fn closed(reason: String, code: u16) -> End {
+        End { reason, close: Some(code), resumable: false }
     }
 }
 
@@ -197,22 +327,26 @@ struct Connection<'a> {
 enum Flow {
     Continue,
     Close(u16, String),
+    /// The connection is gone (a write failed): the participant may resume.
+    Lost,
 }
 
 impl Connection<'_> {
-    /// Relay until the connection ends. Returns why, and the close code to send (none when the
-    /// client closed or the connection is gone).
-    async fn serve(&mut self, socket: &mut Socket, out_rx: &mut OutboxReader, ev_rx: &mut Events) -> (String, Option<u16>) {
-        let (reason, code) = self.relay(socket, out_rx, ev_rx).await;
+    /// Relay until the connection ends, or `stop` fires (a resume took the participant over).
+    async fn serve(&mut self, socket: &mut Socket, out_rx: &mut OutboxReader, ev_rx: &mut Events, stop: &tokio::sync::Notify) -> End {
+        let end = tokio::select! {
+            end = self.relay(socket, out_rx, ev_rx) => end,
+            () = stop.notified() => End { reason: "resumed on another connection".into(), close: Some(CLOSE_NORMAL), resumable: true },
+        };
         if socket.stalled() {
             let secs = self.ctx.app.config.limits.write_timeout_secs;
             metrics::counter!("onair_ws_slow_closes_total", "why" => "stalled").increment(1);
-            return (format!("too slow: the client read nothing for {secs} s"), Some(CLOSE_SLOW));
+            return End::closed(format!("too slow: the client read nothing for {secs} s"), CLOSE_SLOW);
         }
-        (reason, code)
+        end
     }
 
-    async fn relay(&mut self, socket: &mut Socket, out_rx: &mut OutboxReader, ev_rx: &mut Events) -> (String, Option<u16>) {
+    async fn relay(&mut self, socket: &mut Socket, out_rx: &mut OutboxReader, ev_rx: &mut Events) -> End {
         let mut heartbeat = Heartbeat::new(Duration::from_secs(self.ctx.app.config.limits.idle_timeout_secs), Instant::now());
         let mut ping = tokio::time::interval(heartbeat.ping_interval());
         ping.tick().await;
@@ -224,12 +358,17 @@ impl Connection<'_> {
                         Recv::Message(Message::Text(t)) => self.on_text(socket, t.as_str()).await,
                         Recv::Message(Message::Binary(_)) => self.on_bad(socket, AppError::new(ErrorCode::BadMessage, "binary frames are not part of the protocol")).await,
                         Recv::Message(_) => Flow::Continue,
-                        Recv::Closed => return ("connection closed".into(), None),
+                        // The client closes to reconnect (4000): it means to resume.
+                        Recv::Closed(Some(CLOSE_CLIENT_RECONNECTING)) => return End::lost("reconnecting"),
+                        // Any other close frame: the client is done (a page closed sends one).
+                        Recv::Closed(_) => return End { reason: "connection closed".into(), close: None, resumable: false },
+                        // No close frame: the network went; the participant may come back.
+                        Recv::Gone => return End::lost("connection lost"),
                         Recv::Refused(e) => {
                             // tungstenite refuses frames over the hard cap here.
                             tracing::info!(participant = %self.ctx.id, "websocket error: {e}");
                             let _ = send(socket, &ServerMsg::error(&frame_refused())).await;
-                            return ("frame too large or malformed".into(), Some(CLOSE_TOO_BIG));
+                            return End::closed("frame too large or malformed".into(), CLOSE_TOO_BIG);
                         }
                     }
                 }
@@ -245,13 +384,13 @@ impl Connection<'_> {
                             ServerMsg::Kicked { .. } => Some((CLOSE_KICKED, "banned")),
                             _ => None,
                         };
-                        if !socket.feed(out.text).await { return ("connection lost".into(), None); }
+                        if !socket.feed(out.text).await { return End::lost("connection lost"); }
                         sent += 1;
                         if close.is_none() && sent < BATCH {
                             next = out_rx.try_recv();
                         }
                     }
-                    if !socket.flush().await { return ("connection lost".into(), None); }
+                    if !socket.flush().await { return End::lost("connection lost"); }
                     match close {
                         Some((code, reason)) => Flow::Close(code, reason.into()),
                         None => Flow::Continue,
@@ -259,21 +398,27 @@ impl Connection<'_> {
                 }
                 Some(ev) = ev_rx.recv() => self.on_sfu_event(socket, ev).await,
                 _ = ping.tick() => match heartbeat.tick(Instant::now()) {
-                    Err(reason) => Flow::Close(CLOSE_POLICY, reason.into()),
+                    // Silence: most likely the network went (a phone between networks). The
+                    // participant may come back on a new connection.
+                    Err(reason) => return End { reason: reason.into(), close: Some(CLOSE_POLICY), resumable: true },
                     Ok(()) => {
                         let _ = socket.ping().await;
                         Flow::Continue
                     }
                 },
             };
-            if let Flow::Close(code, reason) = flow {
-                return (reason, Some(code));
+            match flow {
+                Flow::Close(code, reason) => return End::closed(reason, code),
+                Flow::Lost => return End::lost("connection lost"),
+                Flow::Continue => {}
             }
             let (room_lag, media_lag) = (out_rx.needs_resync(), ev_rx.take_lag());
-            if (room_lag || media_lag)
-                && let Flow::Close(code, reason) = self.resync(socket, out_rx, room_lag, media_lag).await
-            {
-                return (reason, Some(code));
+            if room_lag || media_lag {
+                match self.resync(socket, out_rx, room_lag, media_lag).await {
+                    Flow::Close(code, reason) => return End::closed(reason, code),
+                    Flow::Lost => return End::lost("connection lost"),
+                    Flow::Continue => {}
+                }
             }
         }
     }
@@ -302,9 +447,13 @@ impl Connection<'_> {
             let Some(msgs) = msgs else {
                 return Flow::Close(CLOSE_POLICY, "removed from the room".into());
             };
+            if matches!(msgs.first(), Some(ServerMsg::Kicked { .. })) {
+                let _ = send(socket, &msgs[0]).await;
+                return Flow::Close(CLOSE_KICKED, "banned".into());
+            }
             for m in &msgs {
                 if !send(socket, m).await {
-                    return Flow::Close(CLOSE_NORMAL, "connection lost".into());
+                    return Flow::Lost;
                 }
             }
             if ended {
@@ -399,7 +548,7 @@ impl Connection<'_> {
             SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished(_) => return Flow::Continue, // the room's (above)
         };
         if !send(socket, &msg).await {
-            return Flow::Close(CLOSE_NORMAL, "connection lost".into());
+            return Flow::Lost;
         }
         Flow::Continue
     }

@@ -342,16 +342,20 @@ async fn webhooks_are_signed_retried_and_logged() {
     let server = signaling::Server::start(config(Some(addr))).await.expect("server");
     let r = "hook-room";
 
-    // Scheduled 3 s ahead: `live_scheduled` (after two failures), then the early reminder at
-    // once (the start is within 15 min), then the one at the start.
-    let at = now_secs() + 3;
-    let created = api(&server, "POST", "/api/v1/schedules", KEY, Some(json!({"room": r, "title": "Launch", "starts_at": at}))).await;
+    // Scheduled an hour ahead (no reminder due yet), a fan subscribes, then the start moves to
+    // 3 s ahead: `live_scheduled` (after two failures), then the early reminder at the next
+    // tick (the start is within 15 min now), then the one at the start. (Scheduled 3 s ahead at
+    // once, the early reminder could go out before the fan's subscription.)
+    let created =
+        api(&server, "POST", "/api/v1/schedules", KEY, Some(json!({"room": r, "title": "Launch", "starts_at": now_secs() + 3600}))).await;
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(
         api(&server, "POST", &format!("/api/v1/schedules/{id}/reminder"), &token(&server, r, "fan", Role::Viewer), None).await.status,
         201
     );
+    let at = now_secs() + 3;
+    assert_eq!(api(&server, "PATCH", &format!("/api/v1/schedules/{id}"), KEY, Some(json!({"starts_at": at}))).await.status, 200);
     let t0 = Instant::now();
     let scheduled = hooks.wait("live_scheduled", Duration::from_secs(10), |d| d["schedule"]["id"] == id.as_str()).await;
     let third = hooks.attempts(&scheduled.id, 3).await;
@@ -379,12 +383,13 @@ async fn webhooks_are_signed_retried_and_logged() {
     );
     assert_eq!(started.json["data"]["schedule"]["state"], "live");
     assert_eq!(hooks.attempts(&started.id, 3).await.len(), 3, "live_started also failed twice first");
-    let viewer = Chat::join(&server, r, "vic", Role::Viewer).await.unwrap();
+    let mut viewer = Chat::join(&server, r, "vic", Role::Viewer).await.unwrap();
     let joined = hooks.wait("participant_joined", Duration::from_secs(5), |d| d["participant"]["identity"] == "vic").await;
     assert_eq!(
         (joined.json["data"]["participant"]["role"].as_str(), joined.json["data"]["live_id"].as_str()),
         (Some("viewer"), Some(live_id.as_str()))
     );
+    viewer.send(json!({"type": "leave"})).await;
     drop(viewer);
     hooks.wait("participant_left", Duration::from_secs(10), |d| d["participant"]["identity"] == "vic").await;
     host.send(json!({"type": "end_room"})).await;

@@ -143,7 +143,11 @@ async fn a_request_when_the_stage_is_full_waits_in_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_hosts_drop_is_held_and_the_return_resumes_the_same_live() {
-    let server = start_server().await;
+    // The host's connection resumable for 1 s (tests/resume.rs): past it the host has left, and
+    // the live is held for it.
+    let mut config = test_config();
+    config.limits.resume_grace_secs = 1;
+    let server = signaling::Server::start(config).await.expect("server");
     let r = "held";
     let mut host = join(&server, &token(&server, r, "host", Role::Host)).await.unwrap();
     host.publish().await.unwrap();
@@ -152,7 +156,11 @@ async fn the_hosts_drop_is_held_and_the_return_resumes_the_same_live() {
     let mut viewer = join(&server, &token(&server, r, "viewer", Role::Viewer)).await.unwrap();
     assert!(eventually(Duration::from_secs(20), || viewer.media_snapshot().len() == 4).await);
     host.cut().await; // the network goes, no `leave`
+    // At once: reconnecting, with the 1 s of resume and the 300 s hold; past the 1 s, the host
+    // has left and the live is held for the 300 s.
     let st = viewer.wait_for("host_status", Duration::from_secs(10)).await.expect("viewers hear the host is reconnecting");
+    assert_eq!((st["state"].as_str(), st["grace_secs"].as_u64()), (Some("reconnecting"), Some(301)));
+    let st = viewer.wait_for("host_status", Duration::from_secs(10)).await.expect("then the hold");
     assert_eq!((st["state"].as_str(), st["grace_secs"].as_u64()), (Some("reconnecting"), Some(300)));
     let upd = viewer.wait_for("room_update", T).await.expect("room update");
     assert_eq!(upd["room"]["state"], "held");

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`join`] | authenticate → place in the room (and a seat, for a feed) → register with the SFU → fan out; and leaving |
 //! | [`dispatch`] | `ClientMsg` → feature handler |
+//! | [`resume`] | a dropped connection's participant kept for `limits.resume_grace_secs`, taken over by a resume |
 //! | [`room`] | room rules: members, live/ended, tracks, mute, end, the reaper; `mute`, `end_room` |
 //! | [`stage`] | the seats of the stage and their rules, the request queue and invitations |
 //! | [`invitations`] | `request_stage`, answers, `invite_to_stage`, `remove_from_stage`, `step_down` |
@@ -29,6 +30,7 @@ pub mod invitations;
 pub mod join;
 pub mod media;
 pub mod qoe;
+pub mod resume;
 pub mod room;
 pub mod schedule;
 pub mod stage;

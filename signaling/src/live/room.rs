@@ -265,7 +265,31 @@ impl Room {
     pub fn resync(&self, id: ParticipantId, reader: &OutboxReader) -> Option<Vec<ServerMsg>> {
         let m = self.members.get(&id)?;
         reader.lagged.store(false, Ordering::Release);
-        let me = m.info.clone();
+        if self.chat.is_banned(&m.info.identity) {
+            // The `kicked` may have been among the messages dropped.
+            return Some(vec![ServerMsg::Kicked { code: ErrorCode::Banned, reason: "you were banned from this live".into() }]);
+        }
+        self.state_for(id)
+    }
+
+    /// `id` continues on a new connection (a resumed session, `live::resume`): its messages go
+    /// to `outbox` from now on. Returns what it needs to be current (as [`Room::resync`]), or
+    /// `None` when it is no longer a member, is banned, or the live has ended.
+    pub fn reattach(&mut self, id: ParticipantId, outbox: Outbox) -> Option<Vec<ServerMsg>> {
+        if self.state == RoomState::Ended {
+            return None;
+        }
+        let m = self.members.get_mut(&id)?;
+        if m.info.role != Role::Host && self.chat.is_banned(&m.info.identity) {
+            return None;
+        }
+        m.outbox = outbox;
+        self.state_for(id)
+    }
+
+    /// The room as `id` should see it now: `resync`, then the stage's state that concerns it.
+    fn state_for(&self, id: ParticipantId) -> Option<Vec<ServerMsg>> {
+        let me = self.members.get(&id)?.info.clone();
         let mut msgs = vec![ServerMsg::Resync {
             participant: me.clone(),
             room: self.info(),
@@ -570,6 +594,29 @@ impl Room {
             self.broadcast(ServerMsg::TrackMuted { track, participant: id, muted }, None);
         }
         Ok(())
+    }
+
+    /// The connection of `id` dropped and waits for a resume (`live::resume`). When it was the
+    /// live's only host, everyone else hears at once that the host is reconnecting, with the
+    /// time left: the resume's grace, then the hold's (`room.host_grace_secs`) if the host has not
+    /// come back by then.
+    pub fn connection_away(&self, id: ParticipantId, resume_grace_secs: u64) {
+        if self.is_sole_host(id) && self.state == RoomState::Live {
+            let grace = resume_grace_secs + self.config.host_grace_secs;
+            self.broadcast(ServerMsg::HostStatus { state: HostState::Reconnecting, grace_secs: Some(grace) }, Some(id));
+        }
+    }
+
+    /// `id` resumed on a new connection: if it is the live's only host, it is back.
+    pub fn connection_back(&self, id: ParticipantId) {
+        if self.is_sole_host(id) && self.state == RoomState::Live {
+            self.broadcast(ServerMsg::HostStatus { state: HostState::Back, grace_secs: None }, Some(id));
+        }
+    }
+
+    fn is_sole_host(&self, id: ParticipantId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.info.role == Role::Host)
+            && !self.members.iter().any(|(other, m)| *other != id && m.info.role == Role::Host)
     }
 
     /// A member left (or was disconnected); who it was, if it was here.

@@ -59,6 +59,7 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!("onair_joins_total", "Joins by stage (signal_connected, media_connected, first_frame, failed) and refusal reason");
     describe_counter!("onair_ws_messages_total", "Client messages by type");
+    describe_counter!("onair_resumes_total", "Dropped connections: resumed, joined afresh (token not honoured), or expired (grace over)");
     describe_counter!("onair_ws_resyncs_total", "Connections that fell behind (messages dropped) and got a resync");
     describe_counter!("onair_ws_slow_closes_total", "Connections closed as too slow (4008), by why: resyncs or stalled");
     describe_counter!("onair_comments_total", "Comments by visibility");

@@ -36,6 +36,9 @@ pub const CLOSE_KICKED: u16 = 4003;
 /// The client did not keep up: it stopped reading for `limits.write_timeout_secs`, or its
 /// messages overflowed more than `limits.max_resyncs_per_minute` times in a minute.
 pub const CLOSE_SLOW: u16 = 4008;
+/// From the client: it closes this connection to open another and resume (docs/protocol.md
+/// §3.5), so its participant waits for the resume as after a drop.
+pub const CLOSE_CLIENT_RECONNECTING: u16 = 4000;
 
 /// Hard cap on one WebSocket frame and message; larger ones are refused by the WebSocket layer
 /// itself (close 1009). The protocol limit (`limits.max_message_bytes`) is enforced below it
@@ -66,8 +69,11 @@ pub struct Socket {
 /// Why a `recv` did not give a message.
 pub enum Recv {
     Message(Message),
-    /// The client closed or the connection is gone.
-    Closed,
+    /// The client closed (a close frame, with its code).
+    Closed(Option<u16>),
+    /// The connection ended without a close frame (the network went, the browser was killed),
+    /// or broke.
+    Gone,
     /// The WebSocket layer refused what arrived (a frame over the cap, broken framing).
     Refused(tungstenite::Error),
 }
@@ -75,9 +81,15 @@ pub enum Recv {
 impl Socket {
     pub async fn recv(&mut self) -> Recv {
         match self.inner.next().await {
-            Some(Ok(Message::Close(_))) | None => Recv::Closed,
+            Some(Ok(Message::Close(frame))) => Recv::Closed(frame.map(|f| u16::from(f.code))),
+            None => Recv::Gone,
             Some(Ok(m)) => Recv::Message(m),
-            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => Recv::Closed,
+            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => Recv::Closed(None),
+            // The TCP connection ended without a close frame (the network went, the browser was
+            // killed), or broke: gone, not a bad frame.
+            Some(Err(
+                tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) | tungstenite::Error::Io(_),
+            )) => Recv::Gone,
             Some(Err(e)) => Recv::Refused(e),
         }
     }

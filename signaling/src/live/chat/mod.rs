@@ -271,6 +271,12 @@ pub async fn moderate(ctx: &Ctx<'_>, action: ModAction, target: String, minutes:
             _ => {}
         }
     }
+    if matches!(flag, Flag::Banned(true)) {
+        // One whose connection dropped and who waits for a resume is out now, not at its grace's end.
+        for p in ctx.app.resumes.evict(&ctx.claims.room, &target) {
+            crate::live::join::leave(ctx.app, p.id, &p.room, "banned");
+        }
+    }
     tracing::info!(room = %ctx.claims.room, actor = %ctx.claims.identity, action = action.as_str(), %target, "moderation");
     audit(ctx, &live, action.as_str(), &target, detail).await
 }
