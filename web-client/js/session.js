@@ -1,7 +1,7 @@
 // The session as a whole: joining (and joining again after a reconnect), leaving, and the end
 // (the live ended, we left, or the join was refused).
 
-import { applyJoined, applyResync, canPublish, dropPublishing, endSession, notices, publisher, session, stopPublishing } from './state.js';
+import { applyJoined, applyResumed, applyResync, canPublish, closePeers, dropPublishing, endSession, notices, publisher, session, stopPublishing } from './state.js';
 import { $, banner, flash, renderControls, renderHeader, renderNotices, sentence, setConn, stopLiveTimer } from './ui.js';
 import { handlers, send } from './signal.js';
 import { goLive, ownStageError, stopLocal } from './publish.js';
@@ -28,6 +28,20 @@ function renderRoom() {
 }
 
 handlers.joined = async (msg) => {
+  if (msg.resumed) {
+    // The same participant on a new connection: seat, tracks and peer connections as they were.
+    applyResumed(msg);
+    setConn('live', 'Connected');
+    banner('');
+    renderRoom();
+    sendQuality();
+    fetchStaffState();
+    fetchCommerce();
+    loadSchedule();
+    return;
+  }
+  // A fresh participant: the old connection's peer connections (kept in case of a resume) go.
+  closePeers();
   // A seat the host gave us belonged to the old connection: after a reconnect we are a viewer
   // again (the server forgot it), so the camera stops instead of asking to publish.
   const lostSeat = publisher.wantLive && !canPublish(msg.participant.role);

@@ -24,8 +24,11 @@ export function connect() {
   const old = link.ws;
   const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
   link.ws = ws;
-  if (old && old.readyState <= WebSocket.OPEN) old.close(); // never two sessions at once
-  ws.onopen = () => send({ type: 'join', token, protocol: 1 });
+  // Never two sessions at once; 4000 tells the server the participant will be resumed.
+  if (old && old.readyState <= WebSocket.OPEN) old.close(link.resumeToken ? 4000 : 1000);
+  // After a drop, the resume token continues the same participant (its peer connections are
+  // kept meanwhile); the server answers a fresh `joined` when it cannot (docs/protocol.md §3.5).
+  ws.onopen = () => send({ type: 'join', token, protocol: 1, ...(link.resumeToken ? { resume: link.resumeToken } : {}) });
   ws.onmessage = (ev) => {
     let msg;
     try { msg = JSON.parse(ev.data); } catch { return; }
@@ -33,9 +36,10 @@ export function connect() {
   };
   ws.onclose = () => {
     if (link.ws !== ws) return;
-    closePeers();
     // The close that follows room_ended or a leave must not turn "Ended" / "Left" into "Offline".
-    if (session.leaving || session.ended) { setConn('offline', session.over || 'Offline'); return; }
+    if (session.leaving || session.ended) { closePeers(); setConn('offline', session.over || 'Offline'); return; }
+    // The peer connections stay up while we reconnect: a resume keeps them (media never
+    // stopped); a fresh join closes them first (session.js).
     setConn('reconnecting', 'Reconnecting…');
     const delay = link.reconnectDelay;
     link.reconnectDelay = Math.min(delay * 2, 5000);
@@ -43,14 +47,29 @@ export function connect() {
   };
 }
 
-// Full restart of both connections through a fresh WebSocket session.
+// Full restart of both connections through a fresh WebSocket session: the peer connections go,
+// so the next join is a fresh one, never a resume of the participant they belonged to.
 export function restart(why) {
   console.info('restarting:', why);
+  link.resumeToken = null;
+  closePeers();
   const ws = link.ws;
   if (ws && ws.readyState <= WebSocket.OPEN) {
-    ws.close(); // onclose tears the peers down and schedules the reconnect
+    ws.close(); // onclose schedules the reconnect
   } else {
-    closePeers();
+    connect();
+  }
+}
+
+// The signaling path is gone (no pong, the browser went offline or came back): a new WebSocket,
+// the peer connections kept — the join resumes the same participant when the server still has
+// it, and media may never have stopped.
+export function reconnect(why) {
+  console.info('reconnecting:', why);
+  const ws = link.ws;
+  if (ws && ws.readyState <= WebSocket.OPEN) {
+    ws.close(4000, 'reconnecting'); // 4000: the server keeps our participant for the resume; onclose schedules the reconnect
+  } else {
     connect();
   }
 }
@@ -68,21 +87,21 @@ handlers.connection_state = (msg) => {
 
 export function keepAlive() {
   // Keepalive and silent-drop detection: a ping every 5 s; no pong for 12 s means the path is
-  // gone even if the socket still looks open, so start over.
+  // gone even if the socket still looks open, so connect again.
   setInterval(() => {
     if (!link.ws || link.ws.readyState !== WebSocket.OPEN || session.leaving || session.ended) return;
-    if (Date.now() - link.lastPong > 12_000) { restart('no pong'); return; }
+    if (Date.now() - link.lastPong > 12_000) { reconnect('no pong'); return; }
     send({ type: 'ping', ts: Date.now() });
   }, 5_000);
   // The browser knows when the network goes and comes back (Wi-Fi to cellular, a tunnel).
   window.addEventListener('offline', () => {
     if (session.leaving || session.ended) return;
     setConn('reconnecting', 'Offline');
-    restart('browser went offline');
+    reconnect('browser went offline');
   });
   window.addEventListener('online', () => {
     if (session.leaving || session.ended) return;
     link.reconnectDelay = 500;
-    restart('browser back online');
+    reconnect('browser back online');
   });
 }

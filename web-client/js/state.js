@@ -10,6 +10,7 @@ export const session = {
   me: null,       // ParticipantInfo, once joined
   joins: 0,       // successful joins (reconnects add one each)
   resyncs: 0,     // times the server sent the room again after our connection fell behind
+  resumes: 0,     // joins that continued our participant on a new connection (counted in joins too)
   leaving: false, // we pressed Leave
   ended: false,   // the room ended or the join was refused: no more reconnects
   over: null,     // once over, what the connection indicator keeps saying ('Ended', 'Left', 'Offline')
@@ -46,6 +47,7 @@ export const notices = {
 // The signaling socket and its recovery.
 export const link = {
   ws: null,
+  resumeToken: null, // from `joined`: a new connection sends it to continue as the same participant
   reconnectDelay: 500,
   reconnectTimer: null,
   lastPong: Date.now(),
@@ -97,6 +99,7 @@ export const isStudio = (p) => p?.kind === 'studio';
 
 // A join (the first or after a reconnect): the server's view replaces ours.
 export function applyJoined(msg) {
+  link.resumeToken = msg.resume_token ?? null;
   link.reconnectDelay = 500;
   link.lastPong = Date.now();
   session.joins += 1;
@@ -131,7 +134,7 @@ export function applyJoined(msg) {
 // now (docs/protocol.md, resync). Unlike a join, the connection and its media stay: only what the
 // page shows is replaced. The stage's queue, our request and an invitation come right after.
 export function applyResync(msg) {
-  session.resyncs += 1;
+  if (msg.type === 'resync') session.resyncs += 1;
   session.me = msg.participant;
   room.info = msg.room;
   room.participants = new Map(msg.participants.map((p) => [p.id, p]));
@@ -150,6 +153,17 @@ export function applyResync(msg) {
   room.profile = msg.profile ?? null;
   Object.assign(stageMoves, { request: null, invite: null, queue: [] });
   notices.heldUntil = msg.room.state === 'held' ? (notices.heldUntil ?? null) : undefined;
+}
+
+// A new connection took over our participant (`joined` with `resumed`): the same seat, tracks
+// and peer connections; the room is shown as it is now, as after a resync.
+export function applyResumed(msg) {
+  link.resumeToken = msg.resume_token ?? null;
+  link.reconnectDelay = 500;
+  link.lastPong = Date.now();
+  session.joins += 1;
+  session.resumes += 1;
+  applyResync(msg);
 }
 
 // Roles that publish (the token's, or a viewer the host brought on stage).

@@ -270,6 +270,7 @@ try {
     // reconnects, rejoins and decodes both videos again.
     {
       const v = viewers[0];
+      const idBefore = await v.evaluate(() => window.__onair.state.session.me.id);
       await v.context().setOffline(true);
       await until('the viewer to notice the drop', async () => (await v.evaluate(() => window.__onair.connText())) !== 'Connected', 10_000).catch(() => {});
       await sleep(2000);
@@ -277,8 +278,11 @@ try {
       const t = Date.now();
       const back = await until('the viewer to rejoin', async () => (await v.evaluate(() => window.__onair.joins())) >= 2, 15_000).then(() => true, () => false);
       const again = back && await until('decoding after the drop', () => decoding(v, 2), 15_000).then(() => true, () => false);
-      const dbg = await v.evaluate(() => ({ joins: window.__onair.joins(), conn: window.__onair.connText(), ws: window.__onair.state.ws?.readyState }));
+      const dbg = await v.evaluate(() => ({ joins: window.__onair.joins(), resumes: window.__onair.state.session.resumes,
+        id: window.__onair.state.session.me.id, conn: window.__onair.connText(), ws: window.__onair.state.ws?.readyState }));
       check('viewer1 recovers from a network drop without a reload', back && again, `${Date.now() - t} ms after the network returned ${JSON.stringify(dbg)}`);
+      check('viewer1 resumed its participant (same id, its peer connections kept) rather than joining afresh',
+        dbg.resumes >= 1 && dbg.id === idBefore, `before ${idBefore} ${JSON.stringify(dbg)}`);
     }
 
     // Sound blocked until a tap: the "Tap to unmute" button shows below the tiles, over none of
@@ -737,10 +741,12 @@ try {
     await shot(vera, 'stage-held');
     await shot(wes, 'stage-held-360px', true);
     await host.context().setOffline(false);
+    let lastSeen = null;
     const resumed = await until('the host back', async () => {
-      const [h, w] = [await state(host), await state(wes)];
-      return h.joins >= 2 && h.live && w.held === '' && (await tiles(wes)).some((t) => t.startsWith('Hana Host')) ? { host: h, wes: w } : null;
-    }, 20_000).catch((e) => ({ error: e.message }));
+      const [h, w, t] = [await state(host), await state(wes), await tiles(wes)];
+      lastSeen = { host: h, wes: w, tiles: t };
+      return h.joins >= 2 && h.live && w.held === '' && t.some((x) => x.startsWith('Hana Host')) ? { host: h, wes: w } : null;
+    }, 20_000).catch((e) => ({ error: e.message, lastSeen }));
     const roomState = await wes.evaluate(() => window.__onair.state.room.info.state);
     check('host drop: the host\'s page rejoins by itself, goes live again, the notice goes and the live resumes',
       !resumed.error && roomState === 'live', `${roomState} ${JSON.stringify(resumed)}`);
