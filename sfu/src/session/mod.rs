@@ -179,6 +179,7 @@ impl SessionFactory {
             ever_connected: false,
             last_rx: now,
             remote: None,
+            remote_rx: now,
             nominating: None,
             deadline: None,
         })

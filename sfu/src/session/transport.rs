@@ -23,6 +23,10 @@ pub struct Transport {
     /// (Chrome moves between interfaces), and rtc keeps its first choice, so media follows the
     /// latest nominated address whose check rtc answered.
     pub remote: Option<SocketAddr>,
+    /// When anything last came from `remote`.
+    pub remote_rx: Instant,
+    /// An address whose binding request rtc is answering: media moves there on the success
+    /// response (a nomination, or a rebinding: see [`Transport::heard`]).
     pub nominating: Option<SocketAddr>,
     /// The rtc deadline currently armed for this session in the worker's timers.
     pub deadline: Option<Instant>,
@@ -51,7 +55,35 @@ pub(super) fn sdp_err(e: impl std::fmt::Display) -> SfuError {
     SfuError::BadSdp(e.to_string())
 }
 
+/// How long the current path must have been silent before a binding request from another
+/// address of the client takes the media (its NAT rebound, or it moved to another network and
+/// kept its ICE credentials). A live path is rarely this quiet (a publisher sends media, a viewer
+/// transport-wide feedback every 100 ms or so); and only a check rtc answers moves the media, so
+/// a stranger cannot pull it away.
+pub const REBIND_SILENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Transport {
+    /// A datagram came from `from` at `at`. A nomination (USE-CANDIDATE) moves the media to its
+    /// address once rtc answers it; so does a plain binding request from another address when
+    /// the current path has been silent for [`REBIND_SILENCE`] — a client that changed address
+    /// without an ICE restart (a rebinding NAT, or a test relay moving its port) is followed
+    /// within its next consent check.
+    pub fn heard(&mut self, from: SocketAddr, data: &[u8], at: Instant) {
+        self.last_rx = at;
+        if self.remote == Some(from) {
+            self.remote_rx = at;
+        }
+        if crate::net::demux::is_nomination(data) {
+            self.nominating = Some(from);
+        } else if self.remote.is_some_and(|r| r != from)
+            && at.saturating_duration_since(self.remote_rx) >= REBIND_SILENCE
+            && crate::net::demux::binding_request_ufrag(data).is_some()
+        {
+            tracing::debug!(key = ?self.key, path = %from, "the current path is silent; a check from another address");
+            self.nominating = Some(from);
+        }
+    }
+
     /// Where an outgoing datagram goes: STUN answers go where rtc says (to the requester);
     /// media and DTLS follow the client's latest nominated path.
     pub fn destination(&mut self, rtc_addr: SocketAddr, datagram: &[u8]) -> SocketAddr {
@@ -61,6 +93,7 @@ impl Transport {
                 if self.remote != Some(rtc_addr) {
                     tracing::debug!(key = ?self.key, path = %rtc_addr, "client nominated another path; media follows it");
                     self.remote = Some(rtc_addr);
+                    self.remote_rx = self.last_rx;
                 }
             }
             return rtc_addr;

@@ -210,10 +210,7 @@ impl Core {
     fn handle_datagram(&mut self, key: SessionKey, from: SocketAddr, data: BytesMut, at: Instant, now: Instant) {
         let local_addr = self.plane.local_addr;
         let Some(session) = self.transport(key) else { return };
-        session.last_rx = at;
-        if crate::net::demux::is_nomination(&data) {
-            session.nominating = Some(from);
-        }
+        session.heard(from, &data, at);
         let regained = session.ever_connected && !session.connected;
         let msg = TaggedBytesMut {
             now: at,

@@ -929,6 +929,66 @@ impl ImpairRelay {
     }
 }
 
+/// A relay for one client whose address, as the server sees it, changes on demand
+/// (`move_port`): a NAT rebinding, or a phone moving between networks without an ICE restart.
+/// Datagrams pass both ways untouched. Loopback only; stops when dropped or after 10 minutes.
+pub struct MovingRelay {
+    pub addr: std::net::SocketAddr,
+    front: Arc<tokio::net::UdpSocket>,
+    client: Arc<Mutex<Option<std::net::SocketAddr>>>,
+    upstream: std::net::SocketAddr,
+    until: Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MovingRelay {
+    pub async fn start(upstream: std::net::SocketAddr) -> MovingRelay {
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let mut relay = MovingRelay {
+            addr,
+            front,
+            client: Arc::new(Mutex::new(None)),
+            upstream,
+            until: Instant::now() + Duration::from_secs(600),
+            tasks: Vec::new(),
+        };
+        relay.move_port().await;
+        relay
+    }
+
+    /// From now on the client's datagrams reach the server from a new port; the old one is
+    /// closed (what the server sends there is lost). Returns the new address.
+    pub async fn move_port(&mut self) -> std::net::SocketAddr {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (front, client, until) = (self.front.clone(), self.client.clone(), self.until);
+        self.tasks.push(spawn_upstream(front.clone(), back.clone(), client.clone(), self.upstream, until));
+        let down = back.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while Instant::now() < until {
+                let Ok((n, _)) = down.recv_from(&mut buf).await else { break };
+                let to = *client.lock().unwrap();
+                if let Some(to) = to {
+                    let _ = front.send_to(&buf[..n], to).await;
+                }
+            }
+        }));
+        back.local_addr().unwrap()
+    }
+}
+
+impl Drop for MovingRelay {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 /// Client → server half of a relay: learns the client's address, passes everything upstream.
 fn spawn_upstream(
     front: Arc<tokio::net::UdpSocket>,
