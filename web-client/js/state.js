@@ -97,20 +97,14 @@ export const moderates = (role) => role === 'host' || role === 'moderator';
 // Studio feeds (RTMP encoders) come with kind "studio" on their participant object.
 export const isStudio = (p) => p?.kind === 'studio';
 
-// A join (the first or after a reconnect): the server's view replaces ours.
-export function applyJoined(msg) {
-  link.resumeToken = msg.resume_token ?? null;
-  link.reconnectDelay = 500;
-  link.lastPong = Date.now();
-  session.joins += 1;
+// The room as the server describes it in `joined`, `resync` and a resumed `joined`: who is
+// here, the tracks, the conversation, the shop, the profile, whether the live is held.
+function showRoom(msg) {
   session.me = msg.participant;
   room.info = msg.room;
   room.participants = new Map(msg.participants.map((p) => [p.id, p]));
   room.participants.set(msg.participant.id, msg.participant);
   room.tracks = new Map(msg.tracks.map((t) => [t.id, t]));
-  subscriber.streams.clear();
-  subscriber.sentSizes.clear();
-  publisher.layersMax = 2;
   const c = msg.chat ?? {};
   chat.comments = c.comments ?? [];
   chat.enabled = c.comments_enabled ?? true;
@@ -123,11 +117,23 @@ export function applyJoined(msg) {
   commerce.pinned = c.pinned_product ?? null;
   commerce.tiers = c.tiers ?? [];
   room.profile = msg.profile ?? null;
+  notices.heldUntil = msg.room.state === 'held' ? (notices.heldUntil ?? null) : undefined;
+}
+
+// A join (the first or after a reconnect): the server's view replaces ours.
+export function applyJoined(msg) {
+  link.resumeToken = msg.resume_token ?? null;
+  link.reconnectDelay = 500;
+  link.lastPong = Date.now();
+  session.joins += 1;
+  showRoom(msg);
+  subscriber.streams.clear();
+  subscriber.sentSizes.clear();
+  publisher.layersMax = 2;
   // A new connection: requests, invitations and seats of the old one are gone (the server forgot them).
   Object.assign(stageMoves, { request: null, granted: false, invite: null, queue: [], managing: false });
   stageMoves.invites.clear();
   notices.audioOnly = false;
-  notices.heldUntil = msg.room.state === 'held' ? (notices.heldUntil ?? null) : undefined;
 }
 
 // The server dropped messages for us (our connection fell behind) and sent the room as it is
@@ -135,24 +141,9 @@ export function applyJoined(msg) {
 // page shows is replaced. The stage's queue, our request and an invitation come right after.
 export function applyResync(msg) {
   if (msg.type === 'resync') session.resyncs += 1;
-  session.me = msg.participant;
-  room.info = msg.room;
-  room.participants = new Map(msg.participants.map((p) => [p.id, p]));
-  room.participants.set(msg.participant.id, msg.participant);
-  room.tracks = new Map(msg.tracks.map((t) => [t.id, t]));
+  showRoom(msg);
   for (const id of [...subscriber.streams.keys()]) if (!room.tracks.has(id)) subscriber.streams.delete(id);
-  const c = msg.chat ?? {};
-  chat.comments = c.comments ?? [];
-  chat.enabled = c.comments_enabled ?? true;
-  chat.slowSecs = c.slow_mode_secs ?? 0;
-  chat.totals = c.reactions ?? {};
-  chat.timedOutUntil = c.timed_out_until ?? null;
-  chat.badges.clear();
-  commerce.pinned = c.pinned_product ?? null;
-  commerce.tiers = c.tiers ?? [];
-  room.profile = msg.profile ?? null;
   Object.assign(stageMoves, { request: null, invite: null, queue: [] });
-  notices.heldUntil = msg.room.state === 'held' ? (notices.heldUntil ?? null) : undefined;
 }
 
 // A new connection took over our participant (`joined` with `resumed`): the same seat, tracks
