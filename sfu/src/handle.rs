@@ -180,6 +180,14 @@ impl Sfu {
         self.ask(participant, Command::SubscriberAnswer { participant, answer }, ReplyTo::Done).await
     }
 
+    /// The client's network changed (it noticed its path gone): restart ICE on its subscriber
+    /// connection. A [`SfuEvent::SubscriberOffer`](crate::SfuEvent::SubscriberOffer) with new ICE
+    /// credentials follows (after the answer to one still out), then our candidate again. The
+    /// publisher connection restarts from the client's side: its next offer has new credentials.
+    pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
+        self.ask(participant, Command::RestartIce { participant }, ReplyTo::Done).await
+    }
+
     /// A trickled candidate from the client for one of its connections.
     pub async fn add_candidate(
         &self,

@@ -148,13 +148,13 @@ impl SessionFactory {
         })
     }
 
-    /// A new ICE-lite peer connection with fresh ICE credentials and our one host candidate.
+    /// A new ICE-lite peer connection and our one host candidate. rtc draws its ICE credentials
+    /// (and new ones at each ICE restart: credentials fixed in the setting engine would be
+    /// reused by a restart); the worker learns the ufrag from each local description
+    /// ([`Transport::note_local_description`]).
     fn transport(&self, key: SessionKey, media_engine: MediaEngine, registry: Registry, now: Instant) -> Result<Transport, SfuError> {
-        let ufrag = random_token(16);
-        let pwd = random_token(32);
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
-            .with_ice_credentials(ufrag.clone(), pwd)
             .with_answering_dtls_role(RTCDtlsRole::Server)
             // rtc judges liveness by STUN on its first selected pair only; the worker judges it
             // by any traffic on any of the client's paths instead (ICE_DISCONNECTED/FAILED).
@@ -172,7 +172,8 @@ impl SessionFactory {
         Ok(Transport {
             key,
             pc,
-            ufrag,
+            ufrag: String::new(),
+            ufrag_registered: true,
             local_candidate: candidate,
             candidate_added: false,
             connected: false,
@@ -181,14 +182,9 @@ impl SessionFactory {
             remote: None,
             remote_rx: now,
             nominating: None,
+            moved: false,
+            early_checks: None,
             deadline: None,
         })
     }
-}
-
-fn random_token(len: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }

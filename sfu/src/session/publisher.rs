@@ -69,6 +69,8 @@ impl Publisher {
         self.link.ensure_candidate()?;
         let answer = self.link.pc.create_answer(None).map_err(sdp_err)?;
         self.link.pc.set_local_description(now, answer).map_err(sdp_err)?;
+        // The answerer's restart takes the client's credentials with the offer: no early checks.
+        self.link.note_local_description();
         self.link.pc.local_description().map(|d| d.sdp).ok_or_else(|| SfuError::BadSdp("no local description".into()))
     }
 }

@@ -308,9 +308,21 @@ impl Subscriber {
         self.link.ensure_candidate()?;
         let offer = self.link.pc.create_offer(None).map_err(sdp_err)?;
         self.link.pc.set_local_description(now, offer).map_err(sdp_err)?;
+        if self.link.note_local_description() {
+            self.link.early_checks = Some(Vec::new());
+        }
         self.offer_outstanding = true;
         self.renegotiate = false;
         Ok(self.link.pc.local_description().map(|d| with_msid_semantic(d.sdp)))
+    }
+
+    /// The client lost its path (it moved to another network) and asks for an ICE restart: the
+    /// next offer carries new ICE credentials, so the client gathers its new addresses and
+    /// checks them; DTLS, tracks and forwarding state stay. Returns that offer, or `None` when
+    /// one is out (the restart rides on the offer that follows its answer).
+    pub fn restart_ice(&mut self, now: Instant) -> Result<Option<String>, SfuError> {
+        self.link.pc.restart_ice();
+        self.negotiate(now)
     }
 
     /// The offer sent and not answered yet, to send again after the client missed it.
@@ -329,6 +341,7 @@ impl Subscriber {
         let answer = RTCSessionDescription::answer(sdp).map_err(sdp_err)?;
         self.link.pc.set_remote_description(now, answer).map_err(sdp_err)?;
         self.offer_outstanding = false;
+        self.link.replay_early_checks();
         for sub in self.forwarders.values_mut() {
             if let Some(mut sender) = self.link.pc.rtp_sender(sub.sender_id) {
                 let params = sender.get_parameters();

@@ -5,13 +5,20 @@ use crate::error::SfuError;
 use crate::ids::SessionKey;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::sansio::Protocol;
+use rtc::shared::TaggedBytesMut;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 pub struct Transport {
     pub key: SessionKey,
     pub pc: RTCPeerConnection,
+    /// Our ICE ufrag as the last local description announced it (empty before the first): the
+    /// receive thread routes binding requests naming it to this session.
     pub ufrag: String,
+    /// False while the receive thread has not been told `ufrag` (a first description, or an ICE
+    /// restart's new credentials); the worker tells it before the description leaves.
+    pub ufrag_registered: bool,
     pub local_candidate: RTCIceCandidateInit,
     pub(super) candidate_added: bool,
     pub connected: bool,
@@ -28,6 +35,15 @@ pub struct Transport {
     /// An address whose binding request rtc is answering: media moves there on the success
     /// response (a nomination, or a rebinding: see [`Transport::heard`]).
     pub nominating: Option<SocketAddr>,
+    /// Media moved to a new path after the old one had gone silent: what was sent meanwhile is
+    /// lost, so a viewer needs a keyframe now (the worker asks, then clears this).
+    pub moved: bool,
+    /// Set while our ICE-restart offer waits for its answer: rtc has dropped the old remote
+    /// credentials and drops every binding request until the answer brings the new ones, but
+    /// the client checks as soon as it has answered — before its answer reaches us. Such
+    /// early checks are legal (RFC 8445 §7.3); the first [`EARLY_CHECKS`] are kept here and
+    /// handed to rtc with the answer, instead of costing the client its retransmission timeout.
+    pub early_checks: Option<Vec<TaggedBytesMut>>,
     /// The rtc deadline currently armed for this session in the worker's timers.
     pub deadline: Option<Instant>,
 }
@@ -60,6 +76,9 @@ pub(super) fn sdp_err(e: impl std::fmt::Display) -> SfuError {
 /// kept its ICE credentials). A live path is rarely this quiet (a publisher sends media, a viewer
 /// transport-wide feedback every 100 ms or so); and only a check rtc answers moves the media, so
 /// a stranger cannot pull it away.
+/// Most early binding requests kept while an ICE-restart answer is on its way.
+pub const EARLY_CHECKS: usize = 16;
+
 pub const REBIND_SILENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Transport {
@@ -92,6 +111,7 @@ impl Transport {
                 self.nominating = None;
                 if self.remote != Some(rtc_addr) {
                     tracing::debug!(key = ?self.key, path = %rtc_addr, "client nominated another path; media follows it");
+                    self.moved |= self.remote.is_some() && self.last_rx.saturating_duration_since(self.remote_rx) >= REBIND_SILENCE;
                     self.remote = Some(rtc_addr);
                     self.remote_rx = self.last_rx;
                 }
@@ -99,6 +119,47 @@ impl Transport {
             return rtc_addr;
         }
         self.remote.unwrap_or(rtc_addr)
+    }
+
+    /// A local description was just set: learn our ufrag from it. An ICE restart changes it
+    /// (rtc draws new credentials), and the receive thread must route checks naming the new
+    /// one here before the client hears of it. True when it changed from an earlier one (a
+    /// restart).
+    pub(super) fn note_local_description(&mut self) -> bool {
+        let Some(sdp) = self.pc.local_description().map(|d| d.sdp) else { return false };
+        let Some(ufrag) = sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(str::trim) else { return false };
+        if ufrag.is_empty() || ufrag == self.ufrag {
+            return false;
+        }
+        let restart = !self.ufrag.is_empty();
+        if restart {
+            tracing::debug!(key = ?self.key, "new ICE credentials (restart)");
+        }
+        self.ufrag = ufrag.to_owned();
+        self.ufrag_registered = false;
+        restart
+    }
+
+    /// Keep `msg` for later if it is an early check (see [`Transport::early_checks`]); else
+    /// give it back.
+    pub fn hold_early_check(&mut self, msg: TaggedBytesMut) -> Option<TaggedBytesMut> {
+        let Some(early) = self.early_checks.as_mut() else { return Some(msg) };
+        if crate::net::demux::binding_request_ufrag(&msg.message).is_none() {
+            return Some(msg);
+        }
+        if early.len() < EARLY_CHECKS {
+            early.push(msg);
+        }
+        None
+    }
+
+    /// The answer is in: rtc has the client's new credentials, so the early checks go to it.
+    pub(super) fn replay_early_checks(&mut self) {
+        for msg in self.early_checks.take().unwrap_or_default() {
+            if let Err(e) = self.pc.handle_read(msg) {
+                tracing::debug!(key = ?self.key, "early check rejected: {e}");
+            }
+        }
     }
 
     pub(super) fn ensure_candidate(&mut self) -> Result<(), SfuError> {

@@ -124,6 +124,7 @@ impl Core {
                 Answer::None
             }
             Command::SubscriberAnswer { participant, answer } => Answer::Done(self.subscriber_answer(participant, answer, now)),
+            Command::RestartIce { participant } => Answer::Done(self.restart_ice(participant, now)),
             Command::Candidate { key, candidate } => Answer::Done(self.candidate(key, candidate, now)),
             Command::RemoveParticipant { participant } => {
                 self.remove_participant(participant, now);
@@ -217,6 +218,7 @@ impl Core {
             transport: TransportContext { local_addr, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
             message: data,
         };
+        let Some(msg) = session.hold_early_check(msg) else { return };
         match catch_unwind(AssertUnwindSafe(|| session.pc.handle_read(msg))) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

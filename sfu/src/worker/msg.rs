@@ -107,6 +107,10 @@ pub(crate) enum Command {
     Stats {
         participant: ParticipantId,
     },
+    /// The client's network changed: restart ICE on its subscriber connection.
+    RestartIce {
+        participant: ParticipantId,
+    },
     /// The participant's reader dropped events (its queue was full): send its state again.
     Resync {
         participant: ParticipantId,

@@ -7,7 +7,7 @@ use crate::forward::selector::Quality;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::media::packet::MediaPacket;
 use crate::media::simulcast::MAX_LAYERS;
-use crate::net::demux::{DemuxCtl, Route};
+use crate::net::demux::DemuxCtl;
 use crate::worker::core::{ALLOCATION_INTERVAL, Core, ParticipantState, drain_writes};
 use crate::worker::timers::Timer;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -49,16 +49,18 @@ impl Core {
     /// A new session for `key` (the participant must be here and have none in this role).
     fn open_session(&mut self, key: SessionKey, now: Instant) -> Result<(), SfuError> {
         let state = self.participants.get_mut(&key.participant).ok_or(SfuError::NoSession)?;
-        let ufrag = match key.role {
-            SessionRole::Publisher => state.publisher.insert(self.plane.factory.publisher(key, now)?).link.ufrag.clone(),
+        // The receive thread learns the session's ufrag with its first local description (see
+        // `pump`): no client can check it before then.
+        match key.role {
+            SessionRole::Publisher => {
+                state.publisher = Some(self.plane.factory.publisher(key, now)?);
+            }
             SessionRole::Subscriber => {
                 let s = state.subscriber.insert(self.plane.factory.subscriber(key, now)?);
                 s.set_fallback_enabled(state.audio_only_fallback);
-                s.link.ufrag.clone()
             }
-        };
+        }
         self.plane.counters.sessions.fetch_add(1, Ordering::Relaxed);
-        self.out.demux.push(DemuxCtl::Register(ufrag, Route { worker: self.idx, session: key }));
         self.timers.set(Timer::ConnectTimeout(key), now + self.plane.config.connect_timeout);
         if key.role == SessionRole::Subscriber {
             self.timers.ensure(Timer::Allocate, now + ALLOCATION_INTERVAL);
@@ -193,11 +195,34 @@ impl Core {
         self.pump(key, now);
     }
 
+    /// The client's network changed and it restarts ICE on its subscriber connection: an offer
+    /// with new ICE credentials (now, or after the answer to the one that is out), then our
+    /// candidate again (the client dropped the old generation's).
+    pub fn restart_ice(&mut self, participant: ParticipantId, now: Instant) -> Result<(), SfuError> {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let Some(s) = self.subscriber(participant) else { return Err(SfuError::NoSession) };
+        let offer = s.restart_ice(now)?;
+        let candidate = s.link.local_candidate.clone();
+        if let Some(offer) = offer {
+            self.emit(participant, SfuEvent::SubscriberOffer(offer));
+            self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Subscriber, candidate));
+        }
+        self.pump(key, now);
+        Ok(())
+    }
+
     pub fn subscriber_answer(&mut self, participant: ParticipantId, answer: String, now: Instant) -> Result<(), SfuError> {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
-        let r = match self.subscriber(participant) {
-            None => Err(SfuError::NoSession),
-            Some(s) => s.apply_answer(now, answer).and_then(|()| if s.renegotiate { s.negotiate(now) } else { Ok(None) }),
+        let Some(s) = self.subscriber(participant) else { return Err(SfuError::NoSession) };
+        // The client's SDP, and the early checks it lets through (a restart), reach rtc here:
+        // a panic on them closes this session, as one on a datagram does, not the worker.
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            s.apply_answer(now, answer).and_then(|()| if s.renegotiate { s.negotiate(now) } else { Ok(None) })
+        }));
+        let Ok(r) = applied else {
+            tracing::error!(?key, "session panicked on an answer; closing it");
+            self.close_session(key, "internal error on input", now);
+            return Err(SfuError::NoSession);
         };
         let r = match r {
             Ok(Some(offer)) => {

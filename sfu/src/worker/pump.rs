@@ -6,6 +6,7 @@ use crate::ids::{SessionKey, SessionRole, TrackId};
 use crate::media::codec::Codec;
 use crate::media::packet::MediaPacket;
 use crate::media::simulcast::{MAX_LAYERS, layer_of_rid};
+use crate::net::demux::{DemuxCtl, Route};
 use crate::session::publisher::{PublishedLayer, PublishedTrack};
 use crate::worker::core::{Core, drain_writes};
 use crate::worker::tables::Published;
@@ -27,6 +28,7 @@ impl Core {
         let mut events = Vec::new();
         let mut media = Vec::new();
         let mut feedback = Vec::new();
+        let moved;
         {
             let counters = &self.plane.counters;
             let Some(state) = self.participants.get_mut(&key.participant) else { return };
@@ -42,6 +44,10 @@ impl Core {
                     (&mut s.link, None, Some(&s.forwarders))
                 }
             };
+            if !link.ufrag_registered {
+                link.ufrag_registered = true;
+                self.out.demux.push(DemuxCtl::Register(link.ufrag.clone(), Route { worker: self.idx, session: key }));
+            }
             drain_writes(&mut self.out.transmit, link);
             while let Some(ev) = link.pc.poll_event() {
                 events.push(ev);
@@ -84,6 +90,18 @@ impl Core {
             // Writes the reads may have caused (NACK responses, receiver reports).
             drain_writes(&mut self.out.transmit, link);
             Core::reschedule(&mut self.timers, link);
+            moved = std::mem::take(&mut link.moved);
+        }
+        // The viewer's media moved to a new path (an ICE restart or a rebinding after silence):
+        // what went to the old one is lost, so every video restarts at a keyframe at once rather
+        // than when the viewer's decoder gives up and asks.
+        if moved && let Some(s) = self.subscriber(key.participant) {
+            for sub in s.forwarders.values_mut().filter(|sub| sub.mime_type.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("video/"))) {
+                let layer = sub.forwarder.keyframe_to_ask(now, std::time::Duration::ZERO).or(sub.forwarder.current());
+                if let Some(layer) = layer {
+                    feedback.push((sub.forwarder.track(), layer));
+                }
+            }
         }
         for ev in events {
             self.handle_event(key, ev, now);
