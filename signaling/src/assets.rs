@@ -38,6 +38,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("js/session.js", JS),
     asset!("js/publish.js", JS),
     asset!("js/subscribe.js", JS),
+    asset!("js/path.js", JS),
     asset!("js/stage.js", JS),
     asset!("js/studio.js", JS),
     asset!("js/debug.js", JS),

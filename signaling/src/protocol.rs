@@ -67,6 +67,10 @@ pub enum ClientMsg {
     Publish { sdp: String },
     /// The answer to a server `offer` on the subscriber connection.
     Answer { sdp: String },
+    /// Our network changed: restart ICE on the subscriber connection (the server sends an
+    /// `offer` with new ICE credentials). The publisher connection restarts by a `publish`
+    /// whose offer has new credentials.
+    IceRestart,
     /// A trickled ICE candidate.
     Candidate { target: Target, candidate: Candidate },
     /// Mute or unmute one of your tracks.
@@ -209,6 +213,7 @@ impl ClientMsg {
             ClientMsg::Join { .. } => "join",
             ClientMsg::Publish { .. } => "publish",
             ClientMsg::Answer { .. } => "answer",
+            ClientMsg::IceRestart => "ice_restart",
             ClientMsg::Candidate { .. } => "candidate",
             ClientMsg::Mute { .. } => "mute",
             ClientMsg::Leave => "leave",

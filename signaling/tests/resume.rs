@@ -234,3 +234,57 @@ async fn a_viewer_that_moves_to_a_new_address_gets_media_again_without_a_join() 
     host.close().await;
     server.shutdown().await;
 }
+
+/// ICE restart (issue #17): a viewer's `ice_restart` brings an offer with new ICE credentials; a
+/// publisher's offer with new credentials gets an answer with new ones. After each, media goes on
+/// over the same sessions (no join, no new track). A participant without a subscriber connection
+/// gets `not_found`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ice_restarts_on_either_connection_keep_the_media_going() {
+    init_tracing();
+    let server = signaling::Server::start(config(15)).await.expect("server");
+    let room = "restarts";
+    // Nothing is published yet: this viewer has no subscriber connection to restart.
+    let mut early = join(&server, &token(&server, room, "early", Role::Viewer)).await.unwrap();
+    early.send(json!({"type": "ice_restart"}));
+    let refused = early.wait_for("error", Duration::from_secs(5)).await.expect("an error for a restart with no connection");
+    assert_eq!(refused["code"], "not_found", "{refused}");
+
+    let mut host = join(&server, &token(&server, room, "host", Role::Host)).await.unwrap();
+    host.publish().await.expect("host publishes");
+    let viewer = join(&server, &token(&server, room, "restarter", Role::Viewer)).await.unwrap();
+    assert!(eventually(Duration::from_secs(15), || packets(&viewer, "video") > 50).await, "media flows");
+
+    // The viewer's connection.
+    let old = sdp_ufrag(&viewer.last_offer.lock().unwrap().clone().expect("an offer")).expect("a ufrag");
+    let offers = viewer.offers.lock().unwrap().len();
+    viewer.send(json!({"type": "ice_restart"}));
+    assert!(eventually(Duration::from_secs(5), || viewer.offers.lock().unwrap().len() > offers).await, "an offer follows ice_restart");
+    let new = sdp_ufrag(&viewer.last_offer.lock().unwrap().clone().expect("an offer")).expect("a ufrag");
+    assert_ne!(old, new, "the restart offer has new ICE credentials");
+    let (audio, video) = (packets(&viewer, "audio"), packets(&viewer, "video"));
+    let restarted = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || packets(&viewer, "audio") > audio + 50 && packets(&viewer, "video") > video + 60).await,
+        "media goes on after the viewer's restart"
+    );
+    println!("viewer restart: ufrag {old} -> {new}; a second of media {:?} after", restarted.elapsed());
+
+    // The publisher's connection.
+    let old = sdp_ufrag(&host.publisher_remote_sdp().await).expect("a ufrag");
+    let answer = host.republish_restarting_ice().await.expect("the restart offer is answered");
+    let new = sdp_ufrag(&answer).expect("a ufrag");
+    assert_ne!(old, new, "the answer to a restart has new ICE credentials");
+    let (audio, video) = (packets(&viewer, "audio"), packets(&viewer, "video"));
+    let restarted = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || packets(&viewer, "audio") > audio + 50 && packets(&viewer, "video") > video + 60).await,
+        "the viewer keeps receiving after the publisher's restart"
+    );
+    println!("publisher restart: ufrag {old} -> {new}; a second of media {:?} after", restarted.elapsed());
+    assert_eq!(viewer.offers.lock().unwrap().len(), offers + 1, "no offer but the restart's: the same tracks throughout");
+    viewer.close().await;
+    host.close().await;
+    early.close().await;
+    server.shutdown().await;
+}

@@ -33,6 +33,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, msg: ClientMsg) -> Result<Outcome, AppError
         ClientMsg::Join { .. } => Err(AppError::new(ErrorCode::AlreadyJoined, "already joined")),
         ClientMsg::Publish { sdp } => media::publish(ctx, sdp).await.map(reply),
         ClientMsg::Answer { sdp } => media::answer(ctx, sdp).await.map(done),
+        ClientMsg::IceRestart => media::ice_restart(ctx).await.map(done),
         ClientMsg::Candidate { target, candidate } => media::candidate(ctx, target, candidate).await.map(done),
         ClientMsg::VideoSize { track, width: _, height } => media::video_size(ctx, track, height).map(done),
         ClientMsg::Quality { track, quality } => media::quality(ctx, track, quality).map(done),

@@ -35,6 +35,12 @@ pub async fn answer(ctx: &Ctx<'_>, sdp: String) -> Result<(), AppError> {
     Ok(ctx.app.sfu.subscriber_answer(ctx.id, sdp).await?)
 }
 
+/// `ice_restart`: the client's network changed; its subscriber connection gets an offer with new
+/// ICE credentials. A participant with no subscriber connection gets `not_found`.
+pub async fn ice_restart(ctx: &Ctx<'_>) -> Result<(), AppError> {
+    Ok(ctx.app.sfu.restart_ice(ctx.id).await?)
+}
+
 /// `candidate`: a trickled ICE candidate for one of the client's connections.
 pub async fn candidate(ctx: &Ctx<'_>, target: Target, candidate: Candidate) -> Result<(), AppError> {
     if candidate.candidate.len() > MAX_CANDIDATE_BYTES {

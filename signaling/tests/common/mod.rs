@@ -491,7 +491,15 @@ impl Client {
     /// Offer `pc` with `publish`, apply the server's answer and keep `pc` as the publisher
     /// connection; returns the answer SDP, or the server's `error` message on refusal.
     async fn offer_to_publish(&mut self, pc: Arc<dyn PeerConnection>) -> Result<String, Value> {
-        let offer = pc.create_offer(None).await.unwrap();
+        self.offer_to_publish_with(pc, None).await
+    }
+
+    async fn offer_to_publish_with(
+        &mut self,
+        pc: Arc<dyn PeerConnection>,
+        options: Option<rtc::peer_connection::configuration::RTCOfferOptions>,
+    ) -> Result<String, Value> {
+        let offer = pc.create_offer(options).await.unwrap();
         pc.set_local_description(offer).await.unwrap();
         let sdp = pc.local_description().await.unwrap().sdp;
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -518,6 +526,20 @@ impl Client {
     pub async fn republish(&mut self) -> Result<String, Value> {
         let pc = self.pub_pc.clone().expect("published before");
         self.offer_to_publish(pc).await
+    }
+
+    /// Renegotiate the publisher connection with an ICE restart (new credentials in the offer,
+    /// as a client whose network changed does); returns the server's answer.
+    pub async fn republish_restarting_ice(&mut self) -> Result<String, Value> {
+        let pc = self.pub_pc.clone().expect("published before");
+        let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true };
+        self.offer_to_publish_with(pc, Some(options)).await
+    }
+
+    /// The server's answer the publisher connection holds.
+    pub async fn publisher_remote_sdp(&self) -> String {
+        let pc = self.pub_pc.clone().expect("published before");
+        pc.remote_description().await.expect("remote description").sdp
     }
 
     /// The publisher connection's current local SDP (to build broken offers from).
