@@ -6,6 +6,7 @@ import { liveTimerRunning } from './ui.js';
 import { handlers, send } from './signal.js';
 import { bursts } from './reactions.js';
 import { openReports } from './moderation.js';
+import { path } from './path.js';
 
 const statsWaiters = []; // serverStats() calls waiting for their `stats` answer, oldest first
 
@@ -52,6 +53,8 @@ window.__onair = {
   bursts() { return bursts.shown; },
   reports() { return openReports(); },
   joins() { return session.joins; },
+  // ICE restarts after a lost path, and whether one waits for the resumed join.
+  path() { return { restarts: path.restarts, pending: path.pending }; },
   // The live's profile name, and the encodings our video sender uses (RTCRtpSender.getParameters).
   profile() { return room.profile?.name ?? null; },
   encodings() {

@@ -12,6 +12,7 @@ import { renderReactions } from './reactions.js';
 import { fetchStaffState, renderModTools } from './moderation.js';
 import { commerceError, fetchCommerce, renderCommerce } from './commerce.js';
 import { loadSchedule, renderSchedule } from './schedule.js';
+import { forgetRecovery, restartIce } from './path.js';
 
 function renderRoom() {
   $('room').hidden = false;
@@ -38,9 +39,12 @@ handlers.joined = async (msg) => {
     fetchStaffState();
     fetchCommerce();
     loadSchedule();
+    // Resumed after our network changed: move the media onto the new path.
+    await restartIce();
     return;
   }
   // A fresh participant: the old connection's peer connections (kept in case of a resume) go.
+  forgetRecovery();
   closePeers();
   // A seat the host gave us belonged to the old connection: after a reconnect we are a viewer
   // again (the server forgot it), so the camera stops instead of asking to publish.
