@@ -21,6 +21,8 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 # The fuzz targets link libFuzzer, which libfuzzer-sys compiles from C++.
 command -v g++ >/dev/null || need_apt+=(g++)
+# The browser scenario `move` puts a viewer's Chromium in a network namespace (ip netns, veth).
+command -v ip >/dev/null || need_apt+=(iproute2)
 # promtool (Debian ships it in `prometheus`) checks deploy/prometheus/ and the /metrics exposition.
 # Without recommends: the node exporter and its friends are not wanted.
 need_apt_lean=()

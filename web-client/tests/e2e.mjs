@@ -16,14 +16,20 @@ import { fileURLToPath } from 'node:url';
 import { observability } from './observability.mjs';
 import { schedule } from './schedule.mjs';
 import { resync } from './resync.mjs';
+import { move } from './move.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
 const shots = path.join(root, 'target/screenshots');
 fs.mkdirSync(shots, { recursive: true });
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
+];
 const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability,schedule,resync runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability,schedule,resync,move runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 
@@ -153,15 +159,7 @@ async function decoding(page, videos) {
 
 try {
   await until('the server', async () => (await fetch(`${base}/healthz`)).ok, 20_000);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   if (run('lobby')) {
     // Dev mode: the lobby at / mints a token and enters the room.
     {
@@ -1130,6 +1128,10 @@ try {
   if (run('resync')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
     await resync({ browser, check, until, shot, bin, freePort });
+  }
+  if (run('move')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await move({ check, until, shot, bin, freePort, chromiumPath: CHROMIUM, chromiumArgs: CHROMIUM_ARGS });
   }
 } catch (e) {
   check('browser scenario ran to the end', false, e.message);
