@@ -275,6 +275,7 @@ async fn ice_restarts_on_either_connection_keep_the_media_going() {
     let answer = host.republish_restarting_ice().await.expect("the restart offer is answered");
     let new = sdp_ufrag(&answer).expect("a ufrag");
     assert_ne!(old, new, "the answer to a restart has new ICE credentials");
+    assert!(answer.contains("a=candidate"), "the restart's answer carries the server's candidate:\n{answer}");
     let (audio, video) = (packets(&viewer, "audio"), packets(&viewer, "video"));
     let restarted = Instant::now();
     assert!(

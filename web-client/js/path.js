@@ -1,18 +1,24 @@
 // The media path: notice when the network under our peer connections changes (Wi-Fi to
-// cellular, a new address) and move the media onto the new one with an ICE restart — the same
-// participant, tracks, seat and DTLS sessions, no new join (docs/protocol.md §3.6).
+// cellular, a new address) and move the media onto the new one — for a viewer with an ICE
+// restart: the same participant, subscriptions and DTLS session, no new join (docs/protocol.md
+// §3.6).
 //
 // Chrome says `disconnected` only ~5 s after its address went away; its stats show sooner that
-// nothing arrives on the selected candidate pair any more (and, at its next check, that the
-// check goes unanswered). Then the WebSocket (which used the old address too) resumes at once,
-// and each peer connection restarts ICE — the publisher's by a new offer, the subscriber's by
-// asking the server for one.
+// nothing arrives on the subscriber connection's selected candidate pair any more (and, at its
+// next check, that the check goes unanswered). Then the WebSocket (which used the old address
+// too) resumes at once, and the subscriber connection restarts ICE by asking the server for an
+// offer with new credentials. A page that publishes is not watched: restarting its publisher
+// connection means renegotiating it, and a renegotiated simulcast publisher connection loses its
+// layers in the server's media stack (docs/architecture.md §9); it starts over when a connection
+// fails, as before.
 
-import { publisher, session, subscriber } from './state.js';
+import { link, publisher, session, subscriber } from './state.js';
 import { connect, send } from './signal.js';
 
 const CHECK_MS = 200;       // how often the selected pairs are looked at
-const UNANSWERED_MS = 500;  // nothing received this long (see `lost`): the path is gone
+const SILENT_MS = 500;      // media stopped this long, the WebSocket quiet too: the path is gone
+const UNANSWERED_MS = 1500; // Chrome's check unanswered and nothing received this long: gone
+const QUIET_WS_MS = 1000;   // the fast rule also wants the WebSocket silent this long
 const MIN_GAP_MS = 3000;    // at most one recovery this often (it takes ~100 ms on a good path)
 
 export const path = {
@@ -23,10 +29,11 @@ export const path = {
 
 const watched = new WeakMap(); // RTCPeerConnection -> { pair, bytes, lastRx, streak, wasFlowing }
 
-// Whether `pc`'s path looks gone: nothing received on its selected pair for UNANSWERED_MS,
-// and either media was flowing until then (bytes grew at every check: a stream does not stop
-// without a word) or Chrome's own check on the pair went unanswered (a quiet connection). False
-// while there is no selected pair (not connected yet: nothing to judge).
+// Whether the subscriber connection's path looks gone: media was flowing (bytes grew at every
+// check) and then nothing came for SILENT_MS while the WebSocket was quiet too (a stream that
+// stops for a reason comes with a message: an offer without it, a track gone, audio only); or
+// Chrome's own check on the pair went unanswered and nothing came for UNANSWERED_MS (a quiet
+// connection). False while there is no selected pair (not connected yet: nothing to judge).
 async function lost(pc) {
   const stats = await pc.getStats();
   let pairId = null;
@@ -48,32 +55,28 @@ async function lost(pc) {
     return false;
   }
   if (w.streak > 0) { w.wasFlowing = w.streak >= 3; w.streak = 0; }
-  return now - w.lastRx >= UNANSWERED_MS && (w.wasFlowing || pair.state !== 'succeeded');
+  const silent = now - w.lastRx;
+  const quiet = now - link.lastMessageAt >= QUIET_WS_MS;
+  return (silent >= SILENT_MS && w.wasFlowing && quiet) || (silent >= UNANSWERED_MS && pair.state !== 'succeeded');
 }
 
 function recover(why) {
   const now = Date.now();
   if (path.pending || now - path.last < MIN_GAP_MS || session.leaving || session.ended) return;
-  path.pending = true;
   path.last = now;
   console.info('media path lost:', why);
+  path.pending = true;
   // A new WebSocket at once (the old one is likely gone with the old address); `joined` with
   // `resumed` then calls restartIce(). A fresh `joined` builds new peer connections instead.
   connect();
 }
 
-// The resumed `joined` after a recovery: restart ICE on both connections.
-export async function restartIce() {
+// The resumed `joined` after a recovery: the subscriber connection restarts ICE.
+export function restartIce() {
   if (!path.pending) return;
   path.pending = false;
   path.restarts++;
   if (subscriber.pc) send({ type: 'ice_restart' });
-  const pc = publisher.pc;
-  if (pc && pc.signalingState === 'stable') {
-    const offer = await pc.createOffer({ iceRestart: true });
-    await pc.setLocalDescription(offer);
-    send({ type: 'publish', sdp: pc.localDescription.sdp });
-  }
 }
 
 // A fresh `joined`: the peer connections are new, nothing to restart.
@@ -84,16 +87,15 @@ export function forgetRecovery() {
 export function watchPath() {
   let busy = false;
   setInterval(async () => {
-    if (busy || path.pending || session.leaving || session.ended) return;
+    const pc = subscriber.pc;
+    // A page that publishes is left to its connections' own failure (then it starts over,
+    // signal.js): see the top of this file.
+    if (busy || path.pending || session.leaving || session.ended || !pc || publisher.pc) return;
+    if (pc.connectionState === 'closed' || pc.connectionState === 'failed') return;
     busy = true;
     try {
-      for (const [name, pc] of [['subscriber', subscriber.pc], ['publisher', publisher.pc]]) {
-        if (!pc || pc.connectionState === 'closed' || pc.connectionState === 'failed') continue;
-        if (pc.iceConnectionState === 'disconnected' || await lost(pc)) {
-          recover(`${name} connection: no answer on its path`);
-          break;
-        }
-      }
+      if (pc.iceConnectionState === 'disconnected') recover('subscriber connection disconnected');
+      else if (await lost(pc)) recover('nothing arrives on the subscriber connection');
     } catch (e) {
       console.warn('path check', e);
     } finally {

@@ -40,7 +40,7 @@ handlers.joined = async (msg) => {
     fetchCommerce();
     loadSchedule();
     // Resumed after our network changed: move the media onto the new path.
-    await restartIce();
+    restartIce();
     return;
   }
   // A fresh participant: the old connection's peer connections (kept in case of a resume) go.

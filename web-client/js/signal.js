@@ -30,6 +30,7 @@ export function connect() {
   // kept meanwhile); the server answers a fresh `joined` when it cannot (docs/protocol.md §3.5).
   ws.onopen = () => send({ type: 'join', token, protocol: 1, ...(link.resumeToken ? { resume: link.resumeToken } : {}) });
   ws.onmessage = (ev) => {
+    link.lastMessageAt = Date.now();
     let msg;
     try { msg = JSON.parse(ev.data); } catch { return; }
     dispatch(msg).catch((e) => console.error('handling', msg.type, e));

@@ -51,6 +51,7 @@ export const link = {
   reconnectDelay: 500,
   reconnectTimer: null,
   lastPong: Date.now(),
+  lastMessageAt: Date.now(), // when the server last sent anything (path.js reads it)
 };
 
 // Our camera and microphone, and the peer connection that sends them.

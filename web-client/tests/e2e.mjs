@@ -99,7 +99,11 @@ async function open(label, tok, viewport = { width: 1280, height: 800 }, extra =
   if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${label}] page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('ERR_INTERNET_DISCONNECTED')) console.error(`[${label}] ${m.text()}`); });
+  page.on('console', (m) => {
+    // Errors, and the page's own account of a recovery (what a failed check needs to be read).
+    const recovery = /^(media path lost|restarting|reconnecting):/.test(m.text());
+    if ((m.type() === 'error' && !m.text().includes('ERR_INTERNET_DISCONNECTED')) || recovery) console.error(`[${label}] ${m.text()}`);
+  });
   await page.goto(tok ? `${base}/?token=${encodeURIComponent(tok)}${extra}` : `${base}/`);
   return page;
 }
