@@ -89,7 +89,9 @@ export async function goLive() {
   if (session.over) return;
   publisher.wantLive = true;
   const stream = await startPreview();
-  if (publisher.pc || session.over) return;
+  // Not joined on this connection yet (the button was pressed during the join or a reconnect):
+  // `joined` publishes, as it does for every participant that wants to be live.
+  if (publisher.pc || session.over || !session.ready) return;
   const pc = new RTCPeerConnection();
   publisher.pc = pc;
   pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', target: 'publisher', candidate: e.candidate.toJSON() }); };

@@ -29,6 +29,7 @@ function renderRoom() {
 }
 
 handlers.joined = async (msg) => {
+  session.ready = true;
   if (msg.resumed) {
     // The same participant on a new connection: seat, tracks and peer connections as they were.
     applyResumed(msg);
@@ -41,6 +42,8 @@ handlers.joined = async (msg) => {
     loadSchedule();
     // Resumed after our network changed: move the media onto the new path.
     restartIce();
+    // "Go live" pressed while we were reconnecting: publish now.
+    if (publisher.wantLive && !publisher.pc) await goLive();
     return;
   }
   // A fresh participant: the old connection's peer connections (kept in case of a resume) go.

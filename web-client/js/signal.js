@@ -20,6 +20,7 @@ export function send(msg) {
 
 export function connect() {
   clearTimeout(link.reconnectTimer);
+  session.ready = false;
   setConn(session.me ? 'reconnecting' : 'connecting', session.me ? 'Reconnecting…' : 'Connecting…');
   const old = link.ws;
   const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);

@@ -11,6 +11,7 @@ export const session = {
   joins: 0,       // successful joins (reconnects add one each)
   resyncs: 0,     // times the server sent the room again after our connection fell behind
   resumes: 0,     // joins that continued our participant on a new connection (counted in joins too)
+  ready: false,   // joined on the current WebSocket (a publish before that would race the join)
   leaving: false, // we pressed Leave
   ended: false,   // the room ended or the join was refused: no more reconnects
   over: null,     // once over, what the connection indicator keeps saying ('Ended', 'Left', 'Offline')

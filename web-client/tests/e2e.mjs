@@ -102,7 +102,7 @@ async function open(label, tok, viewport = { width: 1280, height: 800 }, extra =
   page.on('console', (m) => {
     // Errors, and the page's own account of a recovery (what a failed check needs to be read).
     const recovery = /^(media path lost|restarting|reconnecting):/.test(m.text());
-    if ((m.type() === 'error' && !m.text().includes('ERR_INTERNET_DISCONNECTED')) || recovery) console.error(`[${label}] ${m.text()}`);
+    if ((m.type() === 'error' && !m.text().includes('ERR_INTERNET_DISCONNECTED')) || recovery || process.env.E2E_LOG_ALL === label) console.error(`[${label}] ${m.text()}`);
   });
   await page.goto(tok ? `${base}/?token=${encodeURIComponent(tok)}${extra}` : `${base}/`);
   return page;
