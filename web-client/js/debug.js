@@ -59,7 +59,7 @@ window.__onair = {
   profile() { return room.profile?.name ?? null; },
   encodings() {
     const s = publisher.pc?.getSenders().find((x) => x.track?.kind === 'video');
-    return s ? s.getParameters().encodings.map((e) => ({ rid: e.rid, scaleResolutionDownBy: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate, maxFramerate: e.maxFramerate })) : [];
+    return s ? s.getParameters().encodings.map((e) => ({ rid: e.rid, active: e.active, scaleResolutionDownBy: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate, maxFramerate: e.maxFramerate })) : [];
   },
   jitterTargets() { return (subscriber.pc?.getReceivers() ?? []).map((r) => r.jitterBufferTarget ?? null); },
   // Hand the page a server message as if it came over the socket (screenshots of states the
