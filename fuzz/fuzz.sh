@@ -25,6 +25,13 @@ triple=$(rustc -vV | sed -n 's/^host: //p')
 profile=${FUZZ_PROFILE:-release}
 bin_dir="target/$triple/$profile"
 nice_="nice -n ${FUZZ_NICE:-0}"
+# With autogroup scheduling (most desktop and server kernels) nice only ranks processes within one
+# session's group, and every session's group gets an equal share: a fuzzer started with setsid
+# or from another terminal would take a whole core from the builds and tests around it whatever
+# its nice. The group's own nice fixes that.
+if [ -n "${FUZZ_NICE:-}" ] && [ -w /proc/self/autogroup ]; then
+  echo "$FUZZ_NICE" > /proc/self/autogroup 2>/dev/null || true
+fi
 targets() { sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^onair-fuzz$'; }
 
 build() {
