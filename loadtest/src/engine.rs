@@ -72,6 +72,34 @@ pub enum Cmd {
     Close {
         id: u64,
     },
+    /// Viewer `id`'s network changed: a new socket (a new local port) replaces the old one, and
+    /// nothing leaves until the server's ICE-restart offer is answered from the new address.
+    /// Reply: the new address.
+    Move {
+        id: u64,
+        reply: Reply<SocketAddr>,
+    },
+    /// Viewer `id` was joined afresh (its resume was refused): a new peer connection on its
+    /// socket; its figures and recovery watch go on.
+    Reset {
+        id: u64,
+    },
+    /// Drop `loss` (0..=1) of the datagrams to and from `who` until `until`.
+    Impair {
+        who: Who,
+        loss: f64,
+        until: Instant,
+    },
+    /// Watch `who`'s recovery: the first frame each shows that was sent at or after `since_us`
+    /// (the [`payload::now_us`] clock).
+    Watch {
+        who: Who,
+        since_us: u64,
+    },
+    /// The watched viewers: time from the watch's start to recovery, if it came.
+    Recoveries {
+        reply: Reply<Vec<Recovery>>,
+    },
     /// The delay histogram since the last `Measure` (or the window's start), and the viewers'
     /// expected and received packet counts so far; the histogram restarts.
     Measure {
@@ -90,6 +118,33 @@ pub enum Cmd {
         video_to: SocketAddr,
         reply: Reply<()>,
     },
+}
+
+/// One watched viewer's recovery.
+#[derive(Clone, Copy, Debug)]
+pub struct Recovery {
+    pub id: u64,
+    pub recovered: Option<Duration>,
+    /// How long ago its last video packet came (`None`: never, or it left).
+    pub video_age: Option<Duration>,
+}
+
+/// Whom an impairment or a watch applies to.
+#[derive(Clone, Debug)]
+pub enum Who {
+    Viewers,
+    Publishers,
+    Ids(Vec<u64>),
+}
+
+impl Who {
+    fn has(&self, id: u64, publisher: bool) -> bool {
+        match self {
+            Who::Viewers => !publisher,
+            Who::Publishers => publisher,
+            Who::Ids(ids) => ids.contains(&id),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -255,6 +310,16 @@ struct StreamStats {
     seen: std::collections::HashSet<u64>,
     transit: Option<f64>,
     jitter: f64,
+    /// Video only: the frames a decoder could show.
+    chain: Option<crate::fault::Chain>,
+}
+
+/// A viewer's recovery being watched.
+struct Watch {
+    since_us: u64,
+    /// `since_us` on the engine's clock.
+    since: Instant,
+    recovered: Option<Duration>,
 }
 
 struct PublisherState {
@@ -300,6 +365,26 @@ struct Peer {
     result: ViewerResult,
     streams: HashMap<u32, StreamStats>,
     publisher: Option<PublisherState>,
+    /// Moved to a new socket, waiting for the ICE restart: nothing leaves.
+    offline: bool,
+    /// Datagrams both ways are dropped with this probability until the instant.
+    impair: Option<(f64, Instant)>,
+    watch: Option<Watch>,
+    last_video: Option<Instant>,
+}
+
+impl Peer {
+    /// Whether the harness's relay drops this datagram.
+    fn dropped(&mut self, now: Instant) -> bool {
+        match self.impair {
+            Some((_, until)) if now >= until => {
+                self.impair = None;
+                false
+            }
+            Some((loss, _)) => rand::random::<f64>() < loss,
+            None => false,
+        }
+    }
 }
 
 struct Loop {
@@ -310,6 +395,8 @@ struct Loop {
     peers: HashMap<u64, Peer>,
     /// Viewers that have left, with their final figures.
     done: HashMap<u64, ViewerResult>,
+    /// Watched viewers that left before they recovered.
+    gone: Vec<u64>,
     raw: Vec<RawPublisher>,
     /// Ids of the WebRTC publishers (a handful), so the loop never scans every viewer.
     publishers: Vec<u64>,
@@ -355,8 +442,12 @@ fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
         .map_err(|e| e.to_string())?
         .with(rtc::interceptor::Slot::from(sfu::client::KEYFRAME_FEEDBACK_SLOT), sfu::client::KeyframeFeedback::default());
     // ICE checks every 50 ms, as Chrome paces them before a pair works (rtc's default is 200 ms,
-    // which would add up to 200 ms to every join).
-    let setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28)).build();
+    // which would add up to 200 ms to every join). A restart forgets the old address: a viewer
+    // restarts ICE only after its network changed (Cmd::Move).
+    let setting = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
+        .with_discard_local_candidates_during_ice_restart(true)
+        .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting)
@@ -398,6 +489,7 @@ impl Loop {
             local_ip,
             peers: HashMap::new(),
             done: HashMap::new(),
+            gone: Vec::new(),
             raw: Vec::new(),
             publishers: Vec::new(),
             timers: BinaryHeap::new(),
@@ -466,6 +558,10 @@ impl Loop {
                 result: ViewerResult::default(),
                 streams: HashMap::new(),
                 publisher: None,
+                offline: false,
+                impair: None,
+                watch: None,
+                last_video: None,
             },
         );
         Ok(())
@@ -485,6 +581,12 @@ impl Loop {
                     p.result.offer.get_or_insert(now.saturating_duration_since(p.started));
                     let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
                     p.pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
+                    if p.offline {
+                        // The restart offer: rtc restarted ICE and forgot the old address;
+                        // the new socket's is our candidate now.
+                        p.pc.add_local_candidate(sfu::client::host_candidate(p.local)?).map_err(|e| e.to_string())?;
+                        p.offline = false;
+                    }
                     let answer = p.pc.create_answer(None).map_err(|e| e.to_string())?;
                     p.pc.set_local_description(now, answer).map_err(|e| e.to_string())?;
                     p.pc.local_description().map(|d| d.sdp).ok_or_else(|| "no local description".to_string())
@@ -664,11 +766,82 @@ impl Loop {
                 let _ = reply.send(Ok(Measure { delay: self.total.clone(), expected, received }));
                 self.total.reset();
             }
+            Cmd::Move { id, reply } => {
+                let r = match self.peers.get_mut(&id) {
+                    None => Err("no such viewer".to_string()),
+                    Some(p) => {
+                        UdpSocket::bind(SocketAddr::new(self.local_ip, 0)).map_err(|e| format!("bind: {e}")).and_then(|mut socket| {
+                            let local = socket.local_addr().map_err(|e| e.to_string())?;
+                            let registry = self.poll.registry();
+                            registry.register(&mut socket, Token(id as usize), Interest::READABLE).map_err(|e| e.to_string())?;
+                            let _ = registry.deregister(&mut p.socket);
+                            // The old socket closes here: what the server sends to it is gone.
+                            p.socket = socket;
+                            p.local = local;
+                            p.offline = true;
+                            Ok(local)
+                        })
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Cmd::Reset { id } => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    match new_pc(p.local) {
+                        Ok(pc) => {
+                            let _ = std::mem::replace(&mut p.pc, pc).close();
+                            p.offline = false;
+                            p.deadline = None;
+                        }
+                        Err(e) => eprintln!("viewer {id}: a new peer connection: {e}"),
+                    }
+                }
+            }
+            Cmd::Impair { who, loss, until } => {
+                for (id, p) in self.peers.iter_mut() {
+                    if who.has(*id, p.publisher.is_some()) {
+                        p.impair = Some((loss.clamp(0.0, 1.0), until));
+                    }
+                }
+            }
+            Cmd::Watch { who, since_us } => {
+                let since = now.checked_sub(Duration::from_micros(payload::now_us().saturating_sub(since_us))).unwrap_or(now);
+                for (id, p) in self.peers.iter_mut() {
+                    if p.publisher.is_none() && who.has(*id, false) {
+                        p.watch = Some(Watch { since_us, since, recovered: None });
+                    }
+                }
+                // A viewer that already left cannot recover: it is watched as lost.
+                if let Who::Ids(ids) = &who {
+                    for id in ids.iter().filter(|id| !self.peers.contains_key(id)) {
+                        self.gone.push(*id);
+                    }
+                }
+            }
+            Cmd::Recoveries { reply } => {
+                let mut v: Vec<Recovery> = self
+                    .peers
+                    .iter()
+                    .filter_map(|(id, p)| {
+                        let w = p.watch.as_ref()?;
+                        Some(Recovery {
+                            id: *id,
+                            recovered: w.recovered,
+                            video_age: p.last_video.map(|t| now.saturating_duration_since(t)),
+                        })
+                    })
+                    .collect();
+                v.extend(self.gone.iter().map(|id| Recovery { id: *id, recovered: None, video_age: None }));
+                let _ = reply.send(Ok(v));
+            }
             Cmd::Close { id } => {
                 self.publishers.retain(|p| *p != id);
                 if let Some(mut p) = self.peers.remove(&id) {
                     let _ = p.pc.close();
                     let _ = self.poll.registry().deregister(&mut p.socket);
+                    if p.watch.as_ref().is_some_and(|w| w.recovered.is_none()) {
+                        self.gone.push(id);
+                    }
                     if p.publisher.is_none() {
                         self.done.insert(id, finalize(p));
                     }
@@ -683,6 +856,9 @@ impl Loop {
         for _ in 0..READ_BURST {
             match p.socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => {
+                    if p.dropped(now) {
+                        continue;
+                    }
                     let msg = TaggedBytesMut { now, transport: ctx(p.local, from), message: BytesMut::from(&self.buf[..n]) };
                     let _ = p.pc.handle_read(msg);
                 }
@@ -715,6 +891,10 @@ impl Loop {
     fn pump(&mut self, id: u64, now: Instant) {
         let Some(p) = self.peers.get_mut(&id) else { return };
         while let Some(out) = p.pc.poll_write() {
+            // A moved viewer's old address is gone; the relay drops what an impairment says.
+            if p.offline || p.dropped(now) {
+                continue;
+            }
             let _ = p.socket.send_to(&out.message, out.transport.peer_addr);
         }
         while let Some(ev) = p.pc.poll_event() {
@@ -722,11 +902,14 @@ impl Loop {
                 match s {
                     RTCPeerConnectionState::Connected if !p.connected => {
                         p.connected = true;
+                        p.failed = false;
                         p.result.media_connected = Some(now.saturating_duration_since(p.started));
                         if p.publisher.is_none() {
                             self.live.connected.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    // Connected again after an ICE restart.
+                    RTCPeerConnectionState::Connected => p.failed = false,
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => p.failed = true,
                     _ => {}
                 }
@@ -789,6 +972,16 @@ impl Loop {
                             // A frame is whole at its marker; before the first keyframe, none shows.
                             if packet.header.marker && r.first_keyframe.is_some() {
                                 r.qoe.frame(now);
+                            }
+                            p.last_video = Some(now);
+                            // What a decoder would show (loss leaves it frozen until repaired).
+                            let key_start = keyframe && packet.payload.first().is_some_and(|b| b & 0x10 != 0);
+                            let shown = s.chain.get_or_insert_with(Default::default).push(ext, packet.header.marker, key_start, sent_us);
+                            if let (Some(sent), Some(w)) = (shown, p.watch.as_mut())
+                                && w.recovered.is_none()
+                                && sent >= w.since_us
+                            {
+                                w.recovered = Some(now.saturating_duration_since(w.since));
                             }
                         }
                     }

@@ -8,6 +8,7 @@
 
 pub mod chat;
 pub mod engine;
+pub mod fault;
 pub mod kpis;
 pub mod payload;
 pub mod report;
@@ -81,6 +82,8 @@ pub struct Scenario {
     /// Onair's admin listener (`http://host:7881`) and its token: the server's KPIs are read
     /// there after the run and printed beside the viewers' own.
     pub admin: Option<(String, Option<String>)>,
+    /// Fault scenarios played after the steady window (Onair only), each with its recovery.
+    pub faults: fault::Faults,
 }
 
 impl Scenario {
@@ -138,6 +141,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
             tx,
             stop_rx.clone(),
             None,
+            None,
         )));
     }
     if s.publishers > 0 {
@@ -161,6 +165,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let chat_live = Arc::new(ChatLive::default());
     let (chat_tx, chat_rx) = watch::channel(false);
     let mut outcomes = Vec::with_capacity(s.viewers);
+    let reconnects = Arc::new(signal::Reconnects::default());
+    let mut controls: Vec<(u64, tokio::sync::mpsc::UnboundedSender<signal::Ctl>)> = Vec::new();
     let ramp_started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / s.ramp.max(0.1));
     for i in 0..s.viewers {
@@ -174,7 +180,20 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
                 let token = s.token(&format!("lt-viewer-{i}"), signaling::auth::Role::Viewer)?;
                 let role = Role::Viewer { quality: quality.clone() };
                 let chat = chatting.then(|| ChatSide { live: chat_live.clone(), plan: s.chat.plan(i, s.viewers), on: chat_rx.clone() });
-                tasks.push(tokio::spawn(signal::participant(ws_url.clone(), token, id, role, engine.clone(), tx, stop_rx.clone(), chat)));
+                let (ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+                controls.push((id, ctl_tx));
+                let ctl = Some((ctl_rx, reconnects.clone()));
+                tasks.push(tokio::spawn(signal::participant(
+                    ws_url.clone(),
+                    token,
+                    id,
+                    role,
+                    engine.clone(),
+                    tx,
+                    stop_rx.clone(),
+                    chat,
+                    ctl,
+                )));
             }
             Target::Janus { ws_url, mountpoint, .. } => {
                 tasks.push(tokio::spawn(signal::janus_viewer(ws_url.clone(), *mountpoint, id, engine.clone(), tx, stop_rx.clone())));
@@ -224,6 +243,15 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
         chat_figures = Some(figures);
         phases.push(phase);
     }
+    let mut fault_reports = Vec::new();
+    if onair {
+        for &kind in &s.faults.kinds {
+            let r = play_fault(&s, &engine, kind, &controls, &reconnects).await?;
+            say(format!("fault {}", r.summary()));
+            fault_reports.push(r);
+            tokio::time::sleep(s.faults.settle).await;
+        }
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -246,7 +274,82 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     report.server_kpis = server_kpis;
     report.phases = phases;
     report.chat = chat_figures;
+    report.faults = fault_reports;
     Ok(report)
+}
+
+/// Play one fault and wait (at most `recover_within`) for every viewer it hit to show a frame
+/// sent after it.
+async fn play_fault(
+    s: &Scenario,
+    engine: &Engine,
+    kind: fault::FaultKind,
+    controls: &[(u64, tokio::sync::mpsc::UnboundedSender<signal::Ctl>)],
+    reconnects: &signal::Reconnects,
+) -> anyhow::Result<fault::FaultReport> {
+    use engine::{Cmd, Who};
+    let f = &s.faults;
+    let counts0 = (reconnects.resumed.load(Ordering::Relaxed), reconnects.rejoined.load(Ordering::Relaxed));
+    let (who, what, since_us) = match kind {
+        fault::FaultKind::Reconnect => {
+            // Every k-th viewer, so the movers are spread over the ramp's join order.
+            let n = ((controls.len() as f64 * f.reconnect_share).round() as usize).clamp(1, controls.len().max(1));
+            let step = (controls.len() / n.max(1)).max(1);
+            let movers: Vec<&(u64, _)> = controls.iter().step_by(step).take(n).collect();
+            let since_us = payload::now_us();
+            let ids: Vec<u64> = movers.iter().map(|(id, _)| *id).collect();
+            engine.send(Cmd::Watch { who: Who::Ids(ids.clone()), since_us });
+            for (_, tx) in &movers {
+                let _ = tx.send(signal::Ctl::Reconnect);
+            }
+            (Who::Ids(ids), format!("{} of {} viewers moved to a new address at once", movers.len(), controls.len()), since_us)
+        }
+        fault::FaultKind::LossBurst => {
+            engine.send(Cmd::Impair { who: Who::Viewers, loss: f.burst_loss, until: Instant::now() + f.burst });
+            tokio::time::sleep(f.burst).await;
+            let what = format!("{:.0} % loss both ways for {:.1} s on every viewer's path", f.burst_loss * 100.0, f.burst.as_secs_f64());
+            (Who::Viewers, what, payload::now_us())
+        }
+        fault::FaultKind::PublisherDrop => {
+            engine.send(Cmd::Impair { who: Who::Publishers, loss: 1.0, until: Instant::now() + f.publisher_drop });
+            tokio::time::sleep(f.publisher_drop).await;
+            (Who::Viewers, format!("the publishers' network gone for {:.1} s", f.publisher_drop.as_secs_f64()), payload::now_us())
+        }
+    };
+    if !matches!(kind, fault::FaultKind::Reconnect) {
+        engine.send(Cmd::Watch { who: who.clone(), since_us });
+    }
+    let deadline = Instant::now() + f.recover_within;
+    let recoveries = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (tx, rx) = oneshot::channel();
+        engine.send(Cmd::Recoveries { reply: tx });
+        let v = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("the engine did not answer"))?
+            .map_err(|_| anyhow::anyhow!("engine stopped"))?
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if v.iter().all(|r| r.recovered.is_some()) || Instant::now() >= deadline {
+            break v;
+        }
+    };
+    let ms: Vec<f64> = recoveries.iter().filter_map(|r| r.recovered.map(|d| d.as_secs_f64() * 1000.0)).collect();
+    // Of the lost: those that receive no video at all now (paused or gone), against those whose
+    // video comes but never makes a frame a decoder could show.
+    let silent = recoveries.iter().filter(|r| r.recovered.is_none() && r.video_age.is_none_or(|a| a > Duration::from_secs(1))).count();
+    let reconnect = matches!(kind, fault::FaultKind::Reconnect);
+    Ok(fault::FaultReport {
+        kind,
+        what,
+        affected: recoveries.len(),
+        recovered: ms.len(),
+        lost: recoveries.len() - ms.len(),
+        lost_without_video: silent,
+        resumed: reconnect.then(|| reconnects.resumed.load(Ordering::Relaxed) - counts0.0),
+        rejoined: reconnect.then(|| reconnects.rejoined.load(Ordering::Relaxed) - counts0.1),
+        recovery_max_ms: ms.iter().copied().reduce(f64::max),
+        recovery_ms: report::percentiles(ms),
+    })
 }
 
 /// What one measured window saw.

@@ -94,6 +94,25 @@ struct Cli {
     /// With chat load, skip the window without chat.
     #[arg(long)]
     no_baseline: bool,
+    /// Fault scenarios played one after the other after the steady window, each followed by
+    /// the viewers' recovery (docs/loadtest.md "Faults"): reconnect, loss-burst, publisher-drop.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    fault: Vec<loadtest::fault::FaultKind>,
+    /// reconnect: share of the viewers that move to a new address at once.
+    #[arg(long, default_value_t = 0.1)]
+    reconnect_share: f64,
+    /// loss-burst: percentage of datagrams dropped both ways, and for how many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    burst_loss: f64,
+    #[arg(long, default_value_t = 2.0)]
+    burst_secs: f64,
+    /// publisher-drop: seconds the publishers' network is gone.
+    #[arg(long, default_value_t = 3.0)]
+    drop_secs: f64,
+    /// A viewer that shows no frame sent after a fault within this many seconds is lost for
+    /// good (and the run fails).
+    #[arg(long, default_value_t = 20.0)]
+    recover_within: f64,
 }
 
 #[derive(Subcommand)]
@@ -214,6 +233,15 @@ fn main() -> anyhow::Result<()> {
         progress: Some(Arc::new(move |line| b.set_message(line))),
         chat,
         admin: cli.admin_url.clone().map(|u| (u, cli.admin_token.clone())),
+        faults: loadtest::fault::Faults {
+            kinds: cli.fault.clone(),
+            reconnect_share: cli.reconnect_share.clamp(0.0, 1.0),
+            burst_loss: (cli.burst_loss / 100.0).clamp(0.0, 1.0),
+            burst: Duration::from_secs_f64(cli.burst_secs.clamp(0.1, 60.0)),
+            publisher_drop: Duration::from_secs_f64(cli.drop_secs.clamp(0.1, 60.0)),
+            recover_within: Duration::from_secs_f64(cli.recover_within.clamp(1.0, 300.0)),
+            ..Default::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let report = runtime.block_on(loadtest::run(scenario))?;
@@ -244,6 +272,10 @@ fn main() -> anyhow::Result<()> {
         && report.loss_percent > max
     {
         eprintln!("FAIL: loss {:.3} % over the limit of {max} %", report.loss_percent);
+        ok = false;
+    }
+    for f in report.faults.iter().filter(|f| f.lost > 0) {
+        eprintln!("FAIL: fault {}: {} of {} viewers lost for good", f.kind.name(), f.lost, f.affected);
         ok = false;
     }
     if !ok {
@@ -377,6 +409,7 @@ mod compare {
             progress: Some(std::sync::Arc::new(|line: String| eprint!("\r\x1b[2K  {line}"))),
             chat: loadtest::ChatLoad::default(),
             admin: None,
+            faults: Default::default(),
         }
     }
 

@@ -19,7 +19,7 @@ pub struct Percentiles {
     pub p99: f64,
 }
 
-fn percentiles(mut v: Vec<f64>) -> Option<Percentiles> {
+pub fn percentiles(mut v: Vec<f64>) -> Option<Percentiles> {
     if v.is_empty() {
         return None;
     }
@@ -237,6 +237,8 @@ pub struct Report {
     /// reports (`--admin-url`).
     pub kpis: Option<crate::kpis::Kpis>,
     pub server_kpis: Option<crate::kpis::Kpis>,
+    /// The fault scenarios played after the window (`--fault`), in order.
+    pub faults: Vec<crate::fault::FaultReport>,
     pub samples: Vec<Sample>,
 }
 
@@ -319,6 +321,7 @@ pub fn build(
         server,
         harness_cpu_cores: cores(&w.harness).unwrap_or(0.0),
         phases: Vec::new(),
+        faults: Vec::new(),
         chat: None,
         kpis: None,
         server_kpis: None,
@@ -410,6 +413,20 @@ impl Report {
                 s.plis_sent.map_or("—".into(), |v| v.to_string())
             ),
         );
+        for f in &self.faults {
+            let label = format!("fault {}", f.kind.name());
+            row(&format!("{label}: affected / recovered / lost"), format!("{} / {} / {}", f.affected, f.recovered, f.lost));
+            if let (Some(r), Some(j)) = (f.resumed, f.rejoined) {
+                row(&format!("{label}: resumed / joined afresh"), format!("{r} / {j}"));
+            }
+            row(
+                &format!("{label}: recovery p50/p95/p99/max (ms)"),
+                f.recovery_ms
+                    .as_ref()
+                    .map(|p| format!("{:.0} / {:.0} / {:.0} / {:.0}", p.p50, p.p95, p.p99, f.recovery_max_ms.unwrap_or(p.p99)))
+                    .unwrap_or_else(|| "—".into()),
+            );
+        }
         if !self.phases.is_empty() {
             t.push_str(&self.phase_table());
         }

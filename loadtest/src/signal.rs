@@ -18,6 +18,21 @@ pub enum JoinOutcome {
     Failed(String),
 }
 
+/// What the run asks of a participant while it runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Ctl {
+    /// The network changed (crate::fault::FaultKind::Reconnect): a new socket, the WebSocket
+    /// dies without a close; resume on a new one and restart ICE, as the page does.
+    Reconnect,
+}
+
+/// How the reconnects of a run went (counted by the viewers).
+#[derive(Debug, Default)]
+pub struct Reconnects {
+    pub resumed: std::sync::atomic::AtomicUsize,
+    pub rejoined: std::sync::atomic::AtomicUsize,
+}
+
 pub enum Role {
     Viewer { quality: Option<String> },
     Publisher(PublisherSpec),
@@ -172,6 +187,7 @@ pub async fn participant(
     joined: oneshot::Sender<JoinOutcome>,
     mut stop: watch::Receiver<bool>,
     mut chat: Option<ChatSide>,
+    mut ctl: Option<(tokio::sync::mpsc::UnboundedReceiver<Ctl>, Arc<Reconnects>)>,
 ) {
     let started = Instant::now();
     let mut joined = Some(joined);
@@ -180,6 +196,9 @@ pub async fn participant(
         Err(e) => return report(&mut joined, JoinOutcome::Failed(e)),
     };
     let (mut sink, mut stream) = ws.split();
+    // The last `joined`'s resume token, and whether a resume is on its way.
+    let mut resume_token: Option<String> = None;
+    let mut resuming = false;
     let send = |v: Value| Message::Text(v.to_string().into());
     if sink.send(send(json!({"type":"join","token":token,"protocol":1}))).await.is_err() {
         return report(&mut joined, JoinOutcome::Failed("websocket closed before join".into()));
@@ -202,6 +221,47 @@ pub async fn participant(
                 Err(_) => { report(&mut joined, JoinOutcome::Failed("no joined within 10 s".into())); break; }
             },
             _ = stop.changed() => break,
+            c = async {
+                match ctl.as_mut() {
+                    Some((rx, _)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match c {
+                    Some(Ctl::Reconnect) => {
+                        if let Err(e) = ask(&engine, |reply| Cmd::Move { id, reply }).await {
+                            eprintln!("viewer {id}: could not move: {e}");
+                        }
+                        // A new WebSocket (the old one dies with the old network: dropped,
+                        // no close frame), a few tries as a page would.
+                        let mut ws = None;
+                        for attempt in 0..5u32 {
+                            match connect(&ws_url, None).await {
+                                Ok(w) => {
+                                    ws = Some(w);
+                                    break;
+                                }
+                                Err(e) => {
+                                    eprintln!("viewer {id}: reconnect attempt {}: {e}", attempt + 1);
+                                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                                }
+                            }
+                        }
+                        let Some(ws) = ws else { break };
+                        (sink, stream) = ws.split();
+                        let mut join = json!({"type":"join","token":token,"protocol":1});
+                        if let Some(t) = &resume_token {
+                            join["resume"] = json!(t);
+                        }
+                        if sink.send(send(join)).await.is_err() {
+                            break;
+                        }
+                        resuming = true;
+                    }
+                    None => ctl = None,
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(qoe_at.unwrap_or_else(tokio::time::Instant::now)), if qoe_at.is_some() => {
                 if let Some(report) = qoe_report(&engine, id).await
                     && sink.send(send(report)).await.is_ok()
@@ -264,6 +324,24 @@ pub async fn participant(
         match v["type"].as_str().unwrap_or_default() {
             "joined" => {
                 report(&mut joined, JoinOutcome::Joined);
+                resume_token = v["resume_token"].as_str().map(str::to_owned);
+                if std::mem::take(&mut resuming) {
+                    let counts = ctl.as_ref().map(|(_, c)| c.clone());
+                    if v["resumed"] == true {
+                        // The same participant: its subscriptions stand; a new path for the
+                        // media (docs/protocol.md §3.6).
+                        if let Some(c) = counts {
+                            c.resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        let _ = sink.send(send(json!({"type":"ice_restart"}))).await;
+                        continue;
+                    }
+                    // Joined afresh: a new participant, so a new peer connection.
+                    if let Some(c) = counts {
+                        c.rejoined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    engine.send(Cmd::Reset { id });
+                }
                 if viewer {
                     qoe_at = Some(tokio::time::Instant::now() + QOE_EVERY);
                 }
