@@ -184,6 +184,8 @@ impl SessionFactory {
             nominating: None,
             moved: false,
             early_checks: None,
+            restarting: false,
+            nominate: None,
             deadline: None,
         })
     }

@@ -44,6 +44,13 @@ pub struct Transport {
     /// early checks are legal (RFC 8445 §7.3); the first [`EARLY_CHECKS`] are kept here and
     /// handed to rtc with the answer, instead of costing the client its retransmission timeout.
     pub early_checks: Option<Vec<TaggedBytesMut>>,
+    /// Set by an ICE restart until a pair is chosen: rtc drops its selected pair at a restart
+    /// and sends nothing until the client nominates one of the new pairs (see
+    /// [`Transport::take_nomination`]).
+    pub restarting: bool,
+    /// A new-generation path whose checks passed both ways while restarting: the client's
+    /// check answered by rtc, rtc's own check answered by the client. Taken by the worker.
+    pub nominate: Option<SocketAddr>,
     /// The rtc deadline currently armed for this session in the worker's timers.
     pub deadline: Option<Instant>,
 }
@@ -91,6 +98,9 @@ impl Transport {
         self.last_rx = at;
         if self.remote == Some(from) {
             self.remote_rx = at;
+            if self.restarting && crate::net::demux::is_binding_success(data) {
+                self.nominate = Some(from);
+            }
         }
         if crate::net::demux::is_nomination(data) {
             self.nominating = Some(from);
@@ -134,10 +144,63 @@ impl Transport {
         let restart = !self.ufrag.is_empty();
         if restart {
             tracing::debug!(key = ?self.key, "new ICE credentials (restart)");
+            self.restarting = true;
+            self.nominate = None;
         }
         self.ufrag = ufrag.to_owned();
         self.ufrag_registered = false;
         restart
+    }
+
+    /// After an ICE restart, the nomination the client has not sent yet, for rtc to read as if
+    /// the client had: a Binding request with USE-CANDIDATE from the path whose checks just
+    /// passed both ways, signed with our own ICE password (as the client signs its checks).
+    ///
+    /// Why: rtc clears its selected pair at a restart and sends nothing until the client
+    /// nominates a new pair, but RFC 8445 §12.1 lets an agent send on any valid pair before a
+    /// pair is selected (and on the previous selected pair during a restart). Chrome nominates
+    /// only its own selected connection, and keeps a dead one selected until it times out
+    /// (~5 s) when another network was up all along (Wi-Fi → cellular): its new-generation
+    /// pair on the other network is valid within a round trip, yet media would wait seconds.
+    /// Sending on the valid pair at once is what the RFC allows; Chrome takes media from any of
+    /// its pairs. Only a pair rtc itself validated (its own check answered, with the client's
+    /// password) becomes selected this way: for any other pair rtc answers a nomination with a
+    /// check, not a selection.
+    pub fn take_nomination(&mut self, local: SocketAddr, at: Instant) -> Option<TaggedBytesMut> {
+        use rtc::ice::attributes::{control::AttrControlling, priority::PriorityAttr, use_candidate::UseCandidateAttr};
+        use rtc::stun::{
+            attributes::ATTR_USERNAME, fingerprint::FINGERPRINT, integrity::MessageIntegrity, message::*, textattrs::Username,
+        };
+        let to = self.nominate.take()?;
+        self.restarting = false;
+        let ice_attr = |sdp: &str, key: &str| sdp.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_owned());
+        let pwd = ice_attr(&self.pc.local_description()?.sdp, "a=ice-pwd:")?;
+        let client_ufrag = ice_attr(&self.pc.remote_description()?.sdp, "a=ice-ufrag:")?;
+        let crypto = rtc::crypto::default_provider().ok()?;
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, format!("{}:{client_ufrag}", self.ufrag))),
+            Box::new(UseCandidateAttr),
+            Box::new(AttrControlling(rand::random())),
+            // A peer-reflexive priority (RFC 8445 §5.1.2.1); the pair exists, so rtc does not use it.
+            Box::new(PriorityAttr((110 << 24) | (65535 << 8) | 255)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(pwd, crypto.crypto())),
+            Box::new(FINGERPRINT),
+        ])
+        .ok()?;
+        tracing::debug!(key = ?self.key, path = %to, "restart: the new path is valid both ways; media goes there before the client nominates it");
+        Some(TaggedBytesMut {
+            now: at,
+            transport: rtc::shared::TransportContext {
+                local_addr: local,
+                peer_addr: to,
+                ecn: None,
+                transport_protocol: rtc::shared::TransportProtocol::UDP,
+            },
+            message: bytes::BytesMut::from(&m.raw[..]),
+        })
     }
 
     /// Keep `msg` for later if it is an early check (see [`Transport::early_checks`]); else

@@ -234,6 +234,14 @@ impl Core {
                 return;
             }
         }
+        // After an ICE restart, a path that just became valid both ways carries media at once
+        // (Transport::take_nomination).
+        if let Some(session) = self.transport(key)
+            && let Some(nomination) = session.take_nomination(local_addr, at)
+            && !matches!(catch_unwind(AssertUnwindSafe(|| session.pc.handle_read(nomination))), Ok(Ok(())))
+        {
+            tracing::debug!(?key, "the restart's nomination was not taken");
+        }
         if regained {
             self.set_connected(key, true, now);
         }
