@@ -16,9 +16,9 @@ import { link, publisher, session, subscriber } from './state.js';
 import { connect, send } from './signal.js';
 
 const CHECK_MS = 200;       // how often the selected pairs are looked at
-const SILENT_MS = 500;      // media stopped this long, the WebSocket quiet too: the path is gone
+const SILENT_MS = 300;      // media stopped this long: ask the server whether it hears us (a ping costs nothing)
+const PROBE_MS = 400;       // ... and no answer (nor anything else) within this: the path is gone
 const UNANSWERED_MS = 1500; // Chrome's check unanswered and nothing received this long: gone
-const QUIET_WS_MS = 1000;   // the fast rule also wants the WebSocket silent this long
 const MIN_GAP_MS = 3000;    // at most one recovery this often (it takes ~100 ms on a good path)
 
 export const path = {
@@ -27,13 +27,16 @@ export const path = {
   last: 0,         // when the last recovery started (ms)
 };
 
-const watched = new WeakMap(); // RTCPeerConnection -> { pair, bytes, lastRx, streak, wasFlowing }
+const watched = new WeakMap(); // RTCPeerConnection -> { pair, bytes, lastRx, streak, wasFlowing, probeAt }
 
 // Whether the subscriber connection's path looks gone: media was flowing (bytes grew at every
-// check) and then nothing came for SILENT_MS while the WebSocket was quiet too (a stream that
-// stops for a reason comes with a message: an offer without it, a track gone, audio only); or
-// Chrome's own check on the pair went unanswered and nothing came for UNANSWERED_MS (a quiet
-// connection). False while there is no selected pair (not connected yet: nothing to judge).
+// check), then nothing came for SILENT_MS, and a `ping` sent over the WebSocket then got no
+// answer (nor any other message) within PROBE_MS — the network under both is gone. Media also
+// stops for reasons on the sending side (a publisher's own network dropped, the stage emptied,
+// a camera stopped): then the WebSocket still answers, and the connection is only judged again
+// once media has flowed again. Or Chrome's own check on the pair went unanswered and nothing
+// came for UNANSWERED_MS (the media path alone is gone). False while there is no selected pair
+// (not connected yet: nothing to judge).
 async function lost(pc) {
   const stats = await pc.getStats();
   let pairId = null;
@@ -44,7 +47,7 @@ async function lost(pc) {
   const bytes = pair.bytesReceived ?? 0;
   let w = watched.get(pc);
   if (!w || w.pair !== pairId) {
-    w = { pair: pairId, bytes, lastRx: now, streak: 0, wasFlowing: false };
+    w = { pair: pairId, bytes, lastRx: now, streak: 0, wasFlowing: false, probeAt: 0 };
     watched.set(pc, w);
     return false;
   }
@@ -52,12 +55,25 @@ async function lost(pc) {
     w.bytes = bytes;
     w.lastRx = now;
     w.streak = Math.min(w.streak + 1, 10);
+    w.probeAt = 0;
     return false;
   }
   if (w.streak > 0) { w.wasFlowing = w.streak >= 3; w.streak = 0; }
   const silent = now - w.lastRx;
-  const quiet = now - link.lastMessageAt >= QUIET_WS_MS;
-  return (silent >= SILENT_MS && w.wasFlowing && quiet) || (silent >= UNANSWERED_MS && pair.state !== 'succeeded');
+  if (silent >= UNANSWERED_MS && pair.state !== 'succeeded') return true;
+  if (!w.wasFlowing || silent < SILENT_MS) return false;
+  if (!w.probeAt) {
+    w.probeAt = now;
+    send({ type: 'ping', ts: now });
+    return false;
+  }
+  if (link.lastMessageAt >= w.probeAt) {
+    // The server hears us and answers: the sender stopped, not our network.
+    w.wasFlowing = false;
+    w.probeAt = 0;
+    return false;
+  }
+  return now - w.probeAt >= PROBE_MS;
 }
 
 function recover(why) {
