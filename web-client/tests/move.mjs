@@ -45,6 +45,11 @@ function netnsUp(cellular) {
   netnsDown();
   ip('netns', 'add', NS);
   ip('link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF);
+  // No IPv6 link-local addresses: one appearing a second after the link came up is a network
+  // change to the host's Chromium too, which then aborts the page loads in flight
+  // (ERR_NETWORK_CHANGED) and leaves the host's page without its scripts.
+  ip('link', 'set', HOST_IF, 'addrgenmode', 'none');
+  ip('link', 'set', NS_IF, 'addrgenmode', 'none');
   ip('link', 'set', NS_IF, 'netns', NS);
   ip('addr', 'add', `${SERVER_IP}/24`, 'dev', HOST_IF);
   ip('link', 'set', HOST_IF, 'up');
@@ -55,6 +60,8 @@ function netnsUp(cellular) {
     // The second network: its own link and subnet; what leaves from its address goes out over
     // it (a rule of its own), and it is the default route once the Wi-Fi subnet is gone.
     ip('link', 'add', HOST_IF2, 'type', 'veth', 'peer', 'name', NS_IF2);
+    ip('link', 'set', HOST_IF2, 'addrgenmode', 'none');
+    ip('link', 'set', NS_IF2, 'addrgenmode', 'none');
     ip('link', 'set', NS_IF2, 'netns', NS);
     ip('addr', 'add', `${CELL_GW}/24`, 'dev', HOST_IF2);
     ip('link', 'set', HOST_IF2, 'up');
@@ -113,7 +120,17 @@ async function variant(h, cellular) {
 
     const host = await (await hostBrowser.newContext({ permissions: ['camera', 'microphone'] })).newPage();
     host.on('pageerror', (e) => console.error(`[move-host] page error: ${e.message}`));
+    const hostLog = [];
+    host.on('console', (m) => { hostLog.push(`${new Date().toISOString().slice(11, 23)} ${m.text()}`); });
     await host.goto(`${base}/?token=${encodeURIComponent(await token('mover-host', 'host'))}`);
+    // The host goes live once its page offers it (a camera preview first); if it never does,
+    // say what the page shows instead.
+    await host.locator('#go-live').waitFor({ state: 'visible', timeout: 20_000 }).catch(async (e) => {
+      await shot(host, cellular ? 'move-cellular-host-stuck.png' : 'move-host-stuck.png');
+      const text = await host.evaluate(() => document.body.innerText.replace(/\s+/g, ' ').slice(0, 300)).catch(() => '?');
+      const online = await host.evaluate(() => navigator.onLine).catch(() => '?');
+      throw new Error(`the host page offers no Go live (${e.message.split('\n')[0]}); it shows: ${text}; navigator.onLine ${online}; its log: ${hostLog.slice(-12).join(' | ')}`);
+    });
     await host.click('#go-live');
     const viewer = await (await viewerBrowser.newContext({ viewport: { width: 360, height: 740 } })).newPage();
     viewer.on('pageerror', (e) => console.error(`[move-viewer] page error: ${e.message}`));
@@ -154,8 +171,8 @@ async function variant(h, cellular) {
     else { target = OLD_IP; inNs(`ip addr del ${CELL_IP}/24 dev ${NS_IF2}`); }
     const movedAt = Date.now();
     console.error(`[move] ${new Date(movedAt).toISOString().slice(11, 23)} ${before.local} went away`);
-    // Frames decoded again: the old address cannot carry anything, and ten frames (a third of a
-    // second) are more than the jitter buffer held at the move. Chrome's stats may call the old
+    // Frames decoded again: the old address cannot carry anything, and five frames are more than
+    // the jitter buffer held at the move (decoding stops within a frame or two). Chrome's stats may call the old
     // pair selected for a while after media runs on the new one (it keeps a dead pair selected
     // until it times out when another network was up all along): that switch is waited for
     // next, and reported.
@@ -163,7 +180,7 @@ async function variant(h, cellular) {
     let after = await until('the viewer playing again', async () => {
       const l = await look();
       debug(l);
-      return l.frames >= before.frames + 10 ? { ...l, at: Date.now() } : null;
+      return l.frames >= before.frames + 5 ? { ...l, at: Date.now() } : null;
     }, 20_000).catch((e) => ({ error: e.message }));
     const secs = after.at ? (after.at - movedAt) / 1000 : null;
     let switched = null;
