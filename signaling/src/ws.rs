@@ -53,10 +53,32 @@ pub fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
     if text.len() > max {
         return Err(AppError::new(ErrorCode::MessageTooLarge, format!("messages are limited to {max} bytes")));
     }
+    // A message is a JSON object. serde would also read an internally tagged enum from an
+    // array whose first element is the tag (`["join","…"]`), a form the protocol does not have
+    // (found by the signal_decode fuzz target).
+    if !text.trim_start().starts_with('{') {
+        return Err(AppError::new(ErrorCode::BadMessage, "not a valid message: a message is a JSON object with a \"type\""));
+    }
     serde_json::from_str(text).map_err(|e| {
         // serde's sentence names the field or type at fault; it never echoes the input.
         AppError::new(ErrorCode::BadMessage, format!("not a valid message: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_objects_are_messages() {
+        assert_eq!(parse(r#"{"type":"ping"}"#, 1024).map(|m| m.kind()).ok(), Some("ping"));
+        assert_eq!(parse(" \n{\"type\":\"leave\"}", 1024).map(|m| m.kind()).ok(), Some("leave"));
+        // The fuzzer's find: serde reads a tagged enum from an array whose first element is the tag.
+        for text in [r#"["join","an"]"#, r#"["ping"]"#, r#" ["leave"]"#, "\"ping\"", "null", "7", ""] {
+            let e = parse(text, 1024).err().map(|e| e.code);
+            assert_eq!(e, Some(ErrorCode::BadMessage), "{text:?}");
+        }
+    }
 }
 
 /// What `join` asked for: the token, the room (or the URL's), and a resume token.
