@@ -102,7 +102,8 @@ async fn chat_load_reaches_every_viewer() {
 /// restart), then 30 % loss both ways for 2 s on every viewer's path, then the publisher's
 /// network gone for 3 s. After each, every viewer it hit shows a frame sent after it again
 /// (none lost for good), the movers resumed their participant rather than joining afresh, and
-/// the recovery figures are there. The loadtest runs the same at 300 viewers (docs/loadtest.md).
+/// the recovery figures are there; the movers show video again within 2 s. The loadtest runs the
+/// same at 300 viewers (docs/loadtest.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_viewer_recovers_from_each_fault() {
     use loadtest::fault::{FaultKind, Faults};
@@ -129,6 +130,10 @@ async fn every_viewer_recovers_from_each_fault() {
     }
     let moved = &report.faults[0];
     assert_eq!((moved.resumed, moved.rejoined), (Some(2), Some(0)), "the movers resumed: {}", moved.summary());
+    // Issue #17: a webrtc-rs viewer that moves to a new local address shows video again within
+    // 2 s, without a fresh join (0.2-0.3 s here).
+    let slowest = moved.recovery_max_ms.unwrap_or(f64::MAX);
+    assert!(slowest <= 2000.0, "a mover showed video again only after {slowest:.0} ms: {}", moved.summary());
     // Every viewer is still there at the end, receiving.
     assert_eq!(report.receiving, 20);
     server.shutdown().await;
