@@ -24,14 +24,19 @@ cd "$(dirname "$0")"
 triple=$(rustc -vV | sed -n 's/^host: //p')
 profile=${FUZZ_PROFILE:-release}
 bin_dir="target/$triple/$profile"
-nice_="nice -n ${FUZZ_NICE:-0}"
-# With autogroup scheduling (most desktop and server kernels) nice only ranks processes within one
-# session's group, and every session's group gets an equal share: a fuzzer started with setsid
-# or from another terminal would take a whole core from the builds and tests around it whatever
-# its nice. The group's own nice fixes that.
-if [ -n "${FUZZ_NICE:-}" ] && [ -w /proc/self/autogroup ]; then
-  echo "$FUZZ_NICE" > /proc/self/autogroup 2>/dev/null || true
-fi
+# Run a command at FUZZ_NICE. With autogroup scheduling (most desktop and server kernels) nice
+# only ranks processes within one session's group, and every session's group gets an equal
+# share: a fuzzer started from another terminal or with setsid took a whole core from the builds
+# and tests beside it whatever its nice. So with FUZZ_NICE set the command gets a session (and
+# group) of its own whose nice is FUZZ_NICE; the caller's own group is left alone (Ctrl-C does
+# not reach that session: stop a run with `pkill -INT -f fuzz/target`).
+nice_() {
+  if [ -n "${FUZZ_NICE:-}" ] && [ -w /proc/self/autogroup ] && command -v setsid >/dev/null; then
+    setsid -w sh -c 'n=$1; shift; echo "$n" > /proc/self/autogroup 2>/dev/null; exec nice -n "$n" "$@"' sh "$FUZZ_NICE" "$@"
+  else
+    nice -n "${FUZZ_NICE:-0}" "$@"
+  fi
+}
 targets() { sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^onair-fuzz$'; }
 
 build() {
@@ -42,7 +47,7 @@ build() {
   flags+=" -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
   case "$triple" in *-linux-*) flags+=" -Cllvm-args=-sanitizer-coverage-stack-depth" ;; esac
   # --target keeps these flags off build scripts and proc macros.
-  RUSTFLAGS="$flags ${RUSTFLAGS:-}" $nice_ cargo build --profile "$profile" --target "$triple" ${FUZZ_JOBS:+-j "$FUZZ_JOBS"} --bins
+  RUSTFLAGS="$flags ${RUSTFLAGS:-}" nice_ cargo build --profile "$profile" --target "$triple" ${FUZZ_JOBS:+-j "$FUZZ_JOBS"} --bins
 }
 
 run() {
@@ -51,7 +56,7 @@ run() {
   [ -x "$bin_dir/$t" ] || { echo "no such target built: $t (fuzz/fuzz.sh build)" >&2; exit 2; }
   mkdir -p "target/corpus/$t" "corpus/$t" "artifacts/$t"
   # -rss_limit_mb: a parser that reserves what a length field claims is a finding too.
-  $nice_ "$bin_dir/$t" "target/corpus/$t" "corpus/$t" -max_total_time="$secs" -rss_limit_mb=2048 \
+  nice_ "$bin_dir/$t" "target/corpus/$t" "corpus/$t" -max_total_time="$secs" -rss_limit_mb=2048 \
     -timeout=10 -max_len=65536 -print_final_stats=1 -artifact_prefix="artifacts/$t/" "$@"
 }
 
