@@ -65,22 +65,6 @@ pub fn parse(text: &str, max: usize) -> Result<ClientMsg, AppError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_json_objects_are_messages() {
-        assert_eq!(parse(r#"{"type":"ping"}"#, 1024).map(|m| m.kind()).ok(), Some("ping"));
-        assert_eq!(parse(" \n{\"type\":\"leave\"}", 1024).map(|m| m.kind()).ok(), Some("leave"));
-        // The fuzzer's find: serde reads a tagged enum from an array whose first element is the tag.
-        for text in [r#"["join","an"]"#, r#"["ping"]"#, r#" ["leave"]"#, "\"ping\"", "null", "7", ""] {
-            let e = parse(text, 1024).err().map(|e| e.code);
-            assert_eq!(e, Some(ErrorCode::BadMessage), "{text:?}");
-        }
-    }
-}
-
 /// What `join` asked for: the token, the room (or the URL's), and a resume token.
 struct JoinAsk {
     token: String,
@@ -573,5 +557,21 @@ impl Connection<'_> {
             return Flow::Lost;
         }
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_objects_are_messages() {
+        assert_eq!(parse(r#"{"type":"ping"}"#, 1024).map(|m| m.kind()).ok(), Some("ping"));
+        assert_eq!(parse(" \n{\"type\":\"leave\"}", 1024).map(|m| m.kind()).ok(), Some("leave"));
+        // The fuzzer's find: serde reads a tagged enum from an array whose first element is the tag.
+        for text in [r#"["join","an"]"#, r#"["ping"]"#, r#" ["leave"]"#, "\"ping\"", "null", "7", ""] {
+            let e = parse(text, 1024).err().map(|e| e.code);
+            assert_eq!(e, Some(ErrorCode::BadMessage), "{text:?}");
+        }
     }
 }
