@@ -44,7 +44,7 @@ window.__onair = {
     if (!publisher.pc) return [];
     const out = [];
     (await publisher.pc.getStats()).forEach((r) => {
-      if (r.type === 'outbound-rtp' && r.kind === 'video') out.push({ rid: r.rid, bytesSent: r.bytesSent, frameHeight: r.frameHeight ?? 0 });
+      if (r.type === 'outbound-rtp' && r.kind === 'video') out.push({ rid: r.rid, bytesSent: r.bytesSent, frameHeight: r.frameHeight ?? 0, limit: r.qualityLimitationReason ?? null });
     });
     return out;
   },

@@ -354,7 +354,9 @@ try {
       // All three encodings on the wire first: a CPU-starved Chromium may hold its top layer back
       // on its own (quality scaling), and a layer that was never sent cannot show dynacast.
       const threeSent = await until('three layers sent', async () => { const b = await ridBytes(); return b.q > 0 && b.h > 0 && b.f > 0; }, 15_000).then(() => true, () => false);
-      check('the simulcast publisher sends all three layers', threeSent, JSON.stringify(await ridBytes()));
+      // On a miss, Chromium's own reason for each encoding (qualityLimitationReason: cpu, bandwidth).
+      check('the simulcast publisher sends all three layers', threeSent,
+        JSON.stringify(await simHost.evaluate(() => window.__onair.outbound())));
       // Whether the page holds the top encoding active (only dynacast's `layers` turns it off).
       const topActive = async () => (await simHost.evaluate(() => window.__onair.encodings())).find((e) => e.rid === 'f')?.active;
       // A viewer whose video element is a 160x90 thumbnail.
@@ -388,7 +390,9 @@ try {
         const b = await ridBytes();
         return b.f > a.f;
       }, 20000).then(() => Date.now() - t2 <= 3000, () => false);
-      check('dynacast: top layer resumes within 3 s when a full-size viewer joins', resumed, `${Date.now() - t2} ms (the page turned it on ${activeAfter} ms after the viewer's page opened)`);
+      const resumedIn = Date.now() - t2;
+      const why = resumed ? '' : ` ${JSON.stringify(await simHost.evaluate(() => window.__onair.outbound()))}`;
+      check('dynacast: top layer resumes within 3 s when a full-size viewer joins', resumed, `${resumedIn} ms (the page turned it on ${activeAfter} ms after the viewer's page opened)${why}`);
       const bigOk = await until('the full-size viewer on the top layer', async () => {
         const v = (await inbound(big)).filter((r) => r.kind === 'video' && r.framesDecoded > 0);
         return v.length === 1 && v[0].frameHeight >= 700 ? v[0] : null;
