@@ -41,30 +41,30 @@ function netnsDown() {
   }
 }
 
+// A veth pair from here into the namespace, our end at `hostAddr`/24 and up; the namespace's end
+// is configured by the caller. No IPv6 link-local addresses: one appearing a second after the
+// link came up is a network change to the host's Chromium too, which then aborts the page loads
+// in flight (ERR_NETWORK_CHANGED) and leaves the host's page without its scripts.
+function vethPair(hostIf, nsIf, hostAddr) {
+  ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
+  ip('link', 'set', hostIf, 'addrgenmode', 'none');
+  ip('link', 'set', nsIf, 'addrgenmode', 'none');
+  ip('link', 'set', nsIf, 'netns', NS);
+  ip('addr', 'add', `${hostAddr}/24`, 'dev', hostIf);
+  ip('link', 'set', hostIf, 'up');
+}
+
 function netnsUp(cellular) {
   netnsDown();
   ip('netns', 'add', NS);
-  ip('link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF);
-  // No IPv6 link-local addresses: one appearing a second after the link came up is a network
-  // change to the host's Chromium too, which then aborts the page loads in flight
-  // (ERR_NETWORK_CHANGED) and leaves the host's page without its scripts.
-  ip('link', 'set', HOST_IF, 'addrgenmode', 'none');
-  ip('link', 'set', NS_IF, 'addrgenmode', 'none');
-  ip('link', 'set', NS_IF, 'netns', NS);
-  ip('addr', 'add', `${SERVER_IP}/24`, 'dev', HOST_IF);
-  ip('link', 'set', HOST_IF, 'up');
+  vethPair(HOST_IF, NS_IF, SERVER_IP);
   // promote_secondaries: removing the old address keeps the new one (same subnet) and its route.
   inNs(`ip link set lo up && ip addr add ${OLD_IP}/24 dev ${NS_IF} && ip link set ${NS_IF} up`
     + ` && sysctl -qw net.ipv4.conf.all.promote_secondaries=1 net.ipv4.conf.${NS_IF}.promote_secondaries=1`);
   if (cellular) {
     // The second network: its own link and subnet; what leaves from its address goes out over
     // it (a rule of its own), and it is the default route once the Wi-Fi subnet is gone.
-    ip('link', 'add', HOST_IF2, 'type', 'veth', 'peer', 'name', NS_IF2);
-    ip('link', 'set', HOST_IF2, 'addrgenmode', 'none');
-    ip('link', 'set', NS_IF2, 'addrgenmode', 'none');
-    ip('link', 'set', NS_IF2, 'netns', NS);
-    ip('addr', 'add', `${CELL_GW}/24`, 'dev', HOST_IF2);
-    ip('link', 'set', HOST_IF2, 'up');
+    vethPair(HOST_IF2, NS_IF2, CELL_GW);
     inNs(`ip addr add ${CELL_IP}/24 dev ${NS_IF2} && ip link set ${NS_IF2} up`
       + ` && ip rule add from ${CELL_IP} table 100 && ip route add default via ${CELL_GW} dev ${NS_IF2} table 100`
       + ` && ip route add default via ${CELL_GW} dev ${NS_IF2} metric 200`);
