@@ -122,7 +122,7 @@ impl SessionFactory {
             .map_err(|e| SfuError::Startup(e.to_string()))?
             .with(rtc::interceptor::Slot::from(feedback::KEYFRAME_FEEDBACK_SLOT), feedback::KeyframeFeedback::default());
         let link = self.transport(key, media_engine, registry, now)?;
-        Ok(Publisher { link, published: HashMap::new() })
+        Ok(Publisher { link, published: HashMap::new(), spoiled: false })
     }
 
     /// A subscriber session for `key`, with its bandwidth estimator and lean interceptor chain.

@@ -111,6 +111,7 @@ impl Core {
         let Some(session) = self.publisher(participant) else { return Err(SfuError::NoSession) };
         let answer = session.apply_offer(now, offer);
         let candidate = session.link.local_candidate.clone();
+        let spoiled = session.spoiled;
         match answer {
             Ok(sdp) => {
                 self.emit(participant, SfuEvent::LocalCandidate(SessionRole::Publisher, candidate));
@@ -118,7 +119,9 @@ impl Core {
                 Ok(sdp)
             }
             Err(e) => {
-                if fresh {
+                // A refused first offer, or one rtc could not wholly take back: the client
+                // starts this connection afresh (`Publisher::apply_offer`).
+                if fresh || spoiled {
                     self.close_session(key, "offer rejected", now);
                 }
                 Err(e)
