@@ -29,7 +29,12 @@ impl Reply {
 
 /// Send `method path` with `headers` and `body`; the whole reply within 10 s.
 pub async fn request(server: &signaling::Server, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(server.http_addr).await.expect("connect");
+    request_to(server.http_addr, method, path, headers, body).await
+}
+
+/// `request`, to the server at `addr` (for tasks that do not hold the server).
+pub async fn request_to(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: onair.test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));

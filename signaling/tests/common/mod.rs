@@ -280,6 +280,129 @@ async fn build_pc(handler: Handler, publisher: bool) -> Arc<dyn PeerConnection> 
     Arc::new(pc)
 }
 
+/// The synthetic publisher's two tracks: Opus audio and VP8 video, each with a random SSRC.
+pub fn synthetic_tracks() -> (u32, Arc<TrackLocalStaticRTP>, u32, Arc<TrackLocalStaticRTP>) {
+    let mk = |kind: RtpCodecKind, mime: &str, rate: u32, ch: u16, fmtp: &str, label: &str| {
+        let ssrc = rand::random::<u32>();
+        let codec =
+            RTCRtpCodec { mime_type: mime.into(), clock_rate: rate, channels: ch, sdp_fmtp_line: fmtp.into(), rtcp_feedback: vec![] };
+        (
+            ssrc,
+            Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                format!("stream-{label}"),
+                format!("{label}-{ssrc}"),
+                label.into(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec,
+                    active: true,
+                    ..Default::default()
+                }],
+            ))),
+        )
+    };
+    let (a_ssrc, audio) = mk(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", "audio");
+    let (v_ssrc, video) = mk(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, "", "video");
+    (a_ssrc, audio, v_ssrc, video)
+}
+
+/// Synthetic media on a publisher's tracks: Opus every 20 ms, VP8 at 30 fps in three packets a
+/// frame, a keyframe on every keyframe request (PLI/FIR) and at least every 3 s.
+pub struct SyntheticMedia {
+    pub audio: Arc<TrackLocalStaticRTP>,
+    pub a_ssrc: u32,
+    pub video: Arc<TrackLocalStaticRTP>,
+    pub v_ssrc: u32,
+    pub stop: Arc<AtomicBool>,
+    pub sent: Arc<AtomicU32>,
+    pub keyframe_requests_seen: Arc<AtomicU32>,
+}
+
+impl SyntheticMedia {
+    /// Send until `stop` (10 minutes at most); the tasks doing it.
+    pub fn spawn(self) -> Vec<tokio::task::JoinHandle<()>> {
+        let SyntheticMedia { audio, a_ssrc, video, v_ssrc, stop, sent, keyframe_requests_seen } = self;
+        let mut tasks = Vec::new();
+        // Keyframe requests arrive as RTCP on the video track.
+        let want_key = Arc::new(AtomicBool::new(true));
+        {
+            let (video, want_key, seen, stop) = (video.clone(), want_key.clone(), keyframe_requests_seen.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(200), video.poll()).await {
+                        Ok(Some(_)) => {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            want_key.store(true, Ordering::SeqCst);
+                        }
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(_) => {}
+                    }
+                }
+            }));
+        }
+        let (stop, sent) = (stop.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let (mut a_seq, mut v_seq, mut counter) = (rand::random::<u16>(), rand::random::<u16>(), 0u32);
+            let (mut a_ts, mut v_ts) = (rand::random::<u32>(), rand::random::<u32>());
+            let mut last_key = Instant::now();
+            let started = Instant::now();
+            let mut frames = 0u64;
+            let mut audio_pkts = 0u64;
+            // Bounded: a test publisher stops after 10 minutes at the latest.
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                tick.tick().await;
+                let el = started.elapsed().as_millis() as u64;
+                while audio_pkts * 20 <= el {
+                    counter += 1;
+                    let mut p = rtc::rtp::Packet { header: Default::default(), payload: payload(false, false, counter) };
+                    p.header.version = 2;
+                    p.header.payload_type = OPUS_PT;
+                    p.header.ssrc = a_ssrc;
+                    p.header.sequence_number = a_seq;
+                    p.header.timestamp = a_ts;
+                    a_seq = a_seq.wrapping_add(1);
+                    a_ts = a_ts.wrapping_add(960);
+                    audio_pkts += 1;
+                    if audio.write_rtp(p).await.is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                while frames * 33 <= el {
+                    let key = want_key.swap(false, Ordering::SeqCst) || last_key.elapsed() >= Duration::from_secs(3);
+                    if key {
+                        last_key = Instant::now();
+                    }
+                    for i in 0..3u8 {
+                        counter += 1;
+                        let mut p = rtc::rtp::Packet { header: Default::default(), payload: payload(true, key && i == 0, counter) };
+                        if i > 0 {
+                            // Continuation packets of a frame: S=0.
+                            let mut b = p.payload.to_vec();
+                            b[0] = 0x00;
+                            p.payload = b.into();
+                        }
+                        p.header.version = 2;
+                        p.header.payload_type = VP8_PT;
+                        p.header.ssrc = v_ssrc;
+                        p.header.sequence_number = v_seq;
+                        p.header.timestamp = v_ts;
+                        p.header.marker = i == 2;
+                        v_seq = v_seq.wrapping_add(1);
+                        if video.write_rtp(p).await.is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    v_ts = v_ts.wrapping_add(3000);
+                    frames += 1;
+                }
+            }
+        }));
+        tasks
+    }
+}
+
 /// A participant: a WebSocket, a subscriber connection, maybe a publisher connection.
 pub struct Client {
     pub id: String,
@@ -555,106 +678,20 @@ impl Client {
         let pc =
             build_pc(Handler { target: "publisher", out: self.out.clone(), media: Arc::new(Mutex::new(HashMap::new())), connected }, true)
                 .await;
-        let mk = |kind: RtpCodecKind, mime: &str, rate: u32, ch: u16, fmtp: &str, label: &str| {
-            let ssrc = rand::random::<u32>();
-            let codec =
-                RTCRtpCodec { mime_type: mime.into(), clock_rate: rate, channels: ch, sdp_fmtp_line: fmtp.into(), rtcp_feedback: vec![] };
-            (
-                ssrc,
-                Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                    format!("stream-{label}"),
-                    format!("{label}-{ssrc}"),
-                    label.into(),
-                    kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                        codec,
-                        active: true,
-                        ..Default::default()
-                    }],
-                ))),
-            )
-        };
-        let (a_ssrc, audio) = mk(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", "audio");
-        let (v_ssrc, video) = mk(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, "", "video");
+        let (a_ssrc, audio, v_ssrc, video) = synthetic_tracks();
         pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.unwrap();
         pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
         self.offer_to_publish(pc).await?;
-        // Keyframe requests arrive as RTCP on the video track.
-        let want_key = Arc::new(AtomicBool::new(true));
-        {
-            let (video, want_key, seen, stop) = (video.clone(), want_key.clone(), self.keyframe_requests_seen.clone(), self.stop.clone());
-            self.tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(200), video.poll()).await {
-                        Ok(Some(_)) => {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            want_key.store(true, Ordering::SeqCst);
-                        }
-                        Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-                        Err(_) => {}
-                    }
-                }
-            }));
-        }
-        let (stop, sent) = (self.stop.clone(), self.sent_packets.clone());
-        self.tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let (mut a_seq, mut v_seq, mut counter) = (rand::random::<u16>(), rand::random::<u16>(), 0u32);
-            let (mut a_ts, mut v_ts) = (rand::random::<u32>(), rand::random::<u32>());
-            let mut last_key = Instant::now();
-            let started = Instant::now();
-            let mut frames = 0u64;
-            let mut audio_pkts = 0u64;
-            // Bounded: a test publisher stops after 10 minutes at the latest.
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
-                tick.tick().await;
-                let el = started.elapsed().as_millis() as u64;
-                while audio_pkts * 20 <= el {
-                    counter += 1;
-                    let mut p = rtc::rtp::Packet { header: Default::default(), payload: payload(false, false, counter) };
-                    p.header.version = 2;
-                    p.header.payload_type = OPUS_PT;
-                    p.header.ssrc = a_ssrc;
-                    p.header.sequence_number = a_seq;
-                    p.header.timestamp = a_ts;
-                    a_seq = a_seq.wrapping_add(1);
-                    a_ts = a_ts.wrapping_add(960);
-                    audio_pkts += 1;
-                    if audio.write_rtp(p).await.is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                while frames * 33 <= el {
-                    let key = want_key.swap(false, Ordering::SeqCst) || last_key.elapsed() >= Duration::from_secs(3);
-                    if key {
-                        last_key = Instant::now();
-                    }
-                    for i in 0..3u8 {
-                        counter += 1;
-                        let mut p = rtc::rtp::Packet { header: Default::default(), payload: payload(true, key && i == 0, counter) };
-                        if i > 0 {
-                            // Continuation packets of a frame: S=0.
-                            let mut b = p.payload.to_vec();
-                            b[0] = 0x00;
-                            p.payload = b.into();
-                        }
-                        p.header.version = 2;
-                        p.header.payload_type = VP8_PT;
-                        p.header.ssrc = v_ssrc;
-                        p.header.sequence_number = v_seq;
-                        p.header.timestamp = v_ts;
-                        p.header.marker = i == 2;
-                        v_seq = v_seq.wrapping_add(1);
-                        if video.write_rtp(p).await.is_ok() {
-                            sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    v_ts = v_ts.wrapping_add(3000);
-                    frames += 1;
-                }
-            }
-        }));
+        let media = SyntheticMedia {
+            audio,
+            a_ssrc,
+            video,
+            v_ssrc,
+            stop: self.stop.clone(),
+            sent: self.sent_packets.clone(),
+            keyframe_requests_seen: self.keyframe_requests_seen.clone(),
+        };
+        self.tasks.extend(media.spawn());
         Ok(())
     }
 
