@@ -5,6 +5,7 @@
 pub mod chat_client;
 pub mod http;
 pub mod pg;
+pub mod whip;
 
 use futures_util::{SinkExt, StreamExt};
 use rtc::interceptor::Registry;

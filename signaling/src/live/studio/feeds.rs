@@ -11,7 +11,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-/// A studio feed: one stream key's seat and tracks in its room.
+/// A WHIP feed's ICE session (RFC 9725 §4.3): its entity tag, and the offer the session runs
+/// on (an ICE restart builds the next offer from it).
+pub struct WhipIce {
+    pub etag: String,
+    pub offer: String,
+}
+
+/// A studio feed: one stream key's seat and tracks in its room, over RTMP (the bridge) or
+/// WHIP (a WebRTC publisher session).
 pub struct Feed {
     pub key_id: String,
     pub room_name: String,
@@ -26,6 +34,37 @@ pub struct Feed {
     /// Wakes the streaming connection so it gives up (takeover, revocation, room end).
     pub(super) kick: Notify,
     pub(super) stats: Mutex<BridgeStats>,
+    /// A WHIP feed: its resource id (the last segment of its `Location`) and ICE session.
+    pub(super) whip: Option<(String, Mutex<WhipIce>)>,
+}
+
+impl Feed {
+    /// A new feed of `key` in its room: over RTMP with `bridge`, or over WHIP with `whip`.
+    pub(super) fn new(
+        key: &crate::store::KeyView,
+        participant: ParticipantId,
+        room: Arc<Mutex<Room>>,
+        bridge: Option<Bridge>,
+        whip: Option<(String, WhipIce)>,
+    ) -> Arc<Feed> {
+        Arc::new(Feed {
+            key_id: key.id.clone(),
+            room_name: key.room.clone(),
+            label: key.label.clone(),
+            participant,
+            room,
+            bridge: Mutex::new(bridge),
+            generation: AtomicUsize::new(0),
+            connected: Mutex::new(false),
+            kick: Notify::new(),
+            stats: Mutex::new(BridgeStats::default()),
+            whip: whip.map(|(resource, ice)| (resource, Mutex::new(ice))),
+        })
+    }
+
+    pub fn transport(&self) -> &'static str {
+        if self.whip.is_some() { "whip" } else { "rtmp" }
+    }
 }
 
 /// A feed as `/api/stats` shows it.
@@ -35,7 +74,10 @@ pub struct FeedView {
     pub room: String,
     pub label: String,
     pub participant: ParticipantId,
+    /// `rtmp` or `whip`.
+    pub transport: &'static str,
     pub connected: bool,
+    /// The RTMP bridge's figures (zero for a WHIP feed: its media is a WebRTC session's).
     pub stats: BridgeStats,
 }
 
@@ -65,6 +107,7 @@ impl Studio {
                 room: f.room_name.clone(),
                 label: f.label.clone(),
                 participant: f.participant,
+                transport: f.transport(),
                 connected: *plock(&f.connected),
                 stats: plock(&f.stats).clone(),
             })

@@ -1,4 +1,5 @@
-//! Studio feeds: OBS / ffmpeg publishing over RTMP into a room as a co-host.
+//! Studio feeds: OBS / ffmpeg publishing over RTMP (below) or WHIP (`whip`) into a room as a
+//! co-host.
 //!
 //! ```text
 //! encoder ──TCP :1935──► handshake ──► ChunkGuard (limits) ──► rml_rtmp ServerSession
@@ -14,6 +15,8 @@ pub mod feeds;
 pub mod keys;
 mod lifecycle;
 mod rtmp;
+pub mod sdpfrag;
+pub mod whip;
 
 use crate::app::AppState;
 use crate::live::studio::feeds::plock;

@@ -15,16 +15,15 @@ use crate::store::{self, KeyView};
 use crate::transport::rtmp_guard::ChunkGuard;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
-use sfu::ingest::{Bridge, BridgeStats, Notice};
+use sfu::ingest::{Bridge, Notice};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 /// How often a live feed logs its bridge delay.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -339,6 +338,9 @@ impl Connection {
         let key = guest.stream_key.clone().ok_or_else(|| AppError::new(ErrorCode::BadStreamKey, store::UNKNOWN_KEY))?;
         let existing = plock(&self.app.studio.feeds).get(&key.id).cloned();
         let feed = match existing {
+            Some(feed) if feed.whip.is_some() => {
+                return Err(AppError::new(ErrorCode::StreamKeyInUse, "this key is publishing over WHIP"));
+            }
             Some(feed) => feed,
             None => self.open_feed(&guest, &key).await?,
         };
@@ -389,18 +391,7 @@ impl Connection {
                 return Err(media_plane(e.into()));
             }
         };
-        let feed = Arc::new(Feed {
-            key_id: key.id.clone(),
-            room_name: key.room.clone(),
-            label: key.label.clone(),
-            participant,
-            room: room.clone(),
-            bridge: Mutex::new(Some(bridge)),
-            generation: AtomicUsize::new(0),
-            connected: Mutex::new(false),
-            kick: Notify::new(),
-            stats: Mutex::new(BridgeStats::default()),
-        });
+        let feed = Feed::new(key, participant, room.clone(), Some(bridge), None);
         plock(&app.studio.feeds).insert(key.id.clone(), feed.clone());
         tokio::spawn(feed_outbox(app.clone(), feed.clone(), out_rx));
         Ok(feed)

@@ -1,0 +1,346 @@
+//! WHIP (RFC 9725): a studio feed over WebRTC. OBS (30+), ffmpeg and browser publishers POST
+//! an SDP offer with a stream key as the bearer token; the feed takes a seat like an RTMP one
+//! (the same keys, the same seat rules) and publishes through the SFU's publisher session.
+//!
+//! ```text
+//! POST   /whip/{room}             offer → 201, Location /whip/{room}/{resource}, ETag, answer
+//! PATCH  /whip/{room}/{resource}  If-Match: the ETag → trickled candidates (204)
+//!                                 If-Match: *        → ICE restart (200, our new fragment, ETag)
+//! DELETE /whip/{room}/{resource}  the feed ends (200)
+//! OPTIONS on both                 CORS preflight (browser publishers on other origins)
+//! GET on both                     204 (RFC 9725 §4.1)
+//! ```
+//!
+//! A second POST with a key whose WHIP feed is live takes over (the encoder lost its session
+//! and starts again); a key streaming over RTMP is refused with 409. The feed ends on DELETE,
+//! when its connection closes, when it stays failed past `rtmp.grace_secs`, on revocation, when
+//! the host takes it off stage, or when the room ends (docs/whip-whep.md).
+
+use super::sdpfrag::{self, Frag};
+use crate::api::{bearer, read_body};
+use crate::app::AppState;
+use crate::error::{AppError, ErrorCode};
+use crate::live::join::{self, Joined, Pass, Seat};
+use crate::live::room::lock;
+use crate::live::studio::feeds::{Feed, WhipIce, plock};
+use crate::live::studio::lifecycle::{end_feed, feed_outbox};
+use crate::protocol::{ServerMsg, StudioState};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use sfu::{ConnState, SessionRole, SfuError, SfuEvent};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest SDP offer accepted (bytes): a four-layer simulcast offer from Chrome is ~8 KB.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+const SDP: &str = "application/sdp";
+const FRAG: &str = "application/trickle-ice-sdpfrag";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/whip/{room}", post(create).options(preflight).get(no_content))
+        .route("/whip/{room}/{resource}", axum::routing::patch(update).delete(remove).options(preflight).get(no_content))
+        .layer(axum::middleware::map_response(cors))
+}
+
+/// Every WHIP response may be read by a page of another origin (the key is a bearer token, no
+/// cookie is involved), headers included.
+async fn cors(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, ETag, Link, Accept-Patch"));
+    res
+}
+
+/// GET on an endpoint or a session: 2xx and no content (RFC 9725 §4.1).
+async fn no_content() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// OPTIONS: the CORS preflight of a browser publisher, and `Accept-Post` (RFC 9725 §4.2).
+async fn preflight() -> Response {
+    let mut res = StatusCode::OK.into_response();
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type, If-Match"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    h.insert("accept-post", HeaderValue::from_static(SDP));
+    h.insert("accept-patch", HeaderValue::from_static(FRAG));
+    res
+}
+
+/// A WHIP refusal: an HTTP status (RFC 9725 names most of them) and a plain-text reason.
+struct Refusal(StatusCode, String);
+
+impl From<AppError> for Refusal {
+    fn from(e: AppError) -> Self {
+        let status = match e.code {
+            ErrorCode::BadStreamKey => StatusCode::UNAUTHORIZED,
+            // An offer we cannot take: well-formed HTTP, unusable content.
+            ErrorCode::BadSdp | ErrorCode::BadCandidate => StatusCode::UNPROCESSABLE_ENTITY,
+            code => StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("WHIP: {e}");
+        }
+        Refusal(status, format!("{}: {}", e.code, e.message))
+    }
+}
+
+impl From<SfuError> for Refusal {
+    fn from(e: SfuError) -> Self {
+        AppError::from(e).into()
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        tracing::debug!(status = %self.0, "WHIP refused: {}", self.1);
+        let mut res = (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
+}
+
+/// The request's content type is `want` (parameters aside), or 415.
+fn content_type(headers: &HeaderMap, want: &str) -> Result<(), Refusal> {
+    let got = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let base = got.split(';').next().unwrap_or("").trim();
+    if base.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("the body must be {want}")))
+    }
+}
+
+async fn text_body(body: Body, limit: usize) -> Result<String, Refusal> {
+    let bytes = read_body(body, limit).await?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
+}
+
+fn etag() -> String {
+    format!("\"{}\"", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// `POST /whip/{room}`: the offer, with the stream key as the bearer token.
+async fn create(State(app): State<AppState>, Path(room): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    match open(&app, &room, &headers, body).await {
+        Ok(res) => res,
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn open(app: &AppState, room_name: &str, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+    let key = bearer(headers).map_err(|e| Refusal(StatusCode::UNAUTHORIZED, e.message))?.to_owned();
+    content_type(headers, SDP)?;
+    let offer = text_body(body, MAX_OFFER_BYTES).await?;
+    let guest = join::authenticate(app, Pass::StreamKey(&key)).await?;
+    let key = guest.stream_key.clone().ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "unknown stream key"))?;
+    if key.room != room_name {
+        return Err(refuse(StatusCode::FORBIDDEN, "this stream key is for another room"));
+    }
+    // One feed per key: a WHIP feed still there is taken over (its encoder starts again), an
+    // RTMP one keeps the key.
+    let existing = plock(&app.studio.feeds).get(&key.id).cloned();
+    if let Some(old) = existing {
+        if old.whip.is_none() {
+            return Err(AppError::new(ErrorCode::StreamKeyInUse, "this key is streaming over RTMP").into());
+        }
+        end_feed(app, &old, "replaced by a new WHIP session");
+    }
+
+    let (out_tx, out_rx) = crate::live::room::outbox(256);
+    let (ev_tx, ev_rx) = sfu::event_channel(64);
+    let Joined { id: participant, room, .. } = join::join(app, &guest, Seat::Now, out_tx, ev_tx).await.map_err(|e| match e.code {
+        ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
+        _ => e,
+    })?;
+    let answer = match app.sfu.publish(participant, offer.clone()).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            join::leave(app, participant, &room, "WHIP offer refused");
+            return Err(e.into());
+        }
+    };
+    let resource = hex::encode(rand::random::<[u8; 16]>());
+    let tag = etag();
+    let feed = Feed::new(&key, participant, room.clone(), None, Some((resource.clone(), WhipIce { etag: tag.clone(), offer })));
+    {
+        let mut feeds = plock(&app.studio.feeds);
+        if feeds.contains_key(&key.id) {
+            drop(feeds);
+            join::leave(app, participant, &room, "another session took the key");
+            return Err(AppError::new(ErrorCode::StreamKeyInUse, "another session started with this key at the same time").into());
+        }
+        feeds.insert(key.id.clone(), feed.clone());
+    }
+    tokio::spawn(feed_outbox(app.clone(), feed.clone(), out_rx));
+    tokio::spawn(whip_events(app.clone(), feed.clone(), ev_rx));
+    tracing::info!(room = %feed.room_name, participant = %participant, key = %feed.key_id, "WHIP feed opened");
+
+    let location = format!("/whip/{}/{resource}", urlencoding_path(room_name));
+    let mut res = (StatusCode::CREATED, answer).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    h.insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|_| refuse(StatusCode::BAD_REQUEST, "room name"))?);
+    h.insert(header::ETAG, HeaderValue::from_str(&tag).map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "etag"))?);
+    h.insert("accept-patch", HeaderValue::from_static(FRAG));
+    Ok(res)
+}
+
+/// A room name as one path segment.
+fn urlencoding_path(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The SFU's word about a WHIP feed: its tracks go to the room; its connection's state is the
+/// feed's; a closed session, or one failed for longer than the grace, ends the feed.
+async fn whip_events(app: AppState, feed: Arc<Feed>, mut rx: sfu::Events) {
+    while let Some(ev) = rx.recv().await {
+        match join::on_track_event(&app, &feed.room, ev) {
+            Some(SfuEvent::SessionClosed(SessionRole::Publisher, reason)) => {
+                end_feed(&app, &feed, &format!("the WHIP connection closed ({reason})"));
+                return;
+            }
+            Some(SfuEvent::Connection(SessionRole::Publisher, state)) => on_connection(&app, &feed, state),
+            _ => {}
+        }
+    }
+}
+
+fn on_connection(app: &AppState, feed: &Arc<Feed>, state: ConnState) {
+    let connected = state == ConnState::Connected;
+    let was = std::mem::replace(&mut *plock(&feed.connected), connected);
+    let generation = feed.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    if connected && !was {
+        tracing::info!(room = %feed.room_name, participant = %feed.participant, "WHIP feed live");
+        lock(&feed.room).broadcast_all(ServerMsg::StudioState { participant: feed.participant, state: StudioState::Live, reason: None });
+    } else if !connected && was {
+        let grace = Duration::from_secs(app.config.rtmp.grace_secs);
+        lock(&feed.room).broadcast_all(ServerMsg::StudioState {
+            participant: feed.participant,
+            state: StudioState::Reconnecting,
+            reason: Some(format!("the WHIP connection was lost; the seat is held for {} s", grace.as_secs())),
+        });
+        let (app, feed) = (app.clone(), feed.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if feed.generation.load(Ordering::SeqCst) == generation && !*plock(&feed.connected) {
+                end_feed(&app, &feed, "the WHIP connection did not come back within the grace period");
+            }
+        });
+    }
+}
+
+/// The WHIP feed at `/whip/{room}/{resource}`, when the bearer token is its stream key.
+async fn resource_feed(app: &AppState, room: &str, resource: &str, headers: &HeaderMap) -> Result<Arc<Feed>, Refusal> {
+    let key = bearer(headers).map_err(|e| Refusal(StatusCode::UNAUTHORIZED, e.message))?.to_owned();
+    let feed = plock(&app.studio.feeds)
+        .values()
+        .find(|f| f.room_name == room && f.whip.as_ref().is_some_and(|(r, _)| r == resource))
+        .cloned()
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such WHIP session (it ended, or never was)"))?;
+    let guest = join::authenticate(app, Pass::StreamKey(&key)).await?;
+    if guest.stream_key.as_ref().map(|k| &k.id) != Some(&feed.key_id) {
+        return Err(refuse(StatusCode::FORBIDDEN, "this session belongs to another stream key"));
+    }
+    Ok(feed)
+}
+
+/// `PATCH /whip/{room}/{resource}`: trickled candidates, or an ICE restart.
+async fn update(State(app): State<AppState>, Path((room, resource)): Path<(String, String)>, headers: HeaderMap, body: Body) -> Response {
+    match patch(&app, &room, &resource, &headers, body).await {
+        Ok(res) => res,
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn patch(app: &AppState, room: &str, resource: &str, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+    let feed = resource_feed(app, room, resource, headers).await?;
+    content_type(headers, FRAG)?;
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .ok_or_else(|| refuse(StatusCode::PRECONDITION_REQUIRED, "If-Match is required: the ETag, or * for an ICE restart"))?
+        .to_owned();
+    let text = text_body(body, sdpfrag::MAX_FRAG_BYTES).await?;
+    let frag = sdpfrag::parse(&text).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    let Some((_, ice)) = &feed.whip else { return Err(refuse(StatusCode::NOT_FOUND, "not a WHIP session")) };
+    if if_match == "*" {
+        return restart(app, &feed, ice, frag).await;
+    }
+    let current = plock(ice).etag.clone();
+    if !if_match.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == current) {
+        return Err(refuse(StatusCode::PRECONDITION_FAILED, "the ETag is not the ICE session's (an ICE restart changed it)"));
+    }
+    add_candidates(app, &feed, &frag).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_candidates(app: &AppState, feed: &Feed, frag: &Frag) -> Result<(), Refusal> {
+    for c in &frag.candidates {
+        let init = sfu::RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mid: c.mid.clone(),
+            sdp_mline_index: Some(c.mline),
+            username_fragment: frag.ufrag.clone(),
+            ..Default::default()
+        };
+        app.sfu.add_candidate(feed.participant, SessionRole::Publisher, init).await?;
+    }
+    Ok(())
+}
+
+/// An ICE restart: the session's offer again with the client's new credentials; our answer's
+/// new credentials and candidate go back as a fragment, with a new ETag.
+async fn restart(app: &AppState, feed: &Feed, ice: &Mutex<WhipIce>, frag: Frag) -> Result<Response, Refusal> {
+    let (Some(ufrag), Some(pwd)) = (&frag.ufrag, &frag.pwd) else {
+        return Err(refuse(StatusCode::BAD_REQUEST, "an ICE restart needs a=ice-ufrag and a=ice-pwd"));
+    };
+    let offer = sdpfrag::restart_offer(&plock(ice).offer, ufrag, pwd);
+    let answer = app.sfu.publish(feed.participant, offer.clone()).await?;
+    add_candidates(app, feed, &frag).await?;
+    let tag = etag();
+    *plock(ice) = WhipIce { etag: tag.clone(), offer };
+    tracing::info!(room = %feed.room_name, participant = %feed.participant, "WHIP ICE restart");
+    let mut res = (StatusCode::OK, sdpfrag::answer_frag(&answer)).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FRAG));
+    h.insert(header::ETAG, HeaderValue::from_str(&tag).map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "etag"))?);
+    Ok(res)
+}
+
+/// `DELETE /whip/{room}/{resource}`: the encoder is done.
+async fn remove(State(app): State<AppState>, Path((room, resource)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    match resource_feed(&app, &room, &resource, &headers).await {
+        Ok(feed) => {
+            end_feed(&app, &feed, "the encoder ended the WHIP session");
+            StatusCode::OK.into_response()
+        }
+        Err(r) => r.into_response(),
+    }
+}
