@@ -140,7 +140,22 @@ async function variant(h, cellular) {
         console.error(`[move-viewer ${new Date().toISOString().slice(11, 23)}] ${m.text()}`);
       }
     });
+    // A request of the page that fails, and its errors: what a page left without its scripts
+    // needs to be understood.
+    const viewerFailures = [];
+    viewer.on('requestfailed', (r) => viewerFailures.push(`${new Date().toISOString().slice(11, 23)} ${new URL(r.url()).pathname} ${r.failure()?.errorText}`));
+    viewer.on('console', (m) => { if (m.type() === 'error') viewerFailures.push(`${new Date().toISOString().slice(11, 23)} console: ${m.text()}`); });
     await viewer.goto(`${base}/?token=${encodeURIComponent(await token('mover', 'viewer'))}`);
+    // The page's scripts run, or it is loaded once more — with what failed said: one run in
+    // about ten, the viewer's page came up without them (window.__onair missing for 30 s).
+    let reloaded = null;
+    const scripted = () => viewer.evaluate(() => !!window.__onair).catch(() => false);
+    if (!(await until('the viewer page\'s scripts', scripted, 8000).catch(() => false))) {
+      const state = await viewer.evaluate(() => ({ ready: document.readyState, scripts: document.scripts.length })).catch((e) => e.message);
+      reloaded = `${JSON.stringify(state)}; failed: ${viewerFailures.join(' | ') || 'nothing reported'}`;
+      console.error(`[move-viewer] the page has no scripts after 8 s (${reloaded}): loading it again`);
+      await viewer.reload();
+    }
 
     // What the viewer plays and over which of its addresses.
     const look = () => viewer.evaluate(async () => {
@@ -197,7 +212,8 @@ async function variant(h, cellular) {
     check(label,
       !after.error && sameParticipant && freshJoins === 0 && after.resumes === before.resumes + 1 && after.path?.restarts >= 1 && secs <= (cellular ? 2 : 6),
       after.error ?? `media again ${secs.toFixed(2)} s after the move (Chrome's selected pair on the new address by ${switched.toFixed(1)} s), ${before.local} → ${after.local}; participant kept: ${sameParticipant}; `
-        + `resumes ${before.resumes} → ${after.resumes}, fresh joins +${freshJoins}, ICE restarts ${after.path?.restarts}`);
+        + `resumes ${before.resumes} → ${after.resumes}, fresh joins +${freshJoins}, ICE restarts ${after.path?.restarts}`
+        + (reloaded ? `; the page was loaded twice (first without its scripts: ${reloaded})` : ''));
     await sleep(1000);
     await shot(viewer, cellular ? 'move-cellular-viewer-after-360.png' : 'move-viewer-after-360.png');
     if (!cellular) await shot(host, 'move-host.png');
