@@ -183,6 +183,7 @@ impl SessionFactory {
             remote_rx: now,
             nominating: None,
             moved: false,
+            switched: false,
             early_checks: None,
             restarting: false,
             nominate: None,

@@ -38,6 +38,10 @@ pub struct Transport {
     /// Media moved to a new path after the old one had gone silent: what was sent meanwhile is
     /// lost, so a viewer needs a keyframe now (the worker asks, then clears this).
     pub moved: bool,
+    /// The client's media moved to another path, silence or not (an ICE restart moves it at
+    /// once, with packets in flight on both): a publisher is asked for keyframes, as what it
+    /// sent during the switch may be lost for good (the worker asks, then clears this).
+    pub switched: bool,
     /// Set while our ICE-restart offer waits for its answer: rtc has dropped the old remote
     /// credentials and drops every binding request until the answer brings the new ones, but
     /// the client checks as soon as it has answered — before its answer reaches us. Such
@@ -122,6 +126,7 @@ impl Transport {
                 if self.remote != Some(rtc_addr) {
                     tracing::debug!(key = ?self.key, path = %rtc_addr, "client nominated another path; media follows it");
                     self.moved |= self.remote.is_some() && self.last_rx.saturating_duration_since(self.remote_rx) >= REBIND_SILENCE;
+                    self.switched |= self.remote.is_some();
                     self.remote = Some(rtc_addr);
                     self.remote_rx = self.last_rx;
                 }

@@ -29,6 +29,7 @@ impl Core {
         let mut media = Vec::new();
         let mut feedback = Vec::new();
         let moved;
+        let mut switched_video = Vec::new();
         {
             let counters = &self.plane.counters;
             let Some(state) = self.participants.get_mut(&key.participant) else { return };
@@ -91,6 +92,18 @@ impl Core {
             drain_writes(&mut self.out.transmit, link);
             Core::reschedule(&mut self.timers, link);
             moved = std::mem::take(&mut link.moved);
+            // A publisher's media switched paths (an ICE restart): packets in flight on the old
+            // one are lost, and a viewer whose decoder then waits on them may not ask for a
+            // keyframe for seconds. Each of its video tracks starts again at a keyframe.
+            if std::mem::take(&mut link.switched)
+                && let Some(published) = published.as_ref()
+            {
+                switched_video
+                    .extend(published.values().filter(|t| matches!(t.codec, Codec::Vp8 | Codec::Vp9 | Codec::H264)).map(|t| t.id));
+            }
+        }
+        for track in switched_video {
+            self.request_keyframe_from_publisher(track, super::keyframes::ALL_LAYERS, now);
         }
         // The viewer's media moved to a new path (an ICE restart or a rebinding after silence):
         // what went to the old one is lost, so every video restarts at a keyframe at once rather
