@@ -138,7 +138,9 @@ pub fn answer_frag(answer: &str) -> String {
         out.push(lines[m].to_string());
         let section = &lines[m + 1..end];
         out.extend(section.iter().filter(|l| l.starts_with("a=mid:")).map(|l| l.to_string()));
-        out.extend(section.iter().filter(|l| l.starts_with("a=candidate:")).map(|l| l.to_string()));
+        // RTP and RTCP share one port (rtcp-mux, RFC 9725 §4.4): component 1 only.
+        let rtp = |l: &&&str| l.starts_with("a=candidate:") && l.split_whitespace().nth(1) == Some("1");
+        out.extend(section.iter().filter(rtp).map(|l| l.to_string()));
     }
     out.push("a=end-of-candidates".into());
     let mut text = out.join("\r\n");
@@ -198,8 +200,9 @@ mod tests {
         assert!(!restarted.contains("old") && !restarted.contains("a=candidate"));
         assert_eq!(restarted.lines().count(), offer.lines().count() - 1);
 
+        let rtcp = CANDIDATE.replace(" 1 udp ", " 2 udp ");
         let answer = format!(
-            "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:ours\r\na=ice-pwd:ourpwdourpwdourpwdourpwd\r\na={CANDIDATE}\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na={CANDIDATE}\r\n"
+            "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:ours\r\na=ice-pwd:ourpwdourpwdourpwdourpwd\r\na={CANDIDATE}\r\na={rtcp}\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na={CANDIDATE}\r\n"
         );
         let frag = answer_frag(&answer);
         assert_eq!(
