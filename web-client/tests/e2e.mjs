@@ -17,6 +17,7 @@ import { observability } from './observability.mjs';
 import { schedule } from './schedule.mjs';
 import { resync } from './resync.mjs';
 import { move } from './move.mjs';
+import { whip } from './whip.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
@@ -29,7 +30,7 @@ const CHROMIUM_ARGS = [
   '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
 ];
 const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,chat,stage,studio,commerce,observability,schedule,resync,move runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,whip,commerce,observability,schedule,resync,move runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 
@@ -1145,6 +1146,10 @@ try {
   if (run('resync')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
     await resync({ browser, check, until, shot, bin, freePort });
+  }
+  if (run('whip')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await whip({ browser, open, token, check, until, sleep, shot, base, decoding, inbound, tiles, root });
   }
   if (run('move')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
