@@ -6,7 +6,7 @@
 // Prints one line per check and a closing "N passed, N failed" line.
 
 import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -80,7 +80,12 @@ const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-b
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 let browser;
+// The stage scenario's host browser, and its process group while it is frozen (a drop).
+let stageHostBrowser = null;
+let stageHostFrozen = null;
 const cleanup = async () => {
+  if (stageHostFrozen) try { process.kill(stageHostFrozen, 'SIGCONT'); } catch { /* gone */ }
+  try { await stageHostBrowser?.close(); } catch { /* already gone */ }
   try { await browser?.close(); } catch { /* already gone */ }
   server.kill('SIGKILL');
   fs.rmSync(data, { recursive: true, force: true });
@@ -95,8 +100,8 @@ async function token(room, identity, role, name = identity, profile = null) {
   return (await r.json()).token;
 }
 
-async function open(label, tok, viewport = { width: 1280, height: 800 }, extra = '', init = null) {
-  const context = await browser.newContext({ viewport, permissions: ['camera', 'microphone'] });
+async function open(label, tok, viewport = { width: 1280, height: 800 }, extra = '', init = null, via = browser) {
+  const context = await via.newContext({ viewport, permissions: ['camera', 'microphone'] });
   if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${label}] page error: ${e.message}`));
@@ -630,7 +635,10 @@ try {
       await p.setViewportSize(before);
     };
 
-    const host = await open('stage-host', await token(room, 'st-host', 'host', 'Hana Host'), undefined, '&capture=360');
+    // The host's page in a browser of its own: its network drops below by freezing that browser.
+    // (An unknown switch, which Chromium ignores, names its processes for pgrep.)
+    stageHostBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, '--onair-e2e-stage-host'] });
+    const host = await open('stage-host', await token(room, 'st-host', 'host', 'Hana Host'), undefined, '&capture=360', null, stageHostBrowser);
     await host.click('#go-live');
     await until('the host on stage', async () => (await tiles(host)).length === 1, 10_000);
     const vera = await open('stage-vera', await token(room, 'st-vera', 'viewer', 'Vera Viewer'), undefined, '&capture=360');
@@ -738,10 +746,18 @@ try {
     check('stage: a co-host\'s "Leave stage" takes them off and they keep watching', !vicBack.error && vicGone && vicBack.joins === 1, JSON.stringify(vicBack));
 
     // The host's network drops: everyone sees "The host is reconnecting…" and stays, the co-hosts'
-    // video keeps playing; the network returns, the host rejoins and the notice goes.
-    // (Chromium's offline emulation sometimes holds the page's close frame: the server then finds
-    // the host gone by its silence, 15–20 s after the drop.)
-    await host.context().setOffline(true);
+    // video keeps playing; the network returns, the host rejoins and the notice goes. The drop is
+    // silent, as a phone's is: the host's browser is frozen (SIGSTOP to its process group), so
+    // nothing more comes from it — no close frame, no pong, no media — and the server finds it
+    // gone by its silence (15–20 s here, ONAIR_IDLE_TIMEOUT_SECS). (Chromium's offline
+    // emulation, used before, stops neither WebRTC nor, at times, the socket's pongs: the server
+    // then never saw the host go.)
+    const hostPid = execFileSync('pgrep', ['-o', '-f', '--', '--onair-e2e-stage-host']).toString().trim();
+    const pgid = (pid) => Number(execFileSync('ps', ['-o', 'pgid=', '-p', String(pid)]).toString().trim());
+    if (pgid(hostPid) === pgid(process.pid)) throw new Error('the host browser shares our process group: not freezing it');
+    const frozenHost = -pgid(hostPid);
+    process.kill(frozenHost, 'SIGSTOP');
+    stageHostFrozen = frozenHost;
     const held = await until('the held notice', async () => { const s = await state(wes); return /The host is reconnecting… The live waits for [45]:\d\d/.test(s.held) ? s : null; }, 30_000).catch((e) => ({ error: e.message }));
     // Frames each co-host's tile has shown (the host's tile is gone meanwhile).
     const frames = () => wes.evaluate(() => Object.fromEntries([...document.querySelectorAll('#stage .tile')]
@@ -756,7 +772,8 @@ try {
     check('host drop: ... the co-hosts\' video keeps playing meanwhile', playing >= 2, `frames shown ${JSON.stringify(f0)} -> ${JSON.stringify(f1)}`);
     await shot(vera, 'stage-held');
     await shot(wes, 'stage-held-360px', true);
-    await host.context().setOffline(false);
+    process.kill(frozenHost, 'SIGCONT');
+    stageHostFrozen = null;
     let lastSeen = null;
     const resumed = await until('the host back', async () => {
       const [h, w, t] = [await state(host), await state(wes), await tiles(wes)];
@@ -806,6 +823,8 @@ try {
     const targets = await until('the receivers', async () => { const t = await pViewer.evaluate(() => window.__onair.jitterTargets()); return t.length >= 2 ? t : null; }, 10_000).catch(() => []);
     check('profile continuity: a viewer\'s receivers aim their jitter buffer at 400 ms', targets.length >= 2 && targets.every((t) => t === 400), JSON.stringify(targets));
     for (const p of [pHost, pViewer]) await p.context().close();
+    await stageHostBrowser.close();
+    stageHostBrowser = null;
   }
 
   if (run('studio')) {
