@@ -85,7 +85,7 @@ export async function whip(h) {
     const a1 = later.find((r) => r.kind === 'audio');
     check('WHIP: a viewer page plays the feed (video frames decoded and increasing, Opus audio with energy)',
       !!v0 && v1?.framesDecoded > v0.framesDecoded && a1?.totalAudioEnergy > 0,
-      `first frame ${firstFrameMs} ms after the POST; ${v1?.mimeType} ${v1?.frameWidth}x${v1?.frameHeight} framesDecoded ${v0?.framesDecoded} -> ${v1?.framesDecoded}; ${a1?.mimeType} energy ${a1?.totalAudioEnergy?.toFixed(3)}`);
+      `first frame ${firstFrameMs} ms after the POST; ${v1?.mimeType} ${v1?.frameHeight}p framesDecoded ${v0?.framesDecoded} -> ${v1?.framesDecoded}; ${a1?.mimeType} energy ${a1?.totalAudioEnergy?.toFixed(3)}`);
     const t = await tiles(viewer);
     check('WHIP: the feed is on stage under its label, as a studio feed', t.some((x) => x.includes('WHIP Camera')), JSON.stringify(t));
     const stats = await (await fetch(`${base}/api/stats`)).json();
