@@ -17,7 +17,7 @@ import { connect, send } from './signal.js';
 
 const CHECK_MS = 100;       // how often the selected pairs are looked at
 const SILENT_MS = 250;      // media stopped this long: ask the server whether it hears us (a ping costs nothing)
-const PROBE_MS = 350;       // ... and no answer (nor anything else) within this: the path is gone
+const PROBE_MS = 500;       // ... and no answer (nor anything else) within this: the path is gone
 const UNANSWERED_MS = 1500; // Chrome's check unanswered and nothing received this long: gone
 const MIN_GAP_MS = 3000;    // at most one recovery this often (it takes ~100 ms on a good path)
 
