@@ -350,6 +350,27 @@ impl Forwarder {
         }
     }
 
+    /// Carry another published track from now on (a WHEP slot whose stage seat changed hands):
+    /// the viewer keeps this SSRC and sees one stream. The new source starts like a layer
+    /// switch — at its first keyframe (any packet for audio), with sequence numbers going on
+    /// from the last one sent and the timestamp moved on by the time between — and what was
+    /// measured of the old source (layers, rates, sizes, temporal state) is forgotten. The
+    /// viewer's own settings (size, quality, bandwidth cap, a pause) stay. The payload type is
+    /// the caller's to set for the new codec.
+    pub fn retarget(&mut self, track: TrackId, codec: Codec, clock_rate: u32, now: Instant) {
+        let mut next = Forwarder::new(track, codec, self.ssrc, clock_rate, now);
+        next.munger = self.munger.clone();
+        next.last_sent = self.last_sent;
+        next.quality = self.quality;
+        next.wanted_height = self.wanted_height;
+        next.bandwidth = self.bandwidth.clone();
+        next.share_bps = self.share_bps;
+        next.max_layer = self.max_layer;
+        next.paused = self.paused && next.is_video();
+        next.payload_type = self.payload_type;
+        *self = next;
+    }
+
     /// A packet of `bytes` payload went out.
     pub fn sent(&mut self, bytes: usize) {
         self.packets += 1;
@@ -410,6 +431,29 @@ mod tests {
         // A packet from before the anchor is dropped, a retransmission after it passes.
         assert_eq!(f.handle(0, 10, 1000, false, now), Verdict::Drop);
         assert_eq!(f.handle(0, 11, 4000, true, now), Verdict::Send { seq: s0, ts: t0 });
+    }
+
+    #[test]
+    fn a_retargeted_forwarder_goes_on_from_a_keyframe_of_the_new_track() {
+        let t0 = Instant::now();
+        let mut f = video();
+        let Verdict::Send { seq: s0, ts: t } = f.handle(0, 500, 90_000, true, t0) else { panic!() };
+        let Verdict::Send { seq: s1, ts: t1 } = f.handle(0, 501, 93_000, false, t0) else { panic!() };
+        assert_eq!((s1, t1.wrapping_sub(t)), (s0.wrapping_add(1), 3000));
+        let later = t0 + Duration::from_millis(100);
+        f.retarget(TrackId(2), Codec::Vp8, 90_000, later);
+        assert_eq!(f.track(), TrackId(2));
+        assert_eq!(f.ssrc(), 7, "the viewer keeps the SSRC");
+        assert_eq!(f.payload_type(), Some(96));
+        // The new source's numbers are unrelated to the old one's; its first packets wait
+        // for a keyframe, and a keyframe is wanted.
+        assert_eq!(f.handle(0, 40_000, 5, false, later), Verdict::Drop);
+        assert_eq!(f.wants_keyframe(later), Some(0));
+        let Verdict::Send { seq: s2, ts: t2 } = f.handle(0, 40_001, 3005, true, later) else { panic!() };
+        assert_eq!(s2, s1.wrapping_add(1), "sequence numbers go on");
+        assert_eq!(t2.wrapping_sub(t1), 9000, "the timestamp moves on by the 100 ms between");
+        let Verdict::Send { seq: s3, ts: t3 } = f.handle(0, 40_002, 6005, false, later) else { panic!() };
+        assert_eq!((s3, t3.wrapping_sub(t2)), (s2.wrapping_add(1), 3000));
     }
 
     #[test]
