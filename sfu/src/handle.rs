@@ -108,10 +108,21 @@ impl Sfu {
 
     /// Register a participant and where its events go. Must precede other calls for it.
     pub fn add_participant(&self, participant: ParticipantId, events: EventSink) -> Result<(), SfuError> {
+        self.join(participant, events, false)
+    }
+
+    /// Register a standard player (WHEP): like [`Sfu::add_participant`], but its subscriber
+    /// session comes from its own offer ([`Sfu::watch`]) and follows the stage
+    /// ([`Sfu::set_slots`]); [`Sfu::subscribe`] does nothing for it.
+    pub fn add_player(&self, participant: ParticipantId, events: EventSink) -> Result<(), SfuError> {
+        self.join(participant, events, true)
+    }
+
+    fn join(&self, participant: ParticipantId, events: EventSink, player: bool) -> Result<(), SfuError> {
         // Least-loaded would need counts per worker; participants are spread round-robin by id.
         let worker = (participant.0 as usize) % self.shared.plane.workers;
         self.shared.participants.insert(participant, worker);
-        if let Err(e) = self.control(worker, WorkerMsg::Join(participant, events)) {
+        if let Err(e) = self.control(worker, WorkerMsg::Join(participant, events, player)) {
             self.shared.participants.remove(&participant);
             return Err(e);
         }
@@ -178,6 +189,22 @@ impl Sfu {
     /// Apply the client's answer to our last subscriber offer.
     pub async fn subscriber_answer(&self, participant: ParticipantId, answer: String) -> Result<(), SfuError> {
         self.ask(participant, Command::SubscriberAnswer { participant, answer }, ReplyTo::Done).await
+    }
+
+    /// A WHEP player's offer (RFC 9725's sibling for playback): answered by `participant`'s
+    /// subscriber session, whose offered audio and video m-lines become slots carrying
+    /// `stage`'s tracks in stage order (the i-th audio m-line the i-th audio track, and so on).
+    /// A later offer on the same session (an ICE restart) renegotiates it. The player never
+    /// gets an offer from us: when the stage changes, call [`Sfu::set_slots`].
+    pub async fn watch(&self, participant: ParticipantId, offer: String, stage: Vec<TrackInfo>) -> Result<String, SfuError> {
+        self.ask(participant, Command::Watch { participant, offer, stage }, ReplyTo::Sdp).await
+    }
+
+    /// The stage of a WHEP player's room changed: its slots carry `stage`'s tracks (in stage
+    /// order) from now on, each slot under its SSRC, the new source from a keyframe. Slots past
+    /// the stage's tracks send nothing. No effect on a page's session.
+    pub fn set_slots(&self, participant: ParticipantId, stage: Vec<TrackInfo>) -> Result<(), SfuError> {
+        self.command(participant, Command::SetSlots { participant, stage }, None)
     }
 
     /// The client's network changed (it noticed its path gone): restart ICE on its subscriber

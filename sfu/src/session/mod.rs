@@ -145,6 +145,7 @@ impl SessionFactory {
             policy: self.policy,
             fallback: Default::default(),
             video_paused,
+            slots: None,
         })
     }
 

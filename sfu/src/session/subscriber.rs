@@ -2,7 +2,7 @@
 //! decides what to send; the estimate toward the viewer (bwe/) splits over its tracks; probes
 //! test whether it can take more.
 
-use crate::api::{CodecInfo, MediaKind};
+use crate::api::{CodecInfo, MediaKind, TrackInfo};
 use crate::bwe::{PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, SharedBwe};
 use crate::error::SfuError;
 use crate::forward::fallback::{Fallback, FallbackPolicy, Need};
@@ -52,6 +52,50 @@ pub struct Subscriber {
     pub(super) fallback: Fallback,
     /// Shared with the NACK guard: no repairs of a paused video stream.
     pub(super) video_paused: Arc<AtomicBool>,
+    /// A WHEP session (the client offered, we answered): its m-lines, in order. `None` for a
+    /// page's session, where we offer and add an m-line per track.
+    pub slots: Option<Vec<Slot>>,
+}
+
+/// One m-line of a WHEP session. A standard player cannot take new m-lines from the server
+/// (WHEP has no server offer), so the m-lines it offered are fixed slots: the i-th audio slot
+/// carries the i-th stage seat's audio track, the i-th video slot its video, and when the
+/// stage changes a slot's forwarder moves to another track (`Forwarder::retarget`) under the
+/// same SSRC. A slot with no track sends nothing.
+#[derive(Debug)]
+pub struct Slot {
+    pub kind: MediaKind,
+    /// The track carried now (its subscription is in `forwarders`), or none: the
+    /// subscription waits in `parked`.
+    pub track: Option<TrackId>,
+    pub parked: Option<Subscription>,
+}
+
+/// m-lines of one kind a WHEP session may have: one per stage seat and then some.
+pub const MAX_SLOTS_PER_KIND: usize = 8;
+
+/// What a slot carries before a track is assigned: the codec its sender is made with.
+fn default_codec(kind: MediaKind) -> CodecInfo {
+    match kind {
+        MediaKind::Audio => {
+            CodecInfo { mime_type: "audio/opus".into(), clock_rate: 48_000, channels: 2, fmtp: "minptime=10;useinbandfec=1".into() }
+        }
+        MediaKind::Video => CodecInfo { mime_type: "video/VP8".into(), clock_rate: 90_000, channels: 0, fmtp: String::new() },
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+/// How slots changed hands: tracks no longer carried, tracks carried now.
+#[derive(Debug, Default)]
+pub struct SlotChanges {
+    pub removed: Vec<TrackId>,
+    pub added: Vec<TrackInfo>,
 }
 
 impl Subscriber {
@@ -225,6 +269,36 @@ impl Subscriber {
         if self.forwarders.contains_key(&track) {
             return Ok(());
         }
+        let mut sub = self.new_sender(track.to_string(), stream, kind, codec, now)?;
+        // Offer every codec of the kind in this m-line, not just the track's: rtc narrows the
+        // codecs later tracks may use to those the first answer accepted, so a VP8-only first
+        // answer would refuse a later H.264 track (a studio feed, a Safari publisher).
+        let transceivers: Vec<_> = self.link.pc.get_transceivers().collect();
+        for id in transceivers {
+            if let Some(mut t) = self.link.pc.rtp_transceiver(id)
+                && t.sender() == Some(sub.sender_id)
+            {
+                t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
+            }
+        }
+        sub.forwarder.retarget(track, Codec::from_mime(&codec.mime_type), codec.clock_rate, now);
+        // A track added while the viewer is on audio only waits with the others.
+        sub.forwarder.set_paused(self.fallback.active());
+        self.forwarders.insert(track, sub);
+        Ok(())
+    }
+
+    /// A sender for `kind` under a fresh SSRC (rtc puts it on the first m-line of that kind
+    /// without one, or a new m-line), and its subscription; the caller points its forwarder at
+    /// a track (`Forwarder::retarget`) or parks it.
+    fn new_sender(
+        &mut self,
+        label: String,
+        stream: String,
+        kind: MediaKind,
+        codec: &CodecInfo,
+        now: Instant,
+    ) -> Result<Subscription, SfuError> {
         let ssrc = rand::random::<u32>();
         let rtp_codec = RTCRtpCodec {
             mime_type: codec.mime_type.clone(),
@@ -239,8 +313,8 @@ impl Subscriber {
         };
         let media_track = MediaStreamTrack::new(
             stream,
-            track.to_string(),
-            track.to_string(),
+            label.clone(),
+            label,
             rtc_kind,
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
@@ -256,37 +330,182 @@ impl Subscriber {
             }],
         );
         let sender_id = self.link.pc.add_track(media_track).map_err(sdp_err)?;
-        // Offer every codec of the kind in this m-line, not just the track's: rtc narrows the
-        // codecs later tracks may use to those the first answer accepted, so a VP8-only first
-        // answer would refuse a later H.264 track (a studio feed, a Safari publisher).
-        let transceivers: Vec<_> = self.link.pc.get_transceivers().collect();
-        for id in transceivers {
-            if let Some(mut t) = self.link.pc.rtp_transceiver(id)
-                && t.sender() == Some(sender_id)
-            {
-                t.set_codec_preferences(Vec::new()).map_err(sdp_err)?;
+        // The track is the caller's to set (a parked slot has none yet).
+        let forwarder = Forwarder::new(TrackId(0), Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate, now)
+            .with_bandwidth(crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom));
+        Ok(Subscription {
+            sender_id,
+            forwarder,
+            mime_type: codec.mime_type.clone(),
+            fmtp: codec.fmtp.clone(),
+            recent: Default::default(),
+            recent_next: 0,
+        })
+    }
+
+    /// A WHEP player's offer (the first, or one that restarts ICE): apply it and answer. Each
+    /// audio or video m-line it offers that has no sender yet becomes a slot (up to
+    /// [`MAX_SLOTS_PER_KIND`] per kind; the rest are answered without media), and `stage`'s
+    /// tracks (in stage order) go into the slots at once, so the answer's senders already
+    /// carry their codecs. Returns the answer and which tracks the slots carry now.
+    ///
+    /// A refused offer is rolled back (a refused first offer closes the session: the worker).
+    pub fn answer_offer(&mut self, now: Instant, sdp: String, stage: &[TrackInfo]) -> Result<(String, SlotChanges), SfuError> {
+        if self.slots.is_none() && !self.forwarders.is_empty() {
+            return Err(SfuError::BadSdp("this session is not a WHEP session".into()));
+        }
+        let result = self.try_answer_offer(now, sdp, stage);
+        if result.is_err() && self.link.pc.pending_remote_description().is_some() {
+            let rolled_back = RTCSessionDescription::rollback(None).and_then(|rollback| self.link.pc.set_remote_description(now, rollback));
+            if let Err(e) = rolled_back {
+                tracing::warn!("rolling back a refused WHEP offer: {e}");
             }
         }
-        let mut forwarder = Forwarder::new(track, Codec::from_mime(&codec.mime_type), ssrc, codec.clock_rate, now)
-            .with_bandwidth(crate::forward::selector::BandwidthCap::new(self.policy.up_hold, self.policy.up_headroom));
-        // A track added while the viewer is on audio only waits with the others.
-        forwarder.set_paused(self.fallback.active());
-        self.forwarders.insert(
-            track,
-            Subscription {
-                sender_id,
-                forwarder,
-                mime_type: codec.mime_type.clone(),
-                fmtp: codec.fmtp.clone(),
-                recent: Default::default(),
-                recent_next: 0,
-            },
-        );
-        Ok(())
+        result
+    }
+
+    fn try_answer_offer(&mut self, now: Instant, sdp: String, stage: &[TrackInfo]) -> Result<(String, SlotChanges), SfuError> {
+        let offer = RTCSessionDescription::offer(sdp).map_err(sdp_err)?;
+        self.link.pc.set_remote_description(now, offer).map_err(sdp_err)?;
+        let open = self.open_slots()?;
+        // The new slots, m-line order within each kind: rtc gives each new sender the first
+        // m-line of its kind without one.
+        let mut changes = SlotChanges::default();
+        for kind in open {
+            let index = self.slots.as_ref().map_or(0, |s| s.iter().filter(|s| s.kind == kind).count());
+            let track = stage.iter().filter(|t| t.kind == kind).nth(index).filter(|t| !self.forwarders.contains_key(&t.id));
+            let codec = track.map_or_else(|| default_codec(kind), |t| t.codec.clone());
+            let mut sub = self.new_sender(format!("{}-{index}", kind_name(kind)), format!("onair-seat-{index}"), kind, &codec, now)?;
+            let slot = match track {
+                Some(t) => {
+                    sub.forwarder.retarget(t.id, Codec::from_mime(&t.codec.mime_type), t.codec.clock_rate, now);
+                    sub.forwarder.set_paused(self.fallback.active());
+                    self.forwarders.insert(t.id, sub);
+                    changes.added.push(t.clone());
+                    Slot { kind, track: Some(t.id), parked: None }
+                }
+                None => Slot { kind, track: None, parked: Some(sub) },
+            };
+            self.slots.get_or_insert_with(Vec::new).push(slot);
+        }
+        self.link.ensure_candidate()?;
+        let answer = self.link.pc.create_answer(None).map_err(sdp_err)?;
+        self.link.pc.set_local_description(now, answer).map_err(sdp_err)?;
+        // The answerer's restart takes the client's credentials with the offer: no early checks.
+        self.link.note_local_description();
+        self.resolve_payload_types();
+        let answer = self.link.pc.local_description().map(|d| d.sdp).ok_or_else(|| SfuError::BadSdp("no local description".into()))?;
+        Ok((answer, changes))
+    }
+
+    /// The kinds of the slots the applied offer opens, in m-line order: its audio and video
+    /// m-lines that receive (`recvonly`, or `sendrecv`) and have no sender yet, up to
+    /// [`MAX_SLOTS_PER_KIND`] of each kind with the slots there already.
+    fn open_slots(&mut self) -> Result<Vec<MediaKind>, SfuError> {
+        let offer = self.link.pc.remote_description().ok_or_else(|| SfuError::BadSdp("no offer".into()))?.unmarshal().map_err(sdp_err)?;
+        let mut with_sender: Vec<String> = Vec::new();
+        for id in self.link.pc.get_transceivers().collect::<Vec<_>>() {
+            if let Some(t) = self.link.pc.rtp_transceiver(id)
+                && t.sender().is_some()
+                && let Some(mid) = t.mid().clone()
+            {
+                with_sender.push(mid);
+            }
+        }
+        let existing = |kind: MediaKind| self.slots.as_ref().map_or(0, |s| s.iter().filter(|s| s.kind == kind).count());
+        let mut open = Vec::new();
+        for m in &offer.media_descriptions {
+            let kind = match m.media_name.media.to_ascii_lowercase().as_str() {
+                "audio" => MediaKind::Audio,
+                "video" => MediaKind::Video,
+                _ => continue,
+            };
+            let receives = m.attribute("sendonly").is_none()
+                && m.attribute("inactive").is_none()
+                && (m.media_name.port.value != 0 || m.attribute("bundle-only").is_some());
+            let mid = m.attribute("mid").flatten().unwrap_or_default();
+            if !receives || with_sender.iter().any(|s| s == mid) {
+                continue;
+            }
+            if existing(kind) + open.iter().filter(|k| **k == kind).count() < MAX_SLOTS_PER_KIND {
+                open.push(kind);
+            }
+        }
+        Ok(open)
+    }
+
+    /// A WHEP session's slots follow the stage: the i-th audio slot carries the i-th audio
+    /// track of `stage` (in stage order), the i-th video slot the i-th video track, and slots
+    /// past the end carry nothing. A slot whose track changes keeps its sender and SSRC: its
+    /// forwarder moves to the new track. Returns what changed; nothing for a page's session.
+    pub fn set_slots(&mut self, stage: &[TrackInfo], now: Instant) -> SlotChanges {
+        let mut changes = SlotChanges::default();
+        let Some(mut slots) = self.slots.take() else { return changes };
+        let mut index = [0usize; 2];
+        let wanted: Vec<Option<&TrackInfo>> = slots
+            .iter()
+            .map(|slot| {
+                let i = &mut index[usize::from(slot.kind == MediaKind::Video)];
+                let t = stage.iter().filter(|t| t.kind == slot.kind).nth(*i);
+                *i += 1;
+                t
+            })
+            .collect();
+        // First free the slots that change, so a track moving from one slot to another (a seat
+        // left before it) is not in two at once.
+        let mut freed: Vec<Option<Subscription>> = Vec::with_capacity(slots.len());
+        for (slot, want) in slots.iter_mut().zip(&wanted) {
+            if slot.track == want.map(|t| t.id) {
+                freed.push(None);
+                continue;
+            }
+            let sub = match slot.track.take() {
+                Some(old) => {
+                    changes.removed.push(old);
+                    self.forwarders.remove(&old)
+                }
+                None => slot.parked.take(),
+            };
+            freed.push(sub);
+        }
+        for ((slot, want), sub) in slots.iter_mut().zip(&wanted).zip(freed) {
+            let Some(mut sub) = sub else { continue };
+            match want {
+                Some(t) if !self.forwarders.contains_key(&t.id) => {
+                    sub.forwarder.retarget(t.id, Codec::from_mime(&t.codec.mime_type), t.codec.clock_rate, now);
+                    sub.forwarder.set_paused(self.fallback.active());
+                    sub.mime_type = t.codec.mime_type.clone();
+                    sub.fmtp = t.codec.fmtp.clone();
+                    sub.recent = Default::default();
+                    let pt = self.payload_type_for(&sub);
+                    sub.forwarder.set_payload_type(pt);
+                    self.forwarders.insert(t.id, sub);
+                    slot.track = Some(t.id);
+                    changes.added.push((*t).clone());
+                }
+                _ => slot.parked = Some(sub),
+            }
+        }
+        // A track that left one slot and went into another was removed and added: it is still
+        // carried, so the router need not hear of it.
+        changes.removed.retain(|t| !self.forwarders.contains_key(t));
+        self.slots = Some(slots);
+        changes
+    }
+
+    /// Whether this is a WHEP session (fixed slots, the client offers).
+    pub fn is_whep(&self) -> bool {
+        self.slots.is_some()
     }
 
     /// stop forwarding `track`. Returns whether it was forwarded.
     pub fn remove_subscription(&mut self, track: TrackId) -> bool {
+        if let Some(slot) = self.slots.as_mut().and_then(|s| s.iter_mut().find(|s| s.track == Some(track))) {
+            // A WHEP slot keeps its sender: it waits for the next track of its seat.
+            slot.track = None;
+            slot.parked = self.forwarders.remove(&track);
+            return slot.parked.is_some();
+        }
         match self.forwarders.remove(&track) {
             Some(sub) => {
                 if let Err(e) = self.link.pc.remove_track(sub.sender_id) {
@@ -342,33 +561,51 @@ impl Subscriber {
         self.link.pc.set_remote_description(now, answer).map_err(sdp_err)?;
         self.offer_outstanding = false;
         self.link.replay_early_checks();
-        for sub in self.forwarders.values_mut() {
-            if let Some(mut sender) = self.link.pc.rtp_sender(sub.sender_id) {
-                let params = sender.get_parameters();
-                // Same MIME type and, where the answer has several (H.264 profiles), the same
-                // fmtp line as the publisher's codec; else the first of that MIME type.
-                let codecs = &params.rtp_parameters.codecs;
-                let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
-                    c.rtp_codec.mime_type.eq_ignore_ascii_case(&sub.mime_type)
-                };
-                let pt = codecs
-                    .iter()
-                    .filter(same_mime)
-                    .find(|c| c.rtp_codec.sdp_fmtp_line == sub.fmtp)
-                    .or_else(|| codecs.iter().find(same_mime))
-                    .map(|c| c.payload_type);
-                sub.forwarder.set_payload_type(pt);
-                if pt.is_none() {
-                    if codecs.is_empty() {
-                        // Added after this offer went out: the next offer carries it.
-                        tracing::debug!(track = %sub.forwarder.track(), "not negotiated yet");
-                    } else {
-                        tracing::warn!(track = %sub.forwarder.track(), "subscriber did not accept {}", sub.mime_type);
-                    }
+        self.resolve_payload_types();
+        Ok(())
+    }
+
+    /// Learn, after a negotiation, the payload type each forwarded track's codec got.
+    fn resolve_payload_types(&mut self) {
+        let mut forwarders = std::mem::take(&mut self.forwarders);
+        for sub in forwarders.values_mut() {
+            let pt = self.payload_type_for(sub);
+            sub.forwarder.set_payload_type(pt);
+            if pt.is_none() {
+                let negotiated =
+                    self.link.pc.rtp_sender(sub.sender_id).is_some_and(|mut s| !s.get_parameters().rtp_parameters.codecs.is_empty());
+                if negotiated {
+                    tracing::warn!(track = %sub.forwarder.track(), "subscriber did not accept {}", sub.mime_type);
+                } else {
+                    // Added after this offer went out: the next offer carries it.
+                    tracing::debug!(track = %sub.forwarder.track(), "not negotiated yet");
                 }
             }
         }
-        Ok(())
+        self.forwarders = forwarders;
+        let mut slots = self.slots.take();
+        for sub in slots.iter_mut().flatten().filter_map(|s| s.parked.as_mut()) {
+            let pt = self.payload_type_for(sub);
+            sub.forwarder.set_payload_type(pt);
+        }
+        self.slots = slots;
+    }
+
+    /// The payload type the viewer accepted for `sub`'s codec on its sender: the same MIME
+    /// type and, where the answer has several (H.264 profiles), the same fmtp line as the
+    /// publisher's codec; else the first of that MIME type.
+    fn payload_type_for(&mut self, sub: &Subscription) -> Option<u8> {
+        let mut sender = self.link.pc.rtp_sender(sub.sender_id)?;
+        let params = sender.get_parameters();
+        let codecs = &params.rtp_parameters.codecs;
+        let same_mime =
+            |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| c.rtp_codec.mime_type.eq_ignore_ascii_case(&sub.mime_type);
+        codecs
+            .iter()
+            .filter(same_mime)
+            .find(|c| c.rtp_codec.sdp_fmtp_line == sub.fmtp)
+            .or_else(|| codecs.iter().find(same_mime))
+            .map(|c| c.payload_type)
     }
 
     /// The per-packet step: decide, rewrite SSRC / sequence number / timestamp /

@@ -36,6 +36,9 @@ pub(crate) struct ParticipantState {
     /// Whether its subscriber session falls back to audio only (kept here too: signaling may
     /// set it before that session exists).
     pub audio_only_fallback: bool,
+    /// A standard player (WHEP): its subscriber session is opened by its offer (`watch`) and
+    /// follows the stage (`set_slots`); `subscribe` never opens one for it.
+    pub player: bool,
 }
 
 impl ParticipantState {
@@ -108,8 +111,8 @@ impl Core {
 
     pub fn command(&mut self, cmd: Command, now: Instant) -> Answer {
         match cmd {
-            Command::AddParticipant { participant } => {
-                self.add_participant(participant);
+            Command::AddParticipant { participant, player } => {
+                self.add_participant(participant, player);
                 Answer::None
             }
             Command::Publish { participant, offer } => Answer::Sdp(self.publish(participant, offer, now)),
@@ -124,6 +127,11 @@ impl Core {
                 Answer::None
             }
             Command::SubscriberAnswer { participant, answer } => Answer::Done(self.subscriber_answer(participant, answer, now)),
+            Command::Watch { participant, offer, stage } => Answer::Sdp(self.watch(participant, offer, stage, now)),
+            Command::SetSlots { participant, stage } => {
+                self.set_slots(participant, stage, now);
+                Answer::None
+            }
             Command::RestartIce { participant } => Answer::Done(self.restart_ice(participant, now)),
             Command::Candidate { key, candidate } => Answer::Done(self.candidate(key, candidate, now)),
             Command::RemoveParticipant { participant } => {

@@ -112,9 +112,9 @@ fn handle(core: &mut Core, msg: WorkerMsg, io: &Io, sinks: &mut Sinks) {
     let now = Instant::now();
     match msg {
         WorkerMsg::Input(input) => core.handle(input, now),
-        WorkerMsg::Join(participant, events) => {
+        WorkerMsg::Join(participant, events, player) => {
             sinks.insert(participant, events);
-            core.command(Command::AddParticipant { participant }, now);
+            core.command(Command::AddParticipant { participant, player }, now);
         }
         WorkerMsg::Attach(participant, events) => {
             if let Some(sink) = sinks.get_mut(&participant) {

@@ -57,6 +57,8 @@ impl Input {
 pub(crate) enum Command {
     AddParticipant {
         participant: ParticipantId,
+        /// A standard player (WHEP): its session comes from its own offer.
+        player: bool,
     },
     Publish {
         participant: ParticipantId,
@@ -73,6 +75,17 @@ pub(crate) enum Command {
     SubscriberAnswer {
         participant: ParticipantId,
         answer: String,
+    },
+    /// A WHEP player's offer; `stage` in stage order fills its slots.
+    Watch {
+        participant: ParticipantId,
+        offer: String,
+        stage: Vec<TrackInfo>,
+    },
+    /// The stage changed: a WHEP session's slots follow it.
+    SetSlots {
+        participant: ParticipantId,
+        stage: Vec<TrackInfo>,
     },
     Candidate {
         key: SessionKey,
@@ -164,7 +177,7 @@ pub(crate) enum WorkerMsg {
     Input(Input),
     Command(Command, Option<ReplyTo>),
     /// A participant arrives; its events go to this sink (kept by the thread, not the core).
-    Join(ParticipantId, EventSink),
+    Join(ParticipantId, EventSink, bool),
     /// A participant already here continues on a new signaling connection: its events go to
     /// this sink from now on (a resumed session, `Sfu::attach`).
     Attach(ParticipantId, EventSink),

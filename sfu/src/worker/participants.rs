@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Core {
-    pub fn add_participant(&mut self, participant: ParticipantId) {
-        let state = ParticipantState { publisher: None, subscriber: None, ingest: Vec::new(), audio_only_fallback: true };
+    pub fn add_participant(&mut self, participant: ParticipantId, player: bool) {
+        let state = ParticipantState { publisher: None, subscriber: None, ingest: Vec::new(), audio_only_fallback: true, player };
         if self.participants.insert(participant, state).is_none() {
             self.plane.counters.participants.fetch_add(1, Ordering::Relaxed);
         }
@@ -134,6 +134,11 @@ impl Core {
     pub fn subscribe(&mut self, participant: ParticipantId, tracks: Vec<TrackInfo>, now: Instant) -> Result<(), SfuError> {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
         let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        if state.player {
+            // A standard player's slots follow the stage (`set_slots`): it takes no m-lines of
+            // ours, and its session is opened by its own offer.
+            return Ok(());
+        }
         let fresh = state.subscriber.is_none();
         if fresh {
             self.open_session(key, now)?;
@@ -182,7 +187,7 @@ impl Core {
     pub fn unsubscribe(&mut self, participant: ParticipantId, track: TrackId, now: Instant) {
         let key = SessionKey { participant, role: SessionRole::Subscriber };
         let Some(session) = self.subscriber(participant) else { return };
-        if !session.remove_subscription(track) {
+        if session.is_whep() || !session.remove_subscription(track) {
             return;
         }
         let offer = session.negotiate(now);
@@ -237,6 +242,79 @@ impl Core {
         };
         self.pump(key, now);
         r
+    }
+
+    /// A WHEP player's offer: the first opens its subscriber session (a WHEP session: the
+    /// client offers, its m-lines are slots that follow the stage), a later one (an ICE
+    /// restart) renegotiates it. Returns the answer; our candidate is in it. A refused first
+    /// offer closes the session.
+    pub fn watch(&mut self, participant: ParticipantId, offer: String, stage: Vec<TrackInfo>, now: Instant) -> Result<String, SfuError> {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let state = self.participants.get_mut(&participant).ok_or(SfuError::NoSession)?;
+        if !state.player {
+            return Err(SfuError::BadSdp("only a participant added as a player (`Sfu::add_player`) offers to watch".into()));
+        }
+        let fresh = state.subscriber.is_none();
+        if fresh {
+            self.open_session(key, now)?;
+        }
+        let Some(s) = self.subscriber(participant) else { return Err(SfuError::NoSession) };
+        // The client's SDP reaches rtc here: a panic on it closes this session, not the worker.
+        let answered = catch_unwind(AssertUnwindSafe(|| s.answer_offer(now, offer, &stage)));
+        match answered {
+            Ok(Ok((answer, changes))) => {
+                self.slots_changed(participant, changes, now);
+                self.pump(key, now);
+                Ok(answer)
+            }
+            Ok(Err(e)) => {
+                if fresh {
+                    self.close_session(key, "offer rejected", now);
+                }
+                Err(e)
+            }
+            Err(_) => {
+                tracing::error!(?key, "session panicked on a WHEP offer; closing it");
+                self.close_session(key, "internal error on input", now);
+                Err(SfuError::NoSession)
+            }
+        }
+    }
+
+    /// The stage changed: a WHEP session's slots follow it (`Subscriber::set_slots`).
+    pub fn set_slots(&mut self, participant: ParticipantId, stage: Vec<TrackInfo>, now: Instant) {
+        let key = SessionKey { participant, role: SessionRole::Subscriber };
+        let Some(s) = self.subscriber(participant) else { return };
+        let changes = s.set_slots(&stage, now);
+        self.slots_changed(participant, changes, now);
+        self.pump(key, now);
+    }
+
+    /// Tell the router (and the tracks' owners) which tracks a WHEP session's slots carry now,
+    /// and ask for keyframes of each new video track once the viewer is connected.
+    fn slots_changed(&mut self, participant: ParticipantId, changes: crate::session::subscriber::SlotChanges, now: Instant) {
+        if !changes.removed.is_empty() {
+            self.timers.ensure(Timer::Demand, now);
+        }
+        for track in changes.removed {
+            if self.router.remove_subscriber(track, participant) {
+                self.send_interest(track, false, now);
+            }
+        }
+        let connected = self.subscriber(participant).is_some_and(|s| s.link.connected && !s.audio_only());
+        for track in &changes.added {
+            if self.router.add_subscriber(track.id, participant) {
+                self.send_interest(track.id, true, now);
+            }
+            // Every layer: the slot starts on the first keyframe of any layer it may take (the
+            // one it will climb to may be paused by dynacast), and a stage change is rare.
+            if track.kind == MediaKind::Video && connected {
+                self.request_keyframe_from_publisher(track.id, crate::worker::keyframes::ALL_LAYERS, now);
+            }
+        }
+        if !changes.added.is_empty() {
+            self.timers.ensure(Timer::Demand, now);
+        }
     }
 
     pub fn candidate(&mut self, key: SessionKey, candidate: RTCIceCandidateInit, now: Instant) -> Result<(), SfuError> {

@@ -80,6 +80,10 @@ impl Core {
             let key = SessionKey { participant: p, role: SessionRole::Subscriber };
             let Some(s) = self.subscriber(p) else { continue };
             s.remove_subscription(track);
+            if s.is_whep() {
+                // The slot waits for signaling's next `set_slots`; nothing to negotiate.
+                continue;
+            }
             match s.negotiate(now) {
                 Ok(Some(offer)) => self.emit(p, SfuEvent::SubscriberOffer(offer)),
                 Ok(None) => {}

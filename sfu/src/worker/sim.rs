@@ -195,7 +195,7 @@ impl Sim {
         let n = self.clients.len();
         let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().expect("address");
         let id = ParticipantId::next();
-        self.core.command(Command::AddParticipant { participant: id }, self.now);
+        self.core.command(Command::AddParticipant { participant: id, player: false }, self.now);
         self.clients.push(Client {
             id,
             addr,
@@ -294,6 +294,36 @@ impl Sim {
         if let Some(height) = height {
             self.core.command(Command::VideoSize { participant: id, track: track.id, height }, now);
         }
+        self.outputs();
+        i
+    }
+
+    /// A WHEP viewer: its own offer of `slots` receive-only audio and video m-lines, answered by
+    /// `Watch` with `stage` (as signaling does for `POST /whep/{room}`).
+    fn whep_viewer(&mut self, slots: usize, stage: Vec<TrackInfo>) -> usize {
+        use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+        let i = self.add_client();
+        let now = self.now;
+        // Registered again, as a player (what `Sfu::add_player` tells the worker).
+        self.core.command(Command::AddParticipant { participant: self.clients[i].id, player: true }, now);
+        let c = &mut self.clients[i];
+        for _ in 0..slots {
+            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+                let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+                c.pc.add_transceiver_from_kind(kind, Some(init)).expect("transceiver");
+            }
+        }
+        let offer = c.pc.create_offer(None).expect("offer");
+        c.pc.set_local_description(now, offer).expect("local offer");
+        let offer = c.pc.local_description().expect("local description").sdp;
+        let id = c.id;
+        let Answer::Sdp(answer) = self.core.command(Command::Watch { participant: id, offer, stage }, now) else {
+            panic!("watch answers with SDP")
+        };
+        let answer = answer.expect("the server answers a WHEP offer");
+        assert!(answer.lines().any(|l| l.starts_with("a=candidate:")), "the answer carries the server's candidate");
+        let c = &mut self.clients[i];
+        c.pc.set_remote_description(now, RTCSessionDescription::answer(answer).expect("answer parses")).expect("remote answer");
         self.outputs();
         i
     }
@@ -844,4 +874,50 @@ fn a_resync_tells_each_participant_its_state_again() {
     let wanted = sim.layers_wanted(p, track.id);
     let last = wanted.last().expect("layers were announced before");
     assert!(to_publisher.contains(&format!("LayersWanted({:?}, {})", track.id, last.1)), "{to_publisher:?}");
+}
+
+#[test]
+fn a_whep_slot_moves_to_the_next_seat_under_one_ssrc_from_a_keyframe() {
+    let mut sim = Sim::new();
+    // Keyframes only when asked: each start must come from a request.
+    let a = sim.publisher(Duration::from_secs(30));
+    let b = sim.publisher(Duration::from_secs(30));
+    sim.run_for(Duration::from_secs(2));
+    let (ta, tb) = (sim.published_track(a), sim.published_track(b));
+    // One video m-line: the first seat. Two: both seats at once.
+    let one = sim.whep_viewer(1, vec![ta.clone(), tb.clone()]);
+    let two = sim.whep_viewer(2, vec![ta.clone(), tb.clone()]);
+    sim.run_for(Duration::from_secs(2));
+    let first = *sim.clients[one].video.first().expect("the one-slot player gets the first seat's video");
+    assert!(first.4, "it starts at a keyframe");
+    let ssrcs = |i: usize, sim: &Sim| sim.clients[i].video.iter().map(|v| v.1).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(ssrcs(two, &sim).len(), 2, "the two-slot player gets both seats, one SSRC each");
+
+    // The first seat leaves the stage: the one slot goes on with the second seat's track.
+    let before = sim.clients[one].video.len();
+    let plis = sim.clients[b].encoder.as_ref().map_or(0, |e| e.plis);
+    let switch = sim.now;
+    let id = sim.clients[one].id;
+    sim.core.command(Command::SetSlots { participant: id, stage: vec![tb.clone()] }, switch);
+    sim.outputs();
+    sim.run_for(Duration::from_secs(2));
+    let after = &sim.clients[one].video[before..];
+    let (at, _, _, _, key) = *after.first().expect("video after the switch");
+    assert!(key, "the new seat starts at a keyframe");
+    assert!(
+        at.duration_since(switch) <= Duration::from_millis(40),
+        "new seat's first frame {:?} after the switch",
+        at.duration_since(switch)
+    );
+    assert!(sim.clients[b].encoder.as_ref().map_or(0, |e| e.plis) > plis, "the new seat's publisher was asked for a keyframe");
+    assert!(after.len() > 30, "the slot keeps playing: {} packets", after.len());
+    assert_contiguous(&sim.clients[one].video);
+    // A stage with nobody on it: the slot falls silent (nothing is renegotiated).
+    sim.core.command(Command::SetSlots { participant: id, stage: vec![] }, sim.now);
+    sim.outputs();
+    sim.run_for(Duration::from_millis(200));
+    let quiet = sim.clients[one].video.len();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.clients[one].video.len(), quiet, "an empty slot sends nothing");
+    assert!(sim.events_to(one).all(|(_, e)| !matches!(e, SfuEvent::SubscriberOffer(_))), "a WHEP session is never sent an offer");
 }
