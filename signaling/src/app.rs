@@ -16,6 +16,8 @@ pub struct AppState {
     pub rooms: Arc<Rooms>,
     pub sfu: sfu::Sfu,
     pub studio: Arc<Studio>,
+    /// Standard players (WHEP) on this node.
+    pub players: Arc<crate::live::whep::Players>,
     /// Persistence (stream keys today).
     pub store: Arc<Store>,
     /// Outgoing webhooks (off when `webhooks.url` is empty).

@@ -29,6 +29,8 @@ const CSS: &str = "text/css; charset=utf-8";
 pub static ASSETS: &[Asset] = &[
     asset!("index.html", HTML),
     asset!("upcoming.html", HTML),
+    asset!("embed.html", HTML),
+    asset!("js/embed.js", JS),
     asset!("js/upcoming.js", JS),
     asset!("style.css", CSS),
     asset!("js/main.js", JS),

@@ -31,9 +31,58 @@ pub struct Config {
     pub drain: DrainConfig,
     pub schedule: ScheduleConfig,
     pub webhooks: WebhooksConfig,
+    pub embed: EmbedConfig,
     /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
     /// and `continuity` are kept unless redefined here.
     pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
+}
+
+/// The `/embed/{room}` player page (docs/whip-whep.md §3): which rooms may be embedded, in
+/// which parent pages, and whether they play without a token.
+///
+/// ```toml
+/// [embed.rooms.demo]
+/// allowed_origins = ["https://shop.example", "https://www.shop.example"]
+/// public = true
+/// ```
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// By room name; `"*"` stands for every room not named.
+    pub rooms: std::collections::BTreeMap<String, EmbedRoom>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedRoom {
+    /// The origins (`https://shop.example`, scheme and host, a port if not the default) whose
+    /// pages may put the player in an iframe: its `Content-Security-Policy: frame-ancestors`.
+    /// Empty: no page may frame it (it still opens as a page of its own).
+    pub allowed_origins: Vec<String>,
+    /// The room plays without a token: the player joins as an anonymous viewer
+    /// (`embed:<random>`). Off: the embed's URL carries a room token (`#token=…`).
+    pub public: bool,
+}
+
+impl EmbedConfig {
+    /// The embed policy of `room`, if it may be embedded.
+    pub fn room(&self, room: &str) -> Option<&EmbedRoom> {
+        self.rooms.get(room).or_else(|| self.rooms.get("*"))
+    }
+}
+
+/// Whether `origin` is a serialized origin a CSP source list can hold as it is:
+/// `http(s)://host[:port]`, no path, no wildcard, nothing that would end the directive.
+pub fn is_plain_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) else { return false };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.contains(']') || h.ends_with(']') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -374,6 +423,60 @@ pub struct RtcConfig {
     /// …and resumes after the estimate showed room for them × `fallback_headroom` this long.
     pub fallback_leave_ms: u64,
     pub fallback_headroom: f64,
+    /// STUN/TURN servers WHIP and WHEP clients are told of (`Link: <…>; rel="ice-server"`, RFC
+    /// 9725 §4.6). None by default: clients reach the UDP port directly.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server for WHIP/WHEP clients.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN credentials (`credential-type="password"`).
+    pub username: String,
+    pub credential: String,
+}
+
+impl IceServer {
+    /// The `Link` header values for this server (one per URL).
+    pub fn links(&self) -> Vec<String> {
+        self.urls
+            .iter()
+            .map(|url| {
+                let mut link = format!("<{url}>; rel=\"ice-server\"");
+                if !self.username.is_empty() {
+                    link.push_str(&format!(
+                        "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                        self.username, self.credential
+                    ));
+                }
+                link
+            })
+            .collect()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let plain = |v: &str| v.bytes().all(|b| b.is_ascii_graphic() && !b"\"<>,;\\".contains(&b));
+        if self.urls.is_empty() {
+            anyhow::bail!("rtc.ice_servers: a server without urls");
+        }
+        for url in &self.urls {
+            let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"].iter().any(|s| url.starts_with(s));
+            // `?transport=udp` is part of a TURN URL (RFC 7065); `;`, `,`, `<>` and quotes would
+            // break the header.
+            if !scheme_ok || url.len() > 512 || !url.bytes().all(|b| b.is_ascii_graphic() && !b"\"<>,; ".contains(&b)) {
+                anyhow::bail!("rtc.ice_servers: {url:?} is not a stun:, stuns:, turn: or turns: URL");
+            }
+        }
+        if !(plain(&self.username) && plain(&self.credential)) || self.username.len() > 256 || self.credential.len() > 256 {
+            anyhow::bail!(
+                "rtc.ice_servers: username and credential must be printable, without quotes, <>, commas, semicolons or backslashes"
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -452,6 +555,7 @@ impl Default for Config {
             commerce: CommerceConfig::default(),
             schedule: ScheduleConfig::default(),
             webhooks: WebhooksConfig::default(),
+            embed: EmbedConfig::default(),
             profiles: crate::profiles::builtin(),
         }
     }
@@ -477,6 +581,7 @@ impl Default for RtcConfig {
             fallback_enter_ms: 3_000,
             fallback_leave_ms: 2_000,
             fallback_headroom: 1.25,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -675,6 +780,14 @@ impl Config {
         for (name, p) in &self.profiles {
             crate::profiles::validate(name, p)?;
         }
+        for server in &self.rtc.ice_servers {
+            server.check()?;
+        }
+        for (room, e) in &self.embed.rooms {
+            if let Some(bad) = e.allowed_origins.iter().find(|o| !is_plain_origin(o)) {
+                anyhow::bail!("embed.rooms.{room}.allowed_origins: {bad:?} is not an origin like https://shop.example");
+            }
+        }
         if !self.profiles.contains_key(&self.room.profile) {
             anyhow::bail!(
                 "room.profile {:?} is not a profile (profiles: {:?})",
@@ -778,6 +891,41 @@ mod tests {
         assert_eq!(c.http.bind.port(), 9100);
         assert!(c.apply_env(|k| (k == "ONAIR_RTC_WORKERS").then(|| "many".to_string())).is_err());
         assert!(toml::from_str::<Config>("[http]\nbindd = 1\n").is_err(), "unknown keys are refused");
+        let mut e: Config =
+            toml::from_str("[embed.rooms.demo]\nallowed_origins = [\"https://shop.example\", \"http://127.0.0.1:8080\"]\npublic = true\n")
+                .unwrap();
+        e.validate().unwrap();
+        assert!(e.embed.room("demo").is_some_and(|r| r.public) && e.embed.room("other").is_none());
+        let mut t: Config = toml::from_str(
+            "[[rtc.ice_servers]]\nurls = [\"stun:stun.example.net\"]\n[[rtc.ice_servers]]\nurls = [\"turn:turn.example.net?transport=udp\"]\nusername = \"u\"\ncredential = \"p\"\n",
+        )
+        .unwrap();
+        t.validate().unwrap();
+        assert_eq!(
+            t.rtc.ice_servers[1].links(),
+            vec![
+                "<turn:turn.example.net?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\""
+                    .to_owned()
+            ]
+        );
+        for bad in ["http://x", "stun:a b", "stun:a>, <stun:b", "turn:x;rel=y"] {
+            t.rtc.ice_servers[0].urls = vec![bad.into()];
+            assert!(t.validate().is_err(), "{bad} is refused");
+        }
+        t.rtc.ice_servers[0].urls = vec!["stun:ok.example".into()];
+        t.rtc.ice_servers[1].credential = "p\"; rel=\"x".into();
+        assert!(t.validate().is_err(), "a quote in a credential is refused");
+        for bad in [
+            "shop.example",
+            "https://shop.example/path",
+            "https://a.example; script-src *",
+            "https://*.example",
+            "https://a.example:",
+            "javascript:x",
+        ] {
+            e.embed.rooms.get_mut("demo").unwrap().allowed_origins = vec![bad.into()];
+            assert!(e.validate().is_err(), "{bad} is refused");
+        }
         let mut c = Config { dev: Some(false), ..Config::default() };
         assert!(c.validate().is_err(), "no secret outside dev mode");
         c.room.max_publishers = 5;

@@ -116,7 +116,7 @@ pub fn app(state: AppState) -> Router {
     if state.config.dev_mode() {
         router = router.route("/api/dev/token", get(dev_token));
     }
-    router.merge(api::router()).merge(live::studio::whip::router()).merge(assets::router()).with_state(state)
+    router.merge(api::router()).merge(live::studio::whip::router()).merge(live::whep::router()).merge(assets::router()).with_state(state)
 }
 
 /// A running server (HTTP + media plane).
@@ -159,6 +159,7 @@ impl Server {
             sfu,
             started: Instant::now(),
             resumes: Arc::default(),
+            players: Arc::default(),
             draining: Arc::new(std::sync::OnceLock::new()),
         };
         let (rooms, store, app_state) = (state.rooms.clone(), state.store.clone(), state.clone());

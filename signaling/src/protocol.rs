@@ -414,13 +414,15 @@ pub struct ChatSnapshot {
     pub tiers: Vec<TierView>,
 }
 
-/// How a participant came in: a browser (or any WebSocket client) with a token, or a studio
-/// feed (an encoder over RTMP) with a stream key. Clients tell feeds by this, not by identity.
+/// How a participant came in: a browser (or any WebSocket client) with a token, a studio
+/// feed (an encoder over RTMP or WHIP) with a stream key, or a standard player (WHEP) with a
+/// token. Clients tell feeds by this, not by identity.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ParticipantKind {
     User,
     Studio,
+    Player,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

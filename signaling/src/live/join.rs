@@ -104,7 +104,9 @@ pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, eve
         }
         snapshot
     };
-    if let Err(e) = app.sfu.add_participant(id, events) {
+    // A standard player (WHEP) watches through its own offer's m-lines, never through ours.
+    let added = if guest.kind == ParticipantKind::Player { app.sfu.add_player(id, events) } else { app.sfu.add_participant(id, events) };
+    if let Err(e) = added {
         lock(&room).leave(id, "server busy");
         return Err(e.into());
     }

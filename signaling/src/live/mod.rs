@@ -12,7 +12,8 @@
 //! | [`invitations`] | `request_stage`, answers, `invite_to_stage`, `remove_from_stage`, `step_down` |
 //! | [`media`] | the participant's peer connections: `publish` (takes a seat), `answer`, `candidate`, `video_size`, `quality` |
 //! | [`stats`] | `get_stats`, and `/api/stats` |
-//! | [`studio`] | studio feeds over RTMP, and the stream-key messages |
+//! | [`studio`] | studio feeds over RTMP and WHIP, and the stream-key messages |
+//! | [`whep`] | standard players over WHEP: a viewer whose m-lines follow the stage |
 //! | [`chat`] | the conversation: comments, reactions, moderation, reports, the audit log |
 //! | [`qoe`] | players' QoE reports, the live's KPIs, *Report a problem* |
 //! | [`schedule`] | lives announced ahead: their rules, calendar file, reminders, the link to the live on air |
@@ -36,3 +37,4 @@ pub mod schedule;
 pub mod stage;
 pub mod stats;
 pub mod studio;
+pub mod whep;

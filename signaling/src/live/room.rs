@@ -524,6 +524,14 @@ impl Room {
         self.stage.seated().filter_map(|id| self.members.get(&id).map(|m| &m.info)).collect()
     }
 
+    /// The stage's tracks in stage order — the host's first, then the other seats in the order
+    /// they were taken — what a WHEP player's slots carry (`live::whep`).
+    pub fn stage_tracks(&self) -> Vec<TrackInfo> {
+        let mut seats: Vec<ParticipantId> = self.stage.seated().collect();
+        seats.sort_by_key(|id| self.role_of(*id) != Some(Role::Host));
+        seats.iter().flat_map(|id| self.tracks.values().filter(move |t| t.info.publisher == *id).map(|t| t.info.clone())).collect()
+    }
+
     /// How many members have each role now.
     pub fn role_counts(&self) -> Vec<(Role, u64)> {
         let mut counts: Vec<(Role, u64)> = Vec::new();

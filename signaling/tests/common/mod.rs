@@ -5,6 +5,7 @@
 pub mod chat_client;
 pub mod http;
 pub mod pg;
+pub mod whep;
 pub mod whip;
 
 use futures_util::{SinkExt, StreamExt};

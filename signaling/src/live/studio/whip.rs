@@ -39,8 +39,8 @@ use std::time::Duration;
 /// Largest SDP offer accepted (bytes): a four-layer simulcast offer from Chrome is ~8 KB.
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 
-const SDP: &str = "application/sdp";
-const FRAG: &str = "application/trickle-ice-sdpfrag";
+pub(crate) const SDP: &str = "application/sdp";
+pub(crate) const FRAG: &str = "application/trickle-ice-sdpfrag";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -51,7 +51,7 @@ pub fn router() -> Router<AppState> {
 
 /// Every WHIP response may be read by a page of another origin (the key is a bearer token, no
 /// cookie is involved), headers included.
-async fn cors(mut res: Response) -> Response {
+pub(crate) async fn cors(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, ETag, Link, Accept-Patch"));
@@ -59,12 +59,12 @@ async fn cors(mut res: Response) -> Response {
 }
 
 /// GET on an endpoint or a session: 2xx and no content (RFC 9725 §4.1).
-async fn no_content() -> StatusCode {
+pub(crate) async fn no_content() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
 /// OPTIONS: the CORS preflight of a browser publisher, and `Accept-Post` (RFC 9725 §4.2).
-async fn preflight() -> Response {
+pub(crate) async fn preflight() -> Response {
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"));
@@ -76,7 +76,7 @@ async fn preflight() -> Response {
 }
 
 /// A WHIP refusal: an HTTP status (RFC 9725 names most of them) and a plain-text reason.
-struct Refusal(StatusCode, String);
+pub(crate) struct Refusal(pub StatusCode, pub String);
 
 impl From<AppError> for Refusal {
     fn from(e: AppError) -> Self {
@@ -113,12 +113,12 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal(status, message.into())
 }
 
 /// The request's content type is `want` (parameters aside), or 415.
-fn content_type(headers: &HeaderMap, want: &str) -> Result<(), Refusal> {
+pub(crate) fn content_type(headers: &HeaderMap, want: &str) -> Result<(), Refusal> {
     let got = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let base = got.split(';').next().unwrap_or("").trim();
     if base.eq_ignore_ascii_case(want) {
@@ -128,13 +128,23 @@ fn content_type(headers: &HeaderMap, want: &str) -> Result<(), Refusal> {
     }
 }
 
-async fn text_body(body: Body, limit: usize) -> Result<String, Refusal> {
+pub(crate) async fn text_body(body: Body, limit: usize) -> Result<String, Refusal> {
     let bytes = read_body(body, limit).await?;
     String::from_utf8(bytes.to_vec()).map_err(|_| refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
 
-fn etag() -> String {
+pub(crate) fn etag() -> String {
     format!("\"{}\"", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// `Link: <url>; rel="ice-server"` for each configured STUN/TURN server (RFC 9725 §4.6), on a
+/// 201 (the values were checked when the config was loaded).
+pub(crate) fn ice_server_links(app: &AppState, headers: &mut HeaderMap) {
+    for link in app.config.rtc.ice_servers.iter().flat_map(|s| s.links()) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.append(header::LINK, v);
+        }
+    }
 }
 
 /// `POST /whip/{room}`: the offer, with the stream key as the bearer token.
@@ -200,11 +210,12 @@ async fn open(app: &AppState, room_name: &str, headers: &HeaderMap, body: Body) 
     h.insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|_| refuse(StatusCode::BAD_REQUEST, "room name"))?);
     h.insert(header::ETAG, HeaderValue::from_str(&tag).map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "etag"))?);
     h.insert("accept-patch", HeaderValue::from_static(FRAG));
+    ice_server_links(app, h);
     Ok(res)
 }
 
 /// A room name as one path segment.
-fn urlencoding_path(name: &str) -> String {
+pub(crate) fn urlencoding_path(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -294,14 +305,16 @@ async fn patch(app: &AppState, room: &str, resource: &str, headers: &HeaderMap, 
         return restart(app, &feed, ice, frag).await;
     }
     let current = plock(ice).etag.clone();
-    if !if_match.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == current) {
+    if !etag_matches(&if_match, &current) {
         return Err(refuse(StatusCode::PRECONDITION_FAILED, "the ETag is not the ICE session's (an ICE restart changed it)"));
     }
-    add_candidates(app, &feed, &frag).await?;
+    add_candidates(app, feed.participant, SessionRole::Publisher, &frag).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn add_candidates(app: &AppState, feed: &Feed, frag: &Frag) -> Result<(), Refusal> {
+/// Hand a fragment's candidates to one of `participant`'s sessions (WHIP: its publisher
+/// session; WHEP: its subscriber session).
+pub(crate) async fn add_candidates(app: &AppState, participant: sfu::ParticipantId, role: SessionRole, frag: &Frag) -> Result<(), Refusal> {
     for c in &frag.candidates {
         let init = sfu::RTCIceCandidateInit {
             candidate: c.candidate.clone(),
@@ -310,28 +323,45 @@ async fn add_candidates(app: &AppState, feed: &Feed, frag: &Frag) -> Result<(), 
             username_fragment: frag.ufrag.clone(),
             ..Default::default()
         };
-        app.sfu.add_candidate(feed.participant, SessionRole::Publisher, init).await?;
+        app.sfu.add_candidate(participant, role, init).await?;
     }
     Ok(())
+}
+
+/// Whether an `If-Match` value names the ICE session's entity tag (weak or strong, one of a list).
+pub(crate) fn etag_matches(if_match: &str, current: &str) -> bool {
+    if_match.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == current)
+}
+
+/// An ICE restart's new credentials in a fragment (both are needed).
+pub(crate) fn restart_credentials(frag: &Frag) -> Result<(&str, &str), Refusal> {
+    match (&frag.ufrag, &frag.pwd) {
+        (Some(ufrag), Some(pwd)) => Ok((ufrag, pwd)),
+        _ => Err(refuse(StatusCode::BAD_REQUEST, "an ICE restart needs a=ice-ufrag and a=ice-pwd")),
+    }
+}
+
+/// The 200 answering an ICE restart: our new credentials and candidate as a fragment of
+/// `answer`, and the new ICE session's `tag`.
+pub(crate) fn restart_reply(answer: &str, tag: &str) -> Result<Response, Refusal> {
+    let mut res = (StatusCode::OK, sdpfrag::answer_frag(answer)).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FRAG));
+    h.insert(header::ETAG, HeaderValue::from_str(tag).map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "etag"))?);
+    Ok(res)
 }
 
 /// An ICE restart: the session's offer again with the client's new credentials; our answer's
 /// new credentials and candidate go back as a fragment, with a new ETag.
 async fn restart(app: &AppState, feed: &Feed, ice: &Mutex<WhipIce>, frag: Frag) -> Result<Response, Refusal> {
-    let (Some(ufrag), Some(pwd)) = (&frag.ufrag, &frag.pwd) else {
-        return Err(refuse(StatusCode::BAD_REQUEST, "an ICE restart needs a=ice-ufrag and a=ice-pwd"));
-    };
+    let (ufrag, pwd) = restart_credentials(&frag)?;
     let offer = sdpfrag::restart_offer(&plock(ice).offer, ufrag, pwd);
     let answer = app.sfu.publish(feed.participant, offer.clone()).await?;
-    add_candidates(app, feed, &frag).await?;
+    add_candidates(app, feed.participant, SessionRole::Publisher, &frag).await?;
     let tag = etag();
     *plock(ice) = WhipIce { etag: tag.clone(), offer };
     tracing::info!(room = %feed.room_name, participant = %feed.participant, "WHIP ICE restart");
-    let mut res = (StatusCode::OK, sdpfrag::answer_frag(&answer)).into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FRAG));
-    h.insert(header::ETAG, HeaderValue::from_str(&tag).map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "etag"))?);
-    Ok(res)
+    restart_reply(&answer, &tag)
 }
 
 /// `DELETE /whip/{room}/{resource}`: the encoder is done.
