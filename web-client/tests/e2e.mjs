@@ -18,6 +18,7 @@ import { schedule } from './schedule.mjs';
 import { resync } from './resync.mjs';
 import { move } from './move.mjs';
 import { whip } from './whip.mjs';
+import { whep } from './whep.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
@@ -30,7 +31,7 @@ const CHROMIUM_ARGS = [
   '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
 ];
 const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,chat,stage,studio,whip,commerce,observability,schedule,resync,move runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,whip,whep,commerce,observability,schedule,resync,move runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 
@@ -70,7 +71,14 @@ const WEBHOOK_SECRET = 'e2e-webhook-secret-0123456789';
 // The store (lives, comments, bans, stream keys) in a fresh folder: each run starts clean and
 // nothing is written to the working tree.
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-e2e-'));
-const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0', '--admin-bind', `127.0.0.1:${adminPort}`], {
+// The whep scenario's room may be embedded by pages of one origin: a partner's page, served on
+// another loopback address (whep.mjs starts it).
+const EMBED_ROOM = 'whep-live';
+const partnerPort = await freePort();
+const EMBED_ORIGIN = `http://127.0.0.2:${partnerPort}`;
+const configFile = path.join(data, 'onair.toml');
+fs.writeFileSync(configFile, `[embed.rooms.${EMBED_ROOM}]\nallowed_origins = ["${EMBED_ORIGIN}"]\n`);
+const server = spawn(bin, ['--config', configFile, '--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0', '--admin-bind', `127.0.0.1:${adminPort}`], {
   env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
     ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
     // Pages answer the server's pings at once: a silent connection is found gone within 15–20 s.
@@ -1169,6 +1177,10 @@ try {
   if (run('whip')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
     await whip({ browser, open, token, check, until, sleep, shot, base, decoding, inbound, tiles, root });
+  }
+  if (run('whep')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await whep({ browser, open, token, check, until, sleep, shot, base, decoding, tiles, root, embedRoom: EMBED_ROOM, allowedOrigin: EMBED_ORIGIN });
   }
   if (run('move')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
