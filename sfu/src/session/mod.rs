@@ -160,6 +160,12 @@ impl SessionFactory {
             // rtc judges liveness by STUN on its first selected pair only; the worker judges it
             // by any traffic on any of the client's paths instead (ICE_DISCONNECTED/FAILED).
             .with_ice_timeouts(Some(std::time::Duration::ZERO), Some(std::time::Duration::ZERO), None)
+            // An ICE-lite server learns its peers' addresses from their checks and never needs
+            // their candidates; rtc's default would resolve a browser's `<uuid>.local`
+            // candidates by mDNS, queries our send path would put on the media socket (to the
+            // multicast group, or to the client once its address is known) — and log an error
+            // for each one that times out.
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .build();
         let config = RTCConfigurationBuilder::new().with_certificates(vec![self.certificate.clone()]).build();
         let pc = RTCPeerConnectionBuilder::new()

@@ -92,7 +92,7 @@ impl Publisher {
     }
 
     fn try_apply_offer(&mut self, now: Instant, sdp: String) -> Result<String, SfuError> {
-        let offer = RTCSessionDescription::offer(sdp).map_err(sdp_err)?;
+        let offer = RTCSessionDescription::offer(crate::session::transport::without_mdns_candidates(sdp)).map_err(sdp_err)?;
         self.link.pc.set_remote_description(now, offer).map_err(sdp_err)?;
         self.link.ensure_candidate()?;
         let answer = self.link.pc.create_answer(None).map_err(sdp_err)?;

@@ -365,7 +365,7 @@ impl Subscriber {
     }
 
     fn try_answer_offer(&mut self, now: Instant, sdp: String, stage: &[TrackInfo]) -> Result<(String, SlotChanges), SfuError> {
-        let offer = RTCSessionDescription::offer(sdp).map_err(sdp_err)?;
+        let offer = RTCSessionDescription::offer(crate::session::transport::without_mdns_candidates(sdp)).map_err(sdp_err)?;
         self.link.pc.set_remote_description(now, offer).map_err(sdp_err)?;
         let open = self.open_slots()?;
         // The new slots, m-line order within each kind: rtc gives each new sender the first

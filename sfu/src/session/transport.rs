@@ -244,6 +244,50 @@ impl Transport {
         if c.candidate.is_empty() {
             return Ok(()); // end-of-candidates
         }
+        if is_mdns_candidate(&c.candidate) {
+            return Ok(()); // a browser's hidden host address: its checks tell us the real one
+        }
         self.pc.add_remote_candidate(c).map_err(|e| SfuError::BadCandidate(e.to_string()))
+    }
+}
+
+/// Whether a candidate line (`candidate:…`, with or without `a=`) names its address by an mDNS
+/// name (`<uuid>.local`), as browsers do for host candidates of pages without camera access.
+/// An ICE-lite server learns the address from the client's checks instead (mDNS is off).
+pub fn is_mdns_candidate(line: &str) -> bool {
+    line.split_whitespace().nth(4).is_some_and(|addr| addr.to_ascii_lowercase().ends_with(".local"))
+}
+
+/// `sdp` without its mDNS candidate lines (see [`is_mdns_candidate`]): rtc would otherwise warn
+/// about each one.
+pub fn without_mdns_candidates(sdp: String) -> String {
+    if !sdp.contains(".local") {
+        return sdp;
+    }
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if !(line.starts_with("a=candidate:") && is_mdns_candidate(line)) {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod mdns_tests {
+    use super::*;
+
+    #[test]
+    fn mdns_candidates_are_left_out() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:1 1 udp 2122260223 4b1d9a1e-8f0e-4c1a-9a43-1b6f2d1e0c11.local 54321 typ host\r\na=candidate:2 1 udp 1686052607 203.0.113.9 54321 typ srflx raddr 0.0.0.0 rport 0\r\na=mid:0\r\n".to_owned();
+        assert_eq!(
+            without_mdns_candidates(sdp),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:2 1 udp 1686052607 203.0.113.9 54321 typ srflx raddr 0.0.0.0 rport 0\r\na=mid:0\r\n"
+        );
+        assert!(is_mdns_candidate("candidate:1 1 udp 1 ABC.LOCAL 9 typ host"));
+        assert!(!is_mdns_candidate("candidate:1 1 udp 1 192.0.2.1 9 typ host"));
+        assert!(!is_mdns_candidate("candidate:1 1 udp"), "a short line is not one");
+        let plain = "v=0\r\na=candidate:1 1 udp 1 192.0.2.1 9 typ host\r\n".to_owned();
+        assert_eq!(without_mdns_candidates(plain.clone()), plain);
     }
 }
