@@ -207,6 +207,16 @@ def chat_text():
     put("chat_text", "word_list", b"\xff" + words)
 
 
+def whip_frag():
+    put("whip_frag", "trickle", "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+        "a=mid:0\r\na=candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\na=end-of-candidates\r\n")
+    put("whip_frag", "restart", "a=ice-ufrag:ysXw\r\na=ice-pwd:vw5LmwG4y/e6dPP/zAP9Gp5k\r\n")
+    put("whip_frag", "answer", "v=0\r\na=ice-lite\r\na=ice-options:trickle\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n"
+        "a=ice-ufrag:NpTpsUWfuguGgTlU\r\na=ice-pwd:GbQjKlqImIjTgkVSUDsZibPDXQwLDfeE\r\na=mid:0\r\n"
+        "a=candidate:2693830880 1 udp 2130706431 203.0.113.7 7882 typ host\r\n"
+        "a=candidate:2693830880 2 udp 2130706430 203.0.113.7 7882 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n")
+
+
 # --- RTMP and FLV from ffmpeg ---------------------------------------------------------------------
 def ffmpeg_flv():
     with tempfile.TemporaryDirectory() as d:
@@ -296,7 +306,7 @@ def media():
 
 def main():
     for f in [signal_decode, jwt_verify, sdp_offer, stun_demux, rtp_packet, codec_payload, rtp_munger, rtcp_feedback,
-              payment_webhook, api_bodies, chat_text, media]:
+              payment_webhook, api_bodies, chat_text, whip_frag, media]:
         f()
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(HERE, "corpus")) for f in fs)
     print(f"seeds: {total} bytes in fuzz/corpus/")
