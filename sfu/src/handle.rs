@@ -307,6 +307,16 @@ impl Sfu {
         }
     }
 
+    /// Hand every packet of `track` (every simulcast layer, as received) to `tap` on the
+    /// publisher's worker thread, or stop (`None`). While tapped the publisher is asked for
+    /// every layer, and for keyframes when the tap starts. The tap must not block: it runs on
+    /// the per-packet path ([`crate::record::Recorder`] queues and counts what it drops).
+    pub fn tap(&self, track: TrackId, tap: Option<crate::record::Tap>) {
+        if let Some(w) = self.shared.plane.owner(track) {
+            let _ = self.control(w, WorkerMsg::Input(Input::Tap(track, tap)));
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SfuStats {
         let c = &self.shared.plane.counters;

@@ -72,6 +72,7 @@ pub mod ingest;
 mod media;
 pub mod metrics;
 mod net;
+pub mod record;
 mod session;
 mod worker;
 

@@ -106,6 +106,7 @@ impl Core {
             Input::TrackGone(track) => self.track_gone(track, now),
             Input::LayerDemand { track, worker, layer } => self.layer_demand(track, worker, layer, now),
             Input::Ingest(participant, pkt) => self.ingest(participant, pkt, now),
+            Input::Tap(track, tap) => self.set_tap(track, tap, now),
         }
     }
 

@@ -99,6 +99,18 @@ impl Core {
         }
     }
 
+    /// A recorder starts (`Some`) or stops taking every packet of a track published here: it
+    /// wants every layer (the best one is recorded) and a keyframe to start from.
+    pub fn set_tap(&mut self, track: TrackId, tap: Option<crate::record::Tap>, now: Instant) {
+        let Some(p) = self.router.published.get_mut(&track) else { return };
+        let starting = tap.is_some();
+        p.tap = tap;
+        self.demand_changed(track, now);
+        if starting {
+            self.keyframe_request(track, crate::worker::keyframes::ALL_LAYERS, now);
+        }
+    }
+
     /// Dynacast, publisher side: record a worker's demand; announce a higher wanted layer at
     /// once, a lower one once it has held for `DYNACAST_DOWN_DELAY`.
     pub fn layer_demand(&mut self, track: TrackId, worker: usize, layer: Option<u8>, now: Instant) {
@@ -106,6 +118,11 @@ impl Core {
         if let Some(slot) = p.demand.get_mut(worker) {
             *slot = layer;
         }
+        self.demand_changed(track, now);
+    }
+
+    fn demand_changed(&mut self, track: TrackId, now: Instant) {
+        let Some(p) = self.router.published.get_mut(&track) else { return };
         let wanted = p.wanted();
         match p.announced {
             Some(a) if wanted <= a => {
@@ -153,6 +170,8 @@ impl Core {
             .and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1))
             .unwrap_or(false);
         if simulcast {
+            // A recorder's "every layer" is the top one a publisher can have.
+            let max_layer = max_layer.min(crate::media::simulcast::MAX_LAYERS as u8 - 1);
             tracing::debug!(%track, max_layer, "dynacast: layers wanted");
             self.emit(publisher, SfuEvent::LayersWanted(track, max_layer));
         }

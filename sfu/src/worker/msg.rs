@@ -43,6 +43,8 @@ pub(crate) enum Input {
     },
     /// A packet of an ingest track (RTMP bridge) owned by a participant on this worker.
     Ingest(ParticipantId, MediaPacket),
+    /// Hand every packet of a track published here to a recorder (`None`: stop).
+    Tap(TrackId, Option<crate::record::Tap>),
 }
 
 impl Input {

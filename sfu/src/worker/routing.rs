@@ -18,6 +18,9 @@ impl Core {
     pub fn route(&mut self, pkt: MediaPacket, now: Instant) {
         let Some(published) = self.router.published.get(&pkt.track) else { return };
         let pkt = Arc::new(pkt);
+        if let Some(tap) = &published.tap {
+            tap.send(&pkt);
+        }
         let mut local = false;
         for (w, &count) in published.interested.iter().enumerate() {
             if count == 0 {

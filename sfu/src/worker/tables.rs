@@ -17,16 +17,21 @@ pub(crate) struct Published {
     /// The wanted layer last told to the publisher, and since when demand has been lower.
     pub announced: Option<u8>,
     pub lower_since: Option<Instant>,
+    /// A recorder's tap: every packet of the track, every layer (`Sfu::tap`).
+    pub tap: Option<crate::record::Tap>,
 }
 
 impl Published {
     pub fn new(publisher: ParticipantId, workers: usize) -> Self {
-        Self { publisher, interested: vec![0; workers], demand: vec![None; workers], announced: None, lower_since: None }
+        Self { publisher, interested: vec![0; workers], demand: vec![None; workers], announced: None, lower_since: None, tap: None }
     }
 
     /// The highest layer anyone wants; the lowest layer always stays on, so a new viewer
-    /// starts at once.
+    /// starts at once. A recorder wants them all (it records the best one).
     pub fn wanted(&self) -> u8 {
+        if self.tap.is_some() {
+            return u8::MAX;
+        }
         self.demand.iter().flatten().copied().max().unwrap_or(0)
     }
 }
