@@ -27,4 +27,6 @@ pub struct AppState {
     pub resumes: Arc<crate::live::resume::Resumes>,
     /// Set when the node started draining (SIGTERM): no new participants.
     pub draining: Arc<std::sync::OnceLock<Instant>>,
+    /// Recordings of the lives on air, and the archive.
+    pub archive: Arc<crate::archive::Archive>,
 }

@@ -32,6 +32,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub webhooks: WebhooksConfig,
     pub embed: EmbedConfig,
+    pub archive: ArchiveConfig,
     /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
     /// and `continuity` are kept unless redefined here.
     pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
@@ -281,6 +282,45 @@ impl Default for ScheduleConfig {
             reminder_minutes: 15,
             early_minutes: 30,
             late_minutes: 120,
+        }
+    }
+}
+
+/// Recording and the archive (docs/api.md "Archive"): every live is recorded unless `record`
+/// is off — one fragmented MP4 per publisher, written as packets arrive — and after it ends
+/// ffmpeg builds the one video of the stage; entries go after `retention_secs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Record lives (`ONAIR_ARCHIVE_RECORD`).
+    pub record: bool,
+    /// Where recordings are written, a folder per archive entry (`ONAIR_ARCHIVE_DIR`).
+    pub dir: String,
+    /// How long an entry and its files are kept, in seconds (`ONAIR_ARCHIVE_RETENTION_SECS`;
+    /// default 30 days).
+    pub retention_secs: u64,
+    /// How often the sweeper looks for expired entries, in seconds (`ONAIR_ARCHIVE_SWEEP_SECS`).
+    pub sweep_secs: u64,
+    /// The ffmpeg that builds the stage video (`ONAIR_FFMPEG`); empty: keep the raw files only.
+    pub ffmpeg: String,
+    /// The stage video's size (width × height; tiles are laid out in it as on the page).
+    pub video_width: u32,
+    pub video_height: u32,
+    /// How long a signed download link stays valid, in seconds.
+    pub link_secs: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            record: true,
+            dir: "onair-data/archive".into(),
+            retention_secs: 30 * 24 * 3600,
+            sweep_secs: 600,
+            ffmpeg: "ffmpeg".into(),
+            video_width: 1280,
+            video_height: 720,
+            link_secs: 6 * 3600,
         }
     }
 }
@@ -556,6 +596,7 @@ impl Default for Config {
             schedule: ScheduleConfig::default(),
             webhooks: WebhooksConfig::default(),
             embed: EmbedConfig::default(),
+            archive: ArchiveConfig::default(),
             profiles: crate::profiles::builtin(),
         }
     }
@@ -714,6 +755,21 @@ impl Config {
         if let Some(v) = get("ONAIR_WEBHOOK_SECRET") {
             self.webhooks.secret = v;
         }
+        if let Some(v) = get("ONAIR_ARCHIVE_RECORD") {
+            self.archive.record = parse("ONAIR_ARCHIVE_RECORD", v)?;
+        }
+        if let Some(v) = get("ONAIR_ARCHIVE_DIR") {
+            self.archive.dir = v;
+        }
+        if let Some(v) = get("ONAIR_ARCHIVE_RETENTION_SECS") {
+            self.archive.retention_secs = parse("ONAIR_ARCHIVE_RETENTION_SECS", v)?;
+        }
+        if let Some(v) = get("ONAIR_ARCHIVE_SWEEP_SECS") {
+            self.archive.sweep_secs = parse("ONAIR_ARCHIVE_SWEEP_SECS", v)?;
+        }
+        if let Some(v) = get("ONAIR_FFMPEG") {
+            self.archive.ffmpeg = v;
+        }
         if let Some(v) = get("ONAIR_ROOM_EMPTY_TIMEOUT_SECS") {
             self.room.empty_timeout_secs = parse("ONAIR_ROOM_EMPTY_TIMEOUT_SECS", v)?;
         }
@@ -738,6 +794,20 @@ impl Config {
 
     /// Checks that span fields.
     pub fn validate(&self) -> anyhow::Result<()> {
+        let a = &self.archive;
+        if a.record && a.dir.trim().is_empty() {
+            anyhow::bail!("archive.dir must name a folder when archive.record is on");
+        }
+        if a.retention_secs == 0 || a.sweep_secs == 0 || a.link_secs == 0 {
+            anyhow::bail!("archive.retention_secs, archive.sweep_secs and archive.link_secs must be at least 1");
+        }
+        if !(160..=3840).contains(&a.video_width)
+            || !(90..=2160).contains(&a.video_height)
+            || a.video_width % 2 == 1
+            || a.video_height % 2 == 1
+        {
+            anyhow::bail!("archive.video_width must be an even 160..=3840 and archive.video_height an even 90..=2160");
+        }
         if self.room.max_publishers == 0 || self.room.max_publishers > 4 {
             anyhow::bail!("room.max_publishers must be 1..=4 (the stage holds four)");
         }

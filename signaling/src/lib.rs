@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod archive;
 pub mod assets;
 pub mod auth;
 pub mod config;
@@ -135,7 +136,9 @@ impl Server {
     /// Bind both listeners and start serving in the background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.validate()?;
-        let auth = Authenticator::new(&config.secret()?, &config.auth.algorithm, config.auth.leeway_secs)?;
+        let secret = config.secret()?;
+        let auth = Authenticator::new(&secret, &config.auth.algorithm, config.auth.leeway_secs)?;
+        let config_archive = config.archive.clone();
         let sfu = sfu::Sfu::start(config.sfu_config())?;
         let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
         let http_addr = listener.local_addr()?;
@@ -161,6 +164,7 @@ impl Server {
             resumes: Arc::default(),
             players: Arc::default(),
             draining: Arc::new(std::sync::OnceLock::new()),
+            archive: Arc::new(archive::Archive::new(&config_archive, &secret)),
         };
         let (rooms, store, app_state) = (state.rooms.clone(), state.store.clone(), state.clone());
         let mut reaper_rx = rx.clone();
@@ -190,10 +194,26 @@ impl Server {
                     _ = every.tick() => {
                         for closed in reap_rooms.reap(Instant::now(), &reap_state.store).await {
                             live::schedule::on_ended(&reap_state, &closed.room, &closed.live_id, &closed.profile).await;
+                            // The video is built off this clock's task.
+                            let (app, live) = (reap_state.clone(), closed.live_id.clone());
+                            tokio::spawn(async move { app.archive.live_ended(&app, &live).await });
                         }
                         reap_rooms.ask_keyframes(Instant::now(), &reap_state.sfu);
                     }
                     _ = reap_rx.changed() => break,
+                }
+            }
+        });
+        // The archive: entries a stopped server left unfinished, then the sweeper.
+        let (sweep_state, mut sweep_rx) = (state.clone(), rx.clone());
+        tokio::spawn(async move {
+            sweep_state.archive.recover(&sweep_state).await;
+            let mut every = tokio::time::interval(Duration::from_secs(sweep_state.config.archive.sweep_secs));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => { sweep_state.archive.sweep(&sweep_state).await; }
+                    _ = sweep_rx.changed() => break,
                 }
             }
         });
@@ -309,6 +329,8 @@ impl Server {
         live::chat::flush_reactions(&self.state.rooms, &self.state.store).await;
         live::commerce::flush_counters(&self.state.rooms, &self.state.store).await;
         self.state.rooms.flush_chat();
+        // Recordings are closed whole (the next start builds their videos).
+        self.state.archive.stop_all(&self.state).await;
         // Webhook events emitted so far are stored for the next start to deliver.
         self.state.hooks.flush().await;
         self.state.store.close().await;

@@ -3,6 +3,7 @@
 //! Handlers here are HTTP plumbing only: they authenticate, read the body within its limit and
 //! call the feature (`live::commerce`), which does the work.
 
+pub mod archive;
 pub mod lives;
 pub mod payments;
 pub mod products;
@@ -46,6 +47,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/webhooks/deliveries/{id}", get(webhooks::get))
         .route("/api/v1/webhooks/deliveries/{id}/retry", post(webhooks::retry))
         .route("/api/v1/webhooks/test", post(webhooks::test))
+        .route("/api/v1/rooms/{room}/archive", get(archive::list_room))
+        .route("/api/v1/archive", get(archive::list_all))
+        .route("/api/v1/archive/{id}", get(archive::get).delete(archive::delete))
+        .route("/api/v1/archive/{id}/files/{name}", get(archive::file))
         .route("/media/products/{id}", get(products::image))
         .route("/media/schedules/{id}/banner", get(schedule::banner))
         .route("/upcoming/{id}", get(|| async { crate::assets::page("upcoming.html") }))

@@ -147,7 +147,17 @@ fn participant_event(room: &str, live: &str, p: &crate::protocol::ParticipantInf
 pub fn on_track_event(app: &AppState, room: &Mutex<Room>, ev: SfuEvent) -> Option<SfuEvent> {
     match ev {
         SfuEvent::TrackPublished(info) => {
-            let subscribers = lock(room).add_track(info.clone());
+            let (subscribers, recorded) = {
+                let mut r = lock(room);
+                let subscribers = r.add_track(info.clone());
+                // Recorded once on stage (add_track announced it); the room's lock is released
+                // before the archive's is taken.
+                let recorded = r.recording_of(info.id);
+                (subscribers, recorded)
+            };
+            if let Some((name, live, (identity, shown))) = recorded {
+                app.archive.track_published(app, &name, &live, info.publisher, (&identity, &shown), &info);
+            }
             for p in subscribers {
                 if let Err(e) = app.sfu.subscribe(p, info.clone()) {
                     tracing::warn!(participant = %p, "subscribe: {e}");
@@ -156,7 +166,10 @@ pub fn on_track_event(app: &AppState, room: &Mutex<Room>, ev: SfuEvent) -> Optio
             None
         }
         SfuEvent::TrackUnpublished(track) => {
-            lock(room).remove_track(track);
+            let publisher = lock(room).remove_track(track);
+            if let Some(p) = publisher {
+                app.archive.track_unpublished(app, p, track);
+            }
             None
         }
         other => Some(other),
@@ -170,6 +183,7 @@ pub fn leave(app: &AppState, id: ParticipantId, room: &Mutex<Room>, reason: &str
         r.leave(id, reason).map(|p| (p, r.name.clone(), r.chat.live_id.clone()))
     };
     app.sfu.remove_participant(id);
+    app.archive.publisher_left(app, id);
     if let Some((p, name, live)) = left {
         app.hooks.emit("participant_left", participant_event(&name, &live, &p, Some(reason)));
     }

@@ -585,10 +585,19 @@ impl Room {
         self.members.keys().copied().filter(|p| *p != publisher).collect()
     }
 
-    pub fn remove_track(&mut self, track: TrackId) {
-        if let Some(t) = self.tracks.remove(&track) {
-            self.broadcast(ServerMsg::TrackUnpublished { track, participant: t.info.publisher }, None);
-        }
+    /// What the archive needs to record a track on stage: the room, the live, and the
+    /// publisher's identity and name (`None`: the track is not on stage).
+    pub fn recording_of(&self, track: TrackId) -> Option<(String, String, (String, String))> {
+        let t = self.tracks.get(&track)?;
+        let m = self.members.get(&t.info.publisher)?;
+        Some((self.name.clone(), self.chat.live_id.clone(), (m.info.identity.clone(), m.info.name.clone())))
+    }
+
+    /// A track is gone; its publisher, if it was known.
+    pub fn remove_track(&mut self, track: TrackId) -> Option<ParticipantId> {
+        let t = self.tracks.remove(&track)?;
+        self.broadcast(ServerMsg::TrackUnpublished { track, participant: t.info.publisher }, None);
+        Some(t.info.publisher)
     }
 
     pub fn set_muted(&mut self, id: ParticipantId, track: TrackId, muted: bool) -> Result<(), AppError> {

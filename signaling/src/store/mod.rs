@@ -9,6 +9,7 @@
 //! Every method is async and awaits the database: never call one while holding a room or feed
 //! lock (docs/architecture.md §6.1).
 
+mod archive;
 mod chat;
 mod commerce;
 mod keys;
@@ -17,6 +18,7 @@ mod qoe;
 mod schedule;
 mod webhooks;
 
+pub use archive::{ArchiveFile, ArchiveRow};
 pub use chat::{AuditEntry, CommentRow, Flag, LiveState, MemberFlags, ReportRow, Visibility};
 pub use commerce::{LiveRow, PaymentRow, ProductRow, Recorded, Refunded};
 pub use keys::{KeySeat, KeyView, MintedKey, REVOKED_KEY, UNKNOWN_KEY};

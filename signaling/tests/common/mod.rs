@@ -57,6 +57,8 @@ pub fn test_config() -> Config {
     c.admin.bind = "127.0.0.1:0".parse().unwrap();
     c.rtmp.keys_file = String::new(); // nothing to import
     c.store.url = "sqlite::memory:".into();
+    // Only the archive's tests record (into a folder of their own).
+    c.archive.record = false;
     c
 }
 
