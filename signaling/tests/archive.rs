@@ -291,12 +291,14 @@ async fn two_studio_feeds_are_recorded_and_the_stage_video_is_built() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An entry past its retention is deleted by the sweeper, files and all.
+/// Without ffmpeg the entry keeps its raw files and says why there is no video; an entry past
+/// its retention is deleted by the sweeper, files and all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_sweeper_deletes_an_expired_entry() {
+async fn without_ffmpeg_the_raw_files_stay_and_the_sweeper_deletes_an_expired_entry() {
     let dir = scratch("sweep");
     let mut c = config(&dir, None);
     c.archive.retention_secs = 12;
+    c.archive.ffmpeg = dir.join("no-ffmpeg-here").display().to_string();
     init_tracing();
     let server = signaling::Server::start(c).await.unwrap();
     let room = "short-lived";
@@ -307,7 +309,11 @@ async fn the_sweeper_deletes_an_expired_entry() {
     let e = entry_when(&server, room, &["ready", "raw_only", "failed"], Duration::from_secs(60)).await;
     let id = e["id"].as_str().unwrap().to_owned();
     let files = dir.join("archive").join(&id);
-    assert!(files.join("live.mp4").is_file(), "{e}");
+    assert_eq!(e["state"], "raw_only", "{e}");
+    assert!(e["error"].as_str().is_some_and(|m| m.contains("ffmpeg is not installed")), "{e}");
+    assert!(e["video"].is_null());
+    let raw = e["raw"][0]["name"].as_str().unwrap_or_default();
+    assert!(files.join(raw).is_file(), "the raw file is kept: {e}");
     let expires = e["expires_at"].as_i64().unwrap();
     assert_eq!(expires - e["started_at"].as_i64().unwrap(), 12_000);
     let end = Instant::now() + Duration::from_secs(30);

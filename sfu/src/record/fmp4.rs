@@ -113,10 +113,17 @@ pub struct FileSummary {
     pub error: Option<String>,
 }
 
+/// Where the bytes go: a file (created with the first fragment), or memory (tests, fuzzing).
+enum Out {
+    None,
+    File(File),
+    Memory(Vec<u8>),
+}
+
 /// One fragmented MP4 file being written.
 pub struct Fmp4File {
     path: PathBuf,
-    file: Option<File>,
+    file: Out,
     muxer: Fmp4SegmentMuxer,
     video: Option<TrackOut>,
     audio: Option<TrackOut>,
@@ -138,7 +145,7 @@ impl Fmp4File {
     pub fn new(path: &Path, video: Option<VideoCodec>, audio: bool, now: Instant) -> Self {
         Self {
             path: path.to_owned(),
-            file: None,
+            file: Out::None,
             muxer: Fmp4SegmentMuxer::new().unwrap_or_else(|_| unreachable_muxer()),
             video: video.map(|_| TrackOut::new(TrackKind::Video, VIDEO_TIMESCALE)),
             audio: audio.then(|| TrackOut::new(TrackKind::Audio, AUDIO_TIMESCALE)),
@@ -148,6 +155,21 @@ impl Fmp4File {
             created: now,
             initialized: false,
             summary: FileSummary { path: path.to_owned(), video_codec: video, ..Default::default() },
+        }
+    }
+
+    /// The same, kept in memory instead of a file ([`Fmp4File::bytes`]).
+    pub fn in_memory(video: Option<VideoCodec>, audio: bool, now: Instant) -> Self {
+        let mut f = Self::new(Path::new("memory.mp4"), video, audio, now);
+        f.file = Out::Memory(Vec::new());
+        f
+    }
+
+    /// What an in-memory file holds so far.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.file {
+            Out::Memory(b) => b,
+            _ => &[],
         }
     }
 
@@ -345,7 +367,7 @@ impl Fmp4File {
         if let Err(e) = self.write_fragment() {
             tracing::error!(path = %self.path.display(), "recording stopped: {e}");
             self.summary.error = Some(e);
-            self.file = None;
+            self.file = Out::None;
         }
     }
 
@@ -377,22 +399,25 @@ impl Fmp4File {
             return Ok(());
         }
         let header = self.muxer.create_media_segment_metadata(&samples).map_err(|e| format!("mp4: {e:?}"))?;
-        if self.file.is_none() {
-            let mut f = File::create(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
-            let init = self.muxer.init_segment_bytes().map_err(|e| format!("mp4: {e:?}"))?;
-            f.write_all(&init).map_err(|e| format!("{}: {e}", self.path.display()))?;
-            self.summary.bytes += init.len() as u64;
-            self.file = Some(f);
+        // One write per fragment: the header then the payloads, assembled first (the header
+        // of the file before the first).
+        let mut buf = Vec::with_capacity(header.len() + offset as usize);
+        if !self.initialized {
+            buf.extend_from_slice(&self.muxer.init_segment_bytes().map_err(|e| format!("mp4: {e:?}"))?);
+            if matches!(self.file, Out::None) {
+                self.file = Out::File(File::create(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?);
+            }
             self.initialized = true;
         }
-        let f = self.file.as_mut().ok_or("file")?;
-        // One write per fragment: the header then the payloads, assembled first.
-        let mut buf = Vec::with_capacity(header.len() + offset as usize);
         buf.extend_from_slice(&header);
         for p in &payloads {
             buf.extend_from_slice(p);
         }
-        f.write_all(&buf).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        match &mut self.file {
+            Out::File(f) => f.write_all(&buf).map_err(|e| format!("{}: {e}", self.path.display()))?,
+            Out::Memory(m) => m.extend_from_slice(&buf),
+            Out::None => return Err("the file was closed".into()),
+        }
         self.summary.bytes += buf.len() as u64;
         for s in &samples {
             match s.track_kind {
@@ -402,7 +427,7 @@ impl Fmp4File {
         }
         // The silent lead-in frame is not media the publisher sent.
         if let Some(start) = self.start {
-            let end = end_ticks.iter().map(|(t, ts)| Duration::from_nanos(t * 1_000_000_000 / u64::from(*ts))).max();
+            let end = end_ticks.iter().map(|(t, ts)| Duration::from_nanos(t.saturating_mul(1_000_000_000) / u64::from(*ts))).max();
             if let Some(end) = end {
                 let end = start + end;
                 if self.summary.end.is_none_or(|e| end > e) {
@@ -413,15 +438,18 @@ impl Fmp4File {
         Ok(())
     }
 
-    /// Write what is left and close the file.
-    pub fn finish(mut self) -> FileSummary {
+    /// Write what is left; the file is complete (an in-memory one keeps its bytes).
+    pub fn finish(&mut self) -> FileSummary {
         self.maybe_flush(true);
         if let Some(a) = &self.audio
             && a.frames < self.summary.audio_frames
         {
             self.summary.audio_frames = a.frames;
         }
-        self.summary
+        if let Out::File(_) = self.file {
+            self.file = Out::None;
+        }
+        self.summary.clone()
     }
 }
 
@@ -441,4 +469,99 @@ pub fn nal_units(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn unreachable_muxer() -> Fmp4SegmentMuxer {
     // `Fmp4SegmentMuxer::new` with default options cannot fail (it only fills in fields).
     unreachable!("shiguredo_mp4's segment muxer with default options")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shiguredo_mp4::demux::{Fmp4FileDemuxer, Input};
+
+    /// A VP8 keyframe's first bytes: frame tag (key, shown), start code, 320×180.
+    fn vp8_key() -> Vec<u8> {
+        let mut v = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00];
+        v.extend_from_slice(&[0u8; 32]);
+        v
+    }
+
+    #[test]
+    fn a_file_reads_back_with_its_tracks_times_and_a_silent_lead_in() {
+        let t0 = Instant::now();
+        let mut f = Fmp4File::in_memory(Some(VideoCodec::Vp8), true, t0);
+        // Audio that starts before the first keyframe is left out; the file starts at it.
+        f.audio_frame(t0, vec![0xf8, 1, 2], t0);
+        let start = t0 + Duration::from_millis(10);
+        for i in 0..90u64 {
+            let at = start + Duration::from_millis(i * 1000 / 30);
+            let data = if i % 30 == 0 { vp8_key() } else { vec![0x11, 0x02, 0x00, i as u8, 7, 7] };
+            f.video_frame(at, i % 30 == 0, data);
+            // Audio every 20 ms from 50 ms after the keyframe.
+            for k in 0..2u64 {
+                let a = start + Duration::from_millis(50 + (i * 2 + k) * 20);
+                if a < start + Duration::from_secs(3) {
+                    f.audio_frame(a, vec![0xfc, i as u8, k as u8], a);
+                }
+            }
+            f.maybe_flush(false);
+        }
+        let s = f.finish();
+        assert_eq!((s.video_frames, s.audio_frames), (90, 148), "{s:?}");
+        assert_eq!((s.width, s.height), (Some(320), Some(180)));
+        let bytes = f.bytes().to_vec();
+        assert_eq!(s.bytes as usize, bytes.len());
+        assert!(bytes.windows(4).filter(|w| w == b"moof").count() >= 3, "a fragment a second");
+        let mut d = Fmp4FileDemuxer::new();
+        while let Some(req) = d.required_input() {
+            let at = (req.position as usize).min(bytes.len());
+            let end = req.size.map_or(bytes.len(), |n| (at + n).min(bytes.len()));
+            d.handle_input(Input { position: at as u64, data: &bytes[at..end] });
+            if at == bytes.len() {
+                break;
+            }
+        }
+        assert_eq!(d.tracks().map(|t| t.len()).map_err(|e| format!("{e:?}")), Ok(2));
+        let (mut video, mut audio) = (Vec::new(), Vec::new());
+        for _ in 0..10_000 {
+            match d.next_sample() {
+                Ok(Some(x)) => {
+                    let secs = x.timestamp as f64 / f64::from(x.track.timescale.get());
+                    if x.track.timescale.get() == VIDEO_TIMESCALE { video.push((secs, x.keyframe)) } else { audio.push(secs) }
+                }
+                Ok(None) => break,
+                Err(shiguredo_mp4::demux::DemuxError::InputRequired(req)) => {
+                    let at = (req.position as usize).min(bytes.len());
+                    let end = req.size.map_or(bytes.len(), |n| (at + n).min(bytes.len()));
+                    d.handle_input(Input { position: at as u64, data: &bytes[at..end] });
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(video.len(), 90);
+        assert_eq!(video.iter().filter(|v| v.1).count(), 3, "keyframes marked");
+        assert!((video[45].0 - 1.5).abs() < 0.002, "{:?}", video[45]);
+        assert_eq!(audio.len(), 149, "148 frames and the silent lead-in");
+        assert_eq!(audio[0], 0.0);
+        assert!((audio[1] - 0.050).abs() < 0.001, "the first audio frame keeps its place: {}", audio[1]);
+    }
+}
+
+#[cfg(test)]
+mod disk_full {
+    use super::*;
+
+    /// A full disk (`/dev/full` answers every write with ENOSPC): the file stops with the
+    /// error in its summary; nothing panics and later frames are ignored.
+    #[test]
+    fn a_full_disk_stops_the_file_with_its_error() {
+        let t0 = Instant::now();
+        let mut f = Fmp4File::new(Path::new("/dev/full"), None, true, t0);
+        for i in 0..200u64 {
+            let at = t0 + Duration::from_millis(i * 20);
+            f.audio_frame(at, vec![0xfc, i as u8], at);
+            f.maybe_flush(false);
+        }
+        let s = f.finish();
+        let e = s.error.unwrap_or_default();
+        assert!(e.contains("No space left"), "{e}");
+        assert_eq!(s.bytes, 0);
+    }
 }

@@ -322,7 +322,7 @@ impl State {
     }
 
     fn close_file(&mut self) {
-        let Some(f) = self.file.take() else { return };
+        let Some(mut f) = self.file.take() else { return };
         let s = f.finish();
         if s.bytes == 0 && s.error.is_none() {
             // Nothing was written (no keyframe ever came): no file, no part.
