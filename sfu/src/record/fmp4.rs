@@ -219,6 +219,16 @@ impl Fmp4File {
         if at < start {
             return;
         }
+        if keyframe
+            && self.video_codec == Some(VideoCodec::Vp8)
+            && let Some(k) = parse_frame_header(&data).ok().and_then(|h| h.keyframe)
+        {
+            // The largest frame the file holds (simulcast switches change it in-band).
+            if self.summary.height.is_none_or(|h| k.height > h) {
+                self.summary.width = Some(k.width);
+                self.summary.height = Some(k.height);
+            }
+        }
         if let Some(v) = self.video.as_mut() {
             let ticks = v.ticks(at - start);
             v.push(ticks, keyframe, data);

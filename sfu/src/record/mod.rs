@@ -64,6 +64,8 @@ pub const QUEUE: usize = 8192;
 const TICK: Duration = Duration::from_millis(20);
 /// A layer that sent nothing for this long is not a candidate any more.
 const LAYER_STALE: Duration = Duration::from_millis(1000);
+/// How long a file waits for the best layer's first keyframe before it starts on a lower one.
+const START_WAIT: Duration = Duration::from_millis(500);
 /// At most one keyframe request per track per this (the SFU throttles per layer too).
 const KEYFRAME_EVERY: Duration = Duration::from_millis(1000);
 
@@ -192,6 +194,9 @@ struct TrackIn {
     /// The layer going into the file.
     current: Option<u8>,
     last_key_request: Option<Instant>,
+    /// When the first keyframe of any layer came: a lower layer starts the file only if the best
+    /// one's keyframe (asked for when the tap started) has not come within `START_WAIT`.
+    first_key: Option<Instant>,
 }
 
 impl TrackIn {
@@ -291,7 +296,10 @@ impl State {
         }
         *slot = Some(info.id);
         let clock = info.codec.clock_rate.max(1);
-        self.tracks.insert(info.id, TrackIn { info, codec, clock, layers: BTreeMap::new(), current: None, last_key_request: None });
+        self.tracks.insert(
+            info.id,
+            TrackIn { info, codec, clock, layers: BTreeMap::new(), current: None, last_key_request: None, first_key: None },
+        );
         let vc = if video { Self::video_codec(codec) } else { None };
         match self.file.as_mut() {
             Some(f) if !f.initialized() => f.add_track(vc),
@@ -315,6 +323,7 @@ impl State {
         // Fresh timelines: each track's anchors restart with the file.
         for t in self.tracks.values_mut() {
             t.current = None;
+            t.first_key = None;
             for l in t.layers.values_mut() {
                 l.waiting_key = true;
             }
@@ -424,8 +433,14 @@ impl State {
             } else if f.after_loss {
                 l.waiting_key = true;
             }
+            if f.keyframe && t.first_key.is_none() {
+                t.first_key = Some(now);
+            }
             let take = if t.current == Some(layer) {
                 !l.waiting_key
+            } else if f.keyframe && t.current.is_none() {
+                // The file's first frame: the best layer's, unless it is slow to come.
+                target.is_none_or(|tg| layer >= tg) || t.first_key.is_some_and(|k| now.saturating_duration_since(k) >= START_WAIT)
             } else if f.keyframe {
                 // Up to the best layer, or away from one that stopped.
                 let current_stale =
