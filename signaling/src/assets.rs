@@ -51,6 +51,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("js/commerce.js", JS),
     asset!("js/schedule.js", JS),
     asset!("js/api.js", JS),
+    asset!("js/archive.js", JS),
 ];
 
 const FAVICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><circle cx='8' cy='8' r='6' fill='#ff3b5c'/></svg>";

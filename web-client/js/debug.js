@@ -44,7 +44,10 @@ window.__onair = {
     if (!publisher.pc) return [];
     const out = [];
     (await publisher.pc.getStats()).forEach((r) => {
-      if (r.type === 'outbound-rtp' && r.kind === 'video') out.push({ rid: r.rid, bytesSent: r.bytesSent, frameHeight: r.frameHeight ?? 0, limit: r.qualityLimitationReason ?? null });
+      if (r.type === 'outbound-rtp' && r.kind === 'video') {
+        out.push({ rid: r.rid, bytesSent: r.bytesSent, framesSent: r.framesSent ?? 0, framesEncoded: r.framesEncoded ?? 0,
+          frameHeight: r.frameHeight ?? 0, limit: r.qualityLimitationReason ?? null });
+      }
     });
     return out;
   },

@@ -16,6 +16,7 @@ import { wireModeration } from './moderation.js';
 import { wireCommerce } from './commerce.js';
 import { wireQoe } from './qoe.js';
 import { wireSchedule } from './schedule.js';
+import { wireArchive } from './archive.js';
 import { watchPath } from './path.js';
 import './reactions.js';
 import './debug.js';
@@ -66,6 +67,7 @@ if (!token) {
   wireCommerce();
   wireQoe();
   wireSchedule();
+  wireArchive();
   keepAlive();
   watchPath();
   renderControls();

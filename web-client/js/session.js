@@ -12,6 +12,7 @@ import { renderReactions } from './reactions.js';
 import { fetchStaffState, renderModTools } from './moderation.js';
 import { commerceError, fetchCommerce, renderCommerce } from './commerce.js';
 import { loadSchedule, renderSchedule } from './schedule.js';
+import { archiveLiveEnded, loadArchive, renderArchive } from './archive.js';
 import { forgetRecovery, restartIce } from './path.js';
 
 function renderRoom() {
@@ -26,6 +27,7 @@ function renderRoom() {
   renderNotices();
   renderCommerce();
   renderSchedule();
+  renderArchive();
 }
 
 handlers.joined = async (msg) => {
@@ -40,6 +42,7 @@ handlers.joined = async (msg) => {
     fetchStaffState();
     fetchCommerce();
     loadSchedule();
+    loadArchive();
     // Resumed after our network changed: move the media onto the new path.
     restartIce();
     // "Go live" pressed while we were reconnecting: publish now.
@@ -62,6 +65,7 @@ handlers.joined = async (msg) => {
   fetchStaffState();
   fetchCommerce();
   loadSchedule();
+  loadArchive();
   if (lostSeat) flash('The connection dropped and your seat on stage went with it. Ask to join again.', 8000);
   else if (publisher.wantLive) await goLive();
 };
@@ -109,6 +113,8 @@ function finish(connText, message) {
   renderNotices();
   renderCommerce();
   renderSchedule();
+  // The host's Archive stays: the live's recording becomes a video now.
+  if (connText === 'Ended') archiveLiveEnded(); else renderArchive();
 }
 
 // Banned from this live: the whole page says so and nothing reconnects (the server closes the

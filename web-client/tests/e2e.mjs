@@ -19,6 +19,7 @@ import { resync } from './resync.mjs';
 import { move } from './move.mjs';
 import { whip } from './whip.mjs';
 import { whep } from './whep.mjs';
+import { archive } from './archive.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
@@ -30,10 +31,11 @@ const CHROMIUM_ARGS = [
   '--allow-loopback-in-peer-connection', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
 ];
-const deadline = Date.now() + 8 * 60_000; // the whole run is bounded
-// E2E_ONLY=lobby,room,chat,stage,studio,whip,whep,commerce,observability,schedule,resync,move runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,whip,whep,commerce,observability,schedule,resync,archive,move runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
+// The whole run is bounded; the archive scenario (a 60 s live, then its video built) adds 6 min.
+const deadline = Date.now() + (run('archive') ? 14 : 8) * 60_000;
 
 let passed = 0;
 let failed = 0;
@@ -84,7 +86,9 @@ const server = spawn(bin, ['--config', configFile, '--dev', '--http-bind', `127.
     // Pages answer the server's pings at once: a silent connection is found gone within 15–20 s.
     ONAIR_IDLE_TIMEOUT_SECS: '15',
     ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ADMIN_TOKEN: admin.token,
-    ONAIR_API_KEY: API_KEY, ONAIR_COMMERCE_WEBHOOK_SECRET: WEBHOOK_SECRET },
+    ONAIR_API_KEY: API_KEY, ONAIR_COMMERCE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    // Only the archive scenario records (on a server of its own).
+    ONAIR_ARCHIVE_RECORD: 'false' },
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 let browser;
@@ -1181,6 +1185,10 @@ try {
   if (run('whep')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
     await whep({ browser, open, token, check, until, sleep, shot, base, decoding, tiles, root, embedRoom: EMBED_ROOM, allowedOrigin: EMBED_ORIGIN });
+  }
+  if (run('archive')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await archive({ browser, check, until, sleep, shot, bin, freePort });
   }
   if (run('move')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
