@@ -27,6 +27,10 @@ pub struct SfuConfig {
     /// when it returns (the rule itself is on for every viewer unless
     /// [`Sfu::set_audio_only_fallback`](crate::Sfu::set_audio_only_fallback) turns it off).
     pub fallback: crate::forward::fallback::FallbackPolicy,
+    /// Real-time scheduling (SCHED_RR at this priority, 1..=99) for the receive and worker
+    /// threads; 0 = the default scheduler. Needs CAP_SYS_NICE (or an RLIMIT_RTPRIO); without
+    /// it the threads say so once and run as usual.
+    pub realtime_priority: u8,
 }
 
 impl Default for SfuConfig {
@@ -41,6 +45,7 @@ impl Default for SfuConfig {
             max_tracks_per_publisher: 8,
             layers: Default::default(),
             fallback: Default::default(),
+            realtime_priority: 0,
         }
     }
 }

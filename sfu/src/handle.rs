@@ -75,6 +75,7 @@ impl Sfu {
             delays: Default::default(),
         });
         let mut threads = Vec::new();
+        let rt = plane.config.realtime_priority;
         for (i, q) in queues.into_iter().enumerate() {
             let core = Core::new(i, plane.clone());
             let io =
@@ -82,7 +83,10 @@ impl Sfu {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("sfu-worker-{i}"))
-                    .spawn(move || worker::run(core, io, q))
+                    .spawn(move || {
+                        realtime(rt);
+                        worker::run(core, io, q)
+                    })
                     .map_err(|e| SfuError::Startup(e.to_string()))?,
             );
         }
@@ -92,7 +96,10 @@ impl Sfu {
             threads.push(
                 std::thread::Builder::new()
                     .name("sfu-recv".into())
-                    .spawn(move || recv.run(&plane.counters))
+                    .spawn(move || {
+                        realtime(rt);
+                        recv.run(&plane.counters)
+                    })
                     .map_err(|e| SfuError::Startup(e.to_string()))?,
             );
         }
@@ -356,5 +363,20 @@ impl Sfu {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Put the calling thread under SCHED_RR at `priority` (0: leave it alone). A refusal (no
+/// CAP_SYS_NICE) is logged and the thread runs as usual.
+fn realtime(priority: u8) {
+    if priority == 0 {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: i32::from(priority.min(99)) };
+    // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 is this thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+    if r != 0 {
+        let name = std::thread::current().name().unwrap_or("sfu").to_owned();
+        tracing::warn!(thread = %name, priority, "rtc.realtime_priority: not allowed ({}); the default scheduler is used", std::io::Error::last_os_error());
     }
 }

@@ -436,6 +436,11 @@ impl RtmpConfig {
 pub struct HttpConfig {
     /// HTTP + WebSocket listener.
     pub bind: SocketAddr,
+    /// The niceness of the signaling threads (HTTP, WebSockets, the conversation's fan-out, the
+    /// store), 0..=19: the media threads keep the default, so when they share a core the media
+    /// wins it and a burst of chat writes does not delay packets (docs/benchmarks.md, issue
+    /// 11). 0 treats both alike. `ONAIR_HTTP_THREAD_NICE`.
+    pub thread_nice: i32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -463,6 +468,10 @@ pub struct RtcConfig {
     /// …and resumes after the estimate showed room for them × `fallback_headroom` this long.
     pub fallback_leave_ms: u64,
     pub fallback_headroom: f64,
+    /// Real-time scheduling for the media threads: SCHED_RR at this priority (1..=99), so they
+    /// take a core from signaling's threads at once (docs/operations.md "CPU"). 0 (the
+    /// default) leaves them on the normal scheduler. Needs CAP_SYS_NICE. `ONAIR_RTC_REALTIME_PRIORITY`.
+    pub realtime_priority: u8,
     /// STUN/TURN servers WHIP and WHEP clients are told of (`Link: <…>; rel="ice-server"`, RFC
     /// 9725 §4.6). None by default: clients reach the UDP port directly.
     pub ice_servers: Vec<IceServer>,
@@ -604,7 +613,7 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880) }
+        Self { bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880), thread_nice: 10 }
     }
 }
 
@@ -622,6 +631,7 @@ impl Default for RtcConfig {
             fallback_enter_ms: 3_000,
             fallback_leave_ms: 2_000,
             fallback_headroom: 1.25,
+            realtime_priority: 0,
             ice_servers: Vec::new(),
         }
     }
@@ -694,6 +704,12 @@ impl Config {
         }
         if let Some(v) = get("ONAIR_LOG") {
             self.log = v;
+        }
+        if let Some(v) = get("ONAIR_RTC_REALTIME_PRIORITY") {
+            self.rtc.realtime_priority = parse("ONAIR_RTC_REALTIME_PRIORITY", v)?;
+        }
+        if let Some(v) = get("ONAIR_HTTP_THREAD_NICE") {
+            self.http.thread_nice = parse("ONAIR_HTTP_THREAD_NICE", v)?;
         }
         if let Some(v) = get("ONAIR_HTTP_BIND") {
             self.http.bind = parse("ONAIR_HTTP_BIND", v)?;
@@ -794,6 +810,12 @@ impl Config {
 
     /// Checks that span fields.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.rtc.realtime_priority > 99 {
+            anyhow::bail!("rtc.realtime_priority must be 0..=99");
+        }
+        if !(0..=19).contains(&self.http.thread_nice) {
+            anyhow::bail!("http.thread_nice must be 0..=19");
+        }
         let a = &self.archive;
         if a.record && a.dir.trim().is_empty() {
             anyhow::bail!("archive.dir must name a folder when archive.record is on");
@@ -943,6 +965,7 @@ impl Config {
                 leave_hold: Duration::from_millis(self.rtc.fallback_leave_ms),
                 headroom: self.rtc.fallback_headroom,
             },
+            realtime_priority: self.rtc.realtime_priority,
             ..sfu::SfuConfig::default()
         }
     }

@@ -201,7 +201,22 @@ async fn stop(server: &signaling::Server) -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let traces = signaling::observe::traces::init(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Signaling's threads yield to the media plane's (started from this thread, so they keep
+    // its default priority): see `http.thread_nice`.
+    let nice = config.http.thread_nice;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || {
+            if nice > 0 {
+                // On Linux the niceness is per thread: PRIO_PROCESS with 0 names the caller.
+                // SAFETY: setpriority only reads its integer arguments.
+                let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+                if r != 0 {
+                    tracing::debug!("setpriority({nice}): {}", std::io::Error::last_os_error());
+                }
+            }
+        })
+        .build()?;
     runtime.block_on(async move {
         let dev = config.dev_mode();
         if dev {

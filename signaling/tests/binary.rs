@@ -151,3 +151,58 @@ fn a_taken_rtmp_port_turns_studio_feeds_off_but_the_server_runs() {
     drop(taken);
     let _ = std::fs::remove_dir_all(cwd);
 }
+
+/// One thread of a process: its name, niceness and scheduling policy (`/proc/<pid>/task`).
+fn threads(pid: u32) -> Vec<(String, i64, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_owned();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after "(comm) ": state is field 3, nice field 19, policy field 41.
+        let rest: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
+        let nice = rest.get(16).and_then(|v| v.parse().ok()).unwrap_or(-100);
+        let policy = rest.get(38).and_then(|v| v.parse().ok()).unwrap_or(99);
+        out.push((comm, nice, policy));
+    }
+    out
+}
+
+/// The media threads keep the core over signaling's: signaling's runtime threads run at
+/// `http.thread_nice` (10), the media threads at 0, and with `rtc.realtime_priority` under
+/// SCHED_RR — or, where the process may not (no CAP_SYS_NICE), on the normal scheduler with a
+/// warning that says so.
+#[test]
+fn signaling_threads_yield_to_the_media_threads() {
+    let port = free_port();
+    let cwd = scratch("priorities");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .current_dir(&cwd)
+        .args(["--dev", "--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .env("ONAIR_RTMP_ENABLED", "false")
+        .env("ONAIR_RTC_WORKERS", "2")
+        .env("ONAIR_RTC_REALTIME_PRIORITY", "5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let seen = threads(child.id());
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(cwd);
+    assert!(up, "{log}");
+    println!("{seen:?}");
+    let tokio: Vec<_> = seen.iter().filter(|t| t.0.starts_with("tokio-rt-worker")).collect();
+    let media: Vec<_> = seen.iter().filter(|t| t.0.starts_with("sfu-")).collect();
+    assert!(!tokio.is_empty() && media.len() == 3, "two workers and the receive thread: {seen:?}");
+    assert!(tokio.iter().all(|t| t.1 == 10), "signaling's threads at niceness 10: {seen:?}");
+    assert!(media.iter().all(|t| t.1 == 0), "the media threads keep niceness 0: {seen:?}");
+    let rr = media.iter().filter(|t| t.2 == 2).count();
+    let refused = log.matches("rtc.realtime_priority: not allowed").count();
+    assert_eq!(rr + refused, 3, "each media thread is SCHED_RR or says why not: {seen:?} {log}");
+}
