@@ -53,7 +53,10 @@ export async function archive(h) {
     env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-archive-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
       ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
       ONAIR_IDLE_TIMEOUT_SECS: '15', ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_API_KEY: API_KEY,
-      ONAIR_ARCHIVE_RECORD: 'true', ONAIR_ARCHIVE_DIR: path.join(data, 'archive'), ONAIR_FFMPEG: 'ffmpeg' },
+      ONAIR_ARCHIVE_RECORD: 'true', ONAIR_ARCHIVE_DIR: path.join(data, 'archive'), ONAIR_FFMPEG: 'ffmpeg',
+      // The browsers run on the server's machine here: signaling's threads keep their share of it
+      // (a node runs alone; http.thread_nice lets its media threads win its cores).
+      ONAIR_HTTP_THREAD_NICE: '0' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const contexts = [];

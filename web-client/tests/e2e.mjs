@@ -88,7 +88,10 @@ const server = spawn(bin, ['--config', configFile, '--dev', '--http-bind', `127.
     ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ADMIN_TOKEN: admin.token,
     ONAIR_API_KEY: API_KEY, ONAIR_COMMERCE_WEBHOOK_SECRET: WEBHOOK_SECRET,
     // Only the archive scenario records (on a server of its own).
-    ONAIR_ARCHIVE_RECORD: 'false' },
+    ONAIR_ARCHIVE_RECORD: 'false',
+    // The browsers run on the server's machine here: signaling's threads keep their share of it
+    // (a node runs alone; http.thread_nice lets its media threads win its cores).
+    ONAIR_HTTP_THREAD_NICE: '0' },
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 let browser;

@@ -100,7 +100,10 @@ async function variant(h, cellular) {
     server = spawn(bin, ['--dev', '--http-bind', `${SERVER_IP}:${port}`, '--udp-bind', `${SERVER_IP}:0`, '--admin-bind', `127.0.0.1:${adminPort}`], {
       env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-move-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
         ONAIR_RTC_ADVERTISE_IP: SERVER_IP, ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
-        ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ARCHIVE_RECORD: 'false' },
+        ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ARCHIVE_RECORD: 'false',
+      // The browsers run on the server's machine here: signaling's threads keep their share of it
+      // (a node runs alone; http.thread_nice lets its media threads win its cores).
+      ONAIR_HTTP_THREAD_NICE: '0' },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     await until('the move scenario\'s server', async () => (await fetch(`${base}/healthz`)).ok, 15_000);

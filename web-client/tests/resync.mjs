@@ -17,7 +17,10 @@ export async function resync(h) {
   const server = spawn(bin, ['--dev', '--http-bind', `127.0.0.1:${port}`, '--udp-bind', '127.0.0.1:0', '--admin-bind', `127.0.0.1:${adminPort}`], {
     env: { ...process.env, ONAIR_AUTH_SECRET: 'e2e-resync-secret', RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
       ONAIR_RTMP_BIND: `127.0.0.1:${rtmpPort}`, ONAIR_RTMP_KEYS_FILE: path.join(data, 'keys.json'),
-      ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ARCHIVE_RECORD: 'false', ONAIR_OUTBOX_MESSAGES: '16' },
+      ONAIR_STORE_URL: `sqlite:${path.join(data, 'onair.db')}`, ONAIR_ARCHIVE_RECORD: 'false', ONAIR_OUTBOX_MESSAGES: '16',
+      // The browsers run on the server's machine here: signaling's threads keep their share of it
+      // (a node runs alone; http.thread_nice lets its media threads win its cores).
+      ONAIR_HTTP_THREAD_NICE: '0' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const contexts = [];
