@@ -6,8 +6,6 @@
 
 use crate::media::codec::Codec;
 use crate::media::packet::MediaPacket;
-use bytes::Bytes;
-use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use std::collections::BTreeMap;
@@ -192,9 +190,16 @@ impl FrameAssembler {
     }
 }
 
-/// The codec bitstream of one frame's payloads (`None`: a payload the depacketizer refused).
+/// The codec bitstream of one frame's payloads (`None`: a payload that does not parse). Runs
+/// on the recorder's thread over what a publisher sent; a panic in a depacketizer (rtc's H.264
+/// one indexed past a STAP-A's end, found by the `record_stream` fuzz target) is caught and
+/// counts as a lost frame.
 pub fn depacketize(codec: Codec, packets: &[Arc<MediaPacket>]) -> Option<Vec<u8>> {
-    let mut data = Vec::with_capacity(packets.iter().map(|p| p.payload.len()).sum());
+    std::panic::catch_unwind(|| depacketize_inner(codec, packets)).ok().flatten()
+}
+
+fn depacketize_inner(codec: Codec, packets: &[Arc<MediaPacket>]) -> Option<Vec<u8>> {
+    let mut data = Vec::with_capacity(packets.iter().map(|p| p.payload.len()).sum::<usize>() + 16);
     match codec {
         Codec::Vp8 => {
             for p in packets {
@@ -203,11 +208,9 @@ pub fn depacketize(codec: Codec, packets: &[Arc<MediaPacket>]) -> Option<Vec<u8>
             }
         }
         Codec::H264 => {
-            let mut d = H264Packet::default();
-            d.is_avc = true;
+            let mut fu: Option<Vec<u8>> = None;
             for p in packets {
-                let out: Bytes = d.depacketize(&p.payload).ok()?;
-                data.extend_from_slice(&out);
+                h264_to_avcc(&p.payload, &mut fu, &mut data)?;
             }
         }
         Codec::Opus | Codec::Vp9 | Codec::Other => {
@@ -219,10 +222,82 @@ pub fn depacketize(codec: Codec, packets: &[Arc<MediaPacket>]) -> Option<Vec<u8>
     Some(data)
 }
 
+/// One H.264 RTP payload (RFC 6184: a single NAL unit, STAP-A, or FU-A) appended to `out` as
+/// length-prefixed (4-byte) NAL units; `fu` holds a fragmented unit between packets. `None`: a
+/// payload that does not parse (a STAP-A length past its end, an FU-A without its start, an
+/// unsupported type).
+pub fn h264_to_avcc(payload: &[u8], fu: &mut Option<Vec<u8>>, out: &mut Vec<u8>) -> Option<()> {
+    let put = |out: &mut Vec<u8>, nal: &[u8]| {
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    };
+    let header = *payload.first()?;
+    match header & 0x1f {
+        0 | 25..=27 | 29..=31 => None,
+        24 => {
+            // STAP-A: 16-bit sizes, each followed by its unit.
+            let mut rest = payload.get(1..)?;
+            while !rest.is_empty() {
+                let size = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+                let nal = rest.get(2..2 + size).filter(|n| !n.is_empty())?;
+                put(out, nal);
+                rest = &rest[2 + size..];
+            }
+            Some(())
+        }
+        28 => {
+            let fu_header = *payload.get(1)?;
+            let body = payload.get(2..)?;
+            let (start, end) = (fu_header & 0x80 != 0, fu_header & 0x40 != 0);
+            if start {
+                let mut nal = Vec::with_capacity(body.len() * 4 + 1);
+                nal.push((header & 0xe0) | (fu_header & 0x1f));
+                nal.extend_from_slice(body);
+                *fu = Some(nal);
+            } else {
+                fu.as_mut()?.extend_from_slice(body);
+            }
+            if end {
+                let nal = fu.take()?;
+                put(out, &nal);
+            }
+            Some(())
+        }
+        _ => {
+            put(out, payload);
+            Some(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ids::TrackId;
+    use bytes::Bytes;
+
+    fn avcc(payloads: &[&[u8]]) -> Option<Vec<u8>> {
+        let (mut fu, mut out) = (None, Vec::new());
+        for p in payloads {
+            h264_to_avcc(p, &mut fu, &mut out)?;
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn h264_payloads_become_length_prefixed_units_and_broken_ones_are_refused() {
+        // A single unit; a STAP-A of SPS and PPS; an FU-A in three pieces.
+        assert_eq!(avcc(&[&[0x65, 1, 2]]), Some(vec![0, 0, 0, 3, 0x65, 1, 2]));
+        assert_eq!(avcc(&[&[0x78, 0, 2, 0x67, 9, 0, 1, 0x68]]), Some(vec![0, 0, 0, 2, 0x67, 9, 0, 0, 0, 1, 0x68]));
+        assert_eq!(avcc(&[&[0x7c, 0x85, 1], &[0x7c, 0x05, 2], &[0x7c, 0x45, 3]]), Some(vec![0, 0, 0, 4, 0x65, 1, 2, 3]));
+        // The fuzz target's finding: a STAP-A ending one byte into a size (rtc's depacketizer
+        // indexed past the end and panicked on the recorder's thread).
+        assert_eq!(avcc(&[&[0x78, 0, 2, 0x67, 9, 0]]), None);
+        assert_eq!(avcc(&[&[0x78, 0, 9, 0x67]]), None, "a size past the end");
+        assert_eq!(avcc(&[&[0x7c, 0x05, 2]]), None, "an FU-A without its start");
+        assert_eq!(avcc(&[&[0x7d, 0x85, 1]]), None, "FU-B is not supported");
+        assert_eq!(avcc(&[&[]]), None);
+    }
 
     /// A VP8 packet: descriptor (S bit on a frame's first packet), then three payload bytes
     /// (rtc's depacketizer wants four at least).
