@@ -25,7 +25,7 @@ use crate::handle::Sfu;
 use crate::ids::TrackId;
 use crate::media::codec::Codec;
 use crate::media::packet::MediaPacket;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded, unbounded};
 use fmp4::{FileSummary, Fmp4File, VideoCodec};
 use frames::{Frame, FrameAssembler};
 use std::collections::{BTreeMap, HashMap};
@@ -69,8 +69,10 @@ const START_WAIT: Duration = Duration::from_millis(500);
 /// At most one keyframe request per track per this (the SFU throttles per layer too).
 const KEYFRAME_EVERY: Duration = Duration::from_millis(1000);
 
+/// Control, on a queue of its own that never blocks the caller (signaling's threads, under the
+/// archive's lock); read before every packet, so a track's `Add` (sent before its tap is
+/// installed) is always seen before its first packet.
 enum Msg {
-    Packet(Arc<MediaPacket>),
     Add(TrackInfo),
     Remove(TrackId),
     Stop,
@@ -105,6 +107,7 @@ pub struct Summary {
 /// A publisher's recording: its thread and the taps that feed it.
 pub struct Recorder {
     tx: Sender<Msg>,
+    packets: Sender<Arc<MediaPacket>>,
     sfu: Sfu,
     tapped: Vec<TrackId>,
     dropped: Arc<AtomicU64>,
@@ -115,11 +118,12 @@ impl Recorder {
     /// Start recording into `<base>.mp4` (later parts `<base>-part2.mp4`, …). No file exists
     /// until the first fragment is written.
     pub fn start(sfu: &Sfu, base: PathBuf) -> std::io::Result<Recorder> {
-        let (tx, rx) = bounded(QUEUE);
+        let (tx, rx) = unbounded();
+        let (packets, packets_rx) = bounded(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let worker_sfu = sfu.clone();
-        let thread = std::thread::Builder::new().name("onair-recorder".into()).spawn(move || run(rx, worker_sfu, base))?;
-        Ok(Recorder { tx, sfu: sfu.clone(), tapped: Vec::new(), dropped, thread: Some(thread) })
+        let thread = std::thread::Builder::new().name("onair-recorder".into()).spawn(move || run(rx, packets_rx, worker_sfu, base))?;
+        Ok(Recorder { tx, packets, sfu: sfu.clone(), tapped: Vec::new(), dropped, thread: Some(thread) })
     }
 
     /// Record `track` too (its publisher's other track, or one published later).
@@ -131,9 +135,9 @@ impl Recorder {
         if self.tx.send(Msg::Add(track.clone())).is_err() {
             return;
         }
-        let (tx, dropped) = (self.tx.clone(), self.dropped.clone());
+        let (tx, dropped) = (self.packets.clone(), self.dropped.clone());
         let tap = Tap::new(move |p: &Arc<MediaPacket>| {
-            if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Packet(p.clone())) {
+            if let Err(TrySendError::Full(_)) = tx.try_send(p.clone()) {
                 dropped.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -237,7 +241,7 @@ struct State {
     clock: (Instant, i64),
 }
 
-fn run(rx: Receiver<Msg>, sfu: Sfu, base: PathBuf) -> Summary {
+fn run(rx: Receiver<Msg>, packets: Receiver<Arc<MediaPacket>>, sfu: Sfu, base: PathBuf) -> Summary {
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut st = State {
         sfu,
@@ -252,19 +256,30 @@ fn run(rx: Receiver<Msg>, sfu: Sfu, base: PathBuf) -> Summary {
     };
     let mut last_tick = Instant::now();
     let mut frames = Vec::new();
-    loop {
-        match rx.recv_timeout(TICK) {
-            Ok(Msg::Packet(p)) => st.packet(p),
-            Ok(Msg::Add(t)) => st.add(t, Instant::now()),
-            Ok(Msg::Remove(t)) => st.remove(t, Instant::now(), &mut frames),
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+    'run: loop {
+        // Control first: a track's `Add` is queued before its first packet can be.
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Add(t)) => st.add(t, Instant::now()),
+                Ok(Msg::Remove(t)) => st.remove(t, Instant::now(), &mut frames),
+                Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => break 'run,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        match packets.recv_timeout(TICK) {
+            Ok(p) => st.packet(p),
             Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
         if now.saturating_duration_since(last_tick) >= TICK {
             last_tick = now;
             st.tick(now, false, &mut frames);
         }
+    }
+    // What was queued before the taps came off.
+    while let Ok(p) = packets.try_recv() {
+        st.packet(p);
     }
     let now = Instant::now();
     st.tick(now, true, &mut frames);
