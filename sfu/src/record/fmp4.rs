@@ -187,7 +187,12 @@ impl Fmp4File {
         self.audio.is_some()
     }
 
-    /// Add a track before the header is written.
+    /// Whether the file's zero is set (its tracks can no longer change).
+    pub fn started(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Add a track before the file started ([`Fmp4File::started`]).
     pub fn add_track(&mut self, video: Option<VideoCodec>) {
         match video {
             Some(c) if self.video.is_none() => {
@@ -206,6 +211,9 @@ impl Fmp4File {
             return;
         }
         let start = match self.start {
+            // A video track added after the file began has no sample entry: its frames go to
+            // a new file (the recorder starts one), never into this one.
+            Some(_) if self.video.as_ref().is_some_and(|v| v.entry.is_none()) => return,
             Some(s) => s,
             None if keyframe => {
                 if !self.set_video_entry(&data) {
@@ -241,19 +249,20 @@ impl Fmp4File {
             return;
         }
         let Some(start) = self.start else {
-            if self.video.is_none() || now.saturating_duration_since(self.created) >= VIDEO_WAIT {
-                // No video to wait for (or it never came): the file starts with the audio.
+            // The file starts at the first video keyframe; a publisher's video track may be
+            // announced after its audio, so audio waits for it, VIDEO_WAIT at most.
+            self.early_audio.push((at, data));
+            // Bounded: VIDEO_WAIT of 20 ms frames and then some.
+            if self.early_audio.len() > 1000 {
+                self.early_audio.remove(0);
+            }
+            if now.saturating_duration_since(self.created) >= VIDEO_WAIT {
+                // No video came: the file starts with the audio, all of what waited.
                 self.video = None;
                 self.video_codec = None;
                 self.summary.video_codec = None;
-                self.begin(at);
-                self.push_audio(at, data);
-            } else {
-                self.early_audio.push((at, data));
-                // Bounded: VIDEO_WAIT of 20 ms frames.
-                if self.early_audio.len() > 1000 {
-                    self.early_audio.remove(0);
-                }
+                let first = self.early_audio.first().map_or(at, |(t, _)| *t);
+                self.begin(first);
             }
             return;
         };
@@ -555,6 +564,45 @@ mod tests {
 }
 
 #[cfg(test)]
+mod late_video {
+    use super::*;
+
+    /// A publisher's audio track comes first and its video track a second later (the e2e's
+    /// co-host did): the video is in the file from its first keyframe, the audio from there on
+    /// — before, the audio started the file alone and the video's frames were never written.
+    #[test]
+    fn a_video_track_announced_after_the_audio_is_recorded() {
+        let t0 = Instant::now();
+        let mut f = Fmp4File::in_memory(None, true, t0);
+        for i in 0..50u64 {
+            let at = t0 + Duration::from_millis(i * 20);
+            f.audio_frame(at, vec![0xfc, i as u8], at);
+            f.maybe_flush(false);
+        }
+        assert!(!f.started(), "the audio waits for a video track");
+        f.add_track(Some(VideoCodec::Vp8));
+        let key = {
+            let mut v = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00];
+            v.extend_from_slice(&[0u8; 32]);
+            v
+        };
+        for i in 0..90u64 {
+            let at = t0 + Duration::from_millis(1000 + i * 1000 / 30);
+            f.video_frame(at, i == 0, if i == 0 { key.clone() } else { vec![0x11, 0x02, 0x00, i as u8] });
+            for k in 0..2u64 {
+                let a = t0 + Duration::from_millis(1000 + (i * 2 + k) * 1000 / 60);
+                f.audio_frame(a, vec![0xfc, k as u8], a);
+            }
+            f.maybe_flush(false);
+        }
+        let s = f.finish();
+        assert_eq!(s.video_frames, 90, "{s:?}");
+        assert!(s.audio_frames >= 170, "{s:?}");
+        assert_eq!(s.height, Some(180));
+    }
+}
+
+#[cfg(test)]
 mod disk_full {
     use super::*;
 
@@ -564,7 +612,8 @@ mod disk_full {
     fn a_full_disk_stops_the_file_with_its_error() {
         let t0 = Instant::now();
         let mut f = Fmp4File::new(Path::new("/dev/full"), None, true, t0);
-        for i in 0..200u64 {
+        // Audio alone waits VIDEO_WAIT (5 s) for a video track, then the file starts.
+        for i in 0..400u64 {
             let at = t0 + Duration::from_millis(i * 20);
             f.audio_frame(at, vec![0xfc, i as u8], at);
             f.maybe_flush(false);

@@ -317,11 +317,11 @@ impl State {
         );
         let vc = if video { Self::video_codec(codec) } else { None };
         match self.file.as_mut() {
-            Some(f) if !f.initialized() => f.add_track(vc),
+            Some(f) if !f.started() => f.add_track(vc),
             Some(f) => {
                 let fits = if video { f.has_video() && f.summary.video_codec == vc } else { f.has_audio() };
                 if !fits {
-                    // A kind (or codec) the written header does not name: a new file.
+                    // A kind (or codec) the started file does not have: a new file.
                     self.close_file();
                     self.open_file(now);
                 }
