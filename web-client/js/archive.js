@@ -7,7 +7,7 @@
 // to the server's own signed file URLs.
 
 import { room, session } from './state.js';
-import { $ } from './ui.js';
+import { $, button } from './ui.js';
 import { apiCall } from './api.js';
 
 const POLL_MS = 10_000;          // the list is read again this often while an entry is busy
@@ -69,17 +69,6 @@ function stateText(e) {
     case 'failed': return `Failed${why}`;
     default: return String(e.state ?? '');
   }
-}
-
-function button(label, onClick, { cls = '', aria = '', key = '' } = {}) {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.textContent = label;
-  if (cls) b.className = cls;
-  if (aria) b.setAttribute('aria-label', aria);
-  if (key) b.dataset.key = key;
-  b.addEventListener('click', onClick);
-  return b;
 }
 
 function link(label, href, { cls = '', aria = '', key = '', title = '' } = {}) {

@@ -8,7 +8,7 @@
 
 import { commerce, moderates, session } from './state.js';
 import { apiCall } from './api.js';
-import { $, flash, sentence } from './ui.js';
+import { $, button, flash, sentence } from './ui.js';
 import { handlers, send } from './signal.js';
 import { supporterBadge } from './chat.js';
 // Loaded before this module on purpose: its participant_updated handler is wrapped below.
@@ -115,17 +115,6 @@ async function loadProducts() {
     if (seq === loadSeq) shopStatus(`Could not read the products: ${sentence(e.message)}`);
   }
   if (seq === loadSeq) renderShop();
-}
-
-function button(label, onClick, { cls = '', aria = '', key = '' } = {}) {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.textContent = label;
-  if (cls) b.className = cls;
-  if (aria) b.setAttribute('aria-label', aria);
-  if (key) b.dataset.key = key;
-  b.addEventListener('click', onClick);
-  return b;
 }
 
 async function remove(p) {

@@ -125,3 +125,16 @@ export function renderNotices() {
   $('warning').textContent = w ? sentence(w.message || `the live ends in ${Math.ceil(w.ends_in_secs / 60)} min`) : '';
   $('audio-only').hidden = over || !notices.audioOnly;
 }
+
+// A button with its label as text (never markup), an optional class, aria-label and
+// data-key (kept focus across redraws), and its click handler.
+export function button(label, onClick, { cls = '', aria = '', key = '' } = {}) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  if (cls) b.className = cls;
+  if (aria) b.setAttribute('aria-label', aria);
+  if (key) b.dataset.key = key;
+  b.addEventListener('click', onClick);
+  return b;
+}
