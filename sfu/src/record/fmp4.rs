@@ -173,12 +173,6 @@ impl Fmp4File {
         }
     }
 
-    /// Whether the file's tracks are fixed (its header is written): a new track needs a new
-    /// file.
-    pub fn initialized(&self) -> bool {
-        self.initialized
-    }
-
     pub fn has_video(&self) -> bool {
         self.video.is_some()
     }
