@@ -548,6 +548,9 @@ pub struct RoomConfig {
     pub max_participants: usize,
     /// A room nobody is in is closed after this many seconds.
     pub empty_timeout_secs: u64,
+    /// After an ended live's room closed, its name refuses everyone but the host with
+    /// `room_ended` this many seconds (a reload hears that the live ended).
+    pub ended_linger_secs: u64,
     /// A live is ended after this many seconds (0 = no cap). Default: 4 hours.
     pub max_duration_secs: u64,
     /// Warnings to the stage this many seconds before the cap (default 15, 5 and 1 minutes).
@@ -649,6 +652,7 @@ impl Default for RoomConfig {
             max_publishers: 4,
             max_participants: 10_000,
             empty_timeout_secs: 300,
+            ended_linger_secs: 10,
             max_duration_secs: 4 * 3600,
             end_warnings_secs: vec![15 * 60, 5 * 60, 60],
             host_grace_secs: 300,

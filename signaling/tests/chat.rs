@@ -480,8 +480,10 @@ async fn restart_keeps_the_conversation(config: signaling::config::Config) {
 /// The host ending the live ends it in the store too: the room's next live starts clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_live_leaves_its_bans_behind() {
+    const LINGER: u64 = 2;
     let mut config = test_config();
     config.room.empty_timeout_secs = 0;
+    config.room.ended_linger_secs = LINGER;
     let server = signaling::Server::start(config).await.expect("server");
     let r = "again";
     let mut host = Chat::join(&server, r, "host", Role::Host).await.unwrap();
@@ -491,17 +493,38 @@ async fn an_ended_live_leaves_its_bans_behind() {
     host.send(json!({"type": "end_room"})).await;
     host.expect("room_ended").await;
     drop(host);
-    // The reaper closes the ended room within a second or two; then the name opens a new live.
-    let mut joined = None;
+    // The reaper closes the ended room within a fraction of a second; for `ended_linger_secs`
+    // a viewer is then told the live ended; past it, the name opens the room's next live.
+    let mut closed = None;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(c) = Chat::join(&server, r, "bad", Role::Viewer).await {
-            joined = Some(c);
+        if server.state.rooms.get(r).is_none() {
+            closed = Some(std::time::Instant::now());
             break;
         }
     }
-    let c = joined.expect("the next live does not know the old ban");
+    let closed = closed.expect("the ended room closes");
+    let (early, _) = Chat::join(&server, r, "bad", Role::Viewer).await.err().expect("a viewer right after the end");
+    assert_eq!(early["code"], "room_ended", "{early}");
+    tokio::time::sleep(Duration::from_secs(LINGER + 1).saturating_sub(closed.elapsed())).await;
+    let c = Chat::join(&server, r, "bad", Role::Viewer).await.expect("the next live does not know the old ban");
     assert_eq!(ids(&c.joined["chat"]["comments"]), Vec::<String>::new());
+    // (A dropped socket would be held for its resume grace: leave.)
+    let mut c = c;
+    c.send(json!({"type": "leave"})).await;
+    assert!(eventually(Duration::from_secs(5), || server.state.rooms.get(r).is_none()).await, "the viewer left: its room closes");
+    drop(c);
+
+    // The host need not wait: its join reopens the name at once.
+    let mut host = Chat::join(&server, r, "host", Role::Host).await.unwrap();
+    host.send(json!({"type": "end_room"})).await;
+    host.expect("room_ended").await;
+    drop(host);
+    assert!(eventually(Duration::from_secs(5), || server.state.rooms.get(r).is_none()).await, "the second live's room closes");
+    let (early, _) = Chat::join(&server, r, "v", Role::Viewer).await.err().expect("a viewer right after the end");
+    assert_eq!(early["code"], "room_ended");
+    let host = Chat::join(&server, r, "host", Role::Host).await.expect("the host reopens the room during the linger");
+    assert_eq!(host.joined["room"]["state"], "live", "{}", host.joined["room"]);
     server.shutdown().await;
 }
 

@@ -92,7 +92,7 @@ pub struct Joined {
 #[tracing::instrument(name = "join.room", level = "info", skip_all, fields(room = %guest.claims.room, role = ?guest.claims.role), err(level = "info"))]
 pub async fn join(app: &AppState, guest: &Guest, seat: Seat, outbox: Outbox, events: sfu::EventSink) -> Result<Joined, AppError> {
     let id = ParticipantId::next();
-    let room = app.rooms.open(&guest.claims.room, &app.store).await?;
+    let room = app.rooms.open(&guest.claims.room, &app.store, guest.claims.role == Role::Host).await?;
     let snapshot = {
         let mut r = lock(&room);
         let snapshot = r.join(id, &guest.claims, guest.kind, outbox)?;

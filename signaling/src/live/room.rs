@@ -734,6 +734,10 @@ pub struct Rooms {
     commerce: Arc<CommerceConfig>,
     /// Rooms whose chat queue has messages for the next fan-out tick.
     chat_dirty: Mutex<std::collections::HashSet<String>>,
+    /// Rooms whose live ended and closed, with when: for `room.ended_linger_secs` only their host opens
+    /// the name again, so a viewer who reloads (or a player, or a studio feed) hears "the live
+    /// has ended" instead of landing in a new, empty room. Taken alone, never with a room's lock.
+    ended: Mutex<HashMap<String, Instant>>,
     /// Held while a room is opened from the store or closed into it, so a room's live is never
     /// created twice or reopened while it is being ended. An async mutex: it is held across the
     /// store's awaits, and no other lock is taken inside it except a room's, briefly.
@@ -762,19 +766,31 @@ impl Rooms {
             default_words,
             profiles,
             chat_dirty: Mutex::new(Default::default()),
+            ended: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
         }
     }
 
     /// The room `name`, opened with its live from the store when it is not running (after a
-    /// restart: the same live, bans and comments included).
-    pub async fn open(&self, name: &str, store: &Store) -> Result<Arc<Mutex<Room>>, AppError> {
+    /// restart: the same live, bans and comments included). For `room.ended_linger_secs` after a live
+    /// ended only `host` opens the name again (its next live); anyone else gets `room_ended`.
+    pub async fn open(&self, name: &str, store: &Store, host: bool) -> Result<Arc<Mutex<Room>>, AppError> {
         if let Some(room) = self.get(name) {
             return Ok(room);
         }
         let _opening = self.opening.lock().await;
         if let Some(room) = self.get(name) {
             return Ok(room);
+        }
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = ended.get(name).copied() {
+                if host || at.elapsed() >= self.linger() {
+                    ended.remove(name);
+                } else {
+                    return Err(AppError::new(ErrorCode::RoomEnded, "this live has ended"));
+                }
+            }
         }
         let span = tracing::info_span!("room.open", room = %name);
         let live = tracing::Instrument::instrument(store.open_live(name, self.chat.history * 4), span).await?;
@@ -785,6 +801,10 @@ impl Rooms {
         let room = Arc::new(Mutex::new(Room::new(name.to_owned(), self.config.clone(), chat, commerce, self.profiles.clone())));
         self.map.insert(name.to_owned(), room.clone());
         Ok(room)
+    }
+
+    fn linger(&self) -> Duration {
+        Duration::from_secs(self.config.ended_linger_secs)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Mutex<Room>>> {
@@ -804,16 +824,25 @@ impl Rooms {
     pub async fn reap(&self, now: Instant, store: &Store) -> Vec<ClosedLive> {
         let _opening = self.opening.lock().await;
         let mut closed = Vec::new();
+        let mut ended_now = Vec::new();
         self.map.retain(|name, room| {
             let mut r = lock(room);
             let drop = r.reap_check(now);
             if drop {
                 tracing::info!(room = %name, live = %r.chat.live_id, "room closed");
+                if r.state == RoomState::Ended {
+                    ended_now.push(name.clone());
+                }
                 let kpis = serde_json::to_value(r.qoe.kpis()).unwrap_or_default();
                 closed.push((name.clone(), r.chat.live_id.clone(), r.profile().name.clone(), kpis));
             }
             !drop
         });
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            ended.retain(|_, at| now.saturating_duration_since(*at) < self.linger());
+            ended.extend(ended_now.into_iter().map(|name| (name, now)));
+        }
         let mut ended = Vec::with_capacity(closed.len());
         for (room, live, profile, kpis) in closed {
             if let Err(e) = store.save_kpis(&live, &profile, &kpis).await {
