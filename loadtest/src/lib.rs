@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod engine;
 pub mod fault;
+pub mod floor;
 pub mod kpis;
 pub mod payload;
 pub mod report;

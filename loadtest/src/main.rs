@@ -120,6 +120,16 @@ enum Command {
     /// Run the same scenario against Debian's Janus (streaming plugin) and against Onair, one
     /// after the other, each pinned to a core the harness does not use; print both and the ratios.
     Compare(CompareArgs),
+    /// The machine's floor alone (docs/loadtest.md): SRTP-encrypt and send the compare stream
+    /// to every address in a file, and print CPU per packet as JSON. `compare` runs it itself.
+    Floor(FloorArgs),
+}
+
+#[derive(clap::Args)]
+struct FloorArgs {
+    /// A JSON FloorSpec (bind, dests, video_kbps, duration, warmup, gso).
+    #[arg(long)]
+    spec: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +170,9 @@ struct CompareArgs {
     /// Write an SVG chart per run: <prefix>-<server>-<viewers>.svg.
     #[arg(long)]
     chart_prefix: Option<String>,
+    /// Skip the floor (the SRTP + sendmmsg loop run after the servers at each viewer count).
+    #[arg(long)]
+    no_floor: bool,
 }
 
 fn target_is_loopback(url: &str) -> anyhow::Result<bool> {
@@ -171,9 +184,18 @@ fn target_is_loopback(url: &str) -> anyhow::Result<bool> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Compare(args)) = cli.command {
-        raise_fd_limit();
-        return compare::run(args);
+    match cli.command {
+        Some(Command::Compare(args)) => {
+            raise_fd_limit();
+            return compare::run(args);
+        }
+        Some(Command::Floor(args)) => {
+            raise_fd_limit();
+            let spec: loadtest::floor::FloorSpec = serde_json::from_slice(&std::fs::read(&args.spec)?)?;
+            println!("{}", serde_json::to_string(&loadtest::floor::run(&spec)?)?);
+            return Ok(());
+        }
+        None => {}
     }
     anyhow::ensure!(cli.viewers <= 20_000, "--viewers is capped at 20000");
     anyhow::ensure!(cli.duration > 0.0 && cli.duration <= 3600.0, "--duration must be within (0, 3600] s");
@@ -298,6 +320,7 @@ fn raise_fd_limit() {
 
 mod compare {
     use super::CompareArgs;
+    use loadtest::floor::{FloorResult, FloorSpec};
     use loadtest::{Layer, Report, Scenario, Target, Tokens};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
@@ -468,6 +491,68 @@ mod compare {
         report
     }
 
+    /// The floor at `viewers`: the loop runs where the servers ran (in the namespace, pinned to
+    /// the server's core) and sends to `viewers` sockets the harness drains on its own core.
+    fn floor(args: &CompareArgs, viewers: usize, gso: bool) -> anyhow::Result<FloorResult> {
+        use mio::{Events, Interest, Poll, Token};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let mut sinks = Vec::with_capacity(viewers);
+        for _ in 0..viewers {
+            let s = std::net::UdpSocket::bind(format!("{HOST_IP}:0"))?;
+            s.set_nonblocking(true)?;
+            sinks.push(mio::net::UdpSocket::from_std(s));
+        }
+        let spec = FloorSpec {
+            bind: format!("{NS_IP}:0").parse()?,
+            dests: sinks.iter().map(|s| s.local_addr()).collect::<Result<_, _>>()?,
+            video_kbps: args.video_kbps,
+            duration: Duration::from_secs_f64(args.duration),
+            warmup: Duration::from_secs(2),
+            gso,
+        };
+        let path = std::env::temp_dir().join(format!("onair-loadtest-floor-{}.json", std::process::id()));
+        std::fs::write(&path, serde_json::to_vec(&spec)?)?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let received = std::sync::Arc::new(AtomicU64::new(0));
+        let (stop2, received2) = (stop.clone(), received.clone());
+        let drain = std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut poll = Poll::new()?;
+            for (i, s) in sinks.iter_mut().enumerate() {
+                poll.registry().register(s, Token(i), Interest::READABLE)?;
+            }
+            let mut events = Events::with_capacity(1024);
+            let mut buf = [0u8; 2048];
+            // Bounded by `stop`, which the caller sets once the floor process has exited.
+            while !stop2.load(Ordering::Relaxed) {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+                for e in &events {
+                    let s = &sinks[e.token().0];
+                    while s.recv(&mut buf).is_ok() {
+                        received2.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(())
+        });
+        let bin = std::env::current_exe()?;
+        let out = in_netns(args.server_core).arg(&bin).arg("floor").arg("--spec").arg(&path).stderr(Stdio::inherit()).output();
+        stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&path);
+        drain.join().map_err(|_| anyhow::anyhow!("the floor's receiver panicked"))??;
+        let out = out?;
+        anyhow::ensure!(out.status.success(), "the floor run failed: {}", String::from_utf8_lossy(&out.stdout));
+        let r: FloorResult = serde_json::from_slice(&out.stdout)?;
+        let got = received.load(Ordering::Relaxed);
+        eprintln!(
+            "  floor{} at {viewers} viewers: {:.0} pkt/s, {:.2} µs/packet, {got} datagrams received{}",
+            if gso { " (GSO)" } else { "" },
+            r.packets_per_s,
+            r.cpu_us_per_packet,
+            if r.send_errors > 0 { format!(", {} failed sends", r.send_errors) } else { String::new() }
+        );
+        Ok(r)
+    }
+
     fn f(v: Option<f64>, d: usize) -> String {
         v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "—".into())
     }
@@ -478,6 +563,7 @@ mod compare {
         let _netns = Netns;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let mut rows: Vec<(String, Report)> = Vec::new();
+        let mut floors: Vec<(usize, FloorResult, FloorResult)> = Vec::new();
         for &n in &args.viewers {
             for name in args.servers.iter().map(String::as_str) {
                 anyhow::ensure!(name == "janus" || name == "onair", "--servers takes janus and/or onair");
@@ -488,6 +574,11 @@ mod compare {
                     r.chart(std::path::Path::new(&format!("{prefix}-{name}-{n}.svg")), &format!("{name}, {n} viewers"))?;
                 }
                 rows.push((name.to_string(), r));
+            }
+            if !args.no_floor {
+                let plain = floor(&args, n, false)?;
+                let gso = floor(&args, n, true)?;
+                floors.push((n, plain, gso));
             }
         }
         println!(
@@ -517,8 +608,24 @@ mod compare {
                 println!("{n} viewers: Onair uses {:.2}x the CPU per packet of Janus ({oc:.2} vs {jc:.2} µs)", oc / jc);
             }
         }
+        for (n, plain, gso) in &floors {
+            // The floor is the cheaper of the two ways to send.
+            let best = plain.cpu_us_per_packet.min(gso.cpu_us_per_packet);
+            println!(
+                "floor   {n:>7}: SRTP + sendmmsg {:.2} µs/pkt, with GSO {:.2} µs/pkt ({:.0} pkt/s)",
+                plain.cpu_us_per_packet, gso.cpu_us_per_packet, plain.packets_per_s
+            );
+            for name in args.servers.iter().map(String::as_str) {
+                if let Some(c) =
+                    rows.iter().find(|(k, r)| k == name && r.viewers == *n).and_then(|(_, r)| r.server.cpu_us_per_received_packet)
+                {
+                    println!("{n} viewers: {name} uses {:.2}x the floor's CPU per packet ({c:.2} vs {best:.2} µs)", c / best);
+                }
+            }
+        }
         if let Some(path) = &args.json {
-            let v: Vec<_> = rows.iter().map(|(k, r)| serde_json::json!({"server": k, "report": r})).collect();
+            let mut v: Vec<_> = rows.iter().map(|(k, r)| serde_json::json!({"server": k, "report": r})).collect();
+            v.extend(floors.iter().map(|(n, p, g)| serde_json::json!({"server": "floor", "viewers": n, "sendmmsg": p, "gso": g})));
             std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
         }
         Ok(())
