@@ -121,5 +121,7 @@ pub use forward::selector::{LayerPolicy, Quality};
 pub use handle::Sfu;
 pub use ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 pub use media::packet::MediaPacket;
+#[cfg(target_os = "linux")]
+pub use net::batch::write_sockaddr;
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
 pub use rtc::peer_connection::transport::RTCIceCandidateInit;

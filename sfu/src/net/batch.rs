@@ -129,8 +129,9 @@ fn send_chunk(socket: &UdpSocket, chunk: &[(SocketAddr, BytesMut)]) -> (usize, u
     (done, bytes)
 }
 
+/// `to` as the kernel takes it (also the loadtest floor's addresses).
 #[cfg(target_os = "linux")]
-fn write_sockaddr(to: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub fn write_sockaddr(to: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match to {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
