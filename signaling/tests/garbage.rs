@@ -95,6 +95,10 @@ async fn garbage_udp_and_websocket_frames_harm_nobody() {
     assert_eq!(bad.wait_for("error", Duration::from_secs(3)).await.unwrap()["code"], "not_found");
     bad.send(json!({"type": "join", "token": "x"}));
     assert_eq!(bad.wait_for("error", Duration::from_secs(3)).await.unwrap()["code"], "already_joined");
+    // Under the protocol limit, fifteen times the server's 4 KiB read buffer: read whole (the
+    // SDP check answers, not the size check).
+    bad.send(json!({"type": "answer", "sdp": "v".repeat(60 * 1024)}));
+    assert_eq!(bad.wait_for("error", Duration::from_secs(3)).await.unwrap()["code"], "bad_sdp");
     // Over the protocol limit (64 KiB) but under the hard cap: an error, the connection stays.
     bad.send(json!({"type": "publish", "sdp": "v".repeat(100 * 1024)}));
     assert_eq!(bad.wait_for("error", Duration::from_secs(3)).await.unwrap()["code"], "message_too_large");

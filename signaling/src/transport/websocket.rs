@@ -51,6 +51,11 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// How much unread input a closing connection discards before it gives up (a frame of up to
 /// about this size still gets its close code; a larger one is reset).
 pub const LINGER_BYTES: usize = 4 * HARD_MESSAGE_CAP;
+/// Bytes one read from the socket takes at most. tungstenite's default (128 KiB) is zero-filled
+/// at a connection's first read and stays resident: 128 KiB per viewer, most of a signaling
+/// connection's memory, for messages that are a few hundred bytes. A larger frame still arrives
+/// whole: the buffer grows to the length its header announces.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 type Stream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -223,7 +228,10 @@ where
                 return;
             }
         };
-        let config = WebSocketConfig::default().max_message_size(Some(HARD_MESSAGE_CAP)).max_frame_size(Some(HARD_MESSAGE_CAP));
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(HARD_MESSAGE_CAP))
+            .max_frame_size(Some(HARD_MESSAGE_CAP))
+            .read_buffer_size(READ_BUFFER_BYTES);
         let inner = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         serve(Socket { inner, write_timeout: DEFAULT_WRITE_TIMEOUT, stalled: false }).await;
     });
