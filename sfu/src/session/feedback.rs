@@ -113,8 +113,9 @@ const RTX_BURST: Duration = Duration::from_millis(250);
 /// [`RESEND_GAP`], and retransmissions at most at [`RTX_SHARE`] of the bandwidth estimate.
 pub struct NackGuard {
     bwe: crate::bwe::SharedBwe,
-    /// Recent retransmissions, indexed by seq.
-    resent: Box<[Resent; 512]>,
+    /// Recent retransmissions, indexed by seq; allocated at the first NACK answered (16 KiB):
+    /// a viewer on a clean path never sends one.
+    resent: Option<Box<[Resent; 512]>>,
     tokens: f64,
     refilled: Option<Instant>,
     /// Sequence numbers refused (stats, tests).
@@ -137,7 +138,7 @@ impl NackGuard {
     pub fn new(bwe: crate::bwe::SharedBwe) -> Self {
         Self {
             bwe,
-            resent: Box::new([(0, 0, None, 0); 512]),
+            resent: None,
             tokens: RTX_MIN_PPS,
             refilled: None,
             refused: Arc::default(),
@@ -159,7 +160,7 @@ impl NackGuard {
         let last = self.refilled.replace(now).unwrap_or(now);
         let burst = (pps * RTX_BURST.as_secs_f64()).max(1.0);
         self.tokens = (self.tokens + pps * now.duration_since(last).as_secs_f64()).min(burst);
-        let slot = &mut self.resent[seq as usize % 512];
+        let slot = &mut self.resent.get_or_insert_with(|| Box::new([(0, 0, None, 0); 512]))[seq as usize % 512];
         let count = if slot.0 == ssrc && slot.1 == seq && slot.2.is_some() {
             if slot.3 >= MAX_RESENDS || slot.2.is_some_and(|t| now.duration_since(t) < RESEND_GAP) {
                 return false;
