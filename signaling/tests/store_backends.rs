@@ -3,7 +3,8 @@
 //! create both; every group of methods writes, reads back, and survives a reopen of the store
 //! (a restart): stream keys, lives and their conversation (comments, moderation flags, settings,
 //! reactions, reports, the audit log), payments and refunds, products with images, counters and
-//! the pin, KPIs and problem reports, scheduled lives and reminders, the webhook log.
+//! the pin, KPIs and problem reports, scheduled lives and reminders, the webhook log, archive
+//! entries and their recorded files.
 
 mod common;
 use common::pg::Pg;
@@ -172,6 +173,59 @@ async fn contract(url: &str) {
     store.finish_attempt("msg_1", "failed", 3, None, Some(503), Some("HTTP 503"), now).await.unwrap();
     store.finish_attempt("msg_2", "pending", 1, Some(now + 5000), None, Some("refused"), now).await.unwrap();
     assert!(store.redeliver("msg_1", now + 10).await.unwrap());
+    // The archive: an entry per live, its recorded files (the second write of a file updates
+    // it: the recorder reports a file when it starts and again when it ends).
+    let day = 86_400_000;
+    let entry = |id: &str, room: &str, started_at: i64, expires_at: i64| ArchiveRow {
+        id: id.into(),
+        room: room.into(),
+        live_id: live.id.clone(),
+        state: "recording".into(),
+        started_at,
+        ended_at: None,
+        video_name: None,
+        video_bytes: None,
+        error: None,
+        expires_at,
+    };
+    store.add_archive(&entry("a_1", "r", now, now + 30 * day), now).await.unwrap();
+    store.add_archive(&entry("a_2", "r", now + 1, now + 30 * day), now).await.unwrap();
+    store.add_archive(&entry("a_old", "other", now - 40 * day, now - 10 * day), now).await.unwrap();
+    assert!(store.add_archive(&entry("a_1", "r", now, now), now).await.is_err(), "ids are unique");
+    let mut f = ArchiveFile {
+        name: "host-1.mp4".into(),
+        identity: "host".into(),
+        display_name: "Höst ✓".into(),
+        started_at: Some(now),
+        ended_at: None,
+        bytes: 0,
+        video_frames: 0,
+        audio_frames: 0,
+        video_codec: Some("vp8".into()),
+        width: Some(1280),
+        height: Some(720),
+        error: None,
+    };
+    store.add_archive_file("a_1", &f).await.unwrap();
+    f.ended_at = Some(now + 60_000);
+    (f.bytes, f.video_frames, f.audio_frames) = (7_260_000, 1800, 3000);
+    store.add_archive_file("a_1", &f).await.unwrap();
+    let cam = ArchiveFile {
+        name: "cohost-1.mp4".into(),
+        identity: "co".into(),
+        started_at: Some(now + 5),
+        error: Some("disk full".into()),
+        ..f.clone()
+    };
+    store.add_archive_file("a_1", &cam).await.unwrap();
+    assert_eq!(store.unfinished_archives().await.unwrap().len(), 3);
+    store.set_archive_state("a_1", "processing", Some(now + 60_000), None, None).await.unwrap();
+    store.set_archive_state("a_1", "ready", None, Some(("live.mp4", 9_000_000)), None).await.unwrap();
+    store.set_archive_state("a_old", "raw_only", Some(now - 40 * day + 1), None, Some("ffmpeg is not installed")).await.unwrap();
+    assert_eq!(store.expired_archives(now).await.unwrap().iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a_old"]);
+    assert!(store.expired_archives(now - 11 * day).await.unwrap().is_empty(), "not before it expires");
+    assert!(store.delete_archive("a_2").await.unwrap());
+    assert!(!store.delete_archive("a_2").await.unwrap());
     store.close().await;
 
     // Reopened (a restart): everything is there.
@@ -206,6 +260,21 @@ async fn contract(url: &str) {
         [("msg_2", "pending", 1), ("msg_1", "pending", 0)]
     );
     assert_eq!(store.deliveries(Some("pending"), None, Some("msg_2"), 10).await.unwrap().len(), 1, "paged by id");
+    let a1 = store.archive("a_1").await.unwrap().unwrap();
+    assert_eq!(
+        (a1.state.as_str(), a1.ended_at, a1.video_name.as_deref(), a1.video_bytes),
+        ("ready", Some(now + 60_000), Some("live.mp4"), Some(9_000_000))
+    );
+    assert_eq!(store.archive("a_2").await.unwrap(), None);
+    assert_eq!(store.archives(Some("r"), 10).await.unwrap().iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a_1"]);
+    assert_eq!(store.archives(None, 10).await.unwrap().iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a_1", "a_old"], "newest first");
+    assert_eq!(store.archives(None, 1).await.unwrap().len(), 1, "limited");
+    assert_eq!(store.archive("a_old").await.unwrap().and_then(|a| a.error), Some("ffmpeg is not installed".into()));
+    assert!(store.unfinished_archives().await.unwrap().is_empty());
+    let files = store.archive_files("a_1").await.unwrap();
+    assert_eq!(files, [f.clone(), cam.clone()], "in the order they started, the first one updated");
+    assert!(store.delete_archive("a_1").await.unwrap());
+    assert!(store.archive_files("a_1").await.unwrap().is_empty(), "its files' rows go with it");
     // The live ends; KPIs stay with it; the room's next live is a new one.
     store.save_kpis(&live.id, "standard", &serde_json::json!({"viewers": 3})).await.unwrap();
     store.end_live(&live.id).await.unwrap();
