@@ -245,7 +245,10 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         Connection { ctx, limits, resyncs: Vec::new() }.serve(&mut socket, &mut out_rx, &mut ev_rx, &stop).await
     };
     let grace = app.config.limits.resume_grace_secs;
-    if end.resumable && grace > 0 {
+    // A live that ended has nothing to resume: a connection that drops after the end (a client
+    // gone before it read `room_ended`) leaves at once, so the room closes now, not a grace later.
+    let ended = room::lock(&room).state() == crate::protocol::RoomState::Ended;
+    if end.resumable && grace > 0 && !ended {
         tracing::info!(participant = %id, reason = %end.reason, "connection dropped: the participant waits {grace} s for a resume");
         app.resumes.park(&resume_token, Parked { id, room: room.clone(), claims: claims.clone() });
         room::lock(&room).connection_away(id, grace);
