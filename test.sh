@@ -2,7 +2,8 @@
 # The whole Onair test suite. Installs what the tests need when it is missing, then runs:
 #   - `cargo fmt --check` (rustfmt.toml) and clippy with warnings as errors,
 #   - every unit and integration test of the workspace (real WebRTC peers on loopback, real
-#     ffmpeg pushing RTMP, the store against SQLite and a PostgreSQL server the test starts),
+#     ffmpeg pushing RTMP, the store against SQLite and a PostgreSQL server the test starts,
+#     three nodes on a Redis server the test starts),
 #   - a smoke run of the forwarding-path benchmark (it must still build and forward),
 #   - every fuzz target for 30 s on the stable toolchain (fuzz/fuzz.sh, docs/fuzzing.md),
 #   - promtool on deploy/prometheus/: the alert rules, the scrape config, the rules' unit tests,
@@ -30,6 +31,8 @@ command -v promtool >/dev/null || need_apt_lean+=(prometheus)
 # The store's tests run against PostgreSQL too: each starts a throwaway cluster on a loopback port
 # with Debian's initdb/pg_ctl (signaling/tests/common/pg.rs) and stops it after; no service runs.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt_lean+=(postgresql)
+# The cluster's tests start their own Redis the same way (signaling/tests/common/redis.rs).
+command -v redis-server >/dev/null || need_apt_lean+=(redis-server)
 # deploy/k8s is checked with kubernetes-validate (PyPI) in a venv under target/, which needs
 # Python's venv module (only where kubectl is there to render the manifests).
 if command -v kubectl >/dev/null && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then need_apt_lean+=(python3-venv); fi
@@ -43,10 +46,18 @@ if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_apt_lean[@]} -gt 0 ]; then
     $sudo_ mkdir -p /etc/postgresql-common
     echo 'create_main_cluster = false' | $sudo_ tee /etc/postgresql-common/createcluster.conf >/dev/null
   fi
+  # Debian's postinst scripts would start system services (Redis on 6379): the tests start
+  # their own. policy-rc.d (invoke-rc.d's veto, as container images ship it) is set for the
+  # install only, and only when the machine has none.
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo_ tee /usr/sbin/policy-rc.d >/dev/null && $sudo_ chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
   $sudo_ apt-get update -qq
   [ ${#need_apt[@]} -eq 0 ] || $sudo_ apt-get install -y -qq "${need_apt[@]}"
   [ ${#need_apt_lean[@]} -eq 0 ] || $sudo_ apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${need_apt_lean[@]}"
+  [ -z "$made_policy" ] || $sudo_ rm -f /usr/sbin/policy-rc.d
 fi
 # npm packages of the browser test, from the committed lockfile.
 if [ ! -d web-client/node_modules/playwright-core ]; then

@@ -29,4 +29,6 @@ pub struct AppState {
     pub draining: Arc<std::sync::OnceLock<Instant>>,
     /// Recordings of the lives on air, and the archive.
     pub archive: Arc<crate::archive::Archive>,
+    /// The node registry and the lives' placement (None: this node is alone).
+    pub cluster: Option<crate::cluster::Cluster>,
 }

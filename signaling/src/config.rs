@@ -33,6 +33,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub embed: EmbedConfig,
     pub archive: ArchiveConfig,
+    pub cluster: ClusterConfig,
     /// Live profiles by name (docs/protocol.md §6.3); the built-in `interactive`, `standard`
     /// and `continuity` are kept unless redefined here.
     pub profiles: std::collections::BTreeMap<String, crate::profiles::Profile>,
@@ -166,6 +167,36 @@ pub struct DrainConfig {
 impl Default for DrainConfig {
     fn default() -> Self {
         Self { max_secs: 4 * 3600 + 300 }
+    }
+}
+
+/// Many nodes (docs/deploy.md "Many nodes"): with `redis_url` set, the node registers itself
+/// in Redis, and each live is placed on one node — the node of the live's first join; a join
+/// that reaches another node is sent there (`redirect`). Empty `redis_url`: one node alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[:password@]host:port[/db]` (`ONAIR_REDIS_URL`). Empty: no cluster.
+    pub redis_url: String,
+    /// This node's name in the registry, unique in the cluster (`ONAIR_NODE_ID`). Empty: the
+    /// host name (a StatefulSet's pods keep theirs).
+    pub node_id: String,
+    /// The base URL clients reach this node at, `http(s)://host[:port]` (`ONAIR_NODE_URL`):
+    /// a redirect to this node says `ws(s)://…/ws` of it. Empty: `http://` and the HTTP
+    /// listener's address (with `rtc.advertise_ip` when it listens on every address).
+    pub url: String,
+    /// Every key this node writes starts with it (several clusters on one Redis).
+    pub key_prefix: String,
+    /// How often the node writes its record and keeps its rooms' placements (milliseconds).
+    /// A node not heard of for three of these is gone from the registry, and the lives placed
+    /// on it can be placed anew (a dead origin's live reopens, from the shared store, on the
+    /// node its host joins next).
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { redis_url: String::new(), node_id: String::new(), url: String::new(), key_prefix: "onair".into(), heartbeat_ms: 2000 }
     }
 }
 
@@ -609,6 +640,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             embed: EmbedConfig::default(),
             archive: ArchiveConfig::default(),
+            cluster: ClusterConfig::default(),
             profiles: crate::profiles::builtin(),
         }
     }
@@ -742,6 +774,18 @@ impl Config {
         if let Some(v) = get("ONAIR_STORE_URL") {
             self.store.url = v;
         }
+        if let Some(v) = get("ONAIR_REDIS_URL") {
+            self.cluster.redis_url = v;
+        }
+        if let Some(v) = get("ONAIR_NODE_ID") {
+            self.cluster.node_id = v;
+        }
+        if let Some(v) = get("ONAIR_NODE_URL") {
+            self.cluster.url = v;
+        }
+        if let Some(v) = get("ONAIR_CLUSTER_HEARTBEAT_MS") {
+            self.cluster.heartbeat_ms = parse("ONAIR_CLUSTER_HEARTBEAT_MS", v)?;
+        }
         if let Some(v) = get("ONAIR_ADMIN_BIND") {
             self.admin.bind = parse("ONAIR_ADMIN_BIND", v)?;
         }
@@ -814,6 +858,22 @@ impl Config {
 
     /// Checks that span fields.
     pub fn validate(&self) -> anyhow::Result<()> {
+        let c = &self.cluster;
+        if !c.redis_url.is_empty() {
+            if !(c.redis_url.starts_with("redis://") || c.redis_url.starts_with("rediss://")) {
+                anyhow::bail!("cluster.redis_url must be redis://… or rediss://…");
+            }
+            if !(200..=60_000).contains(&c.heartbeat_ms) {
+                anyhow::bail!("cluster.heartbeat_ms must be 200..=60000");
+            }
+            if c.key_prefix.is_empty() || c.key_prefix.len() > 64 || c.node_id.len() > 128 {
+                anyhow::bail!("cluster.key_prefix must be 1-64 bytes and cluster.node_id at most 128");
+            }
+            let web = c.url.is_empty() || c.url.starts_with("http://") || c.url.starts_with("https://");
+            if !web {
+                anyhow::bail!("cluster.url must be http://… or https://… (the base URL clients reach this node at)");
+            }
+        }
         if self.rtc.realtime_priority > 99 {
             anyhow::bail!("rtc.realtime_priority must be 0..=99");
         }
@@ -978,6 +1038,39 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_settings_and_their_edges() {
+        let mut c = Config::default();
+        c.validate().unwrap();
+        let env = |k: &str| match k {
+            "ONAIR_REDIS_URL" => Some("redis://127.0.0.1:6379".to_string()),
+            "ONAIR_NODE_ID" => Some("node-7".to_string()),
+            "ONAIR_NODE_URL" => Some("https://n7.live.example".to_string()),
+            "ONAIR_CLUSTER_HEARTBEAT_MS" => Some("200".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(
+            (c.cluster.node_id.as_str(), c.cluster.url.as_str(), c.cluster.heartbeat_ms),
+            ("node-7", "https://n7.live.example", 200)
+        );
+        c.validate().unwrap();
+        let refused = |edit: &dyn Fn(&mut ClusterConfig)| {
+            let mut bad = c.clone();
+            edit(&mut bad.cluster);
+            bad.validate().is_err()
+        };
+        assert!(refused(&|k| k.heartbeat_ms = 199));
+        assert!(refused(&|k| k.heartbeat_ms = 60_001));
+        assert!(!refused(&|k| k.heartbeat_ms = 60_000));
+        assert!(refused(&|k| k.redis_url = "http://127.0.0.1:6379".into()));
+        assert!(refused(&|k| k.url = "n7.live.example".into()));
+        assert!(refused(&|k| k.key_prefix = String::new()));
+        assert!(refused(&|k| k.node_id = "n".repeat(129)));
+        // Without Redis nothing of it is checked: a node alone.
+        assert!(!refused(&|k| *k = ClusterConfig { heartbeat_ms: 0, ..Default::default() }));
+    }
 
     #[test]
     fn file_then_env() {

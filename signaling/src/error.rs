@@ -95,6 +95,9 @@ pub enum ErrorCode {
     /// The node is draining (shutting down): it takes no new participants; try another node
     /// or later. Sent at join, with close code 1012.
     Draining,
+    /// Many nodes: the room's live runs on another node, and this door cannot send the client
+    /// there (an RTMP encoder): the message names the node.
+    WrongNode,
 }
 
 impl ErrorCode {
@@ -144,6 +147,7 @@ impl ErrorCode {
             NotConfigured => "not_configured",
             BadTime => "bad_time",
             Draining => "draining",
+            WrongNode => "wrong_node",
         }
     }
 }
@@ -157,7 +161,7 @@ impl ErrorCode {
             | TokenInvalidRole | BadSignature | StaleTimestamp => 401,
             NotAllowed | TokenWrongRoom | Banned => 403,
             NotFound | RoomNotLive => 404,
-            Conflict | RoomEnded | StageFull | StreamKeyInUse => 409,
+            Conflict | RoomEnded | StageFull | StreamKeyInUse | WrongNode => 409,
             MessageTooLarge => 413,
             UnknownTier | BadUrl | BadImage | BadComment | CommentTooLong | BadTime => 422,
             RateLimited | SlowMode | TimedOut => 429,
@@ -278,6 +282,7 @@ mod tests {
             (BadImage, "bad_image"),
             (NotConfigured, "not_configured"),
             (Draining, "draining"),
+            (WrongNode, "wrong_node"),
         ];
         for (code, wire) in all {
             assert_eq!(code.as_str(), wire);

@@ -19,6 +19,7 @@ pub mod app;
 pub mod archive;
 pub mod assets;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod hooks;
@@ -106,6 +107,13 @@ async fn dev_token(State(app): State<AppState>, Query(q): Query<TokenQuery>) -> 
     }
 }
 
+/// What the cluster's registry says of this node.
+fn node_load(app: &AppState) -> cluster::Load {
+    let rooms = app.rooms.all();
+    let participants = rooms.iter().map(|r| live::room::lock(r).len() as u64).sum();
+    cluster::Load { participants, rooms: rooms.len() as u64, draining: app.draining.get().is_some() }
+}
+
 /// The HTTP application.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
@@ -143,6 +151,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(config.http.bind).await?;
         let http_addr = listener.local_addr()?;
         let store = Arc::new(store::Store::open(&config).await?);
+        let cluster = cluster::Cluster::connect(&config, http_addr).await?;
         let default_words = Arc::new(live::chat::text::default_blocked_words(&config.chat)?);
         let (shutdown, mut rx) = tokio::sync::watch::channel(false);
         let hooks = hooks::Hooks::start(&config.webhooks, store.clone(), rx.clone());
@@ -165,6 +174,7 @@ impl Server {
             players: Arc::default(),
             draining: Arc::new(std::sync::OnceLock::new()),
             archive: Arc::new(archive::Archive::new(&config_archive, &secret)),
+            cluster,
         };
         let (rooms, store, app_state) = (state.rooms.clone(), state.store.clone(), state.clone());
         let mut reaper_rx = rx.clone();
@@ -204,6 +214,23 @@ impl Server {
                 }
             }
         });
+        // The cluster's heartbeat: this node's record and its rooms' placement (cluster/).
+        if let Some(cluster) = state.cluster.clone() {
+            let (beat_state, mut beat_rx) = (state.clone(), rx.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(cluster.heartbeat());
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {
+                            let load = node_load(&beat_state);
+                            cluster.beat(load, beat_state.rooms.held()).await;
+                        }
+                        _ = beat_rx.changed() => break,
+                    }
+                }
+            });
+        }
         // The archive: entries a stopped server left unfinished, then the sweeper.
         let (sweep_state, mut sweep_rx) = (state.clone(), rx.clone());
         tokio::spawn(async move {
@@ -331,6 +358,10 @@ impl Server {
         self.state.rooms.flush_chat();
         // Recordings are closed whole (the next start builds their videos).
         self.state.archive.stop_all(&self.state).await;
+        // Out of the cluster's registry: the lives placed here are free to go elsewhere.
+        if let Some(cluster) = &self.state.cluster {
+            cluster.leave().await;
+        }
         // Webhook events emitted so far are stored for the next start to deliver.
         self.state.hooks.flush().await;
         self.state.store.close().await;

@@ -771,6 +771,14 @@ pub enum ServerMsg {
     ServerDraining {
         ends_in_secs: u64,
     },
+    /// Sent instead of `joined` when the room's live is placed on another node of the cluster:
+    /// join again there, with the same token (close 4010 follows). `url` is that node's
+    /// WebSocket URL.
+    Redirect {
+        url: String,
+        node: String,
+        room: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

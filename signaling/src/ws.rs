@@ -13,8 +13,8 @@ use crate::live::room::{self, OutboxReader};
 use crate::protocol::{Candidate, ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
 use crate::transport::limits::{Admit, Heartbeat, Limits};
 use crate::transport::websocket::{
-    CLOSE_AUTH, CLOSE_CLIENT_RECONNECTING, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_SLOW, CLOSE_TOO_BIG, Recv,
-    Socket, WsMessage as Message,
+    CLOSE_AUTH, CLOSE_CLIENT_RECONNECTING, CLOSE_KICKED, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_REDIRECT, CLOSE_RESTART, CLOSE_SLOW,
+    CLOSE_TOO_BIG, Recv, Socket, WsMessage as Message,
 };
 use sfu::{Events, SfuEvent};
 use std::time::{Duration, Instant};
@@ -147,6 +147,15 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
             return;
         }
     };
+    // Many nodes: the room's live may be placed on another node (cluster/).
+    if let Some(node) = join::elsewhere(&app, &guest.claims.room).await {
+        metrics::counter!("onair_joins_total", "stage" => "redirected", "reason" => "").increment(1);
+        tracing::info!(%peer, room = %guest.claims.room, node = %node.id, "join sent to the node that holds the room");
+        let msg = ServerMsg::Redirect { url: node.ws_url(), node: node.id, room: guest.claims.room.clone() };
+        let _ = send(&mut socket, &msg).await;
+        socket.close(CLOSE_REDIRECT, "redirect").await;
+        return;
+    }
     if app.draining.get().is_some() {
         let e = AppError::new(ErrorCode::Draining, "this server is shutting down: join again in a moment (or on another server)");
         metrics::counter!("onair_joins_total", "stage" => "failed", "reason" => e.code.as_str()).increment(1);

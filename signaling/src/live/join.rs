@@ -72,6 +72,17 @@ pub async fn authenticate(app: &AppState, pass: Pass<'_>) -> Result<Guest, AppEr
     }
 }
 
+/// Many nodes: the node that holds `room`'s live when it is not this one (cluster/). Nobody
+/// holding it, this node claims it (unless it drains, when the least loaded other node is
+/// named). None alone, or when Redis fails (the join is served here).
+pub async fn elsewhere(app: &AppState, room: &str) -> Option<crate::cluster::NodeRecord> {
+    let cluster = app.cluster.as_ref()?;
+    match cluster.place(room, app.draining.get().is_some()).await {
+        crate::cluster::Placement::There(node) => Some(node),
+        crate::cluster::Placement::Here | crate::cluster::Placement::Nowhere => None,
+    }
+}
+
 /// Whether the participant takes a seat on stage as it enters (a studio feed publishes at once;
 /// a browser user takes one with its first `publish`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

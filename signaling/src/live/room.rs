@@ -883,6 +883,14 @@ impl Rooms {
         }
     }
 
+    /// The names of the rooms this node holds: running, or ended and lingering (the cluster
+    /// keeps them placed here). Takes the ended map's lock alone.
+    pub fn held(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.map.iter().map(|r| r.key().clone()).collect();
+        names.extend(self.ended.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+        names
+    }
+
     /// Every running room.
     pub fn all(&self) -> Vec<Arc<Mutex<Room>>> {
         self.map.iter().map(|r| r.value().clone()).collect()

@@ -140,6 +140,9 @@ async fn open(app: &AppState, room_name: &str, headers: &HeaderMap, body: Body) 
     let token = if anonymous { None } else { Some(bearer(headers).map_err(|e| Refusal(StatusCode::UNAUTHORIZED, e.message))?.to_owned()) };
     content_type(headers, SDP)?;
     let offer = text_body(body, MAX_OFFER_BYTES).await?;
+    if let Some(node) = join::elsewhere(app, room_name).await {
+        return Ok(crate::live::studio::whip::redirect(&node, &format!("/whep/{}", urlencoding_path(room_name))));
+    }
     let mut guest = match &token {
         Some(token) => join::authenticate(app, Pass::Token { token, room: Some(room_name) }).await?,
         None => {

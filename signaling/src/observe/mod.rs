@@ -57,7 +57,11 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("onair_joins_total", "Joins by stage (signal_connected, media_connected, first_frame, failed) and refusal reason");
+    describe_counter!(
+        "onair_joins_total",
+        "Joins by stage (signal_connected, media_connected, first_frame, failed, redirected) and refusal reason"
+    );
+    describe_counter!("onair_cluster_errors_total", "Cluster (Redis) operations that failed, by op; `conflict`: a room held by two nodes");
     describe_counter!("onair_ws_messages_total", "Client messages by type");
     describe_counter!("onair_resumes_total", "Dropped connections: resumed, joined afresh (token not honoured), or expired (grace over)");
     describe_counter!("onair_ws_resyncs_total", "Connections that fell behind (messages dropped) and got a resync");

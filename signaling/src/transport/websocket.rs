@@ -36,6 +36,8 @@ pub const CLOSE_KICKED: u16 = 4003;
 /// The client did not keep up: it stopped reading for `limits.write_timeout_secs`, or its
 /// messages overflowed more than `limits.max_resyncs_per_minute` times in a minute.
 pub const CLOSE_SLOW: u16 = 4008;
+/// Sent after `redirect`: the room's live is on another node; join there.
+pub const CLOSE_REDIRECT: u16 = 4010;
 /// From the client: it closes this connection to open another and resume (docs/protocol.md
 /// §3.5), so its participant waits for the resume as after a drop.
 pub const CLOSE_CLIENT_RECONNECTING: u16 = 4000;

@@ -5,6 +5,7 @@
 pub mod chat_client;
 pub mod http;
 pub mod pg;
+pub mod redis;
 pub mod whep;
 pub mod whip;
 

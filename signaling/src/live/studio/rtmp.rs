@@ -377,6 +377,13 @@ impl Connection {
         let (out_tx, out_rx) = crate::live::room::outbox(256);
         let (ev_tx, ev_rx) = sfu::event_channel(64);
         let media_plane = |e: AppError| AppError { message: format!("media plane: {}", e.message), ..e };
+        // An encoder cannot be sent elsewhere: its operator is told where the live is.
+        if let Some(node) = join::elsewhere(app, &guest.claims.room).await {
+            return Err(AppError::new(
+                ErrorCode::WrongNode,
+                format!("this room's live is on node {} ({}): stream to that node", node.id, node.url),
+            ));
+        }
         let Joined { id: participant, room, .. } = join::join(app, guest, Seat::Now, out_tx, ev_tx).await.map_err(|e| match e.code {
             ErrorCode::StageFull => AppError { message: format!("{}; free a seat and retry", e.message), ..e },
             ErrorCode::ServerBusy | ErrorCode::Internal => media_plane(e),

@@ -58,6 +58,17 @@ pub(crate) async fn cors(mut res: Response) -> Response {
     res
 }
 
+/// Many nodes: the room's live is on `node`; the client posts its offer there (RFC 9725 §4.5:
+/// 307 keeps the method and the body). `path` is this endpoint's path (`/whip/<room>`).
+pub(crate) fn redirect(node: &crate::cluster::NodeRecord, path: &str) -> Response {
+    let location = format!("{}{path}", node.url.trim_end_matches('/'));
+    match HeaderValue::from_str(&location) {
+        Ok(v) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, v)]).into_response(),
+        // A node URL that is no header value is the operator's typo: say so rather than guess.
+        Err(_) => Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("node {} has an unusable cluster.url", node.id)).into_response(),
+    }
+}
+
 /// GET on an endpoint or a session: 2xx and no content (RFC 9725 §4.1).
 pub(crate) async fn no_content() -> StatusCode {
     StatusCode::NO_CONTENT
@@ -163,6 +174,9 @@ async fn open(app: &AppState, room_name: &str, headers: &HeaderMap, body: Body) 
     let key = guest.stream_key.clone().ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "unknown stream key"))?;
     if key.room != room_name {
         return Err(refuse(StatusCode::FORBIDDEN, "this stream key is for another room"));
+    }
+    if let Some(node) = join::elsewhere(app, room_name).await {
+        return Ok(redirect(&node, &format!("/whip/{}", urlencoding_path(room_name))));
     }
     // One feed per key: a WHIP feed still there is taken over (its encoder starts again), an
     // RTMP one keeps the key.
