@@ -23,13 +23,17 @@ export function connect() {
   session.ready = false;
   setConn(session.me ? 'reconnecting' : 'connecting', session.me ? 'Reconnecting…' : 'Connecting…');
   const old = link.ws;
-  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  const ws = new WebSocket(link.wsUrl ?? `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
   link.ws = ws;
   // Never two sessions at once; 4000 tells the server the participant will be resumed.
   if (old && old.readyState <= WebSocket.OPEN) old.close(link.resumeToken ? 4000 : 1000);
   // After a drop, the resume token continues the same participant (its peer connections are
   // kept meanwhile); the server answers a fresh `joined` when it cannot (docs/protocol.md §3.5).
-  ws.onopen = () => send({ type: 'join', token, protocol: 1, ...(link.resumeToken ? { resume: link.resumeToken } : {}) });
+  let opened = false;
+  ws.onopen = () => {
+    opened = true;
+    send({ type: 'join', token, protocol: 1, ...(link.resumeToken ? { resume: link.resumeToken } : {}) });
+  };
   ws.onmessage = (ev) => {
     link.lastMessageAt = Date.now();
     let msg;
@@ -43,6 +47,10 @@ export function connect() {
     // The peer connections stay up while we reconnect: a resume keeps them (media never
     // stopped); a fresh join closes them first (session.js).
     setConn('reconnecting', 'Reconnecting…');
+    // The node we were sent to does not answer (it died, or was taken out): back to the page's
+    // own server, which knows where the live is now.
+    if (!opened && link.wsUrl) link.wsUrl = null;
+    if (link.redirectNow) { link.redirectNow = false; connect(); return; }
     const delay = link.reconnectDelay;
     link.reconnectDelay = Math.min(delay * 2, 5000);
     link.reconnectTimer = setTimeout(connect, delay);
@@ -77,6 +85,17 @@ export function reconnect(why) {
 }
 
 handlers.pong = () => { link.lastPong = Date.now(); };
+
+// Many nodes (docs/protocol.md, redirect): the room's live is on another node; join there at
+// once with the same token (the server closes this socket). Three in a row without a join is a
+// loop: then the usual backoff retries where we are.
+handlers.redirect = (msg) => {
+  link.redirects += 1;
+  if (link.redirects > 3 || typeof msg.url !== 'string' || !/^wss?:\/\//.test(msg.url)) return;
+  console.info('redirected to node', msg.node);
+  link.wsUrl = msg.url;
+  link.redirectNow = true;
+};
 
 // The server is being stopped (docs/protocol.md, server_draining): this live goes on until it ends.
 handlers.server_draining = () => flash('The server is being restarted after this live; keep watching.', 8000);

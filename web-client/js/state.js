@@ -53,6 +53,11 @@ export const link = {
   reconnectTimer: null,
   lastPong: Date.now(),
   lastMessageAt: Date.now(), // when the server last sent anything (path.js reads it)
+  // Many nodes: the node a `redirect` sent us to (its WebSocket URL; null: the page's own
+  // server), and how many redirects in a row (a loop stops after three).
+  wsUrl: null,
+  redirects: 0,
+  redirectNow: false,
 };
 
 // Our camera and microphone, and the peer connection that sends them.
@@ -126,6 +131,7 @@ function showRoom(msg) {
 export function applyJoined(msg) {
   link.resumeToken = msg.resume_token ?? null;
   link.reconnectDelay = 500;
+  link.redirects = 0;
   link.lastPong = Date.now();
   session.joins += 1;
   showRoom(msg);

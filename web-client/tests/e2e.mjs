@@ -20,6 +20,7 @@ import { move } from './move.mjs';
 import { whip } from './whip.mjs';
 import { whep } from './whep.mjs';
 import { archive } from './archive.mjs';
+import { cluster } from './cluster.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.ONAIR_BIN || path.join(root, 'target/debug/onair');
@@ -31,7 +32,7 @@ const CHROMIUM_ARGS = [
   '--allow-loopback-in-peer-connection', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required',
 ];
-// E2E_ONLY=lobby,room,chat,stage,studio,whip,whep,commerce,observability,schedule,resync,archive,move runs some of the scenarios (all by default).
+// E2E_ONLY=lobby,room,chat,stage,studio,whip,whep,commerce,observability,schedule,resync,archive,move,cluster runs some of the scenarios (all by default).
 const only = (process.env.E2E_ONLY || '').split(',').filter(Boolean);
 const run = (name) => only.length === 0 || only.includes(name);
 // The whole run is bounded; the archive scenario (a 60 s live, then its video built) adds 6 min.
@@ -1192,6 +1193,10 @@ try {
   if (run('archive')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
     await archive({ browser, check, until, sleep, shot, bin, freePort });
+  }
+  if (run('cluster')) {
+    const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
+    await cluster({ browser, check, until, sleep, shot, bin, freePort });
   }
   if (run('move')) {
     const shot = (page, name, opts = {}) => page.screenshot({ path: path.join(shots, name), ...opts });
