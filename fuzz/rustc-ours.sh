@@ -1,7 +1,7 @@
 #!/bin/sh
 # rustc wrapper for fuzz.sh's quick builds (FUZZ_INSTRUMENT=ours): coverage instrumentation
 # (FUZZ_SANCOV) only for Onair's own crates and the fuzz targets, not for their dependencies.
-# libFuzzer then steers by our code's branches alone — enough for CI's 30-second smoke runs, and
+# libFuzzer then steers by our code's branches alone — enough for CI's 20-second smoke runs, and
 # the dependencies (axum, sqlx, rtc, ring…) build as fast as in any build. Long runs instrument
 # everything (fuzz.sh's default).
 rustc=$1
