@@ -92,6 +92,8 @@ struct Inner {
     /// Rooms this node claimed, with when: a claim made for a join is kept one heartbeat even
     /// before its room is open. Taken alone (a leaf lock), never across an await.
     claims: Mutex<HashMap<String, Instant>>,
+    /// Set by `leave`: a heartbeat still in flight must not write the record back.
+    left: std::sync::atomic::AtomicBool,
 }
 
 fn redis_error(what: &str, e: &redis::RedisError) {
@@ -134,7 +136,15 @@ impl Cluster {
             .await
             .map_err(|e| anyhow::anyhow!("cluster: Redis at cluster.redis_url does not answer: {e}"))?;
         let cluster = Cluster {
-            inner: Arc::new(Inner { id, url, prefix: c.key_prefix.clone(), heartbeat, conn, claims: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                id,
+                url,
+                prefix: c.key_prefix.clone(),
+                heartbeat,
+                conn,
+                claims: Mutex::new(HashMap::new()),
+                left: Default::default(),
+            }),
         };
         tracing::info!(node = %cluster.id(), url = %cluster.inner.url, "cluster: registered in Redis");
         Ok(Some(cluster))
@@ -276,6 +286,10 @@ impl Cluster {
     }
 
     async fn try_beat(&self, load: Load, held: Vec<String>) -> redis::RedisResult<()> {
+        if self.inner.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let held: std::collections::HashSet<String> = held.into_iter().collect();
         let mut conn = self.inner.conn.clone();
         let record = NodeRecord {
             id: self.inner.id.clone(),
@@ -306,7 +320,7 @@ impl Cluster {
             }
             let grace = self.inner.heartbeat;
             let release: Vec<String> =
-                claims.iter().filter(|(r, at)| !held.contains(r) && now.duration_since(**at) > grace).map(|(r, _)| r.clone()).collect();
+                claims.iter().filter(|(r, at)| !held.contains(*r) && now.duration_since(**at) > grace).map(|(r, _)| r.clone()).collect();
             for r in &release {
                 claims.remove(r);
             }
@@ -328,6 +342,7 @@ impl Cluster {
 
     /// Leave the registry (a clean stop): the record goes, and every claim is given up.
     pub async fn leave(&self) {
+        self.inner.left.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut conn = self.inner.conn.clone();
         let claims: Vec<String> = self.claims().drain().map(|(r, _)| r).collect();
         let res: redis::RedisResult<()> = async {
