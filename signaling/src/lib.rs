@@ -125,7 +125,9 @@ pub fn app(state: AppState) -> Router {
     if state.config.dev_mode() {
         router = router.route("/api/dev/token", get(dev_token));
     }
-    router.merge(api::router()).merge(live::studio::whip::router()).merge(live::whep::router()).merge(assets::router()).with_state(state)
+    // On a cluster the API's room routes are answered by the node that runs the live (cluster/forward.rs).
+    let api = api::router().layer(axum::middleware::from_fn_with_state(state.clone(), cluster::forward::to_the_live));
+    router.merge(api).merge(live::studio::whip::router()).merge(live::whep::router()).merge(assets::router()).with_state(state)
 }
 
 /// A running server (HTTP + media plane).

@@ -20,6 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws = common::RawWs;
 
 const SECRET: &str = "cluster-test-secret";
+const API_KEY: &str = "cluster-test-api-key-0123456789";
+const WEBHOOK_SECRET: &str = "cluster-test-webhook-secret-0123";
 /// Short heartbeats: a node not heard of for three (900 ms) is gone.
 const HEARTBEAT_MS: u64 = 300;
 
@@ -43,6 +45,8 @@ async fn start(id: &'static str, redis: &str, store: &str) -> Node {
         .current_dir(&dir)
         .args(["--http-bind", &format!("127.0.0.1:{port}"), "--udp-bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
         .env("ONAIR_AUTH_SECRET", SECRET)
+        .env("ONAIR_API_KEY", API_KEY)
+        .env("ONAIR_COMMERCE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("ONAIR_RTMP_ENABLED", "false")
         .env("ONAIR_ARCHIVE_RECORD", "false")
         .env("ONAIR_DRAIN_MAX_SECS", "30")
@@ -77,9 +81,27 @@ impl Node {
     }
 
     async fn post(&self, path: &str, bearer: &str, body: &str) -> (u16, String) {
+        self.http("POST", path, bearer, "application/sdp", body).await
+    }
+
+    async fn http(&self, method: &str, path: &str, bearer: &str, content_type: &str, body: &str) -> (u16, String) {
+        self.raw(method, path, &format!("Authorization: Bearer {bearer}\r\nContent-Type: {content_type}"), body).await
+    }
+
+    /// A payment provider's signed call.
+    async fn payment(&self, body: &str) -> (u16, String) {
+        let sig = signaling::live::commerce::payments::sign(
+            WEBHOOK_SECRET.as_bytes(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+            body.as_bytes(),
+        );
+        self.raw("POST", "/api/v1/payments", &format!("Onair-Signature: {sig}\r\nContent-Type: application/json"), body).await
+    }
+
+    async fn raw(&self, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         s.write_all(req.as_bytes()).await.unwrap();
@@ -199,6 +221,18 @@ async fn a_live_lives_on_one_node_joins_elsewhere_go_there_and_it_moves_when_its
     let (status, raw) = c.post("/whep/launch", &token("launch", "player", Role::Viewer), "v=0\r\n").await;
     assert_eq!(status, 307, "{raw}");
     assert!(raw.to_ascii_lowercase().contains(&format!("location: http://127.0.0.1:{}/whep/launch\r\n", a.port)), "{raw}");
+    // The server API's room routes at C are answered by A (the live's node), with the
+    // caller's credential checked there.
+    let (status, raw) = c.http("GET", "/api/v1/rooms/launch/stream-keys", API_KEY, "application/json", "").await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("x-onair-node: a\r\n"), "answered by node a: {raw}");
+    let (status, raw) = c.http("GET", "/api/v1/rooms/launch/stream-keys", "not-the-key-0123456789", "application/json", "").await;
+    assert_eq!(status, 401, "{raw}");
+    // The payment provider's webhook reaches C: the badge is granted on A, where the viewer is.
+    let (status, raw) = c.payment(r#"{"type":"payment","id":"pay_c1","room":"launch","identity":"viewer","tier":1}"#).await;
+    assert_eq!(status, 201, "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("x-onair-node: a\r\n"), "granted by node a: {raw}");
+    assert_eq!(expect(&mut viewer, "badge").await["identity"], "viewer");
     // A's record counts its members.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut load = 0;
@@ -247,9 +281,14 @@ async fn a_live_lives_on_one_node_joins_elsewhere_go_there_and_it_moves_when_its
     }
     let (ws, reply) = b.join("encore", "host2", Role::Host).await;
     assert_redirected(ws, reply, &c, "encore").await;
-    let (_host2, joined) = join_at(&c.ws_url(), &token("encore", "host2", Role::Host)).await;
+    let (mut host2, joined) = join_at(&c.ws_url(), &token("encore", "host2", Role::Host)).await;
     assert_eq!(joined["type"], "joined", "{joined}");
     assert_eq!(owner(&mut conn, "encore").await.as_deref(), Some("c"));
+    // The API at B (draining) ends C's live: forwarded, and C's host hears it.
+    let (status, raw) = b.http("POST", "/api/v1/rooms/encore/end", API_KEY, "application/json", "").await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("x-onair-node: c\r\n"), "answered by node c: {raw}");
+    assert_eq!(expect(&mut host2, "room_ended").await["type"], "room_ended");
     // The live on B ends: B exits 0, and leaves the registry and its claims at once (not by
     // expiry: checked right after the exit, before three heartbeats could pass).
     host.send(Message::Text(json!({"type": "end_room"}).to_string().into())).await.unwrap();

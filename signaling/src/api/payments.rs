@@ -18,6 +18,17 @@ pub async fn webhook(State(app): State<AppState>, headers: HeaderMap, body: Body
     let now = crate::store::unix_ms() / 1000;
     payments::verify(secret, signature, &body, now, app.config.commerce.webhook_tolerance_secs)?;
     let event = payments::parse(&body)?;
+    // On a cluster a badge is granted where the live runs (its members hear it there): the
+    // provider's call goes to that node as it came, signature and all.
+    if let (Some(cluster), payments::Event::Payment { room, .. }) = (&app.cluster, &event)
+        && !headers.contains_key(crate::cluster::forward::FORWARDED)
+    {
+        match cluster.owner(room).await {
+            Ok(Some(node)) => return Ok(cluster.relay(&node, axum::http::Method::POST, "/api/v1/payments", &headers, body).await),
+            Ok(None) => {}
+            Err(e) => crate::cluster::redis_error("owner", &e),
+        }
+    }
     let outcome = on_event(&app, event).await?;
     tracing::info!(?outcome, "payment webhook");
     match outcome {

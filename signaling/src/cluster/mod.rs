@@ -20,6 +20,8 @@
 //! `onair_cluster_errors_total`); the rooms stay independent, so the worst case is one room
 //! opened on two nodes until Redis is back, never a refused live.
 
+pub mod forward;
+
 use crate::config::Config;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -94,9 +96,11 @@ struct Inner {
     claims: Mutex<HashMap<String, Instant>>,
     /// Set by `leave`: a heartbeat still in flight must not write the record back.
     left: std::sync::atomic::AtomicBool,
+    /// Calls forwarded to the node that runs a live (`forward`).
+    http: reqwest::Client,
 }
 
-fn redis_error(what: &str, e: &redis::RedisError) {
+pub(crate) fn redis_error(what: &str, e: &redis::RedisError) {
     metrics::counter!("onair_cluster_errors_total", "op" => what.to_owned()).increment(1);
     tracing::warn!("cluster: {what}: {e}");
 }
@@ -135,8 +139,17 @@ impl Cluster {
             .get_connection_manager_with_config(manager)
             .await
             .map_err(|e| anyhow::anyhow!("cluster: Redis at cluster.redis_url does not answer: {e}"))?;
+        crate::hooks::tls_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Onair-Cluster/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("cluster: the HTTP client: {e}"))?;
         let cluster = Cluster {
             inner: Arc::new(Inner {
+                http,
                 id,
                 url,
                 prefix: c.key_prefix.clone(),
@@ -247,6 +260,17 @@ impl Cluster {
     async fn elsewhere(&self) -> redis::RedisResult<Placement> {
         let best = self.nodes().await?.into_iter().filter(|n| !n.draining && n.id != self.inner.id).min_by_key(|n| n.participants);
         Ok(best.map(Placement::There).unwrap_or(Placement::Nowhere))
+    }
+
+    /// The node that runs `room`'s live when it is another registered node (None: this node,
+    /// nobody, or a node that is gone). Claims nothing.
+    pub async fn owner(&self, room: &str) -> redis::RedisResult<Option<NodeRecord>> {
+        let mut conn = self.inner.conn.clone();
+        let owner: Option<String> = redis::cmd("GET").arg(self.room_key(room)).query_async(&mut conn).await?;
+        match owner {
+            Some(id) if id != self.inner.id => self.node(&id).await,
+            _ => Ok(None),
+        }
     }
 
     /// A registered node's record (None once it expired).
