@@ -60,6 +60,9 @@ pub struct Scenario {
     pub target: Target,
     /// `http://host:port` of the signaling server.
     pub url: String,
+    /// Many nodes: the viewers join at these nodes' URLs in turn (`--viewer-urls`), not at `url`;
+    /// a node that does not run the live redirects them to the one that does. Empty: `url`.
+    pub viewer_urls: Vec<String>,
     pub room: String,
     pub tokens: Tokens,
     pub publishers: usize,
@@ -99,14 +102,24 @@ impl Scenario {
     }
 
     fn ws_url(&self) -> String {
-        let base = self.url.trim_end_matches('/');
-        let base = base
-            .strip_prefix("http://")
-            .map(|r| format!("ws://{r}"))
-            .or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}")))
-            .unwrap_or_else(|| base.to_owned());
-        format!("{base}/ws")
+        ws_url_of(&self.url)
     }
+
+    /// Where viewer `i` joins.
+    fn viewer_ws_url(&self, i: usize) -> String {
+        if self.viewer_urls.is_empty() { self.ws_url() } else { ws_url_of(&self.viewer_urls[i % self.viewer_urls.len()]) }
+    }
+}
+
+/// `ws(s)://host:port/ws` of an `http(s)://host:port` base.
+fn ws_url_of(url: &str) -> String {
+    let base = url.trim_end_matches('/');
+    let base = base
+        .strip_prefix("http://")
+        .map(|r| format!("ws://{r}"))
+        .or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}")))
+        .unwrap_or_else(|| base.to_owned());
+    format!("{base}/ws")
 }
 
 /// Play the scenario. Bounded: ramp + 15 s for joins + duration + a few seconds to wind down.
@@ -185,7 +198,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
                 controls.push((id, ctl_tx));
                 let ctl = Some((ctl_rx, reconnects.clone()));
                 tasks.push(tokio::spawn(signal::participant(
-                    ws_url.clone(),
+                    s.viewer_ws_url(i),
                     token,
                     id,
                     role,

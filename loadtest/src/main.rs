@@ -21,6 +21,11 @@ struct Cli {
     /// The server's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:7880")]
     url: String,
+    /// Many nodes: the viewers join at these nodes (comma-separated HTTP addresses, in turn)
+    /// instead of `--url`, where the publishers join; a node that does not run the live sends
+    /// them to the one that does (docs/deploy.md "Many nodes").
+    #[arg(long, value_delimiter = ',')]
+    viewer_urls: Vec<String>,
     #[arg(long, default_value = "loadtest")]
     room: String,
     /// The server's token secret (HS256); default: the dev-mode secret of `cargo run`.
@@ -241,6 +246,7 @@ fn main() -> anyhow::Result<()> {
     let scenario = Scenario {
         target: loadtest::Target::Onair,
         url: cli.url.clone(),
+        viewer_urls: cli.viewer_urls.clone(),
         room: cli.room.clone(),
         tokens,
         publishers: cli.publishers,
@@ -418,6 +424,7 @@ mod compare {
         Scenario {
             target,
             url,
+            viewer_urls: Vec::new(),
             room: "compare".into(),
             tokens: Tokens::Secret(SECRET.into()),
             publishers: 1,

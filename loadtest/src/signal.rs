@@ -179,7 +179,7 @@ fn incoming(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>)
 /// comments and reacts as its plan says while the chat load is on, and counts what it receives.
 #[allow(clippy::too_many_arguments)]
 pub async fn participant(
-    ws_url: String,
+    mut ws_url: String,
     token: String,
     id: u64,
     role: Role,
@@ -199,6 +199,8 @@ pub async fn participant(
     // The last `joined`'s resume token, and whether a resume is on its way.
     let mut resume_token: Option<String> = None;
     let mut resuming = false;
+    // Redirects followed before joining (a cluster's node sends a join to the live's node).
+    let mut redirects = 0u32;
     let send = |v: Value| Message::Text(v.to_string().into());
     if sink.send(send(json!({"type":"join","token":token,"protocol":1}))).await.is_err() {
         return report(&mut joined, JoinOutcome::Failed("websocket closed before join".into()));
@@ -322,6 +324,28 @@ pub async fn participant(
             }
         };
         match v["type"].as_str().unwrap_or_default() {
+            // Many nodes (docs/protocol.md §3.2): join again at the live's node, as the page does.
+            "redirect" if joined.is_some() => {
+                redirects += 1;
+                let Some(url) = v["url"].as_str().filter(|_| redirects <= 3) else {
+                    report(&mut joined, JoinOutcome::Failed(format!("redirect {redirects}: {v}")));
+                    break;
+                };
+                ws_url = url.to_owned();
+                let ws = match connect(&ws_url, None).await {
+                    Ok(ws) => ws,
+                    Err(e) => {
+                        report(&mut joined, JoinOutcome::Failed(format!("redirected to {ws_url}: {e}")));
+                        break;
+                    }
+                };
+                (sink, stream) = ws.split();
+                if sink.send(send(json!({"type":"join","token":token,"protocol":1}))).await.is_err() {
+                    report(&mut joined, JoinOutcome::Failed("websocket closed before join".into()));
+                    break;
+                }
+                continue;
+            }
             "joined" => {
                 report(&mut joined, JoinOutcome::Joined);
                 resume_token = v["resume_token"].as_str().map(str::to_owned);

@@ -28,6 +28,7 @@ fn scenario(server: &signaling::Server, room: &str, duration: Duration, chat: lo
     Scenario {
         target: loadtest::Target::Onair,
         url: format!("http://{}", server.http_addr),
+        viewer_urls: Vec::new(),
         room: room.into(),
         tokens: Tokens::Secret("loadtest-smoke".into()),
         publishers: 1,
