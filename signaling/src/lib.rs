@@ -125,9 +125,12 @@ pub fn app(state: AppState) -> Router {
     if state.config.dev_mode() {
         router = router.route("/api/dev/token", get(dev_token));
     }
-    // On a cluster the API's room routes are answered by the node that runs the live (cluster/forward.rs).
-    let api = api::router().layer(axum::middleware::from_fn_with_state(state.clone(), cluster::forward::to_the_live));
-    router.merge(api).merge(live::studio::whip::router()).merge(live::whep::router()).merge(assets::router()).with_state(state)
+    // On a cluster the API's room routes, WHIP and WHEP are answered by the node that runs the
+    // live (cluster/forward.rs).
+    let to_the_live = || axum::middleware::from_fn_with_state(state.clone(), cluster::forward::to_the_live);
+    let (api, whip, whep) =
+        (api::router().layer(to_the_live()), live::studio::whip::router().layer(to_the_live()), live::whep::router().layer(to_the_live()));
+    router.merge(api).merge(whip).merge(whep).merge(assets::router()).with_state(state)
 }
 
 /// A running server (HTTP + media plane).

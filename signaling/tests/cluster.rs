@@ -1,7 +1,7 @@
 //! Many nodes (docs/deploy.md "Many nodes"): three `onair` processes on loopback share a Redis
 //! and a PostgreSQL store, both started by the test. A live is placed on the node of its first
-//! join; joins that reach the other nodes are sent there (`redirect`, close 4010; a 307 for WHEP
-//! and WHIP); the registry holds each node's record; a node killed with SIGKILL drops out of the
+//! join; joins that reach the other nodes are sent there (`redirect`, close 4010), WHEP calls and
+//! the server API's room routes are forwarded there; the registry holds each node's record; a node killed with SIGKILL drops out of the
 //! registry by expiry and its live reopens — comments and all, from the shared store — on the
 //! node its members reach next; a draining node places new lives elsewhere; a clean stop leaves
 //! the registry at once.
@@ -217,10 +217,10 @@ async fn a_live_lives_on_one_node_joins_elsewhere_go_there_and_it_moves_when_its
     viewer.send(Message::Text(json!({"type": "comment", "text": "hello from node b"}).to_string().into())).await.unwrap();
     assert_eq!(expect(&mut host, "comment").await["comment"]["text"], "hello from node b");
     assert_eq!(expect(&mut moderator, "comment").await["comment"]["text"], "hello from node b");
-    // WHEP (a standard player) at C: 307 to the same endpoint on A (RFC 9725 §4.5).
+    // WHEP (a standard player) at C: forwarded to A, which answers (here: the offer is no SDP).
     let (status, raw) = c.post("/whep/launch", &token("launch", "player", Role::Viewer), "v=0\r\n").await;
-    assert_eq!(status, 307, "{raw}");
-    assert!(raw.to_ascii_lowercase().contains(&format!("location: http://127.0.0.1:{}/whep/launch\r\n", a.port)), "{raw}");
+    assert_eq!(status, 422, "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("x-onair-node: a\r\n"), "answered by node a: {raw}");
     // The server API's room routes at C are answered by A (the live's node), with the
     // caller's credential checked there.
     let (status, raw) = c.http("GET", "/api/v1/rooms/launch/stream-keys", API_KEY, "application/json", "").await;

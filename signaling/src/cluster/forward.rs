@@ -1,6 +1,10 @@
-//! The server API's room routes on a cluster: `/api/v1/rooms/{room}/…` acts on the live, which
-//! runs on one node, so a call that reaches another node is forwarded there and the answer relayed
-//! (the caller's credential goes along: the live's node checks it as for any call). A call for a
+//! Routes that act on a live, on a cluster: the server API's `/api/v1/rooms/{room}/…`, and WHIP
+//! and WHEP (`/whip/{room}…`, `/whep/{room}…`: an encoder or a player posts its offer, then
+//! patches and deletes its session). The live runs on one node, so a call that reaches another
+//! node is forwarded there and the answer relayed (the caller's credential goes along: the live's
+//! node checks it as for any call). A WHIP or WHEP client thus needs to follow no redirect, and a
+//! browser's token is not dropped by a cross-origin redirect; its media goes straight to the
+//! live's node (the answer's candidate is that node's). A call for a
 //! room no node holds is answered here (the store is shared). `X-Onair-Forwarded` marks a
 //! forwarded call: its node answers it itself, whatever it thinks of the placement (no loops).
 
@@ -17,11 +21,16 @@ use axum::response::{IntoResponse, Response};
 /// Set on a forwarded call, to the forwarding node's id.
 pub const FORWARDED: &str = "x-onair-forwarded";
 
-/// The room of an `/api/v1/rooms/{room}/…` path (percent-decoded), if it is one.
+/// The room of a path that acts on a live, if it is one: `/api/v1/rooms/{room}/…` (the API's
+/// room routes), `/whip/{room}[/{session}]` and `/whep/{room}[/{session}]` (percent-decoded).
 pub fn room_of(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/api/v1/rooms/")?;
-    let (room, tail) = rest.split_once('/')?;
-    if room.is_empty() || tail.is_empty() {
+    let room = if let Some(rest) = path.strip_prefix("/api/v1/rooms/") {
+        // A room route has a tail (`/end`, `/products`…); `/api/v1/rooms` itself lists this node's.
+        rest.split_once('/').filter(|(_, tail)| !tail.is_empty())?.0
+    } else {
+        path.strip_prefix("/whip/").or_else(|| path.strip_prefix("/whep/"))?.split('/').next()?
+    };
+    if room.is_empty() {
         return None;
     }
     percent_encoding::percent_decode_str(room).decode_utf8().ok().map(|r| r.into_owned())
@@ -48,7 +57,7 @@ pub async fn to_the_live(State(app): State<AppState>, req: Request, next: Next) 
     };
     match cluster.owner(&room).await {
         Ok(Some(node)) => {
-            // The largest body a room route takes is a product image.
+            // The largest body a room route takes is a product image (an SDP offer is smaller).
             let limit = app.config.commerce.max_image_bytes.max(crate::api::MAX_JSON_BYTES) + 64 * 1024;
             cluster.forward(&node, req, limit).await
         }
@@ -131,5 +140,9 @@ mod tests {
         assert_eq!(room_of("/api/v1/rooms//end"), None);
         assert_eq!(room_of("/api/v1/rooms/%FF/end"), None, "not UTF-8");
         assert_eq!(room_of("/api/v1/schedules/1/start"), None);
+        assert_eq!(room_of("/whep/launch").as_deref(), Some("launch"));
+        assert_eq!(room_of("/whip/launch/3f2a").as_deref(), Some("launch"));
+        assert_eq!(room_of("/whip/"), None);
+        assert_eq!(room_of("/embed/launch"), None);
     }
 }
