@@ -233,6 +233,12 @@ async fn a_live_lives_on_one_node_joins_elsewhere_go_there_and_it_moves_when_its
     assert_eq!(status, 201, "{raw}");
     assert!(raw.to_ascii_lowercase().contains("x-onair-node: a\r\n"), "granted by node a: {raw}");
     assert_eq!(expect(&mut viewer, "badge").await["identity"], "viewer");
+    // The refund too: the badge goes on A.
+    let (status, raw) = c.payment(r#"{"type":"refund","id":"ref_c1","payment":"pay_c1"}"#).await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("x-onair-node: a\r\n"), "refunded by node a: {raw}");
+    let gone = expect(&mut viewer, "badge").await;
+    assert_eq!((gone["identity"].as_str(), gone["badge"].is_null()), (Some("viewer"), true), "{gone}");
     // A's record counts its members.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut load = 0;

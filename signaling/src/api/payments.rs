@@ -18,12 +18,17 @@ pub async fn webhook(State(app): State<AppState>, headers: HeaderMap, body: Body
     let now = crate::store::unix_ms() / 1000;
     payments::verify(secret, signature, &body, now, app.config.commerce.webhook_tolerance_secs)?;
     let event = payments::parse(&body)?;
-    // On a cluster a badge is granted where the live runs (its members hear it there): the
-    // provider's call goes to that node as it came, signature and all.
-    if let (Some(cluster), payments::Event::Payment { room, .. }) = (&app.cluster, &event)
+    // On a cluster a badge is granted (or taken back) where the live runs (its members hear it
+    // there): the provider's call goes to that node as it came, signature and all.
+    if let Some(cluster) = &app.cluster
         && !headers.contains_key(crate::cluster::forward::FORWARDED)
     {
-        match cluster.owner(room).await {
+        // A refund names its payment; the payment names the room.
+        let room = match &event {
+            payments::Event::Payment { room, .. } => room.clone(),
+            payments::Event::Refund { payment, .. } => app.store.payment(payment).await?.map(|p| p.room).unwrap_or_default(),
+        };
+        match cluster.owner(&room).await {
             Ok(Some(node)) => return Ok(cluster.relay(&node, axum::http::Method::POST, "/api/v1/payments", &headers, body).await),
             Ok(None) => {}
             Err(e) => crate::cluster::redis_error("owner", &e),
