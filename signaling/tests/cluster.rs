@@ -290,6 +290,14 @@ async fn a_live_lives_on_one_node_joins_elsewhere_go_there_and_it_moves_when_its
     let (mut host2, joined) = join_at(&c.ws_url(), &token("encore", "host2", Role::Host)).await;
     assert_eq!(joined["type"], "joined", "{joined}");
     assert_eq!(owner(&mut conn, "encore").await.as_deref(), Some("c"));
+    // The rooms of the whole cluster, from any node, each with its node.
+    let (status, raw) = c.http("GET", "/api/v1/rooms", API_KEY, "application/json", "").await;
+    assert_eq!(status, 200, "{raw}");
+    let listed: Value = serde_json::from_str(raw.rsplit("\r\n\r\n").next().unwrap_or_default()).unwrap_or(Value::Null);
+    let placed: Vec<(&str, &str)> =
+        listed["rooms"].as_array().unwrap().iter().filter_map(|r| Some((r["room"].as_str()?, r["node"].as_str()?))).collect();
+    assert_eq!(placed, [("encore", "c"), ("launch", "b")], "{listed}");
+    assert_eq!(listed["unreachable"], json!([]), "{listed}");
     // The API at B (draining) ends C's live: forwarded, and C's host hears it.
     let (status, raw) = b.http("POST", "/api/v1/rooms/encore/end", API_KEY, "application/json", "").await;
     assert_eq!(status, 200, "{raw}");

@@ -63,7 +63,7 @@ pub async fn mint_token(State(app): State<AppState>, headers: HeaderMap, body: B
     ok(StatusCode::CREATED, &serde_json::json!({ "token": token, "expires_at": expires_at }))
 }
 
-/// `GET /api/v1/rooms`: the rooms open on this node (API key).
+/// `GET /api/v1/rooms`: the rooms open on this node, or on every node of a cluster (API key).
 pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     // The key only: no room token is scoped to every room.
     super::authorize_server(&app, &headers, "lists rooms")?;
@@ -86,7 +86,34 @@ pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> ApiResult 
             })
         })
         .collect();
+    // On a cluster: every node's rooms, each with its node; nodes that did not answer are named.
+    let mut unreachable = Vec::new();
+    if let Some(cluster) = &app.cluster
+        && !headers.contains_key(crate::cluster::forward::FORWARDED)
+    {
+        for room in &mut rooms {
+            room["node"] = cluster.id().into();
+        }
+        for (node, answer) in cluster.ask_others("/api/v1/rooms", &headers).await {
+            match answer {
+                Ok(mut v) => {
+                    for mut room in v["rooms"].as_array_mut().map(std::mem::take).unwrap_or_default() {
+                        room["node"] = node.clone().into();
+                        rooms.push(room);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%node, "cluster: listing its rooms: {e}");
+                    unreachable.push(node);
+                }
+            }
+        }
+    }
     rooms.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
+    if app.cluster.is_some() {
+        unreachable.sort();
+        return ok(StatusCode::OK, &serde_json::json!({ "rooms": rooms, "unreachable": unreachable }));
+    }
     ok(StatusCode::OK, &serde_json::json!({ "rooms": rooms }))
 }
 

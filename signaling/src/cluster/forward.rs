@@ -127,6 +127,37 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// GET `path` on every other registered node, in parallel, with the caller's headers (and
+    /// `X-Onair-Forwarded`): each node's JSON answer, or why there is none.
+    pub async fn ask_others(&self, path: &str, headers: &axum::http::HeaderMap) -> Vec<(String, Result<serde_json::Value, String>)> {
+        let nodes = match self.nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                super::redis_error("nodes", &e);
+                return Vec::new();
+            }
+        };
+        let calls = nodes.into_iter().filter(|n| n.id != self.id()).map(|node| async move {
+            let mut call = self.inner.http.get(format!("{}{path}", node.url)).header(FORWARDED, self.id());
+            for (name, value) in headers.iter().filter(|(n, _)| carried(n)) {
+                call = call.header(name, value);
+            }
+            let answer = async {
+                let res = call.send().await.map_err(|e| e.to_string())?;
+                if !res.status().is_success() {
+                    return Err(format!("status {}", res.status()));
+                }
+                let body = res.bytes().await.map_err(|e| e.to_string())?;
+                serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())
+            }
+            .await;
+            (node.id, answer)
+        });
+        futures_util::future::join_all(calls).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
