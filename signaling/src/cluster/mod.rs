@@ -98,6 +98,11 @@ struct Inner {
     left: std::sync::atomic::AtomicBool,
     /// Calls forwarded to the node that runs a live (`forward`).
     http: reqwest::Client,
+    /// The Lua scripts above, hashed once (redis-rs sends EVALSHA, and the source only when
+    /// Redis does not know it yet).
+    renew: redis::Script,
+    release: redis::Script,
+    take_over: redis::Script,
 }
 
 pub(crate) fn redis_error(what: &str, e: &redis::RedisError) {
@@ -150,6 +155,9 @@ impl Cluster {
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 http,
+                renew: redis::Script::new(RENEW),
+                release: redis::Script::new(RELEASE),
+                take_over: redis::Script::new(TAKE_OVER),
                 id,
                 url,
                 prefix: c.key_prefix.clone(),
@@ -212,15 +220,16 @@ impl Cluster {
             let owner: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
             match owner {
                 Some(owner) if owner == self.inner.id => {
-                    self.claims().insert(room.to_owned(), Instant::now());
-                    return Ok(Placement::Here);
+                    return Ok(self.here(room));
                 }
                 Some(owner) => match self.node(&owner).await? {
                     Some(node) => return Ok(Placement::There(node)),
                     // Its node is gone: the live is free to move.
                     None if draining => return self.elsewhere().await,
                     None => {
-                        let taken: i64 = redis::Script::new(TAKE_OVER)
+                        let taken: i64 = self
+                            .inner
+                            .take_over
                             .key(&key)
                             .arg(&self.inner.id)
                             .arg(&owner)
@@ -229,8 +238,7 @@ impl Cluster {
                             .await?;
                         if taken == 1 {
                             tracing::info!(%room, from = %owner, "cluster: took over the live of a node that is gone");
-                            self.claims().insert(room.to_owned(), Instant::now());
-                            return Ok(Placement::Here);
+                            return Ok(self.here(room));
                         }
                     }
                 },
@@ -245,8 +253,7 @@ impl Cluster {
                         .query_async(&mut conn)
                         .await?;
                     if set.is_some() {
-                        self.claims().insert(room.to_owned(), Instant::now());
-                        return Ok(Placement::Here);
+                        return Ok(self.here(room));
                     }
                 }
             }
@@ -254,6 +261,12 @@ impl Cluster {
         // Claims kept changing hands under us: serve it here (the renewal says if it conflicts).
         tracing::warn!(%room, "cluster: the room's placement kept changing; serving it here");
         Ok(Placement::Here)
+    }
+
+    /// `room` is this node's: noted, so the next heartbeat renews the claim.
+    fn here(&self, room: &str) -> Placement {
+        self.claims().insert(room.to_owned(), Instant::now());
+        Placement::Here
     }
 
     /// The node for a new live when this one drains: the least loaded that does not drain.
@@ -352,15 +365,21 @@ impl Cluster {
         };
         for room in renew {
             let got: i64 =
-                redis::Script::new(RENEW).key(self.room_key(&room)).arg(&self.inner.id).arg(self.ttl_ms()).invoke_async(&mut conn).await?;
+                self.inner.renew.key(self.room_key(&room)).arg(&self.inner.id).arg(self.ttl_ms()).invoke_async(&mut conn).await?;
             if got == 0 {
                 metrics::counter!("onair_cluster_errors_total", "op" => "conflict").increment(1);
                 tracing::warn!(%room, "cluster: another node holds this room's live too (Redis was unreachable, or lost its keys)");
             }
         }
         for room in release {
-            let _: i64 = redis::Script::new(RELEASE).key(self.room_key(&room)).arg(&self.inner.id).invoke_async(&mut conn).await?;
+            self.release(&mut conn, &room).await?;
         }
+        Ok(())
+    }
+
+    /// Give up this node's claim on `room` (if it is still this node's).
+    async fn release(&self, conn: &mut ConnectionManager, room: &str) -> redis::RedisResult<()> {
+        let _: i64 = self.inner.release.key(self.room_key(room)).arg(&self.inner.id).invoke_async(conn).await?;
         Ok(())
     }
 
@@ -371,7 +390,7 @@ impl Cluster {
         let claims: Vec<String> = self.claims().drain().map(|(r, _)| r).collect();
         let res: redis::RedisResult<()> = async {
             for room in claims {
-                let _: i64 = redis::Script::new(RELEASE).key(self.room_key(&room)).arg(&self.inner.id).invoke_async(&mut conn).await?;
+                self.release(&mut conn, &room).await?;
             }
             redis::pipe()
                 .cmd("DEL")
