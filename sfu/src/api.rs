@@ -65,6 +65,9 @@ pub enum SfuEvent {
     /// To a viewer: its video is paused because its path cannot carry the lowest layer
     /// (`true`: audio only now), or resumed (`false`).
     AudioOnly(bool),
+    /// Cascade edge, to the participant that opened relayed tracks: a keyframe of this layer
+    /// of the relayed track is wanted (`u8::MAX`: of every layer); ask the origin.
+    KeyframeWanted(TrackId, u8),
 }
 
 /// One subscribed track as the SFU forwards it (also the wire form in the `stats` message).

@@ -324,6 +324,48 @@ impl Sfu {
         }
     }
 
+    /// Cascade, origin: relay every packet of `track` of layers up to `leg.max_layer` to an
+    /// edge (`crate::relay`). A leg with the same id is replaced. The publisher is asked for
+    /// those layers and for keyframes.
+    pub fn relay_to(&self, track: TrackId, leg: crate::worker::relays::RelayOut) {
+        if let Some(w) = self.shared.plane.owner(track) {
+            let _ = self.control(w, WorkerMsg::Input(Input::RelayCtl(crate::worker::relays::RelayCtl::Start(track, leg))));
+        }
+    }
+
+    /// Cascade, origin: the edge's viewers want layers up to `max_layer` of `track` now.
+    pub fn relay_layers(&self, track: TrackId, leg: u32, max_layer: u8) {
+        if let Some(w) = self.shared.plane.owner(track) {
+            let _ = self.control(w, WorkerMsg::Input(Input::RelayCtl(crate::worker::relays::RelayCtl::Layers(track, leg, max_layer))));
+        }
+    }
+
+    /// Cascade, origin: stop relaying `track` on `leg`.
+    pub fn stop_relay(&self, track: TrackId, leg: u32) {
+        if let Some(w) = self.shared.plane.owner(track) {
+            let _ = self.control(w, WorkerMsg::Input(Input::RelayCtl(crate::worker::relays::RelayCtl::Stop(track, leg))));
+        }
+    }
+
+    /// Cascade, edge: publish tracks relayed from the origin for `participant` (which must
+    /// have been added), under the origin's track ids. Each becomes a
+    /// [`SfuEvent::TrackPublished`](crate::SfuEvent::TrackPublished); its viewers' keyframe
+    /// requests come back as [`SfuEvent::KeyframeWanted`](crate::SfuEvent::KeyframeWanted) and
+    /// their layer demand as [`SfuEvent::LayersWanted`](crate::SfuEvent::LayersWanted), for
+    /// signaling to pass to the origin.
+    pub async fn open_relay(
+        &self,
+        participant: ParticipantId,
+        tracks: Vec<crate::worker::relays::RelayTrack>,
+    ) -> Result<Vec<TrackInfo>, SfuError> {
+        self.ask(participant, Command::OpenRelay { participant, tracks }, ReplyTo::Tracks).await
+    }
+
+    /// Cascade, edge: a relayed track ended at the origin.
+    pub fn close_relay_track(&self, participant: ParticipantId, track: TrackId) -> Result<(), SfuError> {
+        self.command(participant, Command::CloseRelayTrack { participant, track }, None)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SfuStats {
         let c = &self.shared.plane.counters;

@@ -27,6 +27,11 @@
 //! cannot carry even the lowest layers gets audio only until probes show room again
 //! (forward/fallback, [`SfuEvent::AudioOnly`]).
 //!
+//! Cascade (`relay`, `worker/relays`): a live's node (the origin) relays each track to the
+//! other nodes that serve its viewers (edges) over sealed datagrams on this same port; on an
+//! edge the relayed track is published again under the origin's id, and its viewers' keyframe
+//! requests and layer demand come out as events for signaling to send back.
+//!
 //! Rules a caller must follow:
 //! - The SFU knows nothing of WebSockets or tokens. Signaling drives it through [`Sfu`] (typed
 //!   commands over bounded channels) and learns what happens through [`SfuEvent`]s on the sink it
@@ -73,6 +78,7 @@ mod media;
 pub mod metrics;
 mod net;
 pub mod record;
+pub mod relay;
 mod session;
 mod worker;
 
@@ -125,3 +131,4 @@ pub use media::packet::MediaPacket;
 pub use net::batch::write_sockaddr;
 /// The candidate type signaling passes through (re-exported so signaling needs no `rtc` dependency).
 pub use rtc::peer_connection::transport::RTCIceCandidateInit;
+pub use worker::relays::{RelayOut, RelayTrack};

@@ -564,6 +564,8 @@ impl Connection<'_> {
                 ServerMsg::ConnectionState { target: Target::from(role), state: sfu::ConnState::Closed }
             }
             SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished(_) => return Flow::Continue, // the room's (above)
+            // Only a cascade edge's relay participant opens relayed tracks; no page does.
+            SfuEvent::KeyframeWanted(..) => return Flow::Continue,
         };
         if !send(socket, &msg).await {
             return Flow::Lost;

@@ -165,6 +165,8 @@ impl DemuxTable {
 pub(crate) enum DemuxCtl {
     Register(String, Route),
     Remove(SessionKey),
+    /// A cascade leg's datagrams go to this worker (`None`: the leg is gone).
+    Relay(u32, Option<usize>),
 }
 
 #[cfg(test)]

@@ -74,6 +74,9 @@ pub(crate) struct Core {
     pub out: Outputs,
     /// This worker's forwarding delays (registered in `plane.delays`).
     pub delay: Arc<crate::metrics::DelayHistogram>,
+    /// Cascade, edge side: the legs received here, and the leg of each relayed track.
+    pub relay_in: HashMap<u32, crate::worker::relays::RelayIn>,
+    pub relayed: HashMap<crate::ids::TrackId, u32>,
 }
 
 impl Core {
@@ -89,6 +92,8 @@ impl Core {
             timers: Timers::default(),
             demand_sent: HashMap::new(),
             out: Outputs::default(),
+            relay_in: HashMap::new(),
+            relayed: HashMap::new(),
         }
     }
 
@@ -107,6 +112,8 @@ impl Core {
             Input::LayerDemand { track, worker, layer } => self.layer_demand(track, worker, layer, now),
             Input::Ingest(participant, pkt) => self.ingest(participant, pkt, now),
             Input::Tap(track, tap) => self.set_tap(track, tap, now),
+            Input::Relay { leg, data, at } => self.relay_datagram(leg, data, at, now),
+            Input::RelayCtl(ctl) => self.relay_ctl(ctl, now),
         }
     }
 
@@ -161,6 +168,11 @@ impl Core {
                 Answer::None
             }
             Command::OpenIngest { participant, tracks } => Answer::Tracks(self.open_ingest(participant, tracks, now)),
+            Command::OpenRelay { participant, tracks } => Answer::Tracks(self.open_relay(participant, tracks, now)),
+            Command::CloseRelayTrack { participant, track } => {
+                self.close_relay_track(participant, track, now);
+                Answer::None
+            }
         }
     }
 

@@ -121,7 +121,7 @@ impl Core {
         self.demand_changed(track, now);
     }
 
-    fn demand_changed(&mut self, track: TrackId, now: Instant) {
+    pub(crate) fn demand_changed(&mut self, track: TrackId, now: Instant) {
         let Some(p) = self.router.published.get_mut(&track) else { return };
         let wanted = p.wanted();
         match p.announced {
@@ -168,7 +168,8 @@ impl Core {
         let simulcast = self
             .publisher(key.participant)
             .and_then(|s| s.published.values().find(|t| t.id == track).map(|t| t.layers.len() > 1))
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || self.relayed_layers(track).is_some_and(|l| l > 1);
         if simulcast {
             // A recorder's "every layer" is the top one a publisher can have.
             let max_layer = max_layer.min(crate::media::simulcast::MAX_LAYERS as u8 - 1);

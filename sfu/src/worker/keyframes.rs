@@ -39,6 +39,10 @@ impl Core {
     /// Throttled PLI toward the publisher of `track` (which lives on this worker), for the
     /// encoding of `layer` (or the nearest one it sends).
     pub fn keyframe_request(&mut self, track: TrackId, layer: u8, now: Instant) {
+        // A relayed track's publisher is on the origin: signaling asks there.
+        if self.relay_keyframe(track, layer, now) {
+            return;
+        }
         if layer == ALL_LAYERS {
             let Some(publisher) = self.router.published.get(&track).map(|p| p.publisher) else { return };
             let layers: Vec<u8> = self

@@ -21,6 +21,7 @@ pub(crate) mod msg;
 mod participants;
 pub(crate) mod plane;
 mod pump;
+pub(crate) mod relays;
 mod routing;
 #[cfg(test)]
 mod sim;

@@ -45,13 +45,21 @@ pub(crate) enum Input {
     Ingest(ParticipantId, MediaPacket),
     /// Hand every packet of a track published here to a recorder (`None`: stop).
     Tap(TrackId, Option<crate::record::Tap>),
+    /// A cascade datagram of a leg this worker receives (edge).
+    Relay {
+        leg: u32,
+        data: BytesMut,
+        at: Instant,
+    },
+    /// A relay leg of a track published here starts, changes or stops (origin).
+    RelayCtl(crate::worker::relays::RelayCtl),
 }
 
 impl Input {
     /// Media may be dropped under load (the receiver repairs it with NACK/PLI); everything else
     /// changes state that nothing would repair, so it travels on the queue that never drops.
     pub fn is_media(&self) -> bool {
-        matches!(self, Input::Media(_) | Input::Ingest(..) | Input::Datagram { .. })
+        matches!(self, Input::Media(_) | Input::Ingest(..) | Input::Datagram { .. } | Input::Relay { .. })
     }
 }
 
@@ -134,6 +142,16 @@ pub(crate) enum Command {
     OpenIngest {
         participant: ParticipantId,
         tracks: Vec<(MediaKind, CodecInfo)>,
+    },
+    /// Publish tracks relayed from another node (cascade edge).
+    OpenRelay {
+        participant: ParticipantId,
+        tracks: Vec<crate::worker::relays::RelayTrack>,
+    },
+    /// One relayed track ends.
+    CloseRelayTrack {
+        participant: ParticipantId,
+        track: TrackId,
     },
 }
 

@@ -21,6 +21,7 @@ impl Core {
         if let Some(tap) = &published.tap {
             tap.send(&pkt);
         }
+        let relays = !published.relays.is_empty();
         let mut local = false;
         for (w, &count) in published.interested.iter().enumerate() {
             if count == 0 {
@@ -34,6 +35,9 @@ impl Core {
         }
         if local {
             self.fan_out_local(&pkt, now);
+        }
+        if relays {
+            self.relay_packet(&pkt, now);
         }
     }
 
@@ -64,6 +68,7 @@ impl Core {
             self.plane.counters.tracks.fetch_sub(1, Ordering::Relaxed);
         }
         self.plane.tracks.remove(&track);
+        self.forget_relayed(track);
         self.timers.cancel(Timer::DynacastDown(track));
         self.emit(publisher, SfuEvent::TrackUnpublished(track));
         for w in 0..self.plane.workers {

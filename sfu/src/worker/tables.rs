@@ -19,20 +19,32 @@ pub(crate) struct Published {
     pub lower_since: Option<Instant>,
     /// A recorder's tap: every packet of the track, every layer (`Sfu::tap`).
     pub tap: Option<crate::record::Tap>,
+    /// Cascade legs toward edge nodes (`Sfu::relay_to`).
+    pub relays: Vec<crate::worker::relays::RelayOut>,
 }
 
 impl Published {
     pub fn new(publisher: ParticipantId, workers: usize) -> Self {
-        Self { publisher, interested: vec![0; workers], demand: vec![None; workers], announced: None, lower_since: None, tap: None }
+        Self {
+            publisher,
+            interested: vec![0; workers],
+            demand: vec![None; workers],
+            announced: None,
+            lower_since: None,
+            tap: None,
+            relays: Vec::new(),
+        }
     }
 
     /// The highest layer anyone wants; the lowest layer always stays on, so a new viewer
-    /// starts at once. A recorder wants them all (it records the best one).
+    /// starts at once. A recorder wants them all (it records the best one); a relay leg wants
+    /// what its edge's viewers want.
     pub fn wanted(&self) -> u8 {
         if self.tap.is_some() {
             return u8::MAX;
         }
-        self.demand.iter().flatten().copied().max().unwrap_or(0)
+        let relayed = self.relays.iter().map(|r| r.max_layer);
+        self.demand.iter().flatten().copied().chain(relayed).max().unwrap_or(0)
     }
 }
 
