@@ -31,4 +31,6 @@ pub struct AppState {
     pub archive: Arc<crate::archive::Archive>,
     /// The node registry and the lives' placement (None: this node is alone).
     pub cluster: Option<crate::cluster::Cluster>,
+    /// The lives this node is a cascade edge of.
+    pub edges: Arc<crate::cluster::cascade::Edges>,
 }

@@ -192,11 +192,29 @@ pub struct ClusterConfig {
     /// on it can be placed anew (a dead origin's live reopens, from the shared store, on the
     /// node its host joins next).
     pub heartbeat_ms: u64,
+    /// The cascade's shared secret (`ONAIR_CLUSTER_SECRET`), the same on every node, at least
+    /// 32 bytes. Set: a viewer who reaches a node that does not hold the live is served there
+    /// (the node becomes an edge of the live: its media relayed from the live's node, sealed
+    /// with keys derived from this secret; the node-to-node calls signed with it). Empty: such
+    /// a viewer is redirected to the live's node.
+    pub secret: String,
+    /// The base URL other nodes reach this node at, `http://host:port` (`ONAIR_NODE_INTERNAL_URL`):
+    /// the cascade's links between nodes use it. Empty: the HTTP listener's address (with
+    /// `rtc.advertise_ip` when it listens on every address).
+    pub internal_url: String,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { redis_url: String::new(), node_id: String::new(), url: String::new(), key_prefix: "onair".into(), heartbeat_ms: 2000 }
+        Self {
+            redis_url: String::new(),
+            node_id: String::new(),
+            url: String::new(),
+            key_prefix: "onair".into(),
+            heartbeat_ms: 2000,
+            secret: String::new(),
+            internal_url: String::new(),
+        }
     }
 }
 
@@ -783,6 +801,12 @@ impl Config {
         if let Some(v) = get("ONAIR_NODE_URL") {
             self.cluster.url = v;
         }
+        if let Some(v) = get("ONAIR_CLUSTER_SECRET") {
+            self.cluster.secret = v;
+        }
+        if let Some(v) = get("ONAIR_NODE_INTERNAL_URL") {
+            self.cluster.internal_url = v;
+        }
         if let Some(v) = get("ONAIR_CLUSTER_HEARTBEAT_MS") {
             self.cluster.heartbeat_ms = parse("ONAIR_CLUSTER_HEARTBEAT_MS", v)?;
         }
@@ -872,6 +896,12 @@ impl Config {
             let web = c.url.is_empty() || c.url.starts_with("http://") || c.url.starts_with("https://");
             if !web {
                 anyhow::bail!("cluster.url must be http://… or https://… (the base URL clients reach this node at)");
+            }
+            if !c.secret.is_empty() && c.secret.len() < 32 {
+                anyhow::bail!("cluster.secret must be at least 32 bytes (or empty: no cascade)");
+            }
+            if !(c.internal_url.is_empty() || c.internal_url.starts_with("http://")) {
+                anyhow::bail!("cluster.internal_url must be http://host:port (how other nodes reach this one)");
             }
         }
         if self.rtc.realtime_priority > 99 {
@@ -1048,6 +1078,8 @@ mod tests {
             "ONAIR_NODE_ID" => Some("node-7".to_string()),
             "ONAIR_NODE_URL" => Some("https://n7.live.example".to_string()),
             "ONAIR_CLUSTER_HEARTBEAT_MS" => Some("200".to_string()),
+            "ONAIR_CLUSTER_SECRET" => Some("s".repeat(32)),
+            "ONAIR_NODE_INTERNAL_URL" => Some("http://10.1.2.3:7880".to_string()),
             _ => None,
         };
         c.apply_env(env).unwrap();
@@ -1068,6 +1100,10 @@ mod tests {
         assert!(refused(&|k| k.url = "n7.live.example".into()));
         assert!(refused(&|k| k.key_prefix = String::new()));
         assert!(refused(&|k| k.node_id = "n".repeat(129)));
+        assert_eq!((c.cluster.secret.len(), c.cluster.internal_url.as_str()), (32, "http://10.1.2.3:7880"));
+        assert!(refused(&|k| k.secret = "s".repeat(31)));
+        assert!(!refused(&|k| k.secret = String::new()));
+        assert!(refused(&|k| k.internal_url = "https://10.1.2.3".into()));
         // Without Redis nothing of it is checked: a node alone.
         assert!(!refused(&|k| *k = ClusterConfig { heartbeat_ms: 0, ..Default::default() }));
     }

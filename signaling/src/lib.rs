@@ -61,7 +61,10 @@ async fn ws_handler(
     State(app): State<AppState>,
     req: Request,
 ) -> Response {
-    transport::websocket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string()))
+    // A cascade edge's member connection says which node it is and signs it (checked in `run`).
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let edge = header("x-onair-edge").zip(header(cluster::cascade::HEADER));
+    transport::websocket::upgrade(req, move |socket| ws::run(socket, app, q.token, q.room, peer.to_string(), edge))
 }
 
 /// Liveness: the process answers.
@@ -110,7 +113,9 @@ async fn dev_token(State(app): State<AppState>, Query(q): Query<TokenQuery>) -> 
 /// What the cluster's registry says of this node.
 fn node_load(app: &AppState) -> cluster::Load {
     let rooms = app.rooms.all();
-    let participants = rooms.iter().map(|r| live::room::lock(r).len() as u64).sum();
+    // Viewers served here as a cascade edge count too: their media is this node's work.
+    let edge_viewers = app.edges.load().0 as u64;
+    let participants = rooms.iter().map(|r| live::room::lock(r).len() as u64).sum::<u64>() + edge_viewers;
     cluster::Load { participants, rooms: rooms.len() as u64, draining: app.draining.get().is_some() }
 }
 
@@ -121,7 +126,8 @@ pub fn app(state: AppState) -> Router {
         .route("/rtc", get(ws_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/stats", get(stats));
+        .route("/api/stats", get(stats))
+        .route("/internal/v1/relay", get(cluster::cascade::relay_handler));
     if state.config.dev_mode() {
         router = router.route("/api/dev/token", get(dev_token));
     }
@@ -180,6 +186,7 @@ impl Server {
             draining: Arc::new(std::sync::OnceLock::new()),
             archive: Arc::new(archive::Archive::new(&config_archive, &secret)),
             cluster,
+            edges: Arc::default(),
         };
         let (rooms, store, app_state) = (state.rooms.clone(), state.store.clone(), state.clone());
         let mut reaper_rx = rx.clone();
@@ -336,17 +343,20 @@ impl Server {
         true
     }
 
-    /// How many lives still run here (rooms with members that have not ended).
+    /// How many lives still run here (rooms with members that have not ended), and lives this
+    /// node serves viewers of as a cascade edge (they watch on to the end too).
     pub fn lives_running(&self) -> usize {
-        self.state
-            .rooms
-            .all()
-            .iter()
-            .filter(|r| {
-                let r = live::room::lock(r);
-                r.state() != protocol::RoomState::Ended && !r.is_empty()
-            })
-            .count()
+        self.state.edges.load().1
+            + self
+                .state
+                .rooms
+                .all()
+                .iter()
+                .filter(|r| {
+                    let r = live::room::lock(r);
+                    r.state() != protocol::RoomState::Ended && !r.is_empty()
+                })
+                .count()
     }
 
     pub fn sfu(&self) -> &sfu::Sfu {

@@ -122,7 +122,17 @@ async fn wait_for_join(
 }
 
 /// The whole life of one connection.
-pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, url_room: Option<String>, peer: String) {
+///
+/// `edge`: the connection came from a cascade edge for one of its viewers (the node's id and
+/// its signature, checked once the room is known): the member's media is served there.
+pub async fn run(
+    mut socket: Socket,
+    app: AppState,
+    url_token: Option<String>,
+    url_room: Option<String>,
+    peer: String,
+    edge: Option<(String, String)>,
+) {
     // The join's trace: from the socket's first message to `joined` sent (docs/operations.md).
     let span =
         tracing::info_span!("join", %peer, room = tracing::field::Empty, identity = tracing::field::Empty, outcome = tracing::field::Empty);
@@ -130,14 +140,14 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
         match wait_for_join(&mut socket, &app, url_token, url_room).await {
             Ok(ask) => join::authenticate(&app, Pass::Token { token: &ask.token, room: ask.room.as_deref() })
                 .await
-                .map(|g| (g, ask.resume))
+                .map(|g| (g, ask.resume, ask.token))
                 .map_err(|e| (e, CLOSE_AUTH)),
             Err(refusal) => Err(refusal),
         }
     }
     .instrument(span.clone())
     .await;
-    let (guest, resume) = match guest {
+    let (guest, resume, token) = match guest {
         Ok(g) => g,
         Err((e, code)) => {
             span.record("outcome", e.code.as_str());
@@ -147,8 +157,26 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
             return;
         }
     };
-    // Many nodes: the room's live may be placed on another node (cluster/).
-    if let Some(node) = join::elsewhere(&app, &guest.claims.room).await {
+    // A member connection from a cascade edge, signed by a node of this cluster.
+    let secret = app.cluster.as_ref().and_then(|c| c.cascade_secret());
+    let edge = edge.filter(|(node, sig)| {
+        let ok = secret
+            .is_some_and(|s| crate::cluster::cascade::verify(s, &crate::cluster::cascade::member_what(&guest.claims.room, node), sig));
+        if !ok {
+            metrics::counter!("onair_cascade_refused_total", "what" => "member").increment(1);
+            tracing::warn!(%peer, "a member connection claims a cascade edge without a valid signature: joined as any other");
+        }
+        ok
+    });
+    // Many nodes: the room's live may be placed on another node (cluster/): this node serves a
+    // viewer as an edge of it, or sends the participant there.
+    let elsewhere = if edge.is_some() { None } else { join::elsewhere(&app, &guest.claims.room).await };
+    if let Some(node) = elsewhere {
+        if crate::cluster::edge::serves(&app, guest.claims.role) {
+            let door = crate::cluster::edge::Door { token, room: guest.claims.room.clone(), resume };
+            crate::cluster::edge::serve(socket, app, node, door).instrument(span).await;
+            return;
+        }
         metrics::counter!("onair_joins_total", "stage" => "redirected", "reason" => "").increment(1);
         tracing::info!(%peer, room = %guest.claims.room, node = %node.id, "join sent to the node that holds the room");
         let msg = ServerMsg::Redirect { url: node.ws_url(), node: node.id, room: guest.claims.room.clone() };
@@ -211,7 +239,13 @@ pub async fn run(mut socket: Socket, app: AppState, url_token: Option<String>, u
                     return;
                 }
             };
-            let (id, snapshot) = (joined.id, joined.snapshot);
+            let (id, mut snapshot) = (joined.id, joined.snapshot);
+            if let Some((node, _)) = &edge {
+                // Its media is the edge's: subscribed there, never here.
+                room::lock(&joined.room).set_media_elsewhere(id);
+                snapshot.subscribe.clear();
+                tracing::info!(participant = %id, edge = %node, "member served by a cascade edge");
+            }
             tracing::info!(%peer, participant = %id, identity = %guest.claims.identity, room = %guest.claims.room, role = ?guest.claims.role, "joined");
             let reply = ServerMsg::Joined {
                 protocol: PROTOCOL_VERSION,
@@ -536,42 +570,48 @@ impl Connection<'_> {
 
     async fn on_sfu_event(&mut self, socket: &mut Socket, ev: SfuEvent) -> Flow {
         let Some(ev) = join::on_track_event(self.ctx.app, self.ctx.room, ev) else { return Flow::Continue };
-        let msg = match ev {
-            SfuEvent::SubscriberOffer(sdp) => ServerMsg::Offer { sdp },
-            SfuEvent::LocalCandidate(role, c) => ServerMsg::Candidate {
-                target: role.into(),
-                // rtc leaves sdpMid empty; browsers reject "" but accept an m-line index. The
-                // server's one candidate serves every m-line (BUNDLE), so index 0 is right.
-                candidate: Candidate {
-                    candidate: c.candidate,
-                    sdp_mid: c.sdp_mid.filter(|m| !m.is_empty()),
-                    sdp_m_line_index: c.sdp_mline_index.or(Some(0)),
-                    username_fragment: c.username_fragment,
-                },
-            },
-            SfuEvent::LayersWanted(track, max_layer) => ServerMsg::Layers { track, max_layer },
-            SfuEvent::AudioOnly(active) => ServerMsg::AudioOnly { active, reason: "bandwidth".into() },
-            SfuEvent::Connection(role, state) => {
-                if role == sfu::SessionRole::Subscriber && state == sfu::ConnState::Connected {
-                    metrics::counter!("onair_joins_total", "stage" => "media_connected", "reason" => "").increment(1);
-                }
-                ServerMsg::ConnectionState { target: Target::from(role), state }
-            }
-            SfuEvent::SessionClosed(role, reason) => {
-                // Tell the client: it must start that connection afresh (a new publish offer,
-                // or a new subscriber connection for the next server offer).
-                tracing::info!(participant = %self.ctx.id, ?role, %reason, "media session closed");
-                ServerMsg::ConnectionState { target: Target::from(role), state: sfu::ConnState::Closed }
-            }
-            SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished(_) => return Flow::Continue, // the room's (above)
-            // Only a cascade edge's relay participant opens relayed tracks; no page does.
-            SfuEvent::KeyframeWanted(..) => return Flow::Continue,
-        };
+        let Some(msg) = client_msg(self.ctx.id, ev) else { return Flow::Continue };
         if !send(socket, &msg).await {
             return Flow::Lost;
         }
         Flow::Continue
     }
+}
+
+/// What the client hears of an SFU event about its own connections (`None`: nothing; track
+/// announcements are the room's).
+pub(crate) fn client_msg(participant: sfu::ParticipantId, ev: SfuEvent) -> Option<ServerMsg> {
+    Some(match ev {
+        SfuEvent::SubscriberOffer(sdp) => ServerMsg::Offer { sdp },
+        SfuEvent::LocalCandidate(role, c) => ServerMsg::Candidate {
+            target: role.into(),
+            // rtc leaves sdpMid empty; browsers reject "" but accept an m-line index. The
+            // server's one candidate serves every m-line (BUNDLE), so index 0 is right.
+            candidate: Candidate {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid.filter(|m| !m.is_empty()),
+                sdp_m_line_index: c.sdp_mline_index.or(Some(0)),
+                username_fragment: c.username_fragment,
+            },
+        },
+        SfuEvent::LayersWanted(track, max_layer) => ServerMsg::Layers { track, max_layer },
+        SfuEvent::AudioOnly(active) => ServerMsg::AudioOnly { active, reason: "bandwidth".into() },
+        SfuEvent::Connection(role, state) => {
+            if role == sfu::SessionRole::Subscriber && state == sfu::ConnState::Connected {
+                metrics::counter!("onair_joins_total", "stage" => "media_connected", "reason" => "").increment(1);
+            }
+            ServerMsg::ConnectionState { target: Target::from(role), state }
+        }
+        SfuEvent::SessionClosed(role, reason) => {
+            // Tell the client: it must start that connection afresh (a new publish offer,
+            // or a new subscriber connection for the next server offer).
+            tracing::info!(%participant, ?role, %reason, "media session closed");
+            ServerMsg::ConnectionState { target: Target::from(role), state: sfu::ConnState::Closed }
+        }
+        SfuEvent::TrackPublished(_) | SfuEvent::TrackUnpublished(_) => return None, // the room's
+        // Only a cascade edge's relay participant opens relayed tracks; no page does.
+        SfuEvent::KeyframeWanted(..) => return None,
+    })
 }
 
 #[cfg(test)]

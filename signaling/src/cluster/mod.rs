@@ -20,6 +20,8 @@
 //! `onair_cluster_errors_total`); the rooms stay independent, so the worst case is one room
 //! opened on two nodes until Redis is back, never a refused live.
 
+pub mod cascade;
+pub mod edge;
 pub mod forward;
 
 use crate::config::Config;
@@ -55,9 +57,19 @@ pub struct NodeRecord {
     pub participants: u64,
     pub rooms: u64,
     pub draining: bool,
+    /// The base URL other nodes reach it at (`cluster.internal_url`); empty from a node of an
+    /// older version (then `url`).
+    #[serde(default)]
+    pub internal: String,
 }
 
 impl NodeRecord {
+    /// Where another node calls it: `http://host:port` (its internal URL, else its URL).
+    pub fn internal_base(&self) -> &str {
+        let base = if self.internal.is_empty() { &self.url } else { &self.internal };
+        base.trim_end_matches('/')
+    }
+
     /// The node's WebSocket URL: `ws(s)://host[:port]/ws`.
     pub fn ws_url(&self) -> String {
         let base = self.url.trim_end_matches('/');
@@ -88,6 +100,10 @@ pub struct Cluster {
 struct Inner {
     id: String,
     url: String,
+    /// Where other nodes reach this one (`cluster.internal_url`).
+    internal: String,
+    /// The cascade's secret (`cluster.secret`; empty: no cascade).
+    secret: String,
     prefix: String,
     heartbeat: Duration,
     conn: ConnectionManager,
@@ -129,12 +145,12 @@ impl Cluster {
             return Ok(None);
         }
         let id = if c.node_id.is_empty() { host_name() } else { c.node_id.clone() };
-        let url = if c.url.is_empty() {
+        let listener = {
             let ip = if http.ip().is_unspecified() { config.rtc.advertise_ip } else { http.ip() };
             format!("http://{}", std::net::SocketAddr::new(ip, http.port()))
-        } else {
-            c.url.trim_end_matches('/').to_owned()
         };
+        let url = if c.url.is_empty() { listener.clone() } else { c.url.trim_end_matches('/').to_owned() };
+        let internal = if c.internal_url.is_empty() { listener } else { c.internal_url.trim_end_matches('/').to_owned() };
         let heartbeat = Duration::from_millis(c.heartbeat_ms);
         let client = redis::Client::open(c.redis_url.as_str()).map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
         let manager = redis::aio::ConnectionManagerConfig::new()
@@ -160,6 +176,8 @@ impl Cluster {
                 take_over: redis::Script::new(TAKE_OVER),
                 id,
                 url,
+                internal,
+                secret: c.secret.clone(),
                 prefix: c.key_prefix.clone(),
                 heartbeat,
                 conn,
@@ -173,6 +191,11 @@ impl Cluster {
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The cascade's secret, when the cascade is on (`cluster.secret`).
+    pub fn cascade_secret(&self) -> Option<&[u8]> {
+        (!self.inner.secret.is_empty()).then(|| self.inner.secret.as_bytes())
     }
 
     /// How often the node writes its record.
@@ -334,6 +357,7 @@ impl Cluster {
             participants: load.participants,
             rooms: load.rooms,
             draining: load.draining,
+            internal: self.inner.internal.clone(),
         };
         let json = serde_json::to_string(&record).unwrap_or_default();
         redis::pipe()
@@ -424,7 +448,8 @@ mod tests {
 
     #[test]
     fn a_node_url_gives_its_websocket_url() {
-        let n = |url: &str| NodeRecord { id: "a".into(), url: url.into(), participants: 0, rooms: 0, draining: false };
+        let n =
+            |url: &str| NodeRecord { id: "a".into(), url: url.into(), participants: 0, rooms: 0, draining: false, internal: String::new() };
         assert_eq!(n("http://10.0.0.1:7880").ws_url(), "ws://10.0.0.1:7880/ws");
         assert_eq!(n("https://a.live.example/").ws_url(), "wss://a.live.example/ws");
     }

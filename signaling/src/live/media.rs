@@ -43,22 +43,31 @@ pub async fn ice_restart(ctx: &Ctx<'_>) -> Result<(), AppError> {
 
 /// `candidate`: a trickled ICE candidate for one of the client's connections.
 pub async fn candidate(ctx: &Ctx<'_>, target: Target, candidate: Candidate) -> Result<(), AppError> {
+    Ok(ctx.app.sfu.add_candidate(ctx.id, target.into(), candidate_init(candidate)?).await?)
+}
+
+/// A client's candidate as the SFU takes it (refused when too long).
+pub fn candidate_init(candidate: Candidate) -> Result<sfu::RTCIceCandidateInit, AppError> {
     if candidate.candidate.len() > MAX_CANDIDATE_BYTES {
         return Err(AppError::new(ErrorCode::BadCandidate, "candidate too long"));
     }
-    let init = sfu::RTCIceCandidateInit {
+    Ok(sfu::RTCIceCandidateInit {
         candidate: candidate.candidate,
         sdp_mid: candidate.sdp_mid,
         sdp_mline_index: candidate.sdp_m_line_index,
         username_fragment: candidate.username_fragment,
         ..Default::default()
-    };
-    Ok(ctx.app.sfu.add_candidate(ctx.id, target.into(), init).await?)
+    })
 }
 
 /// `video_size`: how tall a subscribed video is drawn.
 pub fn video_size(ctx: &Ctx<'_>, track: TrackId, height: u32) -> Result<(), AppError> {
-    Ok(ctx.app.sfu.set_video_size(ctx.id, track, height.min(MAX_VIDEO_HEIGHT))?)
+    Ok(ctx.app.sfu.set_video_size(ctx.id, track, clamp_height(height))?)
+}
+
+/// A reported video height, within what a screen can have.
+pub fn clamp_height(height: u32) -> u32 {
+    height.min(MAX_VIDEO_HEIGHT)
 }
 
 /// `quality`: the viewer's choice for one subscribed track, or all.

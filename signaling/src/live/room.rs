@@ -105,6 +105,8 @@ struct Member {
     /// The role the token gave; `info.role` is what the live made of it (moderator flags).
     token_role: Role,
     outbox: Outbox,
+    /// A cascade edge serves its media (cluster/cascade.rs): it is subscribed there, not here.
+    media_elsewhere: bool,
 }
 
 struct Track {
@@ -139,6 +141,8 @@ pub struct Room {
     pub commerce: Commerce,
     /// The players' QoE reports and the KPIs they make.
     pub qoe: LiveQoe,
+    /// The stage's tracks, for the cascade's relay links to edge nodes (cluster/cascade.rs).
+    stage_watch: tokio::sync::watch::Sender<Vec<TrackInfo>>,
 }
 
 /// What a joining participant learns.
@@ -197,6 +201,23 @@ impl Room {
             held_since: None,
             warned: Vec::new(),
             config,
+            stage_watch: tokio::sync::watch::channel(Vec::new()).0,
+        }
+    }
+
+    /// The stage's tracks now and as they change (a relay link to an edge follows them).
+    pub fn watch_stage(&self) -> tokio::sync::watch::Receiver<Vec<TrackInfo>> {
+        self.stage_watch.subscribe()
+    }
+
+    fn stage_changed(&self) {
+        self.stage_watch.send_replace(self.tracks.values().map(|t| t.info.clone()).collect());
+    }
+
+    /// The member's media is served by a cascade edge: it is never subscribed here.
+    pub fn set_media_elsewhere(&mut self, id: ParticipantId) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.media_elsewhere = true;
         }
     }
 
@@ -471,7 +492,7 @@ impl Room {
             self.started_at = Some(unix_ms());
             self.started = Some(Instant::now());
         }
-        self.members.insert(id, Member { info: me.clone(), token_role: claims.role, outbox });
+        self.members.insert(id, Member { info: me.clone(), token_role: claims.role, outbox, media_elsewhere: false });
         if kind == ParticipantKind::User {
             // The pinned product's card is on this page now.
             self.commerce.viewed(1);
@@ -582,7 +603,8 @@ impl Room {
         self.broadcast(ServerMsg::TrackPublished { track: view(&t) }, None);
         let publisher = t.info.publisher;
         self.tracks.insert(t.info.id, t);
-        self.members.keys().copied().filter(|p| *p != publisher).collect()
+        self.stage_changed();
+        self.members.iter().filter(|(p, m)| **p != publisher && !m.media_elsewhere).map(|(p, _)| *p).collect()
     }
 
     /// What the archive needs to record a track on stage: the room, the live, and the
@@ -596,6 +618,7 @@ impl Room {
     /// A track is gone; its publisher, if it was known.
     pub fn remove_track(&mut self, track: TrackId) -> Option<ParticipantId> {
         let t = self.tracks.remove(&track)?;
+        self.stage_changed();
         self.broadcast(ServerMsg::TrackUnpublished { track, participant: t.info.publisher }, None);
         Some(t.info.publisher)
     }
