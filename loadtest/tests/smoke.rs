@@ -5,7 +5,7 @@
 use loadtest::{Layer, Scenario, Tokens};
 use std::time::Duration;
 
-/// A server on loopback with a secret, one media worker, no RTMP, the store in memory.
+/// A server on loopback with a secret, one media worker, no RTMP, the store in memory, no recording.
 const ADMIN_TOKEN: &str = "loadtest-admin-token-0123";
 
 async fn start() -> signaling::Server {
@@ -20,6 +20,9 @@ async fn start() -> signaling::Server {
     config.rtmp.enabled = false;
     config.rtmp.keys_file = String::new();
     config.store.url = "sqlite::memory:".into();
+    // Nothing recorded: the archive's default folder is relative to the working directory, and
+    // cargo runs this test in loadtest/ (it left recordings in the source tree).
+    config.archive.record = false;
     signaling::Server::start(config).await.expect("server starts")
 }
 
