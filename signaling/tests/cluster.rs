@@ -4,7 +4,8 @@
 //! the server API's room routes are forwarded there; the registry holds each node's record; a node killed with SIGKILL drops out of the
 //! registry by expiry and its live reopens — comments and all, from the shared store — on the
 //! node its members reach next; a draining node places new lives elsewhere; a clean stop leaves
-//! the registry at once.
+//! the registry at once. With the cascade on, viewers are served by the node they reach: an edge
+//! killed sends its viewers elsewhere, a draining edge serves its viewers to the live's end.
 
 mod common;
 
@@ -37,6 +38,10 @@ struct Node {
 }
 
 async fn start(id: &'static str, redis: &str, store: &str) -> Node {
+    start_with(id, redis, store, &[]).await
+}
+
+async fn start_with(id: &'static str, redis: &str, store: &str, env: &[(&str, &str)]) -> Node {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("onair-cluster-{id}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -55,6 +60,7 @@ async fn start(id: &'static str, redis: &str, store: &str) -> Node {
         .env("ONAIR_NODE_ID", id)
         .env("ONAIR_CLUSTER_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .spawn()
         .expect("onair starts");
@@ -312,4 +318,69 @@ async fn a_live_lives_on_one_node_joins_elsewhere_go_there_and_it_moves_when_its
     let gone: Option<String> = redis::cmd("GET").arg("onair:node:b").query_async(&mut conn).await.unwrap();
     assert_eq!(gone, None, "a clean stop deletes the node's record");
     assert_eq!(owner(&mut conn, "launch").await, None, "and gives up its rooms");
+}
+
+/// Video packets a media viewer got.
+fn video(c: &common::Client) -> u64 {
+    c.media_snapshot().values().filter(|t| t.kind == "video").map(|t| t.packets).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cascade_an_edge_killed_loses_no_viewer_for_long_and_a_draining_edge_cuts_none() {
+    common::init_tracing();
+    let redis_server = Redis::start();
+    let cascade = [("ONAIR_CLUSTER_SECRET", "the cluster test's cascade secret, 32+ bytes")];
+    let (a, b, mut c) = (
+        start_with("ea", &redis_server.url, "sqlite::memory:", &cascade).await,
+        start_with("eb", &redis_server.url, "sqlite::memory:", &cascade).await,
+        start_with("ec", &redis_server.url, "sqlite::memory:", &cascade).await,
+    );
+    let room = "edges";
+    let mut host = common::join_url(&a.ws_url(), &token(room, "host", Role::Host)).await.expect("host joins A");
+    host.publish_simulcast([150_000, 400_000, 1_000_000]).await.expect("simulcast publish");
+    let vb = common::join_url(&b.ws_url(), &token(room, "vb", Role::Viewer)).await.expect("viewer served by B");
+    let mut vc = common::join_url(&c.ws_url(), &token(room, "vc", Role::Viewer)).await.expect("viewer served by C");
+    let flowing = common::eventually(Duration::from_secs(15), || video(&vb) > 100 && video(&vc) > 100).await;
+    assert!(flowing, "viewers on both edges get the video: B {}, C {}", video(&vb), video(&vc));
+
+    // B dies. Its viewer's socket breaks; it joins again through the load balancer, which now
+    // sends it to C: the time from the kill to video flowing again there.
+    let killed = Instant::now();
+    b.signal("KILL");
+    let (before_c, mut moved) = (video(&vc), None);
+    while killed.elapsed() < Duration::from_secs(10) {
+        match common::join_url(&c.ws_url(), &token(room, "vb", Role::Viewer)).await {
+            Ok(v) => {
+                if common::eventually(Duration::from_secs(5), || video(&v) > 20).await {
+                    moved = Some((killed.elapsed(), v));
+                    break;
+                }
+            }
+            Err(e) => panic!("the viewer's new join at C was refused: {e}"),
+        }
+    }
+    let (took, vb2) = moved.expect("the viewer of the dead edge watches again through C");
+    println!("edge B killed: its viewer got video again through C {} ms later", took.as_millis());
+    assert!(took < Duration::from_secs(5), "moved within 5 s: {took:?}");
+    assert!(video(&vc) > before_c, "C's own viewer never stopped");
+    drop(vb);
+
+    // C drains (SIGTERM) with its viewers: they keep watching; a new viewer reaching it is sent
+    // to the live's node; C exits 0 once the live ended.
+    c.signal("TERM");
+    let (ws, first) = c.join(room, "late", Role::Viewer).await;
+    assert_eq!(first["type"], "redirect", "a draining edge sends new viewers to the live's node: {first}");
+    assert_eq!(first["node"], "ea");
+    drop(ws);
+    let at_term = (video(&vc), video(&vb2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = (video(&vc), video(&vb2));
+    println!("draining edge C: its viewers got {} and {} video packets in the 2 s after SIGTERM", after.0 - at_term.0, after.1 - at_term.1);
+    assert!(after.0 > at_term.0 + 50 && after.1 > at_term.1 + 50, "no viewer of the draining edge is cut: {at_term:?} → {after:?}");
+    assert!(c.child.try_wait().unwrap().is_none(), "C waits for the live to end");
+    host.send(json!({"type": "end_room"}));
+    assert!(vc.wait_for("room_ended", Duration::from_secs(5)).await.is_some(), "the end reaches the draining edge's viewer");
+    let status = tokio::time::timeout(Duration::from_secs(20), c.child.wait()).await.expect("c exits once the live ended").unwrap();
+    assert!(status.success(), "C drained and exited 0: {status:?}");
+    drop(a);
 }

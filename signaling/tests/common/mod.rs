@@ -531,8 +531,16 @@ pub async fn join(server: &signaling::Server, token: &str) -> Result<Client, Val
 /// Join, with the subscriber connection's media going through `relay` (a UDP address standing in
 /// for the server's media port) instead of straight to the server.
 pub async fn join_via(server: &signaling::Server, token: &str, relay: Option<std::net::SocketAddr>) -> Result<Client, Value> {
-    let media_port = server.sfu().local_addr().port();
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url(server)).await.expect("websocket connects");
+    join_url_via(&ws_url(server), server.sfu().local_addr().port(), token, relay).await
+}
+
+/// Join at a server's WebSocket URL (a server in another process).
+pub async fn join_url(url: &str, token: &str) -> Result<Client, Value> {
+    join_url_via(url, 0, token, None).await
+}
+
+async fn join_url_via(url: &str, media_port: u16, token: &str, relay: Option<std::net::SocketAddr>) -> Result<Client, Value> {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
     let (mut sink, mut stream) = ws.split();
     sink.send(Message::Text(json!({"type":"join","token":token,"protocol":1}).to_string().into())).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("reply to join");
