@@ -132,3 +132,28 @@ async fn a_live_on_node_a_is_watched_on_three_nodes_with_its_media_relayed_once_
     assert!(gone, "the relayed tracks end with the live");
     drop(vb2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audio_and_video_reach_an_edge_viewer_intact() {
+    init_tracing();
+    let redis = redis::Redis::start();
+    let prefix = format!("cascade-av-{}", std::process::id());
+    let (a, b) = (node(&redis.url, "a", &prefix).await, node(&redis.url, "b", &prefix).await);
+    let room = "cascade-av";
+    let mut host = join(&a, &token(&a, room, "host", Role::Host)).await.expect("host joins A");
+    host.publish().await.expect("publish");
+    let va = join(&a, &token(&a, room, "va", Role::Viewer)).await.expect("viewer joins A");
+    let vb = join(&b, &token(&b, room, "vb", Role::Viewer)).await.expect("viewer joins B");
+    let flowing = eventually(Duration::from_secs(15), || [&va, &vb].iter().all(|v| got(v).0 > 60 && got(v).1 > 50)).await;
+    assert!(flowing, "both viewers get audio and video (video, audio): A {:?}, B {:?}", got(&va), got(&vb));
+    // Whole and in order: the synthetic payloads check out, no gaps, nothing twice.
+    for (n, v) in [("A", &va), ("B", &vb)] {
+        for t in v.media_snapshot().values() {
+            assert_eq!((t.corrupt, t.seq_gaps, t.duplicates), (0, 0, 0), "{n} {}: {t:?}", t.kind);
+        }
+    }
+    // The offer from the edge names the host as the streams' owner (msid), as the origin's does:
+    // a page groups a participant's audio and video by it.
+    let offer = vb.offers.lock().unwrap().last().cloned().expect("an offer from B");
+    assert!(offer.contains(&format!("a=msid:{} ", host.id)), "B's offer names the host {}: {offer}", host.id);
+}

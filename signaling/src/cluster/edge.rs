@@ -69,9 +69,16 @@ async fn redirect(mut socket: Socket, origin: &NodeRecord, room: &str) {
     socket.close(CLOSE_REDIRECT, "redirect").await;
 }
 
-/// The relayed tracks the viewer (`me` at the origin) is sent.
+/// The relayed tracks the viewer (`me` at the origin) is sent, each under its publisher at the
+/// origin: the stream id of the viewer's offer (msid) is the participant the room names, as on
+/// the origin (the page puts a stream's audio and video in that participant's tile).
 fn wanted(tracks: &Option<Vec<Relayed>>, me: ParticipantId) -> Vec<sfu::TrackInfo> {
-    tracks.iter().flatten().filter(|r| r.origin_publisher != me).map(|r| r.info.clone()).collect()
+    tracks
+        .iter()
+        .flatten()
+        .filter(|r| r.origin_publisher != me)
+        .map(|r| sfu::TrackInfo { publisher: r.origin_publisher, ..r.info.clone() })
+        .collect()
 }
 
 /// How the viewer's connection ends: the close to send (None: it is gone), or a fallback.
