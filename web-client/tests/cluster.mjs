@@ -8,7 +8,12 @@
 //   server), which, once A dropped out of the registry, takes the live over: the page joins again
 //   through B — the time from the kill is printed.
 //
-// Screenshots: the viewer on node A (1280×800), and at 360 px after the move.
+// - node C has the cascade on (ONAIR_CLUSTER_SECRET, as A has): a viewer page loaded from C is
+//   not redirected but served there as an edge of the live — it plays the host from C's media
+//   port, and its comment reaches the host's page on A (the room is A's).
+//
+// Screenshots: the viewer on node A (1280×800), the viewer served by edge C (1280×800 and 360 px),
+// and at 360 px after the move.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,6 +23,7 @@ import path from 'node:path';
 const ROOM = 'cluster-live';
 const SECRET = 'e2e-cluster-secret';
 const HEARTBEAT_MS = 300;
+const CASCADE_SECRET = 'e2e-cluster-cascade-secret-of-32-bytes+';
 
 export async function cluster(h) {
   const { browser, check, until, sleep, shot, bin, freePort } = h;
@@ -26,7 +32,7 @@ export async function cluster(h) {
   const redis = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--dir', data],
     { stdio: ['ignore', 'ignore', 'inherit'] });
   const nodes = {};
-  const startNode = async (id) => {
+  const startNode = async (id, extraEnv = {}) => {
     const [port, adminPort] = [await freePort(), await freePort()];
     const dir = path.join(data, id);
     fs.mkdirSync(dir);
@@ -35,7 +41,7 @@ export async function cluster(h) {
       env: { ...process.env, ONAIR_AUTH_SECRET: SECRET, RUST_LOG: process.env.RUST_LOG || 'warn,rtc_dtls=error',
         ONAIR_RTMP_ENABLED: 'false', ONAIR_ARCHIVE_RECORD: 'false', ONAIR_STORE_URL: `sqlite:${path.join(dir, 'onair.db')}`,
         ONAIR_REDIS_URL: `redis://127.0.0.1:${redisPort}`, ONAIR_NODE_ID: id, ONAIR_CLUSTER_HEARTBEAT_MS: String(HEARTBEAT_MS),
-        ONAIR_IDLE_TIMEOUT_SECS: '15', ONAIR_HTTP_THREAD_NICE: '0' },
+        ONAIR_IDLE_TIMEOUT_SECS: '15', ONAIR_HTTP_THREAD_NICE: '0', ...extraEnv },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     nodes[id] = { child, base: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/ws` };
@@ -60,7 +66,7 @@ export async function cluster(h) {
 
   try {
     // Node A first: it is registered before the host's join claims the live for it.
-    const a = await startNode('a');
+    const a = await startNode('a', { ONAIR_CLUSTER_SECRET: CASCADE_SECRET });
     await until('node a', async () => (await fetch(`${a.base}/healthz`)).ok, 15_000);
     const b = await startNode('b');
     await until('node b', async () => (await fetch(`${b.base}/healthz`)).ok, 15_000);
@@ -84,6 +90,39 @@ export async function cluster(h) {
     const conn = await viewer.evaluate(() => window.__onair.connText());
     check('cluster: no error shown after the redirect', !/error|offline|reconnecting/i.test(conn), `status "${conn}"`);
     await shot(viewer, 'cluster-viewer-on-node-a.png');
+
+    // Node C, with the cascade on: its viewer is served there.
+    const c = await startNode('c', { ONAIR_CLUSTER_SECRET: CASCADE_SECRET });
+    await until('node c', async () => (await fetch(`${c.base}/healthz`)).ok, 15_000);
+    const edgeViewer = await open('cluster-edge-viewer', c, 'cluster-edge-viewer', 'viewer');
+    await until('the edge viewer joined', async () => (await joins(edgeViewer)) >= 1, 15_000);
+    const edgePlaying = await until('the edge viewer decoding the host', async () => {
+      const v = (await edgeViewer.evaluate(() => window.__onair.inbound())).find((s) => s.kind === 'video');
+      return v && v.framesDecoded > 10 ? v : null;
+    }, 20_000).catch((e) => ({ error: e.message }));
+    const [edgeUrl, edgeTiles] = [await wsUrl(edgeViewer), await edgeViewer.evaluate(() => window.__onair.tiles())];
+    check('cluster: with the cascade, a page loaded from node c stays on c and plays the host relayed from node a',
+      edgeUrl === null && edgePlaying.framesDecoded > 10 && edgeTiles.some((t) => t.startsWith('cluster-host')),
+      `WebSocket at ${edgeUrl ?? 'its own server'}; ${JSON.stringify(edgePlaying)}; tiles ${JSON.stringify(edgeTiles)}`);
+    const hello = 'hello from the edge';
+    await edgeViewer.fill('#composer-text', hello);
+    await edgeViewer.press('#composer-text', 'Enter');
+    const heard = await until('the edge viewer\'s comment on the host page', async () =>
+      (await host.evaluate(() => window.__onair.comments())).some((t) => t.endsWith(hello)), 5000).then(() => true, () => false);
+    check('cluster: a comment from the edge viewer shows on the host\'s page on node a', heard,
+      JSON.stringify(await host.evaluate(() => window.__onair.comments())));
+    // The host's voice plays too (a stream's audio and video are one participant's: the edge's
+    // offer names the host as their owner, as the origin's does).
+    const voice = await until('the edge viewer playing the host\'s audio', async () => {
+      const a = (await edgeViewer.evaluate(() => window.__onair.inbound())).find((s) => s.kind === 'audio');
+      return a && a.totalSamplesReceived > 48_000 ? a : null;
+    }, 10_000).catch((e) => ({ error: e.message }));
+    check('cluster: the edge viewer plays the host\'s audio', voice.totalSamplesReceived > 48_000, JSON.stringify(voice));
+    await shot(edgeViewer, 'cluster-edge-viewer-on-node-c.png');
+    await edgeViewer.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    await shot(edgeViewer, 'cluster-edge-viewer-on-node-c-360.png');
+    await edgeViewer.context().close();
 
     // Node A dies: the page falls back to node b, which takes the live over.
     const before = await joins(viewer);
