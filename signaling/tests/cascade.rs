@@ -44,7 +44,7 @@ async fn a_live_on_node_a_is_watched_on_three_nodes_with_its_media_relayed_once_
     // Viewers with media on every node; B and C serve theirs as edges (no redirect).
     let va = join(&a, &token(&a, room, "va", Role::Viewer)).await.expect("viewer joins A");
     let mut vb = join(&b, &token(&b, room, "vb", Role::Viewer)).await.expect("viewer joins B");
-    let vb2 = join(&b, &token(&b, room, "vb2", Role::Viewer)).await.expect("second viewer joins B");
+    let mut vb2 = join(&b, &token(&b, room, "vb2", Role::Viewer)).await.expect("second viewer joins B");
     let mut vc = join(&c, &token(&c, room, "vc", Role::Viewer)).await.expect("viewer joins C");
     assert_eq!(vb.joined["room"]["name"], room, "B passed on A's joined: {}", vb.joined);
     let viewers = [("A", &va), ("B", &vb), ("B", &vb2), ("C", &vc)];
@@ -86,6 +86,16 @@ async fn a_live_on_node_a_is_watched_on_three_nodes_with_its_media_relayed_once_
     assert_eq!(close["close"], 4003, "{close}");
     let (e, close) = Chat::join(&c, room, "chatty", Role::Viewer).await.err().expect("banned identity refused at C too");
     assert_eq!((e["code"].as_str(), close["close"].as_u64()), (Some("banned"), Some(1008)));
+
+    // A viewer on B whose connection drops (no close frame) resumes through B: the origin kept
+    // its member (same participant, nobody saw it leave); B's media session for it is new, so
+    // the joined says `resumed: false` (the client builds a new subscriber connection).
+    let before = vb2.id.clone();
+    let r = vb2.kill_ws_and_resume(&b, &token(&b, room, "vb2", Role::Viewer), Duration::from_millis(300)).await;
+    assert_eq!((r["type"].as_str(), r["resumed"].as_bool()), (Some("joined"), Some(false)), "{r}");
+    assert_eq!(r["participant"]["id"].as_str(), Some(before.as_str()), "the same member at A");
+    let members = signaling::live::room::lock(&a.state.rooms.get(room).expect("the live is on A")).len();
+    assert_eq!(members, 6, "nobody left A's room");
 
     // get_stats at an edge is the edge's view of the viewer's subscriptions; its layer climbs
     // to the top one: the edge's demand reached A, which relays that layer now (dynacast across

@@ -9,7 +9,8 @@
 //!       ◄── tracks {salt, tracks: [{track, publisher, kind, codec, layers, leg}]}  (the stage, whenever it changes)
 //!       ──► open {legs}            the edge published them: the origin starts sending
 //!       ──► keyframe {track, layer} / layers {track, max_layer}   what the edge's viewers need
-//!       ──► alive                  every 5 s; 30 s of silence ends the link
+//!       ──► alive                  every 5 s (the origin pings as often); 30 s of silence either
+//!                                  way ends the link
 //!  origin ══ sealed datagrams, one leg per track, on the media port ══► edge
 //! ```
 //!
@@ -230,6 +231,10 @@ async fn relay_link(
                         tracing::warn!(%room, edge = %media, "cascade: the edge fell silent; link closed");
                         break;
                     }
+                    // The edge watches for the origin's silence the same way.
+                    if !socket.ping().await {
+                        break;
+                    }
                     false
                 }
             }
@@ -382,7 +387,7 @@ pub fn ensure(app: &AppState, secret: &[u8], room: &str, origin: &NodeRecord) ->
     Ok(edge)
 }
 
-type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Open a WebSocket to another node's internal address, with `headers`.
 pub async fn connect(url: &str, headers: &[(&'static str, String)]) -> Result<Upstream, AppError> {
@@ -449,16 +454,17 @@ impl Link {
         let mut open: HashMap<TrackId, Relayed> = HashMap::new();
         let mut tick = tokio::time::interval(ALIVE);
         let mut idle_since: Option<Instant> = None;
+        let mut heard = Instant::now();
         let send = |m: &EdgeMsg| tungstenite::Message::text(serde_json::to_string(m).unwrap_or_default());
         loop {
             tokio::select! {
-                m = tokio::time::timeout(SILENT, ws.next()) => {
+                m = ws.next() => {
+                    heard = Instant::now();
                     let text = match m {
-                        Ok(Some(Ok(tungstenite::Message::Text(t)))) => t,
-                        Ok(Some(Ok(tungstenite::Message::Close(_)))) | Ok(None) => return Ok(()),
-                        Ok(Some(Ok(_))) => continue,
-                        Ok(Some(Err(e))) => return Err(AppError::new(ErrorCode::Internal, format!("link: {e}"))),
-                        Err(_) => return Err(AppError::new(ErrorCode::Internal, "the origin fell silent")),
+                        Some(Ok(tungstenite::Message::Text(t))) => t,
+                        Some(Ok(tungstenite::Message::Close(_))) | None => return Ok(()),
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return Err(AppError::new(ErrorCode::Internal, format!("link: {e}"))),
                     };
                     let Ok(OriginMsg::Tracks { salt, tracks }) = serde_json::from_str::<OriginMsg>(text.as_str()) else {
                         tracing::debug!(room = %self.room, "cascade: a link message refused");
@@ -482,6 +488,10 @@ impl Link {
                     }
                 }
                 _ = tick.tick() => {
+                    // The origin pings every ALIVE: silence means it is gone without a word.
+                    if heard.elapsed() > SILENT {
+                        return Err(AppError::new(ErrorCode::Internal, "the origin fell silent"));
+                    }
                     if self.edge.users.load(Ordering::Acquire) == 0 {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= LINGER && self.leave_map_if_unused() {

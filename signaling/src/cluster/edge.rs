@@ -15,8 +15,10 @@ use crate::cluster::cascade::{self, EdgeRoom, Relayed};
 use crate::error::{AppError, ErrorCode};
 use crate::live::media::{candidate_init, clamp_height};
 use crate::protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, Target};
-use crate::transport::limits::{Admit, Limits};
-use crate::transport::websocket::{CLOSE_NORMAL, CLOSE_POLICY, CLOSE_REDIRECT, CLOSE_RESTART, Recv, Socket, WsMessage};
+use crate::transport::limits::{Admit, Heartbeat, Limits};
+use crate::transport::websocket::{
+    CLOSE_CLIENT_RECONNECTING, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_REDIRECT, CLOSE_RESTART, Recv, Socket, WsMessage,
+};
 use futures_util::{SinkExt, StreamExt};
 use sfu::{ParticipantId, SessionRole, TrackId};
 use std::collections::HashSet;
@@ -122,9 +124,18 @@ async fn serve_with(
             _ => return Err(Fallback),
         }
     };
-    let joined: serde_json::Value = serde_json::from_str(first.as_str()).unwrap_or_default();
+    let mut joined: serde_json::Value = serde_json::from_str(first.as_str()).unwrap_or_default();
     let me = joined.get("participant").and_then(|p| p.get("id")).and_then(|id| serde_json::from_value::<ParticipantId>(id.clone()).ok());
-    if !socket.send_text(first.to_string()).await {
+    // A resume: the origin kept the member (its seat, its place in the room), but this node's
+    // media session for it is new — the client must build a new subscriber connection, as after
+    // a fresh join, not restart the old one's ICE.
+    let first = if joined.get("resumed") == Some(&serde_json::Value::Bool(true)) {
+        joined["resumed"] = serde_json::Value::Bool(false);
+        joined.to_string()
+    } else {
+        first.to_string()
+    };
+    if !socket.send_text(first).await {
         return Ok(None);
     }
     let Some(me) = me else {
@@ -151,10 +162,16 @@ async fn serve_with(
         tracing::warn!(participant = %id, "edge: subscribe on join: {e}");
     }
     let max = app.config.limits.max_message_bytes;
+    // The viewer's connection is watched here as on the origin: pinged, closed when silent.
+    let mut heartbeat = Heartbeat::new(Duration::from_secs(app.config.limits.idle_timeout_secs), Instant::now());
+    let mut ping = tokio::time::interval(heartbeat.ping_interval());
+    ping.tick().await;
     let mut limits = Limits::new(app.config.limits.messages_per_second, app.config.limits.message_burst, Instant::now());
     let end = loop {
         tokio::select! {
-            m = socket.recv() => match m {
+            m = socket.recv() => {
+                heartbeat.heard(Instant::now());
+                match m {
                 Recv::Message(WsMessage::Text(t)) => {
                     match limits.admit(Instant::now()) {
                         Admit::Pass => {}
@@ -195,13 +212,29 @@ async fn serve_with(
                     let _ = socket.send_json(&ServerMsg::error(&e)).await;
                 }
                 Recv::Message(_) => {}
-                Recv::Closed(_) | Recv::Gone => {
-                    let _ = up.close(None).await;
+                // A client that means to come back (4000), or whose network went (no close
+                // frame): the origin keeps its member for a resume, as for a direct connection.
+                Recv::Closed(Some(CLOSE_CLIENT_RECONNECTING)) | Recv::Gone => {
+                    close_upstream(&mut up, CLOSE_CLIENT_RECONNECTING).await;
+                    break None;
+                }
+                Recv::Closed(_) => {
+                    close_upstream(&mut up, CLOSE_NORMAL).await;
                     break None;
                 }
                 Recv::Refused(_) => {
-                    let _ = up.close(None).await;
+                    close_upstream(&mut up, CLOSE_NORMAL).await;
                     break Some((crate::transport::websocket::CLOSE_TOO_BIG, "frame refused".into()));
+                }
+                }
+            },
+            _ = ping.tick() => match heartbeat.tick(Instant::now()) {
+                Err(reason) => {
+                    close_upstream(&mut up, CLOSE_CLIENT_RECONNECTING).await;
+                    break Some((CLOSE_POLICY, reason.to_owned()));
+                }
+                Ok(()) => {
+                    let _ = socket.ping().await;
                 }
             },
             m = up.next() => match m {
@@ -246,6 +279,12 @@ async fn serve_with(
     };
     app.sfu.remove_participant(id);
     Ok(end)
+}
+
+/// Close the member connection at the origin with `code` (4000: the member may resume).
+async fn close_upstream(up: &mut cascade::Upstream, code: u16) {
+    let frame = tungstenite::protocol::CloseFrame { code: code.into(), reason: "".into() };
+    let _ = up.close(Some(frame)).await;
 }
 
 /// A message this node answers itself (the viewer's subscriber connection); `None`: the
