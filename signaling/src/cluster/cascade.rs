@@ -369,19 +369,39 @@ impl Edges {
 /// one (its link opens in the background; wait on `tracks`). The caller counts as a viewer
 /// until it calls [`EdgeRoom::release`].
 pub fn ensure(app: &AppState, secret: &[u8], room: &str, origin: &NodeRecord) -> Result<Arc<EdgeRoom>, AppError> {
-    let mut map = app.edges.map();
-    if let Some(e) = map.get(room).filter(|e| e.origin == origin.id && e.tracks.has_changed().is_ok()) {
-        e.users.fetch_add(1, Ordering::AcqRel);
-        return Ok(e.clone());
+    let live = |e: &&Arc<EdgeRoom>| e.origin == origin.id && e.tracks.has_changed().is_ok();
+    {
+        let map = app.edges.map();
+        if let Some(e) = map.get(room).filter(live) {
+            e.users.fetch_add(1, Ordering::AcqRel);
+            return Ok(e.clone());
+        }
     }
+    // A new relay: its participant is added to the SFU with no lock held (the map's is a leaf).
     let relay = ParticipantId::next();
     let (sink, events) = sfu::event_channel(256);
     app.sfu.add_participant(relay, sink)?;
     let (tx, rx) = watch::channel(None);
     let edge =
         Arc::new(EdgeRoom { origin: origin.id.clone(), tracks: rx, users: AtomicUsize::new(1), stats: Arc::new(RelayStats::default()) });
-    map.insert(room.to_owned(), edge.clone());
-    drop(map);
+    let raced = {
+        let mut map = app.edges.map();
+        match map.get(room).filter(live) {
+            // Another viewer's join opened one meanwhile: use it.
+            Some(e) => {
+                e.users.fetch_add(1, Ordering::AcqRel);
+                Some(e.clone())
+            }
+            None => {
+                map.insert(room.to_owned(), edge.clone());
+                None
+            }
+        }
+    };
+    if let Some(e) = raced {
+        app.sfu.remove_participant(relay);
+        return Ok(e);
+    }
     let link = Link { app: app.clone(), secret: secret.to_vec(), room: room.to_owned(), origin: origin.clone(), relay, edge: edge.clone() };
     tokio::spawn(link.run(events, tx));
     Ok(edge)
