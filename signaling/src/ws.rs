@@ -261,7 +261,10 @@ pub async fn run(
             (id, joined.room, guest.claims.clone(), reply, Ok(snapshot.subscribe))
         }
     };
-    metrics::counter!("onair_joins_total", "stage" => "signal_connected", "reason" => "").increment(1);
+    // A cascade edge's member connection is one of the edge's viewers, counted there.
+    if edge.is_none() {
+        metrics::counter!("onair_joins_total", "stage" => "signal_connected", "reason" => "").increment(1);
+    }
     let stop = app.resumes.serve(&resume_token, &claims);
     let mut sent = send(&mut socket, &reply).instrument(span.clone()).await;
     span.record("outcome", if sent { "joined" } else { "connection_lost" });
