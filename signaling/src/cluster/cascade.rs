@@ -194,13 +194,10 @@ async fn relay_link(
     metrics::gauge!("onair_cascade_links", "side" => "origin").increment(1.0);
     let mut heard = Instant::now();
     let mut check = tokio::time::interval(ALIVE);
-    let mut first = true;
+    // The stage as it is now goes out first.
+    stage.mark_changed();
     loop {
-        let changed = if first {
-            first = false;
-            true
-        } else {
-            tokio::select! {
+        let changed = tokio::select! {
                 r = stage.changed() => {
                     if r.is_err() {
                         tracing::info!(%room, edge = %media, "cascade: the live closed; its link ends");
@@ -237,7 +234,6 @@ async fn relay_link(
                     }
                     false
                 }
-            }
         };
         if !changed {
             continue;

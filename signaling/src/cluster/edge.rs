@@ -290,37 +290,19 @@ async fn close_upstream(up: &mut cascade::Upstream, code: u16) {
 /// A message this node answers itself (the viewer's subscriber connection); `None`: the
 /// origin's. The reply to send, or the refusal and the message's type.
 async fn local(app: &AppState, id: ParticipantId, msg: ClientMsg) -> Option<Result<Option<ServerMsg>, (AppError, String)>> {
-    let r: (Result<Option<ServerMsg>, AppError>, &str) = match msg {
-        ClientMsg::Answer { sdp } => (app.sfu.subscriber_answer(id, sdp).await.map(|()| None).map_err(AppError::from), "answer"),
-        ClientMsg::IceRestart => (app.sfu.restart_ice(id).await.map(|()| None).map_err(AppError::from), "ice_restart"),
-        ClientMsg::Candidate { target: Target::Subscriber, candidate } => {
-            let added = match candidate_init(candidate) {
-                Ok(init) => app.sfu.add_candidate(id, SessionRole::Subscriber, init).await.map_err(AppError::from),
-                Err(e) => Err(e),
-            };
-            (added.map(|()| None), "candidate")
-        }
-        ClientMsg::VideoSize { track, width: _, height } => {
-            (app.sfu.set_video_size(id, track, clamp_height(height)).map(|()| None).map_err(AppError::from), "video_size")
-        }
-        ClientMsg::Quality { track, quality } => {
-            (app.sfu.set_quality(id, track, quality).map(|()| None).map_err(AppError::from), "quality")
-        }
-        ClientMsg::GetStats => {
-            let stats = app.sfu.subscriber_stats(id).await.map_err(AppError::from);
-            (
-                stats.map(|s| {
-                    Some(ServerMsg::Stats {
-                        bandwidth_bps: s.bandwidth_bps,
-                        twcc_feedback: s.twcc_feedback,
-                        path: s.path,
-                        tracks: s.tracks,
-                    })
-                }),
-                "get_stats",
-            )
-        }
+    let kind = msg.kind();
+    let done = |r: Result<(), sfu::SfuError>| r.map(|()| None).map_err(AppError::from);
+    let r = match msg {
+        ClientMsg::Answer { sdp } => done(app.sfu.subscriber_answer(id, sdp).await),
+        ClientMsg::IceRestart => done(app.sfu.restart_ice(id).await),
+        ClientMsg::Candidate { target: Target::Subscriber, candidate } => match candidate_init(candidate) {
+            Ok(init) => done(app.sfu.add_candidate(id, SessionRole::Subscriber, init).await),
+            Err(e) => Err(e),
+        },
+        ClientMsg::VideoSize { track, width: _, height } => done(app.sfu.set_video_size(id, track, clamp_height(height))),
+        ClientMsg::Quality { track, quality } => done(app.sfu.set_quality(id, track, quality)),
+        ClientMsg::GetStats => app.sfu.subscriber_stats(id).await.map(|s| Some(crate::live::stats::stats_msg(s))).map_err(AppError::from),
         _ => return None,
     };
-    Some(r.0.map_err(|e| (e, r.1.to_owned())))
+    Some(r.map_err(|e| (e, kind.to_owned())))
 }

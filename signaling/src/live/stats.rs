@@ -7,8 +7,12 @@ use crate::protocol::ServerMsg;
 
 /// `get_stats`: the SFU's view of the asker's subscriptions.
 pub async fn subscriber(ctx: &Ctx<'_>) -> Result<ServerMsg, AppError> {
-    let stats = ctx.app.sfu.subscriber_stats(ctx.id).await?;
-    Ok(ServerMsg::Stats { bandwidth_bps: stats.bandwidth_bps, twcc_feedback: stats.twcc_feedback, path: stats.path, tracks: stats.tracks })
+    Ok(stats_msg(ctx.app.sfu.subscriber_stats(ctx.id).await?))
+}
+
+/// The `stats` reply for the SFU's view of one viewer (also a cascade edge's, cluster/edge.rs).
+pub fn stats_msg(s: sfu::SubscriberStats) -> ServerMsg {
+    ServerMsg::Stats { bandwidth_bps: s.bandwidth_bps, twcc_feedback: s.twcc_feedback, path: s.path, tracks: s.tracks }
 }
 
 /// The body of `GET /api/stats` (docs/protocol.md §1).
