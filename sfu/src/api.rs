@@ -210,6 +210,8 @@ pub struct SfuStats {
     pub rtp_out: u64,
     pub bytes_out: u64,
     pub keyframe_requests: u64,
+    /// Video streams a viewer started from a kept picture instead of a keyframe request.
+    pub keyframe_replays: u64,
     pub plis_sent: u64,
     pub session_errors: u64,
     /// NACKed packets viewers asked for, and those resent.

@@ -15,6 +15,10 @@ pub struct SfuConfig {
     pub workers: usize,
     /// At most one PLI per track per this interval toward a publisher.
     pub pli_throttle: Duration,
+    /// A viewer who connects starts from the picture a layer is at when its keyframe arrived
+    /// at most this long ago (forward/gop.rs), instead of asking the publisher for a new one;
+    /// zero turns this off.
+    pub keyframe_cache: Duration,
     /// A session with no ICE connection after this long is dropped.
     pub connect_timeout: Duration,
     /// Capacity of each worker's command and media queue.
@@ -40,6 +44,7 @@ impl Default for SfuConfig {
             advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             workers: 0,
             pli_throttle: Duration::from_millis(500),
+            keyframe_cache: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(20),
             queue_capacity: 65_536,
             max_tracks_per_publisher: 8,

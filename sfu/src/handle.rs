@@ -381,6 +381,7 @@ impl Sfu {
             rtp_out: c.rtp_out.load(Ordering::Relaxed),
             bytes_out: c.bytes_out.load(Ordering::Relaxed),
             keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
+            keyframe_replays: c.keyframe_replays.load(Ordering::Relaxed),
             plis_sent: c.plis_sent.load(Ordering::Relaxed),
             session_errors: c.session_errors.load(Ordering::Relaxed),
             bytes_in: c.bytes_in.load(Ordering::Relaxed),

@@ -503,6 +503,9 @@ pub struct RtcConfig {
     pub workers: usize,
     /// Minimum interval between PLIs sent to a publisher for one track, in ms.
     pub pli_throttle_ms: u64,
+    /// A viewer who connects starts from the picture a layer is at, when its keyframe arrived
+    /// at most this long ago, instead of asking the publisher for a new one; 0 = off, in ms.
+    pub keyframe_cache_ms: u64,
     /// Where each viewer's bandwidth estimate starts before feedback corrects it, kbit/s.
     pub initial_estimate_kbps: u64,
     /// The highest a viewer's estimate may climb, kbit/s.
@@ -677,6 +680,7 @@ impl Default for RtcConfig {
             advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             workers: 0,
             pli_throttle_ms: 500,
+            keyframe_cache_ms: 500,
             initial_estimate_kbps: 2_500,
             max_estimate_kbps: 50_000,
             layer_up_hold_ms: 2_000,
@@ -776,6 +780,9 @@ impl Config {
         }
         if let Some(v) = get("ONAIR_RTC_WORKERS") {
             self.rtc.workers = parse("ONAIR_RTC_WORKERS", v)?;
+        }
+        if let Some(v) = get("ONAIR_RTC_KEYFRAME_CACHE_MS") {
+            self.rtc.keyframe_cache_ms = parse("ONAIR_RTC_KEYFRAME_CACHE_MS", v)?;
         }
         if let Some(v) = get("ONAIR_AUTH_SECRET") {
             self.auth.secret = v;
@@ -954,6 +961,9 @@ impl Config {
         if !(1.0..=4.0).contains(&self.rtc.layer_up_headroom) {
             anyhow::bail!("rtc.layer_up_headroom must be 1.0..=4.0");
         }
+        if self.rtc.keyframe_cache_ms > 2_000 {
+            anyhow::bail!("rtc.keyframe_cache_ms must be 0..=2000 (a viewer's start is sent at once)");
+        }
         if !(500..=60_000).contains(&self.rtc.fallback_enter_ms)
             || !(500..=60_000).contains(&self.rtc.fallback_leave_ms)
             || !(1.0..=4.0).contains(&self.rtc.fallback_headroom)
@@ -1048,6 +1058,7 @@ impl Config {
             advertise_ip: self.rtc.advertise_ip,
             workers: self.rtc.workers,
             pli_throttle: Duration::from_millis(self.rtc.pli_throttle_ms),
+            keyframe_cache: Duration::from_millis(self.rtc.keyframe_cache_ms),
             layers: sfu::LayerPolicy {
                 up_hold: Duration::from_millis(self.rtc.layer_up_hold_ms),
                 up_headroom: self.rtc.layer_up_headroom,
@@ -1116,6 +1127,7 @@ mod tests {
         c.apply_env(|k| (k == "ONAIR_HTTP_BIND").then(|| "127.0.0.1:9100".to_string())).unwrap();
         assert_eq!(c.http.bind.port(), 9100);
         assert!(c.apply_env(|k| (k == "ONAIR_RTC_WORKERS").then(|| "many".to_string())).is_err());
+        assert!(c.apply_env(|k| (k == "ONAIR_RTC_KEYFRAME_CACHE_MS").then(|| "-1".to_string())).is_err());
         assert!(toml::from_str::<Config>("[http]\nbindd = 1\n").is_err(), "unknown keys are refused");
         let mut e: Config =
             toml::from_str("[embed.rooms.demo]\nallowed_origins = [\"https://shop.example\", \"http://127.0.0.1:8080\"]\npublic = true\n")
@@ -1186,6 +1198,15 @@ mod tests {
     fn layer_knobs_reach_the_sfu_and_are_bounded() {
         let c: Config = toml::from_str("[rtc]\ninitial_estimate_kbps = 800\nlayer_up_hold_ms = 500\nlayer_up_headroom = 1.5\n").unwrap();
         c.validate().unwrap();
+        assert_eq!(c.sfu_config().keyframe_cache, Duration::from_millis(500), "the kept picture is on by default");
+        for (ms, ok) in [(0, true), (2_000, true), (2_001, false)] {
+            let mut c = Config::default();
+            c.apply_env(|k| (k == "ONAIR_RTC_KEYFRAME_CACHE_MS").then(|| ms.to_string())).unwrap();
+            assert_eq!(c.validate().is_ok(), ok, "keyframe_cache_ms = {ms}");
+            if ok {
+                assert_eq!(c.sfu_config().keyframe_cache, Duration::from_millis(ms));
+            }
+        }
         let l = c.sfu_config().layers;
         assert_eq!(l.initial_estimate_bps, 800_000.0);
         assert_eq!(l.up_hold, Duration::from_millis(500));

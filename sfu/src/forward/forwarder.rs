@@ -294,6 +294,17 @@ impl Forwarder {
         self.current
     }
 
+    /// The layers a video stream that has not started yet may start on, best first (the target,
+    /// then any allowed one from the highest: see `handle_temporal`); empty when it has started,
+    /// is paused, is audio or has no payload type yet.
+    pub fn start_layers(&self, now: Instant) -> Vec<u8> {
+        if self.current.is_some() || !self.is_video() || self.payload_type.is_none() || self.paused {
+            return Vec::new();
+        }
+        let allowed = (0..=self.max_layer.min(MAX_LAYERS as u8 - 1)).rev();
+        self.target(now).into_iter().chain(allowed).collect()
+    }
+
     /// The payload type the subscriber accepted for this codec.
     pub fn payload_type(&self) -> Option<u8> {
         self.payload_type

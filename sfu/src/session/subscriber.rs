@@ -105,6 +105,11 @@ impl Subscriber {
         bwe.has_feedback().then(|| bwe.estimate())
     }
 
+    /// The estimate toward this peer: where it starts until feedback corrects it.
+    pub fn estimate_bps(&self) -> f64 {
+        self.bwe.lock().estimate()
+    }
+
     /// The estimator's view of the path: queueing delay, loss, probes sent (stats).
     pub fn path_stats(&self) -> Option<(Duration, f64, u64)> {
         let bwe = self.bwe.lock();
@@ -613,11 +618,24 @@ impl Subscriber {
     /// whether a packet was queued. Nothing is sent before the connection is up: the stream then
     /// starts at a keyframe.
     pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
+        self.send(pkt, true, now)
+    }
+
+    /// Send a packet of a picture kept by the worker (forward/gop.rs) to start this viewer's
+    /// stream: as [`forward`](Self::forward), but it does not count toward the layer's measured
+    /// rate (the picture arrives all at once).
+    pub fn replay(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
+        self.send(pkt, false, now)
+    }
+
+    fn send(&mut self, pkt: &MediaPacket, measure: bool, now: Instant) -> bool {
         let Some(sub) = self.forwarders.get_mut(&pkt.track) else {
             return false;
         };
-        let tid = pkt.temporal.map(|t| t.tid);
-        sub.forwarder.measure_temporal(pkt.layer, pkt.payload.len(), pkt.frame_height, tid, now);
+        if measure {
+            let tid = pkt.temporal.map(|t| t.tid);
+            sub.forwarder.measure_temporal(pkt.layer, pkt.payload.len(), pkt.frame_height, tid, now);
+        }
         if !self.link.connected {
             // Nothing can be sent yet, but which layers arrive decides where the stream starts.
             sub.forwarder.observe(pkt.layer, now);

@@ -19,6 +19,19 @@ impl Core {
     /// The `Allocate` timer: caps, probes and keyframe waits of every connected subscriber,
     /// then this worker's demand.
     pub fn allocate(&mut self, now: Instant) {
+        // A stream still waiting to start (its first request throttled, or video resumed) may
+        // start from a picture kept since; then it asks for nothing below.
+        let unstarted: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| {
+                p.subscriber.as_ref().is_some_and(|s| s.link.connected && s.forwarders.values().any(|f| f.forwarder.current().is_none()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for p in unstarted {
+            self.start_from_pictures(p, now);
+        }
         let mut any = false;
         let mut waiting = Vec::new();
         let mut changed = Vec::new();

@@ -2,9 +2,9 @@
 //! the worker that owns the track, which sends at most one PLI per layer per `pli_throttle`
 //! (a throttled request is sent when the throttle ends, by the `Pli` timer).
 
-use crate::ids::{SessionKey, SessionRole, TrackId};
+use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
 use crate::session::subscriber::Subscriber;
-use crate::worker::core::Core;
+use crate::worker::core::{Core, drain_writes};
 use crate::worker::msg::Input;
 use crate::worker::timers::Timer;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -18,7 +18,53 @@ pub(crate) const ALL_LAYERS: u8 = u8::MAX;
 /// A video subscriber still waiting for its first keyframe asks again this often.
 pub(crate) const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 
+/// The picture a new viewer starts from is sent at once: at most this much of the viewer's
+/// estimate (a 500 ms picture of a 1.5 Mbit/s layer fits in 250 ms of 2.5 Mbit/s).
+pub(crate) const REPLAY_BURST: Duration = Duration::from_millis(250);
+
 impl Core {
+    /// Start the video streams of a connected subscriber that have not started yet from the
+    /// picture this worker keeps of a layer they may start on (forward/gop.rs), so they need
+    /// not wait for a keyframe requested from the publisher. Returns how many started.
+    pub fn start_from_pictures(&mut self, participant: ParticipantId, now: Instant) -> usize {
+        let max_age = self.plane.config.keyframe_cache;
+        if max_age.is_zero() {
+            return 0;
+        }
+        let Some(s) = self.participants.get_mut(&participant).and_then(|p| p.subscriber.as_mut()) else { return 0 };
+        if !s.link.connected || s.audio_only() {
+            return 0;
+        }
+        let max_bytes = (s.estimate_bps() * REPLAY_BURST.as_secs_f64() / 8.0) as usize;
+        let starts: Vec<(TrackId, Vec<u8>)> = s
+            .forwarders
+            .values()
+            .map(|sub| (sub.forwarder.track(), sub.forwarder.start_layers(now)))
+            .filter(|(_, l)| !l.is_empty())
+            .collect();
+        let mut started = 0;
+        let mut sent = 0u64;
+        for (track, layers) in starts {
+            let Some(gop) = self.router.gops.get(&track) else { continue };
+            let Some(picture) = layers.iter().find_map(|&l| gop.picture(l, now, max_age, max_bytes)) else { continue };
+            for pkt in picture {
+                if s.replay(pkt, now) {
+                    sent += 1;
+                }
+            }
+            if s.forwarders.get(&track).is_some_and(|sub| sub.forwarder.current().is_some()) {
+                started += 1;
+            }
+        }
+        drain_writes(&mut self.out.transmit, &mut s.link);
+        Core::reschedule(&mut self.timers, &mut s.link);
+        if started > 0 {
+            self.plane.counters.keyframe_replays.fetch_add(started as u64, Ordering::Relaxed);
+            self.plane.counters.rtp_out.fetch_add(sent, Ordering::Relaxed);
+        }
+        started
+    }
+
     /// The keyframes a connected subscriber waits for and has not asked for in the last
     /// `KEYFRAME_RETRY` (marked as asked now).
     pub fn keyframe_waits(s: &mut Subscriber, now: Instant) -> Vec<(TrackId, u8)> {

@@ -24,8 +24,12 @@ impl Core {
         let mut waiting = Vec::new();
         if up {
             s.ever_connected = true;
-            // Every video stream starts at a keyframe; ask at once, for the layer this
+            // Every video stream starts at a keyframe: from the picture this worker keeps of a
+            // layer, if one is young enough; else asked for at once, for the layer this
             // subscriber will start on.
+            if key.role == crate::ids::SessionRole::Subscriber {
+                self.start_from_pictures(key.participant, now);
+            }
             if let Some(s) = self.subscriber(key.participant).filter(|_| key.role == crate::ids::SessionRole::Subscriber) {
                 for sub in s.forwarders.values_mut() {
                     if let Some(layer) = sub.forwarder.keyframe_to_ask(now, Duration::ZERO) {

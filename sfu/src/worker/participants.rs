@@ -166,6 +166,9 @@ impl Core {
             if self.router.add_subscriber(track.id, participant) {
                 self.send_interest(track.id, true, now);
             }
+            if track.kind == MediaKind::Video {
+                self.router.gops.entry(track.id).or_default();
+            }
         }
         if let Some(offer) = offer {
             self.emit(participant, SfuEvent::SubscriberOffer(offer));
@@ -305,6 +308,9 @@ impl Core {
         for track in &changes.added {
             if self.router.add_subscriber(track.id, participant) {
                 self.send_interest(track.id, true, now);
+            }
+            if track.kind == MediaKind::Video {
+                self.router.gops.entry(track.id).or_default();
             }
             // Every layer: the slot starts on the first keyframe of any layer it may take (the
             // one it will climb to may be paused by dynacast), and a stage change is rare.

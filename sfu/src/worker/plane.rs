@@ -43,6 +43,7 @@ pub(crate) struct Counters {
     pub rtp_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    pub keyframe_replays: AtomicU64,
     pub plis_sent: AtomicU64,
     pub session_errors: AtomicU64,
 }

@@ -42,8 +42,11 @@ impl Core {
     }
 
     /// Rewrite and queue one packet for every subscriber of its track on this worker.
-    pub fn fan_out_local(&mut self, pkt: &MediaPacket, now: Instant) {
+    pub fn fan_out_local(&mut self, pkt: &Arc<MediaPacket>, now: Instant) {
         let Some(subs) = self.router.subscribers.get(&pkt.track) else { return };
+        if let Some(gop) = self.router.gops.get_mut(&pkt.track) {
+            gop.push(pkt, self.plane.config.keyframe_cache);
+        }
         let mut forwarded = 0u64;
         for p in subs {
             let Some(state) = self.participants.get_mut(p) else { continue };
@@ -82,6 +85,7 @@ impl Core {
 
     /// Drop local subscriptions to a track that is gone; each subscriber gets a new offer.
     pub fn track_gone(&mut self, track: TrackId, now: Instant) {
+        self.router.gops.remove(&track);
         let Some(subs) = self.router.subscribers.remove(&track) else { return };
         self.timers.ensure(Timer::Demand, now);
         for p in subs {

@@ -172,9 +172,12 @@ struct Sim {
 
 impl Sim {
     fn new() -> Sim {
+        Sim::with(SfuConfig { workers: 1, ..SfuConfig::default() })
+    }
+
+    fn with(config: SfuConfig) -> Sim {
         let t0 = Instant::now();
         let server: SocketAddr = SERVER.parse().expect("address");
-        let config = SfuConfig { workers: 1, ..SfuConfig::default() };
         let plane = Plane {
             factory: SessionFactory::new(server).expect("factory").with_policy(config.layers),
             config,
@@ -372,10 +375,7 @@ impl Sim {
                 let answer = c.pc.create_answer(None).expect("answer");
                 c.pc.set_local_description(now, answer).expect("local answer");
                 let answer = c.pc.local_description().expect("local description").sdp;
-                let Answer::Done(r) = self.core.command(Command::SubscriberAnswer { participant: p, answer }, now) else {
-                    panic!("answer shape")
-                };
-                r.expect("the server takes the answer");
+                self.answer(p, answer);
             }
             SfuEvent::LocalCandidate(_, cand) => {
                 self.clients[i].pc.add_remote_candidate(cand).expect("server candidate");
@@ -390,6 +390,13 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    fn answer(&mut self, p: ParticipantId, answer: String) {
+        let Answer::Done(r) = self.core.command(Command::SubscriberAnswer { participant: p, answer }, self.now) else {
+            panic!("answer shape")
+        };
+        r.expect("the server takes the answer");
     }
 
     /// A client's writes to the core, its events and what it received. True if anything moved.
@@ -586,6 +593,60 @@ fn a_late_viewer_starts_at_a_keyframe_requested_for_it() {
     assert!(plis > plis_before, "the publisher was asked for a keyframe ({plis_before} → {plis})");
     assert!(sim.core.plane.counters.plis_sent.load(Ordering::Relaxed) >= 1);
     assert_contiguous(&sim.clients[v].video);
+}
+
+/// A second viewer who connects while the PLI throttle still holds the publisher (another
+/// viewer asked just before) starts from the picture the worker kept since that keyframe: at
+/// once, without a request of its own, and the stream goes on from it without a gap. With the
+/// cache off it waits for the throttle.
+#[test]
+fn a_viewer_right_after_another_starts_from_the_kept_picture() {
+    let mut waits = Vec::new();
+    for cache in [Duration::from_millis(500), Duration::ZERO] {
+        let mut sim = Sim::with(SfuConfig { workers: 1, keyframe_cache: cache, ..SfuConfig::default() });
+        let p = sim.publisher(Duration::from_secs(30));
+        sim.run_for(Duration::from_secs(3));
+        let track = sim.published_track(p);
+        let a = sim.subscriber(track.clone(), None);
+        for _ in 0..300 {
+            if !sim.clients[a].video.is_empty() {
+                break;
+            }
+            sim.run_for(Duration::from_millis(10));
+        }
+        let a_first = sim.clients[a].video.first().expect("the first viewer got video").0;
+        sim.run_until(a_first + Duration::from_millis(100));
+        let plis_before = sim.clients[p].encoder.as_ref().map_or(0, |e| e.plis);
+        let b = sim.subscriber(track, None);
+        sim.run_for(Duration::from_secs(2));
+        let viewer = &sim.clients[b];
+        let connected = viewer.connected.expect("the second viewer connected");
+        let (first_at, _, _, layer, key) = *viewer.video.first().expect("the second viewer got video");
+        assert!(key, "the second viewer's first packet starts a keyframe");
+        assert_eq!(layer, 2, "on the top layer");
+        assert_contiguous(&viewer.video);
+        // Everything the first viewer got from that point on, the second got too.
+        let a_video = &sim.clients[a].video;
+        let a_from = a_video.iter().position(|v| v.0 >= first_at).expect("the first viewer goes on");
+        assert!(viewer.video.len() >= a_video.len() - a_from, "{} packets vs {}", viewer.video.len(), a_video.len() - a_from);
+        let waited = first_at.duration_since(connected);
+        let plis = sim.clients[p].encoder.as_ref().map_or(0, |e| e.plis);
+        let replays = sim.core.plane.counters.keyframe_replays.load(Ordering::Relaxed);
+        if cache.is_zero() {
+            assert!(waited >= Duration::from_millis(150), "without the cache the throttle holds the start: {waited:?}");
+            assert!(plis > plis_before, "and it asked the publisher");
+            assert_eq!(replays, 0);
+        } else {
+            assert!(waited <= Duration::from_millis(2), "started {waited:?} after connecting");
+            assert_eq!(plis, plis_before, "no keyframe was asked of the publisher for it");
+            assert_eq!(replays, 1);
+            // The picture since the keyframe came at once: more than one frame (3 packets each).
+            let burst = viewer.video.iter().take_while(|v| v.0 == first_at).count();
+            assert!(burst >= 6, "{burst} packets at the start");
+        }
+        waits.push(waited);
+    }
+    println!("second viewer's first frame after connecting: kept picture {:?}, without {:?}", waits[0], waits[1]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! the dynacast demand), and the local subscribers of every track. Pure data, owned by the
 //! worker, so the per-packet path consults it without a lock.
 
+use crate::forward::gop::GopCache;
 use crate::ids::{ParticipantId, TrackId};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -53,6 +54,9 @@ pub(crate) struct Router {
     pub published: HashMap<TrackId, Published>,
     /// Subscribers on this worker, per track.
     pub subscribers: HashMap<TrackId, Vec<ParticipantId>>,
+    /// Each video track's picture so far, per layer, while it has subscribers here
+    /// ([`GopCache`]).
+    pub gops: HashMap<TrackId, GopCache>,
 }
 
 impl Router {
@@ -73,6 +77,7 @@ impl Router {
         list.retain(|x| *x != p);
         if list.is_empty() {
             self.subscribers.remove(&track);
+            self.gops.remove(&track);
             return before > 0;
         }
         false

@@ -210,6 +210,12 @@ pub fn render(app: &AppState) -> String {
     counter(&mut out, "onair_plis_sent_total", "Picture loss indications sent to publishers", s.plis_sent);
     counter(&mut out, "onair_firs_received_total", "Full intra requests received from viewers", s.firs_received);
     counter(&mut out, "onair_keyframe_requests_total", "Keyframe requests (viewers' PLI/FIR, joins, layer switches)", s.keyframe_requests);
+    counter(
+        &mut out,
+        "onair_keyframe_replays_total",
+        "Viewers' video started from a kept picture instead of a keyframe request",
+        s.keyframe_replays,
+    );
     counter(&mut out, "onair_layer_switches_total", "Simulcast layer changes of viewers' forwarded video", s.layer_switches);
     counter(&mut out, "onair_media_session_errors_total", "Media sessions that failed", s.session_errors);
     gauge(&mut out, "onair_tracks", "Published tracks", s.tracks as f64);
