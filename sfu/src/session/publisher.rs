@@ -17,6 +17,8 @@ pub struct PublishedLayer {
     pub ssrc: u32,
     pub last_pli: Option<Instant>,
     pub pli_pending: bool,
+    /// When the start of its last keyframe arrived (a PLI sent after it is still in flight).
+    pub last_keyframe: Option<Instant>,
     pub packets: u64,
 }
 

@@ -111,6 +111,11 @@ impl Core {
         let receiver_id = t.receiver_id;
         let Some(l) = t.layer_for_keyframe(layer) else { return };
         if let Some(last) = l.last_pli.filter(|last| now.duration_since(*last) < throttle) {
+            // The keyframe asked for last has not arrived yet: it serves this request too (a
+            // viewer still waiting after it asks again, `KEYFRAME_RETRY`).
+            if l.last_keyframe.is_none_or(|k| k < last) {
+                return;
+            }
             l.pli_pending = true;
             let layer = l.layer;
             self.timers.set(Timer::Pli(track, layer), last + throttle);

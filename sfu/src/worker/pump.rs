@@ -71,7 +71,11 @@ impl Core {
                         packet.header.extension_profile = 0;
                         packet.header.extensions_padding = 0;
                         packet.header.csrc.clear();
-                        media.push(MediaPacket::inspect(id, layer, codec, packet.header, packet.payload, at));
+                        let pkt = MediaPacket::inspect(id, layer, codec, packet.header, packet.payload, at);
+                        if pkt.keyframe {
+                            l.last_keyframe = Some(at);
+                        }
+                        media.push(pkt);
                     }
                     RTCMessage::RtcpPacket(track_id, packets) if forwarders.is_some() => {
                         let wants_keyframe =
@@ -174,7 +178,7 @@ impl Core {
                 return;
             }
             tracing::info!(participant = %key.participant, track = %t.id, ?rid, layer, "simulcast layer opened");
-            t.layers.push(PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, packets: 0 });
+            t.layers.push(PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, last_keyframe: None, packets: 0 });
             return;
         }
         if session.published.len() >= max {
@@ -200,7 +204,7 @@ impl Core {
                 id,
                 codec: Codec::from_mime(&codec.mime_type),
                 receiver_id,
-                layers: vec![PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, packets: 0 }],
+                layers: vec![PublishedLayer { layer, ssrc, last_pli: None, pli_pending: false, last_keyframe: None, packets: 0 }],
             },
         );
         let info = TrackInfo {

@@ -649,6 +649,36 @@ fn a_viewer_right_after_another_starts_from_the_kept_picture() {
     println!("second viewer's first frame after connecting: kept picture {:?}, without {:?}", waits[0], waits[1]);
 }
 
+/// Viewers who connect together cost the publisher one keyframe: a request while the one asked
+/// for is still in flight is not sent again when the throttle ends (it would only make a
+/// second, unneeded keyframe), and one made after it arrived starts from the kept picture.
+#[test]
+fn viewers_joining_together_cost_the_publisher_one_keyframe() {
+    for cache in [Duration::from_millis(500), Duration::ZERO] {
+        let mut sim = Sim::with(SfuConfig { workers: 1, keyframe_cache: cache, ..SfuConfig::default() });
+        let p = sim.publisher(Duration::from_secs(30));
+        sim.run_for(Duration::from_secs(3));
+        let track = sim.published_track(p);
+        let plis_before = sim.clients[p].encoder.as_ref().map_or(0, |e| e.plis);
+        let viewers: Vec<usize> = (0..4).map(|_| sim.subscriber(track.clone(), None)).collect();
+        sim.run_for(Duration::from_secs(2));
+        for &v in &viewers {
+            let c = &sim.clients[v];
+            let connected = c.connected.expect("the viewer connected");
+            let first = c.video.first().expect("the viewer got video");
+            assert!(first.4, "starts at a keyframe");
+            assert!(
+                first.0.duration_since(connected) <= Duration::from_millis(40),
+                "first frame {:?} after connecting",
+                first.0.duration_since(connected)
+            );
+            assert_contiguous(&c.video);
+        }
+        let plis = sim.clients[p].encoder.as_ref().map_or(0, |e| e.plis) - plis_before;
+        assert_eq!(plis, 1, "one keyframe for the four viewers (cache {cache:?})");
+    }
+}
+
 #[test]
 fn a_viewer_switches_layers_at_a_keyframe_when_its_size_changes() {
     let mut sim = Sim::new();
