@@ -42,11 +42,13 @@ pub struct Transport {
     /// once, with packets in flight on both): a publisher is asked for keyframes, as what it
     /// sent during the switch may be lost for good (the worker asks, then clears this).
     pub switched: bool,
-    /// Set while our ICE-restart offer waits for its answer: rtc has dropped the old remote
-    /// credentials and drops every binding request until the answer brings the new ones, but
-    /// the client checks as soon as it has answered — before its answer reaches us. Such
-    /// early checks are legal (RFC 8445 §7.3); the first [`EARLY_CHECKS`] are kept here and
-    /// handed to rtc with the answer, instead of costing the client its retransmission timeout.
+    /// Set while an offer of ours with new ICE credentials — a viewer's first, or an ICE
+    /// restart's — waits for its answer: rtc has no remote credentials (or has dropped the old
+    /// ones) and drops every binding request until the answer brings them, but the client
+    /// checks as soon as it has answered — before its answer, which takes the slower road
+    /// through signaling, reaches us. Such early checks are legal (RFC 8445 §7.3); the first
+    /// [`EARLY_CHECKS`] are kept here and handed to rtc with the answer, instead of costing the
+    /// client its retransmission timeout (for a join, time before its first frame).
     pub early_checks: Option<Vec<TaggedBytesMut>>,
     /// Set by an ICE restart until a pair is chosen: rtc drops its selected pair at a restart
     /// and sends nothing until the client nominates one of the new pairs (see
@@ -87,7 +89,7 @@ pub(super) fn sdp_err(e: impl std::fmt::Display) -> SfuError {
 /// kept its ICE credentials). A live path is rarely this quiet (a publisher sends media, a viewer
 /// transport-wide feedback every 100 ms or so); and only a check rtc answers moves the media, so
 /// a stranger cannot pull it away.
-/// Most early binding requests kept while an ICE-restart answer is on its way.
+/// Most early binding requests kept while an answer to new ICE credentials is on its way.
 pub const EARLY_CHECKS: usize = 16;
 
 pub const REBIND_SILENCE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -138,8 +140,8 @@ impl Transport {
 
     /// A local description was just set: learn our ufrag from it. An ICE restart changes it
     /// (rtc draws new credentials), and the receive thread must route checks naming the new
-    /// one here before the client hears of it. True when it changed from an earlier one (a
-    /// restart).
+    /// one here before the client hears of it. True when the credentials are new (the first,
+    /// or a restart's).
     pub(super) fn note_local_description(&mut self) -> bool {
         let Some(sdp) = self.pc.local_description().map(|d| d.sdp) else { return false };
         let Some(ufrag) = sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(str::trim) else { return false };
@@ -154,7 +156,7 @@ impl Transport {
         }
         self.ufrag = ufrag.to_owned();
         self.ufrag_registered = false;
-        restart
+        true
     }
 
     /// After an ICE restart, the nomination the client has not sent yet, for rtc to read as if

@@ -53,6 +53,17 @@ impl Core {
             while let Some(ev) = link.pc.poll_event() {
                 events.push(ev);
             }
+            // rtc's DTLS endpoint queues its first flight as DTLS client (the ClientHello) when
+            // ICE selects a pair (as the events are polled, just above) but hands it out only from its
+            // next timeout, up to 200 ms later. Until the session has connected, a timeout pass
+            // here lets such a flight out at once (drained with the reads' writes below). (We
+            // are the DTLS client of a viewer whose answer said `a=setup:passive`, as rtc-based
+            // clients answer; browsers take the client's part themselves.)
+            if !link.ever_connected
+                && let Err(e) = link.pc.handle_timeout(now)
+            {
+                tracing::debug!(?key, "timeout pass before connecting: {e}");
+            }
             while let Some(TaggedRTCMessage { message, now: at }) = link.pc.poll_read() {
                 match message {
                     RTCMessage::RtpPacket(track_id, mut packet) => {
