@@ -96,7 +96,9 @@ pub mod client {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::net::batch::SendBatch;
+    pub use crate::net::srtp::{RolloverCounter, RtpSealer, SealError};
     pub use crate::session::SessionFactory;
+    pub use crate::session::srtp_keys::{KeyTap, SrtpKeys};
     pub use crate::session::subscriber::Subscriber;
 }
 

@@ -13,6 +13,7 @@
 
 pub mod feedback;
 pub mod publisher;
+pub mod srtp_keys;
 pub mod subscriber;
 pub mod transport;
 
@@ -154,7 +155,12 @@ impl SessionFactory {
     /// reused by a restart); the worker learns the ufrag from each local description
     /// ([`Transport::note_local_description`]).
     fn transport(&self, key: SessionKey, media_engine: MediaEngine, registry: Registry, now: Instant) -> Result<Transport, SfuError> {
+        // rtc's crypto, wrapped to note the SRTP keys (srtp_keys.rs): nothing per packet
+        // passes through the wrapper.
+        let provider = rtc::crypto::default_provider().map_err(|e| SfuError::Startup(e.to_string()))?;
+        let keys = srtp_keys::KeyTap::new(provider);
         let setting_engine = SettingEngineBuilder::new()
+            .with_crypto_provider(keys.clone())
             .with_lite(true)
             .with_answering_dtls_role(RTCDtlsRole::Server)
             // rtc judges liveness by STUN on its first selected pair only; the worker judges it
@@ -195,6 +201,7 @@ impl SessionFactory {
             restarting: false,
             nominate: None,
             deadline: None,
+            keys,
         })
     }
 }

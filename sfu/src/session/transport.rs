@@ -59,6 +59,15 @@ pub struct Transport {
     pub nominate: Option<SocketAddr>,
     /// The rtc deadline currently armed for this session in the worker's timers.
     pub deadline: Option<Instant>,
+    /// The connection's crypto provider: rtc's, noting the SRTP keys it sends with.
+    pub keys: std::sync::Arc<super::srtp_keys::KeyTap>,
+}
+
+impl Transport {
+    /// The SRTP session keys this connection's RTP is sent with, once DTLS is done.
+    pub fn srtp_keys(&self) -> Option<super::srtp_keys::SrtpKeys> {
+        self.keys.local_keys()
+    }
 }
 
 /// The one host candidate of `addr` (UDP), as a peer connection takes it. The SFU advertises

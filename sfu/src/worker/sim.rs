@@ -707,6 +707,53 @@ fn viewers_joining_together_cost_the_publisher_one_keyframe() {
     }
 }
 
+/// The SRTP keys noted from a real connection's DTLS (session/srtp_keys.rs) are the ones rtc
+/// sends with: a packet sealed with them outside rtc (net/srtp.rs) — the viewer's SSRC, the next
+/// sequence number — is opened and delivered by the viewer's peer like rtc's own.
+#[test]
+fn a_packet_sealed_with_the_noted_keys_reaches_the_viewer() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(30));
+    sim.run_for(Duration::from_secs(1));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track, None);
+    sim.run_for(Duration::from_secs(1));
+    let viewer = sim.clients[v].id;
+    let keys = sim.core.subscriber(viewer).and_then(|s| s.link.srtp_keys()).expect("the keys were noted once DTLS was done");
+    assert!(keys.aead, "rtc negotiates AEAD_AES_128_GCM with rtc: {keys:?}");
+    let provider = rtc::crypto::default_provider().expect("ring");
+    let mut sealer = crate::net::srtp::RtpSealer::new(&keys, provider.crypto()).expect("a sealer");
+    // Time stands still from here: nothing of rtc's takes the next numbers.
+    let &(_, ssrc, last_seq, _, _) = sim.clients[v].video.last().expect("the viewer has video");
+    let (addr, server, now) = (sim.clients[v].addr, sim.server, sim.now);
+    let mut sealed = |seq: u16| {
+        let header = rtc::rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: 1,
+            ssrc,
+            marker: true,
+            ..Default::default()
+        };
+        let plain =
+            rtc::shared::marshal::Marshal::marshal(&rtc::rtp::Packet { header, payload: vp8(true, false, 2, 200) }).expect("marshal");
+        let mut buf = BytesMut::from(&plain[..]);
+        sealer.seal(&mut buf, 12, 0).expect("sealed");
+        buf
+    };
+    let (good, mut forged) = (sealed(last_seq.wrapping_add(1)), sealed(last_seq.wrapping_add(2)));
+    // A byte of the payload changed: the viewer must refuse it (so the check below is not vacuous).
+    forged[20] ^= 1;
+    for (buf, seq, delivered) in [(forged, last_seq.wrapping_add(2), false), (good, last_seq.wrapping_add(1), true)] {
+        let before = sim.clients[v].video.len();
+        let _ = sim.clients[v].pc.handle_read(TaggedBytesMut { now, transport: ctx(addr, server), message: BytesMut::from(&buf[..]) });
+        sim.pump_client(v);
+        let got = sim.clients[v].video[before..].iter().any(|g| g.1 == ssrc && g.2 == seq);
+        assert_eq!(got, delivered, "sequence number {seq}: delivered {got}");
+    }
+}
+
 /// A viewer's connectivity checks race its answer, which takes the slower road through
 /// signaling: the checks that arrive first are kept and handed to rtc with the answer, so the
 /// viewer connects as soon as its answer is in — not at its next check, up to a check interval
