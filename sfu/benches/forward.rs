@@ -8,6 +8,12 @@
 //! kernel send excluded (datagrams dropped), and included two ways: one `send_to` per datagram,
 //! and one `sendmmsg` per fan-out (what the worker does).
 //!
+//! A second table times the send path of our own as far as it is built (issue 16): per packet
+//! and viewer the same forwarder decides and rewrites, the header is written once into the
+//! datagram's buffer with the payload after it, and SRTP encrypts it in place with the viewer's
+//! keys (`RtpSealer`) — no rtc on the way. Its first viewer's keys are the ones noted from a real
+//! connection, and what it sends is checked against that connection's client peer.
+//!
 //! `cargo bench -p onair-sfu --bench forward` (add `-- --quick` for a smoke run).
 
 use bytes::{Bytes, BytesMut};
@@ -23,7 +29,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sfu::MediaPacket;
-use sfu::internals::{SendBatch, SessionFactory, Subscriber};
+use sfu::internals::{Codec, Forwarder, RolloverCounter, RtpSealer, SendBatch, SessionFactory, SrtpKeys, Subscriber, Verdict};
 use sfu::{CodecInfo, MediaKind, ParticipantId, SessionKey, SessionRole, TrackId};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -147,6 +153,99 @@ fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId,
     (thread_cpu() - cpu0, forwarded, datagrams)
 }
 
+/// One viewer on the lean path: its forwarder, SRTP sealer and rollover counter.
+struct Lean {
+    forwarder: Forwarder,
+    sealer: RtpSealer,
+    roc: RolloverCounter,
+}
+
+impl Lean {
+    fn new(keys: &SrtpKeys, ssrc: u32) -> Lean {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let mut forwarder = Forwarder::new(TrackId(1), Codec::Vp8, ssrc, 90_000, Instant::now());
+        forwarder.set_payload_type(Some(96));
+        Lean { forwarder, sealer: RtpSealer::new(keys, provider.crypto()).unwrap(), roc: RolloverCounter::default() }
+    }
+}
+
+/// The lean path over `k` viewers; returns the CPU time and the datagrams sealed.
+fn run_lean(k: usize, packets: usize, mode: Send, viewers: &mut [Lean], seq0: &mut u16) -> (Duration, u64) {
+    let mut batch = SendBatch::default();
+    let payload = Bytes::from(vec![0xab_u8; 1100]);
+    let mut sealed = 0u64;
+    let cpu0 = thread_cpu();
+    for i in 0..packets {
+        let (seq, ts) = (*seq0, (*seq0 as u32).wrapping_mul(3000));
+        *seq0 = seq0.wrapping_add(1);
+        let now = Instant::now();
+        for v in viewers.iter_mut().take(k) {
+            let Verdict::Send { seq, ts } = v.forwarder.handle_temporal(0, seq, ts, i == 0, None, now) else { continue };
+            let mut buf = BytesMut::with_capacity(12 + payload.len() + 16);
+            buf.extend_from_slice(&[0x80, 96 | if i % 6 == 5 { 0x80 } else { 0 }]);
+            buf.extend_from_slice(&seq.to_be_bytes());
+            buf.extend_from_slice(&ts.to_be_bytes());
+            buf.extend_from_slice(&v.forwarder.ssrc().to_be_bytes());
+            buf.extend_from_slice(&payload);
+            let roc = v.roc.next(seq);
+            v.sealer.seal(&mut buf, 12, roc).unwrap();
+            v.forwarder.sent(payload.len());
+            sealed += 1;
+            match mode {
+                Send::Drop => {
+                    std::hint::black_box(&buf);
+                }
+                Send::PerDatagram(sock, to) => {
+                    let _ = sock.send_to(&buf, to);
+                }
+                Send::Batched(_, to) => batch.push(to, buf),
+            }
+        }
+        if let Send::Batched(sock, _) = mode {
+            batch.flush(sock);
+        }
+    }
+    (thread_cpu() - cpu0, sealed)
+}
+
+/// The lean path's datagrams are real SRTP: sealed with the keys noted from `pair`'s connection,
+/// under its SSRC and after its last sequence number, its client peer opens them.
+fn check_lean(pair: &mut Pair, server_addr: SocketAddr) {
+    let keys = pair.server.link.srtp_keys().expect("the connection's keys were noted");
+    let ssrc = pair.server.forwarders.values().next().expect("a forwarder").forwarder.ssrc();
+    let mut lean = Lean::new(&keys, ssrc);
+    let mut seq = 30_000u16;
+    let now = Instant::now();
+    let mut opened = 0;
+    for i in 0..20u16 {
+        let Verdict::Send { seq: out_seq, ts } = lean.forwarder.handle_temporal(0, seq, 3000 * i as u32, i == 0, None, now) else {
+            continue;
+        };
+        seq = seq.wrapping_add(1);
+        let header =
+            rtc::rtp::header::Header { version: 2, payload_type: 96, sequence_number: out_seq, timestamp: ts, ssrc, ..Default::default() };
+        let plain =
+            rtc::shared::marshal::Marshal::marshal(&rtc::rtp::Packet { header, payload: Bytes::from(vec![0xab_u8; 1100]) }).unwrap();
+        let mut buf = BytesMut::from(&plain[..]);
+        let roc = lean.roc.next(out_seq);
+        lean.sealer.seal(&mut buf, 12, roc).unwrap();
+        let _ = pair.client.handle_read(TaggedBytesMut {
+            now,
+            transport: ctx(pair.client_addr, server_addr),
+            message: BytesMut::from(&buf[..]),
+        });
+        while let Some(m) = pair.client.poll_read() {
+            if let rtc::peer_connection::message::RTCMessage::RtpPacket(_, p) = m.message
+                && p.header.ssrc == ssrc
+                && p.payload.len() == 1100
+            {
+                opened += 1;
+            }
+        }
+    }
+    assert_eq!(opened, 20, "the client opened every datagram of the lean path");
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let server_addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
@@ -170,12 +269,13 @@ fn main() {
         pairs.push(Pair { server, client, client_addr });
     }
     connect(&mut pairs, server_addr);
+    check_lean(&mut pairs[0], server_addr);
+    let keys = pairs[0].server.link.srtp_keys().unwrap();
     // A loopback sink: datagrams go through the kernel and are discarded by a socket nobody reads
     // (its receive buffer fills and the kernel drops the rest, after the send syscall cost).
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let _ = BytesMut::new();
     let mut seq = 1000u16;
     println!("forwarding path, one publisher, K subscribers, 1,100-byte VP8 payloads, 1 thread");
     println!(
@@ -198,6 +298,26 @@ fn main() {
         if k == 1 {
             k1_us = Some(us(cpu_c, fwd_c));
         }
+    }
+    // The lean path. Its viewers' keys: the first connection's, noted from its DTLS, for all
+    // (the cost does not depend on which keys); checked against that client before any row.
+    let lean_ks: &[usize] = if quick { &[1, 4] } else { &[1, 10, 50, 500] };
+    let mut viewers: Vec<Lean> = (0..*lean_ks.last().unwrap()).map(|i| Lean::new(&keys, 0x1000 + i as u32)).collect();
+    println!("send path of our own (forwarder + header written once + SRTP in place; no TWCC number, NACK history or SR accounting yet)");
+    println!(
+        "{:>4} {:>10} {:>24} {:>24} {:>24}",
+        "K", "sealed", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)"
+    );
+    for &k in lean_ks {
+        let total = if quick { 2_000 } else { 400_000 };
+        let n = (total / k).max(100);
+        run_lean(k, n / 10, Send::Drop, &mut viewers, &mut seq);
+        let (cpu_a, n_a) = run_lean(k, n, Send::Drop, &mut viewers, &mut seq);
+        let (cpu_b, n_b) = run_lean(k, n, Send::PerDatagram(&sender, sink_addr), &mut viewers, &mut seq);
+        let (cpu_c, n_c) = run_lean(k, n, Send::Batched(&sender, sink_addr), &mut viewers, &mut seq);
+        assert!(n_a > 0 && n_b > 0 && n_c > 0, "packets were sealed");
+        let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;
+        println!("{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}", k, n_a + n_b + n_c, us(cpu_a, n_a), us(cpu_b, n_b), us(cpu_c, n_c));
     }
     drop(sink);
     metrics_cost(if quick { 100_000 } else { 10_000_000 }, k1_us);

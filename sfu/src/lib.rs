@@ -95,6 +95,8 @@ pub mod client {
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::forward::forwarder::{Forwarder, Verdict};
+    pub use crate::media::codec::Codec;
     pub use crate::net::batch::SendBatch;
     pub use crate::net::srtp::{RolloverCounter, RtpSealer, SealError};
     pub use crate::session::SessionFactory;
