@@ -25,7 +25,9 @@ impl Core {
             .participants
             .iter()
             .filter(|(_, p)| {
-                p.subscriber.as_ref().is_some_and(|s| s.link.connected && s.forwarders.values().any(|f| f.forwarder.current().is_none()))
+                p.subscriber
+                    .as_ref()
+                    .is_some_and(|s| s.link.connected && s.forwarders.values().any(|f| !f.forwarder.start_layers(now).is_empty()))
             })
             .map(|(id, _)| *id)
             .collect();
