@@ -15,7 +15,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
-use sfu::fuzzing::{Bwe, KeyframeFeedback, NackGuard, SharedBwe, TransportCc};
+use sfu::fuzzing::{Bwe, KeyframeFeedback, NackGuard, SharedBwe, SharedTwcc, TransportCc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -43,7 +43,8 @@ fuzz_target!(|data: &[u8]| {
     let bwe = SharedBwe::new(Bwe::new(1_000_000.0, MIN_BPS, MAX_BPS, t0));
     let mut keyframes = KeyframeFeedback::with_estimator(bwe.clone(), Arc::new(AtomicU64::new(0)));
     let mut guard = NackGuard::new(bwe.clone());
-    let mut cc = TransportCc::new(bwe.clone());
+    let log = SharedTwcc::default();
+    let mut cc = TransportCc::new(bwe.clone(), log.clone());
     // Streams the guard answers: SSRCs 1 and 2 (video, NACK negotiated).
     for ssrc in [1, 2] {
         let nack = RTCPFeedback { typ: "nack".into(), parameter: String::new() };
@@ -51,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // A send history the feedback can name: transport numbers 0..200, 1 ms apart.
     for seq in 0..200u16 {
-        cc.record(seq, 1000 + usize::from(seq), t0 + Duration::from_millis(u64::from(seq)));
+        log.lock().record(seq, 1000 + usize::from(seq), t0 + Duration::from_millis(u64::from(seq)));
     }
     // Datagrams: [milliseconds since the last][length (2 bytes)][compound RTCP], repeated.
     let mut now = t0 + Duration::from_millis(200);

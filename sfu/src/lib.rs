@@ -109,7 +109,7 @@ pub mod internals {
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::bwe::twcc::TransportCc;
+    pub use crate::bwe::twcc::{SharedTwcc, TransportCc};
     pub use crate::bwe::{Bwe, SharedBwe};
     pub use crate::forward::forwarder::{Forwarder, Verdict};
     pub use crate::forward::munger::RtpMunger;

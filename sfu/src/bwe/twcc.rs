@@ -19,6 +19,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where it sits: rtc's TWCC-sender slot, wire-ward of everything that produces packets.
@@ -40,34 +41,33 @@ struct Slot12 {
     pending: bool,
 }
 
-pub struct TransportCc {
-    bwe: SharedBwe,
-    /// SSRC (media or RTX) → the extension id negotiated for its stream.
-    streams: HashMap<u32, u8>,
+/// The numbering and the send history of one subscriber leg, shared by the two paths that send
+/// on it: rtc's interceptor chain ([`TransportCc`], for what rtc still sends) and the send path
+/// of our own (`session::lean`, for forwarded media, retransmissions and probes). Both run on
+/// the session's worker thread: the lock is never contended.
+pub struct TwccLog {
     next_seq: u16,
     ring: Box<[Slot12; RING]>,
     epoch: Instant,
     reports: Vec<Sent>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
-impl TransportCc {
-    pub fn new(bwe: SharedBwe) -> Self {
-        Self {
-            bwe,
-            streams: HashMap::new(),
-            next_seq: 0,
-            ring: Box::new([Slot12::default(); RING]),
-            epoch: Instant::now(),
-            reports: Vec::new(),
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
-        }
+impl TwccLog {
+    pub fn new() -> Self {
+        Self { next_seq: 0, ring: Box::new([Slot12::default(); RING]), epoch: Instant::now(), reports: Vec::new() }
     }
 
     fn micros(&self, t: Instant) -> u32 {
         t.saturating_duration_since(self.epoch).as_micros() as u32
+    }
+
+    /// The next transport sequence number, for a packet of `size` bytes (RTP, before SRTP)
+    /// leaving at `at`: recorded as sent.
+    pub fn number(&mut self, size: usize, at: Instant) -> u16 {
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        self.record(seq, size, at);
+        seq
     }
 
     /// Record a departure under transport sequence number `seq`.
@@ -76,8 +76,8 @@ impl TransportCc {
         self.ring[seq as usize % RING] = Slot12 { seq, size: size.min(u16::MAX as usize) as u16, sent_us, pending: true };
     }
 
-    /// Resolve one feedback packet into reports (send order) and hand them to the estimator.
-    pub fn on_feedback(&mut self, fb: &TransportLayerCc, now: Instant) {
+    /// Resolve one feedback packet into reports (send order).
+    fn resolve(&mut self, fb: &TransportLayerCc, now: Instant) -> &[Sent] {
         let now_us = self.micros(now);
         self.reports.clear();
         for ack in convert_twcc(fb) {
@@ -93,8 +93,47 @@ impl TransportCc {
                 size: slot.size as usize,
             });
         }
-        if !self.reports.is_empty() {
-            self.bwe.lock().on_reports(now, &self.reports);
+        &self.reports
+    }
+}
+
+impl Default for TwccLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// [`TwccLog`] as both paths hold it.
+#[derive(Clone, Default)]
+pub struct SharedTwcc(pub Arc<Mutex<TwccLog>>);
+
+impl SharedTwcc {
+    /// The log, whatever a panicking holder left behind (its state stays usable).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, TwccLog> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct TransportCc {
+    bwe: SharedBwe,
+    /// SSRC (media or RTX) → the extension id negotiated for its stream.
+    streams: HashMap<u32, u8>,
+    log: SharedTwcc,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl TransportCc {
+    pub fn new(bwe: SharedBwe, log: SharedTwcc) -> Self {
+        Self { bwe, streams: HashMap::new(), log, reads: VecDeque::new(), writes: VecDeque::new() }
+    }
+
+    /// Resolve one feedback packet into reports and hand them to the estimator.
+    pub fn on_feedback(&mut self, fb: &TransportLayerCc, now: Instant) {
+        let mut log = self.log.lock();
+        let reports = log.resolve(fb, now);
+        if !reports.is_empty() {
+            self.bwe.lock().on_reports(now, reports);
         }
     }
 }
@@ -122,13 +161,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TransportCc {
         if let Packet::Rtp(p) = &mut msg.message.packet
             && let Some(&ext) = self.streams.get(&p.header.ssrc)
         {
-            let seq = self.next_seq;
-            self.next_seq = seq.wrapping_add(1);
+            let mut log = self.log.lock();
+            let seq = log.next_seq;
+            log.next_seq = seq.wrapping_add(1);
             if let Ok(data) = (TransportCcExtension { transport_sequence: seq }).marshal()
                 && p.header.set_extension(ext, data.freeze()).is_ok()
             {
                 let size = p.marshal_size();
-                self.record(seq, size, msg.now);
+                log.record(seq, size, msg.now);
             }
         }
         self.writes.push_back(msg);
@@ -170,8 +210,7 @@ mod tests {
     #[test]
     fn feedback_resolves_each_recorded_packet_once() {
         let t0 = Instant::now();
-        let bwe = SharedBwe::new(crate::bwe::Bwe::new(1e6, 5e4, 1e8, t0));
-        let mut cc = TransportCc::new(bwe);
+        let mut cc = TwccLog::new();
         for s in 0..10u16 {
             cc.record(65_530u16.wrapping_add(s), 1000, t0 + Duration::from_millis(s as u64));
         }
@@ -189,17 +228,15 @@ mod tests {
             ..Default::default()
         };
         let now = t0 + Duration::from_millis(50);
-        cc.on_feedback(&fb, now);
-        assert_eq!(cc.reports.len(), 10);
-        assert!(cc.reports.windows(2).all(|w| w[1].departure > w[0].departure), "send order");
-        assert!(cc.reports.iter().all(|r| r.arrival.is_some() && r.size == 1000));
+        let reports = cc.resolve(&fb, now);
+        assert_eq!(reports.len(), 10);
+        assert!(reports.windows(2).all(|w| w[1].departure > w[0].departure), "send order");
+        assert!(reports.iter().all(|r| r.arrival.is_some() && r.size == 1000));
         // The same feedback again (a duplicate RTCP): nothing new.
-        cc.on_feedback(&fb, now);
-        assert!(cc.reports.is_empty());
+        assert!(cc.resolve(&fb, now).is_empty());
         // Numbers never sent are ignored.
         let mut other = fb.clone();
         other.base_sequence_number = 100;
-        cc.on_feedback(&other, now);
-        assert!(cc.reports.is_empty());
+        assert!(cc.resolve(&other, now).is_empty());
     }
 }
