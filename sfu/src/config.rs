@@ -19,6 +19,9 @@ pub struct SfuConfig {
     /// at most this long ago (forward/gop.rs), instead of asking the publisher for a new one;
     /// zero turns this off.
     pub keyframe_cache: Duration,
+    /// Viewers' forwarded media takes the send path of our own (session/lean.rs: header
+    /// written once, sealed in place, no interceptor chain) rather than rtc's.
+    pub lean_send_path: bool,
     /// A session with no ICE connection after this long is dropped.
     pub connect_timeout: Duration,
     /// Capacity of each worker's command and media queue.
@@ -45,6 +48,7 @@ impl Default for SfuConfig {
             workers: 0,
             pli_throttle: Duration::from_millis(500),
             keyframe_cache: Duration::from_millis(500),
+            lean_send_path: true,
             connect_timeout: Duration::from_secs(20),
             queue_capacity: 65_536,
             max_tracks_per_publisher: 8,

@@ -66,7 +66,7 @@ impl Sfu {
         let (demux_tx, demux_rx) = unbounded::<DemuxCtl>();
         let stop = Arc::new(AtomicBool::new(false));
         let plane = Arc::new(Plane {
-            factory: SessionFactory::new(local_addr)?.with_policy(config.layers),
+            factory: SessionFactory::new(local_addr)?.with_policy(config.layers).with_lean(config.lean_send_path),
             config,
             local_addr,
             workers: n,

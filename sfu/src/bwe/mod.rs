@@ -452,6 +452,12 @@ impl Bwe {
         self.requested = Some((media_ssrc, seqs, target_bps));
     }
 
+    /// Whether a probe was ever sent or is waiting to be (tests).
+    #[cfg(test)]
+    pub fn has_probed(&self) -> bool {
+        self.probes > 0 || self.requested.is_some()
+    }
+
     /// The probe waiting to be sent, if any.
     pub fn take_probe_request(&mut self) -> Option<(u32, Vec<u16>, f64)> {
         self.requested.take()

@@ -284,6 +284,11 @@ impl Forwarder {
         self.track
     }
 
+    /// The RTP clock rate of the track forwarded.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
     /// The SSRC the subscriber sees.
     pub fn ssrc(&self) -> u32 {
         self.ssrc

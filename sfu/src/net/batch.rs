@@ -72,6 +72,27 @@ impl SendBatch {
         std::mem::take(&mut self.items)
     }
 
+    #[cfg(any(test, feature = "internals"))]
+    /// Datagrams queued.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    #[cfg(any(test, feature = "internals"))]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    #[cfg(any(test, feature = "internals"))]
+    /// Hand each queued datagram to `f`, then empty the batch (its capacity stays): the forward
+    /// bench's other ways to send, or none.
+    pub fn drain_each(&mut self, mut f: impl FnMut(SocketAddr, &BytesMut)) {
+        for (to, data) in &self.items {
+            f(*to, data);
+        }
+        self.items.clear();
+    }
+
     pub fn flush(&mut self, socket: &UdpSocket) -> (usize, usize) {
         let mut sent = (0, 0);
         for chunk in self.items.chunks(MAX_BATCH) {

@@ -66,8 +66,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
                 count.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
+        // A viewer's NACKs, as the guard let them through, also go to the worker: the send path
+        // of our own answers them (session/lean.rs); rtc's responder has nothing of its to resend.
+        let nacks =
+            self.bwe.is_some() && matches!(&msg.message.packet, Packet::Rtcp(p) if p.iter().any(|p| p.as_any().is::<TransportLayerNack>()));
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && asks_for_keyframe(packets)
+            && (nacks || asks_for_keyframe(packets))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }

@@ -12,6 +12,7 @@
 //! Sessions do no I/O: the worker feeds them datagrams and timeouts and drains their output.
 
 pub mod feedback;
+pub mod lean;
 pub mod publisher;
 pub mod srtp_keys;
 pub mod subscriber;
@@ -58,6 +59,7 @@ fn subscriber_interceptors(
     feedback: feedback::KeyframeFeedback,
     bwe: crate::bwe::SharedBwe,
     video_paused: Arc<AtomicBool>,
+    twcc: crate::bwe::twcc::SharedTwcc,
 ) -> Result<Registry, SfuError> {
     use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
     use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
@@ -82,7 +84,7 @@ fn subscriber_interceptors(
         .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
         .with(Slot::from(feedback::NACK_GUARD_SLOT), feedback::NackGuard::new(bwe.clone()).with_video_paused(video_paused))
-        .with(crate::bwe::twcc::SLOT, crate::bwe::twcc::TransportCc::new(bwe))
+        .with(crate::bwe::twcc::SLOT, crate::bwe::twcc::TransportCc::new(bwe, twcc))
         .with(Slot::from(feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
 }
 
@@ -94,6 +96,8 @@ pub struct SessionFactory {
     pub local_addr: SocketAddr,
     /// How subscribers' layers follow their bandwidth estimates.
     pub policy: crate::forward::selector::LayerPolicy,
+    /// Whether viewers' forwarded media takes the send path of our own (session/lean.rs).
+    pub lean: bool,
 }
 
 impl SessionFactory {
@@ -106,11 +110,18 @@ impl SessionFactory {
                 .map_err(|e| SfuError::Startup(e.to_string()))?,
         )
         .map_err(|e| SfuError::Startup(e.to_string()))?;
-        Ok(Self { certificate, local_addr, policy: Default::default() })
+        Ok(Self { certificate, local_addr, policy: Default::default(), lean: true })
     }
 
     pub fn with_policy(mut self, policy: crate::forward::selector::LayerPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Send viewers' forwarded media on the path of our own (`true`, the default) or through
+    /// rtc's interceptor chain.
+    pub fn with_lean(mut self, lean: bool) -> Self {
+        self.lean = lean;
         self
     }
 
@@ -134,7 +145,8 @@ impl SessionFactory {
         let bwe = SharedBwe::new(Bwe::new(self.policy.initial_estimate_bps, MIN_ESTIMATE_BPS, self.policy.max_estimate_bps, now));
         let keyframes = feedback::KeyframeFeedback::with_estimator(bwe.clone(), twcc_feedback.clone());
         let video_paused = Arc::new(AtomicBool::new(false));
-        let registry = subscriber_interceptors(&mut media_engine, keyframes, bwe.clone(), video_paused.clone())?;
+        let twcc = crate::bwe::twcc::SharedTwcc::default();
+        let registry = subscriber_interceptors(&mut media_engine, keyframes, bwe.clone(), video_paused.clone(), twcc.clone())?;
         let link = self.transport(key, media_engine, registry, now)?;
         Ok(Subscriber {
             link,
@@ -147,6 +159,9 @@ impl SessionFactory {
             fallback: Default::default(),
             video_paused,
             slots: None,
+            twcc,
+            lean_wanted: self.lean,
+            lean: None,
         })
     }
 

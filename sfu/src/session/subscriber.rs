@@ -3,6 +3,7 @@
 //! test whether it can take more.
 
 use crate::api::{CodecInfo, MediaKind, TrackInfo};
+use crate::bwe::twcc::SharedTwcc;
 use crate::bwe::{PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, SharedBwe};
 use crate::error::SfuError;
 use crate::forward::fallback::{Fallback, FallbackPolicy, Need};
@@ -10,6 +11,8 @@ use crate::forward::forwarder::{Forwarder, Verdict};
 use crate::ids::TrackId;
 use crate::media::codec::Codec;
 use crate::media::packet::MediaPacket;
+use crate::net::batch::SendBatch;
+use crate::session::lean::{Head, LeanSender, LeanStream, Wire};
 use crate::session::transport::{Transport, sdp_err};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -34,6 +37,8 @@ pub struct Subscription {
     /// probe clusters are RTX retransmissions of them (see `probe`).
     pub recent: [Option<(u16, usize)>; PROBE_SOURCES],
     pub(super) recent_next: usize,
+    /// This stream on the send path of our own (lean.rs).
+    pub lean: LeanStream,
 }
 
 pub struct Subscriber {
@@ -55,6 +60,13 @@ pub struct Subscriber {
     /// A WHEP session (the client offered, we answered): its m-lines, in order. `None` for a
     /// page's session, where we offer and add an m-line per track.
     pub slots: Option<Vec<Slot>>,
+    /// Transport-wide numbers and send history, shared with rtc's chain (bwe/twcc.rs).
+    pub(super) twcc: SharedTwcc,
+    /// Whether forwarded media takes the send path of our own once the connection is up.
+    pub(super) lean_wanted: bool,
+    /// The send path of our own (lean.rs), from the moment DTLS gave the keys; `None` before,
+    /// or when the path is off (`rtc.lean_send_path`) or the keys were not noted: rtc sends.
+    pub lean: Option<LeanSender>,
 }
 
 /// One m-line of a WHEP session. A standard player cannot take new m-lines from the server
@@ -114,6 +126,12 @@ impl Subscriber {
     pub fn path_stats(&self) -> Option<(Duration, f64, u64)> {
         let bwe = self.bwe.lock();
         Some((bwe.queue_delay(), bwe.loss(), bwe.probes))
+    }
+
+    /// Whether a probe was ever decided for this viewer, sent or not (tests).
+    #[cfg(test)]
+    pub fn has_probed(&self) -> bool {
+        self.bwe.lock().has_probed()
     }
 
     /// TWCC feedback packets this peer has sent us.
@@ -228,7 +246,10 @@ impl Subscriber {
     ///
     /// While video is paused (audio only) probing goes on, aimed at what resuming needs: the
     /// probes resend the last video packets sent before the pause (still in the NACK cache).
-    pub fn probe(&mut self, fallback: &FallbackPolicy, now: Instant) -> bool {
+    ///
+    /// On the lean path the train leaves at once, into `out`, from the stream's own history
+    /// (lean.rs); it needs RTX (browsers always accept it).
+    pub fn probe(&mut self, fallback: &FallbackPolicy, out: &mut SendBatch, now: Instant) -> bool {
         let bwe = self.bwe.clone();
         if !self.link.connected {
             return false;
@@ -250,13 +271,29 @@ impl Subscriber {
         else {
             return false;
         };
-        let recent: Vec<(u16, usize)> = sub.recent.iter().flatten().copied().collect();
+        let recent: Vec<(u16, usize)> =
+            sub.recent.iter().flatten().copied().filter(|(seq, _)| self.lean.is_none() || sub.lean.has(*seq)).collect();
+        if recent.is_empty() {
+            return false;
+        }
+        let sub_id = sub.sender_id;
         let (mut seqs, mut sent) = (Vec::new(), 0usize);
         while (sent < bytes || seqs.len() < PROBE_MIN_PACKETS) && seqs.len() < PROBE_MAX_PACKETS {
             let (seq, size) = recent[seqs.len() % recent.len()];
             seqs.push(seq);
             // RTX adds the original sequence number; the RTP header is on the wire too.
             sent += size + 14;
+        }
+        if let Some(lean) = self.lean.as_mut() {
+            let Some(to) = self.link.remote.filter(|_| sub.lean.rtx.is_some()) else { return false };
+            let sub = self.forwarders.values_mut().find(|s| s.sender_id == sub_id).map(|s| &mut s.lean);
+            let Some(stream) = sub else { return false };
+            let mut wire = Wire { out, to, now };
+            let sent = seqs.iter().filter(|&&seq| stream.resend(lean, &mut wire, seq) > 0).count();
+            if sent > 0 {
+                bwe.probe_sent(now, target, sent);
+            }
+            return sent > 0;
         }
         bwe.request_probe(sub.forwarder.ssrc(), seqs, target);
         true
@@ -345,6 +382,7 @@ impl Subscriber {
             fmtp: codec.fmtp.clone(),
             recent: Default::default(),
             recent_next: 0,
+            lean: LeanStream::default(),
         })
     }
 
@@ -484,6 +522,7 @@ impl Subscriber {
                     sub.recent = Default::default();
                     let pt = self.payload_type_for(&sub);
                     sub.forwarder.set_payload_type(pt);
+                    self.lean_params(&mut sub);
                     self.forwarders.insert(t.id, sub);
                     slot.track = Some(t.id);
                     changes.added.push((*t).clone());
@@ -576,6 +615,7 @@ impl Subscriber {
         for sub in forwarders.values_mut() {
             let pt = self.payload_type_for(sub);
             sub.forwarder.set_payload_type(pt);
+            self.lean_params(sub);
             if pt.is_none() {
                 let negotiated =
                     self.link.pc.rtp_sender(sub.sender_id).is_some_and(|mut s| !s.get_parameters().rtp_parameters.codecs.is_empty());
@@ -592,8 +632,32 @@ impl Subscriber {
         for sub in slots.iter_mut().flatten().filter_map(|s| s.parked.as_mut()) {
             let pt = self.payload_type_for(sub);
             sub.forwarder.set_payload_type(pt);
+            self.lean_params(sub);
         }
         self.slots = slots;
+    }
+
+    /// What the lean path needs of `sub`'s negotiation: the transport-wide extension's id on its
+    /// m-line, and the RTX SSRC and payload type that repair its payload type, if accepted.
+    fn lean_params(&mut self, sub: &mut Subscription) {
+        let Some(mut sender) = self.link.pc.rtp_sender(sub.sender_id) else { return };
+        let params = sender.get_parameters();
+        sub.lean.twcc_ext = params
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == crate::bwe::twcc::TRANSPORT_CC_URI)
+            .and_then(|e| u8::try_from(e.id).ok())
+            .filter(|id| (1..=14).contains(id));
+        let ssrc = sub.forwarder.ssrc();
+        let rtx_ssrc = params
+            .encodings
+            .iter()
+            .find(|e| e.rtp_coding_parameters.ssrc == Some(ssrc))
+            .and_then(|e| e.rtp_coding_parameters.rtx.as_ref())
+            .map(|r| r.ssrc);
+        let rtx_pt = sub.forwarder.payload_type().and_then(|pt| rtx_payload_type(pt, &params.rtp_parameters.codecs));
+        sub.lean.rtx = rtx_ssrc.zip(rtx_pt);
     }
 
     /// The payload type the viewer accepted for `sub`'s codec on its sender: the same MIME
@@ -613,22 +677,28 @@ impl Subscriber {
             .map(|c| c.payload_type)
     }
 
-    /// The per-packet step: decide, rewrite SSRC / sequence number / timestamp /
-    /// payload type, and hand the packet to rtc (which encrypts it into `poll_write`). Returns
-    /// whether a packet was queued. Nothing is sent before the connection is up: the stream then
-    /// starts at a keyframe.
-    pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
-        self.send(pkt, true, now)
+    /// The per-packet step: decide, rewrite SSRC / sequence number / timestamp / payload type,
+    /// and send: on the lean path straight into `out` (sealed here), else through rtc (which
+    /// encrypts it into `poll_write`; the caller drains it). Returns whether a packet was sent.
+    /// Nothing is sent before the connection is up: the stream then starts at a keyframe.
+    pub fn forward(&mut self, pkt: &Arc<MediaPacket>, out: &mut SendBatch, now: Instant) -> bool {
+        self.send(pkt, true, out, now)
     }
 
     /// Send a packet of a picture kept by the worker (forward/gop.rs) to start this viewer's
     /// stream: as [`forward`](Self::forward), but it does not count toward the layer's measured
     /// rate (the picture arrives all at once).
-    pub fn replay(&mut self, pkt: &MediaPacket, now: Instant) -> bool {
-        self.send(pkt, false, now)
+    pub fn replay(&mut self, pkt: &Arc<MediaPacket>, out: &mut SendBatch, now: Instant) -> bool {
+        self.send(pkt, false, out, now)
     }
 
-    fn send(&mut self, pkt: &MediaPacket, measure: bool, now: Instant) -> bool {
+    /// Whether forwarded media takes the send path of our own (then a forward touches nothing
+    /// of rtc's: no writes to drain, no deadline moved).
+    pub fn is_lean(&self) -> bool {
+        self.lean.is_some()
+    }
+
+    fn send(&mut self, pkt: &Arc<MediaPacket>, measure: bool, out: &mut SendBatch, now: Instant) -> bool {
         let Some(sub) = self.forwarders.get_mut(&pkt.track) else {
             return false;
         };
@@ -646,20 +716,26 @@ impl Subscriber {
         else {
             return false;
         };
+        // handle() says Send only once a payload type is negotiated.
+        let pt = sub.forwarder.payload_type().unwrap_or(pkt.header.payload_type);
+        sub.forwarder.sent(pkt.payload.len());
+        let video = !sub.forwarder.is_audio();
+        if video {
+            sub.recent[sub.recent_next] = Some((seq, pkt.payload.len()));
+            sub.recent_next = (sub.recent_next + 1) % PROBE_SOURCES;
+        }
+        if let (Some(lean), Some(to)) = (self.lean.as_mut(), self.link.remote) {
+            let head = Head { ssrc: sub.forwarder.ssrc(), pt, seq, ts, marker: pkt.header.marker, padding: pkt.header.padding };
+            return sub.lean.send(lean, &mut Wire { out, to, now }, head, pkt, video, sub.forwarder.clock_rate());
+        }
         // Extensions and CSRCs were stripped at ingest, so this clone does not allocate.
         let mut header = pkt.header.clone();
         header.ssrc = sub.forwarder.ssrc();
         header.sequence_number = seq;
         header.timestamp = ts;
-        // handle() says Send only once a payload type is negotiated.
-        header.payload_type = sub.forwarder.payload_type().unwrap_or(header.payload_type);
-        sub.forwarder.sent(pkt.payload.len());
+        header.payload_type = pt;
         let sender_id = sub.sender_id;
         let packet = rtc::rtp::Packet { header, payload: pkt.payload.clone() };
-        if !sub.forwarder.is_audio() {
-            sub.recent[sub.recent_next] = Some((seq, pkt.payload.len()));
-            sub.recent_next = (sub.recent_next + 1) % PROBE_SOURCES;
-        }
         match self.link.pc.rtp_sender(sender_id).map(|mut s| s.write_rtp(now, packet)) {
             Some(Ok(())) => true,
             Some(Err(e)) => {
@@ -669,6 +745,66 @@ impl Subscriber {
             None => false,
         }
     }
+
+    /// The connection is up: take the send path of our own if it is wanted and rtc's SRTP keys
+    /// for this connection were noted (session/srtp_keys.rs). Once taken it stays: DTLS runs
+    /// once per connection (an ICE restart keeps it).
+    pub fn start_lean(&mut self, now: Instant) {
+        if !self.lean_wanted || self.lean.is_some() {
+            return;
+        }
+        let Some(keys) = self.link.srtp_keys() else {
+            tracing::warn!(participant = %self.link.key.participant, "no SRTP keys noted: rtc sends this viewer's media");
+            return;
+        };
+        let sealer = rtc::crypto::default_provider().ok().and_then(|p| crate::net::srtp::RtpSealer::new(&keys, p.crypto()));
+        match sealer {
+            Some(sealer) => self.lean = Some(LeanSender::new(sealer, self.twcc.clone(), now)),
+            None => tracing::warn!(participant = %self.link.key.participant, "SRTP keys unusable: rtc sends this viewer's media"),
+        }
+    }
+
+    /// NACKed packets of the stream sent as `media_ssrc` (already let through by the NACK
+    /// guard), sent again on the lean path. Returns how many were.
+    pub fn resend(&mut self, media_ssrc: u32, seqs: &[u16], out: &mut SendBatch, now: Instant) -> usize {
+        let (Some(lean), Some(to)) = (self.lean.as_mut(), self.link.remote) else { return 0 };
+        let Some(sub) = self.forwarders.values_mut().find(|s| s.forwarder.ssrc() == media_ssrc) else { return 0 };
+        let mut wire = Wire { out, to, now };
+        seqs.iter().filter(|&&seq| sub.lean.resend(lean, &mut wire, seq) > 0).count()
+    }
+
+    /// Sender reports of the lean path's streams, when due (once a second), through rtc's RTCP
+    /// path (the caller drains it).
+    pub fn send_reports(&mut self, now: Instant) {
+        let Some(lean) = self.lean.as_mut() else { return };
+        if !lean.reports_due(now) {
+            return;
+        }
+        let lean: &LeanSender = lean;
+        let mut reports = Vec::new();
+        for sub in self.forwarders.values() {
+            if let Some(sr) = sub.lean.report(lean, sub.forwarder.ssrc(), now) {
+                reports.push((sub.sender_id, sr));
+            }
+        }
+        for (sender_id, sr) in reports {
+            let written = self.link.pc.rtp_sender(sender_id).map(|mut s| s.write_rtcp(now, vec![Box::new(sr)]));
+            if let Some(Err(e)) = written {
+                tracing::debug!("sender report: {e}");
+            }
+        }
+    }
+}
+
+/// The payload type of the RTX codec (RFC 4588 §8.1: `apt=<pt>`) that repairs `pt`.
+fn rtx_payload_type(pt: u8, codecs: &[rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters]) -> Option<u8> {
+    codecs
+        .iter()
+        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx"))
+        .find(|c| {
+            c.rtp_codec.sdp_fmtp_line.split(';').any(|p| p.trim().strip_prefix("apt=").and_then(|v| v.trim().parse().ok()) == Some(pt))
+        })
+        .map(|c| c.payload_type)
 }
 
 /// rtc writes the session-level `a=msid-semantic:WMS *` only into offers made once a remote

@@ -6,7 +6,7 @@
 
 use crate::api::SfuEvent;
 use crate::ids::{ParticipantId, SessionKey, SessionRole, TrackId};
-use crate::worker::core::{ALLOCATION_INTERVAL, Core};
+use crate::worker::core::{ALLOCATION_INTERVAL, Core, drain_writes};
 use crate::worker::msg::Input;
 use crate::worker::timers::Timer;
 use std::collections::HashMap;
@@ -47,8 +47,11 @@ impl Core {
             if let Some(active) = s.update_fallback(&self.plane.config.fallback, now) {
                 changed.push((s.link.key.participant, active));
             }
-            // Sent with the viewer's next RTCP (see PeerSession::probe).
-            s.probe(&self.plane.config.fallback, now);
+            // Sent now on the lean path, else with the viewer's next RTCP (Subscriber::probe).
+            s.probe(&self.plane.config.fallback, &mut self.out.transmit, now);
+            s.send_reports(now);
+            drain_writes(&mut self.out.transmit, &mut s.link);
+            Core::reschedule(&mut self.timers, &mut s.link);
             // A viewer that just resumed video waits for keyframes: asked for here, at once.
             waiting.extend(Core::keyframe_waits(s, now));
         }

@@ -48,13 +48,15 @@ impl Core {
             let Some(gop) = self.router.gops.get(&track) else { continue };
             let Some(picture) = layers.iter().find_map(|&l| gop.picture(l, now, max_age, max_bytes)) else { continue };
             for pkt in picture {
-                if s.replay(pkt, now) {
+                if s.replay(pkt, &mut self.out.transmit, now) {
                     sent += 1;
                 }
-                // One packet at a time through rtc's queues, as the live path does: a whole
-                // picture queued at once grows each of them to its size for good (RSS per
-                // viewer 444 KiB instead of 361 at 200 viewers, docs/benchmarks.md).
-                drain_writes(&mut self.out.transmit, &mut s.link);
+                // Through rtc, one packet at a time through its queues, as the live path does:
+                // a whole picture queued at once grows each of them to its size for good (RSS
+                // per viewer 444 KiB instead of 361 at 200 viewers, docs/benchmarks.md).
+                if !s.is_lean() {
+                    drain_writes(&mut self.out.transmit, &mut s.link);
+                }
             }
             if s.forwarders.get(&track).is_some_and(|sub| sub.forwarder.current().is_some()) {
                 started += 1;

@@ -28,6 +28,9 @@ impl Core {
             // layer, if one is young enough; else asked for at once, for the layer this
             // subscriber will start on.
             if key.role == crate::ids::SessionRole::Subscriber {
+                if let Some(s) = self.subscriber(key.participant) {
+                    s.start_lean(now);
+                }
                 self.start_from_pictures(key.participant, now);
             }
             if let Some(s) = self.subscriber(key.participant).filter(|_| key.role == crate::ids::SessionRole::Subscriber) {

@@ -15,6 +15,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
@@ -28,6 +29,7 @@ impl Core {
         let mut events = Vec::new();
         let mut media = Vec::new();
         let mut feedback = Vec::new();
+        let mut nacks: Vec<(u32, Vec<u16>)> = Vec::new();
         let moved;
         let mut switched_video = Vec::new();
         {
@@ -89,6 +91,10 @@ impl Core {
                         media.push(pkt);
                     }
                     RTCMessage::RtcpPacket(track_id, packets) if forwarders.is_some() => {
+                        // NACKs the guard let through (session/feedback.rs), for the lean path.
+                        for nack in packets.iter().filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>()) {
+                            nacks.push((nack.media_ssrc, nack.nacks.iter().flat_map(|p| p.packet_list()).collect()));
+                        }
                         let wants_keyframe =
                             packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
                         if packets.iter().any(|p| p.as_any().is::<FullIntraRequest>()) {
@@ -129,6 +135,13 @@ impl Core {
                 if let Some(layer) = layer {
                     feedback.push((sub.forwarder.track(), layer));
                 }
+            }
+        }
+        if !nacks.is_empty()
+            && let Some(s) = self.participants.get_mut(&key.participant).and_then(|p| p.subscriber.as_mut())
+        {
+            for (ssrc, seqs) in nacks {
+                s.resend(ssrc, &seqs, &mut self.out.transmit, now);
             }
         }
         for ev in events {

@@ -51,11 +51,14 @@ impl Core {
         for p in subs {
             let Some(state) = self.participants.get_mut(p) else { continue };
             let Some(session) = state.subscriber.as_mut() else { continue };
-            if session.forward(pkt, now) {
+            if session.forward(pkt, &mut self.out.transmit, now) {
                 forwarded += 1;
             }
-            drain_writes(&mut self.out.transmit, &mut session.link);
-            Core::reschedule(&mut self.timers, &mut session.link);
+            // On the lean path a forward leaves rtc untouched; through rtc it queued a write.
+            if !session.is_lean() {
+                drain_writes(&mut self.out.transmit, &mut session.link);
+                Core::reschedule(&mut self.timers, &mut session.link);
+            }
         }
         if forwarded > 0 {
             self.plane.counters.rtp_out.fetch_add(forwarded, Ordering::Relaxed);

@@ -51,14 +51,77 @@ fn ctx(local: SocketAddr, peer: SocketAddr) -> TransportContext {
     TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP }
 }
 
+/// Sender reports a client's peer received: when, and the report.
+type Reports = Arc<std::sync::Mutex<Vec<(Instant, rtc::rtcp::sender_report::SenderReport)>>>;
+
+/// An interceptor that notes the sender reports a client receives.
+#[derive(Default)]
+struct ReportTap {
+    seen: Reports,
+    reads: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+    writes: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+}
+
+impl Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()> for ReportTap {
+    type Rout = rtc::interceptor::TaggedPacket;
+    type Wout = rtc::interceptor::TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        if let rtc::interceptor::Packet::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                if let Some(sr) = p.as_any().downcast_ref::<rtc::rtcp::sender_report::SenderReport>() {
+                    self.seen.lock().expect("reports").push((msg.now, sr.clone()));
+                }
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn handle_write(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<rtc::interceptor::TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn poll_write(&mut self) -> Option<rtc::interceptor::TaggedPacket> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl rtc::interceptor::Interceptor for ReportTap {
+    fn bind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+}
+
 /// A client's peer connection, as a browser would configure it (default codecs and
-/// interceptors, our keyframe feedback so a publisher sees PLIs, ICE checks every 50 ms).
-fn client_pc(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
+/// interceptors, our keyframe feedback so a publisher sees PLIs, ICE checks every 50 ms), and
+/// the sender reports it receives.
+fn client_pc(addr: SocketAddr, now: Instant) -> (RTCPeerConnection, Reports) {
+    let tap = ReportTap::default();
+    let reports = tap.seen.clone();
     let mut me = MediaEngine::default();
     me.register_default_codecs().expect("default codecs register");
     let reg = register_default_interceptors(Registry::new(), &mut me)
         .expect("default interceptors register")
-        .with(Slot::from(KEYFRAME_FEEDBACK_SLOT), KeyframeFeedback::default());
+        .with(Slot::from(KEYFRAME_FEEDBACK_SLOT), KeyframeFeedback::default())
+        .with(Slot::from(KEYFRAME_FEEDBACK_SLOT - 1), tap);
     let setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28)).build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -68,7 +131,7 @@ fn client_pc(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
         .build(now)
         .expect("client peer builds");
     pc.add_local_candidate(host_candidate(addr).expect("host candidate")).expect("local candidate");
-    pc
+    (pc, reports)
 }
 
 /// A VP8-shaped packet: descriptor, frame tag (a keyframe's carries its size), the layer, padding.
@@ -116,16 +179,30 @@ struct Downlink {
     /// (when it leaves the link, datagram), in order.
     in_flight: std::collections::VecDeque<(Instant, BytesMut)>,
     dropped: u64,
+    /// Instants (ascending) at which the link loses every RTP datagram (not RTCP) pushed.
+    lose_at: Vec<Instant>,
 }
 
 impl Default for Downlink {
     fn default() -> Self {
-        Self { rate_bps: 0, queue: Duration::from_millis(100), free_at: None, in_flight: Default::default(), dropped: 0 }
+        Self {
+            rate_bps: 0,
+            queue: Duration::from_millis(100),
+            free_at: None,
+            in_flight: Default::default(),
+            dropped: 0,
+            lose_at: Vec::new(),
+        }
     }
 }
 
 impl Downlink {
     fn push(&mut self, now: Instant, data: BytesMut) {
+        // RTP, not RTCP (RFC 7983 and RFC 5761: RTCP's packet types are 192..=223).
+        if data.len() > 12 && (128..192).contains(&data[0]) && !(192..224).contains(&data[1]) && self.lose_at.binary_search(&now).is_ok() {
+            self.dropped += 1;
+            return;
+        }
         let start = self.free_at.map_or(now, |f| f.max(now));
         if self.rate_bps == 0 {
             self.in_flight.push_back((start, data));
@@ -158,6 +235,10 @@ struct Client {
     encoder: Option<Encoder>,
     /// Video received: (when, ssrc, sequence number, layer, keyframe start).
     video: Vec<(Instant, u32, u16, u8, bool)>,
+    /// Every RTP packet received, as the peer delivered it (RTX unwrapped): when, sequence
+    /// number, timestamp, marker, payload type, payload.
+    rtp: Vec<(Instant, u16, u32, bool, u8, Bytes)>,
+    reports: Reports,
 }
 
 struct Sim {
@@ -173,6 +254,8 @@ struct Sim {
     /// Answers on their way, and when each was delivered.
     answers: Vec<(Instant, ParticipantId, String)>,
     answered: Vec<(Instant, ParticipantId)>,
+    /// When the server first decided to probe toward a viewer.
+    first_probe: Option<Instant>,
 }
 
 impl Sim {
@@ -184,7 +267,7 @@ impl Sim {
         let t0 = Instant::now();
         let server: SocketAddr = SERVER.parse().expect("address");
         let plane = Plane {
-            factory: SessionFactory::new(server).expect("factory").with_policy(config.layers),
+            factory: SessionFactory::new(server).expect("factory").with_policy(config.layers).with_lean(config.lean_send_path),
             config,
             local_addr: server,
             workers: 1,
@@ -202,6 +285,7 @@ impl Sim {
             answer_delay: Duration::ZERO,
             answers: Vec::new(),
             answered: Vec::new(),
+            first_probe: None,
         }
     }
 
@@ -212,16 +296,19 @@ impl Sim {
     fn add_client(&mut self) -> usize {
         let n = self.clients.len();
         let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().expect("address");
+        let (pc, reports) = client_pc(addr, self.now);
         let id = ParticipantId::next();
         self.core.command(Command::AddParticipant { participant: id, player: false }, self.now);
         self.clients.push(Client {
             id,
             addr,
-            pc: client_pc(addr, self.now),
+            pc,
             downlink: Downlink::default(),
             connected: None,
             encoder: None,
             video: Vec::new(),
+            rtp: Vec::new(),
+            reports,
         });
         n
     }
@@ -441,6 +528,8 @@ impl Sim {
                     let layer_at = if pkt.payload.first() == Some(&0x10) { if key { 11 } else { 4 } } else { 1 };
                     let layer = pkt.payload.get(layer_at).copied().unwrap_or(u8::MAX);
                     c.video.push((now, pkt.header.ssrc, pkt.header.sequence_number, layer, key));
+                    let h = &pkt.header;
+                    c.rtp.push((now, h.sequence_number, h.timestamp, h.marker, h.payload_type, pkt.payload.clone()));
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     let Some(enc) = c.encoder.as_mut() else { continue };
@@ -539,6 +628,14 @@ impl Sim {
                 self.answer(p, answer);
             }
             self.core.handle_timeout(now);
+            if self.first_probe.is_none()
+                && self
+                    .clients
+                    .iter()
+                    .any(|c| self.core.participants.get(&c.id).and_then(|p| p.subscriber.as_ref()).is_some_and(|s| s.has_probed()))
+            {
+                self.first_probe = Some(now);
+            }
             for c in &mut self.clients {
                 if c.pc.poll_timeout().is_some_and(|t| t <= now) {
                     let _ = c.pc.handle_timeout(now);
@@ -1109,4 +1206,169 @@ fn a_whep_slot_moves_to_the_next_seat_under_one_ssrc_from_a_keyframe() {
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.clients[one].video.len(), quiet, "an empty slot sends nothing");
     assert!(sim.events_to(one).all(|(_, e)| !matches!(e, SfuEvent::SubscriberOffer(_))), "a WHEP session is never sent an offer");
+}
+
+/// What one run of [`lean_script`] saw at the viewer: every RTP packet (time since the start,
+/// sequence number, timestamp, marker, payload type, payload) and whether the viewer's media
+/// went out on the lean path, how many datagrams its downlink lost, and when the server first
+/// decided to probe.
+type Seen = (Vec<Delivered>, bool, u64, Option<Duration>);
+
+/// One viewer of a simulcast publisher for four seconds, its downlink losing what is sent to it
+/// at the publisher's frames numbered in `lose` (from its subscription: the frame's packets, as
+/// forwarded) and its page asking for the sizes in `sizes` (ms after it subscribed,
+/// height); media sent on the lean path or through rtc's.
+fn lean_script(lean: bool, lose: &[u64], sizes: &[(u64, u32)]) -> Seen {
+    let mut sim = Sim::with(SfuConfig { workers: 1, lean_send_path: lean, ..SfuConfig::default() });
+    let p = sim.publisher(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track.clone(), Some(720));
+    let first_frame = sim.clients[p].encoder.as_ref().map_or(sim.now, |e| e.next_frame);
+    let mut lose: Vec<Instant> = lose.iter().map(|&k| first_frame + FRAME * k as u32).collect();
+    lose.sort_unstable();
+    sim.clients[v].downlink.lose_at = lose;
+    let start = sim.now;
+    let id = sim.clients[v].id;
+    let mut sizes = sizes.to_vec();
+    sizes.sort_unstable();
+    for (ms, height) in sizes {
+        sim.run_until(start + Duration::from_millis(ms));
+        sim.core.command(Command::VideoSize { participant: id, track: track.id, height }, sim.now);
+    }
+    sim.run_until(start + Duration::from_secs(4));
+    let is_lean = sim.core.subscriber(id).is_some_and(|s| s.is_lean());
+    let t0 = sim.t0;
+    // Each stream starts at a random sequence number and timestamp (forward/munger.rs): both
+    // are counted from the first packet's.
+    let (seq0, ts0) = sim.clients[v].rtp.first().map_or((0, 0), |p| (p.1, p.2));
+    let seen = sim.clients[v]
+        .rtp
+        .iter()
+        .map(|(t, s, ts, m, pt, b)| (t.duration_since(t0), s.wrapping_sub(seq0), ts.wrapping_sub(ts0), *m, *pt, b.clone()))
+        .collect();
+    (seen, is_lean, sim.clients[v].downlink.dropped, sim.first_probe.map(|t| t.duration_since(t0)))
+}
+
+/// A packet as the viewer's peer delivered it: when, then what (sequence number and timestamp
+/// counted from the stream's first, marker, payload type, payload).
+type Delivered = (Duration, u16, u32, bool, u8, Bytes);
+
+/// The first delivery of each sequence number, and the deliveries again (repairs and probes),
+/// each in order.
+fn firsts_and_repeats(seen: &[Delivered]) -> (Vec<&Delivered>, Vec<&Delivered>) {
+    let mut had = std::collections::HashSet::new();
+    seen.iter().partition(|p| had.insert(p.1))
+}
+
+proptest::proptest! {
+    // A fixed seed: the same random cases on every run (a failure reproduces; CI is not a
+    // lottery). Run with PROPTEST_CASES=500 to try more.
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(16),
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// The send path of our own against rtc's, over the whole path: for random losses on the
+    /// viewer's downlink (repaired by NACK and RTX) and random layer switches (the page's size
+    /// changing), the viewer's peer delivers the same packets — sequence numbers, timestamps,
+    /// markers, payload types and payloads, repairs included — decrypted, at the same instants.
+    ///
+    /// Up to the first probe: a probe (RTX copies of recent packets) leaves at once on the lean
+    /// path and with the viewer's next RTCP on rtc's (session/subscriber.rs, `probe`), and from
+    /// then on the same losses on the link hit other packets. The probe itself must be the
+    /// same on both paths: decided at the same instant, its packets copies of packets sent.
+    #[test]
+    fn the_lean_path_delivers_what_rtcs_path_delivers(
+        lose in proptest::collection::vec(5u64..115, 0..8),
+        sizes in proptest::collection::vec((0u64..3500, proptest::sample::select(vec![180u32, 360, 720])), 0..4),
+    ) {
+        let (lean, on_lean, lost_lean, probe_lean) = lean_script(true, &lose, &sizes);
+        let (rtc, on_rtc, lost_rtc, probe_rtc) = lean_script(false, &lose, &sizes);
+        proptest::prop_assert!(on_lean && !on_rtc, "one run on each path");
+        proptest::prop_assert_eq!(probe_lean, probe_rtc, "the first probe decided at the same instant");
+        let cutoff = probe_lean.unwrap_or(Duration::MAX);
+        let before = |seen: &[Delivered]| seen.iter().filter(|p| p.0 < cutoff).cloned().collect::<Vec<_>>();
+        let (lean_before, rtc_before) = (before(&lean), before(&rtc));
+        proptest::prop_assert!(lean_before.len() > 20, "the viewer got video before the first probe ({} packets)", lean_before.len());
+        let short = |p: &Delivered| (p.0, p.1, p.2, p.3, p.4, p.5.len());
+        proptest::prop_assert_eq!(lean_before.len(), rtc_before.len(), "as many packets before {:?}", cutoff);
+        for (i, (a, b)) in lean_before.iter().zip(&rtc_before).enumerate() {
+            proptest::prop_assert!(a == b, "packet {} of {}: {:?} vs {:?}", i, lean_before.len(), short(a), short(b));
+        }
+        if probe_lean.is_none() {
+            proptest::prop_assert_eq!(lost_lean, lost_rtc, "the same losses");
+        }
+        // Every copy delivered (repair or probe) is a copy of a packet sent.
+        for seen in [&lean, &rtc] {
+            let (firsts, again) = firsts_and_repeats(seen);
+            for p in again {
+                let first = firsts.iter().find(|f| f.1 == p.1);
+                proptest::prop_assert!(first.is_some_and(|f| (f.2, f.3, f.4, &f.5) == (p.2, p.3, p.4, &p.5)), "{:?} is a copy", short(p));
+            }
+        }
+    }
+}
+
+/// Losses on the lean path are repaired: each RTP datagram lost on the viewer's downlink is
+/// NACKed by the viewer's peer and sent again as RTX from the stream's own history, and the
+/// viewer's sequence has no hole left.
+#[test]
+fn a_lost_packet_comes_again_as_rtx_on_the_lean_path() {
+    let lose = [10u64, 11, 25];
+    let (seen, lean, dropped, probed) = lean_script(true, &lose, &[]);
+    // Up to the first probe (its copies are not repairs); the losses are all before it.
+    let cutoff = probed.unwrap_or(Duration::MAX);
+    let seen: Vec<Delivered> = seen.into_iter().filter(|p| p.0 < cutoff).collect();
+    assert!(lean);
+    let mut seqs: Vec<u16> = seen.iter().map(|p| p.1).collect();
+    // Repairs arrive after packets sent later: out of order.
+    let late = seqs.windows(2).filter(|w| w[1] != w[0].wrapping_add(1)).count();
+    assert!(late >= 2, "repairs arrived out of order ({late} breaks)");
+    seqs.sort_unstable();
+    seqs.dedup();
+    // One stream from a keyframe on (no wrap in four seconds from where the forwarder starts).
+    let holes: Vec<_> = seqs.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+    assert!(holes.is_empty(), "holes left: {holes:?}");
+    // The packets whose first delivery came after a later one: the repaired ones.
+    let (firsts, again) = firsts_and_repeats(&seen);
+    let repaired: Vec<u16> = firsts.iter().enumerate().filter(|(i, p)| firsts[..*i].iter().any(|q| q.1 > p.1)).map(|(_, p)| p.1).collect();
+    assert!(dropped >= lose.len() as u64, "{dropped} datagrams lost");
+    assert_eq!(repaired.len() as u64, dropped, "each lost packet came again: {repaired:?}");
+    // rtc's NACK generator (the viewer's) asks again each 100 ms until it has asked three
+    // times, repaired or not; the guard answers each (session/feedback.rs: MAX_RESENDS).
+    assert!(again.iter().all(|p| repaired.contains(&p.1)), "no copies but of repaired packets (no probes here)");
+    assert!(again.len() <= repaired.len() * (crate::session::feedback::MAX_RESENDS as usize - 1));
+}
+
+/// On the lean path the viewer gets a sender report per stream once a second, built from the
+/// path's own counters: the packets and payload bytes sent so far, and an RTP time that maps to
+/// its NTP time as the stream's clock does (what a browser syncs audio and video with).
+#[test]
+fn sender_reports_on_the_lean_path_count_and_map_the_clock() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    let v = sim.subscriber(track, Some(720));
+    sim.run_for(Duration::from_millis(3400));
+    let id = sim.clients[v].id;
+    assert!(sim.core.subscriber(id).is_some_and(|s| s.is_lean()), "the lean path is on by default");
+    let ssrc = sim.clients[v].video.first().expect("video").1;
+    let reports: Vec<_> = sim.clients[v].reports.lock().expect("reports").iter().filter(|r| r.1.ssrc == ssrc).cloned().collect();
+    assert!((3..=4).contains(&reports.len()), "one a second: {}", reports.len());
+    for (at, sr) in &reports {
+        // Everything sent before the report was received before it (no loss, no delay here).
+        let (sent, bytes) = sim.clients[v].rtp.iter().filter(|p| p.0 <= *at).fold((0u32, 0u32), |(n, b), p| (n + 1, b + p.5.len() as u32));
+        assert_eq!((sr.packet_count, sr.octet_count), (sent, bytes), "counts at {:?}", at.duration_since(sim.t0));
+    }
+    for w in reports.windows(2) {
+        let ntp = |t: u64| (t >> 32) as f64 + (t & 0xffff_ffff) as f64 / 4_294_967_296.0;
+        let wall = ntp(w[1].1.ntp_time) - ntp(w[0].1.ntp_time);
+        assert!((wall - w[1].0.duration_since(w[0].0).as_secs_f64()).abs() < 0.001, "NTP time follows the clock: {wall}");
+        let rtp = w[1].1.rtp_time.wrapping_sub(w[0].1.rtp_time) as f64 / 90_000.0;
+        assert!((rtp - wall).abs() < 0.002, "RTP time follows NTP time: {rtp} s of RTP in {wall} s");
+    }
 }
