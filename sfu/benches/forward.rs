@@ -8,15 +8,15 @@
 //! kernel send excluded (datagrams dropped), and included two ways: one `send_to` per datagram,
 //! and one `sendmmsg` per fan-out (what the worker does).
 //!
-//! A second table times the send path of our own as far as it is built (issue 16): per packet
-//! and viewer the same forwarder decides and rewrites, the header is written once into the
-//! datagram's buffer with the payload after it, and SRTP encrypts it in place with the viewer's
-//! keys (`RtpSealer`) — no rtc on the way. Its first viewer's keys are the ones noted from a real
-//! connection, and what it sends is checked against that connection's client peer.
+//! A second table times the send path of our own (issue 16, `session/lean.rs`), the one the
+//! worker takes: the same `Subscriber::forward`, but the header is written once into the
+//! datagram's buffer with the payload after it, numbered for transport-wide feedback, kept for
+//! NACKs and sealed in place with the connection's SRTP keys — no rtc on the way. Its sessions
+//! are real connections too, and what the first sends is checked at its client peer.
 //!
 //! `cargo bench -p onair-sfu --bench forward` (add `-- --quick` for a smoke run).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -29,9 +29,10 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sfu::MediaPacket;
-use sfu::internals::{Codec, Forwarder, RolloverCounter, RtpSealer, SendBatch, SessionFactory, SrtpKeys, Subscriber, Verdict};
+use sfu::internals::{SendBatch, SessionFactory, Subscriber};
 use sfu::{CodecInfo, MediaKind, ParticipantId, SessionKey, SessionRole, TrackId};
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn thread_cpu() -> Duration {
@@ -104,9 +105,9 @@ enum Send<'a> {
     /// Dropped after encryption (kernel excluded).
     Drop,
     /// One `send_to` per datagram.
-    PerDatagram(&'a UdpSocket, SocketAddr),
+    PerDatagram(&'a UdpSocket),
     /// One `sendmmsg` per fan-out (what the worker does).
-    Batched(&'a UdpSocket, SocketAddr),
+    Batched(&'a UdpSocket),
 }
 
 fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId, seq0: &mut u16) -> (Duration, u64, u64) {
@@ -119,8 +120,9 @@ fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId,
         let mut header = rtc::rtp::header::Header { version: 2, payload_type: 96, ssrc: 1, ..Default::default() };
         header.sequence_number = *seq0;
         header.timestamp = (*seq0 as u32).wrapping_mul(3000);
+        header.marker = i % 6 == 5;
         *seq0 = seq0.wrapping_add(1);
-        let pkt = MediaPacket {
+        let pkt = Arc::new(MediaPacket {
             track,
             layer: 0,
             header,
@@ -129,114 +131,100 @@ fn run(k: usize, packets: usize, mode: Send, pairs: &mut [Pair], track: TrackId,
             frame_height: None,
             temporal: None,
             received: Instant::now(),
-        };
+        });
         let now = Instant::now();
         for p in pairs.iter_mut().take(k) {
-            if p.server.forward(&pkt, now) {
+            if p.server.forward(&pkt, &mut batch, now) {
                 forwarded += 1;
             }
-            while let Some(out) = p.server.link.pc.poll_write() {
-                datagrams += 1;
-                match mode {
-                    Send::Drop => {}
-                    Send::PerDatagram(sock, to) => {
-                        let _ = sock.send_to(&out.message, to);
-                    }
-                    Send::Batched(_, to) => batch.push(to, out.message),
+            // Through rtc, the datagram waits in its queue; the lean path put it in the batch.
+            if !p.server.is_lean() {
+                while let Some(out) = p.server.link.pc.poll_write() {
+                    batch.push(p.server.link.remote.unwrap_or(p.client_addr), out.message);
                 }
             }
         }
-        if let Send::Batched(sock, _) = mode {
-            batch.flush(sock);
+        datagrams += batch.len() as u64;
+        match mode {
+            Send::Drop => batch.drain_each(|_, d| {
+                std::hint::black_box(d);
+            }),
+            Send::PerDatagram(sock) => batch.drain_each(|to, d| {
+                let _ = sock.send_to(d, to);
+            }),
+            Send::Batched(sock) => {
+                batch.flush(sock);
+            }
         }
     }
     (thread_cpu() - cpu0, forwarded, datagrams)
 }
 
-/// One viewer on the lean path: its forwarder, SRTP sealer and rollover counter.
-struct Lean {
-    forwarder: Forwarder,
-    sealer: RtpSealer,
-    roc: RolloverCounter,
-}
-
-impl Lean {
-    fn new(keys: &SrtpKeys, ssrc: u32) -> Lean {
-        let provider = rtc::crypto::default_provider().unwrap();
-        let mut forwarder = Forwarder::new(TrackId(1), Codec::Vp8, ssrc, 90_000, Instant::now());
-        forwarder.set_payload_type(Some(96));
-        Lean { forwarder, sealer: RtpSealer::new(keys, provider.crypto()).unwrap(), roc: RolloverCounter::default() }
+/// `n` subscriber sessions from `factory`, each forwarding `track` to a client peer, connected
+/// in memory; their datagrams go to `sink` when sent.
+fn pairs(factory: &SessionFactory, n: usize, first_port: u16, track: TrackId, server_addr: SocketAddr, sink: SocketAddr) -> Vec<Pair> {
+    let codec = CodecInfo { mime_type: "video/VP8".into(), clock_rate: 90000, channels: 0, fmtp: String::new() };
+    let mut pairs = Vec::new();
+    for i in 0..n {
+        let key = SessionKey { participant: ParticipantId(u64::from(first_port) + i as u64), role: SessionRole::Subscriber };
+        let mut server = factory.subscriber(key, Instant::now()).unwrap();
+        server.add_subscription(track, "PA_1".into(), MediaKind::Video, &codec, Instant::now()).unwrap();
+        let offer = server.negotiate(Instant::now()).unwrap().unwrap();
+        let client_addr: SocketAddr = format!("127.0.0.1:{}", usize::from(first_port) + i).parse().unwrap();
+        let mut client = client_pc(client_addr);
+        client.set_remote_description(Instant::now(), RTCSessionDescription::offer(offer).unwrap()).unwrap();
+        let answer = client.create_answer(None).unwrap();
+        client.set_local_description(Instant::now(), answer).unwrap();
+        let answer = client.local_description().unwrap().sdp;
+        server.apply_answer(Instant::now(), answer).unwrap();
+        pairs.push(Pair { server, client, client_addr });
     }
+    connect(&mut pairs, server_addr);
+    for p in &mut pairs {
+        // What the worker does once a viewer is connected (its path known from its checks); the
+        // sink stands for every viewer's address.
+        p.server.link.remote = Some(sink);
+        p.server.start_lean(Instant::now());
+    }
+    pairs
 }
 
-/// The lean path over `k` viewers; returns the CPU time and the datagrams sealed.
-fn run_lean(k: usize, packets: usize, mode: Send, viewers: &mut [Lean], seq0: &mut u16) -> (Duration, u64) {
+/// The lean path's datagrams are real SRTP, numbered and sealed as the connection expects: the
+/// first session's client peer opens and delivers every one.
+fn check_lean(pair: &mut Pair, track: TrackId, server_addr: SocketAddr, seq: &mut u16) {
+    assert!(pair.server.is_lean(), "the lean session took the lean path");
     let mut batch = SendBatch::default();
-    let payload = Bytes::from(vec![0xab_u8; 1100]);
-    let mut sealed = 0u64;
-    let cpu0 = thread_cpu();
-    for i in 0..packets {
-        let (seq, ts) = (*seq0, (*seq0 as u32).wrapping_mul(3000));
-        *seq0 = seq0.wrapping_add(1);
-        let now = Instant::now();
-        for v in viewers.iter_mut().take(k) {
-            let Verdict::Send { seq, ts } = v.forwarder.handle_temporal(0, seq, ts, i == 0, None, now) else { continue };
-            let mut buf = BytesMut::with_capacity(12 + payload.len() + 16);
-            buf.extend_from_slice(&[0x80, 96 | if i % 6 == 5 { 0x80 } else { 0 }]);
-            buf.extend_from_slice(&seq.to_be_bytes());
-            buf.extend_from_slice(&ts.to_be_bytes());
-            buf.extend_from_slice(&v.forwarder.ssrc().to_be_bytes());
-            buf.extend_from_slice(&payload);
-            let roc = v.roc.next(seq);
-            v.sealer.seal(&mut buf, 12, roc).unwrap();
-            v.forwarder.sent(payload.len());
-            sealed += 1;
-            match mode {
-                Send::Drop => {
-                    std::hint::black_box(&buf);
-                }
-                Send::PerDatagram(sock, to) => {
-                    let _ = sock.send_to(&buf, to);
-                }
-                Send::Batched(_, to) => batch.push(to, buf),
-            }
-        }
-        if let Send::Batched(sock, _) = mode {
-            batch.flush(sock);
-        }
-    }
-    (thread_cpu() - cpu0, sealed)
-}
-
-/// The lean path's datagrams are real SRTP: sealed with the keys noted from `pair`'s connection,
-/// under its SSRC and after its last sequence number, its client peer opens them.
-fn check_lean(pair: &mut Pair, server_addr: SocketAddr) {
-    let keys = pair.server.link.srtp_keys().expect("the connection's keys were noted");
-    let ssrc = pair.server.forwarders.values().next().expect("a forwarder").forwarder.ssrc();
-    let mut lean = Lean::new(&keys, ssrc);
-    let mut seq = 30_000u16;
     let now = Instant::now();
-    let mut opened = 0;
     for i in 0..20u16 {
-        let Verdict::Send { seq: out_seq, ts } = lean.forwarder.handle_temporal(0, seq, 3000 * i as u32, i == 0, None, now) else {
-            continue;
+        let header = rtc::rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            ssrc: 1,
+            sequence_number: *seq,
+            timestamp: 3000 * u32::from(i),
+            ..Default::default()
         };
-        seq = seq.wrapping_add(1);
-        let header =
-            rtc::rtp::header::Header { version: 2, payload_type: 96, sequence_number: out_seq, timestamp: ts, ssrc, ..Default::default() };
-        let plain =
-            rtc::shared::marshal::Marshal::marshal(&rtc::rtp::Packet { header, payload: Bytes::from(vec![0xab_u8; 1100]) }).unwrap();
-        let mut buf = BytesMut::from(&plain[..]);
-        let roc = lean.roc.next(out_seq);
-        lean.sealer.seal(&mut buf, 12, roc).unwrap();
-        let _ = pair.client.handle_read(TaggedBytesMut {
-            now,
-            transport: ctx(pair.client_addr, server_addr),
-            message: BytesMut::from(&buf[..]),
+        *seq = seq.wrapping_add(1);
+        let pkt = Arc::new(MediaPacket {
+            track,
+            layer: 0,
+            header,
+            payload: Bytes::from(vec![0xab_u8; 1100]),
+            keyframe: i == 0,
+            frame_height: None,
+            temporal: None,
+            received: now,
         });
+        assert!(pair.server.forward(&pkt, &mut batch, now));
+    }
+    let mut opened = 0;
+    let mut datagrams = Vec::new();
+    batch.drain_each(|_, d| datagrams.push(d.clone()));
+    assert_eq!(datagrams.len(), 20);
+    for d in datagrams {
+        let _ = pair.client.handle_read(TaggedBytesMut { now, transport: ctx(pair.client_addr, server_addr), message: d });
         while let Some(m) = pair.client.poll_read() {
             if let rtc::peer_connection::message::RTCMessage::RtpPacket(_, p) = m.message
-                && p.header.ssrc == ssrc
                 && p.payload.len() == 1100
             {
                 opened += 1;
@@ -251,73 +239,53 @@ fn main() {
     let server_addr: SocketAddr = "127.0.0.1:7882".parse().unwrap();
     let factory = SessionFactory::new(server_addr).unwrap();
     let track = TrackId(1);
-    let codec = CodecInfo { mime_type: "video/VP8".into(), clock_rate: 90000, channels: 0, fmtp: String::new() };
     let max_k = if quick { 4 } else { 50 };
-    let mut pairs = Vec::new();
-    for i in 0..max_k {
-        let key = SessionKey { participant: ParticipantId(i as u64 + 1), role: SessionRole::Subscriber };
-        let mut server = factory.subscriber(key, Instant::now()).unwrap();
-        server.add_subscription(track, "PA_1".into(), MediaKind::Video, &codec, Instant::now()).unwrap();
-        let offer = server.negotiate(Instant::now()).unwrap().unwrap();
-        let client_addr: SocketAddr = format!("127.0.0.1:{}", 20000 + i).parse().unwrap();
-        let mut client = client_pc(client_addr);
-        client.set_remote_description(Instant::now(), RTCSessionDescription::offer(offer).unwrap()).unwrap();
-        let answer = client.create_answer(None).unwrap();
-        client.set_local_description(Instant::now(), answer).unwrap();
-        let answer = client.local_description().unwrap().sdp;
-        server.apply_answer(Instant::now(), answer).unwrap();
-        pairs.push(Pair { server, client, client_addr });
-    }
-    connect(&mut pairs, server_addr);
-    check_lean(&mut pairs[0], server_addr);
-    let keys = pairs[0].server.link.srtp_keys().unwrap();
+    let lean_ks: &[usize] = if quick { &[1, 4] } else { &[1, 10, 50, 500] };
     // A loopback sink: datagrams go through the kernel and are discarded by a socket nobody reads
     // (its receive buffer fills and the kernel drops the rest, after the send syscall cost).
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rtc_pairs = pairs(&factory.clone().with_lean(false), max_k, 20_000, track, server_addr, sink_addr);
+    let mut lean_pairs = pairs(&factory.with_lean(true), *lean_ks.last().unwrap(), 30_000, track, server_addr, sink_addr);
     let mut seq = 1000u16;
-    println!("forwarding path, one publisher, K subscribers, 1,100-byte VP8 payloads, 1 thread");
-    println!(
-        "{:>4} {:>10} {:>24} {:>24} {:>24}",
-        "K", "forwarded", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)"
-    );
-    let ks: &[usize] = if quick { &[1, 4] } else { &[1, 10, 50] };
+    check_lean(&mut lean_pairs[0], track, server_addr, &mut seq);
     let mut k1_us = None;
-    for &k in ks {
-        let total = if quick { 2_000 } else { 200_000 };
-        let n = (total / k).max(100);
-        // Warm-up.
-        run(k, n / 10, Send::Drop, &mut pairs, track, &mut seq);
-        let (cpu_a, fwd_a, _) = run(k, n, Send::Drop, &mut pairs, track, &mut seq);
-        let (cpu_b, fwd_b, dg_b) = run(k, n, Send::PerDatagram(&sender, sink_addr), &mut pairs, track, &mut seq);
-        let (cpu_c, fwd_c, dg_c) = run(k, n, Send::Batched(&sender, sink_addr), &mut pairs, track, &mut seq);
-        assert!(fwd_a > 0 && fwd_b > 0 && fwd_c > 0 && dg_b >= fwd_b && dg_c >= fwd_c, "packets were forwarded");
-        let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;
-        println!("{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}", k, fwd_a + fwd_b + fwd_c, us(cpu_a, fwd_a), us(cpu_b, fwd_b), us(cpu_c, fwd_c));
-        if k == 1 {
-            k1_us = Some(us(cpu_c, fwd_c));
+    for (title, pairs, ks) in [
+        (
+            "through rtc (write_rtp, interceptors, SRTP, poll_write)",
+            &mut rtc_pairs,
+            if quick { &[1usize, 4][..] } else { &[1, 10, 50][..] },
+        ),
+        ("send path of our own (session/lean.rs: header written once, numbered, kept, sealed in place)", &mut lean_pairs, lean_ks),
+    ] {
+        println!("forwarding path, one publisher, K subscribers, 1,100-byte VP8 payloads, 1 thread: {title}");
+        println!(
+            "{:>4} {:>10} {:>24} {:>24} {:>24}",
+            "K", "forwarded", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)"
+        );
+        for &k in ks {
+            let total = if quick { 2_000 } else { 200_000 };
+            let n = (total / k).max(100);
+            // Warm-up.
+            run(k, n / 10, Send::Drop, pairs, track, &mut seq);
+            let (cpu_a, fwd_a, _) = run(k, n, Send::Drop, pairs, track, &mut seq);
+            let (cpu_b, fwd_b, dg_b) = run(k, n, Send::PerDatagram(&sender), pairs, track, &mut seq);
+            let (cpu_c, fwd_c, dg_c) = run(k, n, Send::Batched(&sender), pairs, track, &mut seq);
+            assert!(fwd_a > 0 && fwd_b > 0 && fwd_c > 0 && dg_b >= fwd_b && dg_c >= fwd_c, "packets were forwarded");
+            let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;
+            println!(
+                "{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}",
+                k,
+                fwd_a + fwd_b + fwd_c,
+                us(cpu_a, fwd_a),
+                us(cpu_b, fwd_b),
+                us(cpu_c, fwd_c)
+            );
+            if k == 1 && k1_us.is_none() {
+                k1_us = Some(us(cpu_c, fwd_c));
+            }
         }
-    }
-    // The lean path. Its viewers' keys: the first connection's, noted from its DTLS, for all
-    // (the cost does not depend on which keys); checked against that client before any row.
-    let lean_ks: &[usize] = if quick { &[1, 4] } else { &[1, 10, 50, 500] };
-    let mut viewers: Vec<Lean> = (0..*lean_ks.last().unwrap()).map(|i| Lean::new(&keys, 0x1000 + i as u32)).collect();
-    println!("send path of our own (forwarder + header written once + SRTP in place; no TWCC number, NACK history or SR accounting yet)");
-    println!(
-        "{:>4} {:>10} {:>24} {:>24} {:>24}",
-        "K", "sealed", "µs CPU/pkt (no kernel)", "µs CPU/pkt (+ send_to)", "µs CPU/pkt (+ sendmmsg)"
-    );
-    for &k in lean_ks {
-        let total = if quick { 2_000 } else { 400_000 };
-        let n = (total / k).max(100);
-        run_lean(k, n / 10, Send::Drop, &mut viewers, &mut seq);
-        let (cpu_a, n_a) = run_lean(k, n, Send::Drop, &mut viewers, &mut seq);
-        let (cpu_b, n_b) = run_lean(k, n, Send::PerDatagram(&sender, sink_addr), &mut viewers, &mut seq);
-        let (cpu_c, n_c) = run_lean(k, n, Send::Batched(&sender, sink_addr), &mut viewers, &mut seq);
-        assert!(n_a > 0 && n_b > 0 && n_c > 0, "packets were sealed");
-        let us = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n as f64;
-        println!("{:>4} {:>10} {:>24.3} {:>24.3} {:>24.3}", k, n_a + n_b + n_c, us(cpu_a, n_a), us(cpu_b, n_b), us(cpu_c, n_c));
     }
     drop(sink);
     metrics_cost(if quick { 100_000 } else { 10_000_000 }, k1_us);
