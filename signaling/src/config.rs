@@ -506,6 +506,9 @@ pub struct RtcConfig {
     /// A viewer who connects starts from the picture a layer is at, when its keyframe arrived
     /// at most this long ago, instead of asking the publisher for a new one; 0 = off, in ms.
     pub keyframe_cache_ms: u64,
+    /// Viewers' forwarded media takes the SFU's own send path (header written once, SRTP sealed
+    /// in place, no interceptor chain); `false` sends it through rtc's (for comparison).
+    pub lean_send_path: bool,
     /// Where each viewer's bandwidth estimate starts before feedback corrects it, kbit/s.
     pub initial_estimate_kbps: u64,
     /// The highest a viewer's estimate may climb, kbit/s.
@@ -681,6 +684,7 @@ impl Default for RtcConfig {
             workers: 0,
             pli_throttle_ms: 500,
             keyframe_cache_ms: 500,
+            lean_send_path: true,
             initial_estimate_kbps: 2_500,
             max_estimate_kbps: 50_000,
             layer_up_hold_ms: 2_000,
@@ -783,6 +787,9 @@ impl Config {
         }
         if let Some(v) = get("ONAIR_RTC_KEYFRAME_CACHE_MS") {
             self.rtc.keyframe_cache_ms = parse("ONAIR_RTC_KEYFRAME_CACHE_MS", v)?;
+        }
+        if let Some(v) = get("ONAIR_RTC_LEAN_SEND_PATH") {
+            self.rtc.lean_send_path = parse("ONAIR_RTC_LEAN_SEND_PATH", v)?;
         }
         if let Some(v) = get("ONAIR_AUTH_SECRET") {
             self.auth.secret = v;
@@ -1059,6 +1066,7 @@ impl Config {
             workers: self.rtc.workers,
             pli_throttle: Duration::from_millis(self.rtc.pli_throttle_ms),
             keyframe_cache: Duration::from_millis(self.rtc.keyframe_cache_ms),
+            lean_send_path: self.rtc.lean_send_path,
             layers: sfu::LayerPolicy {
                 up_hold: Duration::from_millis(self.rtc.layer_up_hold_ms),
                 up_headroom: self.rtc.layer_up_headroom,
@@ -1205,6 +1213,15 @@ mod tests {
             assert_eq!(c.validate().is_ok(), ok, "keyframe_cache_ms = {ms}");
             if ok {
                 assert_eq!(c.sfu_config().keyframe_cache, Duration::from_millis(ms));
+            }
+        }
+        assert!(c.sfu_config().lean_send_path, "the lean send path is on by default");
+        for (v, ok) in [("false", Some(false)), ("true", Some(true)), ("0", None)] {
+            let mut c = Config::default();
+            let r = c.apply_env(|k| (k == "ONAIR_RTC_LEAN_SEND_PATH").then(|| v.to_owned()));
+            assert_eq!(r.is_ok(), ok.is_some(), "ONAIR_RTC_LEAN_SEND_PATH={v}");
+            if let Some(lean) = ok {
+                assert_eq!(c.sfu_config().lean_send_path, lean);
             }
         }
         let l = c.sfu_config().layers;
