@@ -7,6 +7,10 @@
 //! packets too (see `PeerSession::probe`). This interceptor takes both jobs at rtc's TWCC-sender
 //! slot and knows each stream by its media and its RTX SSRC.
 //!
+//! The numbering and the ring are a [`TwccLog`] shared with the send path of our own
+//! (`session/lean.rs`), which numbers the forwarded media, retransmissions and probes it sends
+//! outside rtc's chain; this interceptor numbers what rtc still sends and resolves the feedback.
+//!
 //! The send history is a ring indexed by transport sequence number: a slot written per packet,
 //! read once when feedback names it. rtc's `History` (three maps per packet, pruned on a timer)
 //! cost ≈ 0.6–0.8 µs per forwarded packet (docs/benchmarks.md); the ring costs a store.
@@ -119,21 +123,24 @@ pub struct TransportCc {
     /// SSRC (media or RTX) → the extension id negotiated for its stream.
     streams: HashMap<u32, u8>,
     log: SharedTwcc,
+    /// One feedback's reports, copied out of the log before the estimator is locked (the lean
+    /// path takes the two the other way round: the estimator, then the log, for a probe).
+    reports: Vec<Sent>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
 impl TransportCc {
     pub fn new(bwe: SharedBwe, log: SharedTwcc) -> Self {
-        Self { bwe, streams: HashMap::new(), log, reads: VecDeque::new(), writes: VecDeque::new() }
+        Self { bwe, streams: HashMap::new(), log, reports: Vec::new(), reads: VecDeque::new(), writes: VecDeque::new() }
     }
 
     /// Resolve one feedback packet into reports and hand them to the estimator.
     pub fn on_feedback(&mut self, fb: &TransportLayerCc, now: Instant) {
-        let mut log = self.log.lock();
-        let reports = log.resolve(fb, now);
-        if !reports.is_empty() {
-            self.bwe.lock().on_reports(now, reports);
+        self.reports.clear();
+        self.reports.extend_from_slice(self.log.lock().resolve(fb, now));
+        if !self.reports.is_empty() {
+            self.bwe.lock().on_reports(now, &self.reports);
         }
     }
 }
