@@ -53,14 +53,43 @@ pub fn grow_buffers(_socket: &UdpSocket) -> (usize, usize) {
     (0, 0)
 }
 
+/// Buffers a batch keeps for the next datagrams once sent, and the least capacity kept (a
+/// full-size datagram's).
+const SPARE: usize = 512;
+const SPARE_CAPACITY: usize = 1500;
+
 /// Datagrams waiting to be sent, owned by one worker and reused (no allocation per packet once
-/// warm).
+/// warm): the list, and the buffers of datagrams already sent, handed out again by
+/// [`buffer`](Self::buffer) (the lean path writes each forwarded packet into one).
 #[derive(Default)]
 pub struct SendBatch {
     items: Vec<(SocketAddr, BytesMut)>,
+    spare: Vec<BytesMut>,
 }
 
 impl SendBatch {
+    /// An empty buffer with room for `capacity` bytes: one of a datagram already sent when
+    /// there is one.
+    pub fn buffer(&mut self, capacity: usize) -> BytesMut {
+        match self.spare.pop() {
+            Some(mut b) => {
+                b.clear();
+                b.reserve(capacity);
+                b
+            }
+            None => BytesMut::with_capacity(capacity.max(SPARE_CAPACITY)),
+        }
+    }
+
+    /// Empty the list, keeping the buffers worth reusing.
+    fn recycle(&mut self) {
+        for (_, b) in self.items.drain(..) {
+            if self.spare.len() < SPARE && b.capacity() >= SPARE_CAPACITY {
+                self.spare.push(b);
+            }
+        }
+    }
+
     pub fn push(&mut self, to: SocketAddr, datagram: BytesMut) {
         self.items.push((to, datagram));
     }
@@ -90,7 +119,7 @@ impl SendBatch {
         for (to, data) in &self.items {
             f(*to, data);
         }
-        self.items.clear();
+        self.recycle();
     }
 
     pub fn flush(&mut self, socket: &UdpSocket) -> (usize, usize) {
@@ -100,7 +129,7 @@ impl SendBatch {
             sent.0 += n;
             sent.1 += b;
         }
-        self.items.clear();
+        self.recycle();
         sent
     }
 }
@@ -224,5 +253,28 @@ mod tests {
                 assert_eq!(&buf[..len], &[round as u8, i as u8]);
             }
         }
+    }
+
+    #[test]
+    fn sent_datagrams_buffers_are_handed_out_again_up_to_a_bound() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut b = SendBatch::default();
+        let first = b.buffer(1200);
+        assert!(first.capacity() >= 1200);
+        let ptr = first.as_ptr();
+        b.push(to, first);
+        b.flush(&tx);
+        let again = b.buffer(1200);
+        assert_eq!(again.as_ptr(), ptr, "the sent datagram's buffer came back");
+        assert!(again.is_empty());
+        // A small buffer is not kept; at most SPARE are.
+        b.push(to, BytesMut::from(&b"tiny"[..]));
+        for _ in 0..SPARE + 10 {
+            b.push(to, BytesMut::with_capacity(SPARE_CAPACITY));
+        }
+        b.drain_each(|_, _| {});
+        assert_eq!(b.spare.len(), SPARE);
     }
 }

@@ -139,7 +139,7 @@ impl LeanSender {
     fn emit(&mut self, wire: &mut Wire, head: &Head, twcc_ext: Option<u8>, prefix: Option<u16>, payload: &[u8], roc: u32) -> bool {
         let len = rtp_len(head, twcc_ext.is_some(), prefix.is_some(), payload.len());
         let twcc = twcc_ext.map(|id| (id, self.twcc.lock().number(len, wire.now)));
-        let mut buf = BytesMut::with_capacity(len + self.sealer.overhead());
+        let mut buf = wire.out.buffer(len + self.sealer.overhead());
         let header_len = write_rtp(&mut buf, head, twcc, prefix, payload);
         match self.sealer.seal(&mut buf, header_len, roc) {
             Ok(()) => {
