@@ -54,12 +54,17 @@ pub const NACK_HISTORY: u16 = 256;
 /// interceptor), and our feedback interceptor — not rtc's
 /// receive-side interceptors (NACK generator, receiver reports, TWCC receiver), which would
 /// still be walked for every packet sent. Measured in docs/benchmarks.md.
+///
+/// On the lean path (`lean`) rtc sends none of the viewer's media: its NACK responder (a
+/// 256-packet buffer per video stream, never filled) and sender reports are left out — the
+/// lean path answers NACKs and sends the reports (lean.rs).
 fn subscriber_interceptors(
     media_engine: &mut MediaEngine,
     feedback: feedback::KeyframeFeedback,
     bwe: crate::bwe::SharedBwe,
     video_paused: Arc<AtomicBool>,
     twcc: crate::bwe::twcc::SharedTwcc,
+    lean: bool,
 ) -> Result<Registry, SfuError> {
     use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
     use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
@@ -80,9 +85,13 @@ fn subscriber_interceptors(
     configure_simulcast_extension_headers(media_engine).map_err(startup)?;
     // No pacer: the layer selector keeps the rate under the estimate, and a pacer's queue would
     // only add delay.
-    Ok(Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
-        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+    let mut registry = Registry::new();
+    if !lean {
+        registry = registry
+            .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build());
+    }
+    Ok(registry
         .with(Slot::from(feedback::NACK_GUARD_SLOT), feedback::NackGuard::new(bwe.clone()).with_video_paused(video_paused))
         .with(crate::bwe::twcc::SLOT, crate::bwe::twcc::TransportCc::new(bwe, twcc))
         .with(Slot::from(feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
@@ -133,7 +142,7 @@ impl SessionFactory {
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
             .map_err(|e| SfuError::Startup(e.to_string()))?
             .with(rtc::interceptor::Slot::from(feedback::KEYFRAME_FEEDBACK_SLOT), feedback::KeyframeFeedback::default());
-        let link = self.transport(key, media_engine, registry, now)?;
+        let link = self.transport(key, media_engine, registry, false, now)?;
         Ok(Publisher { link, published: HashMap::new(), spoiled: false })
     }
 
@@ -146,8 +155,8 @@ impl SessionFactory {
         let keyframes = feedback::KeyframeFeedback::with_estimator(bwe.clone(), twcc_feedback.clone());
         let video_paused = Arc::new(AtomicBool::new(false));
         let twcc = crate::bwe::twcc::SharedTwcc::default();
-        let registry = subscriber_interceptors(&mut media_engine, keyframes, bwe.clone(), video_paused.clone(), twcc.clone())?;
-        let link = self.transport(key, media_engine, registry, now)?;
+        let registry = subscriber_interceptors(&mut media_engine, keyframes, bwe.clone(), video_paused.clone(), twcc.clone(), self.lean)?;
+        let link = self.transport(key, media_engine, registry, self.lean, now)?;
         Ok(Subscriber {
             link,
             forwarders: HashMap::new(),
@@ -169,12 +178,32 @@ impl SessionFactory {
     /// (and new ones at each ICE restart: credentials fixed in the setting engine would be
     /// reused by a restart); the worker learns the ufrag from each local description
     /// ([`Transport::note_local_description`]).
-    fn transport(&self, key: SessionKey, media_engine: MediaEngine, registry: Registry, now: Instant) -> Result<Transport, SfuError> {
+    ///
+    /// A viewer's connection on the lean path (`lean`) offers only the SRTP profiles its sealer
+    /// has (net/srtp.rs): AEAD_AES_128_GCM and AES_CM_128_HMAC_SHA1_80, the one every WebRTC
+    /// stack must support (RFC 8827). Browsers list AEAD_AES_256_GCM first, and as DTLS server
+    /// rtc takes the client's first choice it has.
+    fn transport(
+        &self,
+        key: SessionKey,
+        media_engine: MediaEngine,
+        registry: Registry,
+        lean: bool,
+        now: Instant,
+    ) -> Result<Transport, SfuError> {
         // rtc's crypto, wrapped to note the SRTP keys (srtp_keys.rs): nothing per packet
         // passes through the wrapper.
         let provider = rtc::crypto::default_provider().map_err(|e| SfuError::Startup(e.to_string()))?;
         let keys = srtp_keys::KeyTap::new(provider);
-        let setting_engine = SettingEngineBuilder::new()
+        use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+        let mut setting_engine = SettingEngineBuilder::new();
+        if lean {
+            setting_engine = setting_engine.with_srtp_protection_profiles(vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ]);
+        }
+        let setting_engine = setting_engine
             .with_crypto_provider(keys.clone())
             .with_lite(true)
             .with_answering_dtls_role(RTCDtlsRole::Server)

@@ -753,14 +753,17 @@ impl Subscriber {
         if !self.lean_wanted || self.lean.is_some() {
             return;
         }
+        // Not expected: the connection offers only the profiles the sealer has. rtc then sends
+        // the media, without repairs or sender reports (its responder and reporter are not in
+        // a lean session's chain).
         let Some(keys) = self.link.srtp_keys() else {
-            tracing::warn!(participant = %self.link.key.participant, "no SRTP keys noted: rtc sends this viewer's media");
+            tracing::error!(participant = %self.link.key.participant, "no SRTP keys noted: rtc sends this viewer's media");
             return;
         };
         let sealer = rtc::crypto::default_provider().ok().and_then(|p| crate::net::srtp::RtpSealer::new(&keys, p.crypto()));
         match sealer {
             Some(sealer) => self.lean = Some(LeanSender::new(sealer, self.twcc.clone(), now)),
-            None => tracing::warn!(participant = %self.link.key.participant, "SRTP keys unusable: rtc sends this viewer's media"),
+            None => tracing::error!(participant = %self.link.key.participant, "SRTP keys unusable: rtc sends this viewer's media"),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::worker::msg::{Answer, Command, Input};
 use crate::worker::plane::{Counters, Plane};
 use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -113,7 +114,7 @@ impl rtc::interceptor::Interceptor for ReportTap {
 /// A client's peer connection, as a browser would configure it (default codecs and
 /// interceptors, our keyframe feedback so a publisher sees PLIs, ICE checks every 50 ms), and
 /// the sender reports it receives.
-fn client_pc(addr: SocketAddr, now: Instant) -> (RTCPeerConnection, Reports) {
+fn client_pc(addr: SocketAddr, now: Instant, profiles: Option<Vec<SrtpProtectionProfile>>) -> (RTCPeerConnection, Reports) {
     let tap = ReportTap::default();
     let reports = tap.seen.clone();
     let mut me = MediaEngine::default();
@@ -122,7 +123,11 @@ fn client_pc(addr: SocketAddr, now: Instant) -> (RTCPeerConnection, Reports) {
         .expect("default interceptors register")
         .with(Slot::from(KEYFRAME_FEEDBACK_SLOT), KeyframeFeedback::default())
         .with(Slot::from(KEYFRAME_FEEDBACK_SLOT - 1), tap);
-    let setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28)).build();
+    let mut setting = SettingEngineBuilder::new().with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28));
+    if let Some(profiles) = profiles {
+        setting = setting.with_srtp_protection_profiles(profiles);
+    }
+    let setting = setting.build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting)
@@ -256,6 +261,8 @@ struct Sim {
     answered: Vec<(Instant, ParticipantId)>,
     /// When the server first decided to probe toward a viewer.
     first_probe: Option<Instant>,
+    /// The SRTP profiles clients added from now on offer, in order (rtc's default list if none).
+    client_srtp: Option<Vec<SrtpProtectionProfile>>,
 }
 
 impl Sim {
@@ -286,6 +293,7 @@ impl Sim {
             answers: Vec::new(),
             answered: Vec::new(),
             first_probe: None,
+            client_srtp: None,
         }
     }
 
@@ -296,7 +304,7 @@ impl Sim {
     fn add_client(&mut self) -> usize {
         let n = self.clients.len();
         let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().expect("address");
-        let (pc, reports) = client_pc(addr, self.now);
+        let (pc, reports) = client_pc(addr, self.now, self.client_srtp.clone());
         let id = ParticipantId::next();
         self.core.command(Command::AddParticipant { participant: id, player: false }, self.now);
         self.clients.push(Client {
@@ -1371,4 +1379,33 @@ fn sender_reports_on_the_lean_path_count_and_map_the_clock() {
         let rtp = w[1].1.rtp_time.wrapping_sub(w[0].1.rtp_time) as f64 / 90_000.0;
         assert!((rtp - wall).abs() < 0.002, "RTP time follows NTP time: {rtp} s of RTP in {wall} s");
     }
+}
+
+/// A viewer whose stack lists AEAD_AES_256_GCM first (as browsers do) gets a profile the lean
+/// path seals — here AES_CM_128_HMAC_SHA1_80, the one every stack must have — and its media,
+/// repairs included, goes out on the lean path.
+#[test]
+fn a_viewer_preferring_aes_256_gets_a_profile_the_lean_path_seals() {
+    let mut sim = Sim::new();
+    let p = sim.publisher(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    let track = sim.published_track(p);
+    sim.client_srtp = Some(vec![SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
+    let v = sim.subscriber(track, Some(720));
+    let first_frame = sim.clients[p].encoder.as_ref().map_or(sim.now, |e| e.next_frame);
+    sim.clients[v].downlink.lose_at = vec![first_frame + FRAME * 20];
+    sim.run_for(Duration::from_secs(2));
+    let id = sim.clients[v].id;
+    let s = sim.core.subscriber(id).expect("the viewer's session");
+    let keys = s.link.srtp_keys().expect("keys noted");
+    assert!(!keys.aead, "AES_CM_128_HMAC_SHA1_80 was negotiated: {keys:?}");
+    assert!(s.is_lean());
+    assert!(sim.clients[v].downlink.dropped > 0);
+    // Counted from the first (a stream starts at a random sequence number).
+    let seq0 = sim.clients[v].rtp.first().map_or(0, |p| p.1);
+    let mut seqs: Vec<u16> = sim.clients[v].rtp.iter().map(|p| p.1.wrapping_sub(seq0)).collect();
+    assert!(seqs.len() > 100, "video flows ({} packets)", seqs.len());
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "the lost frame was repaired");
 }
