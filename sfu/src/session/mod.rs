@@ -159,7 +159,7 @@ impl SessionFactory {
         let link = self.transport(key, media_engine, registry, self.lean, now)?;
         Ok(Subscriber {
             link,
-            forwarders: HashMap::new(),
+            forwarders: Default::default(),
             offer_outstanding: false,
             renegotiate: false,
             bwe,

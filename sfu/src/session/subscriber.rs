@@ -18,7 +18,6 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +42,7 @@ pub struct Subscription {
 
 pub struct Subscriber {
     pub link: Transport,
-    pub forwarders: HashMap<TrackId, Subscription>,
+    pub forwarders: crate::ids::IdMap<TrackId, Subscription>,
     /// An offer is out and its answer not yet applied.
     pub offer_outstanding: bool,
     /// Tracks changed while an offer was out; offer again after the answer.

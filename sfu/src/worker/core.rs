@@ -66,7 +66,7 @@ pub(crate) struct Outputs {
 pub(crate) struct Core {
     pub idx: usize,
     pub plane: Arc<Plane>,
-    pub participants: HashMap<ParticipantId, ParticipantState>,
+    pub participants: crate::ids::IdMap<ParticipantId, ParticipantState>,
     pub router: Router,
     pub timers: Timers,
     /// Dynacast: the demand this worker last reported per track.
@@ -87,7 +87,7 @@ impl Core {
             delay,
             idx,
             plane,
-            participants: HashMap::new(),
+            participants: Default::default(),
             router: Router::default(),
             timers: Timers::default(),
             demand_sent: HashMap::new(),

@@ -4,7 +4,6 @@
 
 use crate::forward::gop::GopCache;
 use crate::ids::{ParticipantId, TrackId};
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// A track published by a session on this worker.
@@ -51,12 +50,12 @@ impl Published {
 
 #[derive(Default)]
 pub(crate) struct Router {
-    pub published: HashMap<TrackId, Published>,
+    pub published: crate::ids::IdMap<TrackId, Published>,
     /// Subscribers on this worker, per track.
-    pub subscribers: HashMap<TrackId, Vec<ParticipantId>>,
+    pub subscribers: crate::ids::IdMap<TrackId, Vec<ParticipantId>>,
     /// Each video track's picture so far, per layer, while it has subscribers here
     /// ([`GopCache`]).
-    pub gops: HashMap<TrackId, GopCache>,
+    pub gops: crate::ids::IdMap<TrackId, GopCache>,
 }
 
 impl Router {
