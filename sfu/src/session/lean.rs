@@ -254,8 +254,14 @@ impl LeanStream {
                 sender.emit(wire, &rtx, self.twcc_ext, Some(head.seq), &pkt.payload, roc).then_some(pkt.payload.len() + 2)
             }
             None => {
+                // Sent again on the media SSRC: counted in its sender reports (RFC 3550 §6.4.1).
                 let roc = self.roc.next(head.seq);
-                sender.emit(wire, &head, self.twcc_ext, None, &pkt.payload, roc).then_some(pkt.payload.len())
+                let sent = sender.emit(wire, &head, self.twcc_ext, None, &pkt.payload, roc);
+                if sent {
+                    self.packets = self.packets.wrapping_add(1);
+                    self.octets = self.octets.wrapping_add(pkt.payload.len() as u32);
+                }
+                sent.then_some(pkt.payload.len())
             }
         };
         sent.unwrap_or(0)
@@ -331,5 +337,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn sender() -> LeanSender {
+        let keys = crate::session::srtp_keys::SrtpKeys { aead: true, key: vec![7; 16], salt: vec![9; 12], auth: Vec::new() };
+        let provider = rtc::crypto::default_provider().unwrap();
+        let sealer = RtpSealer::new(&keys, provider.crypto()).unwrap();
+        LeanSender::new(sealer, SharedTwcc::default(), Instant::now())
+    }
+
+    fn packet(seq: u16) -> Arc<MediaPacket> {
+        let header = rtc::rtp::header::Header { version: 2, sequence_number: seq, ..Default::default() };
+        Arc::new(MediaPacket::inspect(
+            crate::ids::TrackId(1),
+            0,
+            crate::media::codec::Codec::Vp8,
+            header,
+            vec![0u8; 100].into(),
+            Instant::now(),
+        ))
+    }
+
+    /// The history holds the last HISTORY packets: one older is not sent again (it is gone, not
+    /// another packet in its slot), the oldest kept is; RTX numbers its own stream; without
+    /// RTX the packet goes again as it was; the transport-wide number counts every send.
+    #[test]
+    fn a_nack_past_the_history_is_not_answered() {
+        let mut sender = sender();
+        let mut out = SendBatch::default();
+        let to: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let mut stream = LeanStream { twcc_ext: Some(3), rtx: Some((0xabcd, 97)), ..Default::default() };
+        let now = Instant::now();
+        let n = HISTORY as u16 + 44;
+        for seq in 0..n {
+            let head = Head { ssrc: 1, pt: 96, seq, ts: 3000 * u32::from(seq), marker: false, padding: false };
+            assert!(stream.send(&mut sender, &mut Wire { out: &mut out, to, now }, head, &packet(seq), true, 90_000));
+        }
+        let mut wire = Wire { out: &mut out, to, now };
+        assert_eq!(stream.resend(&mut sender, &mut wire, 43), 0, "older than the history");
+        assert!(!stream.has(43));
+        assert_eq!(stream.resend(&mut sender, &mut wire, 44), 102, "the oldest kept: RTX, with its original number in front");
+        assert_eq!(stream.resend(&mut sender, &mut wire, n), 0, "never sent");
+        stream.rtx = None;
+        assert_eq!(stream.resend(&mut sender, &mut wire, n - 1), 100, "no RTX: the packet as it was");
+        assert_eq!(out.len(), n as usize + 2);
+        assert_eq!(sender.twcc.lock().number(0, now), n + 2, "every datagram numbered");
+        let sr = stream.report(&sender, 1, now).unwrap();
+        // The media SSRC's count: the packet sent again on it counts, the RTX one does not.
+        assert_eq!((sr.packet_count, sr.octet_count), (u32::from(n) + 1, 100 * (u32::from(n) + 1)));
     }
 }
