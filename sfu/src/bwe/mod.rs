@@ -152,6 +152,9 @@ pub struct Bwe {
     probed_at: Option<Instant>,
     /// A probe decided but not sent yet: (media SSRC, sequence numbers to resend, target bits/s).
     requested: Option<(u32, Vec<u16>, f64)>,
+    /// On the lean path: a probe whose moment came (the viewer's next RTCP), for the worker to
+    /// send (session/lean.rs).
+    ready: Option<(u32, Vec<u16>, f64)>,
     /// What the last capped probe found the path to deliver: the next probe aims just above it
     /// rather than at twice the estimate (a smaller train, no overflow of a shallow queue).
     ceiling: Option<f64>,
@@ -188,6 +191,7 @@ impl Bwe {
             probe_backoff: PROBE_BACKOFF_MIN,
             probed_at: None,
             requested: None,
+            ready: None,
             ceiling: None,
             last_probe: None,
             probes: 0,
@@ -416,6 +420,7 @@ impl Bwe {
         }
         if self.probe.is_some()
             || self.requested.is_some()
+            || self.ready.is_some()
             || now < self.next_probe
             || self.estimate >= wanted_bps.min(self.max_bps)
             || !self.clear()
@@ -455,7 +460,20 @@ impl Bwe {
     /// Whether a probe was ever sent or is waiting to be (tests).
     #[cfg(test)]
     pub fn has_probed(&self) -> bool {
-        self.probes > 0 || self.requested.is_some()
+        self.probes > 0 || self.requested.is_some() || self.ready.is_some()
+    }
+
+    /// The viewer's RTCP came in: the probe waiting for it is now the worker's to send (lean
+    /// path).
+    pub fn probe_ready(&mut self) {
+        if let Some(p) = self.requested.take() {
+            self.ready = Some(p);
+        }
+    }
+
+    /// The probe the worker is to send now, if any (lean path).
+    pub fn take_ready_probe(&mut self) -> Option<(u32, Vec<u16>, f64)> {
+        self.ready.take()
     }
 
     /// The probe waiting to be sent, if any.

@@ -131,6 +131,9 @@ pub struct NackGuard {
     /// The stream restarts at a keyframe, so repairs of what came before would only load the
     /// path that could not carry the video in the first place. Probes still go out.
     video_paused: Arc<AtomicBool>,
+    /// The viewer's media goes out on the lean path: a probe due with this RTCP is handed to the
+    /// worker (`Bwe::probe_ready`) instead of to rtc's NACK responder, which is not in the chain.
+    lean: bool,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -148,9 +151,16 @@ impl NackGuard {
             refused: Arc::default(),
             answered: Default::default(),
             video_paused: Arc::default(),
+            lean: false,
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
+    }
+
+    /// For a session on the lean path (see `lean`).
+    pub fn with_lean(mut self, lean: bool) -> Self {
+        self.lean = lean;
+        self
     }
 
     /// Share the flag that says the viewer's video is paused (see `video_paused`).
@@ -228,10 +238,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
             *packets = kept_packets;
         }
         // A probe waiting to go out: a NACK of our own for the responder, answered at once with
-        // one train of RTX packets that all leave at this instant (see PeerSession::probe).
+        // one train of RTX packets that all leave at this instant (see Subscriber::probe); on
+        // the lean path the worker sends the train, right after this read.
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
             let mut bwe = self.bwe.lock();
-            if let Some((media_ssrc, seqs, target)) = bwe.take_probe_request() {
+            if self.lean {
+                bwe.probe_ready();
+            } else if let Some((media_ssrc, seqs, target)) = bwe.take_probe_request() {
                 let n = seqs.len();
                 let nacks = seqs.into_iter().map(|packet_id| NackPair { packet_id, lost_packets: 0 }).collect();
                 packets.push(Box::new(TransportLayerNack { sender_ssrc: 0, media_ssrc, nacks }));

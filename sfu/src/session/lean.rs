@@ -13,7 +13,8 @@
 //! - **retransmissions**: a ring of the last [`HISTORY`] packets sent (the received packet,
 //!   shared with every other viewer, and the four header fields rewritten for this one) answers
 //!   the NACKs our guard lets through, as RTX (RFC 4588) when negotiated, else the packet again;
-//! - **probes**: RTX copies of the latest packets, from the same ring (`Subscriber::probe`);
+//! - **probes**: RTX copies of the latest packets, from the same ring, asked for by the guard's
+//!   NACK with the viewer's next RTCP (`Subscriber::probe`);
 //! - **sender reports**: packet and octet counts and the RTP/NTP mapping of the last frame, sent
 //!   through rtc's RTCP path once a second.
 //!

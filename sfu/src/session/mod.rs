@@ -92,7 +92,7 @@ fn subscriber_interceptors(
             .with(Slot::SenderReport, SenderReportBuilder::new().build());
     }
     Ok(registry
-        .with(Slot::from(feedback::NACK_GUARD_SLOT), feedback::NackGuard::new(bwe.clone()).with_video_paused(video_paused))
+        .with(Slot::from(feedback::NACK_GUARD_SLOT), feedback::NackGuard::new(bwe.clone()).with_video_paused(video_paused).with_lean(lean))
         .with(crate::bwe::twcc::SLOT, crate::bwe::twcc::TransportCc::new(bwe, twcc))
         .with(Slot::from(feedback::KEYFRAME_FEEDBACK_SLOT), feedback))
 }

@@ -47,8 +47,8 @@ impl Core {
             if let Some(active) = s.update_fallback(&self.plane.config.fallback, now) {
                 changed.push((s.link.key.participant, active));
             }
-            // Sent now on the lean path, else with the viewer's next RTCP (Subscriber::probe).
-            s.probe(&self.plane.config.fallback, &mut self.out.transmit, now);
+            // Sent with the viewer's next RTCP (Subscriber::probe).
+            s.probe(&self.plane.config.fallback, now);
             s.send_reports(now);
             drain_writes(&mut self.out.transmit, &mut s.link);
             Core::reschedule(&mut self.timers, &mut s.link);

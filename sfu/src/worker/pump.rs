@@ -144,6 +144,11 @@ impl Core {
                 s.resend(ssrc, &seqs, &mut self.out.transmit, now);
             }
         }
+        if key.role == SessionRole::Subscriber
+            && let Some(s) = self.participants.get_mut(&key.participant).and_then(|p| p.subscriber.as_mut())
+        {
+            s.send_ready_probe(&mut self.out.transmit, now);
+        }
         for ev in events {
             self.handle_event(key, ev, now);
         }
