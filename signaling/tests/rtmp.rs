@@ -188,8 +188,9 @@ async fn ffmpeg_feed_reaches_a_viewer_as_h264_and_opus() {
     let live = wait_msg(&mut viewer, "studio_state", Duration::from_secs(10)).await;
     assert_eq!(live["state"], "live");
     // Participant objects say how each came in: the feed `studio`, browsers `user`. The
-    // viewer's own arrival may reach the host after its stream key (the room fans a join out
-    // on its own), so the host may hear of the viewer first: skip it (bounded: two joins).
+    // viewer's arrival may reach the host after the reply with its stream key (nothing orders
+    // the room's broadcasts against the replies to the host's own requests; seen in CI), so
+    // the host may hear of the viewer here first: skip it (bounded: two joins).
     let mut feed_joined = wait_msg(&mut host, "participant_joined", Duration::from_secs(3)).await;
     if feed_joined["participant"]["identity"] == "viewer" {
         assert_eq!(feed_joined["participant"]["kind"], "user");
