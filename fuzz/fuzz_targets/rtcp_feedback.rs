@@ -5,7 +5,8 @@
 //! into the bandwidth estimator.
 //! Invariants: never panics; the guard only ever lets through sequence numbers the viewer asked
 //! for, for the stream it named; the estimate stays a finite, positive number within its bounds;
-//! a keyframe request is delivered to the application exactly when PLI or FIR was there.
+//! the packet is delivered to the application exactly when PLI or FIR was there, or a NACK the
+//! guard let through (the lean send path answers those in the worker).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -76,9 +77,12 @@ fuzz_target!(|data: &[u8]| {
         }
         cc.handle_read(msg).expect("TWCC takes any RTCP");
         let msg = cc.poll_read().expect("TWCC passes the packet on");
+        // On a viewer's connection NACKs the guard let through go to the worker too (the lean
+        // send path answers them), as keyframe requests do.
+        let has_nack = matches!(&msg.message.packet, Packet::Rtcp(p) if p.iter().any(|p| p.as_any().is::<TransportLayerNack>()));
         keyframes.handle_read(msg).expect("the keyframe interceptor takes any RTCP");
         let msg = keyframes.poll_read().expect("the keyframe interceptor passes the packet on");
-        assert_eq!(msg.message.has(&Attribute::DeliverToApplication), wants_keyframe);
+        assert_eq!(msg.message.has(&Attribute::DeliverToApplication), wants_keyframe || has_nack);
 
         let estimate = bwe.lock().estimate();
         assert!(estimate.is_finite() && (MIN_BPS..=MAX_BPS).contains(&estimate), "estimate {estimate}");
