@@ -772,14 +772,10 @@ impl Subscriber {
     /// The probe train due with the viewer's RTCP just read (`Bwe::probe_ready`), sent on the
     /// lean path. Returns how many packets went.
     pub fn send_ready_probe(&mut self, out: &mut SendBatch, now: Instant) -> usize {
-        let (Some(lean), Some(to)) = (self.lean.as_mut(), self.link.remote) else { return 0 };
-        let mut bwe = self.bwe.lock();
-        let Some((media_ssrc, seqs, target)) = bwe.take_ready_probe() else { return 0 };
-        let Some(sub) = self.forwarders.values_mut().find(|s| s.forwarder.ssrc() == media_ssrc) else { return 0 };
-        let mut wire = Wire { out, to, now };
-        let sent = seqs.iter().filter(|&&seq| sub.lean.resend(lean, &mut wire, seq) > 0).count();
+        let Some((media_ssrc, seqs, target)) = self.bwe.lock().take_ready_probe() else { return 0 };
+        let sent = self.resend(media_ssrc, &seqs, out, now);
         if sent > 0 {
-            bwe.probe_sent(now, target, sent);
+            self.bwe.lock().probe_sent(now, target, sent);
         }
         sent
     }
