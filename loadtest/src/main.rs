@@ -124,7 +124,7 @@ struct Cli {
 enum Command {
     /// Run the same scenario against Debian's Janus (streaming plugin) and against Onair, one
     /// after the other, each pinned to a core the harness does not use; print both and the ratios.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// The machine's floor alone (docs/loadtest.md): SRTP-encrypt and send the compare stream
     /// to every address in a file, and print CPU per packet as JSON. `compare` runs it itself.
     Floor(FloorArgs),
@@ -160,9 +160,18 @@ struct CompareArgs {
     /// Folder with janus.jcfg and the plugin/transport configs.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/janus"))]
     janus_config: PathBuf,
-    /// Core the server under test is pinned to (taskset).
+    /// Cores the server under test (and the floor) is pinned to, as taskset takes them: "1",
+    /// or "0,1" for the whole machine (then give Onair as many workers).
+    #[arg(long, alias = "server-cores", default_value = "1")]
+    server_core: String,
+    /// Onair's media workers (ONAIR_RTC_WORKERS).
     #[arg(long, default_value_t = 1)]
-    server_core: usize,
+    server_workers: usize,
+    /// Limit the server under test to this share of one core (0.1–1, the kernel's CFS quota in
+    /// a cgroup of its own), so that it runs out of CPU before the harness does: the most it
+    /// holds at a share is its own limit, not the harness's. The floor is not limited.
+    #[arg(long)]
+    server_cpu_share: Option<f64>,
     /// Core the harness pins itself to.
     #[arg(long, default_value_t = 0)]
     harness_core: usize,
@@ -192,7 +201,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Compare(args)) => {
             raise_fd_limit();
-            return compare::run(args);
+            return compare::run(*args);
         }
         Some(Command::Floor(args)) => {
             raise_fd_limit();
@@ -327,6 +336,7 @@ fn raise_fd_limit() {
 mod compare {
     use super::CompareArgs;
     use loadtest::floor::{FloorResult, FloorSpec};
+    use loadtest::server::CpuLimit;
     use loadtest::{Layer, Report, Scenario, Target, Tokens};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
@@ -379,10 +389,24 @@ mod compare {
         }
     }
 
-    fn in_netns(core: usize) -> Command {
+    fn in_netns(cores: &str) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", NETNS, "taskset", "-c", &core.to_string()]);
+        c.args(["netns", "exec", NETNS, "taskset", "-c", cores]);
         c
+    }
+
+    /// The server just started, under `--server-cpu-share` if given. Declared before the
+    /// `Server` it limits, so that it is dropped after it (the cgroup goes once the process has).
+    fn limit(args: &CompareArgs, child: &mut Child) -> anyhow::Result<Option<CpuLimit>> {
+        let Some(share) = args.server_cpu_share else { return Ok(None) };
+        match CpuLimit::apply(child.id(), share) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
 
     fn pin_self(core: usize) {
@@ -445,7 +469,7 @@ mod compare {
 
     fn janus(args: &CompareArgs, viewers: usize, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
         let log = std::fs::File::create(std::env::temp_dir().join("onair-loadtest-janus.log"))?;
-        let child = in_netns(args.server_core)
+        let mut child = in_netns(&args.server_core)
             .arg(&args.janus_bin)
             .arg("-C")
             .arg(args.janus_config.join("janus.jcfg"))
@@ -456,6 +480,7 @@ mod compare {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting Janus ({}): {e}; install it with apt-get install janus", args.janus_bin.display()))?;
+        let _limit = limit(args, &mut child)?;
         let server = Server(child);
         anyhow::ensure!(wait_port(&format!("{NS_IP}:8188"), Duration::from_secs(15)), "Janus did not open its WebSocket port 8188");
         // Let the streaming plugin bind its mountpoint ports.
@@ -477,12 +502,12 @@ mod compare {
             None => std::env::current_exe()?.with_file_name("onair"),
         };
         let port = free_port()?;
-        let child = in_netns(args.server_core)
+        let mut child = in_netns(&args.server_core)
             .arg(&bin)
             .env("ONAIR_HTTP_BIND", format!("{NS_IP}:{port}"))
             .env("ONAIR_RTC_UDP_BIND", format!("{NS_IP}:0"))
             .env("ONAIR_RTC_ADVERTISE_IP", NS_IP)
-            .env("ONAIR_RTC_WORKERS", "1")
+            .env("ONAIR_RTC_WORKERS", args.server_workers.to_string())
             .env("ONAIR_RTMP_ENABLED", "false")
             .env("ONAIR_AUTH_SECRET", SECRET)
             .env("ONAIR_DEV", "false")
@@ -491,6 +516,7 @@ mod compare {
             .stderr(std::fs::File::create(std::env::temp_dir().join("onair-loadtest-onair.log"))?)
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting {} : {e} (build it with cargo build --release)", bin.display()))?;
+        let _limit = limit(args, &mut child)?;
         let server = Server(child);
         anyhow::ensure!(wait_port(&format!("{NS_IP}:{port}"), Duration::from_secs(15)), "onair did not open port {port}");
         let report = rt.block_on(loadtest::run(scenario(Target::Onair, format!("http://{NS_IP}:{port}"), viewers, args, server.0.id())));
@@ -542,7 +568,7 @@ mod compare {
             Ok(())
         });
         let bin = std::env::current_exe()?;
-        let out = in_netns(args.server_core).arg(&bin).arg("floor").arg("--spec").arg(&path).stderr(Stdio::inherit()).output();
+        let out = in_netns(&args.server_core).arg(&bin).arg("floor").arg("--spec").arg(&path).stderr(Stdio::inherit()).output();
         stop.store(true, Ordering::Relaxed);
         let _ = std::fs::remove_file(&path);
         drain.join().map_err(|_| anyhow::anyhow!("the floor's receiver panicked"))??;
@@ -565,6 +591,10 @@ mod compare {
     }
 
     pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=64).contains(&args.server_workers), "--server-workers must be within 1..=64");
+        if let Some(share) = args.server_cpu_share {
+            loadtest::server::cpu_quota_us(share)?;
+        }
         pin_self(args.harness_core);
         netns_up().map_err(|e| anyhow::anyhow!("setting up the network namespace (needs root and iproute2): {e}"))?;
         let _netns = Netns;
@@ -589,12 +619,12 @@ mod compare {
             }
         }
         println!(
-            "server  viewers joined  recv pkt/s  CPU cores  CPU µs/pkt  delay p50/p99 ms  1st keyframe p95 ms  RSS KiB/viewer  loss %  harness cores"
+            "server  viewers joined  recv pkt/s  CPU cores  CPU µs/pkt  delay p50/p99 ms  1st keyframe p95 ms  RSS KiB/viewer  loss %  harness cores  held"
         );
         for (name, r) in &rows {
             let s = &r.server;
             println!(
-                "{name:<7} {:>7} {:>6} {:>11.0} {:>10} {:>11} {:>17} {:>20} {:>15} {:>7.3} {:>14.2}",
+                "{name:<7} {:>7} {:>6} {:>11.0} {:>10} {:>11} {:>17} {:>20} {:>15} {:>7.3} {:>14.2}  {}",
                 r.viewers,
                 r.joined,
                 s.packets_received_per_s,
@@ -604,8 +634,14 @@ mod compare {
                 f(r.first_keyframe_ms.as_ref().map(|p| p.p95), 0),
                 f(s.rss_kib_per_viewer, 1),
                 r.loss_percent,
-                r.harness_cpu_cores
+                r.harness_cpu_cores,
+                r.held().map(|()| "yes".to_string()).unwrap_or_else(|why| format!("no: {why}"))
             );
+            if let (Some(share), Some(used)) = (args.server_cpu_share, s.cpu_cores)
+                && used > share + 0.05
+            {
+                println!("  warning: the server used {used:.2} cores under a limit of {share}: the limit did not hold");
+            }
         }
         for &n in &args.viewers {
             let get = |name: &str| rows.iter().find(|(k, r)| k == name && r.viewers == n).map(|(_, r)| r);

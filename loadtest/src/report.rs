@@ -338,7 +338,33 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "—".into())
 }
 
+/// The loss above which a run did not hold (%).
+pub const HELD_MAX_LOSS_PERCENT: f64 = 1.0;
+/// The forwarding delay p99 above which a run did not hold (ms): a server that keeps up stays
+/// within tens of milliseconds; one that does not falls behind by seconds.
+pub const HELD_MAX_DELAY_P99_MS: f64 = 250.0;
+
 impl Report {
+    /// Whether the server held this load: every viewer joined and received media, all of them on
+    /// the top layer at the end (a server short of CPU would otherwise look fine by sending less),
+    /// loss under 1 % and delay p99 under 250 ms. `Err` says the first thing that failed.
+    pub fn held(&self) -> Result<(), String> {
+        if self.joined < self.viewers || self.receiving < self.viewers {
+            return Err(format!("{} of {} joined, {} receiving", self.joined, self.viewers, self.receiving));
+        }
+        if self.layer_distribution[2] < self.viewers {
+            return Err(format!("{} of {} on the top layer", self.layer_distribution[2], self.viewers));
+        }
+        if self.loss_percent >= HELD_MAX_LOSS_PERCENT {
+            return Err(format!("loss {:.2} %", self.loss_percent));
+        }
+        match &self.delay_ms {
+            None => Err("no delay measured".into()),
+            Some(d) if d.p99 > HELD_MAX_DELAY_P99_MS => Err(format!("delay p99 {:.0} ms", d.p99)),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// The final table.
     pub fn table(&self) -> String {
         let p = |x: &Option<Percentiles>| {
@@ -507,5 +533,48 @@ impl Report {
             .draw()?;
         root.present()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_run(viewers: usize) -> Report {
+        Report {
+            viewers,
+            joined: viewers,
+            receiving: viewers,
+            layer_distribution: [0, 0, viewers, 0],
+            delay_ms: Some(Percentiles { p50: 5.0, p95: 10.0, p99: 20.0 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_holds_only_when_everyone_gets_the_top_layer_in_time_and_whole() {
+        assert_eq!(held_run(300).held(), Ok(()));
+        let mut r = held_run(300);
+        r.joined = 299;
+        assert_eq!(r.held(), Err("299 of 300 joined, 300 receiving".into()));
+        let mut r = held_run(300);
+        r.receiving = 299;
+        assert!(r.held().is_err());
+        let mut r = held_run(300);
+        r.layer_distribution = [0, 1, 299, 0];
+        assert_eq!(r.held(), Err("299 of 300 on the top layer".into()));
+        // The limits, at and just past their edges.
+        let mut r = held_run(300);
+        r.loss_percent = HELD_MAX_LOSS_PERCENT - 0.01;
+        assert_eq!(r.held(), Ok(()));
+        r.loss_percent = HELD_MAX_LOSS_PERCENT;
+        assert_eq!(r.held(), Err("loss 1.00 %".into()));
+        let mut r = held_run(300);
+        r.delay_ms = Some(Percentiles { p50: 5.0, p95: 10.0, p99: HELD_MAX_DELAY_P99_MS });
+        assert_eq!(r.held(), Ok(()));
+        r.delay_ms = Some(Percentiles { p50: 5.0, p95: 10.0, p99: HELD_MAX_DELAY_P99_MS + 1.0 });
+        assert_eq!(r.held(), Err("delay p99 251 ms".into()));
+        r.delay_ms = None;
+        assert!(r.held().is_err());
     }
 }

@@ -103,3 +103,83 @@ pub async fn sfu_stats(url: &str) -> anyhow::Result<Value> {
     let v: Value = serde_json::from_str(json)?;
     Ok(v["sfu"].clone())
 }
+
+/// The period of the CPU limit below (µs): short, so that a limited server is held back for a
+/// few milliseconds at a time, not for most of the default 100 ms.
+pub const CPU_LIMIT_PERIOD_US: u64 = 10_000;
+
+/// The quota per period for `share` of one core (µs). The kernel takes no quota under 1 ms, so
+/// the smallest share is 0.1.
+pub fn cpu_quota_us(share: f64) -> anyhow::Result<u64> {
+    anyhow::ensure!(share.is_finite() && share > 0.0 && share <= 1.0, "a CPU share must be within (0, 1], not {share}");
+    let quota = (share * CPU_LIMIT_PERIOD_US as f64).round() as u64;
+    anyhow::ensure!(quota >= 1000, "a CPU share under 0.1 ({share}) would be a quota under the kernel's 1 ms minimum");
+    Ok(quota)
+}
+
+/// A process limited to a share of one core by the kernel's CFS bandwidth control, in a cgroup
+/// of its own (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`), removed on drop once the process
+/// has left it. With the server under test limited to a share of its core, it runs out of CPU
+/// before the harness on a core of its own does: what it holds is then its limit at that share.
+pub struct CpuLimit {
+    dir: std::path::PathBuf,
+}
+
+impl CpuLimit {
+    pub fn apply(pid: u32, share: f64) -> anyhow::Result<CpuLimit> {
+        use std::path::Path;
+        let quota = cpu_quota_us(share)?;
+        let name = format!("onair-loadtest-{pid}");
+        let root = Path::new("/sys/fs/cgroup");
+        let (dir, files): (_, Vec<(&str, String)>) = if root.join("cgroup.controllers").exists() {
+            // cgroup v2: children get the cpu controller only if the parent hands it down.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
+            (root.join(&name), vec![("cpu.max", format!("{quota} {CPU_LIMIT_PERIOD_US}"))])
+        } else if root.join("cpu/cpu.cfs_quota_us").exists() {
+            (
+                root.join("cpu").join(&name),
+                vec![("cpu.cfs_period_us", CPU_LIMIT_PERIOD_US.to_string()), ("cpu.cfs_quota_us", quota.to_string())],
+            )
+        } else {
+            anyhow::bail!("no cgroup cpu controller under /sys/fs/cgroup (v2 cpu.max or v1 cpu/cpu.cfs_quota_us)");
+        };
+        std::fs::create_dir(&dir).map_err(|e| anyhow::anyhow!("creating {} (needs root): {e}", dir.display()))?;
+        let limit = CpuLimit { dir };
+        for (file, value) in files {
+            std::fs::write(limit.dir.join(file), &value).map_err(|e| anyhow::anyhow!("writing {value} to {file}: {e}"))?;
+        }
+        // Moves every thread of the process, and those it starts later stay in it.
+        std::fs::write(limit.dir.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| anyhow::anyhow!("moving process {pid} into {}: {e}", limit.dir.display()))?;
+        Ok(limit)
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        // Empty once the process has exited; the kernel may take a moment to see it go. Bounded:
+        // 50 tries, 10 ms apart.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        eprintln!("warning: could not remove {}", self.dir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_shares_map_to_quotas_and_the_edges_are_refused() {
+        assert_eq!(cpu_quota_us(1.0).ok(), Some(10_000));
+        assert_eq!(cpu_quota_us(0.25).ok(), Some(2_500));
+        assert_eq!(cpu_quota_us(0.1).ok(), Some(1_000));
+        for bad in [0.0, -0.5, 1.01, 0.09, f64::NAN, f64::INFINITY] {
+            assert!(cpu_quota_us(bad).is_err(), "{bad} was taken");
+        }
+    }
+}
