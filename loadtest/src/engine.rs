@@ -152,6 +152,53 @@ pub struct PublisherSpec {
     /// Bits per second of the three layers (q, h, f).
     pub rates: [u32; 3],
     pub keyframe_every: Duration,
+    /// Pace video as browsers do (libwebrtc's pacer: packets leave no faster than this factor
+    /// times the layers' rate, 2.5 by default there) instead of sending a frame's packets at once.
+    pub pace: Option<f64>,
+}
+
+/// A video packet waiting for its publisher's pacer; built, and stamped, when it leaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Paced {
+    at: Instant,
+    layer: u8,
+    key: bool,
+    first: bool,
+    marker: bool,
+    size: usize,
+    seq: u16,
+    ts: u32,
+}
+
+/// A publisher's video pacer: each packet leaves when the previous one's bits have gone at
+/// the pacing rate, or at once without one.
+#[derive(Default)]
+struct Pacer {
+    queue: std::collections::VecDeque<Paced>,
+    free: Option<Instant>,
+}
+
+impl Pacer {
+    /// Queue `p` (its `at` is set here) for a pacing rate of `bps` (`None`: no pacing).
+    fn push(&mut self, now: Instant, bps: Option<f64>, mut p: Paced) {
+        p.at = now;
+        if let Some(bps) = bps.filter(|b| *b > 0.0) {
+            let at = self.free.map_or(now, |f| f.max(now));
+            // 12 bytes of RTP header besides the payload; the rest of the headers are alike for all.
+            self.free = Some(at + Duration::from_secs_f64((p.size + 12) as f64 * 8.0 / bps));
+            p.at = at;
+        }
+        self.queue.push_back(p);
+    }
+
+    /// The packets due at `now`, in order.
+    fn due(&mut self, now: Instant) -> impl Iterator<Item = Paced> + '_ {
+        std::iter::from_fn(move || if self.queue.front()?.at <= now { self.queue.pop_front() } else { None })
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.queue.front().map(|p| p.at)
+    }
 }
 
 /// One viewer's outcome.
@@ -338,6 +385,7 @@ struct PublisherState {
     counter: u32,
     next_video: Instant,
     next_audio: Instant,
+    pacer: Pacer,
 }
 
 struct RawPublisher {
@@ -352,6 +400,7 @@ struct RawPublisher {
     last_key: Option<Instant>,
     next_video: Instant,
     next_audio: Instant,
+    pacer: Pacer,
 }
 
 struct Peer {
@@ -512,10 +561,12 @@ impl Loop {
                 wait = wait.min(t.saturating_duration_since(now));
             }
             for s in self.publishers.iter().filter_map(|id| self.peers.get(id)?.publisher.as_ref()) {
-                wait = wait.min(s.next_video.min(s.next_audio).saturating_duration_since(now));
+                let next = s.pacer.next().map_or(s.next_video, |p| p.min(s.next_video));
+                wait = wait.min(next.min(s.next_audio).saturating_duration_since(now));
             }
             for r in &self.raw {
-                wait = wait.min(r.next_video.min(r.next_audio).saturating_duration_since(now));
+                let next = r.pacer.next().map_or(r.next_video, |p| p.min(r.next_video));
+                wait = wait.min(next.min(r.next_audio).saturating_duration_since(now));
             }
             if self.poll.poll(&mut events, Some(wait)).is_err() {
                 continue;
@@ -665,6 +716,7 @@ impl Loop {
                         counter: 0,
                         next_video: now,
                         next_audio: now,
+                        pacer: Pacer::default(),
                     });
                     p.pc.local_description().map(|d| d.sdp).ok_or_else(|| "no local description".to_string())
                 });
@@ -727,6 +779,7 @@ impl Loop {
                         last_key: None,
                         next_video: now,
                         next_audio: now,
+                        pacer: Pacer::default(),
                     });
                 });
                 let _ = reply.send(r);
@@ -1029,14 +1082,20 @@ impl Loop {
                 }
                 let frame_bytes = (r.spec.rates[2] / 8 / 30) as usize;
                 let n = frame_bytes.div_ceil(1100).max(1);
+                let bps = r.spec.pace.map(|f| f * r.spec.rates[2] as f64);
                 for i in 0..n {
-                    r.counter = r.counter.wrapping_add(1);
-                    let stamp = Stamp { layer: 2, keyframe: key, sent_us: payload::now_us(), counter: r.counter };
-                    let body = payload::video(i == 0, &stamp, HEIGHTS[2], (frame_bytes / n).max(40));
-                    out.push((r.video_to, rtp(VIDEO_PT, i + 1 == n, r.seq[0], r.ts[0], r.ssrcs[0], &body)));
+                    let size = (frame_bytes / n).max(40);
+                    let (seq, ts) = (r.seq[0], r.ts[0]);
+                    r.pacer.push(now, bps, Paced { at: now, layer: 2, key, first: i == 0, marker: i + 1 == n, size, seq, ts });
                     r.seq[0] = r.seq[0].wrapping_add(1);
                 }
                 r.ts[0] = r.ts[0].wrapping_add(3000);
+            }
+            for v in r.pacer.due(now) {
+                r.counter = r.counter.wrapping_add(1);
+                let stamp = Stamp { layer: v.layer, keyframe: v.key, sent_us: payload::now_us(), counter: r.counter };
+                let body = payload::video(v.first, &stamp, HEIGHTS[2], v.size);
+                out.push((r.video_to, rtp(VIDEO_PT, v.marker, v.seq, v.ts, r.ssrcs[0], &body)));
             }
             while r.next_audio <= now {
                 r.next_audio += Duration::from_millis(20);
@@ -1075,26 +1134,34 @@ impl Loop {
                     }
                     let frame_bytes = (s.spec.rates[l] / 8 / 30) as usize;
                     let n = frame_bytes.div_ceil(1100).max(1);
+                    // The pacing rate covers the layers being sent, as libwebrtc's covers its target.
+                    let bps = s.spec.pace.map(|f| f * s.spec.rates[..=s.max_layer.min(2) as usize].iter().sum::<u32>() as f64);
                     for i in 0..n {
-                        s.counter = s.counter.wrapping_add(1);
-                        let stamp = Stamp { layer: l as u8, keyframe: key, sent_us: payload::now_us(), counter: s.counter };
-                        let body = payload::video(i == 0, &stamp, HEIGHTS[l], (frame_bytes / n).max(40));
-                        let mut pkt = rtc::rtp::Packet { header: Default::default(), payload: body };
-                        pkt.header.version = 2;
-                        pkt.header.payload_type = VIDEO_PT;
-                        pkt.header.ssrc = s.ssrcs[l];
-                        pkt.header.sequence_number = s.seq[l];
-                        pkt.header.timestamp = s.ts[l];
-                        pkt.header.marker = i + 1 == n;
-                        if let (Some((mid_id, mid)), Some(rid_id)) = (&s.mid_ext, s.rid_ext) {
-                            let _ = pkt.header.set_extension(*mid_id, bytes::Bytes::from(mid.clone().into_bytes()));
-                            let _ = pkt.header.set_extension(rid_id, bytes::Bytes::from_static(["q", "h", "f"][l].as_bytes()));
-                        }
+                        let size = (frame_bytes / n).max(40);
+                        let (seq, ts) = (s.seq[l], s.ts[l]);
+                        s.pacer.push(now, bps, Paced { at: now, layer: l as u8, key, first: i == 0, marker: i + 1 == n, size, seq, ts });
                         s.seq[l] = s.seq[l].wrapping_add(1);
-                        out.push((s.video, pkt));
                     }
                     s.ts[l] = s.ts[l].wrapping_add(3000);
                 }
+            }
+            for v in s.pacer.due(now) {
+                let l = v.layer as usize;
+                s.counter = s.counter.wrapping_add(1);
+                let stamp = Stamp { layer: v.layer, keyframe: v.key, sent_us: payload::now_us(), counter: s.counter };
+                let body = payload::video(v.first, &stamp, HEIGHTS[l], v.size);
+                let mut pkt = rtc::rtp::Packet { header: Default::default(), payload: body };
+                pkt.header.version = 2;
+                pkt.header.payload_type = VIDEO_PT;
+                pkt.header.ssrc = s.ssrcs[l];
+                pkt.header.sequence_number = v.seq;
+                pkt.header.timestamp = v.ts;
+                pkt.header.marker = v.marker;
+                if let (Some((mid_id, mid)), Some(rid_id)) = (&s.mid_ext, s.rid_ext) {
+                    let _ = pkt.header.set_extension(*mid_id, bytes::Bytes::from(mid.clone().into_bytes()));
+                    let _ = pkt.header.set_extension(rid_id, bytes::Bytes::from_static(["q", "h", "f"][l].as_bytes()));
+                }
+                out.push((s.video, pkt));
             }
             while s.next_audio <= now {
                 s.next_audio += Duration::from_millis(20);
@@ -1141,5 +1208,45 @@ impl Loop {
         self.second_packets = 0;
         self.second_bytes = 0;
         self.last_sample = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(size: usize, seq: u16) -> Paced {
+        let now = Instant::now();
+        Paced { at: now, layer: 2, key: false, first: seq == 0, marker: false, size, seq, ts: 0 }
+    }
+
+    #[test]
+    fn the_pacer_spaces_packets_at_its_rate_and_none_sends_at_once() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        // 988 + 12 bytes at 8 Mbit/s: one packet a millisecond.
+        let mut p = Pacer::default();
+        for seq in 0..3 {
+            p.push(t0, Some(8_000_000.0), packet(988, seq));
+        }
+        let seqs = |p: &mut Pacer, at: Instant| p.due(at).map(|v| v.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&mut p, t0), vec![0]);
+        assert_eq!(seqs(&mut p, t0 + ms), vec![1]);
+        // A frame queued while the pacer is busy waits behind the last one.
+        p.push(t0 + ms / 2, Some(8_000_000.0), packet(988, 3));
+        assert_eq!(p.next(), Some(t0 + 2 * ms));
+        assert_eq!(seqs(&mut p, t0 + 2 * ms), vec![2]);
+        assert_eq!(seqs(&mut p, t0 + 3 * ms - Duration::from_micros(1)), Vec::<u16>::new());
+        assert_eq!(seqs(&mut p, t0 + 3 * ms), vec![3]);
+        // Idle past its free time: the next packet leaves when it is queued.
+        p.push(t0 + 10 * ms, Some(8_000_000.0), packet(988, 4));
+        assert_eq!(p.next(), Some(t0 + 10 * ms));
+        // Without a rate, everything is due at once.
+        let mut q = Pacer::default();
+        for seq in 0..4 {
+            q.push(t0, None, packet(988, seq));
+        }
+        assert_eq!(seqs(&mut q, t0), vec![0, 1, 2, 3]);
+        assert_eq!(q.next(), None);
     }
 }

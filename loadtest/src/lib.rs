@@ -69,6 +69,9 @@ pub struct Scenario {
     /// Bits per second of the q/h/f layers.
     pub rates: [u32; 3],
     pub keyframe_every: Duration,
+    /// Pace the publishers' video at this factor of its rate, as browsers do (`None`: a frame's
+    /// packets leave together).
+    pub pace: Option<f64>,
     pub viewers: usize,
     /// Viewer joins per second.
     pub ramp: f64,
@@ -135,7 +138,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     };
 
     // Publishers first: the first one is the host (the room goes live with it).
-    let spec = PublisherSpec { rates: s.rates, keyframe_every: s.keyframe_every };
+    let spec = PublisherSpec { rates: s.rates, keyframe_every: s.keyframe_every, pace: s.pace };
     if let Target::Janus { audio, video, .. } = &s.target {
         let (tx, rx) = oneshot::channel();
         engine.send(engine::Cmd::RawPublisher { spec, audio_to: *audio, video_to: *video, reply: tx });

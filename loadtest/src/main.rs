@@ -50,6 +50,11 @@ struct Cli {
     /// Seconds between key frames.
     #[arg(long, default_value_t = 2.0)]
     keyframe_every: f64,
+    /// Pace the publisher's video as browsers do: packets leave no faster than this factor
+    /// times the layers' rate (libwebrtc's pacer uses 2.5). Without it a frame's packets leave
+    /// together. 1–10.
+    #[arg(long)]
+    pace: Option<f64>,
     #[arg(long, default_value_t = 20)]
     viewers: usize,
     /// Viewer joins per second.
@@ -152,6 +157,10 @@ struct CompareArgs {
     video_kbps: u32,
     #[arg(long, default_value_t = 1.0)]
     keyframe_every: f64,
+    /// Pace the publisher's video at this factor of its rate, as browsers do (see the main
+    /// command's --pace).
+    #[arg(long)]
+    pace: Option<f64>,
     /// The onair binary (default: next to this one).
     #[arg(long)]
     onair_bin: Option<PathBuf>,
@@ -219,6 +228,7 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1000.0).contains(&cli.comments_per_sec), "--comments-per-sec must be within [0, 1000]");
     anyhow::ensure!((0.0..=1.0).contains(&cli.reacting_share), "--reacting-share must be within [0, 1]");
     anyhow::ensure!(cli.burst_every >= 0.05, "--burst-every must be at least 0.05 s");
+    anyhow::ensure!(cli.pace.is_none_or(|f| (1.0..=10.0).contains(&f)), "--pace must be within [1, 10]");
     anyhow::ensure!(cli.comment_senders != Some(0), "--comment-senders must be at least 1");
     let chat = loadtest::ChatLoad {
         comments_per_sec: cli.comments_per_sec,
@@ -261,6 +271,7 @@ fn main() -> anyhow::Result<()> {
         publishers: cli.publishers,
         rates: [cli.rates[0] * 1000, cli.rates[1] * 1000, cli.rates[2] * 1000],
         keyframe_every: Duration::from_secs_f64(cli.keyframe_every.max(0.1)),
+        pace: cli.pace,
         viewers: cli.viewers,
         ramp: cli.ramp,
         duration: Duration::from_secs_f64(cli.duration),
@@ -454,6 +465,7 @@ mod compare {
             publishers: 1,
             rates: [top / 10, top / 3, top],
             keyframe_every: Duration::from_secs_f64(args.keyframe_every),
+            pace: args.pace,
             viewers,
             ramp: args.ramp,
             duration: Duration::from_secs_f64(args.duration),
@@ -592,6 +604,7 @@ mod compare {
 
     pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         anyhow::ensure!((1..=64).contains(&args.server_workers), "--server-workers must be within 1..=64");
+        anyhow::ensure!(args.pace.is_none_or(|f| (1.0..=10.0).contains(&f)), "--pace must be within [1, 10]");
         if let Some(share) = args.server_cpu_share {
             loadtest::server::cpu_quota_us(share)?;
         }

@@ -37,6 +37,7 @@ fn scenario(server: &signaling::Server, room: &str, duration: Duration, chat: lo
         publishers: 1,
         rates: [150_000, 500_000, 1_500_000],
         keyframe_every: Duration::from_secs(2),
+        pace: None,
         viewers: 20,
         ramp: 20.0,
         duration,
