@@ -451,11 +451,7 @@ struct Loop {
     publishers: Vec<u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     buf: Vec<u8>,
-    /// Delay histogram of the current second and since the last `Measure`.
-    second: Histogram<u64>,
-    total: Histogram<u64>,
-    second_packets: u64,
-    second_bytes: u64,
+    meter: Meter,
     last_sample: Instant,
     began: Instant,
 }
@@ -508,6 +504,98 @@ fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
     Ok(pc)
 }
 
+/// One RTP packet's fields as a viewer measures them, from rtc's path or the lean one.
+struct Rtp<'a> {
+    ssrc: u32,
+    seq: u16,
+    pt: u8,
+    marker: bool,
+    payload: &'a [u8],
+}
+
+/// The delay histograms and counters of the current second (and, for the delay, since the last
+/// `Measure`).
+struct Meter {
+    second: Histogram<u64>,
+    total: Histogram<u64>,
+    packets: u64,
+    bytes: u64,
+}
+
+/// A viewer received `rtp` at `now` (`arrived_us` on the payload clock): its figures, the run's.
+fn on_rtp(p: &mut Peer, meter: &mut Meter, live: &Live, rtp: Rtp<'_>, now: Instant, arrived_us: u64) {
+    // Viewers negotiate rtc's default payload types: Opus is 111.
+    let video = rtp.pt != OPUS_PT;
+    let stamp = payload::parse(video, rtp.payload);
+    let r = &mut p.result;
+    r.packets += 1;
+    r.bytes += rtp.payload.len() as u64;
+    let elapsed = now.saturating_duration_since(p.started);
+    r.first_rtp.get_or_insert(elapsed);
+    let s = p.streams.entry(rtp.ssrc).or_default();
+    let seq = rtp.seq;
+    let ext = match s.base {
+        None => {
+            let e = (1u64 << 32) + u64::from(seq);
+            s.base = Some(e);
+            s.highest = e;
+            e
+        }
+        Some(_) => {
+            let diff = seq.wrapping_sub(s.highest as u16) as i16 as i64;
+            (s.highest as i64 + diff).max(0) as u64
+        }
+    };
+    if s.seen.insert(ext) {
+        s.received += 1;
+    } else {
+        r.duplicates += 1;
+    }
+    s.highest = s.highest.max(ext);
+    if s.seen.len() > 4096 {
+        let floor = s.highest.saturating_sub(2048);
+        s.seen.retain(|e| *e >= floor);
+    }
+    if let Some(Stamp { layer, keyframe, sent_us, .. }) = stamp {
+        let delay = arrived_us.saturating_sub(sent_us).max(1);
+        let _ = meter.second.record(delay.min(60_000_000));
+        let _ = meter.total.record(delay.min(60_000_000));
+        // RFC 3550 jitter in 90 kHz units from send/arrival times.
+        let transit = delay as f64 * 0.09;
+        if let Some(prev) = s.transit {
+            s.jitter += ((transit - prev).abs() - s.jitter) / 16.0;
+        }
+        s.transit = Some(transit);
+        if rtp.pt != OPUS_PT {
+            if let Some(c) = r.layers.get_mut(layer as usize) {
+                *c += 1;
+            }
+            r.last_layer = Some(layer);
+            if keyframe {
+                r.first_keyframe.get_or_insert(elapsed);
+            }
+            // A frame is whole at its marker; before the first keyframe, none shows.
+            if rtp.marker && r.first_keyframe.is_some() {
+                r.qoe.frame(now);
+            }
+            p.last_video = Some(now);
+            // What a decoder would show (loss leaves it frozen until repaired).
+            let key_start = keyframe && rtp.payload.first().is_some_and(|b| b & 0x10 != 0);
+            let shown = s.chain.get_or_insert_with(Default::default).push(ext, rtp.marker, key_start, sent_us);
+            if let (Some(sent), Some(w)) = (shown, p.watch.as_mut())
+                && w.recovered.is_none()
+                && sent >= w.since_us
+            {
+                w.recovered = Some(now.saturating_duration_since(w.since));
+            }
+        }
+    }
+    meter.packets += 1;
+    meter.bytes += rtp.payload.len() as u64;
+    live.packets.fetch_add(1, Ordering::Relaxed);
+    live.bytes.fetch_add(rtp.payload.len() as u64, Ordering::Relaxed);
+}
+
 /// A viewer's final figures: loss from sequence gaps, jitter averaged over its streams.
 fn finalize(mut p: Peer) -> ViewerResult {
     p.result.connected = p.connected && !p.failed;
@@ -543,10 +631,7 @@ impl Loop {
             publishers: Vec::new(),
             timers: BinaryHeap::new(),
             buf: vec![0u8; 2048],
-            second: histogram(),
-            total: histogram(),
-            second_packets: 0,
-            second_bytes: 0,
+            meter: Meter { second: histogram(), total: histogram(), packets: 0, bytes: 0 },
             last_sample: now,
             began: now,
         }
@@ -816,8 +901,8 @@ impl Loop {
                     expected += r.expected;
                     received += r.expected - r.lost;
                 }
-                let _ = reply.send(Ok(Measure { delay: self.total.clone(), expected, received }));
-                self.total.reset();
+                let _ = reply.send(Ok(Measure { delay: self.meter.total.clone(), expected, received }));
+                self.meter.total.reset();
             }
             Cmd::Move { id, reply } => {
                 let r = match self.peers.get_mut(&id) {
@@ -972,76 +1057,9 @@ impl Loop {
         while let Some(TaggedRTCMessage { message, .. }) = p.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(_, packet) => {
-                    // Viewers negotiate rtc's default payload types: Opus is 111.
-                    let video = packet.header.payload_type != OPUS_PT;
-                    let stamp = payload::parse(video, &packet.payload);
-                    let r = &mut p.result;
-                    r.packets += 1;
-                    r.bytes += packet.payload.len() as u64;
-                    let elapsed = now.saturating_duration_since(p.started);
-                    r.first_rtp.get_or_insert(elapsed);
-                    let s = p.streams.entry(packet.header.ssrc).or_default();
-                    let seq = packet.header.sequence_number;
-                    let ext = match s.base {
-                        None => {
-                            let e = (1u64 << 32) + u64::from(seq);
-                            s.base = Some(e);
-                            s.highest = e;
-                            e
-                        }
-                        Some(_) => {
-                            let diff = seq.wrapping_sub(s.highest as u16) as i16 as i64;
-                            (s.highest as i64 + diff).max(0) as u64
-                        }
-                    };
-                    if s.seen.insert(ext) {
-                        s.received += 1;
-                    } else {
-                        r.duplicates += 1;
-                    }
-                    s.highest = s.highest.max(ext);
-                    if s.seen.len() > 4096 {
-                        let floor = s.highest.saturating_sub(2048);
-                        s.seen.retain(|e| *e >= floor);
-                    }
-                    if let Some(Stamp { layer, keyframe, sent_us, .. }) = stamp {
-                        let delay = arrived_us.saturating_sub(sent_us).max(1);
-                        let _ = self.second.record(delay.min(60_000_000));
-                        let _ = self.total.record(delay.min(60_000_000));
-                        // RFC 3550 jitter in 90 kHz units from send/arrival times.
-                        let transit = delay as f64 * 0.09;
-                        if let Some(prev) = s.transit {
-                            s.jitter += ((transit - prev).abs() - s.jitter) / 16.0;
-                        }
-                        s.transit = Some(transit);
-                        if packet.header.payload_type != OPUS_PT {
-                            if let Some(c) = r.layers.get_mut(layer as usize) {
-                                *c += 1;
-                            }
-                            r.last_layer = Some(layer);
-                            if keyframe {
-                                r.first_keyframe.get_or_insert(elapsed);
-                            }
-                            // A frame is whole at its marker; before the first keyframe, none shows.
-                            if packet.header.marker && r.first_keyframe.is_some() {
-                                r.qoe.frame(now);
-                            }
-                            p.last_video = Some(now);
-                            // What a decoder would show (loss leaves it frozen until repaired).
-                            let key_start = keyframe && packet.payload.first().is_some_and(|b| b & 0x10 != 0);
-                            let shown = s.chain.get_or_insert_with(Default::default).push(ext, packet.header.marker, key_start, sent_us);
-                            if let (Some(sent), Some(w)) = (shown, p.watch.as_mut())
-                                && w.recovered.is_none()
-                                && sent >= w.since_us
-                            {
-                                w.recovered = Some(now.saturating_duration_since(w.since));
-                            }
-                        }
-                    }
-                    self.second_packets += 1;
-                    self.second_bytes += packet.payload.len() as u64;
-                    self.live.packets.fetch_add(1, Ordering::Relaxed);
-                    self.live.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                    let h = &packet.header;
+                    let rtp = Rtp { ssrc: h.ssrc, seq: h.sequence_number, pt: h.payload_type, marker: h.marker, payload: &packet.payload };
+                    on_rtp(p, &mut self.meter, &self.live, rtp, now, arrived_us);
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     if let Some(s) = p.publisher.as_mut() {
@@ -1197,16 +1215,16 @@ impl Loop {
         let receiving = self.peers.values().filter(|p| p.publisher.is_none() && p.connected && p.result.packets > 0).count() as u64;
         let sample = Sample {
             t: now.duration_since(self.began).as_secs_f64(),
-            packets_per_s: (self.second_packets as f64 / dt.as_secs_f64()) as u64,
-            mbit_per_s: self.second_bytes as f64 * 8.0 / dt.as_secs_f64() / 1e6,
-            delay_p50_ms: self.second.value_at_quantile(0.5) as f64 / 1000.0,
-            delay_p99_ms: self.second.value_at_quantile(0.99) as f64 / 1000.0,
+            packets_per_s: (self.meter.packets as f64 / dt.as_secs_f64()) as u64,
+            mbit_per_s: self.meter.bytes as f64 * 8.0 / dt.as_secs_f64() / 1e6,
+            delay_p50_ms: self.meter.second.value_at_quantile(0.5) as f64 / 1000.0,
+            delay_p99_ms: self.meter.second.value_at_quantile(0.99) as f64 / 1000.0,
             viewers_receiving: receiving,
         };
         self.live.samples.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
-        self.second.reset();
-        self.second_packets = 0;
-        self.second_bytes = 0;
+        self.meter.second.reset();
+        self.meter.packets = 0;
+        self.meter.bytes = 0;
         self.last_sample = now;
     }
 }
