@@ -83,11 +83,13 @@ mod session;
 mod worker;
 
 /// Pieces a webrtc-rs client of Onair reuses (the test peers and the loadtest): a host
-/// candidate for an address, the RTCP feedback interceptor that turns a decoder's keyframe needs into PLIs, and the payload
-/// inspection that tells keyframes and VP8 temporal layers apart.
+/// candidate for an address, the RTCP feedback interceptor that turns a decoder's keyframe needs into PLIs, the payload
+/// inspection that tells keyframes and VP8 temporal layers apart, and the crypto provider that
+/// tells a receiver the SRTP master keys of what it receives.
 pub mod client {
     pub use crate::media::codec::{Vp8Temporal, vp8_is_keyframe, vp8_keyframe_size, vp8_temporal};
     pub use crate::session::feedback::{KEYFRAME_FEEDBACK_SLOT, KeyframeFeedback};
+    pub use crate::session::srtp_keys::{KeyTap, MasterKeys};
     pub use crate::session::transport::host_candidate;
 }
 

@@ -159,6 +159,8 @@ mod tests {
         let _remote = Context::new(&[7u8; 16], master_salt, profile, None, None, rtc::crypto::RTCCryptoProvider::crypto(&*tap))
             .expect("remote context");
         let keys = tap.local_keys().expect("the tap noted the local keys");
+        let remote = tap.remote_master().expect("the tap noted the remote master");
+        assert_eq!((remote.aead, &remote.key[..], &remote.salt[..]), (aead, &[7u8; 16][..], master_salt), "the remote master");
         assert_eq!(keys.aead, aead);
         assert_eq!(keys.salt.len(), if aead { 12 } else { 14 });
         assert_eq!(keys.auth.len(), if aead { 0 } else { 20 });

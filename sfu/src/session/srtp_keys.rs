@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 const LABEL_SRTP_ENCRYPTION: u8 = 0x00;
 const LABEL_SRTP_AUTHENTICATION: u8 = 0x01;
 const LABEL_SRTP_SALT: u8 = 0x02;
-/// Master keys kept apart until one is known to be the local one (the local and the remote
-/// context's; more would be something else), and blocks kept per master key (a context
+/// Master keys noted (the local and the remote context's; more would be something else), and
+/// blocks kept per master key (a context
 /// derives six labels, the authentication keys in two blocks each).
 const MAX_MASTERS: usize = 4;
 const MAX_BLOCKS: usize = 16;
@@ -53,9 +53,29 @@ impl std::fmt::Debug for SrtpKeys {
     }
 }
 
+/// The master key and salt one direction's SRTP context derives its session keys from: what
+/// a receiver needs to build rtc's own context for the direction it receives (the load
+/// harness's viewers open the server's SRTP themselves, `loadtest/src/engine.rs`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKeys {
+    /// AEAD_AES_128_GCM (RFC 7714) rather than AES_CM_128_HMAC_SHA1 (RFC 3711).
+    pub aead: bool,
+    pub key: Vec<u8>,
+    /// 12 bytes for AEAD_AES_128_GCM, 14 for AES-CM.
+    pub salt: Vec<u8>,
+}
+
+impl std::fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKeys {{ aead: {}, key: {} bytes, salt: {} bytes }}", self.aead, self.key.len(), self.salt.len())
+    }
+}
+
 /// The blocks derived from one master key: (label, counter, output).
 struct Master {
     key: Vec<u8>,
+    /// The PRF input of its first block (label 0, counter 0): the master salt, zero-padded.
+    salt: [u8; 14],
     /// Byte 7 of its first block, the label-0 one: the master salt's byte 7.
     byte7: u8,
     blocks: Vec<(u8, u16, [u8; 16])>,
@@ -108,6 +128,20 @@ impl KeyTap {
         };
         Some(SrtpKeys { aead, key, salt, auth })
     }
+
+    /// The master key and salt of the direction the connection receives, once DTLS has
+    /// completed and rtc has built both contexts: the one master noted besides the local one
+    /// (`None` while there is none, or if there were more than one).
+    pub fn remote_master(&self) -> Option<MasterKeys> {
+        let noted = self.crypto.noted.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, aead) = noted.local?;
+        let mut others = noted.masters.iter().enumerate().filter(|(i, m)| *i != at && m.block(LABEL_SRTP_ENCRYPTION, 0).is_some());
+        let (_, m) = others.next()?;
+        if others.next().is_some() {
+            return None;
+        }
+        Some(MasterKeys { aead, key: m.key.clone(), salt: m.salt[..if aead { 12 } else { 14 }].to_vec() })
+    }
 }
 
 impl RTCCryptoProvider for KeyTap {
@@ -132,8 +166,10 @@ impl TapCrypto {
         let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
         let at = match noted.masters.iter().position(|m| m.key == key) {
             Some(at) => at,
-            None if noted.local.is_none() && noted.masters.len() < MAX_MASTERS && counter == 0 => {
-                noted.masters.push(Master { key: key.to_vec(), byte7: input[7], blocks: Vec::new() });
+            None if noted.masters.len() < MAX_MASTERS && counter == 0 => {
+                let mut salt = [0u8; 14];
+                salt.copy_from_slice(&input[..14]);
+                noted.masters.push(Master { key: key.to_vec(), byte7: input[7], salt, blocks: Vec::new() });
                 noted.masters.len() - 1
             }
             None => return,
