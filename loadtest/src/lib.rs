@@ -15,6 +15,7 @@ pub mod payload;
 pub mod report;
 pub mod server;
 pub mod signal;
+pub mod twcc;
 
 use chat::ChatLive;
 use engine::{Engine, PublisherSpec, ViewerResult};
