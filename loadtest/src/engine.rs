@@ -4,6 +4,7 @@
 //! thousands. Received packets are measured in place: sequence numbers, the 16-byte stamp.
 
 use crate::payload::{self, Stamp};
+use crate::twcc;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use mio::net::UdpSocket;
@@ -21,10 +22,16 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::header::Header;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
+use rtc::shared::marshal::{MarshalSize, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+use rustc_hash::FxHashMap;
+use sfu::client::KeyTap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -109,6 +116,13 @@ pub enum Cmd {
     Qoe {
         id: u64,
         reply: Reply<QoeNow>,
+    },
+    /// What the server says of viewer `id` as it leaves (its `stats`): the transport-wide CC
+    /// reports it got from the viewer, and its estimate toward it (`None`: none from feedback).
+    ServerView {
+        id: u64,
+        twcc_feedback: u64,
+        estimate_bps: Option<u64>,
     },
     /// A publisher sending plain RTP (no WebRTC) to a server's RTP input, e.g. a Janus
     /// streaming mountpoint: one video layer (the top rate) and audio.
@@ -213,6 +227,10 @@ pub struct ViewerResult {
     pub first_keyframe: Option<Duration>,
     pub packets: u64,
     pub bytes: u64,
+    /// RTP packets it opened itself (a lean viewer, once DTLS was done).
+    pub lean_packets: u64,
+    /// The server's view as the viewer left: TWCC reports it got, its estimate toward it.
+    pub server_view: Option<(u64, Option<u64>)>,
     pub expected: u64,
     pub lost: u64,
     pub duplicates: u64,
@@ -325,13 +343,18 @@ pub struct Engine {
 
 impl Engine {
     /// Start the engine thread. `local_ip` is the address peers bind and advertise.
-    pub fn start(local_ip: IpAddr) -> anyhow::Result<Engine> {
+    /// `lean_viewers`: viewers open the server's SRTP themselves and write their own
+    /// transport-wide CC feedback once DTLS is done, instead of handing each datagram to rtc
+    /// (see [`LeanRx`]).
+    pub fn start(local_ip: IpAddr, lean_viewers: bool) -> anyhow::Result<Engine> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let (tx, rx) = channel();
         let live = Arc::new(Live::default());
         let l = live.clone();
-        let thread = std::thread::Builder::new().name("loadtest-media".into()).spawn(move || Loop::new(poll, rx, l, local_ip).run())?;
+        let thread = std::thread::Builder::new()
+            .name("loadtest-media".into())
+            .spawn(move || Loop::new(poll, rx, l, local_ip, lean_viewers).run())?;
         Ok(Engine { tx, waker, live, thread: Some(thread) })
     }
 
@@ -354,11 +377,52 @@ struct StreamStats {
     base: Option<u64>,
     highest: u64,
     received: u64,
-    seen: std::collections::HashSet<u64>,
+    seen: Seen,
     transit: Option<f64>,
     jitter: f64,
     /// Video only: the frames a decoder could show.
     chain: Option<crate::fault::Chain>,
+}
+
+/// The extended sequence numbers a stream received lately, a bit each for the last
+/// [`Seen::WINDOW`]: a duplicate is told from a first arrival without a hash per packet. A
+/// number older than the window counts as a first arrival.
+#[derive(Default)]
+struct Seen {
+    bits: Vec<u64>,
+    highest: Option<u64>,
+}
+
+impl Seen {
+    const WINDOW: u64 = 4096;
+
+    /// Note `ext`; whether it is new.
+    fn insert(&mut self, ext: u64) -> bool {
+        if self.bits.is_empty() {
+            self.bits = vec![0; (Self::WINDOW / 64) as usize];
+        }
+        let bit = |e: u64| ((e % Self::WINDOW / 64) as usize, 1u64 << (e % 64));
+        match self.highest {
+            Some(h) if ext + Self::WINDOW <= h => return true,
+            Some(h) if ext > h => {
+                // Forget what the window leaves behind: the numbers it now reuses.
+                for e in (h + 1)..=ext.min(h + Self::WINDOW) {
+                    let (w, m) = bit(e);
+                    self.bits[w] &= !m;
+                }
+                if ext >= h + Self::WINDOW {
+                    self.bits.fill(0);
+                }
+                self.highest = Some(ext);
+            }
+            Some(_) => {}
+            None => self.highest = Some(ext),
+        }
+        let (w, m) = bit(ext);
+        let new = self.bits[w] & m == 0;
+        self.bits[w] |= m;
+        new
+    }
 }
 
 /// A viewer's recovery being watched.
@@ -412,7 +476,7 @@ struct Peer {
     deadline: Option<Instant>,
     started: Instant,
     result: ViewerResult,
-    streams: HashMap<u32, StreamStats>,
+    streams: FxHashMap<u32, StreamStats>,
     publisher: Option<PublisherState>,
     /// Moved to a new socket, waiting for the ICE restart: nothing leaves.
     offline: bool,
@@ -420,6 +484,12 @@ struct Peer {
     impair: Option<(f64, Instant)>,
     watch: Option<Watch>,
     last_video: Option<Instant>,
+    /// A lean viewer's crypto provider, which tells it the server's SRTP master keys.
+    tap: Option<Arc<KeyTap>>,
+    /// What the server's last offer said a lean viewer needs.
+    offered: Offered,
+    /// A lean viewer's own receive path, once DTLS is done.
+    lean: Option<LeanRx>,
 }
 
 impl Peer {
@@ -441,7 +511,9 @@ struct Loop {
     rx: Receiver<Cmd>,
     live: Arc<Live>,
     local_ip: IpAddr,
-    peers: HashMap<u64, Peer>,
+    /// Viewers receive on the lean path ([`LeanRx`]).
+    lean_viewers: bool,
+    peers: FxHashMap<u64, Peer>,
     /// Viewers that have left, with their final figures.
     done: HashMap<u64, ViewerResult>,
     /// Watched viewers that left before they recovered.
@@ -478,7 +550,7 @@ fn ctx(local: SocketAddr, peer: SocketAddr) -> TransportContext {
     TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP }
 }
 
-fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
+fn new_pc(local: SocketAddr, tap: Option<Arc<KeyTap>>) -> Result<RTCPeerConnection, String> {
     let mut me = MediaEngine::default();
     me.register_default_codecs().map_err(|e| e.to_string())?;
     // rtc's interceptors consume inbound RTCP; the SFU's feedback interceptor hands PLI/FIR on
@@ -489,10 +561,13 @@ fn new_pc(local: SocketAddr) -> Result<RTCPeerConnection, String> {
     // ICE checks every 50 ms, as Chrome paces them before a pair works (rtc's default is 200 ms,
     // which would add up to 200 ms to every join). A restart forgets the old address: a viewer
     // restarts ICE only after its network changed (Cmd::Move).
-    let setting = SettingEngineBuilder::new()
+    let mut setting = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
-        .with_discard_local_candidates_during_ice_restart(true)
-        .build();
+        .with_discard_local_candidates_during_ice_restart(true);
+    if let Some(tap) = tap {
+        setting = setting.with_crypto_provider(tap);
+    }
+    let setting = setting.build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting)
@@ -552,10 +627,6 @@ fn on_rtp(p: &mut Peer, meter: &mut Meter, live: &Live, rtp: Rtp<'_>, now: Insta
         r.duplicates += 1;
     }
     s.highest = s.highest.max(ext);
-    if s.seen.len() > 4096 {
-        let floor = s.highest.saturating_sub(2048);
-        s.seen.retain(|e| *e >= floor);
-    }
     if let Some(Stamp { layer, keyframe, sent_us, .. }) = stamp {
         let delay = arrived_us.saturating_sub(sent_us).max(1);
         let _ = meter.second.record(delay.min(60_000_000));
@@ -596,6 +667,154 @@ fn on_rtp(p: &mut Peer, meter: &mut Meter, live: &Live, rtp: Rtp<'_>, now: Insta
     live.bytes.fetch_add(rtp.payload.len() as u64, Ordering::Relaxed);
 }
 
+/// A crypto provider (rtc's) that notes the SRTP master keys, for a lean viewer.
+fn new_tap() -> Result<Arc<KeyTap>, String> {
+    Ok(KeyTap::new(rtc::crypto::default_provider().map_err(|e| e.to_string())?))
+}
+
+/// What a lean viewer reads from the server's offer.
+#[derive(Debug, Default, PartialEq)]
+struct Offered {
+    /// The transport-wide CC header extension's id.
+    twcc_ext: Option<u8>,
+    /// RTX payload types: their packets (retransmissions, probes) count for the feedback and
+    /// are not measured, as rtc's path folds them into their stream.
+    rtx_pts: Vec<u8>,
+}
+
+impl Offered {
+    fn parse(sdp: &str) -> Self {
+        let mut o = Offered::default();
+        for l in sdp.lines() {
+            if let Some(rest) = l.strip_prefix("a=extmap:")
+                && let Some((id, uri)) = rest.split_once(' ')
+                && uri.trim() == TWCC_URI
+            {
+                o.twcc_ext = id.split('/').next().and_then(|i| i.parse().ok());
+            } else if let Some(rest) = l.strip_prefix("a=rtpmap:")
+                && let Some((pt, codec)) = rest.split_once(' ')
+                && codec.trim().to_ascii_lowercase().starts_with("rtx/")
+                && let Ok(pt) = pt.parse()
+                && !o.rtx_pts.contains(&pt)
+            {
+                o.rtx_pts.push(pt);
+            }
+        }
+        o
+    }
+}
+
+const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// Datagrams a lean viewer's context fails to open before any opened, after which it leaves
+/// the viewer to rtc (a profile it does not know).
+const LEAN_GIVE_UP: u32 = 8;
+
+/// A lean viewer's receive path (`--lean-viewers`). rtc's receive path costs the harness more
+/// per packet than the server spends sending it (its interceptors, its copies of each message),
+/// so a harness core runs out before a server core does. Once DTLS is done, the viewer opens the
+/// server's SRTP with rtc's own context built from the master keys its tap noted, measures the
+/// packet in place, and reports the transport-wide numbers itself ([`twcc::Arrivals`], through
+/// rtc's RTCP path); STUN, DTLS and SRTCP still go to rtc. What it leaves out: NACKs and
+/// receiver reports of the media (the loss column shows whether anything was lost).
+struct LeanRx {
+    srtp: Context,
+    arrivals: twcc::Arrivals,
+    sender_ssrc: u32,
+    media_ssrc: u32,
+    next_report: Instant,
+    opened: u64,
+    failed: u32,
+}
+
+impl LeanRx {
+    fn new(tap: &KeyTap, now: Instant) -> Option<Self> {
+        let m = tap.remote_master()?;
+        let profile = if m.aead { ProtectionProfile::AeadAes128Gcm } else { ProtectionProfile::Aes128CmHmacSha1_80 };
+        let provider = rtc::crypto::default_provider().ok()?;
+        let srtp = Context::new(&m.key, &m.salt, profile, None, None, provider.crypto()).ok()?;
+        Some(LeanRx {
+            srtp,
+            arrivals: twcc::Arrivals::default(),
+            sender_ssrc: rand::random(),
+            media_ssrc: 0,
+            next_report: now + twcc::INTERVAL,
+            opened: 0,
+            failed: 0,
+        })
+    }
+}
+
+/// An RTP (not RTCP, RFC 5761 §4) packet, by its first two bytes.
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1])
+}
+
+/// A lean viewer's RTP datagram: whether the lean path took it (else it goes to rtc).
+fn lean_rx(p: &mut Peer, meter: &mut Meter, live: &Live, datagram: &[u8], now: Instant) -> bool {
+    if p.lean.is_none() {
+        // The keys exist once DTLS is done; until then rtc takes everything.
+        if !p.connected {
+            return false;
+        }
+        p.lean = p.tap.as_deref().and_then(|t| LeanRx::new(t, now));
+    }
+    let Some(l) = p.lean.as_mut() else { return false };
+    let plain = match l.srtp.decrypt_rtp(datagram) {
+        Ok(plain) => plain,
+        Err(_) if l.opened == 0 => {
+            l.failed += 1;
+            if l.failed >= LEAN_GIVE_UP {
+                eprintln!("a lean viewer cannot open the server's SRTP: rtc's path takes its packets");
+                p.lean = None;
+                p.tap = None;
+            }
+            return false;
+        }
+        // A replay or a forgery: dropped, as rtc's context drops them.
+        Err(_) => return true,
+    };
+    l.opened += 1;
+    p.result.lean_packets += 1;
+    let Ok(header) = Header::unmarshal(&mut &plain[..]) else { return true };
+    let arrived_us = payload::now_us();
+    if let Some(e) = p.offered.twcc_ext.and_then(|id| header.get_extension(id))
+        && let [a, b, ..] = e[..]
+    {
+        l.arrivals.record(u16::from_be_bytes([a, b]), arrived_us);
+        l.media_ssrc = header.ssrc;
+    }
+    let start = header.marshal_size();
+    let pad = if header.padding { plain.last().map_or(0, |b| usize::from(*b)) } else { 0 };
+    let end = plain.len().saturating_sub(pad);
+    // Padding only (a probe) or a retransmission: counted in the feedback above, nothing to show.
+    if start >= end || p.offered.rtx_pts.contains(&header.payload_type) {
+        return true;
+    }
+    let rtp =
+        Rtp { ssrc: header.ssrc, seq: header.sequence_number, pt: header.payload_type, marker: header.marker, payload: &plain[start..end] };
+    on_rtp(p, meter, live, rtp, now, arrived_us);
+    true
+}
+
+/// A lean viewer's transport-wide CC reports, due now: written through rtc's RTCP path (SRTCP).
+/// When the next are due.
+fn send_report(p: &mut Peer, now: Instant) -> Option<Instant> {
+    let l = p.lean.as_mut()?;
+    l.next_report = now + twcc::INTERVAL;
+    let next = l.next_report;
+    let reports: Vec<Box<dyn rtc::rtcp::Packet>> =
+        l.arrivals.feedback(l.sender_ssrc, l.media_ssrc).into_iter().map(|f| Box::new(f) as Box<dyn rtc::rtcp::Packet>).collect();
+    let first = p.pc.get_receivers().next();
+    if !reports.is_empty()
+        && let Some(id) = first
+        && let Some(mut receiver) = p.pc.rtp_receiver(id)
+        && let Err(e) = receiver.write_rtcp(now, reports)
+    {
+        eprintln!("a lean viewer's transport-wide CC report: {e}");
+    }
+    Some(next)
+}
+
 /// A viewer's final figures: loss from sequence gaps, jitter averaged over its streams.
 fn finalize(mut p: Peer) -> ViewerResult {
     p.result.connected = p.connected && !p.failed;
@@ -617,14 +836,15 @@ fn finalize(mut p: Peer) -> ViewerResult {
 }
 
 impl Loop {
-    fn new(poll: Poll, rx: Receiver<Cmd>, live: Arc<Live>, local_ip: IpAddr) -> Self {
+    fn new(poll: Poll, rx: Receiver<Cmd>, live: Arc<Live>, local_ip: IpAddr, lean_viewers: bool) -> Self {
         let now = Instant::now();
         Loop {
             poll,
             rx,
             live,
             local_ip,
-            peers: HashMap::new(),
+            lean_viewers,
+            peers: FxHashMap::default(),
             done: HashMap::new(),
             gone: Vec::new(),
             raw: Vec::new(),
@@ -676,11 +896,13 @@ impl Loop {
         results
     }
 
-    fn add_peer(&mut self, id: u64, started: Instant) -> Result<(), String> {
+    /// A peer on a socket of its own; `lean`: a viewer on the lean path ([`LeanRx`]).
+    fn add_peer(&mut self, id: u64, started: Instant, lean: bool) -> Result<(), String> {
         let mut socket = UdpSocket::bind(SocketAddr::new(self.local_ip, 0)).map_err(|e| format!("bind: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         self.poll.registry().register(&mut socket, Token(id as usize), Interest::READABLE).map_err(|e| e.to_string())?;
-        let pc = new_pc(local)?;
+        let tap = lean.then(new_tap).transpose()?;
+        let pc = new_pc(local, tap.clone())?;
         self.peers.insert(
             id,
             Peer {
@@ -692,12 +914,15 @@ impl Loop {
                 deadline: None,
                 started,
                 result: ViewerResult::default(),
-                streams: HashMap::new(),
+                streams: FxHashMap::default(),
                 publisher: None,
                 offline: false,
                 impair: None,
                 watch: None,
                 last_video: None,
+                tap,
+                offered: Offered::default(),
+                lean: None,
             },
         );
         Ok(())
@@ -708,13 +933,16 @@ impl Loop {
         match cmd {
             Cmd::Offer { id, sdp, started, reply } => {
                 if !self.peers.contains_key(&id)
-                    && let Err(e) = self.add_peer(id, started)
+                    && let Err(e) = self.add_peer(id, started, self.lean_viewers)
                 {
                     let _ = reply.send(Err(e));
                     return;
                 }
                 let r = self.peers.get_mut(&id).ok_or_else(|| "no peer".to_string()).and_then(|p| {
                     p.result.offer.get_or_insert(now.saturating_duration_since(p.started));
+                    if p.tap.is_some() {
+                        p.offered = Offered::parse(&sdp);
+                    }
                     let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
                     p.pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
                     if p.offline {
@@ -731,7 +959,7 @@ impl Loop {
                 self.pump(id, now);
             }
             Cmd::Publish { id, spec, reply } => {
-                if let Err(e) = self.add_peer(id, now) {
+                if let Err(e) = self.add_peer(id, now, false) {
                     let _ = reply.send(Err(e));
                     return;
                 }
@@ -925,14 +1153,22 @@ impl Loop {
             }
             Cmd::Reset { id } => {
                 if let Some(p) = self.peers.get_mut(&id) {
-                    match new_pc(p.local) {
+                    let tap = if p.tap.is_some() || (self.lean_viewers && p.publisher.is_none()) { new_tap().ok() } else { None };
+                    match new_pc(p.local, tap.clone()) {
                         Ok(pc) => {
                             let _ = std::mem::replace(&mut p.pc, pc).close();
+                            p.tap = tap;
+                            p.lean = None;
                             p.offline = false;
                             p.deadline = None;
                         }
                         Err(e) => eprintln!("viewer {id}: a new peer connection: {e}"),
                     }
+                }
+            }
+            Cmd::ServerView { id, twcc_feedback, estimate_bps } => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.result.server_view = Some((twcc_feedback, estimate_bps));
                 }
             }
             Cmd::Impair { who, loss, until } => {
@@ -991,20 +1227,35 @@ impl Loop {
     fn read(&mut self, id: u64) {
         let now = Instant::now();
         let Some(p) = self.peers.get_mut(&id) else { return };
+        // A lean viewer's media never reaches rtc: nothing to drain after it.
+        let mut to_rtc = false;
         for _ in 0..READ_BURST {
             match p.socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => {
                     if p.dropped(now) {
                         continue;
                     }
+                    let datagram = &self.buf[..n];
+                    if p.tap.is_some() && is_rtp(datagram) {
+                        let opened = p.lean.is_some();
+                        if lean_rx(p, &mut self.meter, &self.live, datagram, now) {
+                            if !opened && let Some(l) = &p.lean {
+                                self.timers.push(Reverse((l.next_report, id)));
+                            }
+                            continue;
+                        }
+                    }
                     let msg = TaggedBytesMut { now, transport: ctx(p.local, from), message: BytesMut::from(&self.buf[..n]) };
                     let _ = p.pc.handle_read(msg);
+                    to_rtc = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }
         }
-        self.pump(id, now);
+        if to_rtc {
+            self.pump(id, now);
+        }
     }
 
     fn fire_timers(&mut self) {
@@ -1014,12 +1265,17 @@ impl Loop {
                 break;
             }
             self.timers.pop();
-            let due = self.peers.get(&id).is_some_and(|p| p.deadline.is_some_and(|d| d <= now));
+            let Some(p) = self.peers.get_mut(&id) else { continue };
+            let due = p.deadline.is_some_and(|d| d <= now);
             if due {
-                if let Some(p) = self.peers.get_mut(&id) {
-                    p.deadline = None;
-                    let _ = p.pc.handle_timeout(now);
-                }
+                p.deadline = None;
+                let _ = p.pc.handle_timeout(now);
+            }
+            let report = p.lean.as_ref().is_some_and(|l| l.next_report <= now);
+            if report && let Some(next) = send_report(p, now) {
+                self.timers.push(Reverse((next, id)));
+            }
+            if due || report {
                 self.pump(id, now);
             }
         }
@@ -1232,6 +1488,56 @@ impl Loop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lean_viewer_reads_the_twcc_extension_and_rtx_types_from_the_offer() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n\
+                   a=rtpmap:98 H264/90000\r\na=rtpmap:99 RTX/90000\r\na=rtpmap:97 rtx/90000\r\n\
+                   a=extmap:3/sendonly http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n";
+        assert_eq!(Offered::parse(sdp), Offered { twcc_ext: Some(3), rtx_pts: vec![97, 99] });
+        assert_eq!(
+            Offered::parse(
+                "v=0\r\na=extmap:x http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=rtpmap:300 rtx/90000\r\n"
+            ),
+            Offered::default(),
+            "garbage is ignored"
+        );
+        // RTP, not RTCP (RFC 5761), not STUN or DTLS, and whole.
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        assert!(is_rtp(&rtp));
+        rtp[1] = 200;
+        assert!(!is_rtp(&rtp), "a sender report");
+        rtp[1] = 0x80 | 96;
+        assert!(is_rtp(&rtp), "a marker bit");
+        assert!(!is_rtp(&rtp[..11]));
+        assert!(!is_rtp(&[22u8; 40]), "DTLS");
+        assert!(!is_rtp(&[0u8; 40]), "STUN");
+    }
+
+    #[test]
+    fn seen_tells_duplicates_within_its_window_and_forgets_what_it_leaves() {
+        let mut s = Seen::default();
+        assert!(s.insert(100));
+        assert!(!s.insert(100), "a duplicate");
+        assert!(s.insert(99), "late, first time");
+        assert!(!s.insert(99));
+        assert!(s.insert(105), "ahead, past a gap");
+        assert!(s.insert(101), "the gap filled");
+        assert!(!s.insert(105));
+        // 100 + WINDOW reuses 100's bit: it must read as new, and 100 is now out of the window.
+        assert!(s.insert(100 + Seen::WINDOW));
+        assert!(!s.insert(100 + Seen::WINDOW));
+        assert!(s.insert(100), "older than the window: counted as first");
+        assert!(!s.insert(105), "still within the window");
+        // A jump past the whole window forgets everything.
+        assert!(s.insert(10 * Seen::WINDOW));
+        assert!(s.insert(10 * Seen::WINDOW - 1));
+        assert!(!s.insert(10 * Seen::WINDOW - 1));
+    }
 
     fn packet(size: usize, seq: u16) -> Paced {
         let now = Instant::now();

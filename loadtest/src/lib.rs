@@ -73,6 +73,9 @@ pub struct Scenario {
     /// Pace the publishers' video at this factor of its rate, as browsers do (`None`: a frame's
     /// packets leave together).
     pub pace: Option<f64>,
+    /// Viewers open the server's SRTP themselves and write their own transport-wide CC
+    /// feedback (`engine::LeanRx`): a harness core drives more of them.
+    pub lean_viewers: bool,
     pub viewers: usize,
     /// Viewer joins per second.
     pub ramp: f64,
@@ -128,7 +131,7 @@ fn ws_url_of(url: &str) -> String {
 
 /// Play the scenario. Bounded: ramp + 15 s for joins + duration + a few seconds to wind down.
 pub async fn run(s: Scenario) -> anyhow::Result<Report> {
-    let engine = Arc::new(Engine::start(s.local_ip)?);
+    let engine = Arc::new(Engine::start(s.local_ip, s.lean_viewers)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let ws_url = s.ws_url();
     let mut tasks = Vec::new();

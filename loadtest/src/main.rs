@@ -55,6 +55,11 @@ struct Cli {
     /// together. 1–10.
     #[arg(long)]
     pace: Option<f64>,
+    /// Viewers open the server's SRTP themselves once DTLS is done and write their own
+    /// transport-wide CC feedback, instead of handing each packet to rtc: a harness core then
+    /// drives about three times as many (docs/loadtest.md "Lean viewers"). No NACKs.
+    #[arg(long)]
+    lean_viewers: bool,
     #[arg(long, default_value_t = 20)]
     viewers: usize,
     /// Viewer joins per second.
@@ -161,6 +166,10 @@ struct CompareArgs {
     /// command's --pace).
     #[arg(long)]
     pace: Option<f64>,
+    /// Viewers on the harness's lean receive path (see the main command's --lean-viewers): the
+    /// harness's core lasts for more viewers than the server's.
+    #[arg(long)]
+    lean_viewers: bool,
     /// The onair binary (default: next to this one).
     #[arg(long)]
     onair_bin: Option<PathBuf>,
@@ -272,6 +281,7 @@ fn main() -> anyhow::Result<()> {
         rates: [cli.rates[0] * 1000, cli.rates[1] * 1000, cli.rates[2] * 1000],
         keyframe_every: Duration::from_secs_f64(cli.keyframe_every.max(0.1)),
         pace: cli.pace,
+        lean_viewers: cli.lean_viewers,
         viewers: cli.viewers,
         ramp: cli.ramp,
         duration: Duration::from_secs_f64(cli.duration),
@@ -466,6 +476,7 @@ mod compare {
             rates: [top / 10, top / 3, top],
             keyframe_every: Duration::from_secs_f64(args.keyframe_every),
             pace: args.pace,
+            lean_viewers: args.lean_viewers,
             viewers,
             ramp: args.ramp,
             duration: Duration::from_secs_f64(args.duration),

@@ -224,6 +224,14 @@ pub struct Report {
     pub delay_max_ms: f64,
     pub kbit_per_viewer: f64,
     pub packets_received: u64,
+    /// RTP packets viewers opened on the harness's lean path (`--lean-viewers`), RTX and
+    /// padding included.
+    pub lean_packets: u64,
+    /// Viewers that asked the server for its view as they left, and of those, the ones its
+    /// estimator had an estimate for from their transport-wide CC reports; the median estimate.
+    pub views: usize,
+    pub estimated: usize,
+    pub estimate_p50_kbps: Option<u64>,
     /// Viewers by the layer of their last video packet: [low, mid, high, none].
     pub layer_distribution: [usize; 4],
     pub server: ServerFigures,
@@ -293,6 +301,9 @@ pub fn build(
             server.rss_kib_per_viewer = Some((b.rss_kib as f64 - a.rss_kib as f64) / joined as f64);
         }
     }
+    // Estimates from feedback only: a viewer whose server got no TWCC report has none.
+    let mut estimates: Vec<u64> = results.iter().filter_map(|r| r.server_view).filter(|(fb, _)| *fb > 0).filter_map(|(_, e)| e).collect();
+    estimates.sort_unstable();
     Report {
         viewers: s.viewers,
         publishers: s.publishers,
@@ -317,6 +328,10 @@ pub fn build(
             receiving.iter().map(|r| r.bytes as f64 * 8.0).sum::<f64>() / receiving.len() as f64 / 1000.0 / live_seconds(live).max(1.0)
         },
         packets_received: results.iter().map(|r| r.packets).sum(),
+        lean_packets: results.iter().map(|r| r.lean_packets).sum(),
+        views: results.iter().filter(|r| r.server_view.is_some()).count(),
+        estimated: estimates.len(),
+        estimate_p50_kbps: estimates.get(estimates.len() / 2).map(|b| b / 1000),
         layer_distribution: layers,
         server,
         harness_cpu_cores: cores(&w.harness).unwrap_or(0.0),
@@ -388,6 +403,13 @@ impl Report {
         row("jitter (ms)", format!("{:.2}", self.jitter_ms));
         row("bitrate per viewer (kbit/s)", format!("{:.0}", self.kbit_per_viewer));
         row("layers low / mid / high / none", format!("{:?}", self.layer_distribution));
+        if self.views > 0 {
+            let p50 = self.estimate_p50_kbps.map_or("-".to_string(), |k| k.to_string());
+            row("server's estimate from TWCC: viewers, p50 kbit/s", format!("{} of {}, {p50}", self.estimated, self.views));
+        }
+        if self.lean_packets > 0 {
+            row("packets opened by lean viewers", self.lean_packets.to_string());
+        }
         row("server packets forwarded /s", opt(s.packets_forwarded_per_s, 0));
         row("server CPU µs per forwarded packet", opt(s.cpu_us_per_packet, 2));
         row("packets received by viewers /s", format!("{:.0}", s.packets_received_per_s));

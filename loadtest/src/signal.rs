@@ -441,10 +441,27 @@ pub async fn participant(
             let _ = sink.send(send(report)).await;
         }
     }
+    // What the server made of the viewer's feedback (docs/protocol.md `stats`), before leaving.
+    if qoe_at.is_some() && sink.send(send(json!({"type":"get_stats"}))).await.is_ok() {
+        let until = tokio::time::Instant::now() + STATS_WAIT;
+        for _ in 0..STATS_SKIP {
+            let Ok(Incoming::Json(v)) = tokio::time::timeout_at(until, stream.next()).await.map(incoming) else { break };
+            if v["type"] == "stats" {
+                let twcc_feedback = v["twcc_feedback"].as_u64().unwrap_or(0);
+                engine.send(Cmd::ServerView { id, twcc_feedback, estimate_bps: v["bandwidth_bps"].as_u64() });
+                break;
+            }
+        }
+    }
     let _ = sink.send(Message::Text(json!({"type":"leave"}).to_string().into())).await;
     let _ = sink.close().await;
     engine.send(Cmd::Close { id });
 }
+
+/// How long a leaving viewer waits for the server's `stats`, and how many other messages it
+/// reads past on the way.
+const STATS_WAIT: Duration = Duration::from_secs(2);
+const STATS_SKIP: usize = 1000;
 
 /// How often a viewer reports its QoE.
 pub const QOE_EVERY: Duration = Duration::from_secs(10);

@@ -9,6 +9,10 @@ use std::time::Duration;
 const ADMIN_TOKEN: &str = "loadtest-admin-token-0123";
 
 async fn start() -> signaling::Server {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut signaling::config::Config)) -> signaling::Server {
     let mut config = signaling::config::Config { dev: Some(false), ..Default::default() };
     config.auth.secret = "loadtest-smoke".into();
     config.http.bind = "127.0.0.1:0".parse().unwrap();
@@ -23,6 +27,7 @@ async fn start() -> signaling::Server {
     // Nothing recorded: the archive's default folder is relative to the working directory, and
     // cargo runs this test in loadtest/ (it left recordings in the source tree).
     config.archive.record = false;
+    tune(&mut config);
     signaling::Server::start(config).await.expect("server starts")
 }
 
@@ -38,6 +43,7 @@ fn scenario(server: &signaling::Server, room: &str, duration: Duration, chat: lo
         rates: [150_000, 500_000, 1_500_000],
         keyframe_every: Duration::from_secs(2),
         pace: None,
+        lean_viewers: false,
         viewers: 20,
         ramp: 20.0,
         duration,
@@ -64,6 +70,7 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     assert!(report.packets_received > 20 * 500, "media flowed: {} packets", report.packets_received);
     assert!(report.delay_ms.is_some(), "stamped packets were measured");
     assert_eq!(report.layer_distribution[3], 0, "every viewer got video");
+    assert_eq!((report.views, report.estimated), (20, 20), "rtc's viewers' TWCC reports reached the server's estimator");
     // The KPIs by two roads: the viewers' own, and Onair's sum of their qoe reports.
     let own = report.kpis.clone().expect("the viewers' KPIs");
     let server_side = report.server_kpis.clone().expect("the server's KPIs from its admin listener");
@@ -72,6 +79,36 @@ async fn one_publisher_twenty_viewers_ten_seconds() {
     if let Err(off) = loadtest::kpis::agree(&own, &server_side) {
         panic!("the viewers' and the server's KPIs disagree: {off:?}\nown {own:?}\nserver {server_side:?}");
     }
+    server.shutdown().await;
+}
+
+/// Lean viewers (`--lean-viewers`) open the server's SRTP themselves and write their own
+/// transport-wide CC feedback. The server starts its estimate below the top layer (800 kbit/s;
+/// the top layer is 1.5 Mbit/s), so every viewer ending on the top layer shows the estimator
+/// climbed on their reports; the media was measured on the lean path, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_viewers_measure_the_media_and_their_feedback_raises_the_estimate() {
+    let server = start_with(|c| c.rtc.initial_estimate_kbps = 800).await;
+    let mut s = scenario(&server, "lean", Duration::from_secs(10), loadtest::ChatLoad::default());
+    s.lean_viewers = true;
+    let report = tokio::time::timeout(Duration::from_secs(90), loadtest::run(s)).await.expect("bounded run").expect("run");
+    eprintln!("{}", report.table());
+    assert_eq!(report.failed, 0, "join failures: {:?}", report.failures);
+    assert_eq!(report.joined, 20);
+    assert_eq!(report.receiving, 20, "every viewer receives media");
+    assert!(report.loss_percent < 1.0, "loss {:.3} %", report.loss_percent);
+    assert!(report.delay_ms.is_some(), "stamped packets were measured");
+    assert!(
+        report.lean_packets >= report.packets_received * 9 / 10,
+        "the lean path opened the media: {} of {} packets",
+        report.lean_packets,
+        report.packets_received
+    );
+    assert_eq!(report.views, 20, "every viewer asked for the server's view as it left");
+    assert_eq!(report.estimated, 20, "the server estimated every viewer's path from its reports");
+    let p50 = report.estimate_p50_kbps.expect("estimates");
+    assert!(p50 > 1_600, "the estimate rose from 800 kbit/s past the top layer and audio: p50 {p50} kbit/s");
+    assert_eq!(report.layer_distribution, [0, 0, 20, 0], "every viewer ends on the top layer");
     server.shutdown().await;
 }
 
