@@ -565,7 +565,14 @@ fn new_pc(local: SocketAddr, tap: Option<Arc<KeyTap>>) -> Result<RTCPeerConnecti
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
         .with_discard_local_candidates_during_ice_restart(true);
     if let Some(tap) = tap {
-        setting = setting.with_crypto_provider(tap);
+        // A lean viewer's own context has the AES-128 profiles (the tap notes AES-128 keys):
+        // rtc would otherwise offer AES-256-GCM first, which Janus takes. Onair's lean send path
+        // offers these two only, so both servers encrypt alike.
+        use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+        setting = setting.with_crypto_provider(tap).with_srtp_protection_profiles(vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ]);
     }
     let setting = setting.build();
     let mut pc = RTCPeerConnectionBuilder::new()
