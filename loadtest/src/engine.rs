@@ -566,7 +566,7 @@ fn new_pc(local: SocketAddr, tap: Option<Arc<KeyTap>>) -> Result<RTCPeerConnecti
         .with_discard_local_candidates_during_ice_restart(true);
     if let Some(tap) = tap {
         // A lean viewer's own context has the AES-128 profiles (the tap notes AES-128 keys):
-        // rtc would otherwise offer AES-256-GCM first, which Janus takes. Onair's lean send path
+        // rtc's default list also has AES-256-GCM, which Janus picks. Onair's lean send path
         // offers these two only, so both servers encrypt alike.
         use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
         setting = setting.with_crypto_provider(tap).with_srtp_protection_profiles(vec![

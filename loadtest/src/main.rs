@@ -57,7 +57,7 @@ struct Cli {
     pace: Option<f64>,
     /// Viewers open the server's SRTP themselves once DTLS is done and write their own
     /// transport-wide CC feedback, instead of handing each packet to rtc: a harness core then
-    /// drives about three times as many (docs/loadtest.md "Lean viewers"). No NACKs.
+    /// drives about twice as many (docs/loadtest.md "Lean viewers"). No NACKs.
     #[arg(long)]
     lean_viewers: bool,
     #[arg(long, default_value_t = 20)]
